@@ -1,0 +1,295 @@
+"""``studio`` subcommands. Each runs an engine job through :func:`studio.core.jobs.run_sync`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from studio import __version__
+from studio.core.errors import StudioError
+from studio.core.jobs import CancelToken, Outcome, Status, run_sync
+from studio.core.paths import demo_dir, runs_dir
+
+EPILOG = """examples:
+  studio demo                                   make the built-in demo dataset
+  studio data scan ~/Pictures/moths             list usable and skipped images
+  studio train --family gan.dcgan --data demo --resolution 32 --steps 2000 --out runs/first
+  studio train --resume runs/first --steps 5000 continue the same run to 5000 steps
+  studio sample --run runs/first -n 64 --seed 7 --out grid.png
+  studio sample --run runs/first -n 16 --out samples/   (one PNG per sample)
+
+Run folders default to {runs}. Ctrl-C during training stops at the next step and keeps a
+checkpoint; press it twice to abort at once.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+    )
+    parser = argparse.ArgumentParser(
+        prog="studio",
+        description="Studio: train, sample and explore small generative models on your images. "
+        "With no command, opens the window.",
+        epilog=EPILOG.format(runs=runs_dir()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"studio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", parents=[common], help="train a model, or resume a run",
+                       description="Train a new run from an image folder, or resume one.")
+    p.add_argument("--family", default="gan.dcgan", help="model key (see 'studio families')")
+    p.add_argument("--data", help="image folder ('demo' = the built-in demo dataset)")
+    p.add_argument("--resolution", type=int, choices=(32, 64, 128), default=32)
+    p.add_argument("--steps", type=int, help="total steps to reach (default 2000 for a new run)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
+    p.add_argument("--sample-every", type=int, default=100, help="steps between sample grids")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--log-every", type=int, default=10, help="steps between metric records")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a model setting, e.g. --set latent_dim=64 --set lr_g=1e-4")
+    p.add_argument("--out", help="new run folder (default: a fresh folder under the runs folder)")
+    p.add_argument("--resume", metavar="RUN", help="continue this run folder")
+
+    p = sub.add_parser("sample", parents=[common], help="draw samples from a run",
+                       description="Draw samples from a trained run.")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="grid.png, or DIR/ for one PNG per sample")
+    p.add_argument("--class", dest="label", type=int, help="class index, for conditional models")
+    p.add_argument("--steps", type=int, help="sampler steps (diffusion)")
+    p.add_argument("--sampler", help="ddpm, ddim or dpm++ (diffusion)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (diffusion)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (flows)")
+
+    p = sub.add_parser("data", parents=[common], help="inspect an image folder")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    q = dsub.add_parser("scan", parents=[common], help="list usable and skipped images")
+    q.add_argument("folder")
+
+    p = sub.add_parser("demo", parents=[common], help="make the built-in demo dataset")
+    p.add_argument("--out", help=f"folder (default {demo_dir()})")
+    p.add_argument("--count", type=int, default=3000)
+
+    sub.add_parser("families", parents=[common], help="list the model families")
+    p = sub.add_parser("runs", parents=[common], help="list run folders")
+    p.add_argument("--dir", help=f"runs folder (default {runs_dir()})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    handler = {
+        "train": cmd_train,
+        "sample": cmd_sample,
+        "data": cmd_data,
+        "demo": cmd_demo,
+        "families": cmd_families,
+        "runs": cmd_runs,
+    }[args.command]
+    try:
+        return handler(args)
+    except StudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# -- running jobs -----------------------------------------------------------------------------
+
+
+def run_job(job: Generator, token: CancelToken | None = None, graceful: bool = False) -> Any:
+    """Run a job with a progress bar; Ctrl-C stops (graceful) or cancels it."""
+    from studio.cli.progress import ProgressPrinter
+
+    token = token or CancelToken()
+    printer = ProgressPrinter()
+
+    def on_sigint(_signum: int, _frame: Any) -> None:
+        if graceful and not token.stop_requested:
+            print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+            token.stop()
+        else:
+            token.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        outcome: Outcome = run_sync(job, token, printer)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        printer.close()
+    if outcome.status is Status.CANCELLED:
+        raise StudioError("cancelled")
+    if outcome.status is Status.FAILED:
+        if outcome.details:
+            print(outcome.details, file=sys.stderr)
+        raise StudioError(outcome.error or "failed")
+    return outcome.result
+
+
+def resolve_data(value: str) -> str:
+    if value == "demo":
+        from studio.engine.demo import ensure_demo_dataset
+
+        return str(run_job(ensure_demo_dataset()))
+    return value
+
+
+def parse_settings(family_key: str, pairs: list[str]) -> dict[str, Any]:
+    from studio.models.registry import get_family
+
+    config_cls = get_family(family_key).Config
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in fields:
+            known = ", ".join(sorted(fields))
+            raise StudioError(f"--set {pair!r}: expected NAME=VALUE with NAME one of: {known}")
+        default = fields[name].default
+        try:
+            if isinstance(default, bool):
+                value: Any = raw.strip().lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                value = int(raw)
+            elif isinstance(default, float):
+                value = float(raw)
+            else:
+                value = raw
+        except ValueError:
+            raise StudioError(f"--set {pair!r}: {raw!r} is not a valid {type(default).__name__}") from None
+        out[name] = value
+    return out
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from studio.core.paths import cache_dir
+    from studio.engine.runs import TrainConfig, new_run_path
+    from studio.engine.train import train_job
+
+    token = CancelToken()
+    if args.resume:
+        job = train_job(args.resume, token, None, steps=args.steps, cache_dir=cache_dir(),
+                        device_override=None if args.device == "auto" else args.device)
+        out = Path(args.resume)
+    else:
+        if not args.data:
+            raise StudioError("train needs --data DIR (or --data demo), or --resume RUN")
+        from studio.models.registry import FAMILIES
+
+        if args.family not in FAMILIES:
+            raise StudioError(f"unknown family {args.family!r}; see 'studio families'")
+        config = TrainConfig(
+            family=args.family,
+            data=str(Path(resolve_data(args.data)).expanduser().resolve()),
+            resolution=args.resolution,
+            batch_size=args.batch_size,
+            steps=args.steps if args.steps is not None else 2000,
+            seed=args.seed,
+            flip=not args.no_flip,
+            sample_every=args.sample_every,
+            checkpoint_every=args.checkpoint_every,
+            log_every=args.log_every,
+            device=args.device,
+            model=parse_settings(args.family, args.set),
+        )
+        out = Path(args.out) if args.out else new_run_path(runs_dir(), args.family)
+        job = train_job(out, token, config, cache_dir=cache_dir())
+    result = run_job(job, token, graceful=True)
+    state = "stopped early" if result.stopped_early else "done"
+    print(f"{state}: step {result.step}/{result.steps}; run folder {out}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from studio.engine.sample import sample_job
+    from studio.engine.train import save_png
+
+    if args.n < 1:
+        raise StudioError("-n must be at least 1")
+    images = run_job(
+        sample_job(args.run, args.n, args.seed, args.device, label=args.label, steps=args.steps,
+                   sampler=args.sampler, guidance=args.guidance, temperature=args.temperature)
+    )
+    out = Path(args.out)
+    if args.out.endswith(("/", "\\")) or out.is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(images):
+            save_png(out / f"sample_{args.seed}_{i:04d}.png", img)
+        print(f"wrote {len(images)} images to {out}")
+    else:
+        from studio.core.imaging import make_grid
+
+        if out.suffix.lower() != ".png":
+            out = out.with_suffix(".png")
+        save_png(out, make_grid(images))
+        print(f"wrote a grid of {len(images)} samples to {out}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from studio.engine.data import scan_folder
+
+    scan = run_job(scan_folder(Path(args.folder)))
+    for line in scan.describe_skipped():
+        print(f"skipped {line}")
+    scan.require_usable()
+    sizes = ", ".join(f"{w}x{h} ({c})" for w, h, c in scan.size_summary()[:8])
+    print(f"{len(scan.entries)} usable images in {scan.root}; {len(scan.skipped)} skipped")
+    print(f"sizes: {sizes}")
+    if scan.class_names:
+        print(f"classes: {', '.join(scan.class_names)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from studio.engine.demo import ensure_demo_dataset, make_demo_dataset
+
+    if args.out:
+        folder = run_job(make_demo_dataset(Path(args.out), count=args.count))
+    else:
+        folder = run_job(ensure_demo_dataset())
+    print(f"demo dataset ready at {folder}")
+    return 0
+
+
+def cmd_families(args: argparse.Namespace) -> int:
+    from studio.models.registry import FAMILIES, get_family
+
+    for key in FAMILIES:
+        info = get_family(key).info
+        print(f"{key:<18} {info.display_name:<24} {info.summary}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from studio.engine.runs import list_runs
+
+    base = Path(args.dir) if args.dir else runs_dir()
+    runs = list_runs(base)
+    if not runs:
+        print(f"no runs in {base}")
+    for r in runs:
+        print(f"{r.path}  {r.family}  step {r.step}/{r.steps}  data {r.data}")
+    return 0

@@ -1,0 +1,74 @@
+"""A small progress bar for the terminal (no monitor thread, no dependency)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from studio.core.jobs import Progress
+
+
+class ProgressPrinter:
+    """Prints one self-updating line per stage on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream: TextIO | None = None, min_interval: float = 0.2) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.min_interval = min_interval
+        self._last = 0.0
+        self._stage = ""
+        self._info: dict = {}
+        self._metrics: dict = {}
+
+    def __call__(self, p: Progress) -> None:
+        if p.info:
+            self._info = dict(p.info)
+        if p.metrics:
+            self._metrics = {k: v for k, v in p.metrics.items() if k != "diversity"}
+        now = time.monotonic()
+        final = p.total is not None and p.step >= p.total
+        if p.message and not p.metrics and p.image is None:
+            self._line(p.message, newline=True)
+            return
+        if p.stage != self._stage or final or now - self._last >= self.min_interval:
+            self._stage = p.stage
+            self._last = now
+            self._line(self._format(p), newline=not self.tty or final)
+
+    def _format(self, p: Progress) -> str:
+        parts = [f"{p.stage:>6}"]
+        if p.total:
+            width = 24
+            filled = int(width * min(1.0, p.step / p.total))
+            parts.append(f"[{'#' * filled}{'.' * (width - filled)}] {p.step}/{p.total}")
+        else:
+            parts.append(str(p.step))
+        if p.stage == "train":
+            rate = self._info.get("images_per_s")
+            if rate:
+                parts.append(f"{rate:,.0f} img/s")
+            eta = self._info.get("eta_s")
+            if eta is not None:
+                parts.append(f"ETA {format_duration(eta)}")
+            parts.extend(f"{k}={v:.4g}" for k, v in list(self._metrics.items())[:4])
+        return "  ".join(parts)
+
+    def _line(self, text: str, newline: bool) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + text + ("\n" if newline else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -1,0 +1,1 @@
+"""The engine: data, training, sampling, checkpoints, devices. Uses torch; never Qt."""

@@ -1,0 +1,71 @@
+"""Batches from a decoded dataset: uint8 on the device, augmentation there, a seeded order.
+
+The order of examples depends only on (seed, step), so a resumed run sees exactly the batches
+an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from studio.models.base import Batch
+
+
+class DeviceImages:
+    """The training images as one uint8 ``N x C x H x W`` tensor, on the GPU when it fits."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None,
+        device: torch.device,
+        seed: int,
+        batch_size: int,
+        flip: bool,
+    ) -> None:
+        if len(images) == 0:
+            raise ValueError("no training images")
+        data = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+        self.device = device
+        self.on_device = device.type == "cpu" or _fits(data, device)
+        self.data = data.to(device) if self.on_device else data.pin_memory()
+        lab = torch.from_numpy(labels.astype(np.int64)) if labels is not None else None
+        self.labels = lab.to(self.data.device) if lab is not None else None
+        self.n = len(images)
+        self.batch_size = min(batch_size, self.n)
+        self.steps_per_epoch = self.n // self.batch_size
+        self.seed = seed
+        self.flip = flip
+        self._perm_epoch = -1
+        self._perm = torch.empty(0, dtype=torch.long)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._perm_epoch:
+            gen = torch.Generator().manual_seed((self.seed * 7919 + epoch) % (2**63))
+            self._perm = torch.randperm(self.n, generator=gen).to(self.data.device)
+            self._perm_epoch = epoch
+        return self._perm
+
+    def batch(self, step: int, generator: torch.Generator) -> Batch:
+        """The batch for ``step``; flips use ``generator`` (the step's own)."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        idx = self._permutation(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+        x = self.data.index_select(0, idx)
+        if not self.on_device:
+            x = x.to(self.device, non_blocking=True)
+        x = x.float().div_(127.5).sub_(1.0)
+        if self.flip:
+            mask = torch.rand(len(idx), generator=generator, device=generator.device) < 0.5
+            x = torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
+        labels = None
+        if self.labels is not None:
+            labels = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
+        return Batch(images=x, labels=labels)
+
+
+def _fits(data: torch.Tensor, device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True
+    free, _total = torch.cuda.mem_get_info(device)
+    return data.numel() * data.element_size() < 0.25 * free

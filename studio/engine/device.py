@@ -1,0 +1,107 @@
+"""Device and precision choice, and what the status line reports about the device."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from studio.core.errors import StudioError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(preference: str | None = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU. An explicit choice must exist."""
+    pref = (preference or "auto").strip().lower()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(pref)
+    except RuntimeError:
+        raise StudioError(f"Unknown device {preference!r}; use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise StudioError("CUDA was asked for, but this torch build sees no NVIDIA GPU. Use --device cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise StudioError(f"There is no GPU {device.index}; this machine has {torch.cuda.device_count()}.")
+    if device.type == "mps" and not (torch.backends.mps.is_available()):
+        raise StudioError("Apple MPS was asked for but is not available here. Use --device cpu.")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple GPU (MPS)"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def autocast_factory(device: torch.device, precision: str = "auto") -> Callable[[], Any]:
+    """A zero-argument factory of the autocast context for training steps.
+
+    ``auto``: bf16 on a CUDA GPU that supports it, plain fp32 elsewhere (CPU autocast is slower
+    than fp32 for these small convolutional models). ``fp32`` forces full precision.
+    """
+    if precision == "fp32" or device.type != "cuda":
+        return contextlib.nullcontext
+    if precision in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+        return functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def memory_in_use(device: torch.device) -> int:
+    """Bytes in use: allocated GPU memory, or this process's resident memory on the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    if device.type == "mps":
+        with contextlib.suppress(Exception):
+            return int(torch.mps.current_allocated_memory())
+    return process_rss()
+
+
+def process_rss() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+    except (ImportError, OSError):
+        return 0
+
+
+def step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
+    """A generator whose stream depends only on (seed, step): resume replays it exactly."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed((seed * 0x9E3779B1 + step * 0x85EBCA77 + 0x165667B1) % (2**63))
+    return gen
+
+
+def cpu_generator(seed: int) -> torch.Generator:
+    gen = torch.Generator()
+    gen.manual_seed(seed % (2**63))
+    return gen
+
+
+def format_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit in ("B", "KB") else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"

@@ -1,0 +1,293 @@
+"""The training job: one generator used by the CLI, the GUI's engine thread and the tests."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from studio import __version__
+from studio.core import atomic
+from studio.core.errors import NonFiniteLoss, StudioError
+from studio.core.imaging import make_grid
+from studio.core.jobs import CancelToken, Progress
+from studio.engine import checkpoint as ckpt
+from studio.engine.batches import DeviceImages
+from studio.engine.data import ImageDataset, load_dataset, scan_folder, split_holdout
+from studio.engine.device import (
+    autocast_factory,
+    cpu_generator,
+    device_name,
+    memory_in_use,
+    resolve_device,
+    step_generator,
+)
+from studio.engine.runs import RunFolder, TrainConfig
+from studio.models.base import Capability, GenerativeModel, StepContext, images_to_uint8
+from studio.models.registry import get_family
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run: Path
+    step: int
+    steps: int
+    stopped_early: bool
+    metrics: dict[str, float]
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic.atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> GenerativeModel:
+    family = get_family(cfg.family)
+    overrides = dict(cfg.model)
+    overrides["resolution"] = cfg.resolution
+    if Capability.CONDITIONAL in family.info.capabilities:
+        overrides["num_classes"] = num_classes
+    try:
+        config = family.Config.from_dict(overrides)
+    except (TypeError, ValueError) as err:
+        raise StudioError(f"Invalid settings for {family.info.display_name}: {err}") from err
+    with torch.random.fork_rng(devices=[]):  # the run's seed fixes the initial weights
+        torch.manual_seed(cfg.seed)
+        model = family(config)
+    model = model.to(device)
+    model.configure_optimizers()
+    return model
+
+
+def prepare_dataset(
+    data: str, resolution: int, cache_dir: Path | None = None
+) -> Generator[Progress, None, ImageDataset]:
+    scan = yield from scan_folder(Path(data))
+    yield from report_skipped(scan.describe_skipped())
+    scan.require_usable()
+    dataset = yield from load_dataset(scan, resolution, cache_dir=cache_dir)
+    late = dataset.skipped[len(scan.skipped) :]
+    yield from report_skipped([f"{s.path}: {s.reason} ({s.detail})" for s in late])
+    return dataset
+
+
+def report_skipped(lines: list[str], limit: int = 200) -> Generator[Progress, None, None]:
+    """One message per skipped file, so the CLI and the GUI log list every one."""
+    for line in lines[:limit]:
+        yield Progress("load", message=f"Skipped {line}", info={"skipped": line})
+    if len(lines) > limit:
+        yield Progress("load", message=f"... and {len(lines) - limit} more skipped files")
+
+
+def train_job(
+    run_dir: str | Path,
+    token: CancelToken,
+    config: TrainConfig | None = None,
+    *,
+    steps: int | None = None,
+    dataset: ImageDataset | None = None,
+    cache_dir: Path | None = None,
+    device_override: str | None = None,
+) -> Generator[Progress, None, TrainResult]:
+    """Train a new run (``config`` given) or resume ``run_dir`` (``config`` None).
+
+    ``steps`` sets the total to reach (a resumed run trains on to it). ``token.stop()`` ends
+    early and keeps a final checkpoint; ``token.cancel()`` aborts without saving.
+    """
+    run = RunFolder(run_dir)
+    resuming = config is None
+    if resuming:
+        config = run.train_config()
+    elif run.exists():
+        raise StudioError(f"{run.path} already holds a run; resume it or choose a new folder.")
+    if steps is not None:
+        config = replace(config, steps=int(steps))
+    if device_override:
+        config = replace(config, device=device_override)
+    device = resolve_device(config.device)
+
+    yield Progress("load", message=f"Reading images from {config.data}")
+    if dataset is None:
+        dataset = yield from prepare_dataset(config.data, config.resolution, cache_dir)
+    train_idx, held_idx = split_holdout(len(dataset), config.holdout_fraction, config.seed)
+    if len(train_idx) == 0:
+        train_idx = np.arange(len(dataset))
+    labels = dataset.labels[train_idx] if dataset.labels is not None else None
+    model = build_model(config, len(dataset.class_names), device)
+
+    start_step, trainer_state = 0, {}
+    if resuming:
+        latest = ckpt.latest_checkpoint(run.state_dir)
+        if latest is not None:
+            meta = ckpt.load_checkpoint(latest, model)
+            start_step, trainer_state = int(meta["step"]), dict(meta.get("trainer", {}))
+        run.truncate_metrics(start_step)
+        if run.read_config().get("dataset", {}).get("fingerprint") != dataset.fingerprint:
+            yield Progress("load", message="Note: the dataset folder changed since this run began.")
+    else:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(
+            {
+                "family": config.family,
+                "train": config.to_dict(),
+                "model": model.config.to_dict(),
+                "dataset": {
+                    "path": str(config.data),
+                    "fingerprint": dataset.fingerprint,
+                    "images": len(dataset),
+                    "train_images": int(len(train_idx)),
+                    "held_out_images": int(len(held_idx)),
+                    "class_names": list(dataset.class_names),
+                    "skipped": len(dataset.skipped),
+                },
+                "versions": {"studio": __version__, "torch": torch.__version__},
+            }
+        )
+
+    images = DeviceImages(
+        dataset.images[train_idx], labels, device, config.seed, config.batch_size, config.flip
+    )
+    if images.batch_size < config.batch_size:
+        yield Progress("load", message=f"Batch size lowered to {images.batch_size}: that is every training image.")
+    autocast = autocast_factory(device, config.precision)
+    dev_name = device_name(device)
+    total = max(config.steps, start_step)
+    real_ref = _diversity(images.data[: min(64, images.n)].float().div(127.5).sub(1))
+
+    step = start_step
+    last_ckpt_time = time.monotonic()
+    window: list[dict[str, torch.Tensor]] = []
+    throughput: float | None = None
+    t_log, step_log = time.monotonic(), step
+    last_metrics: dict[str, float] = {}
+    stopped_early = False
+
+    def save(step_now: int) -> Progress:
+        ckpt.save_checkpoint(run.state_dir, model, step_now, {"throughput": throughput})
+        model.save(run.model_dir)
+        return Progress("train", step_now, total, message=f"Checkpoint saved at step {step_now}")
+
+    yield Progress("train", step, total, message=f"Training {model.info.display_name} on {dev_name}")
+    if step == 0 and total > 0:
+        yield from _sample_grid(model, run, config, step, total, real_ref)
+
+    while step < total:
+        if token.stop_requested:
+            token.check()
+            stopped_early = True
+            break
+        if token.paused:
+            yield Progress("paused", step, total, message="Paused", info=_info(dev_name, device, throughput, step, total, images.batch_size))
+            token.wait_while_paused()
+            t_log, step_log = time.monotonic(), step
+            continue
+
+        gen = step_generator(device, config.seed, step)
+        batch = images.batch(step, gen)
+        model.train()
+        losses = model.train_step(batch, StepContext(step=step, generator=gen, autocast=autocast))
+        window.append(losses)
+        step += 1
+
+        logged = step % config.log_every == 0 or step == total
+        metrics: dict[str, float] = {}
+        if logged:
+            metrics = _reduce(window)
+            window = []
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLoss(_diverged_message(run, step, bad))
+            now = time.monotonic()
+            rate = (step - step_log) * images.batch_size / max(now - t_log, 1e-9)
+            throughput = rate if throughput is None else 0.7 * throughput + 0.3 * rate
+            t_log, step_log = now, step
+            run.append_metrics([{"step": step, "time": time.time(), **metrics}])
+            last_metrics = metrics
+        yield Progress("train", step, total, metrics=metrics, info=_info(dev_name, device, throughput, step, total, images.batch_size) if logged else {})
+
+        if step % config.sample_every == 0 or step == total:
+            yield from _sample_grid(model, run, config, step, total, real_ref)
+        minutes = (time.monotonic() - last_ckpt_time) / 60
+        if step % config.checkpoint_every == 0 or minutes >= config.checkpoint_minutes:
+            _check_weights(model, run, step)
+            yield save(step)
+            last_ckpt_time = time.monotonic()
+
+    token.check()
+    if step > start_step or not ckpt.latest_checkpoint(run.state_dir):
+        _check_weights(model, run, step)
+        if stopped_early:
+            yield from _sample_grid(model, run, config, step, total, real_ref)
+        yield save(step)
+    return TrainResult(run.path, step, total, stopped_early, last_metrics)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _reduce(window: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Mean of each named value over the window: one host sync per log interval."""
+    names = sorted({k for w in window for k in w})
+    if not names:
+        return {}
+    means = [torch.stack([w[k].detach().float().reshape(()) for w in window if k in w]).mean() for k in names]
+    return dict(zip(names, torch.stack(means).tolist()))
+
+
+def _info(
+    dev_name: str, device: torch.device, throughput: float | None, step: int, total: int, batch: int
+) -> dict[str, Any]:
+    eta = (total - step) * batch / throughput if throughput else None
+    return {
+        "device": dev_name,
+        "memory": memory_in_use(device),
+        "images_per_s": throughput,
+        "eta_s": eta,
+    }
+
+
+def _diversity(images: torch.Tensor) -> float:
+    """Mean pairwise distance of a batch of images in [-1, 1] (a cheap mode-collapse signal)."""
+    flat = images.flatten(1).float()
+    if len(flat) < 2:
+        return 0.0
+    d = torch.cdist(flat, flat)
+    n = len(flat)
+    return float(d.sum() / (n * (n - 1)))
+
+
+def _sample_grid(
+    model: GenerativeModel, run: RunFolder, config: TrainConfig, step: int, total: int, real_ref: float
+) -> Generator[Progress, None, None]:
+    with torch.no_grad():
+        samples = model.sample(config.samples, cpu_generator(config.seed + 1))
+    grid = make_grid(images_to_uint8(samples).numpy())
+    save_png(run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
+    metrics = {}
+    if real_ref > 0:
+        metrics["diversity"] = _diversity(samples.float().cpu()) / real_ref
+        run.append_metrics([{"step": step, "time": time.time(), **metrics}])
+    yield Progress("train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}")
+
+
+def _check_weights(model: GenerativeModel, run: RunFolder, step: int) -> None:
+    params = [p.detach() for p in model.parameters()]
+    if params and not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
+        raise NonFiniteLoss(_diverged_message(run, step, ["weights"]))
+
+
+def _diverged_message(run: RunFolder, step: int, names: list[str]) -> str:
+    latest = ckpt.latest_checkpoint(run.state_dir)
+    kept = f"The last good checkpoint (step {int(latest.name[5:])}) is kept" if latest else "No checkpoint was written"
+    return (
+        f"Training diverged at step {step}: {', '.join(names)} became NaN or infinite. "
+        f"{kept}; no bad checkpoint was saved. Try a lower learning rate, then resume."
+    )

@@ -1,0 +1,251 @@
+"""The contract every model family implements.
+
+A family is an ``nn.Module`` holding its networks, a typed ``Config`` dataclass (saved as
+``config.json``), its optimizers, and a ``train_step`` that performs one update and returns
+named loss components. The noise process or sampler stays apart from the networks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import json
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from studio.core import atomic
+
+MODEL_CONFIG = "studio.json"  # the family descriptor; not config.json, which diffusers owns
+MODEL_WEIGHTS = "model.safetensors"
+
+
+class Capability(enum.Flag):
+    NONE = 0
+    TRAIN = enum.auto()
+    SAMPLE = enum.auto()
+    LATENT = enum.auto()  # encode and/or decode a latent vector
+    LIKELIHOOD = enum.auto()  # log_likelihood (exact or a bound), reported in bits/dim
+    CONDITIONAL = enum.auto()  # class (or text) conditioning
+    INPAINT = enum.auto()
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    key: str  # "gan.dcgan"
+    kind: str  # "gan", "vae", "flow", "diffusion"
+    display_name: str
+    summary: str  # one line on the trade-offs, shown in the model picker
+    capabilities: Capability
+    loss_names: tuple[str, ...] = ()  # the components train_step returns, in legend order
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    label: str,
+    help: str = "",
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    main: bool = False,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A config field with what a settings form needs to show it (label, range, choices).
+
+    ``main`` marks the settings shown first; the rest sit under "More".
+    """
+    meta = {
+        "label": label,
+        "help": help,
+        "minimum": minimum,
+        "maximum": maximum,
+        "choices": choices,
+        "main": main,
+    }
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Fields every family shares. ``resolution`` and ``num_classes`` come from the dataset."""
+
+    resolution: int = setting(32, label="Resolution", choices=(32, 64, 128), main=True)
+    channels: int = setting(3, label="Channels", choices=(1, 3))
+    num_classes: int = setting(0, label="Classes", help="0 = unconditional; set from subfolders")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown settings for {cls.__name__}: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Batch:
+    images: Tensor  # B x C x H x W, float in [-1, 1], on the model's device
+    labels: Tensor | None = None  # B, long; None for unlabelled data
+
+
+@dataclass
+class StepContext:
+    """What the trainer hands each train_step."""
+
+    step: int
+    generator: torch.Generator  # on the model's device; seeded from (run seed, step)
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+
+    def randn(self, *shape: int, device: torch.device | None = None) -> Tensor:
+        dev = device or self.generator.device
+        return torch.randn(*shape, generator=self.generator, device=dev)
+
+    def rand(self, *shape: int, device: torch.device | None = None) -> Tensor:
+        dev = device or self.generator.device
+        return torch.rand(*shape, generator=self.generator, device=dev)
+
+
+@dataclass(frozen=True)
+class SampleStep:
+    """One report from :meth:`GenerativeModel.sample_iter` (a sampler step, say)."""
+
+    step: int
+    total: int
+    preview: Tensor | None = None  # images in [-1, 1], for a live preview
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every family. Subclasses set ``info`` and ``Config``."""
+
+    info: ClassVar[FamilyInfo]
+    Config: ClassVar[type[ModelConfig]] = ModelConfig
+    # Keyword conditions ``sample`` accepts, from: label (class index), steps, sampler,
+    # guidance, temperature. Anything else is refused with a clear message.
+    conditions: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    # -- training ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Create ``self.optimizers`` once the model sits on its device."""
+        raise NotImplementedError
+
+    def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+        """One update. Returns detached scalar tensors (no host sync is required here)."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON-able trainer state a family keeps between steps (saved with checkpoints)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        del state
+
+    # -- sampling ------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    def check_conditions(self, conditions: dict[str, Any]) -> None:
+        unknown = sorted(set(conditions) - set(self.conditions))
+        if unknown:
+            allowed = ", ".join(self.conditions) or "none"
+            raise ValueError(
+                f"{self.info.display_name} does not take {', '.join(unknown)} (it takes: {allowed})"
+            )
+
+    def sample(self, n: int, generator: torch.Generator, **conditions: Any) -> Tensor:
+        """``n`` images in [-1, 1]. ``generator`` is a CPU generator: same seed, same images."""
+        gen = self.sample_iter(n, generator, **conditions)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as done:
+                return done.value
+
+    def sample_iter(
+        self, n: int, generator: torch.Generator, **conditions: Any
+    ) -> Generator[SampleStep, None, Tensor]:
+        """Like :meth:`sample` but yields between steps, so sampling can show progress and be
+        cancelled. One-shot samplers yield once."""
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    # -- persistence: safetensors and JSON only -----------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().contiguous().cpu().clone() for k, v in self.state_dict().items()}
+        with atomic.atomic_path(folder / MODEL_WEIGHTS) as tmp:
+            save_file(tensors, str(tmp), metadata={"family": self.info.key})
+        atomic.write_json(folder / MODEL_CONFIG, self.describe())
+
+    def describe(self) -> dict[str, Any]:
+        from studio import __version__
+
+        return {
+            "family": self.info.key,
+            "config": self.config.to_dict(),
+            "studio_version": __version__,
+            "torch_version": torch.__version__,
+        }
+
+    @classmethod
+    def load(cls, folder: str | Path, device: torch.device | str = "cpu") -> GenerativeModel:
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))
+        model = cls(cls.Config.from_dict(meta["config"]))
+        state = load_file(str(folder / MODEL_WEIGHTS), device="cpu")
+        model.load_state_dict(state)
+        return model.to(device)
+
+
+# -- small helpers shared by families ------------------------------------------------------
+
+
+def images_to_uint8(images: Tensor) -> Tensor:
+    """[-1, 1] float images (B x C x H x W) to uint8 (B x H x W x C) on the CPU."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu()
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put modules in eval mode for the block and restore each one's previous mode."""
+    modes = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            m.train(mode)
+
+
+def class_labels(n: int, num_classes: int, label: int | None, device: torch.device) -> Tensor:
+    """Labels for ``n`` samples: all ``label``, or cycling through every class when None."""
+    if label is None:
+        return torch.arange(n, device=device) % max(1, num_classes)
+    if not 0 <= label < num_classes:
+        raise ValueError(f"class {label} is out of range: this model has {num_classes} classes")
+    return torch.full((n,), int(label), device=device, dtype=torch.long)

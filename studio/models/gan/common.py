@@ -1,0 +1,287 @@
+"""Pieces shared by the GAN family: a DCGAN-shaped generator and discriminator, the penalties,
+and :class:`GANModel`, the base every GAN here subclasses (networks, optimizers, sampling).
+
+Both networks scale with the resolution: the generator starts from a 4x4 map and doubles it
+until it reaches the image size; the discriminator mirrors it. Widths halve as the maps grow,
+from ``width * 2**(levels - 1)`` down to ``width``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from collections.abc import Generator as Gen
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm as _sn
+
+from studio.models.base import (
+    Batch,
+    GenerativeModel,
+    ModelConfig,
+    SampleStep,
+    class_labels,
+    eval_mode,
+    setting,
+)
+
+
+def levels_for(resolution: int) -> int:
+    levels = int(math.log2(resolution)) - 2  # 4x4 -> resolution
+    if 2 ** (levels + 2) != resolution or levels < 1:
+        raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+    return levels
+
+
+def init_dcgan_weights(module: nn.Module) -> None:
+    """The DCGAN paper's init: N(0, 0.02) for convolutions, N(1, 0.02) for batch-norm scales.
+
+    Spectrally normalised weights keep their default init: the normalisation removes the
+    scale anyway, and their power-iteration vectors were warmed up for those weights.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if not parametrize.is_parametrized(m, "weight"):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class Generator(nn.Module):
+    """z (and an optional class embedding) -> image in [-1, 1]."""
+
+    def __init__(
+        self, latent_dim: int, width: int, resolution: int, channels: int, num_classes: int = 0
+    ) -> None:
+        super().__init__()
+        levels = levels_for(resolution)
+        self.latent_dim = latent_dim
+        self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
+        in_dim = latent_dim * (2 if num_classes else 1)
+        top = width * 2 ** (levels - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(in_dim, top, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(top),
+            nn.ReLU(inplace=True),
+        ]
+        ch = top
+        for _ in range(levels - 1):
+            layers += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ch // 2),
+                nn.ReLU(inplace=True),
+            ]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("this generator is class-conditional: labels are required")
+            z = torch.cat([z, self.embed(labels)], dim=1)
+        return self.net(z[:, :, None, None])
+
+
+class Discriminator(nn.Module):
+    """image (and an optional class, by projection) -> one logit (or critic score) per image.
+
+    ``norm`` is "batch" (DCGAN), "none" or "layer" (WGAN-GP critics must not use batch norm:
+    the gradient penalty is per image, and batch norm mixes images); ``spectral`` wraps every
+    convolution (and the class embedding) in spectral normalisation.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        resolution: int,
+        channels: int,
+        num_classes: int = 0,
+        norm: str = "batch",
+        spectral: bool = False,
+    ) -> None:
+        super().__init__()
+        if norm not in ("batch", "layer", "none"):
+            raise ValueError(f"norm must be batch, layer or none, got {norm!r}")
+        levels = levels_for(resolution)
+        wrap = _sn if spectral else (lambda m: m)
+        layers: list[nn.Module] = [
+            wrap(nn.Conv2d(channels, width, 4, 2, 1)),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        ch = width
+        for _ in range(levels - 1):
+            layers.append(wrap(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm == "none")))
+            if norm == "batch":
+                layers.append(nn.BatchNorm2d(ch * 2))
+            elif norm == "layer":
+                layers.append(nn.GroupNorm(1, ch * 2))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            ch *= 2
+        self.features = nn.Sequential(*layers)
+        self.head = wrap(nn.Conv2d(ch, 1, 4, 1, 0))
+        # Projection discriminator (Miyato & Koyama 2018): logit += <embed(y), features>.
+        # Small init, like the convolutions, so the class term does not swamp the start.
+        self.embed: nn.Module | None = None
+        if num_classes:
+            embed = nn.Embedding(num_classes, ch)
+            nn.init.normal_(embed.weight, 0.0, 0.02)
+            self.embed = wrap(embed)
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        h = self.features(x)
+        out = self.head(h).flatten(1).squeeze(1)
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("this discriminator is class-conditional: labels are required")
+            pooled = h.sum(dim=(2, 3))
+            out = out + (self.embed(labels) * pooled).sum(dim=1)
+        return out
+
+
+# -- losses and helpers ---------------------------------------------------------------------
+
+
+def grad_norm(module: nn.Module) -> Tensor:
+    """The global L2 norm of a module's gradients, as a tensor (no host sync)."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def r1_penalty(d_real: Tensor, real: Tensor) -> Tensor:
+    """R1 (Mescheder et al. 2018): mean squared gradient norm of D on real images."""
+    (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
+
+
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor
+) -> Tensor:
+    """WGAN-GP (Gulrajani et al. 2017): mean of (|grad critic(x_hat)| - 1)^2 on the points
+    ``x_hat = eps * real + (1 - eps) * fake``, with ``eps`` in [0, 1] per image (B x 1 x 1 x 1).
+    Differentiable, so the critic's update can include it."""
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    norm = torch.linalg.vector_norm(grad.float().flatten(1), dim=1)
+    return (norm - 1).pow(2).mean()
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Gradients still flow through ``module`` but not into its weights (the G step's D)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    try:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+# -- the base model -------------------------------------------------------------------------
+
+
+@dataclass
+class GANConfig(ModelConfig):
+    """Settings every GAN here shares; the field names are used by the CLI and the GUI."""
+
+    latent_dim: int = setting(100, label="Latent size", minimum=2, maximum=512, main=True)
+    width: int = setting(
+        64, label="Network width", help="channels of the widest-but-one layer", minimum=8, maximum=256
+    )
+    lr_g: float = setting(
+        2e-4, label="Generator learning rate", minimum=1e-6, maximum=1e-2, main=True
+    )
+    lr_d: float = setting(
+        2e-4, label="Discriminator learning rate", minimum=1e-6, maximum=1e-2, main=True
+    )
+    beta1: float = setting(0.5, label="Adam beta1", minimum=0.0, maximum=0.999)
+    beta2: float = setting(0.999, label="Adam beta2", minimum=0.0, maximum=0.9999)
+    spectral_norm: bool = setting(False, label="Spectral norm in D", help="steadier training")
+
+
+class GANModel(GenerativeModel):
+    """A generator and a discriminator, an Adam optimizer each, one-shot sampling from z.
+
+    Subclasses write ``train_step``; they pick the discriminator's normalisation with
+    ``_d_norm`` and turn on class conditioning by returning a class count from
+    ``_num_classes`` (labels then flow through ``_labels`` and ``_sample_labels``).
+    """
+
+    Config = GANConfig
+    config: GANConfig
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__(config)
+        c, classes = config, self._num_classes()
+        self.generator = Generator(c.latent_dim, c.width, c.resolution, c.channels, classes)
+        self.discriminator = Discriminator(
+            c.width, c.resolution, c.channels, classes, norm=self._d_norm(), spectral=c.spectral_norm
+        )
+        init_dcgan_weights(self)
+
+    def _num_classes(self) -> int:
+        return 0  # unconditional; the conditional GAN overrides this
+
+    def _d_norm(self) -> str:
+        return "none" if self.config.spectral_norm else "batch"
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        betas = (c.beta1, c.beta2)
+        self.optimizers = {
+            "g": torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=betas),
+            "d": torch.optim.Adam(self.discriminator.parameters(), lr=c.lr_d, betas=betas),
+        }
+        return self.optimizers
+
+    def _labels(self, batch: Batch) -> Tensor | None:
+        if not self._num_classes():
+            return None
+        if batch.labels is None:
+            raise ValueError(
+                f"{self.info.display_name} needs class labels: put the images in one subfolder per class"
+            )
+        return batch.labels
+
+    # -- sampling ------------------------------------------------------------------------
+    def latent(self, n: int, generator: torch.Generator) -> Tensor:
+        """``n`` latent vectors, drawn on the CPU with ``generator`` (same seed, same z)."""
+        return torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Images for latent vectors ``z``; a conditional model cycles the classes when
+        ``labels`` is None. Eval mode, so batch-norm statistics do not move."""
+        z = z.to(self.device)
+        if labels is None and self._num_classes():
+            labels = class_labels(len(z), self._num_classes(), None, self.device)
+        if labels is not None:
+            labels = labels.to(self.device)
+        with eval_mode(self.generator):
+            return self.generator(z, labels).float()
+
+    def sample_iter(
+        self, n: int, generator: torch.Generator, **conditions: Any
+    ) -> Gen[SampleStep, None, Tensor]:
+        self.check_conditions(conditions)
+        labels = self._sample_labels(n, conditions)  # checked before any noise is drawn
+        images = self.decode(self.latent(n, generator), labels)
+        yield SampleStep(1, 1, images)
+        return images
+
+    def _sample_labels(self, n: int, conditions: dict[str, Any]) -> Tensor | None:
+        if not self._num_classes():
+            return None
+        return class_labels(n, self._num_classes(), conditions.get("label"), self.device)

@@ -1,0 +1,77 @@
+"""DCGAN (Radford et al. 2015) with the non-saturating loss, and optional spectral norm and R1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from studio.models.base import Batch, Capability, FamilyInfo, StepContext, setting
+from studio.models.gan.common import GANConfig, GANModel, frozen, grad_norm, r1_penalty
+
+
+@dataclass
+class DCGANConfig(GANConfig):
+    r1_gamma: float = setting(
+        0.0, label="R1 penalty", help="0 = off; 1-10 steadies D", minimum=0.0, maximum=100.0
+    )
+
+
+class DCGAN(GANModel):
+    info = FamilyInfo(
+        key="gan.dcgan",
+        kind="gan",
+        display_name="DCGAN",
+        summary="GAN: sharp samples and instant sampling, but training can be unstable or collapse.",
+        capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.LATENT,
+        loss_names=("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g"),
+    )
+    Config = DCGANConfig
+    config: DCGANConfig
+
+    def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+        c, opt_g, opt_d = self.config, self.optimizers["g"], self.optimizers["d"]
+        real, labels = batch.images, self._labels(batch)
+        z = ctx.randn(real.shape[0], c.latent_dim)
+
+        # Discriminator: real -> 1, fake -> 0 (softplus form of the logistic loss).
+        use_r1 = c.r1_gamma > 0
+        if use_r1:
+            real = real.detach().requires_grad_(True)
+        with ctx.autocast():
+            fake = self.generator(z, labels)
+            d_real = self.discriminator(real, labels).float()
+            d_fake = self.discriminator(fake.detach(), labels).float()
+        loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        out: dict[str, Tensor] = {}
+        if use_r1:
+            penalty = r1_penalty(d_real, real)
+            loss_d = loss_d + 0.5 * c.r1_gamma * penalty
+            out["r1"] = penalty.detach()
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        gn_d = grad_norm(self.discriminator)
+        opt_d.step()
+
+        # Generator: make D call the fakes real (non-saturating loss). D's weights are frozen
+        # for this pass so no gradient is spent on them.
+        with frozen(self.discriminator):
+            with ctx.autocast():
+                d_gen = self.discriminator(fake, labels).float()
+            loss_g = F.softplus(-d_gen).mean()
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+        gn_g = grad_norm(self.generator)
+        opt_g.step()
+
+        out.update(
+            loss_d=loss_d.detach(),
+            loss_g=loss_g.detach(),
+            d_real=torch.sigmoid(d_real.detach()).mean(),
+            d_fake=torch.sigmoid(d_fake.detach()).mean(),
+            grad_norm_d=gn_d,
+            grad_norm_g=gn_g,
+        )
+        return out

@@ -1,0 +1,153 @@
+"""Checkpoints: exact round trips, atomicity under failure, verification and rotation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from studio.core.errors import CheckpointError
+from studio.engine import checkpoint as ckpt
+from studio.models.base import Batch, StepContext
+from studio.models.gan.dcgan import DCGAN, DCGANConfig
+
+
+def tiny_gan(seed: int = 0) -> DCGAN:
+    torch.manual_seed(seed)
+    model = DCGAN(DCGANConfig(resolution=8, latent_dim=4, width=4))
+    model.configure_optimizers()
+    return model
+
+
+def train_a_step(model: DCGAN, step: int) -> None:
+    gen = torch.Generator().manual_seed(step)
+    images = torch.rand(4, 3, 8, 8, generator=gen) * 2 - 1
+    model.train_step(Batch(images), StepContext(step=step, generator=gen))
+
+
+def test_round_trip_restores_weights_and_optimizer_state_exactly(tmp_path):
+    model = tiny_gan()
+    for s in range(3):
+        train_a_step(model, s)
+    folder = ckpt.save_checkpoint(tmp_path, model, 3, {"note": "x"})
+    assert folder.name == "step_00000003"
+    assert ckpt.is_complete(folder, verify_hashes=True)
+
+    other = tiny_gan(seed=1)
+    meta = ckpt.load_checkpoint(folder, other)
+    assert meta["step"] == 3 and meta["trainer"] == {"note": "x"}
+    for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(a, b), k
+    # The next step is identical too: optimizer moments and step counts came back.
+    train_a_step(model, 3)
+    train_a_step(other, 3)
+    for a, b in zip(model.parameters(), other.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_only_safetensors_and_json_are_written(tmp_path):
+    folder = ckpt.save_checkpoint(tmp_path, tiny_gan(), 1, {})
+    suffixes = {p.suffix for p in folder.iterdir()}
+    assert suffixes <= {".safetensors", ".json"}
+
+
+def test_an_exception_during_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    model = tiny_gan()
+    first = ckpt.save_checkpoint(tmp_path, model, 1, {})
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    train_a_step(model, 1)
+
+    calls = {"n": 0}
+    real_save = ckpt.save_file
+
+    def failing_save(tensors, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real_save(tensors, path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt, "save_file", failing_save)
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(tmp_path, model, 2, {})
+    assert ckpt.latest_checkpoint(tmp_path) == first
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["step_00000001"]  # no partial folder left
+
+
+def test_resume_picks_the_latest_complete_checkpoint(tmp_path):
+    model = tiny_gan()
+    ckpt.save_checkpoint(tmp_path, model, 1, {}, keep=5)
+    second = ckpt.save_checkpoint(tmp_path, model, 2, {}, keep=5)
+    third = ckpt.save_checkpoint(tmp_path, model, 3, {}, keep=5)
+    (third / ckpt.MANIFEST).unlink()  # as if the process died before the manifest
+    assert ckpt.latest_checkpoint(tmp_path) == second
+    # A corrupt weights file fails verification with a clear error.
+    data = bytearray((second / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (second / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="incomplete or corrupt"):
+        ckpt.load_checkpoint(second, tiny_gan())
+
+
+def test_rotation_keeps_the_newest_and_never_zero(tmp_path):
+    model = tiny_gan()
+    for s in range(1, 6):
+        ckpt.save_checkpoint(tmp_path, model, s, {}, keep=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000004", "step_00000005"]
+    ckpt.rotate(tmp_path, keep=0)
+    assert len(ckpt.list_checkpoints(tmp_path)) == 1
+
+
+def test_a_checkpoint_of_another_model_is_refused_clearly(tmp_path):
+    folder = ckpt.save_checkpoint(tmp_path, tiny_gan(), 1, {})
+    bigger = DCGAN(DCGANConfig(resolution=8, latent_dim=8, width=4))
+    bigger.configure_optimizers()
+    with pytest.raises(CheckpointError, match="does not fit"):
+        ckpt.load_checkpoint(folder, bigger)
+
+
+def test_kill_during_save_leaves_the_previous_checkpoint(tmp_path):
+    """A real SIGKILL in the middle of writing: the old checkpoint still loads."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys, torch
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_checkpoint import tiny_gan, train_a_step
+        from studio.engine import checkpoint as ckpt
+        model = tiny_gan()
+        ckpt.save_checkpoint(__import__('pathlib').Path({str(tmp_path)!r}), model, 1, {{}})
+        print('saved', flush=True)
+        real = ckpt.save_file
+        def killer(tensors, path, *a, **k):
+            real(tensors, path, *a, **k)
+            if 'optim' in str(path):
+                os.kill(os.getpid(), signal.SIGKILL)
+        ckpt.save_file = killer
+        train_a_step(model, 1)
+        ckpt.save_checkpoint(__import__('pathlib').Path({str(tmp_path)!r}), model, 2, {{}})
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "saved" in proc.stdout
+    latest = ckpt.latest_checkpoint(tmp_path)
+    assert latest is not None and latest.name == "step_00000001"
+    ckpt.load_checkpoint(latest, tiny_gan())
+    # The next save cleans the leftover partial folder and succeeds.
+    ckpt.save_checkpoint(tmp_path, tiny_gan(), 2, {})
+    assert ckpt.latest_checkpoint(tmp_path).name == "step_00000002"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_trainer_json_is_plain_json(tmp_path):
+    folder = ckpt.save_checkpoint(tmp_path, tiny_gan(), 7, {"throughput": 1.5})
+    meta = json.loads((folder / "trainer.json").read_text())
+    assert meta["family"] == "gan.dcgan" and meta["step"] == 7
+    assert os.path.getsize(folder / "rng.safetensors") > 0

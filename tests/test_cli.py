@@ -1,0 +1,89 @@
+"""The headless command line: train, resume, sample, data scan, help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import make_tiny_dataset
+from studio.cli.main import main
+from studio.engine.runs import RunFolder
+
+TINY = ["--set", "latent_dim=8", "--set", "width=8"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_tiny_dataset(tmp_path_factory.mktemp("data"), n=24, size=16, classes=2)
+
+
+def test_help_documents_every_command(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for command in ("train", "sample", "data", "demo", "families", "runs"):
+        assert command in text
+    for command in ("train", "sample", "families"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "--device" in capsys.readouterr().out
+
+
+def test_train_resume_and_sample(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--family", "gan.dcgan", "--data", str(data_dir), "--resolution", "32",
+            "--steps", "6", "--batch-size", "8", "--out", str(run), "--device", "cpu", *TINY]
+    assert main(args) == 0
+    assert "step 6/6" in capsys.readouterr().out
+    assert main(["train", "--resume", str(run), "--steps", "9"]) == 0
+    assert "step 9/9" in capsys.readouterr().out
+    steps = [r["step"] for r in RunFolder(run).read_metrics()[0] if "loss_d" in r]
+    assert steps[-1] == 9 and steps == sorted(steps)
+
+    grid = tmp_path / "grid.png"
+    assert main(["sample", "--run", str(run), "-n", "4", "--seed", "5", "--out", str(grid)]) == 0
+    img = np.asarray(Image.open(grid))
+    assert img.ndim == 3 and img.shape[2] == 3 and img.shape[0] > 32
+
+    out_dir = tmp_path / "each"
+    assert main(["sample", "--run", str(run), "-n", "3", "--seed", "5", "--out", f"{out_dir}/"]) == 0
+    files = sorted(out_dir.glob("*.png"))
+    assert len(files) == 3 and Image.open(files[0]).size == (32, 32)
+    # The same seed gives the same first image, in the grid and alone.
+    assert np.array_equal(np.asarray(Image.open(files[0])), img[2:34, 2:34])
+
+
+def test_scan_lists_skipped_files_and_fails_when_nothing_is_usable(tmp_path, capsys):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.md").write_text("hello")
+    assert main(["data", "scan", str(folder)]) == 1
+    err = capsys.readouterr()
+    assert "empty.png: zero bytes" in err.out
+    assert "notes.md: not an image" in err.out
+    assert "error:" in err.err and "Traceback" not in err.err
+
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty"), "--steps", "2",
+                 "--out", str(tmp_path / "r")]) == 1
+    assert "empty" in capsys.readouterr().err.lower()
+
+
+def test_bad_settings_and_unknown_family_are_refused_clearly(data_dir, tmp_path, capsys):
+    assert main(["train", "--data", str(data_dir), "--set", "nope=1", "--out", str(tmp_path / "r")]) == 1
+    assert "NAME one of" in capsys.readouterr().err
+    assert main(["train", "--family", "gan.nope", "--data", str(data_dir)]) == 1
+    assert "unknown family" in capsys.readouterr().err
+    assert main(["sample", "--run", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]) == 1
+    assert "no run folder" in capsys.readouterr().err.lower()
+
+
+def test_entry_point_runs_as_a_module(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "studio", "families"], capture_output=True, text=True)
+    assert out.returncode == 0 and "gan.dcgan" in out.stdout
