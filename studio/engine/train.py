@@ -165,7 +165,7 @@ def train_job(
     step = start_step
     last_ckpt_time = time.monotonic()
     window: list[dict[str, torch.Tensor]] = []
-    throughput: float | None = None
+    throughput: float | None = trainer_state.get("throughput")
     t_log, step_log = time.monotonic(), step
     last_metrics: dict[str, float] = {}
     stopped_early = False

@@ -1,0 +1,182 @@
+"""Builders for test image folders. Pure Pillow and numpy, fast enough to call per test.
+
+Import as ``from helpers import make_image_zoo, make_tiny_dataset`` (pytest puts ``tests/`` on
+``sys.path`` because the folder has no ``__init__.py``).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ZOO_MAX_PIXELS = 30_000  # scan the zoo with this: "big.png" (200x200) is then over the limit
+
+
+def _split_image(mode: str, size: tuple[int, int], left: Any, right: Any) -> Image.Image:
+    """An image whose left half is ``left`` and right half ``right``."""
+    img = Image.new(mode, size, left)
+    img.paste(right, (size[0] // 2, 0, size[0], size[1]))
+    return img
+
+
+def write_png_header(path: Path, width: int, height: int) -> Path:
+    """Write a tiny PNG that claims ``width x height`` pixels (a decompression bomb's header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit gray
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+    data += chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    path.write_bytes(data)
+    return path
+
+
+def make_image_zoo(folder: Path) -> dict[str, Any]:
+    """Fill ``folder`` with good images in every mode and with bad files.
+
+    Returns a dict with:
+      ``good``: relpath -> (width, height) after EXIF rotation;
+      ``modes``: relpath -> the Pillow mode the file opens in;
+      ``bad``: relpath -> the exact reason it must be skipped with (scan with
+      ``max_pixels=ZOO_MAX_PIXELS``);
+      ``captions``: image relpath -> caption text; ``hidden``: files that must be ignored;
+      ``max_pixels``: ``ZOO_MAX_PIXELS``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    good: dict[str, tuple[int, int]] = {}
+    modes: dict[str, str] = {}
+
+    def keep(rel: str, img: Image.Image, mode: str | None = None, **save: Any) -> None:
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path, **save)
+        good[rel] = img.size
+        modes[rel] = mode or img.mode
+
+    grad = np.zeros((8, 12, 3), np.uint8)
+    grad[..., 0] = np.arange(12, dtype=np.uint8)[None, :] * 20
+    grad[..., 1] = np.arange(8, dtype=np.uint8)[:, None] * 30
+    grad[0, 0] = (10, 20, 30)
+    keep("rgb.png", Image.fromarray(grad))
+    keep("photo.jpg", Image.new("RGB", (16, 16), (200, 100, 50)), quality=95)
+    keep("gray.png", Image.new("L", (10, 10), 77))
+    keep("bilevel.png", _split_image("1", (10, 10), 0, 1))
+    keep("palette.png", Image.new("RGB", (10, 10), (0, 128, 255)).quantize(colors=4))
+
+    pal = Image.new("P", (10, 10), 0)
+    pal.putpalette([255, 0, 0, 0, 0, 255] + [0, 0, 0] * 254)
+    pal.paste(1, (5, 0, 10, 10))  # left half index 0 (transparent), right half blue
+    keep("palette_alpha.png", pal, transparency=0)
+
+    keep("gray_alpha.png", _split_image("LA", (10, 10), (100, 0), (100, 255)))
+    rgba = _split_image("RGBA", (10, 10), (255, 0, 0, 0), (0, 255, 0, 255))
+    keep("rgba.png", rgba)
+    keep("cmyk.jpg", Image.new("CMYK", (16, 16), (0, 255, 255, 0)), quality=95)
+    keep("cmyk.tif", Image.new("CMYK", (10, 10), (255, 0, 0, 0)))
+
+    deep = Image.fromarray(np.array([[65535, 32768], [0, 256]], dtype=np.uint16))
+    keep("deep16.png", deep.convert("I;16") if deep.mode != "I;16" else deep, mode="I;16")
+
+    frames = [Image.new("RGB", (10, 10), c) for c in ((255, 0, 0), (0, 0, 255))]
+    path = folder / "animated.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    good["animated.gif"], modes["animated.gif"] = (10, 10), "P"
+
+    # Stored 20 wide x 10 tall, left half red; EXIF orientation 6 means "rotate 90 degrees
+    # clockwise to display", so it shows 10 x 20 with the red half on top.
+    rotated = _split_image("RGB", (20, 10), (255, 0, 0), (0, 0, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(folder / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    good["rotated.jpg"], modes["rotated.jpg"] = (10, 20), "RGB"
+
+    keep("pic.webp", Image.new("RGB", (9, 7), (30, 60, 90)), lossless=True)
+    keep("pic.bmp", Image.new("RGB", (7, 9), (90, 60, 30)))
+    keep("sub/inner.png", Image.new("RGB", (6, 6), (1, 2, 3)))
+    keep("ünïcödé 画像.png", Image.new("RGB", (5, 5), (4, 5, 6)))
+
+    captions = {"rgb.png": "a colourful gradient", "sub/inner.png": "tiny dark square"}
+    for rel, text in captions.items():
+        (folder / rel).with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
+
+    bad: dict[str, str] = {}
+    rng = np.random.default_rng(1)
+    (folder / "corrupt.png").write_bytes(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+    bad["corrupt.png"] = "unreadable"
+    noise = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    noise.save(buf, "PNG")
+    (folder / "truncated.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) * 6 // 10])
+    bad["truncated.png"] = "truncated"
+    (folder / "empty.jpg").write_bytes(b"")
+    bad["empty.jpg"] = "zero bytes"
+    (folder / "notes.md").write_text("# not a picture\n", encoding="utf-8")
+    bad["notes.md"] = "not an image"
+    (folder / "orphan.txt").write_text("a caption of nothing\n", encoding="utf-8")
+    bad["orphan.txt"] = "not an image"
+    Image.new("RGB", (200, 200), (5, 5, 5)).save(folder / "big.png")
+    bad["big.png"] = "over the pixel limit"
+
+    (folder / ".DS_Store").write_bytes(b"\x00\x01junk")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "broken.png").write_bytes(b"junk")
+    hidden = [".DS_Store", ".cache/broken.png"]
+
+    return {
+        "root": folder,
+        "good": good,
+        "modes": modes,
+        "bad": bad,
+        "captions": captions,
+        "hidden": hidden,
+        "max_pixels": ZOO_MAX_PIXELS,
+    }
+
+
+_TINY_COLOURS = [(230, 60, 50), (40, 90, 220), (40, 180, 80), (240, 200, 40), (150, 60, 200)]
+
+
+def tiny_pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``size x size x 3`` uint8 image whose pattern and colour identify ``label``."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    period = max(2, size // 4)
+    kind = label % 4
+    if kind == 0:
+        mask = (yy // (period // 2 or 1)) % 2 == 0  # horizontal stripes
+    elif kind == 1:
+        mask = (xx // (period // 2 or 1)) % 2 == 0  # vertical stripes
+    elif kind == 2:
+        mask = ((yy // period) + (xx // period)) % 2 == 0  # checkerboard
+    else:
+        mask = ((xx + yy) // (period // 2 or 1)) % 2 == 0  # diagonal stripes
+    colour = np.array(_TINY_COLOURS[label % len(_TINY_COLOURS)], np.float64)
+    img = np.where(mask[..., None], colour, colour * 0.25)
+    img += rng.normal(0.0, 8.0, img.shape)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def make_tiny_dataset(
+    folder: Path, n: int = 32, size: int = 16, classes: int = 2, seed: int = 0
+) -> Path:
+    """Write ``n`` labelled PNGs (``class_0/``, ``class_1/``, ...) into ``folder``; return it.
+
+    Classes alternate, so every class gets ``n // classes`` images or one more. Deterministic.
+    """
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    for k in range(classes):
+        (folder / f"class_{k}").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        label = i % classes
+        img = Image.fromarray(tiny_pattern(label, size, rng))
+        img.save(folder / f"class_{label}" / f"{i:04d}.png")
+    return folder
