@@ -25,6 +25,7 @@ from studio.models.registry import FAMILIES, get_family, load_model
 # The smallest settings that still exercise each model's code paths.
 TINY: dict[str, dict] = {
     "gan.dcgan": {"latent_dim": 8, "width": 8},
+    "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
 }
 
 FAST_SAMPLING = {"steps": 3}  # for families that take a step count

@@ -160,7 +160,8 @@ def train_job(
     autocast = autocast_factory(device, config.precision)
     dev_name = device_name(device)
     total = max(config.steps, start_step)
-    real_ref = _diversity(images.data[: min(64, images.n)].float().div(127.5).sub(1))
+    held = dataset.images[held_idx[:256]] if len(held_idx) else None
+    monitor = Monitor(run, config, images.data[: min(64, images.n)], held, device)
 
     step = start_step
     last_ckpt_time = time.monotonic()
@@ -177,7 +178,7 @@ def train_job(
 
     yield Progress("train", step, total, message=f"Training {model.info.display_name} on {dev_name}")
     if step == 0 and total > 0:
-        yield from _sample_grid(model, run, config, step, total, real_ref)
+        yield from monitor.evaluate(model, step, total)
 
     while step < total:
         if token.stop_requested:
@@ -214,7 +215,7 @@ def train_job(
         yield Progress("train", step, total, metrics=metrics, info=_info(dev_name, device, throughput, step, total, images.batch_size) if logged else {})
 
         if step % config.sample_every == 0 or step == total:
-            yield from _sample_grid(model, run, config, step, total, real_ref)
+            yield from monitor.evaluate(model, step, total)
         minutes = (time.monotonic() - last_ckpt_time) / 60
         if step % config.checkpoint_every == 0 or minutes >= config.checkpoint_minutes:
             _check_weights(model, run, step)
@@ -225,7 +226,7 @@ def train_job(
     if step > start_step or not ckpt.latest_checkpoint(run.state_dir):
         _check_weights(model, run, step)
         if stopped_early:
-            yield from _sample_grid(model, run, config, step, total, real_ref)
+            yield from monitor.evaluate(model, step, total)
         yield save(step)
     return TrainResult(run.path, step, total, stopped_early, last_metrics)
 
@@ -264,18 +265,43 @@ def _diversity(images: torch.Tensor) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
-def _sample_grid(
-    model: GenerativeModel, run: RunFolder, config: TrainConfig, step: int, total: int, real_ref: float
-) -> Generator[Progress, None, None]:
-    with torch.no_grad():
-        samples = model.sample(config.samples, cpu_generator(config.seed + 1))
-    grid = make_grid(images_to_uint8(samples).numpy())
-    save_png(run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
-    metrics = {}
-    if real_ref > 0:
-        metrics["diversity"] = _diversity(samples.float().cpu()) / real_ref
-        run.append_metrics([{"step": step, "time": time.time(), **metrics}])
-    yield Progress("train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}")
+class Monitor:
+    """What the trainer measures every ``sample_every`` steps: a sample grid from a fixed seed,
+    its diversity, and held-out bits/dim for families with a likelihood."""
+
+    def __init__(
+        self,
+        run: RunFolder,
+        config: TrainConfig,
+        real: torch.Tensor,
+        held_out: np.ndarray | None,
+        device: torch.device,
+    ) -> None:
+        self.run, self.config = run, config
+        self.real_ref = _diversity(real.float().div(127.5).sub(1).cpu())
+        self.held_out = None
+        if held_out is not None and len(held_out):
+            x = torch.from_numpy(np.ascontiguousarray(held_out)).permute(0, 3, 1, 2)
+            self.held_out = x.to(device).float().div(127.5).sub(1)
+
+    def evaluate(self, model: GenerativeModel, step: int, total: int) -> Generator[Progress, None, None]:
+        model.eval()
+        try:
+            with torch.no_grad():
+                samples = model.sample(self.config.samples, cpu_generator(self.config.seed + 1))
+                metrics: dict[str, float] = {}
+                if self.real_ref > 0:
+                    metrics["diversity"] = _diversity(samples.float().cpu()) / self.real_ref
+                if self.held_out is not None and Capability.LIKELIHOOD in model.info.capabilities:
+                    bpd = torch.cat([model.bits_per_dim(chunk) for chunk in self.held_out.split(64)])
+                    metrics["heldout_bpd"] = float(bpd.mean())
+        finally:
+            model.train()
+        grid = make_grid(images_to_uint8(samples).numpy())
+        save_png(self.run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
+        if metrics:
+            self.run.append_metrics([{"step": step, "time": time.time(), **metrics}])
+        yield Progress("train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}")
 
 
 def _check_weights(model: GenerativeModel, run: RunFolder, step: int) -> None:

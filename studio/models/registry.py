@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 FAMILIES: dict[str, str] = {
     "gan.dcgan": "studio.models.gan.dcgan:DCGAN",
+    "diffusion.ddpm": "studio.models.diffusion.ddpm:DDPM",
 }
 
 

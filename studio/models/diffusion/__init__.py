@@ -1,0 +1,1 @@
+"""Diffusion models: diffusers UNets trained to denoise, sampled with diffusers schedulers."""

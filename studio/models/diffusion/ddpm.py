@@ -1,0 +1,425 @@
+"""DDPM (Ho et al. 2020): a diffusers UNet2DModel trained to undo Gaussian noise.
+
+The network is diffusers' ``UNet2DModel`` and the noise process diffusers' ``DDPMScheduler``,
+so a saved model folder is also a diffusers ``DDPMPipeline`` folder. An EMA copy of the UNet
+(the weights samples come from) lives beside the trained one as a submodule, so it is part of
+``state_dict`` and of every checkpoint.
+
+With classes the model is class-conditional with classifier-free guidance (Ho & Salimans
+2022): labels are replaced by a null class (index ``num_classes``) with probability
+``cond_drop_prob`` in training, and sampling mixes conditional and unconditional outputs.
+``CONDITIONAL`` is declared on the class, but a model built with ``num_classes == 0`` (a
+dataset without class subfolders) is a plain unconditional DDPM: its instance ``conditions``
+leave out ``label`` and ``guidance``, and passing either raises a ValueError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from collections.abc import Generator as Gen
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.utils.constants import SAFETENSORS_WEIGHTS_NAME
+from safetensors.torch import load_file
+from torch import Tensor
+
+from studio.core import atomic
+from studio.models.base import (
+    MODEL_CONFIG,
+    Batch,
+    Capability,
+    FamilyInfo,
+    GenerativeModel,
+    ModelConfig,
+    SampleStep,
+    StepContext,
+    class_labels,
+    eval_mode,
+    setting,
+)
+from studio.models.diffusion.samplers import (
+    DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
+    SAMPLERS,
+    guided_output,
+    make_sampler,
+    predicted_x0,
+)
+
+SCHEDULES = ("linear", "squaredcos_cap_v2")
+PREDICTIONS = ("epsilon", "v_prediction")
+
+
+def auto_mults(resolution: int) -> tuple[int, ...]:
+    """Channel multipliers per level: the lowest level sits at 4x4 up to 32 px, 8x8 above."""
+    if resolution <= 8:
+        return (1, 2)
+    if resolution <= 16:
+        return (1, 2, 2)
+    if resolution <= 32:
+        return (1, 2, 2, 2)  # the DDPM paper's CIFAR-10 network
+    if resolution <= 64:
+        return (1, 2, 3, 4)  # improved DDPM's 64 px network
+    return (1, 1, 2, 3, 4)
+
+
+@dataclass
+class DDPMConfig(ModelConfig):
+    width: int = setting(
+        64,
+        label="Network width",
+        help="channels of the first UNet level",
+        minimum=8,
+        maximum=256,
+        main=True,
+    )
+    channel_mults: str = setting(
+        "auto",
+        label="Channel multipliers",
+        help="per level, e.g. 1,2,2,2; auto picks by resolution",
+    )
+    layers_per_block: int = setting(2, label="Layers per level", minimum=1, maximum=4)
+    attention_res: int = setting(
+        16,
+        label="Attention at <= N px",
+        help="self-attention at maps this small or smaller; 0 = none",
+        choices=(0, 4, 8, 16, 32),
+    )
+    dropout: float = setting(0.1, label="Dropout", minimum=0.0, maximum=0.5)
+    num_train_timesteps: int = setting(
+        1000,
+        label="Noise steps",
+        help="length of the training noise process",
+        minimum=10,
+        maximum=4000,
+    )
+    beta_schedule: str = setting(
+        "linear",
+        label="Noise schedule",
+        help="linear (DDPM) or cosine (squaredcos_cap_v2: better for small images)",
+        choices=SCHEDULES,
+        main=True,
+    )
+    prediction_type: str = setting(
+        "epsilon",
+        label="Predict",
+        help="the noise (epsilon) or the velocity v",
+        choices=PREDICTIONS,
+    )
+    lr: float = setting(2e-4, label="Learning rate", minimum=1e-6, maximum=1e-2, main=True)
+    weight_decay: float = setting(0.0, label="Weight decay", minimum=0.0, maximum=0.1)
+    warmup_steps: int = setting(
+        200,
+        label="Warm-up steps",
+        help="learning rate ramps up over these steps",
+        minimum=0,
+        maximum=10000,
+    )
+    grad_clip: float = setting(
+        1.0, label="Gradient clip", help="max gradient norm; 0 = off", minimum=0.0, maximum=100.0
+    )
+    ema_decay: float = setting(
+        0.999,
+        label="EMA decay",
+        help="samples use this average of the weights",
+        minimum=0.0,
+        maximum=0.99999,
+        main=True,
+    )
+    cond_drop_prob: float = setting(
+        0.1,
+        label="Label dropout",
+        help="classifier-free guidance: train unconditional this often",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    guidance: float = setting(
+        3.0,
+        label="Guidance scale",
+        help="default for class-conditional sampling; 1 = plain conditional",
+        minimum=0.0,
+        maximum=20.0,
+    )
+
+    def __post_init__(self) -> None:
+        if self.beta_schedule not in SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {', '.join(SCHEDULES)}")
+        if self.prediction_type not in PREDICTIONS:
+            raise ValueError(f"prediction_type must be one of {', '.join(PREDICTIONS)}")
+        mults = self.mults()
+        if self.resolution % 2 ** (len(mults) - 1) or self.resolution >> (len(mults) - 1) < 2:
+            raise ValueError(f"{len(mults)} UNet levels do not fit resolution {self.resolution}")
+
+    def mults(self) -> tuple[int, ...]:
+        if self.channel_mults.strip().lower() == "auto":
+            return auto_mults(self.resolution)
+        try:
+            mults = tuple(int(m) for m in self.channel_mults.split(","))
+        except ValueError:
+            mults = ()
+        if not mults or min(mults) < 1:
+            raise ValueError(
+                f"channel multipliers must look like 1,2,2,2, not {self.channel_mults!r}"
+            )
+        return mults
+
+
+def build_unet(c: DDPMConfig) -> UNet2DModel:
+    mults = c.mults()
+    chans = tuple(c.width * m for m in mults)
+    groups = math.gcd(32, *chans)  # GroupNorm groups (and head size) that divide every width
+    sizes = [c.resolution >> i for i in range(len(mults))]
+    attn = [0 < size <= c.attention_res for size in sizes]
+    return UNet2DModel(
+        sample_size=c.resolution,
+        in_channels=c.channels,
+        out_channels=c.channels,
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
+        block_out_channels=chans,
+        layers_per_block=c.layers_per_block,
+        dropout=c.dropout,
+        attention_head_dim=groups,
+        norm_num_groups=groups,
+        add_attention=attn[-1],  # the middle block sits at the lowest level
+        num_class_embeds=c.num_classes + 1 if c.num_classes else None,  # + the null class
+    )
+
+
+def ema_decay_at(decay: float, updates: int) -> float:
+    """EMA decay after ``updates`` earlier updates: warms up as (1 + n) / (10 + n) so the
+    average follows the weights early on instead of staying stuck near the initialisation."""
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+@contextlib.contextmanager
+def step_rng(ctx: StepContext, device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """Dropout draws from torch's global RNG: seed it from the step's generator for the block
+    (without a host sync) and restore it after, so a step replays exactly on resume."""
+    if not enabled:
+        yield
+        return
+    seed = (ctx.generator.initial_seed() * 0x9E3779B1 + ctx.step) % 2**63
+    accel = [] if device.type == "cpu" else [device]
+    with torch.random.fork_rng(
+        devices=accel, device_type=None if device.type == "cpu" else device.type
+    ):
+        torch.random.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            torch.cuda.default_generators[index].manual_seed(seed)
+        elif accel:
+            torch.get_device_module(device.type).manual_seed(seed)
+        yield
+
+
+class DDPM(GenerativeModel):
+    info = FamilyInfo(
+        key="diffusion.ddpm",
+        kind="diffusion",
+        display_name="DDPM",
+        summary="Diffusion: steady training and varied, faithful samples, but slow to train and "
+        "each sample takes many network passes.",
+        capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.CONDITIONAL,
+        loss_names=("loss", "grad_norm"),
+    )
+    Config = DDPMConfig
+    config: DDPMConfig
+    conditions = ("label", "steps", "sampler", "guidance")
+
+    def __init__(self, config: DDPMConfig) -> None:
+        super().__init__(config)
+        if config.num_classes < 0:
+            raise ValueError("num_classes must be >= 0")
+        if not config.num_classes:  # unconditional: no label, no guidance
+            self.conditions = ("steps", "sampler")  # type: ignore[misc]
+        self.unet = build_unet(config)
+        self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=config.num_train_timesteps,
+            beta_schedule=config.beta_schedule,
+            prediction_type=config.prediction_type,
+            clip_sample=True,
+            # "trailing" makes short schedules start at the last (pure-noise) step.
+            timestep_spacing="trailing",
+        )
+        self._ema_updates = 0
+
+    # -- training ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        self.optimizers = {
+            "unet": torch.optim.AdamW(self.unet.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        }
+        return self.optimizers
+
+    def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+        c, opt = self.config, self.optimizers["unet"]
+        x0 = batch.images
+        n, dev = x0.shape[0], x0.device
+        gen_dev = ctx.generator.device
+        t = torch.randint(0, c.num_train_timesteps, (n,), generator=ctx.generator, device=gen_dev)
+        t = t.to(dev)
+        noise = ctx.randn(*x0.shape).to(dev)
+        x_t = self.scheduler.add_noise(x0, noise, t)
+        target = (
+            noise if c.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, t)
+        )
+        labels = self._train_labels(batch, ctx)
+
+        if c.warmup_steps:  # stateless warm-up from the step number: resumes exactly
+            for group in opt.param_groups:
+                group["lr"] = c.lr * min(1.0, (ctx.step + 1) / c.warmup_steps)
+        with ctx.autocast(), step_rng(ctx, dev, enabled=c.dropout > 0):
+            pred = self.unet(x_t, t, class_labels=labels).sample
+        loss = F.mse_loss(pred.float(), target.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = c.grad_clip if c.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), max_norm)
+        opt.step()
+        self.update_ema()
+        return {"loss": loss.detach(), "grad_norm": grad_norm.detach()}
+
+    def _train_labels(self, batch: Batch, ctx: StepContext) -> Tensor | None:
+        nc = self.config.num_classes
+        if not nc:
+            return None
+        if batch.labels is None:
+            raise ValueError("this DDPM is class-conditional: the batch needs labels")
+        labels = batch.labels.long()
+        drop = ctx.rand(labels.shape[0]).to(labels.device) < self.config.cond_drop_prob
+        return torch.where(drop, torch.full_like(labels, nc), labels)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * weights, as one fused op over all tensors."""
+        decay = ema_decay_at(self.config.ema_decay, self._ema_updates)
+        ema, raw = list(self.ema_unet.parameters()), list(self.unet.parameters())
+        torch._foreach_lerp_(ema, raw, 1.0 - decay)
+        ema_bufs, raw_bufs = list(self.ema_unet.buffers()), list(self.unet.buffers())
+        if ema_bufs:
+            torch._foreach_copy_(ema_bufs, raw_bufs)
+        self._ema_updates += 1
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"ema_updates": self._ema_updates}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._ema_updates = int(state.get("ema_updates", 0))
+
+    # -- sampling ------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_iter(
+        self, n: int, generator: torch.Generator, *, use_ema: bool = True, **conditions: Any
+    ) -> Gen[SampleStep, None, Tensor]:
+        """Denoise ``n`` images. Conditions: sampler ("ddpm", "ddim", "dpm++"; default dpm++),
+        steps (defaults 1000 / 50 / 20), and for a class-conditional model label (None cycles
+        through the classes) and guidance. ``use_ema=False`` samples the raw trained weights."""
+        c, device = self.config, self.device
+        given = {k: v for k, v in conditions.items() if v is not None}
+        if not c.num_classes and {"label", "guidance"} & set(given):
+            raise ValueError(
+                "This DDPM was trained without classes, so it takes no label or guidance "
+                "(train on a folder with one subfolder per class to get a conditional model)."
+            )
+        self.check_conditions(given)
+        name = str(given.get("sampler", DEFAULT_SAMPLER)).lower()
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+        steps = int(given.get("steps", DEFAULT_STEPS[name]))
+        if not 1 <= steps <= c.num_train_timesteps:
+            raise ValueError(f"steps must be between 1 and {c.num_train_timesteps}, got {steps}")
+        guidance = float(given.get("guidance", c.guidance))
+        if guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        labels = None
+        if c.num_classes:
+            labels = class_labels(n, c.num_classes, given.get("label"), device)
+
+        sched = make_sampler(name, self.scheduler.config)
+        sched.set_timesteps(steps, device=device)
+        unet = self.ema_unet if use_ema else self.unet
+        shape = (n, c.channels, c.resolution, c.resolution)
+        x = torch.randn(shape, generator=generator).to(device) * sched.init_noise_sigma
+        total = len(sched.timesteps)
+        every = max(1, total // 8)
+        for i, t in enumerate(sched.timesteps):
+            with eval_mode(unet):  # entered per step: nothing stays switched while suspended
+                out = guided_output(
+                    unet, sched.scale_model_input(x, t), t, labels, c.num_classes, guidance
+                )
+            # A CPU generator: diffusers draws any step noise on the CPU and moves it.
+            x = sched.step(out, t, x, generator=generator).prev_sample
+            preview = None
+            if i + 1 == total:
+                preview = x.clamp(-1, 1)
+            elif (i + 1) % every == 0:
+                preview = predicted_x0(self.scheduler.alphas_cumprod, x, out, t, c.prediction_type)
+            yield SampleStep(i + 1, total, preview)
+        return x.clamp(-1, 1)
+
+    # -- persistence: a diffusers DDPMPipeline folder plus studio.json -------------------------
+    def save(self, folder: str | Path) -> None:
+        """Write ``unet/`` (EMA weights), ``unet_raw/`` (trained weights), ``scheduler/`` and
+        ``model_index.json`` in diffusers' layout, then ``studio.json``.
+
+        Each file is written in a hidden temp folder beside its destination, fsynced and renamed
+        over the old file, so a crash leaves every file whole (old or new). A crash between
+        files can mix old and new weights files; within one run each is still a valid model.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _replace_files(folder, "unet", lambda p: _save_unet(self.ema_unet, p))
+        _replace_files(folder, "unet_raw", lambda p: _save_unet(self.unet, p))
+        _replace_files(folder, "scheduler", self.scheduler.save_pretrained)
+        index = {
+            "_class_name": "DDPMPipeline",
+            "_diffusers_version": diffusers.__version__,
+            "scheduler": ["diffusers", "DDPMScheduler"],
+            "unet": ["diffusers", "UNet2DModel"],
+        }
+        atomic.write_json(folder / "model_index.json", index)
+        atomic.write_json(folder / MODEL_CONFIG, self.describe())
+
+    @classmethod
+    def load(cls, folder: str | Path, device: torch.device | str = "cpu") -> DDPM:
+        folder = Path(folder)
+        meta = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))
+        model = cls(cls.Config.from_dict(meta["config"]))
+        ema = load_file(str(folder / "unet" / SAFETENSORS_WEIGHTS_NAME), device="cpu")
+        model.ema_unet.load_state_dict(ema)
+        raw_path = folder / "unet_raw" / SAFETENSORS_WEIGHTS_NAME
+        model.unet.load_state_dict(load_file(str(raw_path)) if raw_path.exists() else ema)
+        return model.to(device)
+
+
+def _save_unet(unet: UNet2DModel, path: Path) -> None:
+    weights = {k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}
+    unet.save_pretrained(path, safe_serialization=True, state_dict=weights)
+
+
+def _replace_files(folder: Path, name: str, write: Callable[[Path], Any]) -> None:
+    """``write`` fills a temp folder; each file then atomically replaces ``folder/name/file``."""
+    target = folder / name
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", suffix=".tmp", dir=folder) as tmp:
+        write(Path(tmp))
+        # Weights before configs, so a new config never describes old weights.
+        for path in sorted(Path(tmp).iterdir(), key=lambda p: p.suffix == ".json"):
+            with open(path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(path, target / path.name)
+        atomic.fsync_dir(target)
