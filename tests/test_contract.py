@@ -25,6 +25,13 @@ from studio.models.registry import FAMILIES, get_family, load_model
 # The smallest settings that still exercise each model's code paths.
 TINY: dict[str, dict] = {
     "gan.dcgan": {"latent_dim": 8, "width": 8},
+    "vae.conv": {"latent_dim": 4, "width": 8},
+    "vae.beta": {"latent_dim": 4, "width": 8, "kl_warmup_steps": 50},
+    "vae.cvae": {"latent_dim": 4, "width": 8},
+    "vae.vqvae": {"codebook_size": 16, "embedding_dim": 4, "downsample": 2, "width": 8, "restart_after": 20},
+    "flow.nice": {"couplings": 4, "hidden": 16, "warmup_steps": 10},
+    "flow.realnvp": {"scales": 2, "couplings": 2, "hidden": 16, "warmup_steps": 10},
+    "flow.glow": {"levels": 2, "steps": 2, "hidden": 16, "warmup_steps": 10},
     "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
 }
 

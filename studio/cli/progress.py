@@ -28,7 +28,7 @@ class ProgressPrinter:
             self._metrics = {k: v for k, v in p.metrics.items() if k != "diversity"}
         now = time.monotonic()
         final = p.total is not None and p.step >= p.total
-        if p.message and not p.metrics and p.image is None:
+        if p.message and p.total is None and not p.metrics and p.image is None:
             self._line(p.message, newline=True)
             return
         if p.stage != self._stage or final or now - self._last >= self.min_interval:
@@ -38,6 +38,8 @@ class ProgressPrinter:
 
     def _format(self, p: Progress) -> str:
         parts = [f"{p.stage:>6}"]
+        if p.message and p.stage != "train":
+            parts = [p.message.split(":")[0]]
         if p.total:
             width = 24
             filled = int(width * min(1.0, p.step / p.total))

@@ -14,6 +14,13 @@ if TYPE_CHECKING:
 
 FAMILIES: dict[str, str] = {
     "gan.dcgan": "studio.models.gan.dcgan:DCGAN",
+    "vae.conv": "studio.models.vae.conv:ConvVAE",
+    "vae.beta": "studio.models.vae.beta:BetaVAE",
+    "vae.cvae": "studio.models.vae.cvae:ConditionalVAE",
+    "vae.vqvae": "studio.models.vae.vqvae:VQVAE",
+    "flow.nice": "studio.models.flow.nice:NICE",
+    "flow.realnvp": "studio.models.flow.realnvp:RealNVP",
+    "flow.glow": "studio.models.flow.glow:Glow",
     "diffusion.ddpm": "studio.models.diffusion.ddpm:DDPM",
 }
 

@@ -1,0 +1,1 @@
+"""Variational autoencoders: a convolutional VAE, β-VAE, a class-conditional VAE and VQ-VAE."""

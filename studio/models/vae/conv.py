@@ -1,0 +1,252 @@
+"""A convolutional VAE (Kingma & Welling 2013) with a Gaussian posterior and a discretised
+pixel likelihood, so its negative ELBO is a true bound in bits/dim on 8-bit images.
+
+The β-VAE and the conditional VAE reuse this class: β and KL warm-up are settings here
+(1.0 and 0 by default), and a subclass turns on class conditioning via ``_label_classes``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator as Gen
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from studio.models.base import (
+    Batch,
+    Capability,
+    FamilyInfo,
+    GenerativeModel,
+    ModelConfig,
+    SampleStep,
+    StepContext,
+    eval_mode,
+    setting,
+)
+from studio.models.vae.common import (
+    LIKELIHOODS,
+    ConvDecoder,
+    ConvEncoder,
+    gaussian_kl,
+    nats_to_bits_per_dim,
+    params_to_images,
+    pixel_log_prob,
+    reparameterise,
+    temperature_of,
+)
+
+KL_DIMS_SHOWN = 16  # kl_dim_00..kl_dim_15: enough to see which latents are in use
+KL_DIM_NAMES = tuple(f"kl_dim_{i:02d}" for i in range(KL_DIMS_SHOWN))
+
+
+@dataclass
+class ConvVAEConfig(ModelConfig):
+    latent_dim: int = setting(32, label="Latent size", minimum=2, maximum=512, main=True)
+    width: int = setting(
+        32, label="Network width", help="channels of the first layer", minimum=8, maximum=256
+    )
+    lr: float = setting(1e-3, label="Learning rate", minimum=1e-6, maximum=1e-2, main=True)
+    likelihood: str = setting(
+        "gaussian",
+        label="Pixel likelihood",
+        help="gaussian: discretised Gaussian (photos); bernoulli: continuous Bernoulli (mostly black-and-white images)",
+        choices=LIKELIHOODS,
+        main=True,
+    )
+    learn_sigma: bool = setting(
+        True, label="Learn pixel noise", help="gaussian only: learn one noise level (sharper)"
+    )
+    sigma: float = setting(
+        0.1,
+        label="Pixel noise",
+        help="gaussian only: the fixed noise level, or the starting one when learned",
+        minimum=1e-3,
+        maximum=1.0,
+    )
+    beta: float = setting(
+        1.0, label="KL weight (beta)", help="1 = a true ELBO", minimum=0.0, maximum=100.0
+    )
+    kl_warmup_steps: int = setting(
+        0, label="KL warm-up steps", help="ramp the KL weight from 0; 0 = off", minimum=0
+    )
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}")
+
+
+class ConvVAE(GenerativeModel):
+    info = FamilyInfo(
+        key="vae.conv",
+        kind="vae",
+        display_name="Convolutional VAE",
+        summary="VAE: steady training, a smooth latent space and a likelihood score, "
+        "but blurrier samples than GANs or diffusion.",
+        capabilities=Capability.TRAIN
+        | Capability.SAMPLE
+        | Capability.LATENT
+        | Capability.LIKELIHOOD,
+        loss_names=("loss", "recon", "kl", *KL_DIM_NAMES),
+    )
+    Config = ConvVAEConfig
+    config: ConvVAEConfig
+    conditions: tuple[str, ...] = ("temperature",)
+
+    def __init__(self, config: ConvVAEConfig) -> None:
+        super().__init__(config)
+        c = config
+        k = self._label_classes()
+        self.encoder = ConvEncoder(c.channels, c.width, c.resolution, 2 * c.latent_dim, k)
+        self.decoder = ConvDecoder(c.latent_dim, c.width, c.resolution, c.channels, k)
+        # One pixel noise level for the discretised Gaussian: learned (a parameter) or fixed
+        # (a buffer, so it still travels with the weights).
+        start = torch.tensor(math.log(c.sigma))
+        self.log_sigma: Tensor | None
+        if c.likelihood != "gaussian":
+            self.log_sigma = None
+        elif c.learn_sigma:
+            self.log_sigma = nn.Parameter(start)
+        else:
+            self.register_buffer("log_sigma", start)
+
+    def _label_classes(self) -> int:
+        return 0  # unconditional; ConditionalVAE overrides
+
+    def _batch_labels(self, batch: Batch) -> Tensor | None:
+        return None
+
+    @property
+    def dims(self) -> int:
+        c = self.config
+        return c.channels * c.resolution * c.resolution
+
+    # -- the pieces of the ELBO ------------------------------------------------------------
+    def posterior(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and log-variance of q(z | x), in float32."""
+        h = self.encoder(x, labels).float()
+        mean, logvar = h.chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)  # keeps exp() finite early in training
+
+    def log_px(self, x: Tensor, params: Tensor) -> Tensor:
+        """Per-image log p(x | z) in nats from the decoder output ``params``."""
+        return pixel_log_prob(x, params.float(), self.config.likelihood, self.log_sigma)
+
+    def kl_weight(self, step: int) -> float:
+        """β, ramped linearly from 0 over the warm-up. A function of the step alone, so a
+        resumed run continues exactly."""
+        c = self.config
+        if c.kl_warmup_steps <= 0:
+            return c.beta
+        return c.beta * min(1.0, step / c.kl_warmup_steps)
+
+    # -- training ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        self.optimizers = {"vae": torch.optim.Adam(self.parameters(), lr=self.config.lr)}
+        return self.optimizers
+
+    def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+        x, labels = batch.images, self._batch_labels(batch)
+        with ctx.autocast():
+            mean, logvar = self.posterior(x, labels)
+        z = reparameterise(mean, logvar, ctx.randn(*mean.shape, device=mean.device))
+        with ctx.autocast():
+            params = self.decoder(z, labels)
+        recon = -self.log_px(x, params).mean()
+        kl_dims = gaussian_kl(mean, logvar)
+        kl = kl_dims.sum(1).mean()
+        loss = recon + self.kl_weight(ctx.step) * kl
+
+        opt = self.optimizers["vae"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+        out = {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach()}
+        per_dim = kl_dims.detach()[:, :KL_DIMS_SHOWN].mean(0)
+        out.update(zip(KL_DIM_NAMES, per_dim.unbind(0), strict=False))
+        return out
+
+    # -- latent space ----------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The mean of q(z | x): B x latent_dim."""
+        with eval_mode(self):
+            return self.posterior(images.to(self.device), self._checked(labels, len(images)))[0]
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Latents -> the decoder's expected images, in [-1, 1]."""
+        with eval_mode(self):
+            params = self.decoder(z.to(self.device).float(), self._checked(labels, len(z)))
+        return params_to_images(params, self.config.likelihood)
+
+    def latent(self, n: int, generator: torch.Generator, temperature: float = 1.0) -> Tensor:
+        """Draws from the prior N(0, temperature^2 I), made on the CPU for reproducibility."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        z = torch.randn(n, self.config.latent_dim, generator=generator) * temperature
+        return z.to(self.device)
+
+    def _checked(self, labels: Tensor | None, n: int) -> Tensor | None:
+        return None  # the unconditional model ignores labels
+
+    # -- sampling ------------------------------------------------------------------------
+    def sample_iter(
+        self, n: int, generator: torch.Generator, **conditions: Any
+    ) -> Gen[SampleStep, None, Tensor]:
+        self.check_conditions(conditions)
+        labels = self._sample_labels(n, conditions)
+        z = self.latent(n, generator, temperature_of(conditions))
+        images = self.decode(z, labels)
+        yield SampleStep(1, 1, images)
+        return images
+
+    def _sample_labels(self, n: int, conditions: dict[str, Any]) -> Tensor | None:
+        return None
+
+    # -- likelihood ------------------------------------------------------------------------
+    @torch.no_grad()
+    def elbo(
+        self,
+        images: Tensor,
+        labels: Tensor | None,
+        generator: torch.Generator | None = None,
+        samples: int = 1,
+    ) -> Tensor:
+        """Per-image ELBO in nats: E_q[log p(x|z)] - KL(q || p), a lower bound on log p(x)
+        (log p(x|y) when given labels). The expectation uses ``samples`` draws of z from a
+        CPU generator (fixed seed when None, so repeated evaluations agree)."""
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        x = images.to(self.device).float()
+        with eval_mode(self):
+            mean, logvar = self.posterior(x, labels)
+            rec = torch.zeros(len(x), device=x.device)
+            for _ in range(max(1, samples)):
+                eps = torch.randn(mean.shape, generator=gen).to(x.device)
+                rec += self.log_px(x, self.decoder(reparameterise(mean, logvar, eps), labels))
+        return rec / max(1, samples) - gaussian_kl(mean, logvar).sum(1)
+
+    def log_likelihood(
+        self,
+        images: Tensor,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        samples: int = 1,
+    ) -> Tensor:
+        """Per-image lower bound on log p(x) in nats (the ELBO), for images in [-1, 1]
+        treated as 8-bit data."""
+        return self.elbo(images, None, generator, samples)
+
+    def bits_per_dim(
+        self,
+        images: Tensor,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        samples: int = 1,
+    ) -> Tensor:
+        """Per-image negative ELBO in bits per dimension: an upper bound on -log2 p(x) / D."""
+        ll = self.log_likelihood(images, labels, generator, samples)
+        return nats_to_bits_per_dim(-ll, self.dims)
