@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import make_tiny_dataset
 from PIL import Image
 
-from helpers import make_tiny_dataset
 from studio.cli.main import main
 from studio.engine.runs import RunFolder
 
@@ -87,3 +87,25 @@ def test_bad_settings_and_unknown_family_are_refused_clearly(data_dir, tmp_path,
 def test_entry_point_runs_as_a_module(tmp_path):
     out = subprocess.run([sys.executable, "-m", "studio", "families"], capture_output=True, text=True)
     assert out.returncode == 0 and "gan.dcgan" in out.stdout
+
+
+def test_conditional_sampling_by_class_name(data_dir, tmp_path, capsys):
+    run = tmp_path / "cgan"
+    assert main(["train", "--family", "gan.cgan", "--data", str(data_dir), "--resolution", "32",
+                 "--steps", "2", "--batch-size", "8", "--out", str(run), *TINY]) == 0
+    out = tmp_path / "c1.png"
+    assert main(["sample", "--run", str(run), "-n", "2", "--class", "class_1", "--out", str(out)]) == 0
+    assert out.is_file()
+    assert main(["sample", "--run", str(run), "-n", "2", "--class", "dog", "--out", str(out)]) == 1
+    assert "classes: class_0, class_1" in capsys.readouterr().err
+
+
+def test_a_conditional_model_on_unlabelled_images_says_what_to_do(tmp_path, capsys):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(4):
+        Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(flat / f"{i}.png")
+    assert main(["train", "--family", "gan.cgan", "--data", str(flat), "--steps", "2",
+                 "--out", str(tmp_path / "r"), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "subfolder" in err and "Traceback" not in err

@@ -12,8 +12,8 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-
 from helpers import make_tiny_dataset
+
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine.device import cpu_generator
 from studio.engine.runs import TrainConfig
@@ -25,6 +25,8 @@ from studio.models.registry import FAMILIES, get_family, load_model
 # The smallest settings that still exercise each model's code paths.
 TINY: dict[str, dict] = {
     "gan.dcgan": {"latent_dim": 8, "width": 8},
+    "gan.cgan": {"latent_dim": 8, "width": 8},
+    "gan.wgan_gp": {"latent_dim": 8, "width": 8, "n_critic": 2},
     "vae.conv": {"latent_dim": 4, "width": 8},
     "vae.beta": {"latent_dim": 4, "width": 8, "kl_warmup_steps": 50},
     "vae.cvae": {"latent_dim": 4, "width": 8},

@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="grid.png, or DIR/ for one PNG per sample")
-    p.add_argument("--class", dest="label", type=int, help="class index, for conditional models")
+    p.add_argument("--class", dest="label", help="class name or index, for conditional models "
+                   "(default: cycle through all classes)")
     p.add_argument("--steps", type=int, help="sampler steps (diffusion)")
     p.add_argument("--sampler", help="ddpm, ddim or dpm++ (diffusion)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (diffusion)")
@@ -228,6 +229,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise StudioError("-n must be at least 1")
+    args.label = class_index(Path(args.run), args.label)
     images = run_job(
         sample_job(args.run, args.n, args.seed, args.device, label=args.label, steps=args.steps,
                    sampler=args.sampler, guidance=args.guidance, temperature=args.temperature)
@@ -246,6 +248,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
         save_png(out, make_grid(images))
         print(f"wrote a grid of {len(images)} samples to {out}")
     return 0
+
+
+def class_index(run: Path, value: str | None) -> int | None:
+    """``--class`` as a name from the run's dataset, or as an index."""
+    if value is None:
+        return None
+    from studio.engine.runs import RunFolder
+
+    names: list[str] = []
+    if RunFolder(run).exists():
+        names = RunFolder(run).read_config().get("dataset", {}).get("class_names", [])
+    if value in names:
+        return names.index(value)
+    try:
+        return int(value)
+    except ValueError:
+        known = ", ".join(names) or "none"
+        raise StudioError(f"--class {value!r}: not a class of this run (classes: {known})") from None
 
 
 def cmd_data(args: argparse.Namespace) -> int:

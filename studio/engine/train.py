@@ -57,11 +57,11 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> Gen
         overrides["num_classes"] = num_classes
     try:
         config = family.Config.from_dict(overrides)
+        with torch.random.fork_rng(devices=[]):  # the run's seed fixes the initial weights
+            torch.manual_seed(cfg.seed)
+            model = family(config)
     except (TypeError, ValueError) as err:
-        raise StudioError(f"Invalid settings for {family.info.display_name}: {err}") from err
-    with torch.random.fork_rng(devices=[]):  # the run's seed fixes the initial weights
-        torch.manual_seed(cfg.seed)
-        model = family(config)
+        raise StudioError(f"{family.info.display_name} cannot be built here: {err}") from err
     model = model.to(device)
     model.configure_optimizers()
     return model

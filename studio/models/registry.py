@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 FAMILIES: dict[str, str] = {
     "gan.dcgan": "studio.models.gan.dcgan:DCGAN",
+    "gan.cgan": "studio.models.gan.cgan:ConditionalGAN",
+    "gan.wgan_gp": "studio.models.gan.wgan_gp:WGANGP",
     "vae.conv": "studio.models.vae.conv:ConvVAE",
     "vae.beta": "studio.models.vae.beta:BetaVAE",
     "vae.cvae": "studio.models.vae.cvae:ConditionalVAE",

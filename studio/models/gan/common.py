@@ -198,7 +198,11 @@ class GANConfig(ModelConfig):
 
     latent_dim: int = setting(100, label="Latent size", minimum=2, maximum=512, main=True)
     width: int = setting(
-        64, label="Network width", help="channels of the widest-but-one layer", minimum=8, maximum=256
+        64,
+        label="Network width",
+        help="channels of the widest-but-one layer",
+        minimum=8,
+        maximum=256,
     )
     lr_g: float = setting(
         2e-4, label="Generator learning rate", minimum=1e-6, maximum=1e-2, main=True
@@ -227,8 +231,16 @@ class GANModel(GenerativeModel):
         c, classes = config, self._num_classes()
         self.generator = Generator(c.latent_dim, c.width, c.resolution, c.channels, classes)
         self.discriminator = Discriminator(
-            c.width, c.resolution, c.channels, classes, norm=self._d_norm(), spectral=c.spectral_norm
+            c.width,
+            c.resolution,
+            c.channels,
+            classes,
+            norm=self._d_norm(),
+            spectral=c.spectral_norm,
         )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
         init_dcgan_weights(self)
 
     def _num_classes(self) -> int:
