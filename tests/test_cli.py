@@ -78,6 +78,8 @@ def test_scan_lists_skipped_files_and_fails_when_nothing_is_usable(tmp_path, cap
 def test_bad_settings_and_unknown_family_are_refused_clearly(data_dir, tmp_path, capsys):
     assert main(["train", "--data", str(data_dir), "--set", "nope=1", "--out", str(tmp_path / "r")]) == 1
     assert "NAME one of" in capsys.readouterr().err
+    assert main(["train", "--data", str(data_dir), "--set", "latent_dim=1", "--out", str(tmp_path / "r")]) == 1
+    assert "between 2 and 512" in capsys.readouterr().err
     assert main(["train", "--family", "gan.nope", "--data", str(data_dir)]) == 1
     assert "unknown family" in capsys.readouterr().err
     assert main(["sample", "--run", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]) == 1

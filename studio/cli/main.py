@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help=f"folder (default {demo_dir()})")
     p.add_argument("--count", type=int, default=3000)
 
-    sub.add_parser("families", parents=[common], help="list the model families")
+    p = sub.add_parser("families", parents=[common], help="list the model families")
+    p.add_argument("--settings", action="store_true", help="also list each model's settings")
     p = sub.add_parser("runs", parents=[common], help="list run folders")
     p.add_argument("--dir", help=f"runs folder (default {runs_dir()})")
     return parser
@@ -111,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into head, say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # -- running jobs -----------------------------------------------------------------------------
@@ -177,6 +183,14 @@ def parse_settings(family_key: str, pairs: list[str]) -> dict[str, Any]:
                 value = raw
         except ValueError:
             raise StudioError(f"--set {pair!r}: {raw!r} is not a valid {type(default).__name__}") from None
+        meta = fields[name].metadata
+        choices, lo, hi = meta.get("choices"), meta.get("minimum"), meta.get("maximum")
+        if choices and value not in choices:
+            raise StudioError(f"--set {pair!r}: choose one of {', '.join(map(str, choices))}")
+        if not isinstance(value, (bool, str)) and (
+            (lo is not None and value < lo) or (hi is not None and value > hi)
+        ):
+            raise StudioError(f"--set {pair!r}: {name} must be between {lo:g} and {hi:g}")
         out[name] = value
     return out
 
@@ -297,9 +311,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_families(args: argparse.Namespace) -> int:
     from studio.models.registry import FAMILIES, get_family
 
+    from studio.models.catalog import settings
+
     for key in FAMILIES:
         info = get_family(key).info
         print(f"{key:<18} {info.display_name:<24} {info.summary}")
+        if args.settings:
+            for row in settings(key):
+                allowed = f" [{row.allowed}]" if row.allowed else ""
+                print(f"    --set {row.name}={row.default}{allowed}  {row.label}")
     return 0
 
 

@@ -1,0 +1,107 @@
+"""A readable catalogue of the registered families and their settings.
+
+The CLI prints it (``studio families --settings``) and ``docs/models.md`` is generated from it
+(``python -m studio.models.catalog > docs/models.md``; a test keeps the file current).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from studio.models.base import Capability, ModelConfig
+from studio.models.registry import FAMILIES, get_family
+
+KIND_TITLES = {
+    "gan": "GANs",
+    "vae": "Variational autoencoders",
+    "flow": "Normalizing flows",
+    "diffusion": "Diffusion models",
+}
+HIDDEN = {f.name for f in dataclasses.fields(ModelConfig)}  # set from the dataset
+CONDITION_HELP = {
+    "label": "`--class NAME|INDEX` (no class: cycle through all)",
+    "steps": "`--steps N`",
+    "sampler": "`--sampler ddpm|ddim|dpm++`",
+    "guidance": "`--guidance G`",
+    "temperature": "`--temperature T`",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingRow:
+    name: str
+    label: str
+    default: Any
+    allowed: str
+    help: str
+    main: bool
+
+
+def settings(key: str) -> list[SettingRow]:
+    rows = []
+    for f in dataclasses.fields(get_family(key).Config):
+        if f.name in HIDDEN:
+            continue
+        meta = f.metadata
+        if meta.get("choices"):
+            allowed = " / ".join(str(c) for c in meta["choices"])
+        elif meta.get("minimum") is not None or meta.get("maximum") is not None:
+            allowed = f"{_num(meta.get('minimum'))} to {_num(meta.get('maximum'))}"
+        else:
+            allowed = ""
+        rows.append(SettingRow(f.name, meta.get("label", f.name), f.default, allowed,
+                               meta.get("help", ""), bool(meta.get("main"))))
+    return rows
+
+
+def _num(value: Any) -> str:
+    return "…" if value is None else f"{value:g}"
+
+
+def capabilities_text(caps: Capability) -> str:
+    names = {
+        Capability.LATENT: "latent space",
+        Capability.LIKELIHOOD: "likelihood (bits/dim)",
+        Capability.CONDITIONAL: "class-conditional",
+        Capability.INPAINT: "inpainting",
+    }
+    return ", ".join(text for cap, text in names.items() if cap in caps) or "sampling"
+
+
+def render_markdown() -> str:
+    out = [
+        "# Model families",
+        "",
+        "Generated from the registry by `python -m studio.models.catalog > docs/models.md`;",
+        "do not edit by hand. Every model trains from a folder in the Train workspace and with",
+        "`studio train --family KEY`; settings are changed in the window's form or with",
+        "`--set NAME=VALUE`. Resolution and class count come from the dataset.",
+        "",
+    ]
+    by_kind: dict[str, list[str]] = {}
+    for key in FAMILIES:
+        by_kind.setdefault(key.split(".")[0], []).append(key)
+    for kind, keys in by_kind.items():
+        out += [f"## {KIND_TITLES.get(kind, kind)}", ""]
+        for key in keys:
+            family = get_family(key)
+            info = family.info
+            out += [f"### {info.display_name} (`{key}`)", "", info.summary, ""]
+            out.append(f"- Can do: {capabilities_text(info.capabilities)}.")
+            conds = [CONDITION_HELP.get(c, c) for c in family.conditions]
+            out.append(f"- Sampling options: {', '.join(conds) if conds else 'none'}.")
+            if info.loss_names:
+                shown = [n for n in info.loss_names if not n.startswith("kl_dim_")]
+                extra = " (and `kl_dim_00`... per latent dimension)" if len(shown) < len(info.loss_names) else ""
+                out.append(f"- Plotted live: {', '.join(f'`{n}`' for n in shown)}{extra}.")
+            out += ["", "| setting | name | default | range | notes |", "|---|---|---|---|---|"]
+            for row in settings(key):
+                label = f"**{row.label}**" if row.main else row.label
+                out.append(f"| {label} | `{row.name}` | {row.default} | {row.allowed} | {row.help} |")
+            out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")
