@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from helpers import make_tiny_dataset
+
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine import checkpoint as ckpt
 from studio.engine.runs import RunFolder, TrainConfig

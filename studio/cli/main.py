@@ -309,9 +309,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_families(args: argparse.Namespace) -> int:
-    from studio.models.registry import FAMILIES, get_family
-
     from studio.models.catalog import settings
+    from studio.models.registry import FAMILIES, get_family
 
     for key in FAMILIES:
         info = get_family(key).info
