@@ -6,6 +6,8 @@ an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -47,10 +49,18 @@ class DeviceImages:
             self._perm_epoch = epoch
         return self._perm
 
-    def batch(self, step: int, generator: torch.Generator) -> Batch:
-        """The batch for ``step``; flips use ``generator`` (the step's own)."""
+    def batch(
+        self,
+        step: int,
+        generator: torch.Generator,
+        shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Batch:
+        """The batch for ``step``; flips use ``generator`` (the step's own). ``shard`` picks
+        this process's slice of the global batch in a data-parallel run."""
         epoch, i = divmod(step, self.steps_per_epoch)
         idx = self._permutation(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+        if shard is not None:
+            idx = shard(idx)
         x = self.data.index_select(0, idx)
         if not self.on_device:
             x = x.to(self.device, non_blocking=True)

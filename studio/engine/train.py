@@ -28,6 +28,7 @@ from studio.engine.device import (
     resolve_device,
     step_generator,
 )
+from studio.engine.distributed import Distributed
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.models.base import Capability, GenerativeModel, StepContext, images_to_uint8
 from studio.models.registry import get_family
@@ -103,6 +104,25 @@ def train_job(
     early and keeps a final checkpoint; ``token.cancel()`` aborts without saving.
     """
     run = RunFolder(run_dir)
+    distributed = Distributed.from_env(device_override or (config.device if config else "auto"))
+    try:
+        result = yield from _train(run, token, config, steps, dataset, cache_dir, device_override, distributed)
+    finally:
+        distributed.close()
+    return result
+
+
+def _train(
+    run: RunFolder,
+    token: CancelToken,
+    config: TrainConfig | None,
+    steps: int | None,
+    dataset: ImageDataset | None,
+    cache_dir: Path | None,
+    device_override: str | None,
+    distributed: Distributed,
+) -> Generator[Progress, None, TrainResult]:
+    is_main = distributed.is_main
     resuming = config is None
     if resuming:
         config = run.train_config()
@@ -112,7 +132,8 @@ def train_job(
         config = replace(config, steps=int(steps))
     if device_override:
         config = replace(config, device=device_override)
-    device = resolve_device(config.device)
+    device = distributed.device or resolve_device(config.device)
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes to it
 
     yield Progress("load", message=f"Reading images from {config.data}")
     if dataset is None:
@@ -122,6 +143,7 @@ def train_job(
         train_idx = np.arange(len(dataset))
     labels = dataset.labels[train_idx] if dataset.labels is not None else None
     model = build_model(config, len(dataset.class_names), device)
+    seed = distributed.seed(config.seed)
 
     start_step, trainer_state = 0, {}
     if resuming:
@@ -129,10 +151,11 @@ def train_job(
         if latest is not None:
             meta = ckpt.load_checkpoint(latest, model)
             start_step, trainer_state = int(meta["step"]), dict(meta.get("trainer", {}))
-        run.truncate_metrics(start_step)
+        if is_main:
+            run.truncate_metrics(start_step)
         if run.read_config().get("dataset", {}).get("fingerprint") != dataset.fingerprint:
             yield Progress("load", message="Note: the dataset folder changed since this run began.")
-    else:
+    elif is_main:
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(
             {
@@ -149,8 +172,10 @@ def train_job(
                     "skipped": len(dataset.skipped),
                 },
                 "versions": {"studio": __version__, "torch": torch.__version__},
+                "world_size": distributed.world_size,
             }
         )
+    distributed.prepare(model, model.optimizers)
 
     images = DeviceImages(
         dataset.images[train_idx], labels, device, config.seed, config.batch_size, config.flip
@@ -161,7 +186,7 @@ def train_job(
     dev_name = device_name(device)
     total = max(config.steps, start_step)
     held = dataset.images[held_idx[:256]] if len(held_idx) else None
-    monitor = Monitor(run, config, images.data[: min(64, images.n)], held, device)
+    monitor = Monitor(run, config, images.data[: min(64, images.n)], held, device, enabled=is_main)
 
     step = start_step
     last_ckpt_time = time.monotonic()
@@ -172,8 +197,11 @@ def train_job(
     stopped_early = False
 
     def save(step_now: int) -> Progress:
-        ckpt.save_checkpoint(run.state_dir, model, step_now, {"throughput": throughput})
-        model.save(run.model_dir)
+        distributed.broadcast_state(model)  # batch-norm statistics may differ between ranks
+        if is_main:
+            ckpt.save_checkpoint(run.state_dir, model, step_now, {"throughput": throughput})
+            model.save(run.model_dir)
+        distributed.barrier()
         return Progress("train", step_now, total, message=f"Checkpoint saved at step {step_now}")
 
     yield Progress("train", step, total, message=f"Training {model.info.display_name} on {dev_name}")
@@ -181,7 +209,7 @@ def train_job(
         yield from monitor.evaluate(model, step, total)
 
     while step < total:
-        if token.stop_requested:
+        if distributed.any(token.stop_requested):
             token.check()
             stopped_early = True
             break
@@ -191,8 +219,8 @@ def train_job(
             t_log, step_log = time.monotonic(), step
             continue
 
-        gen = step_generator(device, config.seed, step)
-        batch = images.batch(step, gen)
+        gen = step_generator(device, seed, step)
+        batch = images.batch(step, gen, distributed.shard)
         model.train()
         losses = model.train_step(batch, StepContext(step=step, generator=gen, autocast=autocast))
         window.append(losses)
@@ -201,7 +229,7 @@ def train_job(
         logged = step % config.log_every == 0 or step == total
         metrics: dict[str, float] = {}
         if logged:
-            metrics = _reduce(window)
+            metrics = distributed.mean_metrics(_reduce(window))
             window = []
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
@@ -210,7 +238,8 @@ def train_job(
             rate = (step - step_log) * images.batch_size / max(now - t_log, 1e-9)
             throughput = rate if throughput is None else 0.7 * throughput + 0.3 * rate
             t_log, step_log = now, step
-            run.append_metrics([{"step": step, "time": time.time(), **metrics}])
+            if is_main:
+                run.append_metrics([{"step": step, "time": time.time(), **metrics}])
             last_metrics = metrics
         yield Progress("train", step, total, metrics=metrics, info=_info(dev_name, device, throughput, step, total, images.batch_size) if logged else {})
 
@@ -276,8 +305,9 @@ class Monitor:
         real: torch.Tensor,
         held_out: np.ndarray | None,
         device: torch.device,
+        enabled: bool = True,
     ) -> None:
-        self.run, self.config = run, config
+        self.run, self.config, self.enabled = run, config, enabled
         self.real_ref = _diversity(real.float().div(127.5).sub(1).cpu())
         self.held_out = None
         if held_out is not None and len(held_out):
@@ -285,6 +315,8 @@ class Monitor:
             self.held_out = x.to(device).float().div(127.5).sub(1)
 
     def evaluate(self, model: GenerativeModel, step: int, total: int) -> Generator[Progress, None, None]:
+        if not self.enabled:  # only rank 0 of a data-parallel run samples and writes
+            return
         model.eval()
         try:
             with torch.no_grad():
