@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import dataclasses
 import signal
 import sys
@@ -113,8 +114,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into head, say
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
@@ -127,7 +126,9 @@ def run_job(job: Generator, token: CancelToken | None = None, graceful: bool = F
     from studio.cli.progress import ProgressPrinter
 
     token = token or CancelToken()
-    printer = ProgressPrinter()
+    # In a multi-process launch only rank 0 draws the progress bar.
+    quiet = int(os.environ.get("RANK", "0") or 0) > 0
+    printer = ProgressPrinter(quiet=quiet)
 
     def on_sigint(_signum: int, _frame: Any) -> None:
         if graceful and not token.stop_requested:

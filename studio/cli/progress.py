@@ -12,7 +12,10 @@ from studio.core.jobs import Progress
 class ProgressPrinter:
     """Prints one self-updating line per stage on a terminal, plain lines otherwise."""
 
-    def __init__(self, stream: TextIO | None = None, min_interval: float = 0.2) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, min_interval: float = 0.2, quiet: bool = False
+    ) -> None:
+        self.quiet = quiet
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.min_interval = min_interval
@@ -22,6 +25,8 @@ class ProgressPrinter:
         self._metrics: dict = {}
 
     def __call__(self, p: Progress) -> None:
+        if self.quiet:
+            return
         if p.info:
             self._info = dict(p.info)
         if p.metrics:
@@ -64,7 +69,7 @@ class ProgressPrinter:
         self.stream.flush()
 
     def close(self) -> None:
-        if self.tty:
+        if self.tty and not self.quiet:
             self.stream.write("\n")
             self.stream.flush()
 
