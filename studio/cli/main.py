@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import os
 import signal
 import sys
 from collections.abc import Generator
