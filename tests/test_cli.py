@@ -26,9 +26,9 @@ def test_help_documents_every_command(capsys):
         main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for command in ("train", "sample", "data", "demo", "families", "runs"):
+    for command in ("train", "sample", "data", "demo", "families", "runs", "inpaint"):
         assert command in text
-    for command in ("train", "sample", "families"):
+    for command in ("train", "sample", "families", "inpaint"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "--device" in capsys.readouterr().out
