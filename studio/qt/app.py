@@ -1,0 +1,41 @@
+"""Start the desktop app. Importing this module is light: no torch, no engine, no window yet."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+ORGANIZATION = "Studio"
+APPLICATION = "Studio"
+
+
+def create_application(argv: Sequence[str] = ()) -> QApplication:
+    """The QApplication (an existing one is reused), named so QSettings finds our settings."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication([sys.argv[0] if sys.argv else "studio", *argv])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    return app  # type: ignore[return-value]
+
+
+def run_app(argv: Sequence[str] | None = None) -> int:
+    """Show the main window and run the event loop; returns the exit code."""
+    app = create_application(list(argv or []))
+    from studio.qt.main_window import MainWindow
+    from studio.qt.theme import apply_theme
+
+    apply_theme(app)
+    window = MainWindow()
+    window.show()
+    # Ctrl-C in the terminal closes the window (which stops training gracefully). Python
+    # handles signals only between bytecodes, so a timer lets the interpreter run now and then.
+    signal.signal(signal.SIGINT, lambda *_: window.close())
+    tick = QTimer()
+    tick.timeout.connect(lambda: None)
+    tick.start(250)
+    return app.exec()

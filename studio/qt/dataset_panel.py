@@ -1,0 +1,393 @@
+"""The Dataset workspace: choose an image folder, see what is usable and what was skipped.
+
+Scanning (which decodes every image) and making the demo dataset run on the engine thread;
+this panel only shows their progress and results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QElidingLabel
+
+from studio.core.errors import NoUsableImages
+from studio.core.jobs import Outcome, Progress, Status
+from studio.qt import engine_jobs
+from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.imaging import numpy_to_qimage
+from studio.qt.settings import RESOLUTIONS, AppSettings
+from studio.qt.widgets import Banner
+
+MAX_SIZES_SHOWN = 4
+ICON_SIZE = 72
+
+
+def _fit_thumbnail(image: QImage) -> QImage:
+    """Enlarge small images to the icon size (QIcon never scales a pixmap up), pixel-sharp."""
+    if image.width() >= ICON_SIZE or image.height() >= ICON_SIZE or image.isNull():
+        return image
+    return image.scaled(
+        ICON_SIZE,
+        ICON_SIZE,
+        Qt.AspectRatioMode.KeepAspectRatio,
+        Qt.TransformationMode.FastTransformation,
+    )
+
+
+class DatasetPanel(QWidget):
+    """Folder choice, scan progress, thumbnails, size and class summary, skipped files.
+
+    ``dataset_changed(folder, n_images)`` fires when a scan ends: ``n_images`` is 0 when the
+    folder has no usable image, the scan failed or was cancelled.
+    """
+
+    dataset_changed = Signal(str, int)
+    scan_started = Signal(str)  # the previous dataset no longer counts from here on
+    options_changed = Signal(int, bool)  # resolution, horizontal flip
+
+    def __init__(
+        self, runner: JobRunner, settings: AppSettings, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._runner = runner
+        self._settings = settings
+        self._job: JobHandle | None = None
+        self._job_kind = ""
+        self._folder = ""
+        self._n_images = 0
+        self._scan: Any = None
+        self._build()
+        runner.job_started.connect(self._on_job_started)
+        runner.job_progress.connect(self._on_job_progress)
+        runner.job_events.connect(self._on_job_events)
+        runner.job_finished.connect(self._on_job_finished)
+
+    # -- layout ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.choose_button = QPushButton("Choose folder…")
+        self.choose_button.clicked.connect(self.choose_folder)
+        self.demo_button = QPushButton("Use demo dataset")
+        self.demo_button.setToolTip(
+            "3,000 small pictures of coloured shapes, made on this computer"
+        )
+        self.demo_button.clicked.connect(self.use_demo)
+        self.recent_button = QToolButton()
+        self.recent_button.setText("Recent ▾")
+        self.recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.recent_menu = QMenu(self.recent_button)
+        self.recent_menu.aboutToShow.connect(self._on_recent_menu)
+        self.recent_button.setMenu(self.recent_menu)
+        self.folder_label = QElidingLabel("No folder chosen")
+        self.folder_label.setElideMode(Qt.TextElideMode.ElideMiddle)
+        self.folder_label.setObjectName("folderLabel")
+        top = QHBoxLayout()
+        for w in (self.choose_button, self.demo_button, self.recent_button):
+            top.addWidget(w)
+        top.addWidget(self.folder_label, 1)
+
+        self.banner = Banner()
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(False)
+        self.progress_label = QLabel()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        busy = QHBoxLayout()
+        busy.addWidget(self.progress, 1)
+        busy.addWidget(self.progress_label, 1)
+        busy.addWidget(self.cancel_button)
+        self.busy_row = QWidget()
+        self.busy_row.setLayout(busy)
+        busy.setContentsMargins(0, 0, 0, 0)
+        self.busy_row.hide()
+
+        self.count_label = QLabel("Choose a folder of images, or try the demo dataset.")
+        self.count_label.setObjectName("headline")
+        self.sizes_label = QLabel()
+        self.classes_label = QLabel()
+        self.skipped_label = QLabel()
+        for label in (self.sizes_label, self.classes_label, self.skipped_label):
+            label.setWordWrap(True)
+            label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        summary_box = QGroupBox("Dataset")
+        summary = QVBoxLayout(summary_box)
+        for w in (self.count_label, self.sizes_label, self.classes_label, self.skipped_label):
+            summary.addWidget(w)
+        summary.addStretch(1)
+
+        self.resolution_combo = QComboBox()
+        for res in RESOLUTIONS:
+            self.resolution_combo.addItem(f"{res} × {res}", res)
+        self.resolution_combo.setCurrentIndex(RESOLUTIONS.index(self._settings.last_resolution()))
+        self.resolution_combo.setToolTip("Images are scaled and centre-cropped to this size")
+        self.resolution_combo.currentIndexChanged.connect(self._on_options_edited)
+        self.flip_check = QCheckBox("Horizontal flip")
+        self.flip_check.setChecked(True)
+        self.flip_check.setToolTip("Also train on mirror images (doubles the variety)")
+        self.flip_check.toggled.connect(self._on_options_edited)
+        options_box = QGroupBox("Training input")
+        options = QFormLayout(options_box)
+        options.addRow("Resolution", self.resolution_combo)
+        options.addRow("", self.flip_check)
+
+        middle = QHBoxLayout()
+        middle.addWidget(summary_box, 3)
+        middle.addWidget(options_box, 1)
+
+        self.thumbnails = QListWidget()
+        self.thumbnails.setViewMode(QListView.ViewMode.IconMode)
+        self.thumbnails.setIconSize(QSize(ICON_SIZE, ICON_SIZE))
+        self.thumbnails.setGridSize(QSize(ICON_SIZE + 24, ICON_SIZE + 28))
+        self.thumbnails.setResizeMode(QListView.ResizeMode.Adjust)
+        self.thumbnails.setMovement(QListView.Movement.Static)
+        self.thumbnails.setUniformItemSizes(True)
+        self.thumbnails.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.skipped_table = QTableWidget(0, 3)
+        self.skipped_table.setHorizontalHeaderLabels(["File", "Reason", "Detail"])
+        self.skipped_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.skipped_table.verticalHeader().hide()
+        header = self.skipped_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        self.skipped_table.setColumnWidth(0, 260)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.thumbnails, "Images")
+        self.tabs.addTab(self.skipped_table, "Skipped")
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.busy_row)
+        layout.addLayout(middle)
+        layout.addWidget(self.tabs, 1)
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def folder(self) -> str:
+        return self._folder
+
+    @property
+    def n_images(self) -> int:
+        return self._n_images
+
+    @property
+    def resolution(self) -> int:
+        return int(self.resolution_combo.currentData())
+
+    @property
+    def flip(self) -> bool:
+        return self.flip_check.isChecked()
+
+    @property
+    def scan_result(self) -> Any:
+        """The last finished scan (a :class:`studio.engine.data.ScanResult`), or None."""
+        return self._scan
+
+    def is_busy(self) -> bool:
+        return self._job is not None
+
+    def choose_folder(self) -> None:
+        """Ask for a folder with a dialog, then scan it."""
+        start = self._folder or (self._settings.recent_folders() or [str(Path.home())])[0]
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder of images", start)
+        if folder:
+            self.set_folder(folder)
+
+    def set_folder(self, folder: str | Path) -> None:
+        """Scan ``folder`` on the engine thread (cancelling a scan still running)."""
+        self._cancel_job()
+        self._folder = str(Path(folder).expanduser())
+        self._n_images = 0
+        self._scan = None
+        self.folder_label.setText(self._folder)
+        self.folder_label.setToolTip(self._folder)
+        self._clear_results()
+        self.scan_started.emit(self._folder)
+        self._start_job(
+            "scan",
+            f"Scan {self._folder}",
+            engine_jobs.scan(self._folder),
+            engine_jobs.keep_thumbnails,
+        )
+
+    def use_demo(self) -> None:
+        """Make (or reuse) the demo dataset, then scan it."""
+        self._cancel_job()
+        self.banner.clear()
+        self._start_job("demo", "Demo dataset", engine_jobs.demo_dataset(), None)
+
+    def cancel(self) -> None:
+        if self._job is not None:
+            self._job.token.cancel()
+            self.progress_label.setText("Cancelling…")
+            self.cancel_button.setEnabled(False)
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _start_job(self, kind: str, name: str, factory: Any, keep: Any) -> None:
+        self._job_kind = kind
+        self._job = self._runner.submit(name, factory, keep=keep)
+        self.progress.setRange(0, 0)
+        waiting = self._runner.engine.running_job() not in (None, self._job)
+        self.progress_label.setText(
+            "Waiting for the running job to finish…" if waiting else "Starting…"
+        )
+        self.cancel_button.setEnabled(True)
+        self.busy_row.show()
+
+    def _cancel_job(self) -> None:
+        if self._job is not None:
+            self._job.token.cancel()
+            self._job = None  # its late reports and its end are ignored
+        self.busy_row.hide()
+
+    def _on_job_started(self, handle: JobHandle) -> None:
+        if handle is self._job:
+            self.progress_label.setText("Starting…")
+
+    def _on_job_progress(
+        self, handle: JobHandle, progress: Progress, image: Any, points: Any
+    ) -> None:
+        if handle is not self._job:
+            return
+        if progress.total:
+            self.progress.setRange(0, progress.total)
+            self.progress.setValue(progress.step)
+        else:
+            self.progress.setRange(0, 0)
+        if progress.message:
+            self.progress_label.setText(progress.message)
+
+    def _on_job_events(self, handle: JobHandle, reports: list[Progress]) -> None:
+        if handle is not self._job or self._job_kind != "scan":
+            return
+        self.thumbnails.setUpdatesEnabled(False)
+        for report in reports:
+            rel = str(report.info.get("thumbnail_path", ""))
+            icon = QIcon(QPixmap.fromImage(_fit_thumbnail(numpy_to_qimage(report.image))))
+            item = QListWidgetItem(icon, Path(rel).name)
+            item.setToolTip(rel)
+            self.thumbnails.addItem(item)
+        self.thumbnails.setUpdatesEnabled(True)
+
+    def _on_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
+        if handle is not self._job:
+            return
+        kind, self._job = self._job_kind, None
+        self.busy_row.hide()
+        if kind == "demo":
+            if outcome.status is Status.FINISHED:
+                self.set_folder(outcome.result)
+            elif outcome.status is Status.FAILED:
+                self.banner.show_message(f"The demo dataset could not be made: {outcome.error}")
+            return
+        if outcome.status is Status.FINISHED:
+            self._show_scan(outcome.result)
+        else:
+            if outcome.status is Status.FAILED:
+                self.banner.show_message(outcome.error or "The folder could not be read.")
+                self.count_label.setText("No usable images")
+            else:
+                self.count_label.setText("Scan cancelled")
+            self.dataset_changed.emit(self._folder, 0)
+
+    # -- results ---------------------------------------------------------------------------
+    def _clear_results(self) -> None:
+        self.banner.clear()
+        self.thumbnails.clear()
+        self.skipped_table.setRowCount(0)
+        self.count_label.setText("Checking images…")
+        for label in (self.sizes_label, self.classes_label, self.skipped_label):
+            label.clear()
+        self.tabs.setTabText(0, "Images")
+        self.tabs.setTabText(1, "Skipped")
+
+    def _show_scan(self, scan: Any) -> None:
+        self._scan = scan
+        n, skipped = len(scan.entries), len(scan.skipped)
+        self.count_label.setText(f"{n:,} image{'s' if n != 1 else ''} found")
+        sizes = scan.size_summary()
+        if sizes:
+            shown = ", ".join(f"{w}×{h} ({c:,})" for w, h, c in sizes[:MAX_SIZES_SHOWN])
+            more = len(sizes) - MAX_SIZES_SHOWN
+            extra = f", and {more:,} other size{'s' if more != 1 else ''}" if more > 0 else ""
+            self.sizes_label.setText(f"Sizes: {shown}{extra}")
+        if scan.class_names:
+            self.classes_label.setText(
+                f"Classes ({len(scan.class_names)}): {', '.join(scan.class_names)}"
+            )
+        elif n:
+            self.classes_label.setText("Classes: none (no subfolders)")
+        self.skipped_label.setText(
+            f"Skipped: {skipped:,} file{'s' if skipped != 1 else ''} (see the Skipped tab)"
+            if skipped
+            else "Skipped: none"
+        )
+        self._fill_skipped(scan.skipped)
+        shown_thumbs = self.thumbnails.count()
+        self.tabs.setTabText(
+            0, f"Images ({shown_thumbs:,} of {n:,})" if shown_thumbs < n else f"Images ({n:,})"
+        )
+        self.tabs.setTabText(1, f"Skipped ({skipped:,})")
+        try:
+            scan.require_usable()
+        except NoUsableImages as err:
+            self.count_label.setText("No usable images")
+            self.banner.show_message(str(err))
+            if skipped:
+                self.tabs.setCurrentIndex(1)
+            self.dataset_changed.emit(self._folder, 0)
+            return
+        self._n_images = n
+        self._settings.add_recent_folder(self._folder)
+        self.dataset_changed.emit(self._folder, n)
+
+    def _fill_skipped(self, skipped: Any) -> None:
+        table = self.skipped_table
+        table.setUpdatesEnabled(False)
+        table.setRowCount(len(skipped))
+        for row, item in enumerate(skipped):
+            for col, text in enumerate((item.path, item.reason, item.detail)):
+                cell = QTableWidgetItem(text)
+                cell.setToolTip(text)
+                table.setItem(row, col, cell)
+        table.setUpdatesEnabled(True)
+
+    # -- small slots -----------------------------------------------------------------------
+    def _on_options_edited(self, *_args: Any) -> None:
+        self._settings.set_last_resolution(self.resolution)
+        self.options_changed.emit(self.resolution, self.flip)
+
+    def _on_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        folders = self._settings.recent_folders()
+        if not folders:
+            self.recent_menu.addAction("No recent folders").setEnabled(False)
+        for folder in folders:
+            action = self.recent_menu.addAction(folder)
+            action.triggered.connect(lambda _=False, f=folder: self.set_folder(f))

@@ -1,0 +1,211 @@
+"""Job factories the window submits to the engine thread.
+
+Each function returns a factory ``f(token) -> job generator``. The factory body runs on the
+engine thread, so the heavy imports (torch, the models, Pillow decoding) happen there and the
+GUI thread never waits for them. Nothing here touches a widget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from studio.core.jobs import CancelToken, Progress
+
+Factory = Callable[[CancelToken], Generator[Progress, None, Any]]
+THUMBNAILS = 120
+THUMB_SIZE = 96
+
+
+def keep_messages(progress: Progress) -> bool:
+    """Reports a log must show one by one (skipped files, checkpoints, pauses)."""
+    return bool(progress.message)
+
+
+def keep_thumbnails(progress: Progress) -> bool:
+    return progress.image is not None and "thumbnail_path" in progress.info
+
+
+# -- model families ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What the model picker and the settings form need to know about a family."""
+
+    key: str
+    kind: str
+    display_name: str
+    summary: str
+    config_cls: type
+    loss_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FamilyListing:
+    families: tuple[FamilySpec, ...]
+    broken: tuple[tuple[str, str], ...] = ()  # (key, why it could not be loaded)
+
+
+def describe_families() -> Factory:
+    """Import every registered family (and with it torch) and describe it."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, FamilyListing]:
+        from studio.models.registry import FAMILIES, get_family
+
+        yield Progress("load", message="Loading the model families")
+        specs, broken = [], []
+        for key in FAMILIES:
+            token.check()
+            try:
+                family = get_family(key)
+                info = family.info
+            except Exception as err:  # noqa: BLE001 - one broken family must not hide the rest
+                broken.append((key, f"{type(err).__name__}: {err}"))
+                continue
+            specs.append(
+                FamilySpec(
+                    key,
+                    info.kind,
+                    info.display_name,
+                    info.summary,
+                    family.Config,
+                    tuple(info.loss_names),
+                )
+            )
+        return FamilyListing(tuple(specs), tuple(broken))
+
+    return factory
+
+
+# -- datasets ----------------------------------------------------------------------------------
+
+
+def scan(folder: str | Path, thumbnails: int = THUMBNAILS) -> Factory:
+    """Check every image in ``folder``; the first ``thumbnails`` come back as thumbnails."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.engine.data import scan_folder
+
+        return (yield from scan_folder(Path(folder), thumbnails=thumbnails, thumb_size=THUMB_SIZE))
+
+    return factory
+
+
+def demo_dataset() -> Factory:
+    """Make the built-in demo dataset if needed; the job returns its folder."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, Path]:
+        from studio.engine.demo import ensure_demo_dataset
+
+        yield Progress("demo", message="Preparing the demo dataset")
+        return (yield from ensure_demo_dataset())
+
+    return factory
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+def train_new(run_dir: Path, config: Any) -> Factory:
+    """Train a new run (``config`` is a :class:`studio.engine.runs.TrainConfig`)."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.core.paths import cache_dir
+        from studio.engine.train import train_job
+
+        return (yield from train_job(run_dir, token, config, cache_dir=cache_dir()))
+
+    return factory
+
+
+def train_resume(run_dir: Path, steps: int, device: str | None = None) -> Factory:
+    """Continue ``run_dir`` until ``steps`` in total."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.core.paths import cache_dir
+        from studio.engine.train import train_job
+
+        return (
+            yield from train_job(
+                run_dir, token, None, steps=steps, cache_dir=cache_dir(), device_override=device
+            )
+        )
+
+    return factory
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """A run folder as the window shows it when opened."""
+
+    path: Path
+    family: str
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+    metrics_offset: int
+    grid: np.ndarray | None
+    grid_step: int | None
+    step: int
+    steps: int
+    messages: list[str] = field(default_factory=list)
+
+
+def open_run(run_dir: str | Path) -> Factory:
+    """Read a run's settings, its metrics and its newest sample grid."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, RunSnapshot]:
+        from studio.engine.runs import RunFolder
+
+        run = RunFolder(run_dir)
+        yield Progress("load", message=f"Opening {run.path.name}")
+        config = run.read_config()  # raises CheckpointError with a message for the user
+        records, offset = run.read_metrics()
+        token.check()
+        grid, grid_step, messages = None, None, []
+        grids = run.sample_grids()
+        if grids:
+            try:
+                grid = _read_png(grids[-1])
+                grid_step = int(grids[-1].stem.rpartition("_")[2])
+            except (OSError, ValueError) as err:
+                messages.append(f"The newest sample grid could not be read: {err}")
+        step = _checkpoint_step(run.state_dir)
+        train = config.get("train", {})
+        return RunSnapshot(
+            path=run.path,
+            family=str(config.get("family", train.get("family", ""))),
+            config=config,
+            records=records,
+            metrics_offset=offset,
+            grid=grid,
+            grid_step=grid_step,
+            step=step,
+            steps=int(train.get("steps", 0)),
+            messages=messages,
+        )
+
+    return factory
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _checkpoint_step(state_dir: Path) -> int:
+    from studio.engine import checkpoint
+
+    latest = checkpoint.latest_checkpoint(state_dir)
+    if latest is None:
+        return 0
+    try:
+        return int(checkpoint.read_trainer_state(latest)["step"])
+    except (KeyError, TypeError, ValueError, OSError):
+        return 0

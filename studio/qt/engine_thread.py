@@ -1,0 +1,345 @@
+"""The engine thread: one dedicated QThread that runs every long job, one at a time.
+
+Jobs are generators (see :mod:`studio.core.jobs`). The GUI submits a *factory* that builds the
+generator, so even the job's imports (torch, the engine modules) happen on the engine thread and
+the window never waits for them. Progress crosses threads through a :class:`JobMailbox`:
+
+- the engine thread ``put()``\\s every report and emits ``progress_ready(job_id)`` only when the
+  box was empty, so at most one wake-up per job is ever queued in the GUI's event loop;
+- :class:`JobRunner` (on the GUI thread) ``take()``\\s the newest report, the newest image and
+  every metrics point, at most ``max_rate_hz`` times a second, and re-emits them as
+  ``job_progress``; ``job_finished`` follows a final drain, so the last report always arrives
+  first.
+
+Workers never touch widgets; only signals cross threads. The thread is never terminated: it is
+asked to stop (jobs keep their work), then to cancel, and waited for.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import itertools
+import queue
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import shiboken6
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
+
+from studio.core.jobs import CancelToken, Outcome, Progress, ProgressMailbox, Status, run_sync
+
+JobFactory = Callable[[CancelToken], Generator[Progress, None, Any]]
+KeepFilter = Callable[[Progress], bool]
+
+_LIVE: weakref.WeakSet[EngineThread] = weakref.WeakSet()
+# Threads that did not stop in time: kept referenced so Python never deletes a running QThread
+# (which aborts the process), and waited for at exit.
+_ORPHANS: list[EngineThread] = []
+
+
+def live_engine_threads() -> list[EngineThread]:
+    """Every EngineThread object still alive (running or not); for test fixtures."""
+    return [t for t in list(_LIVE) if shiboken6.isValid(t)]
+
+
+@atexit.register
+def _wait_for_orphans() -> None:
+    for thread in _ORPHANS:
+        if shiboken6.isValid(thread):
+            thread.wait()
+
+
+class JobMailbox(ProgressMailbox):
+    """A :class:`ProgressMailbox` that also keeps what must not be coalesced away.
+
+    ``keep(progress)`` selects reports that are delivered one by one, in order (log messages,
+    thumbnails); the newest non-empty ``info`` is remembered so a status line never loses it to a
+    newer report that carries none.
+    """
+
+    def __init__(self, keep: KeepFilter | None = None, max_kept: int = 10_000) -> None:
+        super().__init__()
+        self._keep = keep
+        self._extra_lock = threading.Lock()
+        self._kept: collections.deque[Progress] = collections.deque(maxlen=max_kept)
+        self._info: Mapping[str, Any] = {}
+
+    def put(self, progress: Progress) -> bool:
+        kept = self._keep is not None and self._keep(progress)
+        if kept or progress.info:
+            with self._extra_lock:
+                if progress.info:
+                    self._info = progress.info
+                if kept:
+                    self._kept.append(progress)
+        return super().put(progress)
+
+    def take_extras(self) -> tuple[Mapping[str, Any], list[Progress]]:
+        """Return ``(newest non-empty info, kept reports since the last call)``."""
+        with self._extra_lock:
+            kept = list(self._kept)
+            self._kept.clear()
+            return self._info, kept
+
+
+@dataclass(eq=False)
+class JobHandle:
+    """A submitted job. ``token`` stops, pauses or cancels it from any thread."""
+
+    id: int
+    name: str
+    token: CancelToken
+    mailbox: JobMailbox
+    started: bool = False  # set on the GUI thread by JobRunner
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.id} {self.name!r}>"
+
+
+class EngineThread(QThread):
+    """Runs submitted jobs one after another, through :func:`studio.core.jobs.run_sync`.
+
+    Signals are emitted from the engine thread; connect them with a queued connection (or use
+    :class:`JobRunner`, which does).
+    """
+
+    job_started = Signal(int)
+    progress_ready = Signal(int)
+    job_done = Signal(int, object)  # job id, Outcome
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("studio-engine")
+        self._queue: queue.Queue[int | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._jobs: dict[int, tuple[JobHandle, JobFactory]] = {}
+        self._running: JobHandle | None = None
+        self._ids = itertools.count(1)
+        self._closed = False
+        _LIVE.add(self)
+
+    # -- GUI side --------------------------------------------------------------------------
+    def submit(
+        self, name: str, factory: JobFactory, *, keep: KeepFilter | None = None
+    ) -> JobHandle:
+        """Queue ``factory(token)`` to run on this thread; starts the thread if needed."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the engine thread has been shut down")
+            handle = JobHandle(next(self._ids), name, CancelToken(), JobMailbox(keep))
+            self._jobs[handle.id] = (handle, factory)
+        self._queue.put(handle.id)
+        if not self.isRunning():
+            self.start()
+        return handle
+
+    def pending(self) -> list[JobHandle]:
+        """Jobs queued or running, oldest first."""
+        with self._lock:
+            return [h for h, _ in self._jobs.values()]
+
+    def running_job(self) -> JobHandle | None:
+        with self._lock:
+            return self._running
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def shutdown(
+        self,
+        timeout_ms: int = 30_000,
+        *,
+        grace_ms: int | None = None,
+        process_events: Callable[[], None] | None = None,
+    ) -> bool:
+        """Stop the thread; return whether it did within ``timeout_ms``.
+
+        The running job is asked to ``stop()`` (training ends early and keeps a checkpoint),
+        queued jobs are cancelled (they never started, so there is nothing to keep). After
+        ``grace_ms`` (default: three quarters of the timeout) everything is cancelled. Never
+        terminates the thread; ``process_events`` is called while waiting so a window can
+        repaint.
+        """
+        with self._lock:
+            self._closed = True
+            running = self._running
+            handles = [h for h, _ in self._jobs.values()]
+        for handle in handles:
+            if handle is running:
+                handle.token.stop()
+            else:
+                handle.token.cancel()
+        self._queue.put(None)
+        deadline = time.monotonic() + timeout_ms / 1000
+        grace = timeout_ms * 3 // 4 if grace_ms is None else min(grace_ms, timeout_ms)
+        if not self._wait_until(time.monotonic() + grace / 1000, process_events):
+            for handle in self.pending():
+                handle.token.cancel()
+            self._wait_until(deadline, process_events)
+        stopped = not self.isRunning()
+        if not stopped and self not in _ORPHANS:
+            self.setParent(None)  # outlive the window that owned it rather than crash
+            _ORPHANS.append(self)
+        return stopped
+
+    def _wait_until(self, deadline: float, process_events: Callable[[], None] | None) -> bool:
+        while self.isRunning():
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                return False
+            if self.wait(min(left_ms, 50)):
+                break
+            if process_events is not None:
+                process_events()
+        return True
+
+    # -- engine side -----------------------------------------------------------------------
+    def run(self) -> None:
+        while True:
+            job_id = self._queue.get()
+            if job_id is None:
+                break
+            with self._lock:
+                handle, factory = self._jobs[job_id]
+                self._running = handle
+            try:
+                outcome = self._run_one(handle, factory)
+            except BaseException:  # noqa: BLE001 - nothing may take the engine thread down
+                outcome = Outcome(
+                    Status.FAILED, error="Internal error", details=traceback.format_exc()
+                )
+            with self._lock:
+                del self._jobs[job_id]
+                self._running = None
+            del factory  # drop the job's closure (datasets, models) before waiting for the next
+            self.job_done.emit(job_id, outcome)
+
+    def _run_one(self, handle: JobHandle, factory: JobFactory) -> Outcome[Any]:
+        token = handle.token
+        if token.cancelled:
+            return Outcome(Status.CANCELLED)
+        self.job_started.emit(handle.id)
+        mailbox, ready, job_id = handle.mailbox, self.progress_ready, handle.id
+
+        def on_progress(progress: Progress) -> None:
+            if mailbox.put(progress):
+                ready.emit(job_id)
+
+        def job() -> Generator[Progress, None, Any]:
+            # Building the generator inside the job: errors raised by the factory itself
+            # (bad settings, a failed import) become a FAILED outcome like any other.
+            return (yield from factory(token))
+
+        return run_sync(job(), token, on_progress)
+
+
+@dataclass(eq=False)
+class _Track:
+    handle: JobHandle
+    last_delivery: float = 0.0
+    timer_pending: bool = False
+
+
+class JobRunner(QObject):
+    """The GUI side of an :class:`EngineThread`: lives on the GUI thread, owns the thread.
+
+    ``job_progress(handle, progress, image, points)``: the newest report (its ``info`` filled
+    with the newest non-empty one), the newest image since the last delivery or None, and every
+    ``(step, metrics)`` point since then. ``job_events(handle, reports)``: the reports the job's
+    ``keep`` filter selected, in order. ``job_finished(handle, outcome)`` comes last.
+    """
+
+    job_started = Signal(object)
+    job_progress = Signal(object, object, object, object)
+    job_events = Signal(object, object)
+    job_finished = Signal(object, object)
+
+    def __init__(self, parent: QObject | None = None, *, max_rate_hz: float = 30.0) -> None:
+        super().__init__(parent)
+        self.engine = EngineThread(self)
+        self._interval = 1.0 / max_rate_hz
+        self._tracks: dict[int, _Track] = {}
+        queued = Qt.ConnectionType.QueuedConnection
+        self.engine.job_started.connect(self._on_job_started, queued)
+        self.engine.progress_ready.connect(self._on_progress_ready, queued)
+        self.engine.job_done.connect(self._on_job_done, queued)
+
+    def submit(
+        self, name: str, factory: JobFactory, *, keep: KeepFilter | None = None
+    ) -> JobHandle:
+        """Queue a job; see :meth:`EngineThread.submit`."""
+        handle = self.engine.submit(name, factory, keep=keep)
+        self._tracks[handle.id] = _Track(handle)
+        return handle
+
+    def active_jobs(self) -> list[JobHandle]:
+        """Jobs submitted here whose ``job_finished`` has not been emitted yet."""
+        return [t.handle for t in self._tracks.values()]
+
+    def is_busy(self) -> bool:
+        return bool(self._tracks)
+
+    def shutdown(
+        self,
+        timeout_ms: int = 30_000,
+        *,
+        grace_ms: int | None = None,
+        process_events: Callable[[], None] | None = None,
+    ) -> bool:
+        """Stop the engine thread (see :meth:`EngineThread.shutdown`)."""
+        return self.engine.shutdown(timeout_ms, grace_ms=grace_ms, process_events=process_events)
+
+    # -- slots (GUI thread) ------------------------------------------------------------------
+    @Slot(int)
+    def _on_job_started(self, job_id: int) -> None:
+        track = self._tracks.get(job_id)
+        if track is not None:
+            track.handle.started = True
+            self.job_started.emit(track.handle)
+
+    @Slot(int)
+    def _on_progress_ready(self, job_id: int) -> None:
+        track = self._tracks.get(job_id)
+        if track is None or track.timer_pending:
+            return
+        wait = track.last_delivery + self._interval - time.monotonic()
+        if wait > 0:
+            # The mailbox stays full meanwhile, so the engine queues no further wake-ups.
+            track.timer_pending = True
+            QTimer.singleShot(int(wait * 1000) + 1, self, lambda: self._on_timer(job_id))
+            return
+        self._deliver(track)
+
+    def _on_timer(self, job_id: int) -> None:
+        track = self._tracks.get(job_id)
+        if track is not None:
+            track.timer_pending = False
+            self._deliver(track)
+
+    @Slot(int, object)
+    def _on_job_done(self, job_id: int, outcome: Outcome[Any]) -> None:
+        track = self._tracks.pop(job_id, None)
+        if track is None:
+            return
+        self._deliver(track)
+        self.job_finished.emit(track.handle, outcome)
+
+    def _deliver(self, track: _Track) -> None:
+        handle = track.handle
+        latest, image, points = handle.mailbox.take()
+        info, kept = handle.mailbox.take_extras()
+        track.last_delivery = time.monotonic()
+        if kept:
+            self.job_events.emit(handle, kept)
+        if latest is None:
+            return
+        if info and not latest.info:
+            latest = replace(latest, info=info)
+        self.job_progress.emit(handle, latest, image, points)

@@ -1,0 +1,283 @@
+"""Settings forms built from a config dataclass and its ``setting()`` metadata.
+
+Each dataclass field whose metadata has a ``label`` gets a widget: a combo box for
+``choices``, a check box for bools, spin boxes bounded by ``minimum``/``maximum``, a line edit
+for text. Fields marked ``main`` come first; the rest sit in a collapsed "More settings"
+section. The form reads only the metadata, never the model, so it works for any family.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QValidator
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+from superqt import QCollapsible
+
+# Set from the dataset, never typed in.
+DATASET_FIELDS = ("resolution", "channels", "num_classes")
+INT_LIMIT = 2**31 - 1
+_PARTIAL_NUMBER = re.compile(r"^[+-]?(\d*\.?\d*)?([eE][+-]?\d*)?$")
+# 1-2-5 steps over many decades: the ladder a learning-rate spin box walks with its arrows.
+_LADDER = [m * 10.0**e for e in range(-12, 10) for m in (1, 2, 5)]
+
+
+def format_number(value: float) -> str:
+    """Short text for a float: ``2e-4`` for small or huge values, ``0.5`` or ``12.25`` else."""
+    if value == 0 or not math.isfinite(value):
+        return "0" if value == 0 else str(value)
+    if abs(value) < 1e-2 or abs(value) >= 1e6:
+        mantissa, _, exponent = f"{value:.3e}".partition("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{value:.6g}"
+
+
+class FloatSpinBox(QDoubleSpinBox):
+    """A spin box for floats that shows ``2e-4`` rather than ``0.000200`` and accepts it typed.
+
+    With ``log_steps`` the arrows walk a 1-2-5 ladder (1e-4, 2e-4, 5e-4, 1e-3, ...), which is
+    how learning rates are tuned; otherwise they add a step suited to the range.
+    """
+
+    def __init__(
+        self,
+        minimum: float,
+        maximum: float,
+        *,
+        log_steps: bool = False,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._log_steps = log_steps
+        self.setDecimals(12)  # QDoubleSpinBox rounds values to this many decimals
+        self.setRange(minimum, maximum)
+        span = maximum - minimum
+        if not log_steps and span > 0:
+            self.setSingleStep(10.0 ** round(math.log10(span / 50)))
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt override
+        return format_number(value)
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt override
+        try:
+            return float(text.strip())
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int) -> object:
+        stripped = text.strip()
+        try:
+            value = float(stripped)
+        except ValueError:
+            state = (
+                QValidator.State.Intermediate
+                if _PARTIAL_NUMBER.match(stripped)
+                else QValidator.State.Invalid
+            )
+            return state, text, pos
+        if self.minimum() <= value <= self.maximum():
+            return QValidator.State.Acceptable, text, pos
+        return QValidator.State.Intermediate, text, pos
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt override
+        value = self.value()
+        if not self._log_steps or value <= 0:
+            super().stepBy(steps)
+            return
+        if steps > 0:
+            i = bisect.bisect_right(_LADDER, value * (1 + 1e-9)) + steps - 1
+        else:
+            i = bisect.bisect_left(_LADDER, value * (1 - 1e-9)) + steps
+        i = min(max(i, 0), len(_LADDER) - 1)
+        self.setValue(min(max(_LADDER[i], self.minimum()), self.maximum()))
+
+
+@dataclasses.dataclass
+class _Row:
+    name: str
+    widget: QWidget
+    default: Any
+
+
+class SettingsForm(QWidget):
+    """A form for ``config_cls`` (a dataclass). ``values_changed`` fires on every edit."""
+
+    values_changed = Signal()
+
+    def __init__(
+        self,
+        config_cls: type,
+        *,
+        hidden: Iterable[str] = DATASET_FIELDS,
+        more_title: str = "More settings",
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.config_cls = config_cls
+        hidden = set(hidden)
+        self._rows: dict[str, _Row] = {}
+        main_form, more_form = QFormLayout(), QFormLayout()
+        for form in (main_form, more_form):
+            form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        fields = [
+            f
+            for f in dataclasses.fields(config_cls)
+            if f.metadata.get("label") and f.name not in hidden
+        ]
+        fields.sort(key=lambda f: not f.metadata.get("main", False))  # stable: keeps order
+        for f in fields:
+            default = _default_of(f)
+            widget = self._make_widget(f, default)
+            label = QLabel(f.metadata["label"])
+            help_text = f.metadata.get("help") or ""
+            if help_text:
+                label.setToolTip(help_text)
+                widget.setToolTip(help_text)
+            label.setBuddy(widget)
+            widget.setObjectName(f"setting_{f.name}")
+            target = main_form if f.metadata.get("main") else more_form
+            target.addRow(label, widget)
+            self._rows[f.name] = _Row(f.name, widget, default)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(main_form)
+        self.more = QCollapsible(more_title, self, expandedIcon="▾", collapsedIcon="▸")
+        more_widget = QWidget()
+        more_form.setContentsMargins(0, 0, 0, 0)
+        more_widget.setLayout(more_form)
+        self.more.addWidget(more_widget)
+        self.more.setVisible(more_form.rowCount() > 0)
+        layout.addWidget(self.more)
+
+    # -- public API ------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return list(self._rows)
+
+    def widget(self, name: str) -> QWidget:
+        return self._rows[name].widget
+
+    def values(self) -> dict[str, Any]:
+        """The current value of every shown field."""
+        return {name: _read(row.widget) for name, row in self._rows.items()}
+
+    def set_values(self, values: Mapping[str, Any]) -> None:
+        """Set the fields named in ``values``; unknown names are ignored."""
+        changed = False
+        for name, value in values.items():
+            row = self._rows.get(name)
+            if row is None:
+                continue
+            row.widget.blockSignals(True)
+            try:
+                _write(row.widget, value)
+            finally:
+                row.widget.blockSignals(False)
+            changed = True
+        if changed:
+            self.values_changed.emit()
+
+    def reset(self) -> None:
+        """Back to the dataclass defaults."""
+        self.set_values({name: row.default for name, row in self._rows.items()})
+
+    # -- building --------------------------------------------------------------------------
+    def _make_widget(self, f: dataclasses.Field[Any], default: Any) -> QWidget:
+        meta = f.metadata
+        choices = meta.get("choices")
+        lo, hi = meta.get("minimum"), meta.get("maximum")
+        kind = _kind_of(f, default)
+        if choices:
+            widget: QWidget = QComboBox()
+            for choice in choices:
+                widget.addItem(str(choice), choice)
+            widget.currentIndexChanged.connect(self._on_edited)
+        elif kind is bool:
+            widget = QCheckBox()
+            widget.toggled.connect(self._on_edited)
+        elif kind is int:
+            widget = QSpinBox()
+            widget.setRange(
+                int(lo) if lo is not None else -INT_LIMIT, int(hi) if hi is not None else INT_LIMIT
+            )
+            widget.setGroupSeparatorShown(True)
+            widget.valueChanged.connect(self._on_edited)
+        elif kind is float:
+            lo_f = float(lo) if lo is not None else -1e12
+            hi_f = float(hi) if hi is not None else 1e12
+            log_steps = lo_f > 0 and hi_f / lo_f >= 1000  # learning rates and the like
+            widget = FloatSpinBox(lo_f, hi_f, log_steps=log_steps)
+            widget.valueChanged.connect(self._on_edited)
+        else:
+            widget = QLineEdit()
+            widget.textChanged.connect(self._on_edited)
+        _write(widget, default)
+        return widget
+
+    def _on_edited(self, *_args: Any) -> None:
+        self.values_changed.emit()
+
+
+def _kind_of(f: dataclasses.Field[Any], default: Any) -> type:
+    """The field's declared type (``lr: float = 1`` is a float), else its default's type."""
+    declared = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    return _KINDS.get(str(declared).strip(), type(default))
+
+
+_KINDS: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _read(widget: QWidget) -> Any:
+    if isinstance(widget, QComboBox):
+        return widget.currentData()
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    if isinstance(widget, FloatSpinBox):
+        return float(widget.value())
+    if isinstance(widget, QSpinBox):
+        return int(widget.value())
+    if isinstance(widget, QLineEdit):
+        return widget.text()
+    raise TypeError(f"no reader for {type(widget).__name__}")
+
+
+def _write(widget: QWidget, value: Any) -> None:
+    if isinstance(widget, QComboBox):
+        index = widget.findData(value)
+        if index < 0:  # a value saved by another version: show it rather than lose it
+            widget.addItem(str(value), value)
+            index = widget.count() - 1
+        widget.setCurrentIndex(index)
+    elif isinstance(widget, QCheckBox):
+        widget.setChecked(bool(value))
+    elif isinstance(widget, FloatSpinBox):
+        widget.setValue(float(value))
+    elif isinstance(widget, QSpinBox):
+        widget.setValue(int(value))
+    elif isinstance(widget, QLineEdit):
+        widget.setText("" if value is None else str(value))

@@ -1,0 +1,188 @@
+"""The main window: a workspace switcher, menus and a status bar around the panels.
+
+It owns the one engine thread (through a :class:`JobRunner`) and makes sure it has stopped
+before the window closes: a running training job is asked to stop, which saves a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QListWidget,
+    QMainWindow,
+    QMessageBox,
+    QStackedWidget,
+    QWidget,
+)
+
+from studio import __version__
+from studio.core.jobs import Outcome, Status
+from studio.qt.dataset_panel import DatasetPanel
+from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.settings import AppSettings
+from studio.qt.train_panel import TrainPanel
+
+CLOSE_TIMEOUT_MS = 30_000
+
+
+class MainWindow(QMainWindow):
+    """Dataset and Train workspaces, File and Help menus, one engine thread."""
+
+    DATASET, TRAIN = 0, 1
+
+    def __init__(self, settings: AppSettings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Studio")
+        self.settings = settings if settings is not None else AppSettings()
+        self.close_timeout_ms = CLOSE_TIMEOUT_MS
+        self._closing = False
+        self._closed = False
+        self.runner = JobRunner(self)
+        self.dataset_panel = DatasetPanel(self.runner, self.settings)
+        self.train_panel = TrainPanel(self.runner, self.settings)
+
+        self.nav = QListWidget()
+        self.nav.setObjectName("nav")
+        self.nav.addItems(["Dataset", "Train"])
+        self.nav.setFixedWidth(130)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.dataset_panel)
+        self.stack.addWidget(self.train_panel)
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.nav.setCurrentRow(self.DATASET)
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.nav)
+        layout.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self._build_menus()
+        self.dataset_panel.dataset_changed.connect(self._on_dataset_changed)
+        self.dataset_panel.scan_started.connect(self._on_scan_started)
+        self.dataset_panel.options_changed.connect(self.train_panel.set_data_options)
+        self.train_panel.set_data_options(self.dataset_panel.resolution, self.dataset_panel.flip)
+        self.runner.job_started.connect(self._on_job_started)
+        self.runner.job_finished.connect(self._on_job_finished)
+        self.statusBar().showMessage("Loading the models…")
+        self._restore_geometry()
+        self.train_panel.load_families()
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self._add_action(
+            file_menu, "Open folder…", self._on_open_folder, QKeySequence.StandardKey.Open
+        )
+        self._add_action(file_menu, "Use demo dataset", self._on_use_demo)
+        file_menu.addSeparator()
+        self._add_action(file_menu, "Open run…", self._on_open_run, "Ctrl+Shift+O")
+        self.recent_runs_menu = file_menu.addMenu("Recent runs")
+        self.recent_runs_menu.aboutToShow.connect(self._on_recent_runs_menu)
+        file_menu.addSeparator()
+        self._add_action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        help_menu = self.menuBar().addMenu("&Help")
+        self._add_action(help_menu, "About Studio", self._on_about)
+
+    def _add_action(self, menu: Any, text: str, slot: Any, shortcut: Any = None) -> QAction:
+        action = menu.addAction(text)
+        action.triggered.connect(slot)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        return action
+
+    def show_workspace(self, index: int) -> None:
+        self.nav.setCurrentRow(index)
+
+    # -- menu actions ----------------------------------------------------------------------
+    def _on_open_folder(self) -> None:
+        self.show_workspace(self.DATASET)
+        self.dataset_panel.choose_folder()
+
+    def _on_use_demo(self) -> None:
+        self.show_workspace(self.DATASET)
+        self.dataset_panel.use_demo()
+
+    def _on_open_run(self) -> None:
+        self.show_workspace(self.TRAIN)
+        self.train_panel.choose_run()
+
+    def _on_recent_runs_menu(self) -> None:
+        self.recent_runs_menu.clear()
+        runs = self.settings.recent_runs()
+        if not runs:
+            self.recent_runs_menu.addAction("No recent runs").setEnabled(False)
+        for run in runs:
+            action = self.recent_runs_menu.addAction(run)
+            action.triggered.connect(lambda _=False, r=run: self._open_recent_run(r))
+
+    def _open_recent_run(self, run: str) -> None:
+        self.show_workspace(self.TRAIN)
+        self.train_panel.open_run(run)
+
+    def _on_about(self) -> None:
+        QMessageBox.about(
+            self,
+            "About Studio",
+            f"<b>Studio</b> {__version__}<p>Train small generative models on your own images, "
+            "on this computer.</p>",
+        )
+
+    # -- status ----------------------------------------------------------------------------
+    def _on_scan_started(self, folder: str) -> None:
+        self.train_panel.set_dataset(folder, 0)  # no training on the old folder meanwhile
+
+    def _on_dataset_changed(self, folder: str, n_images: int) -> None:
+        self.train_panel.set_dataset(folder, n_images)
+        if n_images:
+            self.statusBar().showMessage(f"{n_images:,} images ready: train on them in Train", 8000)
+
+    def _on_job_started(self, handle: JobHandle) -> None:
+        self.statusBar().showMessage(f"{handle.name}…")
+
+    def _on_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
+        if outcome.status is Status.FINISHED:
+            text = "Models loaded" if handle.name == "Load models" else f"{handle.name}: done"
+        elif outcome.status is Status.CANCELLED:
+            text = f"{handle.name}: cancelled"
+        else:
+            text = f"{handle.name}: failed"
+        self.statusBar().showMessage(text, 8000)
+
+    # -- geometry and closing --------------------------------------------------------------
+    def _restore_geometry(self) -> None:
+        geometry = self.settings.window_geometry()
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1280, 800)
+        state = self.settings.window_state()
+        if state is not None:
+            self.restoreState(state)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if self._closed:
+            event.accept()
+            return
+        if self._closing:  # a second close while the first waits for the engine
+            event.ignore()
+            return
+        self._closing = True
+        self.settings.set_window_geometry(self.saveGeometry())
+        self.settings.set_window_state(self.saveState())
+        self.settings.sync()
+        if self.runner.is_busy():
+            self.statusBar().showMessage("Stopping… (training saves a checkpoint first)")
+            self.centralWidget().setEnabled(False)
+            QApplication.processEvents()
+        # Never terminate the thread: stop (keeps a checkpoint), then cancel, then wait.
+        stopped = self.runner.shutdown(
+            self.close_timeout_ms, process_events=QApplication.processEvents
+        )
+        if not stopped:
+            self.statusBar().showMessage("A job did not stop in time; it is left to finish.")
+        self._closing = False
+        self._closed = True
+        event.accept()

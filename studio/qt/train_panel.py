@@ -1,0 +1,423 @@
+"""The Train workspace: pick a model, set it up, train, pause, resume, stop, reopen runs.
+
+Training runs on the engine thread; this panel turns button presses into jobs and token calls
+(``pause()``, ``resume()``, ``stop()``), and the jobs' reports into plots, grids and log lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.core.jobs import Outcome, Progress, Status
+from studio.core.paths import runs_dir
+from studio.qt import engine_jobs
+from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.forms import SettingsForm
+from studio.qt.run_view import RunView
+from studio.qt.settings import AppSettings
+from studio.qt.train_controls import ModelPicker, TrainingOptions, format_status
+
+TRAINING = ("train", "resume")
+
+
+class TrainPanel(QWidget):
+    """Model picker and settings on the left, the run's plots, samples and log on the right.
+
+    ``run_changed(path)`` fires when the panel's current run changes (a new run, one opened).
+    """
+
+    run_changed = Signal(str)
+
+    def __init__(
+        self, runner: JobRunner, settings: AppSettings, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._runner = runner
+        self._settings = settings
+        self._job: JobHandle | None = None
+        self._job_kind = ""
+        self._families_job: JobHandle | None = None
+        self._run_path: Path | None = None
+        self._run_step = 0
+        self._resume_from: int | None = None  # plot truncation point of a resume job
+        self._plot_total: int | None = None
+        self._folder = ""
+        self._n_images = 0
+        self._resolution = settings.last_resolution()
+        self._flip = True
+        self.model_form: SettingsForm | None = None
+        self._build()
+        runner.job_progress.connect(self._on_job_progress)
+        runner.job_events.connect(self._on_job_events)
+        runner.job_finished.connect(self._on_job_finished)
+        self._update_controls()
+
+    # -- layout ----------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.picker = ModelPicker()
+        self.picker.model_changed.connect(self._on_model_changed)
+        model_box = QGroupBox("Model")
+        self._model_layout = QVBoxLayout(model_box)
+        self._model_layout.addWidget(self.picker)
+
+        self.options_form = SettingsForm(TrainingOptions, hidden=(), more_title="More options")
+        self.options_form.set_values({"device": self._settings.device_preference()})
+        self.options_form.values_changed.connect(self._on_options_changed)
+        options_box = QGroupBox("Training")
+        QVBoxLayout(options_box).addWidget(self.options_form)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.setObjectName("primary")
+        self.start_button.setToolTip("Train a new run with these settings")
+        self.pause_button = QPushButton("Pause")
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip(
+            "Continue the paused or opened run up to Steps (with the run's own settings)"
+        )
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("End early and keep a checkpoint")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.pause)
+        self.resume_button.clicked.connect(self.resume)
+        self.stop_button.clicked.connect(self.stop)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
+            buttons.addWidget(b)
+
+        self.open_button = QPushButton("Open run…")
+        self.open_button.clicked.connect(self.choose_run)
+        self.recent_button = QToolButton()
+        self.recent_button.setText("Recent runs ▾")
+        self.recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.recent_menu = QMenu(self.recent_button)
+        self.recent_menu.aboutToShow.connect(self._on_recent_menu)
+        self.recent_button.setMenu(self.recent_menu)
+        self.hint_label = QLabel()
+        self.hint_label.setObjectName("hint")
+        self.hint_label.setWordWrap(True)
+        runs_row = QHBoxLayout()
+        runs_row.addWidget(self.open_button)
+        runs_row.addWidget(self.recent_button)
+        runs_row.addStretch(1)
+
+        controls = QWidget()
+        column = QVBoxLayout(controls)
+        column.addWidget(model_box)
+        column.addWidget(options_box)
+        column.addLayout(buttons)
+        column.addWidget(self.hint_label)
+        column.addLayout(runs_row)
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidget(controls)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(330)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+
+        self.view = RunView()
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(scroll)
+        splitter.addWidget(self.view)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([340, 900])
+        splitter.setChildrenCollapsible(False)
+        layout = QHBoxLayout(self)
+        layout.addWidget(splitter)
+
+    # -- inputs from the window --------------------------------------------------------------
+    def load_families(self) -> None:
+        """Ask the engine thread for the model families (this imports torch there)."""
+        self._families_job = self._runner.submit("Load models", engine_jobs.describe_families())
+
+    def set_dataset(self, folder: str, n_images: int) -> None:
+        self._folder, self._n_images = folder, n_images
+        self._update_controls()
+
+    def set_data_options(self, resolution: int, flip: bool) -> None:
+        self._resolution, self._flip = int(resolution), bool(flip)
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def run_path(self) -> Path | None:
+        return self._run_path
+
+    def is_training(self) -> bool:
+        return self._job is not None and self._job_kind in TRAINING
+
+    def is_paused(self) -> bool:
+        return self.is_training() and self._job is not None and self._job.token.paused
+
+    def families_loaded(self) -> bool:
+        return bool(self.picker.keys())
+
+    def _update_controls(self) -> None:
+        training = self.is_training()
+        token = self._job.token if self._job is not None else None
+        stopping = token is not None and token.stop_requested
+        paused = token is not None and token.paused
+        idle = self._job is None
+        can_start = idle and self.families_loaded() and self._n_images > 0
+        self.start_button.setEnabled(can_start)
+        if not self.families_loaded():
+            hint = "Loading the models…"
+        elif idle and not self._n_images:
+            hint = "Choose a folder of images in Dataset to start a new run."
+        else:
+            hint = ""
+        self.hint_label.setText(hint)
+        self.hint_label.setVisible(bool(hint))
+        self.pause_button.setEnabled(training and not paused and not stopping)
+        self.resume_button.setEnabled(
+            (training and paused and not stopping) or (idle and self._run_path is not None)
+        )
+        self.stop_button.setEnabled(training and not stopping)
+        self.open_button.setEnabled(idle)
+        self.recent_button.setEnabled(idle)
+        self.picker.setEnabled(idle)
+        self.options_form.setEnabled(not training)
+        if self.model_form is not None:
+            self.model_form.setEnabled(idle)
+
+    # -- actions ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Train a new run with the chosen model, the settings and the current dataset."""
+        spec = self.picker.current_spec()
+        if spec is None or self._job is not None or self.model_form is None:
+            return
+        if not self._n_images:
+            self.view.show_error("Choose a folder with usable images in the Dataset workspace.")
+            return
+        from studio.engine.runs import TrainConfig, new_run_path
+
+        opts = self.options_form.values()
+        config = TrainConfig(
+            family=spec.key,
+            data=self._folder,
+            resolution=self._resolution,
+            flip=self._flip,
+            model=self.model_form.values(),
+            **opts,
+        )
+        run_dir = new_run_path(runs_dir(), spec.key)
+        self.view.clear()
+        self.view.plot.prepare([*spec.loss_names, "diversity"])
+        self.view.plot.set_step_range(config.steps)
+        self._plot_total = config.steps
+        self._set_run(run_dir, 0)
+        self.view.log_message(f"New run {run_dir}")
+        self._submit("train", f"Train {spec.display_name}", engine_jobs.train_new(run_dir, config))
+
+    def resume(self) -> None:
+        """Un-pause the running job, or continue the current run from its last checkpoint."""
+        if self.is_training() and self._job is not None:
+            self._job.token.resume()
+            self.view.log_message("Resumed")
+            self._update_controls()
+            return
+        if self._job is not None or self._run_path is None:
+            return
+        opts = self.options_form.values()
+        steps = int(opts["steps"])
+        if steps <= self._run_step:
+            self.view.show_info(
+                f"This run has already trained {self._run_step:,} steps. Raise Steps above that "
+                "to train it further."
+            )
+            return
+        self.view.banner.clear()
+        self._resume_from = self._run_step
+        self.view.log_message(f"Resuming from step {self._run_step:,} to {steps:,}")
+        factory = engine_jobs.train_resume(self._run_path, steps, opts["device"])
+        self._submit("resume", f"Resume {self._run_path.name}", factory)
+
+    def pause(self) -> None:
+        if self.is_training() and self._job is not None:
+            self._job.token.pause()
+            self.view.set_status("Pausing after this step…")
+            self._update_controls()
+
+    def stop(self) -> None:
+        """End training early; the job saves a checkpoint first."""
+        if self.is_training() and self._job is not None:
+            self._job.token.stop()
+            self.view.set_status("Stopping: saving a checkpoint…")
+            self._update_controls()
+
+    def choose_run(self) -> None:
+        start = str(self._run_path.parent if self._run_path else runs_dir())
+        folder = QFileDialog.getExistingDirectory(self, "Open a run folder", start)
+        if folder:
+            self.open_run(folder)
+
+    def open_run(self, path: str | Path) -> None:
+        """Show a run's stored metrics and newest samples; Resume then continues it."""
+        if self._job is not None:
+            return
+        self.view.clear()
+        self.view.set_run_name(f"Opening {Path(path).name}…")
+        self._submit("open", f"Open {Path(path).name}", engine_jobs.open_run(Path(path)))
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _submit(self, kind: str, name: str, factory: Any) -> None:
+        self._job_kind = kind
+        keep = engine_jobs.keep_messages if kind in TRAINING else None
+        self._job = self._runner.submit(name, factory, keep=keep)
+        if kind in TRAINING:
+            self.view.set_status("Waiting for the engine…")
+        self._update_controls()
+
+    def _set_run(self, path: Path, step: int) -> None:
+        self._run_path, self._run_step = Path(path), step
+        self.view.set_run_name(Path(path).name)
+        self.view.run_label.setToolTip(str(path))
+        self.run_changed.emit(str(path))
+
+    def _on_job_progress(
+        self, handle: JobHandle, progress: Progress, image: Any, points: Any
+    ) -> None:
+        if handle is not self._job or self._job_kind not in TRAINING:
+            return
+        if points:
+            self.view.add_points(points)
+        if image is not None:
+            self.view.show_grid(image, progress.step)
+        if progress.stage in ("train", "paused"):
+            self._run_step = progress.step
+            if progress.total and progress.total != self._plot_total:
+                self._plot_total = progress.total
+                self.view.plot.set_step_range(progress.total)
+        self.view.set_status(format_status(progress))
+        self._update_controls()
+
+    def _on_job_events(self, handle: JobHandle, reports: list[Progress]) -> None:
+        if handle is not self._job:
+            return
+        for report in reports:
+            if self._resume_from is not None and report.stage == "train":
+                # The engine re-trains from the run's last checkpoint and drops the metrics
+                # logged after it; drop them from the plot too.
+                self.view.plot.truncate_after(report.step)
+                self._resume_from = None
+            self.view.log_message(report.message)
+
+    def _on_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
+        if handle is self._families_job:
+            self._families_job = None
+            self._on_families_loaded(outcome)
+            return
+        if handle is not self._job:
+            return
+        kind, self._job, self._job_kind = self._job_kind, None, ""
+        self._resume_from = None
+        if kind == "open":
+            self._on_run_opened(outcome)
+        else:
+            self._on_training_ended(outcome)
+        self._update_controls()
+
+    def _on_families_loaded(self, outcome: Outcome[Any]) -> None:
+        if not outcome.ok:
+            self.view.show_error(f"The models could not be loaded: {outcome.error}")
+            self.picker.set_families([])
+            self._update_controls()
+            return
+        listing: engine_jobs.FamilyListing = outcome.result
+        for key, why in listing.broken:
+            self.view.log_message(f"Model {key} is unavailable: {why}")
+        self.picker.set_families(listing.families)
+        self._update_controls()
+
+    def _on_training_ended(self, outcome: Outcome[Any]) -> None:
+        path = self._run_path
+        if path is not None and (path / "config.json").is_file():
+            self._settings.add_recent_run(path)
+        if outcome.status is Status.FINISHED:
+            result = outcome.result
+            self._run_step = int(result.step)
+            if result.stopped_early:
+                text = f"Stopped at step {result.step:,} of {result.steps:,}; checkpoint saved."
+            else:
+                text = f"Finished: {result.step:,} steps."
+            self.view.log_message(text)
+            self.view.set_status(text)
+        elif outcome.status is Status.CANCELLED:
+            self.view.log_message("Cancelled. Steps since the last checkpoint were not saved.")
+            self.view.set_status("Cancelled")
+        else:
+            message = outcome.error or "Training failed."
+            self.view.show_error(message)
+            self.view.log_message(f"Error: {message}")
+            if outcome.details:
+                self.view.log_message(outcome.details.rstrip())
+            self.view.set_status("Failed")
+
+    def _on_run_opened(self, outcome: Outcome[Any]) -> None:
+        if not outcome.ok:
+            self._run_path = None  # Resume must not silently continue the previous run
+            self.view.set_run_name("No run open")
+            self.view.show_error(outcome.error or "The run could not be opened.")
+            return
+        snap: engine_jobs.RunSnapshot = outcome.result
+        self._set_run(snap.path, snap.step)
+        self._settings.add_recent_run(snap.path)
+        self.view.plot.load_history(snap.records)
+        self._plot_total = max(snap.steps, snap.step) or None
+        self.view.plot.set_step_range(self._plot_total)
+        if snap.grid is not None:
+            self.view.show_grid(snap.grid, snap.grid_step)
+        for line in snap.messages:
+            self.view.log_message(line)
+        train = snap.config.get("train", {})
+        if not self.picker.set_current_key(snap.family):
+            self.view.show_error(f"This run's model ({snap.family}) is not available here.")
+        elif self.model_form is not None:
+            self.model_form.set_values(snap.config.get("model", {}))
+        self.options_form.set_values({k: v for k, v in train.items() if k != "device"})
+        state = "finished" if snap.steps and snap.step >= snap.steps else "stopped"
+        self.view.set_status(f"Step {snap.step:,} / {snap.steps:,} ({state})")
+        self.view.log_message(f"Opened {snap.path} at step {snap.step:,}")
+
+    # -- small slots -----------------------------------------------------------------------
+    def _on_model_changed(self, key: str) -> None:
+        spec = self.picker.spec(key)
+        if spec is None:
+            return
+        if self.model_form is not None:
+            self._model_layout.removeWidget(self.model_form)
+            self.model_form.deleteLater()
+        self.model_form = SettingsForm(spec.config_cls)
+        self._model_layout.addWidget(self.model_form)
+        self._update_controls()
+
+    def _on_options_changed(self) -> None:
+        device = self.options_form.values().get("device")
+        if isinstance(device, str):
+            self._settings.set_device_preference(device)
+
+    def _on_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        runs = self._settings.recent_runs()
+        if not runs:
+            self.recent_menu.addAction("No recent runs").setEnabled(False)
+        for run in runs:
+            action = self.recent_menu.addAction(Path(run).name)
+            action.setToolTip(run)
+            action.triggered.connect(lambda _=False, r=run: self.open_run(r))

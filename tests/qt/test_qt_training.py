@@ -1,0 +1,133 @@
+"""Training from the window: live plots and samples, pause, resume, stop, close, reopen."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt
+from qt_steps import configure_tiny_dcgan, load_dataset
+
+from studio.core.jobs import Status
+from studio.engine.checkpoint import latest_checkpoint
+from studio.engine.runs import RunFolder
+
+
+def _checkpoint_step(run: Path) -> int | None:
+    latest = latest_checkpoint(run / "state")
+    return int(latest.name.removeprefix("step_")) if latest else None
+
+
+def test_train_pause_resume_stop(qtbot, trainable_window) -> None:
+    win = trainable_window
+    panel = win.train_panel
+    plot, grid = panel.view.plot, panel.view.grid
+    assert panel.start_button.isEnabled()
+    assert not panel.pause_button.isEnabled() and not panel.stop_button.isEnabled()
+
+    qtbot.mouseClick(panel.start_button, Qt.MouseButton.LeftButton)
+    assert panel.is_training()
+    assert not panel.start_button.isEnabled() and not panel.open_button.isEnabled()
+    assert panel.stop_button.isEnabled() and panel.pause_button.isEnabled()
+    run = panel.run_path
+    assert run is not None and run.parent == Path(os.environ["STUDIO_HOME"]) / "runs"
+
+    qtbot.waitUntil(lambda: plot.point_count() >= 10, timeout=60_000)
+    assert {"loss_d", "loss_g"} <= set(plot.names())
+    qtbot.waitUntil(lambda: grid.generation >= 2, timeout=30_000)  # the grid changes
+    first = grid.image().copy()
+    qtbot.waitUntil(lambda: grid.image() != first, timeout=30_000)
+    assert grid.image().width() > 32  # a grid of samples, not one image
+    assert "Step" in panel.view.status_label.text()
+
+    qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "paused" in panel.view.status_label.text(), timeout=20_000)
+    assert panel.resume_button.isEnabled() and not panel.pause_button.isEnabled()
+    qtbot.wait(150)  # let reports already on their way arrive
+    frozen = plot.point_count()
+    qtbot.wait(400)
+    assert plot.point_count() == frozen  # nothing trains while paused
+
+    qtbot.mouseClick(panel.resume_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: plot.point_count() > frozen + 4, timeout=30_000)
+
+    with qtbot.waitSignal(win.runner.job_finished, timeout=60_000) as blocker:
+        qtbot.mouseClick(panel.stop_button, Qt.MouseButton.LeftButton)
+        assert not panel.stop_button.isEnabled()
+    outcome = blocker.args[1]
+    assert outcome.status is Status.FINISHED and outcome.result.stopped_early
+    step = outcome.result.step
+    assert _checkpoint_step(run) == step  # stopping kept the work
+    assert (run / "model" / "model.safetensors").is_file()
+    log = "\n".join(panel.view.log_lines())
+    assert f"Checkpoint saved at step {step}" in log
+    assert f"Stopped at step {step:,}" in log
+    assert panel.start_button.isEnabled() and panel.resume_button.isEnabled()
+    assert not panel.stop_button.isEnabled()
+    assert win.settings.recent_runs()[0] == str(run)
+
+
+def test_closing_the_window_mid_training_saves_and_exits_cleanly(qtbot, trainable_window) -> None:
+    win = trainable_window
+    panel = win.train_panel
+    panel.start()
+    run = panel.run_path
+    qtbot.waitUntil(lambda: panel.view.plot.point_count() >= 4, timeout=60_000)
+    assert win.close()
+    assert not win.isVisible()
+    assert not win.runner.engine.isRunning()  # no thread left behind
+    step = _checkpoint_step(run)
+    assert step is not None and step > 0
+    records, _ = RunFolder(run).read_metrics()
+    assert max(r["step"] for r in records) <= step
+
+
+def test_reopen_a_run_and_resume_it(qtbot, window, tiny_dataset: Path) -> None:
+    assert load_dataset(qtbot, window, tiny_dataset) == 32
+    window.show_workspace(window.TRAIN)
+    configure_tiny_dcgan(window, steps=20, sample_every=10, log_every=2)
+    panel = window.train_panel
+    with qtbot.waitSignal(window.runner.job_finished, timeout=60_000) as blocker:
+        panel.start()
+    assert blocker.args[1].ok and not blocker.args[1].result.stopped_early
+    run = panel.run_path
+    panel.view.clear()  # forget what the live run showed
+    assert panel.view.plot.point_count() == 0
+
+    with qtbot.waitSignal(window.runner.job_finished, timeout=30_000):
+        panel.open_run(run)
+    plot = panel.view.plot
+    stored, _ = RunFolder(run).read_metrics()
+    x, y = plot.series("loss_g")
+    expected = [(r["step"], r["loss_g"]) for r in stored if "loss_g" in r]
+    assert list(zip(x.tolist(), y.tolist())) == expected
+    assert plot.last_step() == 20
+    assert panel.view.grid.generation >= 1  # the newest stored sample grid is shown
+    assert panel.view.grid_caption.text() == "Samples at step 20"
+    assert "Step 20 / 20 (finished)" in panel.view.status_label.text()
+    assert panel.picker.current_key() == "gan.dcgan"
+    assert panel.model_form.values()["latent_dim"] == 8  # the run's own settings
+
+    panel.resume()  # Steps still says 20: nothing to do, and the panel says so
+    assert "Raise Steps" in panel.view.banner.text() and not panel.is_training()
+
+    panel.options_form.set_values({"steps": 40})
+    with qtbot.waitSignal(window.runner.job_finished, timeout=60_000) as blocker:
+        qtbot.mouseClick(panel.resume_button, Qt.MouseButton.LeftButton)
+    assert blocker.args[1].ok, blocker.args[1].error
+    qtbot.wait(100)
+    x2, _ = plot.series("loss_g")
+    assert x2[: len(x)].tolist() == x.tolist()  # the stored history is kept ...
+    assert x2[-1] == 40 and np.all(np.diff(x2) > 0)  # ... and continued, without repeats
+    assert _checkpoint_step(run) == 40
+
+
+def test_opening_a_folder_that_is_not_a_run(qtbot, window, tmp_path: Path) -> None:
+    panel = window.train_panel
+    window.show_workspace(window.TRAIN)
+    with qtbot.waitSignal(window.runner.job_finished, timeout=30_000) as blocker:
+        panel.open_run(tmp_path)
+    assert not blocker.args[1].ok
+    assert "not a Studio run folder" in panel.view.banner.text()
+    assert panel.run_path is None and not panel.resume_button.isEnabled()
