@@ -111,3 +111,14 @@ def test_a_conditional_model_on_unlabelled_images_says_what_to_do(tmp_path, caps
                  "--out", str(tmp_path / "r"), *TINY]) == 1
     err = capsys.readouterr().err
     assert "subfolder" in err and "Traceback" not in err
+
+
+def test_demo_command_and_data_demo_reuse_the_same_dataset(tmp_path, capsys):
+    assert main(["demo", "--count", "30"]) == 0
+    assert "demo dataset ready" in capsys.readouterr().out
+    assert main(["data", "scan", "demo"]) == 0
+    assert "30 usable images" in capsys.readouterr().out
+    assert main(["train", "--data", "demo", "--steps", "1", "--batch-size", "4",
+                 "--out", str(tmp_path / "r"), *TINY]) == 0
+    cfg = RunFolder(tmp_path / "r").read_config()
+    assert cfg["dataset"]["images"] == 30

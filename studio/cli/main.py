@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", parents=[common], help="inspect an image folder")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = dsub.add_parser("scan", parents=[common], help="list usable and skipped images")
-    q.add_argument("folder")
+    q.add_argument("folder", help="image folder ('demo' = the built-in demo dataset)")
 
     p = sub.add_parser("demo", parents=[common], help="make the built-in demo dataset")
     p.add_argument("--out", help=f"folder (default {demo_dir()})")
@@ -159,8 +159,10 @@ def run_job(job: Generator, token: CancelToken | None = None, graceful: bool = F
 
 def resolve_data(value: str) -> str:
     if value == "demo":
-        from studio.engine.demo import ensure_demo_dataset
+        from studio.engine.demo import demo_is_complete, ensure_demo_dataset
 
+        if demo_is_complete(demo_dir()):  # any complete demo, whatever its size
+            return str(demo_dir())
         return str(run_job(ensure_demo_dataset()))
     return value
 
@@ -291,7 +293,7 @@ def class_index(run: Path, value: str | None) -> int | None:
 def cmd_data(args: argparse.Namespace) -> int:
     from studio.engine.data import scan_folder
 
-    scan = run_job(scan_folder(Path(args.folder)))
+    scan = run_job(scan_folder(Path(resolve_data(args.folder))))
     for line in scan.describe_skipped():
         print(f"skipped {line}")
     scan.require_usable()
@@ -309,7 +311,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.out:
         folder = run_job(make_demo_dataset(Path(args.out), count=args.count))
     else:
-        folder = run_job(ensure_demo_dataset())
+        folder = run_job(ensure_demo_dataset(count=args.count))
     print(f"demo dataset ready at {folder}")
     return 0
 

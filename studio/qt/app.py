@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -38,4 +39,7 @@ def run_app(argv: Sequence[str] | None = None) -> int:
     tick = QTimer()
     tick.timeout.connect(lambda: None)
     tick.start(250)
+    quit_after = os.environ.get("STUDIO_QUIT_AFTER_MS")  # packaging smoke tests
+    if quit_after:
+        QTimer.singleShot(int(quit_after), window.close)
     return app.exec()
