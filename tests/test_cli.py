@@ -26,7 +26,7 @@ def test_help_documents_every_command(capsys):
         main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for command in ("train", "sample", "data", "demo", "families", "runs", "inpaint"):
+    for command in ("train", "sample", "data", "demo", "families", "runs", "inpaint", "compare"):
         assert command in text
     for command in ("train", "sample", "families", "inpaint"):
         with pytest.raises(SystemExit):

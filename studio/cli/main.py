@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from studio import __version__
+from studio.cli import compare as compare_cli
 from studio.cli import inpaint as inpaint_cli
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Outcome, Status, run_sync
@@ -24,6 +25,7 @@ EPILOG = """examples:
   studio train --resume runs/first --steps 5000 continue the same run to 5000 steps
   studio sample --run runs/first -n 64 --seed 7 --out grid.png
   studio sample --run runs/first -n 16 --out samples/   (one PNG per sample)
+  studio compare --runs runs/gan runs/vae runs/ddpm --n 64 --seed 0 --out compare/
   studio inpaint --run runs/first --image photo.png --mask mask.png --out filled.png -N 4
 
 Run folders default to {runs}. Ctrl-C during training stops at the next step and keeps a
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("families", parents=[common], help="list the model families")
     p.add_argument("--settings", action="store_true", help="also list each model's settings")
     inpaint_cli.add_parser(sub, common)
+    compare_cli.add_parser(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list run folders")
     p.add_argument("--dir", help=f"runs folder (default {runs_dir()})")
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "families": cmd_families,
         "runs": cmd_runs,
         "inpaint": inpaint_cli.cmd_inpaint,
+        "compare": compare_cli.cmd_compare,
     }[args.command]
     try:
         return handler(args)

@@ -1,0 +1,441 @@
+"""Side-by-side comparison of runs trained on one dataset: the compare job.
+
+Every panel is measured under identical conditions, because the metrics in
+:mod:`studio.engine.metrics` are only comparable that way: one feature extractor, one set of
+held-out reference images, one sample count ``n`` and one seed for every run. The job refuses
+runs trained on different datasets or at different resolutions rather than printing numbers
+that look comparable but are not.
+
+Writing the results (``report.json``, ``report.csv``, ``sheet.png``) lives in
+:mod:`studio.engine.compare_report`; it is re-exported here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from studio.core.errors import StudioError
+from studio.core.imaging import make_grid
+from studio.core.jobs import Progress
+from studio.engine.runs import RunFolder, TrainConfig
+
+DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++")
+# Kept in step with studio.models.diffusion.samplers.DEFAULT_STEPS; copied rather than
+# imported so building settings (and the GUI's controls) never imports diffusers.
+DEFAULT_DIFFUSION_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20}
+MAX_PANELS = 6
+FD_NOTE = (
+    "FD is biased upwards at small n (fewer samples than feature dimensions): compare it only "
+    "between panels with the same n, never with published FID values."
+)
+
+
+@dataclass
+class CompareSettings:
+    """What to compare and how; everything needed to reproduce a report.
+
+    ``overrides`` maps a run path (as given in ``runs``) to per-panel sampling settings,
+    ``{"sampler": "ddim", "steps": 50}``; they win over ``diffusion_sampler`` /
+    ``diffusion_steps`` for that run. ``extractor_steps`` trains the shared feature extractor
+    (cached per dataset, so only the first comparison pays for it).
+    """
+
+    runs: list[Path]
+    n: int = 64
+    seed: int = 0
+    diffusion_sampler: str = "dpm++"
+    diffusion_steps: int | None = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str = "auto"
+    extractor_steps: int = 600
+    cache_dir: Path | None = None  # default: studio.core.paths.cache_dir()
+
+    def sampling_for(self, run: str | Path) -> dict[str, Any]:
+        """The diffusion sampler and step count for ``run`` (a diffusion run uses both)."""
+        over = self.overrides.get(str(run), {})
+        sampler = str(over.get("sampler") or self.diffusion_sampler).lower()
+        if sampler not in DIFFUSION_SAMPLERS:
+            raise StudioError(
+                f"Unknown sampler {sampler!r}: choose one of {', '.join(DIFFUSION_SAMPLERS)}."
+            )
+        steps = over.get("steps") or self.diffusion_steps or DEFAULT_DIFFUSION_STEPS[sampler]
+        return {"sampler": sampler, "steps": int(steps)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (paths as strings)."""
+        return {
+            "runs": [str(r) for r in self.runs],
+            "n": self.n,
+            "seed": self.seed,
+            "diffusion_sampler": self.diffusion_sampler,
+            "diffusion_steps": self.diffusion_steps,
+            "overrides": {k: dict(v) for k, v in self.overrides.items()},
+            "device": self.device,
+            "extractor_steps": self.extractor_steps,
+        }
+
+
+@dataclass
+class PanelResult:
+    """One run's samples and numbers.
+
+    ``quality`` holds :meth:`studio.engine.metrics.QualityReport.to_dict` (fd, kid_mean,
+    kid_std, precision, recall, memorisation_share, memorisation_rank_share, n_samples,
+    n_reference, extractor). ``nearest_index[i]`` is the dataset index of the training image
+    nearest to sample ``i`` (in pixels; ``nearest_mirrored[i]``: its mirror image), and
+    ``nearest_images[i]`` that image as the model saw it. The arrays stay out of the JSON.
+    """
+
+    run: str
+    name: str
+    family: str
+    kind: str
+    display_name: str
+    step: int
+    conditions: dict[str, Any]
+    quality: dict[str, Any]
+    bits_per_dim: float | None
+    seconds_per_image: float
+    samples: np.ndarray = field(repr=False)
+    grid: np.ndarray = field(repr=False)
+    nearest_index: np.ndarray = field(repr=False)
+    nearest_distance: np.ndarray = field(repr=False)
+    nearest_mirrored: np.ndarray = field(repr=False)
+    nearest_images: np.ndarray = field(repr=False)
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} ({self.display_name})"
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able part: what the report and the CSV hold for this panel."""
+        return {
+            "run": self.run,
+            "name": self.name,
+            "family": self.family,
+            "kind": self.kind,
+            "display_name": self.display_name,
+            "step": self.step,
+            "conditions": dict(self.conditions),
+            **{k: v for k, v in self.quality.items() if k != "extractor"},
+            "bits_per_dim": self.bits_per_dim,
+            "seconds_per_image": self.seconds_per_image,
+            "median_nearest_train_distance": float(np.median(self.nearest_distance)),
+        }
+
+
+@dataclass
+class CompareReport:
+    """Every panel plus what they were measured against."""
+
+    settings: dict[str, Any]
+    dataset: dict[str, Any]  # path, fingerprint, images, held_out (fraction, seed, count)
+    resolution: int
+    n: int
+    n_reference: int
+    extractor: str
+    extractor_meta: dict[str, Any]
+    panels: list[PanelResult]
+    notes: list[str]
+    versions: dict[str, str]
+    machine: dict[str, str]
+    created: str
+
+
+def _run_info(path: Path) -> tuple[dict[str, Any], TrainConfig]:
+    run = RunFolder(path)
+    if not run.exists():
+        raise StudioError(f"{path} is not a Studio run folder (no config.json).")
+    config = run.read_config()
+    return config, TrainConfig.from_dict(config.get("train", {}))
+
+
+def check_runs(runs: list[Path]) -> list[tuple[dict[str, Any], TrainConfig]]:
+    """Each run's config, once every run is known to share the first run's dataset and
+    resolution; otherwise a :class:`StudioError` naming the odd run."""
+    if not runs:
+        raise StudioError("Choose at least one run to compare.")
+    if len(runs) > MAX_PANELS:
+        raise StudioError(f"Compare at most {MAX_PANELS} runs at a time (got {len(runs)}).")
+    if len({str(Path(r).resolve()) for r in runs}) != len(runs):
+        raise StudioError("A run appears twice in the comparison.")
+    infos = [_run_info(Path(r)) for r in runs]
+    first_cfg, first = infos[0]
+    first_fp = first_cfg.get("dataset", {}).get("fingerprint")
+    for path, (cfg, train) in zip(runs[1:], infos[1:]):
+        fp = cfg.get("dataset", {}).get("fingerprint")
+        if fp != first_fp:
+            raise StudioError(
+                f"{Path(path).name} was trained on a different dataset ({train.data}) than "
+                f"{Path(runs[0]).name} ({first.data}): the numbers would not be comparable. "
+                "Compare runs trained on the same images."
+            )
+        if train.resolution != first.resolution:
+            raise StudioError(
+                f"{Path(path).name} works at {train.resolution} px but {Path(runs[0]).name} at "
+                f"{first.resolution} px: compare runs trained at one resolution."
+            )
+    return infos
+
+
+@torch.no_grad()
+def held_out_bits_per_dim(
+    model: Any, images: np.ndarray, labels: np.ndarray | None, seed: int, batch: int = 64
+) -> float:
+    """Mean bits/dim of uint8 ``images`` under a LIKELIHOOD model.
+
+    VAEs estimate their bound with random draws; a fixed seed makes the number repeatable."""
+    params = inspect.signature(model.bits_per_dim).parameters
+    use_labels = labels is not None and "labels" in params and model.config.num_classes > 0
+    values = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch])).to(model.device)
+            x = x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+            if use_labels:
+                y = torch.from_numpy(labels[i : i + batch]).long().to(model.device)
+                values.append(model.bits_per_dim(x, y).float().cpu())
+            else:
+                values.append(model.bits_per_dim(x).float().cpu())
+    return float(torch.cat(values).mean())
+
+
+def compare_job(settings: CompareSettings) -> Generator[Progress, None, CompareReport]:
+    """Job: sample and score every run in ``settings`` under identical conditions.
+
+    Yields sampling progress with ``info={"run", "panel", "panels"}``, and once per finished
+    run a ``"panel"`` report whose image is its sample grid and whose ``info`` also holds the
+    :class:`PanelResult` under ``"result"``. Returns the :class:`CompareReport`.
+    """
+    from studio.core.paths import cache_dir as default_cache_dir
+    from studio.engine.device import resolve_device
+    from studio.engine.metrics import get_feature_extractor
+    from studio.engine.train import prepare_dataset
+
+    if settings.n < 2:
+        raise StudioError("Compare with at least 2 samples per run (64 or more is better).")
+    runs = [Path(r) for r in settings.runs]
+    infos = check_runs(runs)
+    first_cfg, first = infos[0]
+    device = resolve_device(settings.device)
+    cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+
+    yield Progress("load", message=f"Reading images from {first.data}")
+    dataset = yield from prepare_dataset(first.data, first.resolution, cache)
+    fingerprint = first_cfg.get("dataset", {}).get("fingerprint")
+    if dataset.fingerprint != fingerprint:
+        # The held-out split is rebuilt by index: on changed files it would pick other images.
+        raise StudioError(
+            f"The dataset folder {first.data} changed since these runs were trained, so their "
+            "held-out images cannot be rebuilt. Compare runs against the images they saw."
+        )
+    train_idx, held_idx, notes = _split(dataset, infos, settings)
+    reference = dataset.images[held_idx]
+    train_images = dataset.images[train_idx]
+
+    extractor = yield from get_feature_extractor(
+        dataset,
+        first.resolution,
+        cache,
+        exclude=held_idx,
+        steps=settings.extractor_steps,
+        seed=0,
+        device=device,
+    )
+    panels: list[PanelResult] = []
+    for i, (path, (cfg, _train)) in enumerate(zip(runs, infos)):
+        panel = yield from _one_panel(
+            i, path, cfg, settings, device, train_idx, train_images, held_idx, dataset, extractor
+        )
+        panels.append(panel)
+        yield Progress(
+            "panel",
+            i + 1,
+            len(runs),
+            message=f"Panel {i + 1}/{len(runs)}: {panel.title} done",
+            image=panel.grid,
+            info={
+                "run": str(path),
+                "panel": i,
+                "panels": len(runs),
+                "result": panel,
+                "extractor": extractor.describe(),
+            },
+        )
+    return CompareReport(
+        settings=settings.to_dict(),
+        dataset={
+            "path": str(first.data),
+            "fingerprint": dataset.fingerprint,
+            "images": len(dataset),
+            "held_out": {
+                "fraction": first.holdout_fraction,
+                "seed": first.seed,
+                "count": int(len(held_idx)),
+                "used_as_reference": int(len(reference)),
+            },
+        },
+        resolution=first.resolution,
+        n=settings.n,
+        n_reference=int(len(reference)),
+        extractor=extractor.describe(),
+        extractor_meta=dict(extractor.meta),
+        panels=panels,
+        notes=notes,
+        versions=versions(),
+        machine=machine(device),
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+
+
+def _split(
+    dataset: Any, infos: list[tuple[dict[str, Any], TrainConfig]], settings: CompareSettings
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Training and reference indices from the first run's split, plus notes for the user."""
+    from studio.engine.data import split_holdout
+
+    first = infos[0][1]
+    train_idx, held_idx = split_holdout(len(dataset), first.holdout_fraction, first.seed)
+    if len(held_idx) < 2:
+        raise StudioError(
+            f"{Path(settings.runs[0]).name} kept {len(held_idx)} held-out image(s); the metrics "
+            "need at least 2. Train with a larger held-out fraction or more images."
+        )
+    notes = [FD_NOTE]
+    if len(held_idx) > settings.n:
+        # Same count on both sides, and the same images for every panel: a seeded subset.
+        rng = np.random.default_rng(settings.seed)
+        held_idx = np.sort(rng.choice(held_idx, settings.n, replace=False))
+    elif len(held_idx) < settings.n:
+        notes.append(
+            f"Only {len(held_idx)} held-out images exist, so {settings.n} samples per run were "
+            f"compared with {len(held_idx)} reference images."
+        )
+    for cfg, train in infos[1:]:
+        if (train.holdout_fraction, train.seed) != (first.holdout_fraction, first.seed):
+            notes.append(
+                f"{train.family} ({cfg.get('dataset', {}).get('path', '')}) used another "
+                "held-out split (fraction or seed): some reference images may be in its "
+                "training set, which flatters its numbers."
+            )
+    return train_idx, held_idx, notes
+
+
+def _one_panel(
+    i: int,
+    path: Path,
+    cfg: dict[str, Any],
+    settings: CompareSettings,
+    device: torch.device,
+    train_idx: np.ndarray,
+    train_images: np.ndarray,
+    held_idx: np.ndarray,
+    dataset: Any,
+    extractor: Any,
+) -> Generator[Progress, None, PanelResult]:
+    """Load, sample (timed after a one-image warm-up), score one run."""
+    reference = dataset.images[held_idx]
+    from studio.engine.checkpoint import latest_checkpoint, read_trainer_state
+    from studio.engine.metrics import evaluate_samples
+    from studio.engine.sample import load_run_model, sample_job
+    from studio.models.base import Capability
+
+    panels = len(settings.runs)
+    info = {"run": str(path), "panel": i, "panels": panels}
+    yield Progress("load", message=f"Panel {i + 1}/{panels}: loading {path.name}", info=info)
+    model = load_run_model(path, device)
+    conditions: dict[str, Any] = {}
+    if "sampler" in model.conditions:
+        conditions = settings.sampling_for(settings.runs[i])
+    # The first call pays for lazy setup (kernels, schedulers); it is not the model's speed.
+    for p in sample_job(path, 1, seed=settings.seed, model=model, **conditions):
+        yield Progress("warmup", p.step, p.total, message="Warming up", info=info)
+    start = time.perf_counter()
+    job = sample_job(path, settings.n, seed=settings.seed, model=model, **conditions)
+    while True:
+        try:
+            p = next(job)
+        except StopIteration as done:
+            samples = done.value
+            break
+        msg = f"Panel {i + 1}/{panels}: sampling {path.name}"
+        yield Progress("sample", p.step, p.total, message=msg if p.step <= 1 else "", info=info)
+    seconds = (time.perf_counter() - start) / settings.n
+
+    yield Progress("score", message=f"Panel {i + 1}/{panels}: scoring {path.name}", info=info)
+    quality = evaluate_samples(samples, train_images, reference, extractor, seed=settings.seed)
+    memo = quality.memorisation
+    assert memo is not None  # evaluate_samples always fills it
+    bpd = None
+    if Capability.LIKELIHOOD in model.info.capabilities:
+        held_labels = None if dataset.labels is None else dataset.labels[held_idx]
+        bpd = held_out_bits_per_dim(model, reference, held_labels, settings.seed)
+    nearest = train_idx[memo.nearest_train_index]
+    near_images = dataset.images[nearest]
+    if memo.nearest_train_mirrored.any():  # show the image the sample is close to
+        near_images = near_images.copy()
+        near_images[memo.nearest_train_mirrored] = near_images[memo.nearest_train_mirrored][
+            :, :, ::-1
+        ]
+    latest = latest_checkpoint(RunFolder(path).state_dir)
+    step = int(read_trainer_state(latest)["step"]) if latest else 0
+    del model  # free the weights before the next panel loads
+    return PanelResult(
+        run=str(path),
+        name=path.name,
+        family=str(cfg.get("family", "")),
+        kind=str(cfg.get("family", "")).split(".")[0],
+        display_name=_display_name(str(cfg.get("family", ""))),
+        step=step,
+        conditions=conditions,
+        quality=quality.to_dict(),
+        bits_per_dim=bpd,
+        seconds_per_image=float(seconds),
+        samples=samples,
+        grid=make_grid(samples),
+        nearest_index=nearest.astype(np.int64),
+        nearest_distance=np.asarray(memo.nearest_train_distance, dtype=np.float64),
+        nearest_mirrored=np.asarray(memo.nearest_train_mirrored, dtype=bool),
+        nearest_images=near_images,
+    )
+
+
+def _display_name(key: str) -> str:
+    try:
+        from studio.models.registry import get_family
+
+        return get_family(key).info.display_name
+    except Exception:  # noqa: BLE001 - a name only labels the panel
+        return key
+
+
+# Writing and on-demand views live in their own module to keep this one short.
+from studio.engine.compare_report import (  # noqa: E402
+    NearestPair,
+    machine,
+    nearest_training_images,
+    report_table,
+    versions,
+    write_report,
+)
+
+__all__ = [
+    "CompareReport",
+    "CompareSettings",
+    "NearestPair",
+    "PanelResult",
+    "check_runs",
+    "compare_job",
+    "nearest_training_images",
+    "report_table",
+    "write_report",
+]
