@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
@@ -21,6 +22,9 @@ from PySide6.QtWidgets import (
 
 from studio import __version__
 from studio.core.jobs import Outcome, Status
+from studio.qt.canvas import CanvasWorkspace
+from studio.qt.canvas.send import install_send_to_canvas
+from studio.qt.compare import CompareWorkspace
 from studio.qt.dataset_panel import DatasetPanel
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.settings import AppSettings
@@ -30,9 +34,9 @@ CLOSE_TIMEOUT_MS = 30_000
 
 
 class MainWindow(QMainWindow):
-    """Dataset and Train workspaces, File and Help menus, one engine thread."""
+    """The workspaces (Dataset, Train, Canvas, ...), menus, and one engine thread."""
 
-    DATASET, TRAIN = 0, 1
+    DATASET, TRAIN, COMPARE, CANVAS = 0, 1, 2, 3
 
     def __init__(self, settings: AppSettings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -41,18 +45,24 @@ class MainWindow(QMainWindow):
         self.close_timeout_ms = CLOSE_TIMEOUT_MS
         self._closing = False
         self._closed = False
+        self._compare_loaded = False
         self.runner = JobRunner(self)
         self.dataset_panel = DatasetPanel(self.runner, self.settings)
         self.train_panel = TrainPanel(self.runner, self.settings)
+        self.compare_panel = CompareWorkspace(self.runner, self.settings)
+        self.canvas = CanvasWorkspace(self.runner, self.settings)
 
         self.nav = QListWidget()
         self.nav.setObjectName("nav")
-        self.nav.addItems(["Dataset", "Train"])
+        self.nav.addItems(["Dataset", "Train", "Compare", "Canvas"])
         self.nav.setFixedWidth(130)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.dataset_panel)
         self.stack.addWidget(self.train_panel)
+        self.stack.addWidget(self.compare_panel)
+        self.stack.addWidget(self.canvas)
         self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        self.nav.currentRowChanged.connect(self._on_workspace_shown)
         self.nav.setCurrentRow(self.DATASET)
         central = QWidget()
         layout = QHBoxLayout(central)
@@ -67,11 +77,30 @@ class MainWindow(QMainWindow):
         self.dataset_panel.scan_started.connect(self._on_scan_started)
         self.dataset_panel.options_changed.connect(self.train_panel.set_data_options)
         self.train_panel.set_data_options(self.dataset_panel.resolution, self.dataset_panel.flip)
+        self.canvas.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
+        self.train_panel.run_changed.connect(self.canvas.set_run)
+        install_send_to_canvas(self.train_panel.view.grid, self.send_to_canvas)
         self.runner.job_started.connect(self._on_job_started)
         self.runner.job_finished.connect(self._on_job_finished)
         self.statusBar().showMessage("Loading the models…")
         self._restore_geometry()
         self.train_panel.load_families()
+        QTimer.singleShot(0, self._offer_recovery)
+
+    def _on_workspace_shown(self, index: int) -> None:
+        if index == self.COMPARE and not self._compare_loaded:
+            self._compare_loaded = True  # the latest run of each family, once, on first show
+            self.compare_panel.load_default_runs()
+
+    def _offer_recovery(self) -> None:
+        """After a crash, offer the canvas autosave left behind."""
+        if self.canvas.offer_recovery(self):
+            self.show_workspace(self.CANVAS)
+
+    def send_to_canvas(self, image: Any, name: str = "Sample") -> None:
+        """Open an image (H x W x 3 uint8) on the canvas: the hook for any sample view."""
+        if self.canvas.set_image(image, name):
+            self.show_workspace(self.CANVAS)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -85,6 +114,7 @@ class MainWindow(QMainWindow):
         self.recent_runs_menu.aboutToShow.connect(self._on_recent_runs_menu)
         file_menu.addSeparator()
         self._add_action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.menuBar().addMenu(self.canvas.build_menu(self))
         help_menu = self.menuBar().addMenu("&Help")
         self._add_action(help_menu, "About Studio", self._on_about)
 
@@ -170,6 +200,11 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self._closing = True
+        if not self.canvas.confirm_close(self):  # unsaved canvas edits: Save / Discard / Cancel
+            self._closing = False
+            event.ignore()
+            return
+        self.canvas.shutdown()  # cancels an inpaint, finishes file writes, drops the autosave
         self.settings.set_window_geometry(self.saveGeometry())
         self.settings.set_window_state(self.saveState())
         self.settings.sync()

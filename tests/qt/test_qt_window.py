@@ -31,12 +31,18 @@ def test_importing_the_app_does_not_load_torch() -> None:
 
 
 def test_workspaces_and_menus(window) -> None:
-    assert [window.nav.item(i).text() for i in range(window.nav.count())] == ["Dataset", "Train"]
+    names = [window.nav.item(i).text() for i in range(window.nav.count())]
+    assert names == ["Dataset", "Train", "Compare", "Canvas"]
+    for index, name in enumerate(names):
+        window.show_workspace(index)
+        assert window.stack.currentIndex() == index, name
+    window.show_workspace(window.CANVAS)
+    assert window.stack.currentWidget() is window.canvas
     window.show_workspace(window.TRAIN)
     assert window.stack.currentWidget() is window.train_panel
     assert "Choose a folder of images" in window.train_panel.hint_label.text()
     menus = [a.text() for a in window.menuBar().actions()]
-    assert menus == ["&File", "&Help"]
+    assert menus == ["&File", "&Canvas", "&Help"]
     file_menu = window.menuBar().actions()[0].menu()
     file_items = [a.text() for a in file_menu.actions() if a.text()]
     assert file_items == ["Open folder…", "Use demo dataset", "Open run…", "Recent runs", "Quit"]

@@ -1,0 +1,69 @@
+"""Job factories for the Compare workspace. Each body runs on the engine thread."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+from studio.core.jobs import CancelToken, Progress
+from studio.qt.engine_jobs import Factory
+
+KINDS = ("gan", "vae", "flow", "diffusion")
+
+
+def read_fingerprint(run: str | Path) -> str | None:
+    """The dataset fingerprint a run's config.json records (None if unreadable)."""
+    from studio.core.errors import StudioError
+    from studio.engine.runs import RunFolder
+
+    try:
+        return RunFolder(run).read_config().get("dataset", {}).get("fingerprint")
+    except (StudioError, OSError, AttributeError):
+        return None
+
+
+def default_runs(base: Path | None = None) -> Factory:
+    """The newest run of each kind (GAN, VAE, flow, diffusion) sharing the newest run's
+    dataset; the job returns their paths. ``list_runs`` reads checkpoints, hence a job."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, list[Path]]:
+        from studio.core.paths import runs_dir
+        from studio.engine.runs import list_runs
+
+        yield Progress("load", message="Looking for runs to compare")
+        summaries = list_runs(base or runs_dir())  # newest first
+        chosen: dict[str, Path] = {}
+        first_fp: str | None = None
+        for summary in summaries:
+            token.check()
+            kind = summary.family.split(".")[0]
+            if kind not in KINDS or kind in chosen:
+                continue
+            fp = read_fingerprint(summary.path)
+            if fp is None:
+                continue
+            if first_fp is None:
+                first_fp = fp
+            if fp == first_fp:
+                chosen[kind] = summary.path
+        return [chosen[k] for k in KINDS if k in chosen]
+
+    return factory
+
+
+def compare(settings: dict[str, Any]) -> Factory:
+    """Run :func:`studio.engine.compare.compare_job`; ``settings`` are CompareSettings fields,
+    built into the dataclass here because importing the engine module imports torch."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.engine.compare import CompareSettings, compare_job
+
+        return (yield from compare_job(CompareSettings(**settings)))
+
+    return factory
+
+
+def keep_panels(progress: Progress) -> bool:
+    """Finished panels are delivered one by one: the mailbox would coalesce them away."""
+    return progress.stage == "panel"

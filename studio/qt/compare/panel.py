@@ -1,0 +1,151 @@
+"""One column of the Compare workspace: a run's samples, its numbers and its controls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.core.imaging import make_grid
+from studio.qt.widgets import ImageView
+
+# Mirrors studio.engine.compare (not imported: it pulls in torch on the GUI thread).
+SAMPLERS = ("dpm++", "ddim", "ddpm")
+DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20}
+FD_TIP = (
+    "Fréchet distance between sample and held-out features (lower is better). Biased upwards "
+    "at small n: compare it only between panels with the same n, never with published FID."
+)
+
+
+class ComparePanel(QFrame):
+    """Title, remove button, sampler controls (diffusion only), sample grid, numbers."""
+
+    remove_requested = Signal(object)  # self
+    nearest_requested = Signal(object)  # self
+
+    def __init__(self, run: Path, family: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.run, self.family = Path(run), family
+        self.kind = family.split(".")[0]
+        self.result: Any = None  # a studio.engine.compare.PanelResult once scored
+
+        title = QLabel(f"<b>{self.run.name}</b><br>{family}")
+        title.setToolTip(str(self.run))
+        self.remove_button = QToolButton()
+        self.remove_button.setText("✕")
+        self.remove_button.setToolTip("Remove this run from the comparison")
+        self.remove_button.clicked.connect(lambda: self.remove_requested.emit(self))
+        top = QHBoxLayout()
+        top.addWidget(title, 1)
+        top.addWidget(self.remove_button, 0, Qt.AlignmentFlag.AlignTop)
+
+        self.sampler = QComboBox()
+        self.sampler.addItems(SAMPLERS)
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 1000)
+        self.steps.setValue(DEFAULT_STEPS[SAMPLERS[0]])
+        self.steps.setToolTip("Sampler steps (more is slower and usually cleaner)")
+        self.sampler.currentTextChanged.connect(lambda s: self.steps.setValue(DEFAULT_STEPS[s]))
+        sampling = QHBoxLayout()
+        sampling.addWidget(QLabel("Sampler"))
+        sampling.addWidget(self.sampler, 1)
+        sampling.addWidget(self.steps)
+        self.sampling_row = QWidget()
+        self.sampling_row.setLayout(sampling)
+        self.sampling_row.setVisible(self.kind == "diffusion")
+
+        self.view = ImageView("Press Regenerate")
+        self.view.setMinimumSize(140, 140)
+        self.numbers = QLabel("")
+        self.numbers.setWordWrap(True)
+        self.numbers.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status = QLabel("")
+        self.nearest_button = QPushButton("Nearest training images")
+        self.nearest_button.setToolTip("The samples closest to a training image, beside it")
+        self.nearest_button.setEnabled(False)
+        self.nearest_button.clicked.connect(lambda: self.nearest_requested.emit(self))
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.sampling_row)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.status)
+        layout.addWidget(self.numbers)
+        layout.addWidget(self.nearest_button)
+
+    def sampling(self) -> dict[str, Any]:
+        """Per-panel overrides for the engine (diffusion runs only)."""
+        if self.kind != "diffusion":
+            return {}
+        return {"sampler": self.sampler.currentText(), "steps": self.steps.value()}
+
+    def clear_result(self) -> None:
+        self.result = None
+        self.numbers.clear()
+        self.numbers.setToolTip("")
+        self.nearest_button.setEnabled(False)
+
+    def set_status(self, text: str) -> None:
+        self.status.setText(text)
+
+    def set_result(self, result: Any, extractor: str) -> None:
+        """Show a PanelResult: its grid and its numbers, each naming n."""
+        self.result = result
+        self.view.set_image(result.grid)
+        q = result.quality
+        n, ref = q["n_samples"], q["n_reference"]
+        lines = [
+            f"FD {q['fd']:.4g} (n={n} vs {ref} held-out)",
+            f"KID {q['kid_mean']:.3g} ± {q['kid_std']:.2g} (n={n})",
+            f"precision {q['precision']:.2f} · recall {q['recall']:.2f}",
+            f"memorisation {q['memorisation_share']:.2f} (0.5 healthy, 1 copies)",
+        ]
+        if result.bits_per_dim is not None:
+            lines.append(f"bits/dim {result.bits_per_dim:.3f} on {ref} held-out images")
+        lines.append(f"{result.seconds_per_image * 1000:.1f} ms/image · step {result.step}")
+        self.numbers.setText("\n".join(lines))
+        self.numbers.setToolTip(f"{FD_TIP}\n\nFeatures: {extractor}")
+        self.status.setText("")
+        self.nearest_button.setEnabled(True)
+
+
+class NearestDialog(QDialog):
+    """Each row: a sample, then the training image nearest to it (closest first)."""
+
+    def __init__(self, title: str, pairs: list[Any], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Nearest training images: {title}")
+        self.view = ImageView("No samples")
+        if pairs:
+            tiles = np.stack([img for p in pairs for img in (p.sample, p.training_image)])
+            self.view.set_image(make_grid(tiles, nrow=2))
+        lines = [
+            f"sample {p.sample_index}: training image {p.dataset_index}"
+            f"{' (mirrored)' if p.mirrored else ''}, RMS distance {p.distance:.3f}"
+            for p in pairs
+        ]
+        text = QLabel("Left: sample · right: its nearest training image\n" + "\n".join(lines))
+        text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(text)
+        layout.addWidget(buttons)

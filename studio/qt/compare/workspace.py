@@ -1,0 +1,311 @@
+"""The Compare workspace: up to six runs of one dataset side by side.
+
+Regenerate submits :func:`studio.engine.compare.compare_job` to the engine thread; each panel
+fills in as its run finishes (the job's ``"panel"`` reports are kept, not coalesced), and the
+report from the finished job is what Export writes. Nothing here samples or scores: the GUI
+thread only shows what the engine measured.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.core.jobs import Outcome, Progress, Status
+from studio.qt.compare import jobs
+from studio.qt.compare.panel import ComparePanel, NearestDialog
+from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.settings import AppSettings
+from studio.qt.widgets import Banner
+
+MAX_PANELS = 6
+
+
+class CompareWorkspace(QWidget):
+    """Panels, one seed, Regenerate / Cancel with a progress bar, Export."""
+
+    report_ready = Signal(object)  # the CompareReport of a finished Regenerate
+    exported = Signal(str)  # the folder written
+
+    def __init__(
+        self, runner: JobRunner, settings: AppSettings, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._runner, self._settings = runner, settings
+        self._job: JobHandle | None = None
+        self._job_kind = ""
+        self._defaults_job: JobHandle | None = None
+        self.report: Any = None  # the last CompareReport
+        self.panels: list[ComparePanel] = []
+        self.extractor_steps = 600  # tests lower it; the extractor is cached per dataset
+
+        self.banner = Banner()
+        self.add_button = QPushButton("Add run…")
+        self.add_button.clicked.connect(self._choose_run)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("One seed for every panel: the same seed gives the same samples")
+        self.n = QSpinBox()
+        self.n.setRange(2, 10_000)
+        self.n.setValue(64)
+        self.n.setToolTip("Samples per run, the same for every panel (FD is biased at small n)")
+        self.regenerate_button = QPushButton("Regenerate")
+        self.regenerate_button.clicked.connect(self.regenerate)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.export_button = QPushButton("Export sheet + report…")
+        self.export_button.clicked.connect(self._choose_export)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.status = QLabel("")
+        self.extractor_label = QLabel("")
+        self.extractor_label.setWordWrap(True)
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.add_button)
+        bar.addWidget(QLabel("Seed"))
+        bar.addWidget(self.seed)
+        bar.addWidget(QLabel("n"))
+        bar.addWidget(self.n)
+        bar.addWidget(self.regenerate_button)
+        bar.addWidget(self.cancel_button)
+        bar.addWidget(self.progress, 1)
+        bar.addWidget(self.export_button)
+
+        self._panel_row = QHBoxLayout()
+        self._panel_row.addStretch(1)
+        holder = QWidget()
+        holder.setLayout(self._panel_row)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(holder)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
+        layout.addLayout(bar)
+        layout.addWidget(self.status)
+        layout.addWidget(scroll, 1)
+        layout.addWidget(self.extractor_label)
+
+        runner.job_progress.connect(self._on_job_progress)
+        runner.job_events.connect(self._on_job_events)
+        runner.job_finished.connect(self._on_job_finished)
+        self._update_controls()
+
+    # -- runs ----------------------------------------------------------------------------------
+    def load_default_runs(self, base: Path | None = None) -> None:
+        """Fill empty panels with the newest GAN, VAE, flow and diffusion runs (one dataset)."""
+        self._defaults_job = self._runner.submit("Find runs", jobs.default_runs(base))
+
+    def runs(self) -> list[Path]:
+        return [p.run for p in self.panels]
+
+    def add_run(self, run: str | Path) -> bool:
+        """Add a panel for ``run``; refuses (with a banner) a seventh run, a duplicate, a
+        folder that is no run, and a run trained on another dataset than the first panel's."""
+        from studio.core.errors import StudioError
+        from studio.engine.runs import RunFolder  # json only: no torch
+
+        run = Path(run)
+        if len(self.panels) >= MAX_PANELS:
+            return self._refuse(f"Compare at most {MAX_PANELS} runs at a time.")
+        if any(p.run.resolve() == run.resolve() for p in self.panels):
+            return self._refuse(f"{run.name} is already in the comparison.")
+        try:
+            config = RunFolder(run).read_config()
+        except StudioError as err:
+            return self._refuse(str(err))
+        fingerprint = config.get("dataset", {}).get("fingerprint")
+        if self.panels and fingerprint != jobs.read_fingerprint(self.panels[0].run):
+            return self._refuse(
+                f"{run.name} was trained on a different dataset than {self.panels[0].run.name}: "
+                "compare runs trained on the same images."
+            )
+        panel = ComparePanel(run, str(config.get("family", "")))
+        panel.remove_requested.connect(self.remove_panel)
+        panel.nearest_requested.connect(self.show_nearest)
+        self._panel_row.insertWidget(len(self.panels), panel, 1)
+        self.panels.append(panel)
+        self._settings.add_recent_run(run)
+        self._update_controls()
+        return True
+
+    def remove_panel(self, panel: ComparePanel) -> None:
+        if self._job is not None or panel not in self.panels:
+            return
+        self.panels.remove(panel)
+        self._panel_row.removeWidget(panel)
+        panel.deleteLater()
+        self.report = None  # its panels no longer match what is shown
+        self._update_controls()
+
+    def _refuse(self, text: str) -> bool:
+        self.banner.show_message(text, "warning")
+        return False
+
+    def _choose_run(self) -> None:
+        from studio.core.paths import runs_dir
+
+        folder = QFileDialog.getExistingDirectory(self, "Add a run to compare", str(runs_dir()))
+        if folder:
+            self.add_run(folder)
+
+    # -- regenerate --------------------------------------------------------------------------
+    def compare_settings(self) -> dict[str, Any]:
+        """The :class:`studio.engine.compare.CompareSettings` fields the controls describe."""
+        return {
+            "runs": self.runs(),
+            "n": self.n.value(),
+            "seed": self.seed.value(),
+            "overrides": {str(p.run): p.sampling() for p in self.panels if p.sampling()},
+            "device": self._settings.device_preference(),
+            "extractor_steps": self.extractor_steps,
+        }
+
+    def regenerate(self) -> None:
+        if self._job is not None or not self.panels:
+            return
+        self.banner.clear()
+        self.report = None
+        for panel in self.panels:
+            panel.clear_result()
+            panel.set_status("Waiting…")
+        self.progress.setValue(0)
+        self._submit("compare", "Compare runs", jobs.compare(self.compare_settings()))
+
+    def cancel(self) -> None:
+        if self._job is not None:
+            self._job.token.cancel()
+            self.status.setText("Cancelling…")
+
+    def _submit(self, kind: str, name: str, factory: Any) -> None:
+        self._job_kind = kind
+        keep = jobs.keep_panels if kind == "compare" else None
+        self._job = self._runner.submit(name, factory, keep=keep)
+        self._update_controls()
+
+    def is_busy(self) -> bool:
+        return self._job is not None
+
+    # -- export and the memorisation view -----------------------------------------------------
+    def _choose_export(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export the comparison to")
+        if folder:
+            self.export(folder)
+
+    def export(self, folder: str | Path) -> None:
+        """Write report.json, report.csv and sheet.png (on the engine thread)."""
+        if self.report is None or self._job is not None:
+            return
+        report, out = self.report, Path(folder)
+
+        def factory(token: Any):
+            from studio.engine.compare import write_report
+
+            yield Progress("export", message=f"Writing {out}")
+            write_report(report, out)
+            return str(out)
+
+        self._submit("export", "Export comparison", factory)
+
+    def show_nearest(self, panel: ComparePanel, k: int = 8) -> NearestDialog | None:
+        """Open the memorisation view of ``panel`` (closest samples beside training images)."""
+        if self.report is None or panel.result is None:
+            return None
+        from studio.engine.compare_report import nearest_training_images  # numpy only
+
+        index = self.panels.index(panel)
+        dialog = NearestDialog(panel.run.name, nearest_training_images(self.report, index, k), self)
+        dialog.show()
+        return dialog
+
+    # -- engine signals ----------------------------------------------------------------------
+    def _on_job_progress(
+        self, handle: JobHandle, progress: Progress, image: Any, _pts: Any
+    ) -> None:
+        if handle is not self._job or self._job_kind != "compare":
+            return
+        info = progress.info
+        panels = int(info.get("panels") or max(1, len(self.panels)))
+        i = info.get("panel")
+        done = (i or 0) + (1.0 if progress.stage == "panel" else 0.0)
+        if progress.stage == "sample" and progress.fraction is not None and i is not None:
+            done = i + 0.8 * progress.fraction  # scoring is the last fifth of a panel
+        self.progress.setValue(int(1000 * min(1.0, done / panels)))
+        if progress.message:
+            self.status.setText(progress.message)
+        if i is not None and i < len(self.panels) and progress.stage in ("sample", "score"):
+            self.panels[i].set_status(progress.stage.capitalize() + "…")
+
+    def _on_job_events(self, handle: JobHandle, reports: list[Progress]) -> None:
+        if handle is not self._job:
+            return
+        for report in reports:  # one per finished panel, in order
+            i, result = report.info.get("panel"), report.info.get("result")
+            if result is not None and i is not None and i < len(self.panels):
+                self.panels[i].set_result(result, str(report.info.get("extractor", "")))
+
+    def _on_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
+        if handle is self._defaults_job:
+            self._defaults_job = None
+            if outcome.ok:
+                for run in outcome.result:
+                    if not any(p.run == run for p in self.panels):
+                        self.add_run(run)
+            return
+        if handle is not self._job:
+            return
+        kind, self._job, self._job_kind = self._job_kind, None, ""
+        if outcome.status is Status.CANCELLED:
+            self.status.setText("Cancelled.")
+            for panel in self.panels:
+                if panel.result is None:
+                    panel.set_status("Cancelled")
+        elif not outcome.ok:
+            self.banner.show_message(outcome.error or "The comparison failed.")
+            self.status.setText("")
+        elif kind == "compare":
+            self._show_report(outcome.result)
+        elif kind == "export":
+            self.status.setText(f"Exported to {outcome.result}")
+            self.exported.emit(str(outcome.result))
+        self._update_controls()
+
+    def _show_report(self, report: Any) -> None:
+        self.report = report
+        self.progress.setValue(1000)
+        for panel, result in zip(self.panels, report.panels):
+            panel.set_result(result, report.extractor)
+        self.extractor_label.setText(
+            f"Features: {report.extractor}. n={report.n} samples per run against "
+            f"{report.n_reference} held-out images, seed {report.settings['seed']}. "
+            + " ".join(report.notes)
+        )
+        self.status.setText("Done.")
+        self.report_ready.emit(report)
+
+    def _update_controls(self) -> None:
+        busy = self._job is not None
+        self.regenerate_button.setEnabled(not busy and bool(self.panels))
+        self.cancel_button.setEnabled(busy and self._job_kind == "compare")
+        self.add_button.setEnabled(not busy and len(self.panels) < MAX_PANELS)
+        self.export_button.setEnabled(not busy and self.report is not None)
+        self.seed.setEnabled(not busy)
+        self.n.setEnabled(not busy)
+        for panel in self.panels:
+            panel.remove_button.setEnabled(not busy)
+            panel.sampling_row.setEnabled(not busy)

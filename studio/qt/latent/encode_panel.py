@@ -1,0 +1,125 @@
+"""Encode your own image: the picture beside its reconstruction, and how close it came.
+
+VAEs encode, flows invert exactly, GANs project (an optimisation, with a progress bar and
+Cancel). The result becomes the latent the sliders edit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.qt.widgets import ImageView
+
+
+def describe_error(mse: float, method: str) -> str:
+    """“MSE 0.0123 · PSNR 19.1 dB · the posterior mean”."""
+    db = math.inf if mse <= 0 else -10 * math.log10(mse)
+    psnr = "exact" if math.isinf(db) else f"PSNR {db:.1f} dB"
+    return f"MSE {mse:.4f} · {psnr} · {method}"
+
+
+class EncodePanel(QWidget):
+    """Open (or drop) an image; see it beside its reconstruction with the error."""
+
+    open_requested = Signal()
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.open_button = QPushButton("Open image…")
+        self.open_button.setObjectName("primary")
+        self.open_button.clicked.connect(self.open_requested)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(10, 5000)
+        self.steps_spin.setValue(300)
+        self.steps_spin.setSingleStep(50)
+        self.steps_spin.setToolTip("Adam steps on z: more is closer, and slower")
+        self.steps_row = QWidget()
+        form = QFormLayout(self.steps_row)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addRow("Projection steps", self.steps_spin)
+        self.method_label = QLabel("")
+        self.method_label.setObjectName("hint")
+        self.method_label.setWordWrap(True)
+
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        progress_row = QHBoxLayout()
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.cancel_button)
+
+        self.input_view = ImageView("Your image")
+        self.recon_view = ImageView("Its reconstruction")
+        for view in (self.input_view, self.recon_view):
+            view.setMinimumSize(120, 120)
+        grid = QGridLayout()
+        for col, text in enumerate(("Your image", "Reconstruction")):
+            caption = QLabel(text)
+            caption.setObjectName("caption")
+            grid.addWidget(caption, 0, col)
+        grid.addWidget(self.input_view, 1, 0)
+        grid.addWidget(self.recon_view, 1, 1)
+        self.error_label = QLabel("")
+        self.error_label.setObjectName("status")
+        self.error_label.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.open_button)
+        layout.addWidget(self.method_label)
+        layout.addWidget(self.steps_row)
+        layout.addLayout(progress_row)
+        layout.addLayout(grid, 1)
+        layout.addWidget(self.error_label)
+        self.set_busy(False)
+
+    def set_method(self, can_encode: bool, method: str) -> None:
+        """Say how this model finds an image's latent; the steps only matter to projection."""
+        self.steps_row.setVisible(not can_encode)
+        if can_encode:
+            self.method_label.setText(
+                f"The latent is {method}. Drop an image onto the explorer, or open one."
+            )
+        else:
+            self.method_label.setText(
+                "This GAN has no encoder: the latent is found by projection, an optimisation "
+                "that matches the generated image to yours (a few seconds). Drop an image onto "
+                "the explorer, or open one."
+            )
+
+    def set_busy(self, busy: bool, total: int | None = None) -> None:
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+        self.open_button.setEnabled(not busy)
+        if busy:
+            self.progress.setRange(0, total or 0)
+            self.progress.setValue(0)
+
+    def set_progress(self, step: int, total: int | None, mse: float | None) -> None:
+        if total:
+            self.progress.setRange(0, total)
+            self.progress.setValue(step)
+        if mse is not None:
+            self.progress.setFormat(f"%v / %m · MSE {mse:.4f}")
+
+    def show_result(
+        self, target: np.ndarray, reconstruction: np.ndarray, mse: float, method: str
+    ) -> None:
+        self.input_view.set_image(target)
+        self.recon_view.set_image(reconstruction)
+        self.error_label.setText(describe_error(mse, method))

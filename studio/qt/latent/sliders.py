@@ -1,0 +1,204 @@
+"""The slider column of the explorer: one slider per direction, in standard deviations.
+
+It only shows values and reports changes; the workspace turns them into a latent. A slider
+runs from -3 to +3 standard deviations of the latents along its direction, in steps of 0.01.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+RANGE_STD = 3.0
+TICKS_PER_STD = 100  # slider positions per standard deviation
+
+
+def _format(value: float) -> str:
+    return f"{value:+.2f}σ"
+
+
+class SliderRows(QWidget):
+    """A grid of labelled sliders. ``values_changed`` fires once per user change (and once
+    after a programmatic :meth:`set_values`)."""
+
+    values_changed = Signal()
+    remove_requested = Signal(str)
+
+    def __init__(self, removable: bool = False, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._removable = removable
+        self._grid = QGridLayout(self)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setHorizontalSpacing(8)
+        self._grid.setColumnStretch(1, 1)
+        self.sliders: list[QSlider] = []
+        self._value_labels: list[QLabel] = []
+        self._names: list[str] = []
+        self._quiet = False
+
+    def set_rows(self, names: Sequence[str], tooltips: Sequence[str] = ()) -> None:
+        """Replace the rows; every slider starts at 0."""
+        while self._grid.count():
+            item = self._grid.takeAt(0)
+            if item.widget() is not None:
+                item.widget().deleteLater()
+        self.sliders, self._value_labels, self._names = [], [], list(names)
+        limit = int(RANGE_STD * TICKS_PER_STD)
+        for row, name in enumerate(names):
+            label = QLabel(name)
+            label.setMinimumWidth(44)
+            slider = QSlider(Qt.Orientation.Horizontal)
+            slider.setRange(-limit, limit)
+            slider.setSingleStep(5)
+            slider.setPageStep(50)
+            slider.setAccessibleName(name)
+            if row < len(tooltips) and tooltips[row]:
+                label.setToolTip(tooltips[row])
+                slider.setToolTip(tooltips[row])
+            value = QLabel(_format(0.0))
+            value.setObjectName("caption")
+            value.setMinimumWidth(52)
+            value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            slider.valueChanged.connect(lambda v, i=row: self._on_value(i, v))
+            self._grid.addWidget(label, row, 0)
+            self._grid.addWidget(slider, row, 1)
+            self._grid.addWidget(value, row, 2)
+            if self._removable:
+                remove = QToolButton()
+                remove.setText("✕")
+                remove.setAutoRaise(True)
+                remove.setToolTip(f"Delete the slider {name!r} from this run")
+                remove.clicked.connect(lambda _=False, n=name: self.remove_requested.emit(n))
+                self._grid.addWidget(remove, row, 3)
+            self.sliders.append(slider)
+            self._value_labels.append(value)
+
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def values(self) -> np.ndarray:
+        """Slider positions in standard deviations."""
+        return np.array([s.value() / TICKS_PER_STD for s in self.sliders], np.float32)
+
+    def set_values(self, values: Sequence[float] | np.ndarray) -> None:
+        """Move every slider (clipped to ±3σ); one ``values_changed`` afterwards."""
+        self._quiet = True
+        try:
+            for slider, value in zip(self.sliders, values):
+                slider.setValue(int(round(float(value) * TICKS_PER_STD)))
+        finally:
+            self._quiet = False
+        self.values_changed.emit()
+
+    def _on_value(self, row: int, ticks: int) -> None:
+        self._value_labels[row].setText(_format(ticks / TICKS_PER_STD))
+        if not self._quiet:
+            self.values_changed.emit()
+
+
+class SliderPanel(QWidget):
+    """Reset / Randomise / Lock seed, the class picker, the direction sliders, and the
+    user's named sliders."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.reset_button = QPushButton("Reset")
+        self.reset_button.setToolTip("Every slider back to 0: the sample as drawn")
+        self.randomise_button = QPushButton("Randomise")
+        self.randomise_button.setToolTip(
+            "A new sample (next seed); with the seed locked, random slider positions instead"
+        )
+        self.lock_seed = QCheckBox("Lock seed")
+        self.lock_seed.setToolTip("Keep this sample: Randomise then moves the sliders only")
+        self.seed_spin = QSpinBox()
+        self.seed_spin.setRange(0, 2**31 - 1)
+        self.seed_spin.setToolTip("The seed of the sample the sliders start from")
+        self.seed_spin.setKeyboardTracking(False)
+        top = QHBoxLayout()
+        top.addWidget(self.reset_button)
+        top.addWidget(self.randomise_button)
+        top.addStretch(1)
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(QLabel("Seed"))
+        seed_row.addWidget(self.seed_spin, 1)
+        seed_row.addWidget(self.lock_seed)
+
+        self.raw_toggle = QCheckBox("Raw dimensions")
+        self.raw_toggle.setToolTip(
+            "Slide the latent's own coordinates instead of its principal directions"
+        )
+        self.class_combo = QComboBox()
+        self.class_combo.setToolTip("The class this conditional model draws")
+        self.class_label = QLabel("Class")
+        mode_row = QHBoxLayout()
+        mode_row.addWidget(self.raw_toggle)
+        mode_row.addStretch(1)
+        mode_row.addWidget(self.class_label)
+        mode_row.addWidget(self.class_combo)
+        self.set_classes(0)
+
+        self.method_label = QLabel("")
+        self.method_label.setObjectName("caption")
+        self.method_label.setWordWrap(True)
+        self.rows = SliderRows()
+        directions = QGroupBox("Directions")
+        box = QVBoxLayout(directions)
+        box.addWidget(self.method_label)
+        box.addWidget(self.rows)
+
+        self.named_rows = SliderRows(removable=True)
+        self.named_hint = QLabel("Make your own in “Make a slider”; they are saved with the run.")
+        self.named_hint.setObjectName("caption")
+        self.named_hint.setWordWrap(True)
+        self.named_box = QGroupBox("Your sliders")
+        named = QVBoxLayout(self.named_box)
+        named.addWidget(self.named_hint)
+        named.addWidget(self.named_rows)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addLayout(seed_row)
+        layout.addLayout(mode_row)
+        layout.addWidget(directions)
+        layout.addWidget(self.named_box)
+        layout.addStretch(1)
+
+    @property
+    def sliders(self) -> list[QSlider]:
+        """The direction sliders (the named ones are ``named_rows.sliders``)."""
+        return self.rows.sliders
+
+    def set_classes(self, count: int) -> None:
+        self.class_combo.blockSignals(True)
+        self.class_combo.clear()
+        self.class_combo.addItems([f"{i}" for i in range(count)])
+        self.class_combo.blockSignals(False)
+        self.class_combo.setVisible(count > 0)
+        self.class_label.setVisible(count > 0)
+
+    def set_directions(
+        self, names: Sequence[str], method: str, tooltips: Sequence[str] = ()
+    ) -> None:
+        self.method_label.setText(method)
+        self.rows.set_rows(names, tooltips)
+
+    def set_named(self, names: Sequence[str], tooltips: Sequence[str] = ()) -> None:
+        self.named_rows.set_rows(names, tooltips)
+        self.named_hint.setVisible(not names)

@@ -1,0 +1,182 @@
+"""The actions of the explorer's tool tabs: interpolate, combine, encode, make a slider.
+
+A mixin of :class:`~studio.qt.latent.workspace.LatentWorkspace`, kept apart so each file
+stays readable. It turns the tabs' requests into worker tasks and their results into views;
+it relies on the workspace's panels, tray, ``loaded`` run, ``_submit`` and ``_set_origin``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QFileDialog, QLabel, QTabWidget
+
+from studio.core.jobs import Progress
+from studio.qt.latent import tasks
+from studio.qt.latent.attribute_panel import AttributePanel
+from studio.qt.latent.encode_panel import EncodePanel
+from studio.qt.latent.items import ItemTray, LatentItem
+from studio.qt.latent.panels import ArithmeticPanel, InterpolatePanel
+from studio.qt.latent.sliders import SliderPanel
+from studio.qt.latent.worker import TaskHandle
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+GRID_TILES = 16
+ENCODE_TAB = 2
+
+
+class LatentToolsMixin:
+    """Interpolation, arithmetic, encoding and slider making (see the module notes)."""
+
+    # Provided by the workspace.
+    loaded: tasks.Loaded | None
+    tray: ItemTray
+    tabs: QTabWidget
+    caption: QLabel
+    slider_panel: SliderPanel
+    interpolate_panel: InterpolatePanel
+    arithmetic_panel: ArithmeticPanel
+    encode_panel: EncodePanel
+    attribute_panel: AttributePanel
+    _encode_task: TaskHandle | None
+    _grid_seed: int
+    _submit: Callable[..., TaskHandle]
+    _set_origin: Callable[[np.ndarray, str], None]
+    _set_named: Callable[..., None]
+
+    # -- interpolation and arithmetic -----------------------------------------------------------
+    def make_strip(self) -> None:
+        panel = self.interpolate_panel
+        a, b = panel.pick_a.selected(), panel.pick_b.selected()
+        if a is None or b is None:
+            return
+        factory = tasks.interpolation_strip(a.z, b.z, panel.frames_spin.value(), panel.mode())
+        self._submit("Interpolate", factory, lambda r: panel.set_frames(r[1]))
+
+    def export_strip(self, path: str | Path) -> None:
+        """Save the strip on show: ``.png`` a strip, ``.gif``/``.webp`` an animation."""
+        frames = self.interpolate_panel.frames
+        if frames is not None:
+            self._submit(
+                "Export",
+                tasks.export_frames(frames, Path(path)),
+                lambda p: self.caption.setText(f"Saved {p}"),
+            )
+
+    def _on_export_requested(self, kind: str) -> None:
+        filters = "PNG strip (*.png)" if kind == "png" else "GIF (*.gif);;WebP (*.webp)"
+        path, chosen = QFileDialog.getSaveFileName(self, "Save the interpolation", "", filters)
+        if path:
+            if not Path(path).suffix:
+                path += ".png" if kind == "png" else (".webp" if "WebP" in chosen else ".gif")
+            self.export_strip(path)
+
+    def compute_arithmetic(self) -> None:
+        panel = self.arithmetic_panel
+        a, b, c = panel.pick_a.selected(), panel.pick_b.selected(), panel.pick_c.selected()
+        if a is None or b is None or c is None:
+            return
+        name = f"{a.name} − {b.name} + {c.name}"
+
+        def done(result: tuple[np.ndarray, np.ndarray]) -> None:
+            z, image = result
+            panel.result_view.set_image(image)
+            self.tray.add(LatentItem(name, z, image))
+            self._set_origin(z, name)
+
+        self._submit("Arithmetic", tasks.combine(a.z, b.z, c.z), done)
+
+    # -- encoding your own image ---------------------------------------------------------------
+    def _on_open_image(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Encode an image",
+            "",
+            "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff)",
+        )
+        if path:
+            self.encode_file(path)
+
+    def encode_file(self, source: str | Path | np.ndarray, name: str = "") -> None:
+        """Encode, invert or project an image file (or H x W x 3 array) into the latent."""
+        if self.loaded is None:
+            return
+        self.cancel_encode()
+        name = name or (Path(source).name if not isinstance(source, np.ndarray) else "image")
+        panel = self.encode_panel
+        steps = panel.steps_spin.value()
+        panel.set_busy(True, None if self.loaded.can_encode else steps)
+        self.tabs.setCurrentIndex(ENCODE_TAB)
+
+        def progress(p: Progress) -> None:
+            panel.set_progress(p.step, p.total, p.metrics.get("mse"))
+            if p.image is not None:
+                panel.recon_view.set_image(p.image)
+
+        def done(result: tasks.Encoded) -> None:
+            panel.show_result(result.target, result.reconstruction, result.error, result.method)
+            self.tray.add(LatentItem(f"Encoded {result.name}", result.z, result.reconstruction))
+            self._set_origin(result.z, f"Encoded {result.name}")
+
+        factory = tasks.encode_image(source, name, steps, self.slider_panel.seed_spin.value())
+        self._encode_task = self._submit(f"Encode {name}", factory, done, progress)
+
+    def cancel_encode(self) -> None:
+        if self._encode_task is not None:
+            self._encode_task.token.cancel()
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
+        if self.loaded is not None and self._dropped_image(event) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
+        path = self._dropped_image(event)
+        if path is not None:
+            event.acceptProposedAction()
+            self.encode_file(path)
+
+    @staticmethod
+    def _dropped_image(event: QDragEnterEvent | QDropEvent) -> Path | None:
+        for url in event.mimeData().urls():
+            path = Path(url.toLocalFile())
+            if url.isLocalFile() and path.suffix.lower() in IMAGE_SUFFIXES:
+                return path
+        return None
+
+    # -- making a slider -------------------------------------------------------------------------
+    def new_attribute_samples(self) -> None:
+        self._grid_seed += 1
+        self._submit(
+            "Samples",
+            tasks.sample_grid(GRID_TILES, self._grid_seed),
+            lambda r: self.attribute_panel.set_samples(*r),
+        )
+
+    def fit_slider(self) -> None:
+        panel, loaded = self.attribute_panel, self.loaded
+        name = panel.slider_name()
+        if loaded is None or not name:
+            return
+        pos, neg = panel.positives(), panel.negatives()
+        label = self.slider_panel.class_combo.currentIndex() if loaded.num_classes else None
+
+        def done(result: tuple[Any, tuple[Any, ...]]) -> None:
+            fit, sliders = result
+            self._set_named(sliders)
+            panel.clear_marks()
+            panel.result_label.setText(
+                f"“{name}”: training accuracy {fit.accuracy:.0%} on {fit.n_pos} + / "
+                f"{fit.n_neg} −. Saved with the run."
+            )
+
+        factory = tasks.fit_slider(loaded.path, name, pos, neg, loaded.family, label)
+        self._submit(f"Fit {name}", factory, done)
+
+    def _on_remove_slider(self, name: str) -> None:
+        if self.loaded is not None:
+            factory = tasks.remove_slider(self.loaded.path, name, self.loaded.family)
+            self._submit("Delete slider", factory, self._set_named)

@@ -1,0 +1,92 @@
+"""The Compare workspace: two tiny runs, Regenerate, panels filled, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import make_tiny_dataset
+
+from studio.core.jobs import CancelToken, run_sync
+from studio.engine.runs import TrainConfig
+from studio.engine.train import train_job
+from studio.qt.compare import CompareWorkspace
+from studio.qt.engine_thread import JobRunner
+
+TINY = {"gan.dcgan": {"latent_dim": 8, "width": 8}, "vae.conv": {"latent_dim": 4, "width": 8}}
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory) -> Path:
+    """Two 2-step runs (a GAN and a VAE) of one tiny dataset, in their own runs folder."""
+    root = tmp_path_factory.mktemp("qt_compare")
+    data = make_tiny_dataset(root / "data", n=24, size=16, classes=2)
+    for key, model in TINY.items():
+        cfg = TrainConfig(
+            family=key, data=str(data), resolution=16, batch_size=4, steps=2, seed=1,
+            sample_every=1000, checkpoint_every=1000, log_every=1, samples=4,
+            holdout_fraction=0.25, device="cpu", model=dict(model),
+        )  # fmt: skip
+        out = run_sync(train_job(root / "runs" / key.replace(".", "-"), CancelToken(), cfg))
+        assert out.ok, out.error or out.details
+    return root / "runs"
+
+
+@pytest.fixture
+def workspace(qtbot, app_settings):
+    runner = JobRunner()
+    ws = CompareWorkspace(runner, app_settings)
+    ws.extractor_steps = 10  # the real default (600) is for real datasets
+    qtbot.addWidget(ws)
+    yield ws
+    assert runner.shutdown(20_000, grace_ms=5_000)
+
+
+def test_regenerate_fills_panels_and_export_writes_files(qtbot, workspace, runs_root, tmp_path):
+    workspace.load_default_runs(runs_root)
+    qtbot.waitUntil(lambda: len(workspace.panels) == 2, timeout=20_000)
+    assert {p.kind for p in workspace.panels} == {"gan", "vae"}
+    assert not any(p.sampling_row.isVisibleTo(workspace) for p in workspace.panels)
+
+    workspace.n.setValue(4)
+    workspace.seed.setValue(5)
+    with qtbot.waitSignal(workspace.report_ready, timeout=50_000) as blocker:
+        workspace.regenerate()
+        assert workspace.cancel_button.isEnabled() and not workspace.regenerate_button.isEnabled()
+    report = blocker.args[0]
+    assert report.n == 4 and len(report.panels) == 2
+    for panel in workspace.panels:
+        assert panel.view.generation >= 1 and not panel.view.image().isNull()
+        assert "FD" in panel.numbers.text() and "n=4" in panel.numbers.text()
+        assert (
+            "biased" in panel.numbers.toolTip().lower() and "studio-cnn" in panel.numbers.toolTip()
+        )
+        assert panel.nearest_button.isEnabled()
+    vae = next(p for p in workspace.panels if p.kind == "vae")
+    assert "bits/dim" in vae.numbers.text()
+
+    dialog = workspace.show_nearest(vae, k=3)
+    assert dialog is not None and not dialog.view.image().isNull()
+    dialog.close()
+
+    out = tmp_path / "export"
+    with qtbot.waitSignal(workspace.exported, timeout=20_000):
+        workspace.export(out)
+    assert {f.name for f in out.iterdir()} >= {"report.json", "report.csv", "sheet.png"}
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert data["seed"] == 5 and data["n"] == 4 and len(data["panels"]) == 2
+
+
+def test_a_run_of_another_dataset_is_refused(workspace, runs_root, tmp_path):
+    assert workspace.add_run(runs_root / "gan-dcgan")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "config.json").write_text(
+        json.dumps({"family": "vae.conv", "train": {}, "dataset": {"fingerprint": "other"}}),
+        encoding="utf-8",
+    )
+    assert not workspace.add_run(odd)
+    assert "different dataset" in workspace.banner.text()
+    assert not workspace.add_run(runs_root / "gan-dcgan")  # no duplicates either
+    assert len(workspace.panels) == 1

@@ -1,0 +1,296 @@
+"""The Explore workspace, driven like a user would: sliders, fast drags, strips, made sliders,
+encoding, a run that cannot be explored, and a clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import Qt
+
+from studio.engine.runs import RunFolder
+from studio.models.registry import get_family
+from studio.qt.engine_thread import JobRunner
+from studio.qt.latent import LatentWorkspace
+from studio.qt.latent.worker import live_latent_workers
+
+TINY = {
+    "gan.dcgan": {"latent_dim": 8, "width": 8},
+    "vae.conv": {"latent_dim": 6, "width": 8},
+}
+
+
+def make_run(folder: Path, key: str, seed: int = 0) -> Path:
+    """A run folder with an untrained tiny model (enough to explore)."""
+    torch.manual_seed(seed)
+    family = get_family(key)
+    model = family(family.Config.from_dict(dict(TINY[key], resolution=16)))
+    if key.startswith("gan."):
+        # The DCGAN init draws flat grey; PyTorch's default init and batch-norm statistics
+        # from a few batches make images that vary with z.
+        g = model.generator
+        for m in g.modules():
+            if isinstance(m, torch.nn.ConvTranspose2d):
+                m.reset_parameters()
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None
+        with torch.no_grad():
+            g.train()
+            for _ in range(4):
+                g(torch.randn(32, g.latent_dim))
+            g.eval()
+    run = folder / key.replace(".", "-")
+    model.save(run / "model")
+    RunFolder(run).write_config({"family": key, "train": {"family": key}})
+    return run
+
+
+@pytest.fixture
+def workspace(qtbot, app_settings):
+    app_settings.set_device_preference("cpu")
+    runner = JobRunner()
+    ws = LatentWorkspace(runner, app_settings)
+    ws.pca_samples, ws.pca_k = 64, 4
+    qtbot.addWidget(ws)
+    ws.resize(1200, 760)
+    ws.show()
+    yield ws
+    assert ws.shutdown()
+    runner.shutdown(5_000)
+
+
+def open_and_wait(qtbot, ws: LatentWorkspace, run: Path) -> None:
+    ws.open_run(run)
+    qtbot.waitUntil(lambda: ws.directions_ready() and ws.image is not None, timeout=20_000)
+    settle(qtbot, ws)
+
+
+def settle(qtbot, ws: LatentWorkspace) -> None:
+    """Wait until the newest decode asked for is the one on show, and the worker is idle."""
+    qtbot.waitUntil(
+        lambda: ws.displayed_request == ws.last_request and not ws.worker.is_busy(),
+        timeout=10_000,
+    )
+
+
+def test_moving_a_slider_changes_the_image(qtbot, workspace, tmp_path):
+    ws = workspace
+    open_and_wait(qtbot, ws, make_run(tmp_path, "gan.dcgan"))
+    assert len(ws.slider_panel.sliders) == 4
+    assert "GANSpace" in ws.slider_panel.method_label.text()
+    before = ws.image.copy()
+    shown = ws.image_view.generation
+    ws.slider_panel.sliders[0].setValue(250)  # +2.5 standard deviations along PC1
+    settle(qtbot, ws)
+    assert ws.image_view.generation > shown
+    assert not np.array_equal(before, ws.image)
+    ws.reset()
+    settle(qtbot, ws)
+    assert np.array_equal(before, ws.image)  # back to the sample as drawn
+
+
+def test_a_fast_drag_decodes_latest_wins_and_ends_on_the_last_value(qtbot, workspace, tmp_path):
+    ws = workspace
+    open_and_wait(qtbot, ws, make_run(tmp_path, "gan.dcgan"))
+    worker, slider = ws.worker, ws.slider_panel.sliders[1]
+    decodes, requests = worker.decode_count, worker.requested_count
+    for i in range(100):  # one event-loop turn's worth of drag events
+        slider.setValue(-300 + 6 * i)
+    settle(qtbot, ws)
+    assert worker.requested_count - requests == 100
+    ran = worker.decode_count - decodes
+    print("DECODES", ran)
+    assert 1 <= ran <= 25, f"{ran} decodes for 100 slider events: a backlog"
+    assert slider.value() == 294
+    expected = worker.context.space.decode(ws.current_z())  # the worker is idle now
+    assert np.array_equal(ws.image, expected)
+
+
+def test_interpolation_strip_has_n_frames_and_exports(qtbot, workspace, tmp_path):
+    ws = workspace
+    open_and_wait(qtbot, ws, make_run(tmp_path, "vae.conv"))
+    assert ws.keep_current() == 0
+    first = ws.image.copy()
+    ws.randomise()  # the next seed: a new sample
+    qtbot.waitUntil(lambda: not np.array_equal(ws.image, first), timeout=10_000)
+    settle(qtbot, ws)
+    assert ws.keep_current() == 1
+    panel = ws.interpolate_panel
+    assert panel.make_button.isEnabled()
+    panel.frames_spin.setValue(6)
+    qtbot.mouseClick(panel.make_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.frames is not None, timeout=10_000)
+    assert panel.frames.shape == (6, 16, 16, 3)
+    items = ws.tray.items()
+    assert np.array_equal(panel.frames[0], items[0].image)
+    assert np.array_equal(panel.frames[-1], items[1].image)
+    strip = panel.strip_view.image()  # four frames to a row on screen
+    assert strip.width() > 4 * 16 and strip.height() > 2 * 16
+    for name in ("strip.png", "strip.gif"):
+        ws.export_strip(tmp_path / name)
+        qtbot.waitUntil(lambda n=name: (tmp_path / n).is_file(), timeout=10_000)
+
+
+def test_make_a_slider_adds_a_named_slider_saved_with_the_run(qtbot, workspace, tmp_path):
+    ws = workspace
+    run = make_run(tmp_path, "gan.dcgan")
+    open_and_wait(qtbot, ws, run)
+    ws.tabs.setCurrentIndex(ws.MAKE_SLIDER)
+    panel = ws.attribute_panel
+    qtbot.waitUntil(lambda: panel._z is not None, timeout=10_000)
+    assert not panel.fit_button.isEnabled()
+    for tile in panel.tiles[:4]:
+        qtbot.mouseClick(tile, Qt.MouseButton.LeftButton)  # +
+    for tile in panel.tiles[4:8]:
+        qtbot.mouseClick(tile, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(tile, Qt.MouseButton.LeftButton)  # −
+    assert panel.count_label.text() == "+ 4 · − 4"
+    panel.name_edit.setText("bright")
+    assert panel.fit_button.isEnabled()
+    qtbot.mouseClick(panel.fit_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: ws.named_slider_names() == ["bright"], timeout=10_000)
+    assert "accuracy" in panel.result_label.text()
+    saved = json.loads((run / "latent" / "sliders.json").read_text())
+    assert [s["name"] for s in saved["sliders"]] == ["bright"]
+    assert (run / "latent" / "sliders.safetensors").is_file()
+    named = ws.slider_panel.named_rows.sliders
+    assert len(named) == 1
+    settle(qtbot, ws)
+    before = ws.image.copy()
+    named[0].setValue(300)
+    settle(qtbot, ws)
+    assert not np.array_equal(before, ws.image)
+
+    ws.open_run(run)  # reopening finds the slider in the run folder
+    qtbot.waitUntil(lambda: ws.loaded is not None, timeout=20_000)
+    assert ws.named_slider_names() == ["bright"]
+
+
+def test_encoding_an_image_shows_it_beside_its_reconstruction(qtbot, workspace, tmp_path):
+    ws = workspace
+    open_and_wait(qtbot, ws, make_run(tmp_path, "vae.conv"))
+    picture = np.zeros((40, 40, 3), np.uint8)
+    picture[:, :20] = (200, 40, 40)
+    ws.encode_file(picture, "halves.png")
+    qtbot.waitUntil(lambda: len(ws.tray.items()) == 1, timeout=10_000)
+    assert ws.tray.items()[0].name == "Encoded halves.png"
+    assert "MSE" in ws.encode_panel.error_label.text()
+    assert "posterior mean" in ws.encode_panel.error_label.text()
+    assert ws.encode_panel.input_view.image().width() == 16
+
+
+def test_gan_projection_shows_progress_and_cancels(qtbot, workspace, tmp_path):
+    ws = workspace
+    open_and_wait(qtbot, ws, make_run(tmp_path, "gan.dcgan"))
+    panel = ws.encode_panel
+    assert panel.steps_row.isVisibleTo(panel)  # projection has a step count
+    panel.steps_spin.setValue(5000)
+    ws.encode_file(np.full((16, 16, 3), 90, np.uint8), "grey.png")
+    assert panel.progress.isVisibleTo(panel)
+    qtbot.waitUntil(lambda: panel.progress.value() > 5, timeout=10_000)
+    # The sliders stay live during a projection: decodes run between its steps.
+    ws.slider_panel.sliders[0].setValue(150)
+    settle_decode = lambda: ws.displayed_request == ws.last_request  # noqa: E731
+    qtbot.waitUntil(settle_decode, timeout=10_000)
+    qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not panel.progress.isVisibleTo(panel), timeout=10_000)
+    assert ws.tray.items() == []  # a cancelled projection keeps nothing
+    assert panel.progress.value() < 5000
+
+
+def test_a_run_that_cannot_be_explored_says_why(qtbot, workspace, tmp_path):
+    ws = workspace
+    run = tmp_path / "ddpm"
+    RunFolder(run).write_config({"family": "diffusion.ddpm", "train": {}})
+    ws.open_run(run)
+    qtbot.waitUntil(lambda: ws.banner.isVisible(), timeout=20_000)
+    assert "no latent explorer" in ws.banner.text()
+    assert ws.banner.level() == "info"
+    assert not ws.slider_panel.isEnabled() and ws.loaded is None
+
+
+def test_shutdown_leaves_no_running_thread(qtbot, workspace, tmp_path):
+    ws = workspace
+    open_and_wait(qtbot, ws, make_run(tmp_path, "vae.conv"))
+    ws.slider_panel.sliders[0].setValue(100)
+    assert ws.worker.isRunning()
+    assert ws.shutdown(5_000)
+    assert not ws.worker.isRunning()
+    assert not [w for w in live_latent_workers() if w.isRunning()]
+    ws.slider_panel.sliders[0].setValue(-100)  # after shutdown: ignored, nothing restarts
+    assert not ws.worker.isRunning()
+
+
+@pytest.mark.timeout(900 if os.environ.get("STUDIO_SCREENSHOT_DIR") else 300)
+def test_screenshot(qtbot, app_settings, tmp_path) -> None:
+    """Renders the workspace offscreen. With ``STUDIO_SCREENSHOT_DIR`` set, a DCGAN trained for
+    a few minutes on the demo shapes is explored and the picture is written there as
+    ``latent.png``."""
+    import pyqtgraph as pg
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication
+
+    from studio.core.jobs import CancelToken, run_sync
+    from studio.engine.demo import make_demo_dataset
+    from studio.engine.runs import TrainConfig
+    from studio.engine.train import train_job
+    from studio.qt.theme import apply_theme
+
+    docs_dir = os.environ.get("STUDIO_SCREENSHOT_DIR")
+    if docs_dir:
+        data = run_sync(make_demo_dataset(tmp_path / "shapes", count=600, size=32)).result
+        cfg = TrainConfig(
+            family="gan.dcgan", data=str(data), resolution=32, batch_size=32, steps=1500,
+            sample_every=10_000, checkpoint_every=10_000, log_every=50, device="cpu",
+            holdout_fraction=0.05, model={"latent_dim": 32, "width": 32},
+        )  # fmt: skip
+        run = tmp_path / "shapes-dcgan"
+        assert run_sync(train_job(run, CancelToken(), cfg)).ok
+    else:
+        run = make_run(tmp_path, "vae.conv")
+
+    app = QApplication.instance()
+    saved = (app.style().name(), QPalette(app.palette()), app.styleSheet(), dict(pg.CONFIG_OPTIONS))
+    apply_theme(app)
+    runner = JobRunner()
+    app_settings.set_device_preference("cpu")
+    ws = LatentWorkspace(runner, app_settings)
+    ws.pca_samples, ws.pca_k = (1000, 8) if docs_dir else (64, 4)
+    qtbot.addWidget(ws)
+    try:
+        ws.resize(1360, 860)
+        ws.show()
+        open_and_wait(qtbot, ws, run)
+        ws.keep_current()
+        for seed in (3, 7):
+            ws.slider_panel.seed_spin.setValue(seed)
+            qtbot.waitUntil(
+                lambda s=seed: ws.caption.text().startswith(f"Seed {s}"), timeout=10_000
+            )
+            settle(qtbot, ws)
+            ws.keep_current()
+        ws.interpolate_panel.pick_b.setCurrentIndex(1)
+        ws.make_strip()
+        qtbot.waitUntil(lambda: ws.interpolate_panel.frames is not None, timeout=10_000)
+        for slider, value in zip(ws.slider_panel.sliders, (120, -80, 60)):
+            slider.setValue(value)
+        settle(qtbot, ws)
+        qtbot.wait(100)
+        pixmap = ws.grab()
+        out_dirs = [tmp_path] + ([Path(docs_dir)] if docs_dir else [])
+        for out in out_dirs:
+            out.mkdir(parents=True, exist_ok=True)
+            assert pixmap.save(str(out / "latent.png"))
+            assert (out / "latent.png").stat().st_size > 10_000
+    finally:
+        ws.shutdown()
+        runner.shutdown(5_000)
+        style, palette, sheet, options = saved
+        app.setStyleSheet(sheet)
+        app.setStyle(style)
+        app.setPalette(palette)
+        pg.setConfigOptions(**options)
