@@ -227,8 +227,8 @@ def test_shutdown_leaves_no_running_thread(qtbot, workspace, tmp_path):
 
 @pytest.mark.timeout(900 if os.environ.get("STUDIO_SCREENSHOT_DIR") else 300)
 def test_screenshot(qtbot, app_settings, tmp_path) -> None:
-    """Renders the workspace offscreen. With ``STUDIO_SCREENSHOT_DIR`` set, a DCGAN trained for
-    a few minutes on the demo shapes is explored and the picture is written there as
+    """Renders the workspace offscreen. With ``STUDIO_SCREENSHOT_DIR`` set, a VAE trained for a
+    few minutes on the demo shapes is explored and the picture is written there as
     ``latent.png``."""
     import pyqtgraph as pg
     from PySide6.QtGui import QPalette
@@ -244,11 +244,11 @@ def test_screenshot(qtbot, app_settings, tmp_path) -> None:
     if docs_dir:
         data = run_sync(make_demo_dataset(tmp_path / "shapes", count=600, size=32)).result
         cfg = TrainConfig(
-            family="gan.dcgan", data=str(data), resolution=32, batch_size=32, steps=1500,
+            family="vae.conv", data=str(data), resolution=32, batch_size=32, steps=2400,
             sample_every=10_000, checkpoint_every=10_000, log_every=50, device="cpu",
-            holdout_fraction=0.05, model={"latent_dim": 32, "width": 32},
+            holdout_fraction=0.05, model={"latent_dim": 16, "width": 16},
         )  # fmt: skip
-        run = tmp_path / "shapes-dcgan"
+        run = tmp_path / "shapes-vae"
         assert run_sync(train_job(run, CancelToken(), cfg)).ok
     else:
         run = make_run(tmp_path, "vae.conv")
@@ -276,6 +276,7 @@ def test_screenshot(qtbot, app_settings, tmp_path) -> None:
         ws.interpolate_panel.pick_b.setCurrentIndex(1)
         ws.make_strip()
         qtbot.waitUntil(lambda: ws.interpolate_panel.frames is not None, timeout=10_000)
+        ws.edit_item(1)  # the second kept sample, edited along the first directions
         for slider, value in zip(ws.slider_panel.sliders, (120, -80, 60)):
             slider.setValue(value)
         settle(qtbot, ws)
