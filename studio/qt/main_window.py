@@ -80,6 +80,7 @@ class MainWindow(QMainWindow):
         self.canvas.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.train_panel.run_changed.connect(self.canvas.set_run)
         install_send_to_canvas(self.train_panel.view.grid, self.send_to_canvas)
+        self.compare_panel.send_to_canvas = self.send_to_canvas
         self.runner.job_started.connect(self._on_job_started)
         self.runner.job_finished.connect(self._on_job_finished)
         self.statusBar().showMessage("Loading the models…")

@@ -51,6 +51,8 @@ class CompareWorkspace(QWidget):
         self.report: Any = None  # the last CompareReport
         self.panels: list[ComparePanel] = []
         self.extractor_steps = 600  # tests lower it; the extractor is cached per dataset
+        # Set by the main window: right-click a panel's samples to send one to the canvas.
+        self.send_to_canvas: Any = None
 
         self.banner = Banner()
         self.add_button = QPushButton("Add run…")
@@ -138,6 +140,10 @@ class CompareWorkspace(QWidget):
         panel = ComparePanel(run, str(config.get("family", "")))
         panel.remove_requested.connect(self.remove_panel)
         panel.nearest_requested.connect(self.show_nearest)
+        if self.send_to_canvas is not None:
+            from studio.qt.canvas.send import install_send_to_canvas
+
+            install_send_to_canvas(panel.view, self.send_to_canvas)
         self._panel_row.insertWidget(len(self.panels), panel, 1)
         self.panels.append(panel)
         self._settings.add_recent_run(run)
