@@ -27,6 +27,7 @@ from studio.qt.canvas.send import install_send_to_canvas
 from studio.qt.compare import CompareWorkspace
 from studio.qt.dataset_panel import DatasetPanel
 from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.latent import LatentWorkspace
 from studio.qt.settings import AppSettings
 from studio.qt.train_panel import TrainPanel
 
@@ -36,7 +37,7 @@ CLOSE_TIMEOUT_MS = 30_000
 class MainWindow(QMainWindow):
     """The workspaces (Dataset, Train, Canvas, ...), menus, and one engine thread."""
 
-    DATASET, TRAIN, COMPARE, CANVAS = 0, 1, 2, 3
+    DATASET, TRAIN, COMPARE, EXPLORE, CANVAS = 0, 1, 2, 3, 4
 
     def __init__(self, settings: AppSettings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -50,16 +51,18 @@ class MainWindow(QMainWindow):
         self.dataset_panel = DatasetPanel(self.runner, self.settings)
         self.train_panel = TrainPanel(self.runner, self.settings)
         self.compare_panel = CompareWorkspace(self.runner, self.settings)
+        self.latent_workspace = LatentWorkspace(self.runner, self.settings)
         self.canvas = CanvasWorkspace(self.runner, self.settings)
 
         self.nav = QListWidget()
         self.nav.setObjectName("nav")
-        self.nav.addItems(["Dataset", "Train", "Compare", "Canvas"])
+        self.nav.addItems(["Dataset", "Train", "Compare", "Explore", "Canvas"])
         self.nav.setFixedWidth(130)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.dataset_panel)
         self.stack.addWidget(self.train_panel)
         self.stack.addWidget(self.compare_panel)
+        self.stack.addWidget(self.latent_workspace)
         self.stack.addWidget(self.canvas)
         self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
         self.nav.currentRowChanged.connect(self._on_workspace_shown)
@@ -92,6 +95,10 @@ class MainWindow(QMainWindow):
         if index == self.COMPARE and not self._compare_loaded:
             self._compare_loaded = True  # the latest run of each family, once, on first show
             self.compare_panel.load_default_runs()
+        # Explore the Train panel's run, opened lazily: a just-started run has no weights yet.
+        run = self.train_panel.run_path
+        if index == self.EXPLORE and self.latent_workspace.loaded is None and run:
+            self.latent_workspace.set_run(run)
 
     def _offer_recovery(self) -> None:
         """After a crash, offer the canvas autosave left behind."""
@@ -206,6 +213,7 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self.canvas.shutdown()  # cancels an inpaint, finishes file writes, drops the autosave
+        self.latent_workspace.shutdown()  # its own decode thread
         self.settings.set_window_geometry(self.saveGeometry())
         self.settings.set_window_state(self.saveState())
         self.settings.sync()

@@ -20,7 +20,10 @@ from studio.qt.latent.worker import live_latent_workers
 
 TINY = {
     "gan.dcgan": {"latent_dim": 8, "width": 8},
+    "gan.cgan": {"latent_dim": 8, "width": 8, "num_classes": 2},
     "vae.conv": {"latent_dim": 6, "width": 8},
+    "vae.vqvae": {"codebook_size": 16, "embedding_dim": 4, "downsample": 4, "width": 8},
+    "flow.realnvp": {"scales": 2, "couplings": 2, "hidden": 16},
 }
 
 
@@ -41,7 +44,7 @@ def make_run(folder: Path, key: str, seed: int = 0) -> Path:
         with torch.no_grad():
             g.train()
             for _ in range(4):
-                g(torch.randn(32, g.latent_dim))
+                g(torch.randn(32, g.latent_dim), torch.arange(32) % 2 if g.embed else None)
             g.eval()
     run = folder / key.replace(".", "-")
     model.save(run / "model")
@@ -93,6 +96,30 @@ def test_moving_a_slider_changes_the_image(qtbot, workspace, tmp_path):
     assert np.array_equal(before, ws.image)  # back to the sample as drawn
 
 
+@pytest.mark.parametrize("key", ["gan.cgan", "vae.vqvae", "flow.realnvp"])
+def test_every_latent_kind_opens_and_slides(qtbot, workspace, tmp_path, key):
+    ws = workspace
+    open_and_wait(qtbot, ws, make_run(tmp_path, key))
+    before, before_z = ws.image.copy(), ws.current_z()
+    ws.slider_panel.sliders[0].setValue(300)
+    settle(qtbot, ws)
+    assert not np.array_equal(before, ws.image)
+    combo = ws.slider_panel.class_combo
+    assert combo.isVisibleTo(ws) == (key == "gan.cgan")
+    if key == "gan.cgan":
+        shown = ws.image.copy()
+        combo.setCurrentIndex(1)  # the same latent, the other class
+        qtbot.waitUntil(lambda: not np.array_equal(shown, ws.image), timeout=10_000)
+    edited = ws.current_z()
+    ws.slider_panel.raw_toggle.setChecked(True)  # the edit is kept; the raw sliders start at 0
+    assert ws.slider_panel.sliders[0].accessibleName() == "z0"
+    assert np.allclose(ws.current_z(), edited, atol=1e-5)
+    ws.slider_panel.sliders[0].setValue(100)
+    assert not np.allclose(ws.current_z(), edited, atol=1e-5)
+    ws.reset()
+    assert np.allclose(ws.current_z(), before_z, atol=1e-6)
+
+
 def test_a_fast_drag_decodes_latest_wins_and_ends_on_the_last_value(qtbot, workspace, tmp_path):
     ws = workspace
     open_and_wait(qtbot, ws, make_run(tmp_path, "gan.dcgan"))
@@ -103,7 +130,6 @@ def test_a_fast_drag_decodes_latest_wins_and_ends_on_the_last_value(qtbot, works
     settle(qtbot, ws)
     assert worker.requested_count - requests == 100
     ran = worker.decode_count - decodes
-    print("DECODES", ran)
     assert 1 <= ran <= 25, f"{ran} decodes for 100 slider events: a backlog"
     assert slider.value() == 294
     expected = worker.context.space.decode(ws.current_z())  # the worker is idle now
@@ -181,6 +207,23 @@ def test_encoding_an_image_shows_it_beside_its_reconstruction(qtbot, workspace, 
     assert "MSE" in ws.encode_panel.error_label.text()
     assert "posterior mean" in ws.encode_panel.error_label.text()
     assert ws.encode_panel.input_view.image().width() == 16
+
+    # Dropping an image file onto the workspace encodes it too.
+    from PIL import Image
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    path = tmp_path / "dropped.png"
+    Image.fromarray(picture[::-1]).save(path)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    event = QDropEvent(
+        QPointF(20, 20), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )  # fmt: skip
+    ws.dropEvent(event)
+    qtbot.waitUntil(lambda: len(ws.tray.items()) == 2, timeout=10_000)
+    assert ws.tray.items()[1].name == "Encoded dropped.png"
 
 
 def test_gan_projection_shows_progress_and_cancels(qtbot, workspace, tmp_path):
@@ -266,7 +309,7 @@ def test_screenshot(qtbot, app_settings, tmp_path) -> None:
         ws.show()
         open_and_wait(qtbot, ws, run)
         ws.keep_current()
-        for seed in (3, 7):
+        for seed in (7, 3):
             ws.slider_panel.seed_spin.setValue(seed)
             qtbot.waitUntil(
                 lambda s=seed: ws.caption.text().startswith(f"Seed {s}"), timeout=10_000
@@ -276,9 +319,21 @@ def test_screenshot(qtbot, app_settings, tmp_path) -> None:
         ws.interpolate_panel.pick_b.setCurrentIndex(1)
         ws.make_strip()
         qtbot.waitUntil(lambda: ws.interpolate_panel.frames is not None, timeout=10_000)
-        ws.edit_item(1)  # the second kept sample, edited along the first directions
+        # Make a "bright" slider: the four brightest samples of the grid against the four darkest.
+        panel = ws.attribute_panel
+        qtbot.waitUntil(lambda: panel._z is not None, timeout=10_000)
+        brightness = ws.worker.context.space.decode(panel._z).mean(axis=(1, 2, 3))
+        order = np.argsort(brightness)
+        for i in order[-4:]:
+            panel.tiles[i].set_mark(1)
+        for i in order[:4]:
+            panel.tiles[i].set_mark(-1)
+        panel.name_edit.setText("bright")
+        ws.fit_slider()
+        qtbot.waitUntil(lambda: ws.named_slider_names() == ["bright"], timeout=10_000)
         for slider, value in zip(ws.slider_panel.sliders, (120, -80, 60)):
             slider.setValue(value)
+        ws.slider_panel.named_rows.sliders[0].setValue(90)
         settle(qtbot, ws)
         qtbot.wait(100)
         pixmap = ws.grab()

@@ -65,6 +65,9 @@ class InterpolatePanel(QWidget):
         self.anim_button = QPushButton("Save GIF / WebP…")
         self.png_button.clicked.connect(lambda: self.export_requested.emit("png"))
         self.anim_button.clicked.connect(lambda: self.export_requested.emit("animation"))
+        self.strip_caption = QLabel("")
+        self.strip_caption.setObjectName("caption")
+        self.strip_caption.setWordWrap(True)
         self.strip_view = ImageView("The frames appear here.")
         self.strip_view.setMinimumSize(160, 60)
         self.hint = _hint("Keep two latents first (Keep, or encode an image).")
@@ -75,6 +78,7 @@ class InterpolatePanel(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.hint)
         layout.addWidget(self.make_button)
+        layout.addWidget(self.strip_caption)
         layout.addWidget(self.strip_view, 1)
         layout.addLayout(buttons)
         self.frames: np.ndarray | None = None
@@ -85,12 +89,13 @@ class InterpolatePanel(QWidget):
     def mode(self) -> str:
         return str(self.mode_combo.currentData())
 
-    def set_frames(self, frames: np.ndarray | None) -> None:
+    def set_frames(self, frames: np.ndarray | None, caption: str = "") -> None:
         """Show ``frames`` (N x H x W x 3) in reading order, four to a row so each frame
         stays large in a narrow panel (the exports are one row)."""
         self.frames = frames
         grid = None if frames is None else make_grid(frames, nrow=min(len(frames), ROW))
         self.strip_view.set_image(grid)
+        self.strip_caption.setText(caption)
         self._update()
 
     def _update(self) -> None:

@@ -54,8 +54,10 @@ class LatentToolsMixin:
         a, b = panel.pick_a.selected(), panel.pick_b.selected()
         if a is None or b is None:
             return
-        factory = tasks.interpolation_strip(a.z, b.z, panel.frames_spin.value(), panel.mode())
-        self._submit("Interpolate", factory, lambda r: panel.set_frames(r[1]))
+        n, mode = panel.frames_spin.value(), panel.mode()
+        caption = f"{n} frames, {a.name} → {b.name}, {mode}; left to right, then down"
+        factory = tasks.interpolation_strip(a.z, b.z, n, mode)
+        self._submit("Interpolate", factory, lambda r: panel.set_frames(r[1], caption))
 
     def export_strip(self, path: str | Path) -> None:
         """Save the strip on show: ``.png`` a strip, ``.gif``/``.webp`` an animation."""

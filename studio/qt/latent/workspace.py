@@ -200,6 +200,8 @@ class LatentWorkspace(LatentToolsMixin, QWidget):
             self.encode_panel.set_busy(False)
         if outcome.status is Status.FAILED:
             self.banner.show_message(f"{handle.name}: {outcome.error}", "error")
+            if self.loaded is None:  # the run did not open
+                self.header.show_run("No run open", "Open a GAN, VAE or flow run to explore.")
         elif outcome.ok and done is not None:
             done(outcome.result)
 

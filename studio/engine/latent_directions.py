@@ -1,0 +1,291 @@
+"""Directions to move along in a latent space: principal directions, raw dimensions, and
+attribute directions fitted from samples a user marked.
+
+How the principal directions are found depends on the family, because "PCA of the prior" is
+empty for most of them (the prior is an isotropic Gaussian: every direction has variance 1):
+
+* **VAE / VQ-VAE**: PCA of the encoder's latents for ``n_samples`` images, by default the
+  model's own samples (prior -> decode -> encode; the posterior means, or code grids). The
+  encoder never uses collapsed dimensions, so they drop out, and the top directions are the
+  ones the decoder actually renders. With ``images`` (a user's pictures) those are encoded
+  instead.
+* **GAN** (GANSpace, Härkönen et al. 2020): PCA of the generator's first-block activations
+  (after its batch norm and ReLU) over prior samples, mapped back to z by linear regression of z
+  on the principal-component coordinates. Directions found this way change the picture most.
+* **Flow**: the same regression trick with the decoded pixels as the features (a flow's z is
+  as isotropic as its prior). With ``images`` the flow's exact encodings are not isotropic, and
+  PCA runs on them directly.
+
+The regression directions are orthonormalised in order (QR), so every set is orthonormal; each
+direction comes with the standard deviation of the analysed latents along it, and sliders move
+in those units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from studio.core.errors import StudioError
+from studio.core.jobs import Progress
+from studio.engine.latent import LatentSpace
+
+BATCH = 100  # latents per decode/encode batch: bounded memory, one progress report each
+MAX_FEATURES = 4096  # GAN activations and flow pixels are pooled down to at most this many
+# Latents analysed by default. A GAN needs only its first layer per sample; VAEs and flows
+# decode (and encode) whole images, and ten directions are stable from a few hundred.
+DEFAULT_SAMPLES = {"gan": 2000, "vae": 500, "vqvae": 500, "flow": 300}
+
+
+def default_samples(space: LatentSpace) -> int:
+    """How many latents :func:`directions_job` analyses for ``space`` by default."""
+    return DEFAULT_SAMPLES[space.variant]
+
+
+@dataclass(frozen=True)
+class Directions:
+    """``k`` orthonormal directions (rows of ``vectors``, k x dim) and the spread of the
+    analysed latents along each (``std``). ``method`` says in words how they were found."""
+
+    vectors: np.ndarray
+    std: np.ndarray
+    names: tuple[str, ...]
+    method: str
+    explained: np.ndarray | None = None  # share of the analysed features' variance, per row
+
+    @property
+    def k(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def offset(self, values: np.ndarray) -> np.ndarray:
+        """The latent offset for slider ``values`` given in standard deviations."""
+        values = np.asarray(values, np.float32)
+        return (values * self.std.astype(np.float32)) @ self.vectors.astype(np.float32)
+
+
+def _batches(n: int) -> list[slice]:
+    return [slice(i, min(n, i + BATCH)) for i in range(0, n, BATCH)]
+
+
+def _features(
+    space: LatentSpace, z: np.ndarray, images: np.ndarray | None
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """(latents, features) to analyse, computed in batches with a progress report each."""
+    n = len(z) if images is None else len(images)
+    zs, feats = [], []
+    for i, part in enumerate(_batches(n), start=1):
+        yield Progress("directions", i, len(_batches(n)), f"Analysing {part.stop}/{n} latents")
+        with torch.inference_mode():
+            if images is not None:
+                x = torch.cat([space.image_tensor(space.prepare_image(i)) for i in images[part]])
+                zb = fb = space.encode_tensor(x).float().cpu().numpy()
+            elif space.variant in ("vae", "vqvae"):
+                # Decoded in float, not via 8-bit images: nothing is lost to rounding.
+                x = space.decode_tensor(torch.from_numpy(z[part]).to(space.device)).clamp(-1, 1)
+                zb = fb = space.encode_tensor(x).float().cpu().numpy()
+            elif space.variant == "gan":
+                zb = z[part]
+                fb = _gan_activations(space, zb)
+            else:  # flow: pooled pixels
+                zb = z[part]
+                fb = _pooled(space.decode_tensor(torch.from_numpy(zb).to(space.device)))
+        zs.append(zb)
+        feats.append(fb)
+    return np.concatenate(zs), np.concatenate(feats)
+
+
+def _gan_activations(space: LatentSpace, z: np.ndarray) -> np.ndarray:
+    """The generator's first block (transposed conv, batch norm, ReLU), flattened."""
+    g = space.model.generator
+    zt = torch.from_numpy(z).to(space.device)
+    if g.embed is not None:
+        zt = torch.cat([zt, g.embed(space.labels(len(zt)))], dim=1)
+    return _pooled(g.net[:3](zt[:, :, None, None]))
+
+
+def _pooled(maps: torch.Tensor) -> np.ndarray:
+    """N x C x H x W maps, average-pooled to at most MAX_FEATURES numbers each, flattened."""
+    while maps[0].numel() > MAX_FEATURES and maps.shape[-1] > 1:
+        maps = F.avg_pool2d(maps, 2)
+    return maps.flatten(1).float().cpu().numpy()
+
+
+def _pca(features: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coordinates N x k, components k x F, explained variance share k) of ``features``."""
+    small = min(features.shape) <= 1024
+    x = torch.from_numpy(features).to(torch.float64 if small else torch.float32)
+    x = x - x.mean(0)
+    total = float(x.double().square().sum()) or 1.0
+    if small:
+        _, s, vt = torch.linalg.svd(x, full_matrices=False)
+        v = vt[:k].T
+    else:  # randomised, for thousands of features: the top few are all we need
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            _, s, v = torch.pca_lowrank(x, q=min(k + 10, *x.shape), center=False, niter=6)
+        v = v[:, :k]
+    coords = x @ v
+    share = (s[:k].double().square() / total).numpy()
+    return coords.double().numpy(), v.T.double().numpy(), share
+
+
+def _orthonormal_rows(u: np.ndarray) -> np.ndarray:
+    """Gram-Schmidt in order (by QR): row i stays in the span of rows 0..i, same sign."""
+    q, _ = np.linalg.qr(u.T)
+    q = q.T[: len(u)]
+    signs = np.sign(np.sum(q * u, axis=1))
+    signs[signs == 0] = 1
+    return q * signs[:, None]
+
+
+def directions_job(
+    space: LatentSpace,
+    n_samples: int | None = None,
+    k: int = 10,
+    seed: int = 0,
+    images: np.ndarray | None = None,
+) -> Generator[Progress, None, Directions]:
+    """Principal directions of ``space`` (see the module notes for the method per family),
+    as a job: one progress report per batch, cancellable between batches. ``n_samples``
+    None: :func:`default_samples`."""
+    k = max(1, min(int(k), space.dim))
+    n_samples = default_samples(space) if n_samples is None else int(n_samples)
+    n = len(images) if images is not None else n_samples
+    if n < max(2 * k, 8):
+        raise StudioError(f"Finding {k} directions needs at least {max(2 * k, 8)} latents.")
+    if images is not None and not space.can_encode:
+        images = None  # a GAN has no encoder; fall back to its own samples
+    z = space.prior_sample(n, seed) if images is None else None
+    zs, feats = yield from _features(space, z, images)
+    centred = (zs - zs.mean(0, dtype=np.float64)).astype(np.float32)  # float32: flows are big
+    del zs
+    coords, comps, explained = _pca(feats, k, seed)
+    if images is None and space.variant in ("gan", "flow"):
+        # GANSpace: z ~ coords @ U, solved by least squares through the k x k normal
+        # equations (the latents can be thousands wide); U's rows are the directions.
+        gram = coords.T @ coords + 1e-9 * np.eye(len(coords.T))
+        u = np.linalg.solve(gram, (coords.astype(np.float32).T @ centred).astype(np.float64))
+        vectors = _orthonormal_rows(u)
+    else:
+        vectors = comps[:k]  # PCA ran on the latents themselves: already orthonormal
+    std = np.maximum((centred @ vectors.T.astype(np.float32)).std(0), 1e-6)
+    source = "your images" if images is not None else "the model's own samples"
+    method = {
+        "vae": f"PCA of the encoder's posterior means for {n} of {source}",
+        "vqvae": f"PCA of the encoder's code grids for {n} of {source}",
+        "gan": f"GANSpace: PCA of the generator's first-layer activations for {n} prior "
+        "samples, mapped back to z by linear regression",
+        "flow": f"PCA of the pixels of {n} decoded samples, mapped back to z by linear "
+        "regression (a flow's latent is isotropic, so PCA of z alone finds nothing)",
+    }[space.variant]
+    if images is not None and space.variant == "flow":
+        method = f"PCA of the flow's exact latents for {n} of your images"
+    names = tuple(f"PC{i + 1}" for i in range(len(vectors)))
+    return Directions(vectors.astype(np.float32), std.astype(np.float32), names, method, explained)
+
+
+def pca_directions(
+    space: LatentSpace,
+    n_samples: int | None = None,
+    k: int = 10,
+    seed: int = 0,
+    images: np.ndarray | None = None,
+) -> Directions:
+    """:func:`directions_job` run to its end on the calling thread."""
+    job = directions_job(space, n_samples, k, seed, images)
+    while True:
+        try:
+            next(job)
+        except StopIteration as done:
+            return done.value
+
+
+def raw_directions(
+    space: LatentSpace, k: int | None = None, start: int = 0, seed: int = 0
+) -> Directions:
+    """The latent's own coordinates ``start .. start + k`` as directions (unit vectors), with
+    the prior's spread along each. Meaningful for GAN and VAE latents; a flow's or VQ-VAE's
+    raw coordinates are single pixels or code entries."""
+    k = space.dim - start if k is None else min(int(k), space.dim - start)
+    if k < 1:
+        raise StudioError(f"The latent has only {space.dim} dimensions.")
+    vectors = np.zeros((k, space.dim), np.float32)
+    vectors[np.arange(k), np.arange(start, start + k)] = 1.0
+    prior = space.prior_sample(256, seed)[:, start : start + k]
+    std = np.maximum(prior.std(0), 1e-6).astype(np.float32)
+    names = tuple(f"z{start + i}" for i in range(k))
+    return Directions(vectors, std, names, "the latent's raw dimensions (prior spread)")
+
+
+# -- attribute directions from marked samples ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttributeFit:
+    """A fitted attribute: unit ``direction`` (positives lie on its + side), ``bias`` of the
+    classifier along it, training ``accuracy``, and ``std`` of the marked latents along it."""
+
+    direction: np.ndarray
+    bias: float
+    accuracy: float
+    std: float
+    n_pos: int
+    n_neg: int
+
+
+def fit_attribute_direction(
+    z_pos: np.ndarray, z_neg: np.ndarray, l2: float = 1e-2, max_iter: int = 200
+) -> AttributeFit:
+    """A linear classifier of "has the attribute" (``z_pos``) against "has not" (``z_neg``):
+    logistic regression with an L2 penalty, classes weighted equally. Its unit normal is the
+    attribute direction (as in InterFaceGAN); moving along it adds the attribute."""
+    if len(z_pos) < 1 or len(z_neg) < 1:
+        raise StudioError("Mark at least one sample with the attribute (+) and one without (−).")
+    pos = np.asarray(z_pos, np.float64).reshape(len(z_pos), -1)
+    neg = np.asarray(z_neg, np.float64).reshape(len(z_neg), -1)
+    if pos.shape[1] != neg.shape[1]:
+        raise StudioError("The marked latents come from different models.")
+    x = torch.from_numpy(np.concatenate([pos, neg]))
+    y = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).double()
+    weight = torch.where(y > 0, 0.5 / len(pos), 0.5 / len(neg)).double()
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logits = x @ w + b
+        loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * weight).sum()
+        loss = loss + 0.5 * l2 * w.square().sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    wn = w.detach().numpy()
+    norm = float(np.linalg.norm(wn))
+    bias = float(b.detach())
+    if not np.isfinite(norm) or norm < 1e-9:
+        # Nothing to learn (or a degenerate fit): the difference of the class means is the
+        # next best guess at the direction.
+        wn = pos.mean(0) - neg.mean(0)
+        norm = float(np.linalg.norm(wn))
+        if norm < 1e-9:
+            raise StudioError("The samples marked + and − cannot be told apart.")
+        bias = -float(np.dot(wn, (pos.mean(0) + neg.mean(0)) / 2))
+    direction = wn / norm
+    scores = x.numpy() @ wn + bias
+    accuracy = float(np.mean((scores > 0) == (y.numpy() > 0)))
+    proj = x.numpy() @ direction
+    std = float(max(proj.std(), 1e-3)) if len(proj) > 1 else 1.0
+    return AttributeFit(
+        direction.astype(np.float32), bias / norm, accuracy, std, len(pos), len(neg)
+    )
