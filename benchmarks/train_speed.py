@@ -27,7 +27,6 @@ from studio.engine.demo import make_demo_dataset
 from studio.engine.device import device_name, resolve_device
 from studio.engine.runs import TrainConfig
 from studio.engine.train import train_job
-from studio.models.base import Batch, StepContext
 from studio.models.gan.dcgan import DCGAN, DCGANConfig
 
 
