@@ -180,3 +180,57 @@ def make_tiny_dataset(
         img = Image.fromarray(tiny_pattern(label, size, rng))
         img.save(folder / f"class_{label}" / f"{i:04d}.png")
     return folder
+
+
+# -- tiny training runs ----------------------------------------------------------------------------
+
+#: The smallest settings that still exercise each registered model's code paths.
+TINY_MODELS: dict[str, dict[str, Any]] = {
+    "gan.dcgan": {"latent_dim": 8, "width": 8},
+    "gan.cgan": {"latent_dim": 8, "width": 8},
+    "gan.wgan_gp": {"latent_dim": 8, "width": 8, "n_critic": 2},
+    "vae.conv": {"latent_dim": 4, "width": 8},
+    "vae.beta": {"latent_dim": 4, "width": 8, "kl_warmup_steps": 50},
+    "vae.cvae": {"latent_dim": 4, "width": 8},
+    "vae.vqvae": {
+        "codebook_size": 16,
+        "embedding_dim": 4,
+        "downsample": 2,
+        "width": 8,
+        "restart_after": 20,
+    },
+    "flow.nice": {"couplings": 4, "hidden": 16, "warmup_steps": 10},
+    "flow.realnvp": {"scales": 2, "couplings": 2, "hidden": 16, "warmup_steps": 10},
+    "flow.glow": {"levels": 2, "steps": 2, "hidden": 16, "warmup_steps": 10},
+    "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
+}
+
+
+def tiny_train_config(key: str, data_dir: Path, model: dict | None = None, **overrides: Any):
+    """A two-step CPU training config for ``key`` on a 16 px test folder (overridable)."""
+    from studio.engine.runs import TrainConfig
+
+    if model is None:
+        assert key in TINY_MODELS, f"add a tiny config for {key} to tests/helpers.py"
+        model = TINY_MODELS[key]
+    settings: dict[str, Any] = dict(
+        family=key, data=str(data_dir), resolution=16, batch_size=4, steps=2, seed=1,
+        sample_every=1000, checkpoint_every=1000, log_every=1, samples=4,
+        holdout_fraction=0.2, device="cpu", model=dict(model),
+    )  # fmt: skip
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def train_tiny_run(
+    run_dir: Path, key: str, data_dir: Path, model: dict | None = None, **overrides: Any
+) -> Path:
+    """Train :func:`tiny_train_config` into ``run_dir`` through the real job; return the run."""
+    from studio.core.jobs import CancelToken, run_sync
+    from studio.engine.train import train_job
+
+    out = run_sync(
+        train_job(run_dir, CancelToken(), tiny_train_config(key, data_dir, model, **overrides))
+    )
+    assert out.ok, out.error or out.details
+    return Path(run_dir)

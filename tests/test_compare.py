@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import make_tiny_dataset
+from helpers import make_tiny_dataset, train_tiny_run
 
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine.compare import (
@@ -18,8 +18,6 @@ from studio.engine.compare import (
     nearest_training_images,
     write_report,
 )
-from studio.engine.runs import TrainConfig
-from studio.engine.train import train_job
 
 TINY = {
     "gan.dcgan": {"latent_dim": 8, "width": 8},
@@ -30,14 +28,7 @@ N = 6  # samples per panel: as many as the held-out images, so the reference is 
 
 
 def _train(run: Path, family: str, data: Path) -> Path:
-    cfg = TrainConfig(
-        family=family, data=str(data), resolution=16, batch_size=4, steps=2, seed=1,
-        sample_every=1000, checkpoint_every=1000, log_every=1, samples=4,
-        holdout_fraction=0.25, device="cpu", model=dict(TINY[family]),
-    )  # fmt: skip
-    out = run_sync(train_job(run, CancelToken(), cfg))
-    assert out.ok, out.error or out.details
-    return run
+    return train_tiny_run(run, family, data, TINY[family], holdout_fraction=0.25)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from helpers import make_tiny_dataset
+from helpers import TINY_MODELS, make_tiny_dataset, tiny_train_config
 
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine.device import cpu_generator
@@ -22,20 +22,7 @@ from studio.engine.train import train_job
 from studio.models.base import Capability, GenerativeModel
 from studio.models.registry import FAMILIES, get_family, load_model
 
-# The smallest settings that still exercise each model's code paths.
-TINY: dict[str, dict] = {
-    "gan.dcgan": {"latent_dim": 8, "width": 8},
-    "gan.cgan": {"latent_dim": 8, "width": 8},
-    "gan.wgan_gp": {"latent_dim": 8, "width": 8, "n_critic": 2},
-    "vae.conv": {"latent_dim": 4, "width": 8},
-    "vae.beta": {"latent_dim": 4, "width": 8, "kl_warmup_steps": 50},
-    "vae.cvae": {"latent_dim": 4, "width": 8},
-    "vae.vqvae": {"codebook_size": 16, "embedding_dim": 4, "downsample": 2, "width": 8, "restart_after": 20},
-    "flow.nice": {"couplings": 4, "hidden": 16, "warmup_steps": 10},
-    "flow.realnvp": {"scales": 2, "couplings": 2, "hidden": 16, "warmup_steps": 10},
-    "flow.glow": {"levels": 2, "steps": 2, "hidden": 16, "warmup_steps": 10},
-    "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
-}
+TINY = TINY_MODELS
 
 FAST_SAMPLING = {"steps": 3}  # for families that take a step count
 
@@ -50,12 +37,7 @@ def sample_kwargs(model: GenerativeModel) -> dict:
 
 
 def tiny_config(key: str, data_dir) -> TrainConfig:
-    assert key in TINY, f"add a tiny config for {key} to tests/test_contract.py"
-    return TrainConfig(
-        family=key, data=str(data_dir), resolution=16, batch_size=4, steps=2, seed=1,
-        sample_every=1000, checkpoint_every=1000, log_every=1, samples=4,
-        holdout_fraction=0.2, device="cpu", model=dict(TINY[key]),
-    )
+    return tiny_train_config(key, data_dir)
 
 
 @pytest.mark.parametrize("key", list(FAMILIES))

@@ -239,7 +239,6 @@ def test_trains_through_the_studio_trainer(tmp_path, monkeypatch):
     from studio.engine.train import train_job
     from studio.models import registry
 
-    monkeypatch.setitem(registry.FAMILIES, "diffusion.ddpm", "studio.models.diffusion.ddpm:DDPM")
     data = make_tiny_dataset(tmp_path / "data", n=12, size=8, classes=2)
     cfg = TrainConfig(
         family="diffusion.ddpm", data=str(data), resolution=8, batch_size=4, steps=4,

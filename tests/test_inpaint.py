@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
-from helpers import make_tiny_dataset, tiny_pattern
+from helpers import make_tiny_dataset, tiny_pattern, train_tiny_run
 from PIL import Image
 
 from studio.cli.inpaint import add_parser, cmd_inpaint, output_paths
@@ -28,8 +28,6 @@ from studio.engine.inpaint import (
     inpaint_job,
     plan_window,
 )
-from studio.engine.runs import TrainConfig
-from studio.engine.train import train_job
 from studio.models.base import (
     Batch,
     Capability,
@@ -314,24 +312,7 @@ def test_cancel_mid_inpaint(key):
 
 
 def train_run(tmp_path, key: str, data_dir):
-    cfg = TrainConfig(
-        family=key,
-        data=str(data_dir),
-        resolution=16,
-        batch_size=4,
-        steps=2,
-        seed=1,
-        sample_every=1000,
-        checkpoint_every=1000,
-        log_every=1,
-        samples=4,
-        holdout_fraction=0.2,
-        device="cpu",
-        model=dict(TINY[key]),
-    )
-    out = run_sync(train_job(tmp_path / key, CancelToken(), cfg))
-    assert out.status is Status.FINISHED, out.error
-    return tmp_path / key
+    return train_tiny_run(tmp_path / key, key, data_dir, TINY[key])
 
 
 def cli(argv: list[str]) -> int:

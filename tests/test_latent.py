@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import make_tiny_dataset, tiny_pattern
+from helpers import make_tiny_dataset, tiny_pattern, train_tiny_run
 from PIL import Image
 
 from studio.core.errors import StudioError
@@ -36,7 +36,7 @@ from studio.engine.latent_io import (
     save_sliders,
 )
 from studio.engine.latent_project import project_job
-from studio.engine.runs import RunFolder, TrainConfig
+from studio.engine.runs import RunFolder
 from studio.models.registry import get_family
 
 TINY = {
@@ -162,25 +162,7 @@ def test_non_latent_runs_are_refused_clearly(tmp_path):
 
 def test_a_trained_run_opens_as_a_latent_space(tmp_path):
     data = make_tiny_dataset(tmp_path / "data", n=16, size=16, classes=2)
-    cfg = TrainConfig(
-        family="vae.conv",
-        data=str(data),
-        resolution=16,
-        batch_size=4,
-        steps=2,
-        seed=1,
-        sample_every=1000,
-        checkpoint_every=1000,
-        log_every=1,
-        samples=4,
-        holdout_fraction=0.2,
-        device="cpu",
-        model=dict(TINY["vae.conv"]),
-    )
-    from studio.engine.train import train_job
-
-    out = run_sync(train_job(tmp_path / "run", CancelToken(), cfg))
-    assert out.ok, out.error
+    train_tiny_run(tmp_path / "run", "vae.conv", data, TINY["vae.conv"])
     info = describe_run(tmp_path / "run")
     assert info.explorable and info.family == "vae.conv" and info.kind == "vae"
     space = open_latent_space(tmp_path / "run")

@@ -34,24 +34,11 @@ TINY_RUNS = {
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory) -> dict[str, Path]:
     """Two-step DCGAN and DDPM runs on 16 px images in two classes (trained once per module)."""
-    from helpers import make_tiny_dataset
-
-    from studio.core.jobs import CancelToken, run_sync
-    from studio.engine.runs import TrainConfig
-    from studio.engine.train import train_job
+    from helpers import make_tiny_dataset, train_tiny_run
 
     base = tmp_path_factory.mktemp("canvas_runs")
     data = make_tiny_dataset(base / "data", n=16, size=16, classes=2)
-    runs = {}
-    for key, model in TINY_RUNS.items():
-        config = TrainConfig(
-            family=key, data=str(data), resolution=16, batch_size=4, steps=2, seed=1,
-            sample_every=1000, checkpoint_every=1000, log_every=1, samples=4,
-            holdout_fraction=0.2, device="cpu", model=dict(model),
-        )  # fmt: skip
-        out = run_sync(train_job(base / key, CancelToken(), config))
-        assert out.ok, out.error or out.details
-        runs[key] = base / key
+    runs = {key: train_tiny_run(base / key, key, data, model) for key, model in TINY_RUNS.items()}
     return runs
 
 

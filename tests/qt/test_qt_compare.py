@@ -6,11 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import make_tiny_dataset
+from helpers import make_tiny_dataset, train_tiny_run
 
-from studio.core.jobs import CancelToken, run_sync
-from studio.engine.runs import TrainConfig
-from studio.engine.train import train_job
 from studio.qt.compare import CompareWorkspace
 from studio.qt.engine_thread import JobRunner
 
@@ -23,13 +20,7 @@ def runs_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("qt_compare")
     data = make_tiny_dataset(root / "data", n=24, size=16, classes=2)
     for key, model in TINY.items():
-        cfg = TrainConfig(
-            family=key, data=str(data), resolution=16, batch_size=4, steps=2, seed=1,
-            sample_every=1000, checkpoint_every=1000, log_every=1, samples=4,
-            holdout_fraction=0.25, device="cpu", model=dict(model),
-        )  # fmt: skip
-        out = run_sync(train_job(root / "runs" / key.replace(".", "-"), CancelToken(), cfg))
-        assert out.ok, out.error or out.details
+        train_tiny_run(root / "runs" / key.replace(".", "-"), key, data, model, holdout_fraction=0.25)
     return root / "runs"
 
 
