@@ -18,6 +18,7 @@ from torch import Tensor
 
 from studio.models.base import (
     Batch,
+    Capability,
     GenerativeModel,
     ModelConfig,
     SampleStep,
@@ -36,6 +37,8 @@ from studio.models.flow.layers import (
 )
 
 LOSS_NAMES = ("bpd", "logdet", "grad_norm")
+#: What every flow can do: exact likelihood, and an exact latent both ways.
+CAPABILITIES = Capability.TRAIN | Capability.SAMPLE | Capability.LATENT | Capability.LIKELIHOOD
 
 
 @dataclass

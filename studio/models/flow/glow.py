@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from studio.models.base import Capability, FamilyInfo, setting
-from studio.models.flow import LOSS_NAMES, FlowConfig, FlowModel, check_divisible
+from studio.models.base import FamilyInfo, setting
+from studio.models.flow import CAPABILITIES, LOSS_NAMES, FlowConfig, FlowModel, check_divisible
 from studio.models.flow.layers import (
     ActNorm,
     Coupling,
@@ -60,10 +60,7 @@ class Glow(FlowModel):
         kind="flow",
         display_name="Glow",
         summary="Strongest flow here: exact likelihood, smooth latents, temperature control; big and slow to train.",
-        capabilities=Capability.TRAIN
-        | Capability.SAMPLE
-        | Capability.LATENT
-        | Capability.LIKELIHOOD,
+        capabilities=CAPABILITIES,
         loss_names=LOSS_NAMES,
     )
     Config = GlowConfig

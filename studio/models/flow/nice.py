@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from studio.models.base import Capability, FamilyInfo, setting
-from studio.models.flow import LOSS_NAMES, FlowConfig, FlowModel, check_divisible
+from studio.models.base import FamilyInfo, setting
+from studio.models.flow import CAPABILITIES, LOSS_NAMES, FlowConfig, FlowModel, check_divisible
 from studio.models.flow.layers import Coupling, DiagonalScale, Level, MultiScaleFlow, Squeeze
 
 # The mask cycle: every pixel and every channel half is transformed within four layers.
@@ -43,10 +43,7 @@ class NICE(FlowModel):
         kind="flow",
         display_name="NICE",
         summary="Simplest flow: exact likelihood and latents, fast and stable, but blurry, noisy samples.",
-        capabilities=Capability.TRAIN
-        | Capability.SAMPLE
-        | Capability.LATENT
-        | Capability.LIKELIHOOD,
+        capabilities=CAPABILITIES,
         loss_names=LOSS_NAMES,
     )
     Config = NICEConfig

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from studio.models.base import Capability, FamilyInfo, setting
-from studio.models.flow import LOSS_NAMES, FlowConfig, FlowModel, check_divisible
+from studio.models.base import FamilyInfo, setting
+from studio.models.flow import CAPABILITIES, LOSS_NAMES, FlowConfig, FlowModel, check_divisible
 from studio.models.flow.layers import Coupling, FlowLayer, Level, MultiScaleFlow, Split, Squeeze
 
 
@@ -51,10 +51,7 @@ class RealNVP(FlowModel):
         kind="flow",
         display_name="RealNVP",
         summary="Flow with exact likelihood and latents; sharper than NICE, still softer than GANs or diffusion.",
-        capabilities=Capability.TRAIN
-        | Capability.SAMPLE
-        | Capability.LATENT
-        | Capability.LIKELIHOOD,
+        capabilities=CAPABILITIES,
         loss_names=LOSS_NAMES,
     )
     Config = RealNVPConfig
