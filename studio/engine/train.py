@@ -308,6 +308,7 @@ class Monitor:
         enabled: bool = True,
     ) -> None:
         self.run, self.config, self.enabled = run, config, enabled
+        self.last_step: int | None = None
         self.real_ref = _diversity(real.float().div(127.5).sub(1).cpu())
         self.held_out = None
         if held_out is not None and len(held_out):
@@ -315,8 +316,11 @@ class Monitor:
             self.held_out = x.to(device).float().div(127.5).sub(1)
 
     def evaluate(self, model: GenerativeModel, step: int, total: int) -> Generator[Progress, None, None]:
-        if not self.enabled:  # only rank 0 of a data-parallel run samples and writes
+        # Only rank 0 of a data-parallel run samples and writes; and each step once (a stop
+        # right after a sample step would otherwise draw the same grid twice).
+        if not self.enabled or step == self.last_step:
             return
+        self.last_step = step
         model.eval()
         try:
             with torch.no_grad():
