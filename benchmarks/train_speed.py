@@ -1,21 +1,36 @@
-"""Training images/s: the studio's loop against a plain reference loop, in one run.
+"""Training images/s: the studio trainer against a plain reference loop, in one run.
 
-The reference is the shape of pytorch/examples' DCGAN: a folder dataset decoded with Pillow in
-``__getitem__``, a DataLoader, fp32 eager, the same networks, batch and optimizer settings. The
-studio loop is ``studio.engine.train.train_job`` (decoded uint8 cache, batches on the device,
-no per-step host syncs). Ratios are what to compare; absolute numbers depend on the machine.
+For DCGAN and DDPM (diffusers UNet2DModel; the ddpm-cifar10 shape at 32x32 on a GPU, a small
+UNet with ``--quick``) on the same networks, batch and data:
 
-    python benchmarks/train_speed.py --device cpu --steps 60 --resolution 32
+* reference: a folder dataset decoded with Pillow in ``__getitem__``, a DataLoader with
+  workers, fp32, eager, AdamW for DDPM (diffusers' ``train_unconditional`` example) and Adam for
+  DCGAN (pytorch/examples), ``.item()`` on the loss every step as both examples log;
+* studio: ``studio.engine.train.train_job`` with its defaults (decoded uint8 cache, batches on
+  the device, one host sync per log interval, and on CUDA bf16, TF32, channels_last and fused
+  AdamW), then with ``torch.compile`` too;
+* on CUDA, each option alone on top of the studio loop with every option off (fp32 eager);
+* FLOPs per image (forward + backward of one eager training step, FlopCounterMode), and on a
+  GPU the model FLOPs utilisation against a measured bf16 matmul ceiling.
+
+Ratios are what to compare; absolute numbers depend on the machine and its load.
+
+    python benchmarks/train_speed.py --device cpu --quick      # < 2 minutes on 2 cores
+    python benchmarks/train_speed.py --device cuda             # the full GPU table
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,10 +39,51 @@ from PIL import Image
 
 from studio.core.jobs import CancelToken, run_sync
 from studio.engine.demo import make_demo_dataset
-from studio.engine.device import device_name, resolve_device
+from studio.engine.device import device_name, resolve_device, step_generator
 from studio.engine.runs import TrainConfig
-from studio.engine.train import train_job
-from studio.models.gan.dcgan import DCGAN, DCGANConfig
+from studio.engine.train import build_model, train_job
+from studio.models.base import Batch, StepContext
+
+OFF = dict(
+    precision="fp32",
+    tf32="off",
+    channels_last="off",
+    fused_adamw="off",
+    compile="off",
+    cuda_graphs=False,
+)
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    family: str
+    resolution: int
+    batch: int
+    model: dict[str, Any]
+
+
+def cases(quick: bool, cuda: bool) -> list[Case]:
+    if cuda and not quick:
+        return [
+            Case("DCGAN 64x64 (nz 100, ngf = ndf = 64)", "gan.dcgan", 64, 128, {"latent_dim": 100, "width": 64}),
+            Case(
+                "DDPM 32x32 (ddpm-cifar10 UNet shape: 128 x 1,2,2,2, 2 layers, attention <= 16 px)",
+                "diffusion.ddpm", 32, 128,
+                {"width": 128, "channel_mults": "1,2,2,2", "layers_per_block": 2, "attention_res": 16},
+            ),
+        ]  # fmt: skip
+    return [
+        Case("DCGAN 32x32 (nz 100, width 32)", "gan.dcgan", 32, 32, {"latent_dim": 100, "width": 32}),
+        Case(
+            "DDPM 32x32, small UNet (16 x 1,2,2, 1 layer, attention <= 8 px)",
+            "diffusion.ddpm", 32, 16,
+            {"width": 16, "channel_mults": "1,2,2", "layers_per_block": 1, "attention_res": 8},
+        ),
+    ]  # fmt: skip
+
+
+# -- the reference loop -------------------------------------------------------------------------
 
 
 class FolderDataset(torch.utils.data.Dataset):
@@ -46,88 +102,248 @@ class FolderDataset(torch.utils.data.Dataset):
         return x
 
 
-def reference_rate(data: Path, cfg: TrainConfig, device: torch.device, warmup: int, workers: int) -> float:
-    torch.manual_seed(cfg.seed)
-    model = DCGAN(DCGANConfig(resolution=cfg.resolution, **cfg.model)).to(device)
-    model.configure_optimizers()
-    loader = torch.utils.data.DataLoader(
-        FolderDataset(data, cfg.resolution), batch_size=cfg.batch_size, shuffle=True,
-        num_workers=workers, drop_last=True, persistent_workers=workers > 0,
-    )
-    opt_g, opt_d = model.optimizers["g"], model.optimizers["d"]
-    times, step = [], 0
-    while step < cfg.steps:
-        for real in loader:
-            real = real.to(device)
-            z = torch.randn(real.shape[0], model.config.latent_dim, device=device)
+def reference_step(model: Any, device: torch.device) -> Callable[[torch.Tensor], None]:
+    """One update written the way the public examples write it, on the family's networks."""
+    if model.info.kind == "gan":
+        opt_g, opt_d = model.optimizers["g"], model.optimizers["d"]
+
+        def gan(real: torch.Tensor) -> None:
+            n = real.shape[0]
+            z = torch.randn(n, model.config.latent_dim, device=device)
             fake = model.generator(z)
-            loss_d = F.binary_cross_entropy_with_logits(
-                model.discriminator(real), torch.ones(real.shape[0], device=device)
-            ) + F.binary_cross_entropy_with_logits(
-                model.discriminator(fake.detach()), torch.zeros(real.shape[0], device=device)
+            ones, zeros = torch.ones(n, device=device), torch.zeros(n, device=device)
+            loss_d = F.binary_cross_entropy_with_logits(model.discriminator(real), ones)
+            loss_d = loss_d + F.binary_cross_entropy_with_logits(
+                model.discriminator(fake.detach()), zeros
             )
             opt_d.zero_grad()
             loss_d.backward()
             opt_d.step()
-            loss_g = F.binary_cross_entropy_with_logits(
-                model.discriminator(fake), torch.ones(real.shape[0], device=device)
-            )
+            loss_g = F.binary_cross_entropy_with_logits(model.discriminator(fake), ones)
             opt_g.zero_grad()
             loss_g.backward()
             opt_g.step()
-            _ = loss_d.item(), loss_g.item()  # the reference logs every step, as the example does
-            times.append(time.perf_counter())
-            step += 1
-            if step >= cfg.steps:
+            _ = loss_d.item(), loss_g.item()
+
+        return gan
+    unet, sched = model.unet, model.scheduler
+    opt = torch.optim.AdamW(unet.parameters(), lr=model.config.lr)  # torch's default kernels
+
+    def ddpm(x0: torch.Tensor) -> None:
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), device=device)
+        pred = unet(sched.add_noise(x0, noise, t), t).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        _ = loss.item()
+
+    return ddpm
+
+
+def reference_rate(
+    case: Case, data: Path, device: torch.device, steps: int, warmup: int, workers: int
+) -> float:
+    cfg = TrainConfig(family=case.family, resolution=case.resolution, model=case.model, seed=0)
+    model = build_model(cfg, 0, device)
+    model.train()
+    step = reference_step(model, device)
+    loader = torch.utils.data.DataLoader(
+        FolderDataset(data, case.resolution), batch_size=case.batch, shuffle=True,
+        num_workers=workers, drop_last=True, persistent_workers=workers > 0,
+        pin_memory=device.type == "cuda",
+    )  # fmt: skip
+    times: list[float] = []
+    while len(times) < steps:
+        for real in loader:
+            step(real.to(device))
+            times.append(time.perf_counter())  # .item() above synchronised the device
+            if len(times) >= steps:
                 break
-    return (len(times) - warmup - 1) * cfg.batch_size / (times[-1] - times[warmup])
+    return (len(times) - warmup - 1) * case.batch / (times[-1] - times[warmup])
 
 
-def studio_rate(data: Path, run: Path, cfg: TrainConfig, warmup: int) -> float:
+# -- the studio trainer ---------------------------------------------------------------------------
+
+
+def studio_rate(
+    case: Case, data: Path, run: Path, device: torch.device, steps: int, warmup: int, **options: Any
+) -> float:
+    cfg = TrainConfig(
+        family=case.family, data=str(data), resolution=case.resolution, batch_size=case.batch,
+        steps=steps, sample_every=10**9, checkpoint_every=10**9, checkpoint_minutes=1e9,
+        log_every=25, samples=4, holdout_fraction=0.0, device=str(device), model=case.model,
+        **options,
+    )  # fmt: skip
     stamps: dict[int, float] = {}
 
     def on_progress(p) -> None:
         if p.stage == "train" and p.step not in stamps:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             stamps[p.step] = time.perf_counter()
 
     token = CancelToken()
     out = run_sync(train_job(run, token, cfg), token, on_progress)
     assert out.ok, out.error
-    first, last = warmup + 1, cfg.steps
-    return (last - first) * cfg.batch_size / (stamps[last] - stamps[first])
+    first, last = warmup + 1, steps
+    return (last - first) * case.batch / (stamps[last] - stamps[first])
+
+
+# -- FLOPs -------------------------------------------------------------------------------------
+
+
+def flops_per_image(case: Case, device: torch.device) -> float:
+    """Forward + backward FLOPs of one eager fp32 training step of the family, per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = TrainConfig(family=case.family, resolution=case.resolution, model=case.model, seed=0)
+    model = build_model(cfg, 0, device)
+    model.train()
+    batch = Batch(
+        torch.rand(case.batch, 3, case.resolution, case.resolution, device=device) * 2 - 1
+    )
+    with FlopCounterMode(display=False) as counter:
+        model.train_step(batch, StepContext(0, step_generator(device, 0, 0)))
+    return counter.get_total_flops() / case.batch
+
+
+def matmul_ceiling(device: torch.device) -> float:
+    """bf16 8192^3 matmul FLOP/s: the practical ceiling MFU is measured against."""
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    reps, t = 20, time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def machine(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu
+        )
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, {device_name(device)}, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--resolution", type=int, default=32)
-    ap.add_argument("--images", type=int, default=1024)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument(
+        "--quick", action="store_true", help="small models and few steps (CPU: < 2 min)"
+    )
+    ap.add_argument("--steps", type=int, default=None, help="measured steps per loop")
+    ap.add_argument("--images", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None, help="reference DataLoader workers")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--only", choices=("dcgan", "ddpm"), default=None)
     args = ap.parse_args()
     device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    steps = args.steps or (12 if args.quick else 60)
+    warmup = 3 if args.quick else 10
+    repeats = args.repeats or (1 if args.quick else 2)
+    workers = args.workers if args.workers is not None else (1 if args.quick else 4)
+    ceiling = matmul_ceiling(device) if cuda else None
+    print(f"machine: {machine(device)}")
+    if ceiling:
+        print(f"bf16 matmul ceiling (8192^3): {ceiling / 1e12:.0f} TFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
-        data = run_sync(make_demo_dataset(Path(tmp) / "data", count=args.images, size=64)).result
-        cfg = TrainConfig(
-            family="gan.dcgan", data=str(data), resolution=args.resolution, batch_size=args.batch_size,
-            steps=args.steps, sample_every=10**9, checkpoint_every=10**9, checkpoint_minutes=1e9,
-            log_every=20, holdout_fraction=0.0, device=str(device), model={"latent_dim": 100, "width": 64},
+        os.environ.setdefault("STUDIO_HOME", str(Path(tmp) / "home"))  # the decode cache
+        count = args.images or (256 if args.quick else 2048)
+        data = run_sync(make_demo_dataset(Path(tmp) / "data", count=count, size=64)).result
+        for case in cases(args.quick, cuda):
+            if args.only and not case.family.endswith(args.only):
+                continue
+            run_case(case, data, Path(tmp), device, steps, warmup, repeats, workers, ceiling)
+
+
+def run_case(
+    case: Case, data: Path, tmp: Path, device: torch.device, steps: int, warmup: int,
+    repeats: int, workers: int, ceiling: float | None,
+) -> None:  # fmt: skip
+    cuda = device.type == "cuda"
+    flops = flops_per_image(case, device)
+    runs = iter(range(10**6))
+
+    def studio(**options: Any) -> float:
+        rates = [
+            studio_rate(
+                case, data, tmp / f"{case.family}-{next(runs)}", device, steps, warmup, **options
+            )
+            for _ in range(repeats)
+        ]
+        return statistics.median(rates)
+
+    ref = statistics.median(
+        reference_rate(case, data, device, steps, warmup, workers) for _ in range(repeats)
+    )
+    rows: list[tuple[str, float | None, float | None]] = [
+        (
+            f"reference (Pillow DataLoader, {workers} workers, fp32 eager, .item() each step)",
+            ref,
+            1.0,
         )
-        warmup = 5
-        ref, ours = [], []
-        for r in range(args.repeats):
-            ref.append(reference_rate(data, cfg, device, warmup, args.workers))
-            ours.append(studio_rate(data, Path(tmp) / f"run{r}", cfg, warmup))
-    ref_med, ours_med = statistics.median(ref), statistics.median(ours)
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"{device_name(device)}, torch {torch.__version__}")
-    print(f"DCGAN {args.resolution}x{args.resolution}, batch {args.batch_size}, {args.steps} steps, "
-          f"median of {args.repeats}")
-    print(f"{'loop':<34}{'img/s':>10}{'ratio':>8}")
-    print(f"{'reference (PIL DataLoader, fp32)':<34}{ref_med:>10.1f}{1.0:>8.2f}")
-    print(f"{'studio train_job':<34}{ours_med:>10.1f}{ours_med / ref_med:>8.2f}")
+    ]
+    ours = studio()
+    rows.append(
+        (
+            "studio train_job, defaults"
+            + (" (bf16, TF32, channels_last, fused AdamW)" if cuda else ""),
+            ours,
+            ours / ref,
+        )
+    )
+    if cuda:
+        rows.append(("studio, defaults + torch.compile", (c := studio(compile="on")), c / ref))
+        base = studio(**OFF)
+        rows.append(
+            ("studio, every option off (fp32 eager; data on the GPU, no syncs)", base, base / ref)
+        )
+        for label, opt in (
+            ("  + bf16 autocast alone", dict(precision="bf16")),
+            ("  + TF32 alone", dict(tf32="on")),
+            ("  + channels_last alone", dict(channels_last="on")),
+            ("  + fused AdamW alone", dict(fused_adamw="on")),
+            ("  + torch.compile alone", dict(compile="on")),
+            ("  + CUDA graphs alone (compile, reduce-overhead)", dict(cuda_graphs=True)),
+        ):
+            rate = studio(**{**OFF, **opt})
+            rows.append((label + f" (x{rate / base:.2f} over all-off)", rate, rate / ref))
+    print()
+    print(
+        f"### {case.name}, batch {case.batch}, {steps} steps ({warmup} warm-up), median of {repeats}"
+    )
+    print(f"FLOPs per image (forward + backward, one eager step): {flops / 1e9:.3f} GFLOP")
+    print()
+    print("| loop | img/s | vs reference | " + ("MFU |" if cuda else "achieved |"))
+    print("|---|---|---|---|")
+    for label, rate, ratio in rows:
+        if cuda and ceiling:
+            extra = f"{100 * rate * flops / ceiling:.1f}%"
+        else:
+            extra = f"{rate * flops / 1e9:.1f} GFLOP/s"
+        print(f"| {label} | {rate:.1f} | {ratio:.2f}x | {extra} |")
+    if not cuda:
+        print("| each option alone (bf16, channels_last, compile, CUDA graphs) | n/a (CPU) | | |")
 
 
 if __name__ == "__main__":

@@ -203,6 +203,10 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     "flow.realnvp": {"scales": 2, "couplings": 2, "hidden": 16, "warmup_steps": 10},
     "flow.glow": {"levels": 2, "steps": 2, "hidden": 16, "warmup_steps": 10},
     "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
+    "diffusion.text": {
+        "width": 8, "layers_per_block": 1, "attention_res": 4, "text_dim": 16, "text_layers": 1,
+        "text_heads": 2,
+    },
 }
 
 

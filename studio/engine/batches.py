@@ -6,7 +6,7 @@ an uninterrupted run would have seen.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ class DeviceImages:
         seed: int,
         batch_size: int,
         flip: bool,
+        captions: Sequence[str | None] | None = None,
     ) -> None:
         if len(images) == 0:
             raise ValueError("no training images")
@@ -35,6 +36,9 @@ class DeviceImages:
         lab = torch.from_numpy(labels.astype(np.int64)) if labels is not None else None
         self.labels = lab.to(self.data.device) if lab is not None else None
         self.n = len(images)
+        self.captions = None if captions is None else tuple(c or "" for c in captions)
+        if self.captions is not None and len(self.captions) != self.n:
+            raise ValueError(f"{self.n} images but {len(self.captions)} captions")
         self.batch_size = min(batch_size, self.n)
         self.steps_per_epoch = self.n // self.batch_size
         self.seed = seed
@@ -71,7 +75,10 @@ class DeviceImages:
         labels = None
         if self.labels is not None:
             labels = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
-        return Batch(images=x, labels=labels)
+        captions = None
+        if self.captions is not None:  # strings live on the host: one small copy of idx
+            captions = tuple(self.captions[i] for i in idx.tolist())
+        return Batch(images=x, labels=labels, captions=captions)
 
 
 def _fits(data: torch.Tensor, device: torch.device) -> bool:

@@ -315,6 +315,7 @@ class ImageDataset:
 
     ``labels`` holds each image's index into ``class_names``, or is None unless every image
     has a class (images at the root of a folder that also has class subfolders have none).
+    ``captions`` holds each image's sidecar caption, else its class folder's name, else "".
     """
 
     images: np.ndarray
@@ -419,6 +420,16 @@ def load_dataset(
     return _make_dataset(scan, kept, images, resolution, tuple(lost))
 
 
+def caption_of(entry: ImageEntry) -> str:
+    """The image's sidecar caption, else its class folder's name ("red_cars" -> "red cars"),
+    else the empty caption."""
+    if entry.caption and entry.caption.strip():
+        return entry.caption.strip()
+    if entry.class_name:
+        return " ".join(entry.class_name.replace("_", " ").replace("-", " ").split())
+    return ""
+
+
 def _make_dataset(
     scan: ScanResult,
     kept: list[ImageEntry],
@@ -434,7 +445,7 @@ def _make_dataset(
         images=images,
         labels=labels,
         class_names=scan.class_names,
-        captions=tuple(e.caption for e in kept),
+        captions=tuple(caption_of(e) for e in kept),
         paths=tuple(e.path for e in kept),
         resolution=resolution,
         fingerprint=scan.fingerprint,

@@ -251,6 +251,11 @@ def _labels(model: GenerativeModel, request: InpaintRequest, n: int) -> Tensor |
 
 def _method(model: GenerativeModel) -> str:
     kind = model.info.kind
+    if Capability.TEXT in model.info.capabilities:
+        raise StudioError(
+            f"{model.info.display_name} follows prompts: inpaint with it in the Prompt workspace "
+            "(mode Inpaint uses this canvas's image and mask), or with `studio generate --mask`."
+        )
     if kind == "diffusion" and hasattr(model, "ema_unet"):
         return "diffusion"
     if kind in ("vae", "gan", "flow") and Capability.LATENT in model.info.capabilities:

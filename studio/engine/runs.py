@@ -45,6 +45,20 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the family's Config
+    # Speed and optimisation (studio.engine.speed, studio.engine.schedule; docs/performance.md).
+    # Old config.json files lack these keys and load with the defaults, which train as before.
+    tf32: str = "auto"  # auto (on with CUDA) | on | off
+    channels_last: str = "auto"  # auto (convolutional families on CUDA) | on | off
+    fused_adamw: str = "auto"  # auto (fused on CUDA) | on (fused, else foreach) | off
+    compile: str = "off"  # off | auto (CUDA) | on: torch.compile, eager if it fails
+    cuda_graphs: bool = False  # compile with CUDA graphs ("reduce-overhead"); CUDA only
+    grad_clip: float = 0.0  # max gradient norm; 0 = the family's default
+    warmup_steps: int = 0  # linear learning-rate warm-up; 0 = the family's default
+    lr_schedule: str = "constant"  # constant | cosine (decay to min_lr_fraction at `steps`)
+    min_lr_fraction: float = 0.1
+    accumulate: int = 1  # micro-batches per optimizer step (the batch is split)
+    auto_batch: bool = False  # CUDA: halve batch_size until a step fits in memory
+    cpu_threads: int = 0  # torch threads on the CPU; 0 = auto
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

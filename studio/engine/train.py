@@ -18,6 +18,8 @@ from studio.core.errors import NonFiniteLoss, StudioError
 from studio.core.imaging import make_grid
 from studio.core.jobs import CancelToken, Progress
 from studio.engine import checkpoint as ckpt
+from studio.engine import live, tensorboard
+from studio.engine.batch_finder import fit_batch_size
 from studio.engine.batches import DeviceImages
 from studio.engine.data import ImageDataset, load_dataset, scan_folder, split_holdout
 from studio.engine.device import (
@@ -30,7 +32,9 @@ from studio.engine.device import (
 )
 from studio.engine.distributed import Distributed
 from studio.engine.runs import RunFolder, TrainConfig
-from studio.models.base import Capability, GenerativeModel, StepContext, images_to_uint8
+from studio.engine.schedule import StepRunner
+from studio.engine.speed import apply_speed
+from studio.models.base import Capability, GenerativeModel, images_to_uint8
 from studio.models.registry import get_family
 
 
@@ -50,12 +54,22 @@ def save_png(path: Path, image: np.ndarray) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> GenerativeModel:
+def build_model(
+    cfg: TrainConfig,
+    num_classes: int,
+    device: torch.device,
+    captions: tuple[str, ...] = (),
+    previous: dict[str, Any] | None = None,
+) -> GenerativeModel:
+    """``captions`` (training images') and ``previous`` (a resumed run's saved model settings)
+    let a text family build or keep its vocabulary."""
     family = get_family(cfg.family)
     overrides = dict(cfg.model)
     overrides["resolution"] = cfg.resolution
     if Capability.CONDITIONAL in family.info.capabilities:
         overrides["num_classes"] = num_classes
+    if Capability.TEXT in family.info.capabilities:
+        overrides = family.config_for_data(overrides, captions, previous)  # type: ignore[attr-defined]
     try:
         config = family.Config.from_dict(overrides)
         with torch.random.fork_rng(devices=[]):  # the run's seed fixes the initial weights
@@ -65,6 +79,7 @@ def build_model(cfg: TrainConfig, num_classes: int, device: torch.device) -> Gen
         raise StudioError(f"{family.info.display_name} cannot be built here: {err}") from err
     model = model.to(device)
     model.configure_optimizers()
+    model.remember_base_lrs()  # the schedule scales these; recorded before a checkpoint loads
     return model
 
 
@@ -103,12 +118,13 @@ def train_job(
     ``steps`` sets the total to reach (a resumed run trains on to it). ``token.stop()`` ends
     early and keeps a final checkpoint; ``token.cancel()`` aborts without saving.
     """
-    run = RunFolder(run_dir)
+    run = tensorboard.mirror(RunFolder(run_dir))  # metrics also to <run>/tensorboard/ if installed
     distributed = Distributed.from_env(device_override or (config.device if config else "auto"))
     try:
         result = yield from _train(run, token, config, steps, dataset, cache_dir, device_override, distributed)
     finally:
         distributed.close()
+        live.unregister(run.path)  # peeks fall back to the run's files from here on
     return result
 
 
@@ -142,7 +158,11 @@ def _train(
     if len(train_idx) == 0:
         train_idx = np.arange(len(dataset))
     labels = dataset.labels[train_idx] if dataset.labels is not None else None
-    model = build_model(config, len(dataset.class_names), device)
+    captions = tuple(dataset.captions[i] or "" for i in train_idx)
+    previous = run.read_config().get("model") if resuming else None
+    if config.auto_batch and not resuming:  # CUDA: the largest batch that fits (batch_finder)
+        config = yield from fit_batch_size(config, lambda c: build_model(c, len(dataset.class_names), device, captions, previous), device, distributed.enabled)
+    model = build_model(config, len(dataset.class_names), device, captions, previous)
     seed = distributed.seed(config.seed)
 
     start_step, trainer_state = 0, {}
@@ -175,14 +195,20 @@ def _train(
                 "world_size": distributed.world_size,
             }
         )
+    speed = apply_speed(model, config, device)  # after the checkpoint: converted optimizers keep their state
     distributed.prepare(model, model.optimizers)
+    live_run = live.register(run.path, model, token)  # peeks use these weights between steps
 
     images = DeviceImages(
-        dataset.images[train_idx], labels, device, config.seed, config.batch_size, config.flip
+        dataset.images[train_idx], labels, device, config.seed, config.batch_size, config.flip,
+        captions=captions if Capability.TEXT in model.info.capabilities else None,
     )
     if images.batch_size < config.batch_size:
         yield Progress("load", message=f"Batch size lowered to {images.batch_size}: that is every training image.")
     autocast = autocast_factory(device, config.precision)
+    runner = StepRunner(model, config, autocast, images.batch_size, speed)  # schedule, clipping, accumulation
+    for line in runner.take_messages():
+        yield Progress("load", message=line)
     dev_name = device_name(device)
     total = max(config.steps, start_step)
     held = dataset.images[held_idx[:256]] if len(held_idx) else None
@@ -215,15 +241,16 @@ def _train(
             break
         if token.paused:
             yield Progress("paused", step, total, message="Paused", info=_info(dev_name, device, throughput, step, total, images.batch_size))
-            token.wait_while_paused()
+            yield from live_run.while_paused(token, Progress("paused", step, total))  # peeks run meanwhile
             t_log, step_log = time.monotonic(), step
             continue
 
         gen = step_generator(device, seed, step)
         batch = images.batch(step, gen, distributed.shard)
         model.train()
-        losses = model.train_step(batch, StepContext(step=step, generator=gen, autocast=autocast))
-        window.append(losses)
+        window.extend(runner.run(batch, step, gen))  # one dict of losses per micro-batch
+        for line in runner.take_messages():  # e.g. a compile that fell back to eager
+            yield Progress("train", step, total, message=line)
         step += 1
 
         logged = step % config.log_every == 0 or step == total
@@ -238,10 +265,11 @@ def _train(
             rate = (step - step_log) * images.batch_size / max(now - t_log, 1e-9)
             throughput = rate if throughput is None else 0.7 * throughput + 0.3 * rate
             t_log, step_log = now, step
+            metrics.update(images_per_s=rate, memory_mb=memory_in_use(device) / 2**20)  # plotted too
             if is_main:
                 run.append_metrics([{"step": step, "time": time.time(), **metrics}])
             last_metrics = metrics
-        yield Progress("train", step, total, metrics=metrics, info=_info(dev_name, device, throughput, step, total, images.batch_size) if logged else {})
+        yield Progress("train", step, total, metrics=metrics, info={**_info(dev_name, device, throughput, step, total, images.batch_size), **live_run.info(step)} if logged else {})
 
         if step % config.sample_every == 0 or step == total:
             yield from monitor.evaluate(model, step, total)

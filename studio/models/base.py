@@ -33,6 +33,7 @@ class Capability(enum.Flag):
     LIKELIHOOD = enum.auto()  # log_likelihood (exact or a bound), reported in bits/dim
     CONDITIONAL = enum.auto()  # class (or text) conditioning
     INPAINT = enum.auto()
+    TEXT = enum.auto()  # prompt-conditioned: takes prompt / negative_prompt, learns from captions
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class ModelConfig:
 class Batch:
     images: Tensor  # B x C x H x W, float in [-1, 1], on the model's device
     labels: Tensor | None = None  # B, long; None for unlabelled data
+    captions: tuple[str, ...] | None = None  # B captions ("" = none); None when not carried
 
 
 @dataclass
@@ -106,6 +108,12 @@ class StepContext:
     step: int
     generator: torch.Generator  # on the model's device; seeded from (run seed, step)
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
+    # Trainer options, applied by GenerativeModel.optimizer_step (studio.engine.schedule):
+    lr_scale: float | None = None  # schedule multiplier of the base rates; None = family warm-up
+    max_grad_norm: float = 0.0  # > 0 overrides the family's own clipping
+    accumulate: int = 1  # micro-batches per optimizer step; this call is micro-batch ``micro``
+    micro: int = 0
+    grad_norms: dict[str, Tensor] = field(default_factory=dict)  # filled by optimizer_step
 
     def randn(self, *shape: int, device: torch.device | None = None) -> Tensor:
         dev = device or self.generator.device
@@ -131,13 +139,18 @@ class GenerativeModel(nn.Module):
     info: ClassVar[FamilyInfo]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     # Keyword conditions ``sample`` accepts, from: label (class index), steps, sampler,
-    # guidance, temperature. Anything else is refused with a clear message.
+    # guidance, temperature, prompt, negative_prompt. Anything else is refused with a clear
+    # message.
     conditions: ClassVar[tuple[str, ...]] = ()
+    # True when train_step makes exactly one optimizer_step per optimizer, so the trainer may
+    # split a batch into micro-batches (gradient accumulation).
+    supports_accumulation: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._base_lrs: dict[str, list[float]] = {}
 
     # -- training ------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -147,6 +160,61 @@ class GenerativeModel(nn.Module):
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         """One update. Returns detached scalar tensors (no host sync is required here)."""
         raise NotImplementedError
+
+    def networks(self) -> dict[str, nn.Module]:
+        """The networks train_step runs, for the trainer's speed options (torch.compile,
+        channels_last). Default: the direct submodules; override to leave copies (EMA) out."""
+        return dict(self.named_children())
+
+    def default_warmup_steps(self) -> int:
+        """The family's own learning-rate warm-up, used unless the trainer sets one."""
+        return 0
+
+    def remember_base_lrs(self) -> None:
+        """Record every param group's configured rate: schedules scale these, statelessly."""
+        self._base_lrs = {
+            name: [float(g["lr"]) for g in opt.param_groups] for name, opt in self.optimizers.items()
+        }
+
+    def optimizer_step(
+        self, name: str, loss: Tensor, ctx: StepContext, clip: float = 0.0
+    ) -> Tensor | None:
+        """Backward ``loss`` and step optimizer ``name`` as the trainer's options ask.
+
+        Gradients are zeroed on the first micro-batch and accumulate ``loss / ctx.accumulate``;
+        on the last one the rate is set (base rate x ``ctx.lr_scale``, or x the family's
+        warm-up when that is None), gradients are clipped to ``ctx.max_grad_norm`` (or
+        ``clip``, the family's default; 0 = none) and the optimizer steps. Returns the gradient
+        norm before clipping (a tensor: no host sync), or None after a micro-batch that did not
+        step."""
+        opt = self.optimizers[name]
+        k = max(1, int(ctx.accumulate))
+        if ctx.micro == 0:
+            opt.zero_grad(set_to_none=True)
+        (loss / k if k > 1 else loss).backward()
+        if ctx.micro < k - 1:
+            return None
+        if name not in self._base_lrs:
+            self.remember_base_lrs()
+        scale = ctx.lr_scale
+        if scale is None:
+            scale = linear_warmup(ctx.step, self.default_warmup_steps())
+        for group, base in zip(opt.param_groups, self._base_lrs[name]):
+            if isinstance(group["lr"], Tensor):
+                group["lr"].fill_(base * scale)
+            else:
+                group["lr"] = base * scale
+        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        max_norm = ctx.max_grad_norm if ctx.max_grad_norm > 0 else clip
+        if max_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        elif params:
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
+        else:
+            norm = torch.zeros((), device=loss.device)
+        opt.step()
+        ctx.grad_norms[name] = norm.detach()
+        return norm.detach()
 
     def extra_state(self) -> dict[str, Any]:
         """JSON-able trainer state a family keeps between steps (saved with checkpoints)."""
@@ -221,6 +289,12 @@ class GenerativeModel(nn.Module):
 
 
 # -- small helpers shared by families ------------------------------------------------------
+
+
+def linear_warmup(step: int, warmup_steps: int) -> float:
+    """The learning-rate factor at ``step`` of a linear warm-up: a function of the step alone,
+    so a resumed run continues exactly."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
 def images_to_uint8(images: Tensor) -> Tensor:

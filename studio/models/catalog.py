@@ -25,6 +25,8 @@ CONDITION_HELP = {
     "sampler": "`--sampler ddpm|ddim|dpm++`",
     "guidance": "`--guidance G`",
     "temperature": "`--temperature T`",
+    "prompt": "a prompt (`studio generate --model RUN --prompt TEXT`)",
+    "negative_prompt": "a negative prompt (`--negative TEXT` there)",
 }
 
 
@@ -65,6 +67,7 @@ def capabilities_text(caps: Capability) -> str:
         Capability.LIKELIHOOD: "likelihood (bits/dim)",
         Capability.CONDITIONAL: "class-conditional",
         Capability.INPAINT: "inpainting",
+        Capability.TEXT: "text prompts (Prompt workspace, `studio generate`)",
     }
     return ", ".join(text for cap, text in names.items() if cap in caps) or "sampling"
 

@@ -24,6 +24,7 @@ FAMILIES: dict[str, str] = {
     "flow.realnvp": "studio.models.flow.realnvp:RealNVP",
     "flow.glow": "studio.models.flow.glow:Glow",
     "diffusion.ddpm": "studio.models.diffusion.ddpm:DDPM",
+    "diffusion.text": "studio.models.diffusion.text:TextDiffusion",
 }
 
 

@@ -211,7 +211,8 @@ def step_rng(ctx: StepContext, device: torch.device, enabled: bool = True) -> It
     if not enabled:
         yield
         return
-    seed = (ctx.generator.initial_seed() * 0x9E3779B1 + ctx.step) % 2**63
+    # Micro-batches of one step (gradient accumulation) each get their own dropout masks.
+    seed = (ctx.generator.initial_seed() * 0x9E3779B1 + ctx.step + ctx.micro * 0x2545F491) % 2**63
     accel = [] if device.type == "cpu" else [device]
     with torch.random.fork_rng(
         devices=accel, device_type=None if device.type == "cpu" else device.type
@@ -238,6 +239,7 @@ class DDPM(GenerativeModel):
     Config = DDPMConfig
     config: DDPMConfig
     conditions = ("label", "steps", "sampler", "guidance")
+    supports_accumulation = True
 
     def __init__(self, config: DDPMConfig) -> None:
         super().__init__(config)
@@ -266,7 +268,7 @@ class DDPM(GenerativeModel):
         return self.optimizers
 
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
-        c, opt = self.config, self.optimizers["unet"]
+        c = self.config
         x0 = batch.images
         n, dev = x0.shape[0], x0.device
         gen_dev = ctx.generator.device
@@ -279,19 +281,21 @@ class DDPM(GenerativeModel):
         )
         labels = self._train_labels(batch, ctx)
 
-        if c.warmup_steps:  # stateless warm-up from the step number: resumes exactly
-            for group in opt.param_groups:
-                group["lr"] = c.lr * min(1.0, (ctx.step + 1) / c.warmup_steps)
         with ctx.autocast(), step_rng(ctx, dev, enabled=c.dropout > 0):
             pred = self.unet(x_t, t, class_labels=labels).sample
         loss = F.mse_loss(pred.float(), target.float())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = c.grad_clip if c.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), max_norm)
-        opt.step()
+        # Warm-up (a function of the step: resumes exactly), clipping and accumulation.
+        grad_norm = self.optimizer_step("unet", loss, ctx, clip=c.grad_clip)
+        if grad_norm is None:  # a micro-batch that only accumulated gradients
+            return {"loss": loss.detach()}
         self.update_ema()
-        return {"loss": loss.detach(), "grad_norm": grad_norm.detach()}
+        return {"loss": loss.detach(), "grad_norm": grad_norm}
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.unet}  # not the EMA copy: it only samples
+
+    def default_warmup_steps(self) -> int:
+        return self.config.warmup_steps
 
     def _train_labels(self, batch: Batch, ctx: StepContext) -> Tensor | None:
         nc = self.config.num_classes

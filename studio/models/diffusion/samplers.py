@@ -7,11 +7,14 @@ DDIM (deterministic, ~50 steps) or DPM-Solver++ (deterministic, ~20 steps).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor, nn
+
+from studio.models.base import SampleStep
 
 SAMPLERS = ("ddpm", "ddim", "dpm++")
 DEFAULT_SAMPLER = "dpm++"
@@ -78,3 +81,51 @@ def predicted_x0(
     else:
         x0 = (x - (1 - a).sqrt() * output) / a.sqrt()
     return x0.clamp(-1, 1)
+
+
+def denoise_iter(
+    denoise: Callable[[Tensor, Tensor], Tensor],
+    sampler: str | Any,
+    steps: int,
+    train_scheduler: Any,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    device: torch.device,
+    prediction_type: str,
+    init: Tensor | None = None,
+    strength: float = 1.0,
+) -> Generator[SampleStep, None, Tensor]:
+    """Run ``sampler`` (a name from :data:`SAMPLERS`, or a fresh diffusers scheduler) for
+    ``steps`` from noise drawn on the CPU ``generator``.
+
+    ``denoise(x_scaled, t)`` is the (guided) model output. With ``init`` (images in [-1, 1])
+    only the last ``strength`` share of the steps runs, from ``init`` noised to that point
+    (image-to-image, as diffusers' img2img pipelines do). Yields a :class:`SampleStep` per
+    step with about eight x0 previews on the way and returns the images clamped to [-1, 1].
+    """
+    sched = make_sampler(sampler, train_scheduler.config) if isinstance(sampler, str) else sampler
+    sched.set_timesteps(steps, device=device)
+    timesteps = sched.timesteps
+    noise = torch.randn(shape, generator=generator).to(device)
+    if init is None:
+        x = noise * sched.init_noise_sigma
+    else:
+        run = min(steps, max(1, int(steps * strength)))
+        begin = (steps - run) * getattr(sched, "order", 1)
+        timesteps = timesteps[begin:]
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(begin)
+        x = sched.add_noise(init.to(device).float(), noise, timesteps[:1].repeat(shape[0]))
+    total = len(timesteps)
+    every = max(1, total // 8)
+    for i, t in enumerate(timesteps):
+        out = denoise(sched.scale_model_input(x, t), t)
+        # A CPU generator: diffusers draws any step noise on the CPU and moves it.
+        x = sched.step(out, t, x, generator=generator).prev_sample
+        preview = None
+        if i + 1 == total:
+            preview = x.clamp(-1, 1)
+        elif (i + 1) % every == 0:
+            preview = predicted_x0(train_scheduler.alphas_cumprod, x, out, t, prediction_type)
+        yield SampleStep(i + 1, total, preview)
+    return x.clamp(-1, 1)

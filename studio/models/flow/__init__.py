@@ -114,32 +114,33 @@ class FlowModel(GenerativeModel):
         return quantize_back(x).reshape(-1, c.channels, c.resolution, c.resolution)
 
     # -- training ------------------------------------------------------------------------
+    supports_accumulation = True
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         self.optimizers = {"flow": torch.optim.Adam(self.parameters(), lr=self.config.lr)}
         return self.optimizers
 
+    def default_warmup_steps(self) -> int:
+        return self.config.warmup_steps
+
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
-        c, opt = self.config, self.optimizers["flow"]
-        # Warm-up from ctx.step (not a counter of ours), so a resumed run replays it exactly.
-        lr = c.lr * min(1.0, (ctx.step + 1) / max(1, c.warmup_steps))
-        for group in opt.param_groups:
-            group["lr"] = lr
+        c = self.config
         images = batch.images
         noise = ctx.rand(*images.shape, device=images.device).to(images.dtype)
         x = dequantize(images, noise)  # uniform dequantisation in pixel units
         with ctx.autocast():
             ll, logdet = self._log_likelihood(x)
         bpd = to_bits_per_dim(ll, self.dims).mean()
-        opt.zero_grad(set_to_none=True)
-        bpd.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters(), c.max_grad_norm)
-        opt.step()
-        return {
+        # Warm-up (default_warmup_steps) and clipping happen in optimizer_step.
+        grad_norm = self.optimizer_step("flow", bpd, ctx, clip=c.max_grad_norm)
+        out = {
             "bpd": bpd.detach(),
             # The flow's mean log|det| in bits/dim: how much of the fit is volume change.
             "logdet": logdet.detach().float().mean() / (self.dims * LOG2),
-            "grad_norm": grad_norm.detach(),
         }
+        if grad_norm is not None:  # None after a micro-batch that did not step
+            out["grad_norm"] = grad_norm
+        return out
 
     # -- sampling ------------------------------------------------------------------------
     def sample_iter(

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from studio.models.base import Batch, Capability, FamilyInfo, StepContext, setting
-from studio.models.gan.common import GANConfig, GANModel, frozen, grad_norm, r1_penalty
+from studio.models.gan.common import GANConfig, GANModel, frozen, r1_penalty
 
 
 @dataclass
@@ -32,7 +32,7 @@ class DCGAN(GANModel):
     config: DCGANConfig
 
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
-        c, opt_g, opt_d = self.config, self.optimizers["g"], self.optimizers["d"]
+        c = self.config
         real, labels = batch.images, self._labels(batch)
         z = ctx.randn(real.shape[0], c.latent_dim)
 
@@ -50,10 +50,7 @@ class DCGAN(GANModel):
             penalty = r1_penalty(d_real, real)
             loss_d = loss_d + 0.5 * c.r1_gamma * penalty
             out["r1"] = penalty.detach()
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        gn_d = grad_norm(self.discriminator)
-        opt_d.step()
+        gn_d = self.optimizer_step("d", loss_d, ctx)
 
         # Generator: make D call the fakes real (non-saturating loss). D's weights are frozen
         # for this pass so no gradient is spent on them.
@@ -61,10 +58,7 @@ class DCGAN(GANModel):
             with ctx.autocast():
                 d_gen = self.discriminator(fake, labels).float()
             loss_g = F.softplus(-d_gen).mean()
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-        gn_g = grad_norm(self.generator)
-        opt_g.step()
+            gn_g = self.optimizer_step("g", loss_g, ctx)
 
         out.update(
             loss_d=loss_d.detach(),

@@ -20,7 +20,6 @@ from studio.models.gan.common import (
     GANConfig,
     GANModel,
     frozen,
-    grad_norm,
     gradient_penalty,
     init_dcgan_weights,
 )
@@ -107,7 +106,7 @@ class WGANGP(GANModel):
         return self.config.critic_norm
 
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
-        c, opt_g, opt_d = self.config, self.optimizers["g"], self.optimizers["d"]
+        c = self.config
         real = batch.images
         n = real.shape[0]
         critic = self.discriminator
@@ -127,14 +126,10 @@ class WGANGP(GANModel):
             gp = gradient_penalty(score, real, fake, eps)
             w_dist = s_real.mean() - s_fake.mean()
             loss_d = -w_dist + c.gp_lambda * gp + c.drift * s_real.pow(2).mean()
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            gn_d = self.optimizer_step("d", loss_d, ctx)
             logs.append(
-                torch.stack(
-                    [loss_d, gp, w_dist, s_real.mean(), s_fake.mean(), grad_norm(critic)]
-                ).detach()
+                torch.stack([loss_d, gp, w_dist, s_real.mean(), s_fake.mean(), gn_d]).detach()
             )
-            opt_d.step()
 
         # Generator: raise the critic's score of fresh fakes.
         z = ctx.randn(n, c.latent_dim)
@@ -142,10 +137,7 @@ class WGANGP(GANModel):
             with ctx.autocast():
                 fake = self.generator(z)
             loss_g = -score(fake).mean()
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-        gn_g = grad_norm(self.generator)
-        opt_g.step()
+            gn_g = self.optimizer_step("g", loss_g, ctx)
 
         # Critic values are the mean over its n_critic updates (one tensor op, no host sync).
         loss_d, gp, w_dist, d_real, d_fake, gn_d = torch.stack(logs).mean(0).unbind()

@@ -143,6 +143,8 @@ class ConvVAE(GenerativeModel):
         return c.beta * min(1.0, step / c.kl_warmup_steps)
 
     # -- training ------------------------------------------------------------------------
+    supports_accumulation = True
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         self.optimizers = {"vae": torch.optim.Adam(self.parameters(), lr=self.config.lr)}
         return self.optimizers
@@ -159,10 +161,7 @@ class ConvVAE(GenerativeModel):
         kl = kl_dims.sum(1).mean()
         loss = recon + self.kl_weight(ctx.step) * kl
 
-        opt = self.optimizers["vae"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        self.optimizer_step("vae", loss, ctx)
 
         out = {"loss": loss.detach(), "recon": recon.detach(), "kl": kl.detach()}
         per_dim = kl_dims.detach()[:, :KL_DIMS_SHOWN].mean(0)

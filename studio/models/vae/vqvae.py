@@ -190,6 +190,9 @@ class VQVAE(GenerativeModel):
         return dead.sum().float()
 
     # -- training --------------------------------------------------------------------------
+    # Accumulation splits the batch; the codebook's EMA then updates once per micro-batch.
+    supports_accumulation = True
+
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         self.optimizers = {"vq": torch.optim.Adam(self.parameters(), lr=self.config.lr)}
         return self.optimizers
@@ -213,10 +216,7 @@ class VQVAE(GenerativeModel):
         commit = F.mse_loss(z_e, z_q)  # the codebook is a buffer: only the encoder moves
         loss = recon + c.commitment * commit
 
-        opt = self.optimizers["vq"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        self.optimizer_step("vq", loss, ctx)
 
         flat = self._flatten(z_e.detach())
         counts = self.ema_update(flat, idx)

@@ -1,0 +1,392 @@
+"""The trainer's speed options, applied to a built model: TF32, channels_last, fused AdamW,
+``torch.compile`` (optionally with CUDA graphs) with an eager fallback, and CPU threads.
+
+Every option is ``auto`` by default where that is safe, and each one reports what it did in a
+line the trainer shows. ``apply_speed`` runs after a checkpoint was loaded, so converted
+optimizers keep their state and the options may differ between a run and its resume.
+
+Compile is the fragile one (PERFORMANCE.md: a stride assertion in a ``ConvTranspose2d``
+backward, recompile limits, ~50 s for the first step), so it is wrapped twice:
+
+* each network's call goes through :class:`_CompiledCall`: a compile that raises when it is
+  set up or at a call switches every network back to eager and repeats that call eagerly;
+* :meth:`Speed.guard` snapshots weights, optimizer state and RNG before the first compiled
+  step; an error anywhere in that step (the backward is compiled lazily, at its first use)
+  restores the snapshot and runs the step again, eagerly.
+
+Only training calls are compiled (module in train mode, gradients on): sampling, peeks and
+no-grad passes stay eager, so a network compiles once for its one training shape and precision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from studio.core.errors import StudioError
+from studio.engine.runs import TrainConfig
+from studio.models.base import GenerativeModel
+
+AUTO_ON_OFF = ("auto", "on", "off")
+COMPILE_CHOICES = ("off", "auto", "on")
+CompileFn = Callable[..., Callable[..., Any]]
+
+
+def check_options(config: TrainConfig) -> None:
+    """Refuse option values the trainer does not know, naming the setting and its choices."""
+    for name in ("tf32", "channels_last", "fused_adamw"):
+        if getattr(config, name) not in AUTO_ON_OFF:
+            raise StudioError(f"{name} must be auto, on or off, not {getattr(config, name)!r}.")
+    if config.compile not in COMPILE_CHOICES:
+        raise StudioError(f"compile must be off, auto or on, not {config.compile!r}.")
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise StudioError(f"lr_schedule must be constant or cosine, not {config.lr_schedule!r}.")
+    if config.accumulate < 1:
+        raise StudioError("accumulate must be 1 or more (micro-batches per optimizer step).")
+    if config.grad_clip < 0 or config.warmup_steps < 0 or config.cpu_threads < 0:
+        raise StudioError(
+            "grad_clip, warmup_steps and cpu_threads cannot be negative (0 = default)."
+        )
+    if not 0.0 <= config.min_lr_fraction <= 1.0:
+        raise StudioError("min_lr_fraction must be between 0 and 1.")
+
+
+#: TrainConfig fields set by ``studio train --option NAME=VALUE`` (and the GUI's options).
+OPTION_NAMES = (
+    "tf32", "channels_last", "fused_adamw", "compile", "cuda_graphs", "grad_clip", "warmup_steps",
+    "lr_schedule", "min_lr_fraction", "accumulate", "auto_batch", "cpu_threads",
+)  # fmt: skip
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["compile=on", "accumulate=2"]`` -> TrainConfig keyword arguments, typed and checked."""
+    import dataclasses
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name, raw = name.strip().replace("-", "_"), raw.strip()
+        if not sep or name not in OPTION_NAMES:
+            raise StudioError(
+                f"--option {pair!r}: expected NAME=VALUE with NAME one of: {', '.join(OPTION_NAMES)}"
+            )
+        default = defaults[name]
+        try:
+            if isinstance(default, bool):
+                if raw.lower() not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(raw)
+                value: Any = raw.lower() in ("on", "true", "1", "yes")
+            elif isinstance(default, int):
+                value = int(raw)
+            elif isinstance(default, float):
+                value = float(raw)
+            else:
+                value = raw.lower()
+        except ValueError:
+            raise StudioError(
+                f"--option {pair!r}: {raw!r} is not a valid {type(default).__name__}"
+            ) from None
+        out[name] = value
+    check_options(dataclasses.replace(TrainConfig(), **out))
+    return out
+
+
+@dataclass
+class Speed:
+    """What :func:`apply_speed` turned on, and the compile fallback's state."""
+
+    device: torch.device
+    channels_last: bool = False
+    cuda_graphs: bool = False
+    compiled: list[nn.Module] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    compile_failed: bool = False
+    _verified: bool = False
+
+    @property
+    def compiling(self) -> bool:
+        return bool(self.compiled) and not self.compile_failed
+
+    def take_messages(self) -> list[str]:
+        out, self.messages = self.messages, []
+        return out
+
+    def fall_back(self, err: BaseException) -> None:
+        """Send every compiled network back to eager; say so once."""
+        self._eager()
+        if self.compile_failed:
+            return
+        self.compile_failed = True
+        text = str(err).strip().splitlines()
+        reason = type(err).__name__ + (f": {text[0][:200]}" if text else "")
+        self.messages.append(
+            f"torch.compile failed ({reason}); training goes on without it (eager)."
+        )
+
+    def _eager(self) -> None:
+        for module in self.compiled:
+            module._compiled_call_impl = None
+
+    def prepare_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and images.dim() == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def before_step(self) -> None:
+        if self.cuda_graphs and self.compiling:
+            # CUDA-graph trees reuse output buffers; a new step must be marked as such.
+            with contextlib.suppress(AttributeError):
+                torch.compiler.cudagraph_mark_step_begin()
+
+    def guard(
+        self, model: GenerativeModel, run: Callable[[], Any], generator: torch.Generator
+    ) -> Any:
+        """Run one training step. Until a compiled step has succeeded, an error in it restores
+        the state from before the step and repeats it eagerly, with the same RNG streams; an
+        error that the eager step repeats is the step's own and is raised."""
+        if not self.compiling or self._verified:
+            return run()
+        snap = _snapshot(model, generator)
+        try:
+            out = run()
+        except Exception as err:
+            first = err
+        else:
+            self._verified = True
+            return out
+        _restore(model, generator, snap)
+        self._eager()
+        try:
+            out = run()
+        except Exception as eager_err:
+            self.compile_failed = True
+            raise eager_err from first
+        self.fall_back(first)
+        return out
+
+
+class _CompiledCall:
+    """Stands in for ``module._compiled_call_impl``: the compiled call for training passes,
+    eager for everything else, and eager for good after the first failure."""
+
+    def __init__(self, module: nn.Module, compiled: Callable[..., Any], speed: Speed) -> None:
+        self.module, self.compiled, self.speed = module, compiled, speed
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        m = self.module
+        if self.speed.compile_failed or not (m.training and torch.is_grad_enabled()):
+            return m._call_impl(*args, **kwargs)
+        try:
+            return self.compiled(*args, **kwargs)
+        except Exception as err:
+            self.speed.fall_back(err)
+            return m._call_impl(*args, **kwargs)
+
+
+# -- applying the options -------------------------------------------------------------------
+
+
+def apply_speed(
+    model: GenerativeModel,
+    config: TrainConfig,
+    device: torch.device,
+    compile_fn: CompileFn | None = None,
+) -> Speed:
+    """Apply ``config``'s speed options to ``model`` (after any checkpoint was loaded)."""
+    check_options(config)
+    speed = Speed(device)
+    cuda = device.type == "cuda"
+    done: list[str] = []
+    _apply_threads(config, device, done)
+    _apply_tf32(config.tf32, cuda, speed, done)
+    if _wants(config.channels_last, cuda and _is_convolutional(model)):
+        model.to(memory_format=torch.channels_last)
+        for opt in model.optimizers.values():
+            _match_state_layout(opt)
+        speed.channels_last = True
+        done.append("channels_last")
+    if _wants(config.fused_adamw, cuda):
+        kinds = {name: convert_optimizer(opt, fused=cuda) for name, opt in model.optimizers.items()}
+        for name, (opt, _) in kinds.items():
+            model.optimizers[name] = opt
+        used = sorted({k for _, k in kinds.values()})
+        if used:
+            done.append(" + ".join(used) + " Adam")
+    graphs = bool(config.cuda_graphs)
+    if graphs and not cuda:
+        speed.messages.append("CUDA graphs need an NVIDIA GPU: option ignored here.")
+        graphs = False
+    if graphs or _wants(config.compile, cuda):
+        mode = "reduce-overhead" if graphs else None
+        _compile_networks(model, speed, compile_fn or torch.compile, mode)
+        if speed.compiling:
+            speed.cuda_graphs = graphs
+            done.append(
+                "torch.compile"
+                + (" + CUDA graphs" if graphs else "")
+                + " (the first step compiles)"
+            )
+    if done:
+        speed.messages.insert(0, "Speed options: " + ", ".join(done) + ".")
+    return speed
+
+
+def _wants(option: str, auto: bool) -> bool:
+    return option == "on" or (option == "auto" and auto)
+
+
+def _is_convolutional(model: nn.Module) -> bool:
+    return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
+
+
+def _apply_tf32(option: str, cuda: bool, speed: Speed, done: list[str]) -> None:
+    if option == "auto" and not cuda:
+        return
+    if not cuda:
+        if option == "on":
+            speed.messages.append("TF32 applies to NVIDIA GPUs only: option ignored here.")
+        return
+    on = option != "off"
+    # TF32 is process-wide: it stays set for later work in this process (sampling included).
+    torch.set_float32_matmul_precision("high" if on else "highest")
+    with contextlib.suppress(AttributeError, RuntimeError):
+        torch.backends.cudnn.allow_tf32 = on
+    if on:
+        done.append("TF32 matmuls")
+
+
+def physical_cores() -> int:
+    """CPU cores this process may use, counting each core once (not its hyper-threads) and
+    respecting CPU affinity and a cgroup CPU quota."""
+    try:
+        logical = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        logical = os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text(encoding="ascii").split()[:2]
+        if quota != "max":
+            logical = min(logical, max(1, int(int(quota) / int(period))))
+    siblings = 1
+    with contextlib.suppress(OSError, ValueError):
+        text = Path("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list").read_text(
+            encoding="ascii"
+        )
+        siblings = sum(
+            (int(b) - int(a) + 1) if "-" in part else 1
+            for part in text.strip().split(",")
+            for a, _, b in [part.partition("-")]
+        )
+    return max(1, logical // max(1, siblings))
+
+
+def _apply_threads(config: TrainConfig, device: torch.device, done: list[str]) -> None:
+    """CPU training: ``cpu_threads`` when given; otherwise one thread per physical core (at
+    most 16), unless OMP_NUM_THREADS already says how many."""
+    if device.type != "cpu":
+        return
+    if config.cpu_threads > 0:
+        threads = config.cpu_threads
+    elif os.environ.get("OMP_NUM_THREADS"):
+        done.append(f"{torch.get_num_threads()} CPU threads (OMP_NUM_THREADS)")
+        return
+    else:
+        threads = min(16, physical_cores())
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only possible before any parallel work started
+        torch.set_num_interop_threads(max(1, min(4, threads // 2)))
+    done.append(f"{torch.get_num_threads()} CPU threads")
+
+
+# -- optimizers -------------------------------------------------------------------------------
+
+
+def convert_optimizer(opt: torch.optim.Optimizer, fused: bool) -> tuple[torch.optim.Optimizer, str]:
+    """The same Adam/AdamW (param groups, state, hyper-parameters) using the fused kernel
+    (``fused``) or the foreach one. Other optimizers come back unchanged (kind "")."""
+    if type(opt) not in (torch.optim.Adam, torch.optim.AdamW):
+        return opt, ""
+    kind = "fused" if fused else "foreach"
+    state = opt.state_dict()
+    for group in state["param_groups"]:
+        group["fused"], group["foreach"] = (True, False) if fused else (None, True)
+    groups = [{k: v for k, v in g.items()} for g in opt.param_groups]
+    defaults = dict(opt.defaults)
+    defaults["fused"], defaults["foreach"] = (True, None) if fused else (None, True)
+    new = type(opt)(groups, **defaults)
+    new.load_state_dict(state)  # moves "step" onto the device for the fused kernel
+    for hook_dict in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks"):
+        getattr(new, hook_dict).update(getattr(opt, hook_dict))
+    return new, kind
+
+
+def _match_state_layout(opt: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer state (contiguous) its parameter's memory format."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape and value.dim() == 4:
+                    opt.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
+# -- compile -----------------------------------------------------------------------------------
+
+
+def _compile_networks(
+    model: GenerativeModel, speed: Speed, compile_fn: CompileFn, mode: str | None
+) -> None:
+    kwargs: dict[str, Any] = {"dynamic": False}
+    if mode:
+        kwargs["mode"] = mode
+    for name, module in model.networks().items():
+        try:
+            compiled = compile_fn(module._call_impl, **kwargs)
+        except Exception as err:  # a missing compiler, an unsupported platform...
+            speed.compiled.append(module)
+            speed.fall_back(err)
+            speed.messages[-1] = speed.messages[-1].replace("failed", f"failed for {name}", 1)
+            return
+        module._compiled_call_impl = _CompiledCall(module, compiled, speed)
+        speed.compiled.append(module)
+
+
+def _snapshot(model: GenerativeModel, generator: torch.Generator) -> dict[str, Any]:
+    return {
+        "weights": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "optimizers": {name: _clone(opt.state_dict()) for name, opt in model.optimizers.items()},
+        "extra": copy.deepcopy(model.extra_state()),
+        "generator": generator.get_state(),
+        "cpu_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+    }
+
+
+def _restore(model: GenerativeModel, generator: torch.Generator, snap: dict[str, Any]) -> None:
+    with torch.no_grad():
+        model.load_state_dict(snap["weights"])
+    for name, opt in model.optimizers.items():
+        opt.load_state_dict(snap["optimizers"][name])
+        opt.zero_grad(set_to_none=True)
+    model.load_extra_state(snap["extra"])
+    generator.set_state(snap["generator"])
+    torch.set_rng_state(snap["cpu_rng"])
+    if snap["cuda_rng"] is not None:
+        torch.cuda.set_rng_state_all(snap["cuda_rng"])
+
+
+def _clone(tree: Any) -> Any:
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().clone()
+    if isinstance(tree, dict):
+        return {k: _clone(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_clone(v) for v in tree]
+    return copy.deepcopy(tree)
