@@ -13,6 +13,7 @@ from typing import Any
 
 from studio import __version__
 from studio.cli import compare as compare_cli
+from studio.cli import generate as generate_cli
 from studio.cli import inpaint as inpaint_cli
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Outcome, Status, run_sync
@@ -27,6 +28,7 @@ EPILOG = """examples:
   studio sample --run runs/first -n 16 --out samples/   (one PNG per sample)
   studio compare --runs runs/gan runs/vae runs/ddpm --n 64 --seed 0 --out compare/
   studio inpaint --run runs/first --image photo.png --mask mask.png --out filled.png -N 4
+  studio generate --model ~/models/sd15 --prompt "a red fox" --seed 7 --out fox.png
 
 Run folders default to {runs}. Ctrl-C during training stops at the next step and keeps a
 checkpoint; press it twice to abort at once.
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10, help="steps between metric records")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a model setting, e.g. --set latent_dim=64 --set lr_g=1e-4")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a training option, e.g. --option compile=on --option accumulate=2 "
+                   "(see the README's training options)")
     p.add_argument("--out", help="new run folder (default: a fresh folder under the runs folder)")
     p.add_argument("--resume", metavar="RUN", help="continue this run folder")
 
@@ -92,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", action="store_true", help="also list each model's settings")
     inpaint_cli.add_parser(sub, common)
     compare_cli.add_parser(sub, common)
+    generate_cli.add_parser(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list run folders")
     p.add_argument("--dir", help=f"runs folder (default {runs_dir()})")
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": cmd_runs,
         "inpaint": inpaint_cli.cmd_inpaint,
         "compare": compare_cli.cmd_compare,
+        "generate": generate_cli.cmd_generate,
     }[args.command]
     try:
         return handler(args)
@@ -213,10 +220,13 @@ def parse_settings(family_key: str, pairs: list[str]) -> dict[str, Any]:
 def cmd_train(args: argparse.Namespace) -> int:
     from studio.core.paths import cache_dir
     from studio.engine.runs import TrainConfig, new_run_path
+    from studio.engine.speed import parse_options
     from studio.engine.train import train_job
 
     token = CancelToken()
     if args.resume:
+        if args.option:
+            raise StudioError("--option sets up a new run; a resumed run keeps the options it began with")
         job = train_job(args.resume, token, None, steps=args.steps, cache_dir=cache_dir(),
                         device_override=None if args.device == "auto" else args.device)
         out = Path(args.resume)
@@ -240,6 +250,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             log_every=args.log_every,
             device=args.device,
             model=parse_settings(args.family, args.set),
+            **parse_options(args.option),
         )
         out = Path(args.out) if args.out else new_run_path(runs_dir(), args.family)
         job = train_job(out, token, config, cache_dir=cache_dir())

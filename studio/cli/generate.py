@@ -1,0 +1,144 @@
+"""``studio generate``: text-to-image, image-to-image and inpainting with a model on disk.
+
+The mode follows from the inputs: ``--image`` alone is image-to-image, ``--image`` with
+``--mask`` is inpainting (white = repaint, black = keep), neither is text-to-image. Every PNG
+written carries its full settings (see :mod:`studio.engine.prompt.pngmeta`); with ``--batch N``
+> 1 the images go to ``OUT-1.png`` ... ``OUT-N.png``. Heavy imports happen inside
+:func:`cmd_generate`, so building the parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXAMPLE = """examples:
+  studio generate --model ~/models/sd15 --prompt "a red fox in the snow" --out fox.png
+  studio generate --model sd15.safetensors --prompt "oil painting" --image photo.jpg \\
+      --strength 0.6 --out painting.png
+  studio generate --model ~/models/sd15-inpainting --prompt "a wooden door" --image house.png \\
+      --mask door.png --out door.png --batch 4 --seed 7
+"""
+
+
+def add_parser(
+    subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    """Add the ``generate`` command to ``subparsers`` (``common`` carries ``--device``)."""
+    from studio.engine.prompt.request import MEMORY_MODES, SCHEDULERS
+
+    p = subparsers.add_parser(
+        "generate",
+        parents=[common],
+        help="make images from a prompt with a Stable Diffusion model (or a prompt-trained run)",
+        description="Text-to-image, image-to-image (--image) and inpainting (--image and --mask) "
+        "with a Stable Diffusion model on disk (a diffusers folder or a .safetensors file), a "
+        "model-library id, or a Studio run trained with prompts. Nothing is downloaded.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="model folder or file, or a library id")
+    p.add_argument("--prompt", required=True, help="what to draw")
+    p.add_argument("--negative", default="", help="what to avoid (negative prompt)")
+    p.add_argument("--steps", type=int, default=30, help="sampler steps (default 30)")
+    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
+    p.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="dpmpp_2m")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image (then +1, ...)")
+    p.add_argument("--width", type=int, help="multiple of 8 (default 512, or the image's size)")
+    p.add_argument("--height", type=int, help="multiple of 8 (default 512, or the image's size)")
+    p.add_argument("--batch", type=int, default=1, help="how many images (seeds seed, seed+1, ...)")
+    p.add_argument("--image", help="start from this image (image-to-image / inpainting)")
+    p.add_argument("--mask", help="inpainting mask: white = repaint, black = keep")
+    p.add_argument("--strength", type=float, default=0.75,
+                   help="how much of the image to change, 0..1 (image-to-image, inpainting)")
+    p.add_argument("--mask-blur", type=int, default=4, help="seam blend radius in pixels")
+    p.add_argument("--only-masked", action="store_true",
+                   help="inpaint a window around the mask at full resolution and paste it back")
+    p.add_argument("--padding", type=int, default=32, help="context pixels around the mask (--only-masked)")
+    p.add_argument("--memory", choices=MEMORY_MODES, default="auto",
+                   help="auto picks from free GPU memory; low = slicing, tiling and CPU offload")
+    p.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPU; slow first image)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="agree to read a pickled .ckpt/.bin checkpoint (weights-only mode)")
+    p.add_argument("--out", required=True, help="OUT.png (OUT-1.png, OUT-2.png ... with --batch > 1)")
+    return p
+
+
+def output_paths(out: str | Path, n: int) -> list[Path]:
+    """``OUT.png`` for one image, ``OUT-1.png`` ... ``OUT-n.png`` for several."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        out = out.with_suffix(".png")
+    if n == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i}.png") for i in range(1, n + 1)]
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Run ``studio generate``; returns the exit code (errors raise StudioError)."""
+    import numpy as np
+
+    from studio.cli.inpaint import read_mask
+    from studio.cli.main import run_job
+    from studio.core.errors import StudioError
+    from studio.core.jobs import CancelToken
+    from studio.engine.images import ImageRejected, open_image
+    from studio.engine.prompt.generate import generate_job
+    from studio.engine.prompt.pngmeta import write_png
+    from studio.engine.prompt.request import GenerateRequest, snap8
+
+    image = mask = None
+    if args.mask and not args.image:
+        raise StudioError("--mask needs --image: the picture the mask belongs to.")
+    if args.image:
+        try:
+            image = np.asarray(open_image(args.image), dtype=np.uint8)
+        except ImageRejected as err:
+            raise StudioError(f"cannot read the image {args.image}: {err}") from None
+    if args.mask:
+        soft, note = read_mask(args.mask, (image.shape[1], image.shape[0]))
+        if note:
+            print(note, file=sys.stderr)
+        mask = (soft >= 0.5).astype(np.uint8) * 255
+    mode = "inpaint" if mask is not None else "img2img" if image is not None else "txt2img"
+    default_w = snap8(image.shape[1]) if image is not None else 512
+    default_h = snap8(image.shape[0]) if image is not None else 512
+    request = GenerateRequest(
+        model=args.model,
+        mode=mode,
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        steps=args.steps,
+        guidance=args.guidance,
+        scheduler=args.scheduler,
+        seed=args.seed,
+        width=args.width if args.width is not None else default_w,
+        height=args.height if args.height is not None else default_h,
+        batch_count=args.batch,
+        strength=args.strength,
+        image=image,
+        mask=mask,
+        mask_blur=args.mask_blur,
+        only_masked=args.only_masked,
+        only_masked_padding=args.padding,
+        memory=args.memory,
+        compile=args.compile,
+        device=args.device,
+        dtype=args.dtype,
+        preview_every=0,  # nobody looks at previews in a terminal
+    )
+    request.require_inputs()
+    token = CancelToken()
+    try:
+        result = run_job(generate_job(request, token, allow_pickle=args.allow_pickle), token)
+    except StudioError as err:
+        if "pickled checkpoint" in str(err) and not args.allow_pickle:
+            raise StudioError(f"{err} To agree, run again with --allow-pickle.") from None
+        raise
+    paths = output_paths(args.out, len(result.images))
+    for path, img, meta in zip(paths, result.images, result.metadata):
+        write_png(path, img, meta)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0

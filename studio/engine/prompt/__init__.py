@@ -1,0 +1,1 @@
+"""Prompt-driven generation: Stable Diffusion models on disk and prompt-conditioned runs."""

@@ -1,0 +1,422 @@
+"""Model files read safely: the format comes from the bytes, pickles only with consent.
+
+- :func:`sniff_format` tells safetensors, a torch zip checkpoint, a bare pickle and anything else
+  apart by content; the extension is never trusted (a pickle renamed ``.safetensors`` is a pickle).
+- :func:`read_safetensors_header` validates the header before anything is allocated: its length
+  against the file size, every tensor's dtype, shape and byte range; a truncated file or a hostile
+  header fails fast with a message, without reading the tensors.
+- :func:`read_state_dict` loads safetensors directly; a pickle only with ``allow_pickle`` (the
+  user's consent), then only through ``torch.load(weights_only=True)``. If that refuses the file,
+  the file is refused: it is never retried with full unpickling.
+- :func:`check_folder_code` refuses a diffusers folder that ships or names code to run.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import re
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from studio.core.errors import StudioError
+
+if TYPE_CHECKING:
+    import torch
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+}  # fmt: skip
+FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+_REPAIR = "re-download or re-export it"
+
+
+class FileFormat(str, enum.Enum):
+    SAFETENSORS = "safetensors"
+    TORCH_ZIP = "torch-zip"  # torch.save since 1.6: a zip with <name>/data.pkl
+    PICKLE = "pickle"  # a bare pickle stream (legacy torch.save, .bin, .pkl)
+    UNKNOWN = "unknown"
+
+    @property
+    def is_pickle(self) -> bool:
+        return self in (FileFormat.TORCH_ZIP, FileFormat.PICKLE)
+
+
+class ModelFileError(StudioError):
+    """A model file cannot be read: truncated, corrupt, of an unknown type, or unsafe."""
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+
+
+class CorruptModelFile(ModelFileError):
+    """The file is truncated or damaged."""
+
+
+class PickleConsentRequired(ModelFileError):
+    """A pickled checkpoint: ask the user, then retry with ``allow_pickle=True``.
+
+    ``path`` names the file. The GUI asks "this is a pickled checkpoint; load it in restricted
+    weights-only mode?" and the CLI suggests ``--allow-pickle``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        name = Path(path).name
+        super().__init__(
+            f"{name} is a pickled checkpoint (not safetensors). Pickles can run code when they "
+            "are loaded, so Studio reads one only if you agree, and then only in restricted "
+            "weights-only mode, which refuses anything but tensors. Prefer a .safetensors "
+            "version of this model if there is one.",
+            path,
+        )
+
+
+class UnsafeModelError(ModelFileError):
+    """The file or folder needs code to load; it is refused."""
+
+
+# -- sniffing ---------------------------------------------------------------------------------
+
+
+def sniff_format(path: str | os.PathLike[str]) -> FileFormat:
+    """The file's format from its first bytes (and, for a zip, its member names)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except IsADirectoryError:
+        return FileFormat.UNKNOWN
+    except OSError as err:
+        raise ModelFileError(f"Cannot read {path.name}: {err.strerror or err}.", path) from err
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return FileFormat.UNKNOWN
+        return (
+            FileFormat.TORCH_ZIP
+            if any(n.endswith("data.pkl") for n in names)
+            else FileFormat.UNKNOWN
+        )
+    if head[:1] == b"\x80" and len(head) >= 2 and 2 <= head[1] <= 5:
+        return FileFormat.PICKLE
+    if len(head) >= 9 and head[8:9] == b"{":
+        # an 8-byte length, then JSON; whether the length fits the file is
+        # read_safetensors_header's business, so a truncated file is named as truncated
+        return FileFormat.SAFETENSORS
+    return FileFormat.UNKNOWN
+
+
+# -- safetensors ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+    data_bytes: int
+
+    def dtypes(self) -> set[str]:
+        return {t.dtype for t in self.tensors.values()}
+
+
+def _corrupt(path: Path, why: str) -> CorruptModelFile:
+    return CorruptModelFile(f"{path.name} is truncated or corrupt: {why}; {_REPAIR}.", path)
+
+
+def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
+    """Read and validate a safetensors header without reading any tensor data."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            prefix = fh.read(8)
+            if len(prefix) < 8:
+                raise _corrupt(path, f"the file is only {size} bytes")
+            (n,) = struct.unpack("<Q", prefix)
+            if n > MAX_HEADER_BYTES:
+                raise _corrupt(path, f"its header claims {n:,} bytes, more than any real model has")
+            if n > size - 8:
+                raise _corrupt(
+                    path, f"its header claims {n:,} bytes but the file holds {size - 8:,}"
+                )
+            raw = fh.read(n)
+    except OSError as err:
+        raise ModelFileError(f"Cannot read {path.name}: {err.strerror or err}.", path) from err
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise _corrupt(path, "its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "its header is not a table of tensors")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise _corrupt(path, "its metadata is not a table")
+    data_bytes = size - 8 - n
+    tensors: dict[str, TensorInfo] = {}
+    for name, spec in header.items():
+        tensors[name] = _tensor_info(path, name, spec)
+    end = 0
+    for name, info in sorted(tensors.items(), key=lambda kv: (kv[1].start, kv[1].end)):
+        if info.start != end:
+            why = "overlaps another tensor" if info.start < end else "leaves a gap before it"
+            raise _corrupt(path, f"tensor {name!r} {why}")
+        end = info.end
+    if end > data_bytes:
+        raise _corrupt(
+            path, f"its tensors need {end:,} bytes of data but the file holds {data_bytes:,}"
+        )
+    if end < data_bytes:
+        raise _corrupt(path, f"{data_bytes - end:,} bytes follow the last tensor")
+    return SafetensorsHeader(tensors, {str(k): str(v) for k, v in metadata.items()}, data_bytes)
+
+
+def _tensor_info(path: Path, name: str, spec: Any) -> TensorInfo:
+    if not isinstance(spec, dict):
+        raise _corrupt(path, f"the entry for {name!r} is not a tensor description")
+    dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
+    if dtype not in _DTYPE_BYTES:
+        raise _corrupt(path, f"tensor {name!r} has an unknown dtype {dtype!r}")
+    ok_shape = isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+    ok_offsets = (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(o, int) and o >= 0 for o in offsets)
+        and offsets[0] <= offsets[1]
+    )
+    if not (ok_shape and ok_offsets):
+        raise _corrupt(path, f"tensor {name!r} has a malformed shape or byte range")
+    if math.prod(shape) * _DTYPE_BYTES[dtype] != offsets[1] - offsets[0]:
+        raise _corrupt(path, f"tensor {name!r} has a byte range that does not match its shape")
+    return TensorInfo(dtype, tuple(shape), offsets[0], offsets[1])
+
+
+# -- state dicts ------------------------------------------------------------------------------
+
+
+def read_state_dict(
+    path: str | os.PathLike[str], *, allow_pickle: bool = False
+) -> dict[str, torch.Tensor]:
+    """The tensors in a single-file checkpoint, on the CPU.
+
+    Safetensors load directly. A pickled checkpoint raises :class:`PickleConsentRequired` unless
+    ``allow_pickle``; with it, it is read by ``torch.load(weights_only=True)`` (memory-mapped
+    when it is a zip) and a file that needs anything beyond tensors is refused with
+    :class:`UnsafeModelError`. A ``state_dict`` wrapper (original SD checkpoints) is unwrapped
+    and non-tensor entries (step counters) are dropped.
+    """
+    path = Path(path)
+    fmt = sniff_format(path)
+    if fmt is FileFormat.SAFETENSORS:
+        read_safetensors_header(path)  # clear messages for truncated or hostile files
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError) as err:
+            raise _corrupt(path, str(err)) from err
+    if fmt.is_pickle:
+        if not allow_pickle:
+            raise PickleConsentRequired(path)
+        return _weights_only_load(path, fmt)
+    if path.suffix.lower() == ".safetensors":
+        raise _corrupt(path, "it does not start with a safetensors header")
+    raise ModelFileError(
+        f"{path.name} is not a model file Studio can read: it is neither safetensors nor a "
+        "PyTorch checkpoint (whatever its extension says).",
+        path,
+    )
+
+
+def _weights_only_load(path: Path, fmt: FileFormat) -> dict[str, torch.Tensor]:
+    import pickle
+
+    import torch
+
+    # torch.load picks safetensors by a ".safetensors" name; a file object keeps it on content.
+    by_name = path.suffix.lower() != ".safetensors"
+    try:
+        with open(path, "rb") as fh:
+            obj = torch.load(
+                path if by_name else fh,
+                map_location="cpu",
+                weights_only=True,
+                mmap=by_name and fmt is FileFormat.TORCH_ZIP,
+            )
+    except pickle.UnpicklingError as err:
+        # weights_only refused something that is not a tensor: a class, a function call.
+        # This is final: loading it any other way is exactly what an exploit needs.
+        raise UnsafeModelError(
+            f"{path.name} needs code to load, so Studio refuses it: restricted weights-only "
+            f"loading found {_refused_global(err)} in it, not just tensors. Use a .safetensors "
+            "version of this model.",
+            path,
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+        raise _corrupt(path, _first_line(err)) from err
+    return _tensors_only(path, obj)
+
+
+def _refused_global(err: BaseException) -> str:
+    """What weights-only unpickling refused ("pathlib.Path.touch"), without torch's advice to
+    load the file unsafely, which Studio never does."""
+    match = re.search(
+        r"(?:Unsupported global|Unsupported operand[^:]*):\s*(?:GLOBAL\s+)?([\w.]+)", str(err)
+    )
+    return f"a reference to {match.group(1)}" if match else "something other than tensors"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def _tensors_only(path: Path, obj: Any) -> dict[str, torch.Tensor]:
+    import torch
+
+    while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    tensors = (
+        {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if isinstance(obj, dict)
+        else {}
+    )
+    if not tensors:
+        raise ModelFileError(f"{path.name} holds no model weights (no named tensors found).", path)
+    return tensors
+
+
+def save_state_dict_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | os.PathLike[str]
+) -> None:
+    """Write ``tensors`` as safetensors, atomically. Tensors that share memory are copied apart."""
+    from safetensors.torch import save_file
+
+    from studio.core import atomic
+
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for name, t in tensors.items():
+        t = t.contiguous()
+        key = (t.untyped_storage().data_ptr(), t.storage_offset())
+        if key in seen or t.untyped_storage().nbytes() != t.numel() * t.element_size():
+            t = t.clone()
+        seen.add(key)
+        out[name] = t
+    with atomic.atomic_path(path) as tmp:
+        save_file(out, str(tmp))
+
+
+# -- folders ----------------------------------------------------------------------------------
+
+_SAFE_LIBRARIES = frozenset({"diffusers", "transformers"})
+_CODE_KEYS = ("auto_map", "custom_pipeline")
+_CODE_SUFFIXES = (".py", ".pyc", ".pyd", ".so")
+_MAX_JSON_BYTES = 20 * 1024 * 1024
+
+
+def _walk(folder: Path, depth: int = 2) -> list[Path]:
+    """Files in ``folder`` and its subfolders, ``depth`` levels down (diffusers reads one)."""
+    out: list[Path] = []
+    try:
+        children = list(folder.iterdir())
+    except OSError:
+        return out
+    for child in children:
+        if child.is_dir() and not child.is_symlink():
+            if depth > 0:
+                out.extend(_walk(child, depth - 1))
+        else:
+            out.append(child)
+    return out
+
+
+def check_folder_code(folder: str | os.PathLike[str]) -> None:
+    """Refuse a diffusers folder that ships code or asks for code to be run.
+
+    Refused: any Python file (or compiled module) in the folder or its component subfolders;
+    a ``model_index.json`` component whose library is neither diffusers nor transformers; an
+    ``auto_map`` or ``custom_pipeline`` key in any JSON config. Nothing in the folder is imported.
+    """
+    folder = Path(folder)
+    files = _walk(folder)
+    code = sorted(str(p.relative_to(folder)) for p in files if p.suffix.lower() in _CODE_SUFFIXES)
+    if code:
+        shown = ", ".join(code[:3]) + (" ..." if len(code) > 3 else "")
+        raise UnsafeModelError(
+            f"{folder.name} is refused: it ships Python code ({shown}), and Studio never runs "
+            "code that comes with a model. Use a plain diffusers folder (configs and weights only).",
+            folder,
+        )
+    for p in files:
+        if p.suffix.lower() != ".json" or p.stat().st_size > _MAX_JSON_BYTES:
+            continue
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue  # a broken config fails when it is loaded, with diffusers' message
+        if isinstance(data, dict):
+            for key in _CODE_KEYS:
+                if key in data:
+                    raise UnsafeModelError(
+                        f"{folder.name} is refused: {p.relative_to(folder)} asks for custom code "
+                        f"({key!r}), and Studio never runs code that comes with a model.",
+                        folder,
+                    )
+    index = folder / "model_index.json"
+    if index.is_file():
+        _check_model_index(folder, index)
+
+
+def _check_model_index(folder: Path, index: Path) -> None:
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CorruptModelFile(
+            f"{folder.name}/model_index.json is damaged ({err}); {_REPAIR}.", folder
+        ) from err
+    if not isinstance(data, dict):
+        raise CorruptModelFile(f"{folder.name}/model_index.json is not a table; {_REPAIR}.", folder)
+    for name, value in data.items():
+        if name.startswith("_") or not isinstance(value, list) or len(value) != 2:
+            continue
+        library = value[0]
+        if library is None or library in _SAFE_LIBRARIES or _is_diffusers_pipeline_module(library):
+            continue
+        raise UnsafeModelError(
+            f"{folder.name} is refused: its component {name!r} comes from {library!r}, not from "
+            "diffusers or transformers, and loading it would run code that is not part of them.",
+            folder,
+        )
+
+
+def _is_diffusers_pipeline_module(name: Any) -> bool:
+    """``["stable_diffusion", "StableDiffusionSafetyChecker"]``: a module of diffusers itself."""
+    import importlib.util
+
+    if not isinstance(name, str) or not name.isidentifier():
+        return False
+    try:
+        return importlib.util.find_spec(f"diffusers.pipelines.{name}") is not None
+    except (ImportError, ValueError):
+        return False
