@@ -1,4 +1,5 @@
-"""The engine thread: one dedicated QThread that runs every long job, one at a time.
+"""The engine thread: one dedicated QThread that runs every long job, one at a time, and
+short interactive jobs between a long job's steps.
 
 Jobs are generators (see :mod:`studio.core.jobs`). The GUI submits a *factory* that builds the
 generator, so even the job's imports (torch, the engine modules) happen on the engine thread and
@@ -13,6 +14,17 @@ the window never waits for them. Progress crosses threads through a :class:`JobM
 
 Workers never touch widgets; only signals cross threads. The thread is never terminated: it is
 asked to stop (jobs keep their work), then to cancel, and waited for.
+
+Interactive jobs (``submit(..., interactive=True)``: a peek, a decode, a short scan) do not wait
+for a long job. They go on a second queue, and each time the running job yields (training
+yields after every step, and every ~50 ms while paused) the engine thread runs every waiting
+interactive job to completion, *inside* the running job's progress callback, then lets the
+running job continue. So an interactive job may use the training model
+(:mod:`studio.engine.live`): nothing else runs on this thread until it returns. Each one gets its
+own token, mailbox and ``job_started``/``progress_ready``/``job_done`` signals, exactly like a
+queued job; the time they take is charged to the training run (``peek_cost``). When the thread is
+idle, interactive jobs run like any other, ahead of queued ones. They must be short: training
+waits while they run.
 """
 
 from __future__ import annotations
@@ -33,10 +45,12 @@ import shiboken6
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from studio.core.jobs import CancelToken, Outcome, Progress, ProgressMailbox, Status, run_sync
+from studio.engine import live  # no torch: the registry of runs training on this thread
 
 JobFactory = Callable[[CancelToken], Generator[Progress, None, Any]]
 KeepFilter = Callable[[Progress], bool]
 
+_INTERACTIVE = -1  # a queue entry that only wakes the thread for the interactive queue
 _LIVE: weakref.WeakSet[EngineThread] = weakref.WeakSet()
 # Threads that did not stop in time: kept referenced so Python never deletes a running QThread
 # (which aborts the process), and waited for at exit.
@@ -120,21 +134,36 @@ class EngineThread(QThread):
         self._lock = threading.Lock()
         self._jobs: dict[int, tuple[JobHandle, JobFactory]] = {}
         self._running: JobHandle | None = None
+        self._interactive: collections.deque[int] = collections.deque()  # ids, oldest first
+        self._nested: JobHandle | None = None  # the interactive job running now, if any
         self._ids = itertools.count(1)
         self._closed = False
         _LIVE.add(self)
 
     # -- GUI side --------------------------------------------------------------------------
     def submit(
-        self, name: str, factory: JobFactory, *, keep: KeepFilter | None = None
+        self,
+        name: str,
+        factory: JobFactory,
+        *,
+        keep: KeepFilter | None = None,
+        interactive: bool = False,
     ) -> JobHandle:
-        """Queue ``factory(token)`` to run on this thread; starts the thread if needed."""
+        """Queue ``factory(token)`` to run on this thread; starts the thread if needed.
+
+        ``interactive``: a short job that runs between the running job's steps instead of
+        after it (see the module notes).
+        """
         with self._lock:
             if self._closed:
                 raise RuntimeError("the engine thread has been shut down")
             handle = JobHandle(next(self._ids), name, CancelToken(), JobMailbox(keep))
             self._jobs[handle.id] = (handle, factory)
-        self._queue.put(handle.id)
+            if interactive:
+                self._interactive.append(handle.id)
+        self._queue.put(_INTERACTIVE if interactive else handle.id)
+        if interactive:
+            live.wake()  # a paused trainer yields at once rather than at its next tick
         if not self.isRunning():
             self.start()
         return handle
@@ -145,8 +174,14 @@ class EngineThread(QThread):
             return [h for h, _ in self._jobs.values()]
 
     def running_job(self) -> JobHandle | None:
+        """The queued (long) job running now; interactive jobs are not counted."""
         with self._lock:
             return self._running
+
+    def interactive_job(self) -> JobHandle | None:
+        """The interactive job running now (between the running job's steps, or alone)."""
+        with self._lock:
+            return self._nested
 
     @property
     def closed(self) -> bool:
@@ -204,24 +239,44 @@ class EngineThread(QThread):
     def run(self) -> None:
         while True:
             job_id = self._queue.get()
+            self._run_interactive()  # waiting interactive jobs go first (shutdown: cancelled)
             if job_id is None:
                 break
-            with self._lock:
-                handle, factory = self._jobs[job_id]
-                self._running = handle
-            try:
-                outcome = self._run_one(handle, factory)
-            except BaseException:  # noqa: BLE001 - nothing may take the engine thread down
-                outcome = Outcome(
-                    Status.FAILED, error="Internal error", details=traceback.format_exc()
-                )
-            with self._lock:
-                del self._jobs[job_id]
-                self._running = None
-            del factory  # drop the job's closure (datasets, models) before waiting for the next
-            self.job_done.emit(job_id, outcome)
+            if job_id != _INTERACTIVE:  # (an interactive wake-up whose job has already run)
+                self._run_job(job_id, interactive=False)
 
-    def _run_one(self, handle: JobHandle, factory: JobFactory) -> Outcome[Any]:
+    def _run_job(self, job_id: int, *, interactive: bool) -> None:
+        with self._lock:
+            handle, factory = self._jobs[job_id]
+            if interactive:
+                self._nested = handle
+            else:
+                self._running = handle
+        try:
+            outcome = self._run_one(handle, factory, interleave=not interactive)
+        except BaseException:  # noqa: BLE001 - nothing may take the engine thread down
+            outcome = Outcome(Status.FAILED, error="Internal error", details=traceback.format_exc())
+        with self._lock:
+            del self._jobs[job_id]
+            if interactive:
+                self._nested = None
+            else:
+                self._running = None
+        del factory  # drop the job's closure (datasets, models) before waiting for the next
+        self.job_done.emit(job_id, outcome)
+
+    def _run_interactive(self) -> float:
+        """Run every waiting interactive job to completion; return the seconds it took."""
+        start = time.perf_counter()
+        while True:
+            with self._lock:
+                if not self._interactive:
+                    break
+                job_id = self._interactive.popleft()
+            self._run_job(job_id, interactive=True)
+        return time.perf_counter() - start
+
+    def _run_one(self, handle: JobHandle, factory: JobFactory, interleave: bool) -> Outcome[Any]:
         token = handle.token
         if token.cancelled:
             return Outcome(Status.CANCELLED)
@@ -231,6 +286,10 @@ class EngineThread(QThread):
         def on_progress(progress: Progress) -> None:
             if mailbox.put(progress):
                 ready.emit(job_id)
+            # The running job is suspended at a yield: the moment to serve interactive jobs.
+            # (len() of a deque is atomic; _run_interactive re-checks under the lock.)
+            if interleave and self._interactive:
+                live.charge(self._run_interactive())  # counted against the run's throughput
 
         def job() -> Generator[Progress, None, Any]:
             # Building the generator inside the job: errors raised by the factory itself
@@ -272,10 +331,15 @@ class JobRunner(QObject):
         self.engine.job_done.connect(self._on_job_done, queued)
 
     def submit(
-        self, name: str, factory: JobFactory, *, keep: KeepFilter | None = None
+        self,
+        name: str,
+        factory: JobFactory,
+        *,
+        keep: KeepFilter | None = None,
+        interactive: bool = False,
     ) -> JobHandle:
         """Queue a job; see :meth:`EngineThread.submit`."""
-        handle = self.engine.submit(name, factory, keep=keep)
+        handle = self.engine.submit(name, factory, keep=keep, interactive=interactive)
         self._tracks[handle.id] = _Track(handle)
         return handle
 

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from studio.core.canvas import CanvasDocument
 from studio.core.jobs import Outcome, Progress, Status
 from studio.core.paths import runs_dir
+from studio.engine.live import is_live
 from studio.qt.canvas import jobs
 from studio.qt.canvas.run_info import DIFFUSION_METHODS, RunInfo, describe_run
 from studio.qt.canvas.tasks import TaskPool
@@ -334,9 +335,12 @@ class InpaintPanel(QWidget):
         image, mask = doc.image.copy(), doc.mask.copy()
         factory = jobs.inpaint(run.path, image, mask, self.request_settings(), self._device())
         self._job_doc, self._job_revision = doc, doc.image_revision
-        self._job = self._runner.submit(f"Inpaint with {run.path.name}", factory)
+        # A run training right now: inpaint with its current weights, between its steps.
+        live_run = is_live(run.path)
+        name = f"Inpaint with {run.path.name}"
+        self._job = self._runner.submit(name, factory, interactive=live_run)
         self.progress.setRange(0, 0)
-        busy = self._runner.engine.running_job() is not None
+        busy = self._runner.engine.running_job() is not None and not live_run
         self.status_label.setText("Waiting for the engine (it is busy)…" if busy else "Starting…")
         self.preview.set_image(None)
         self._update_controls()

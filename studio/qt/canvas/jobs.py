@@ -43,10 +43,13 @@ def inpaint(
     ``settings`` the :class:`InpaintRequest` fields other than the image and the mask."""
 
     def factory(token: CancelToken) -> Generator[Progress, None, InpaintResult]:
-        from studio.engine.inpaint import InpaintRequest, inpaint_run_job
+        from studio.engine.inpaint import InpaintRequest
+        from studio.engine.peek import inpaint_peek
 
         request = InpaintRequest(image=image, mask=mask, **settings)
-        images = yield from inpaint_run_job(run_dir, request, device)
+        # The run's current weights when it is training right now (between its steps), else
+        # its saved model.
+        images = yield from inpaint_peek(run_dir, request, device)
         token.check()
         box = _focus_box(mask, float(settings.get("feather", 0.0)))
         return InpaintResult(list(images), [thumbnail(im, box) for im in images], request.seed)

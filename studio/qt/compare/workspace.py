@@ -111,7 +111,10 @@ class CompareWorkspace(QWidget):
     # -- runs ----------------------------------------------------------------------------------
     def load_default_runs(self, base: Path | None = None) -> None:
         """Fill empty panels with the newest GAN, VAE, flow and diffusion runs (one dataset)."""
-        self._defaults_job = self._runner.submit("Find runs", jobs.default_runs(base))
+        # Interactive: listing run folders is short, so it need not wait for a training run.
+        self._defaults_job = self._runner.submit(
+            "Find runs", jobs.default_runs(base), interactive=True
+        )
 
     def runs(self) -> list[Path]:
         return [p.run for p in self.panels]

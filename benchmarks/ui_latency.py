@@ -1,0 +1,179 @@
+"""GUI-thread stalls while a model trains and the user peeks at it every 200 ms.
+
+Three phases in the real window, each measured with the 1 ms timer of ``gui_stall.py``: idle,
+training alone, and the same training while the Peek box asks for samples every
+``--peek-every-ms`` (interactive jobs run between training steps). Prints the stall p50/p99/max
+of each phase, the peek latency (request -> grid shown), and what peeking cost training: the
+wall-time ratio of the two training phases and the ``peek_cost`` the trainer reported. Targets:
+stall p99 < 16 ms and max < 50 ms.
+
+    python benchmarks/ui_latency.py --steps 150
+    python benchmarks/ui_latency.py --steps 400 --device cuda --peek-samples 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gui_stall import TARGET_MAX_MS, TARGET_P99_MS, StallProbe, run_loop_until, summarize  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--family", default="gan.dcgan")
+    parser.add_argument("--resolution", type=int, default=32, choices=(32, 64))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument("--peek-every-ms", type=int, default=200)
+    parser.add_argument("--peek-samples", type=int, default=16)
+    parser.add_argument("--idle-seconds", type=float, default=2.0)
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    home = Path(tempfile.mkdtemp(prefix="studio-ui-latency-"))
+    os.environ["STUDIO_HOME"] = str(home)
+
+    from PySide6.QtCore import QTimer
+
+    from studio.core.jobs import run_sync
+    from studio.engine.demo import make_demo_dataset
+    from studio.qt.app import create_application
+    from studio.qt.main_window import MainWindow
+    from studio.qt.settings import AppSettings
+    from studio.qt.theme import apply_theme
+
+    data = home / "data"
+    run_sync(make_demo_dataset(data, count=args.images, size=args.resolution))
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+
+    app = create_application()
+    apply_theme(app)
+    window = MainWindow(AppSettings.at_path(home / "settings.ini"))
+    window.resize(1360, 860)
+    window.show()
+    panel = window.train_panel
+    peek = panel.peek_panel
+    run_loop_until(panel.families_loaded, 120)
+    scanned: list[int] = []
+    window.dataset_panel.dataset_changed.connect(lambda _f, n: scanned.append(n))
+    window.dataset_panel.set_folder(data)
+    run_loop_until(lambda: bool(scanned), 120)
+    if not scanned or not scanned[0]:
+        print("the dataset could not be loaded", file=sys.stderr)
+        return 2
+    window.show_workspace(window.TRAIN)
+    if not panel.picker.set_current_key(args.family):
+        print(f"unknown family {args.family}", file=sys.stderr)
+        return 2
+    panel.options_form.set_values(
+        {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "sample_every": max(50, args.steps // 3),
+            "log_every": 10,
+            "device": args.device,
+        }
+    )
+    peek.count_spin.setValue(args.peek_samples)
+
+    print(f"{platform.platform()}; Python {platform.python_version()}; {os.cpu_count()} CPUs")
+    print(
+        f"{args.family} at {args.resolution} px, batch {args.batch_size}, {args.steps} steps; "
+        f"{args.peek_samples} samples per peek every {args.peek_every_ms} ms"
+    )
+    probe = StallProbe()
+    outcomes: list = []
+    window.runner.job_finished.connect(
+        lambda h, outcome: outcomes.append(outcome) if h.name.startswith("Train") else None
+    )
+    costs: list[float] = []
+    window.runner.job_progress.connect(
+        lambda _h, p, _i, _pts: costs.append(p.info["peek_cost"]) if "peek_cost" in p.info else None
+    )
+
+    t0 = time.perf_counter()
+    probe.start()
+    run_loop_until(lambda: False, args.idle_seconds)
+    idle, idle_s = probe.stop(), time.perf_counter() - t0
+
+    def train(peeking: bool) -> tuple[np.ndarray, float, list[float]]:
+        outcomes.clear()
+        asked: list[float] = []
+        latencies: list[float] = []
+
+        def ask() -> None:
+            if panel.is_training():
+                asked.append(time.perf_counter())
+                peek.sample()
+
+        def answered(_result) -> None:
+            if asked:
+                latencies.append((time.perf_counter() - asked[0]) * 1000)
+                asked.clear()  # latest wins: one answer serves every request before it
+
+        timer = QTimer()
+        timer.setInterval(args.peek_every_ms)
+        timer.timeout.connect(ask)
+        peek.peeked.connect(answered)
+        start = time.perf_counter()
+        probe.start()
+        panel.start()
+        if peeking:
+            timer.start()
+        run_loop_until(lambda: bool(outcomes), 1800)
+        timer.stop()
+        stalls = probe.stop()
+        seconds = time.perf_counter() - start
+        run_loop_until(lambda: not peek.is_busy(), 60)
+        peek.peeked.disconnect(answered)
+        if not outcomes or not outcomes[0].ok:
+            raise RuntimeError(outcomes[0].error if outcomes else "training timed out")
+        return stalls, seconds, latencies
+
+    try:
+        plain, plain_s, _ = train(peeking=False)
+        costs.clear()
+        peeked, peeked_s, latencies = train(peeking=True)
+    except RuntimeError as err:
+        print(f"training did not finish: {err}", file=sys.stderr)
+        window.close()
+        return 2
+    window.close()
+
+    summarize("idle", idle, idle_s)
+    summarize("training", plain, plain_s)
+    p99, worst = summarize("+ peeks", peeked, peeked_s)
+    if latencies:
+        lat = np.asarray(latencies)
+        print(
+            f"peeks: {len(lat)} shown; latency p50 {np.percentile(lat, 50):.0f} ms, "
+            f"p95 {np.percentile(lat, 95):.0f} ms, max {lat.max():.0f} ms"
+        )
+    reported = f"{costs[-1]:.1%}" if costs else "n/a"
+    print(
+        f"training wall time {plain_s:.1f} s alone, {peeked_s:.1f} s with peeks "
+        f"({peeked_s / plain_s - 1:+.0%}); trainer's last peek_cost {reported}"
+    )
+    ok = p99 < TARGET_P99_MS and worst < TARGET_MAX_MS
+    verdict = "PASS" if ok else "FAIL"
+    print(f"{verdict}: target p99 < {TARGET_P99_MS:.0f} ms and max < {TARGET_MAX_MS:.0f} ms (with peeks)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Peek jobs: sample, decode and inpaint with a run's *current* weights while it trains.
+
+When the run trains on this thread (:func:`studio.engine.live.get`), a peek borrows the training
+model between two steps; otherwise it loads the run's saved model, like any other job. A
+borrowed model is given back exactly as it was, so training continues bit-identically (on the
+CPU; see ``tests/test_peek.py``):
+
+- every module's ``training`` flag and every parameter's ``requires_grad`` are restored;
+- no gradients are computed for the weights (``no_grad``; latent inpainting differentiates with
+  respect to its latent only, through ``torch.autograd.grad``);
+- randomness comes from the peek's own seeded CPU generator, and the global RNG state (CPU and,
+  on CUDA, the model's device) is saved and restored around the peek (``fork_rng``), so any
+  stray draw inside a model cannot shift the training noise.
+
+Diffusion runs sample from their EMA UNet (``model.sample`` does that); the other families
+have no EMA and sample from their trained weights.
+
+The borrow spans the job's yields, which is safe only because the engine thread runs an
+interactive job to completion before the training job takes its next step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from studio.core.errors import StudioError
+from studio.core.imaging import make_grid
+from studio.core.jobs import Progress
+from studio.engine import live
+from studio.engine.device import resolve_device
+from studio.models.base import GenerativeModel
+
+MAX_PEEK_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class PeekResult:
+    """``images`` N x H x W x 3 uint8 and their ``grid``; ``step`` is the training step the
+    weights come from when ``live``, else None (the run's saved model)."""
+
+    images: np.ndarray
+    grid: np.ndarray
+    live: bool
+    step: int | None
+    seed: int
+    seconds: float
+
+
+@contextlib.contextmanager
+def borrowed(model: GenerativeModel) -> Iterator[GenerativeModel]:
+    """Use a (possibly training) model in eval mode, without gradients, and give it back
+    untouched: modes, ``requires_grad`` flags and the global RNG state are restored."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    device = model.device
+    devices = [device.index or 0] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            model.eval()
+            yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+def _model_for(
+    run_dir: str | Path, device: str
+) -> Generator[Progress, None, tuple[GenerativeModel, live.LiveRun | None]]:
+    entry = live.get(run_dir)
+    if entry is not None:
+        return entry.model, entry
+    from studio.engine.sample import load_run_model
+
+    yield Progress("load", message=f"Loading {Path(run_dir).name}")
+    return load_run_model(run_dir, resolve_device(device)), None
+
+
+def sample_peek(
+    run_dir: str | Path, n: int = 16, seed: int = 0, device: str = "auto", **conditions: Any
+) -> Generator[Progress, None, PeekResult]:
+    """``n`` samples from the run's current weights (live) or its saved model."""
+    from studio.engine.sample import sample_job
+
+    if not 1 <= int(n) <= MAX_PEEK_SAMPLES:
+        raise StudioError(f"Ask for 1 to {MAX_PEEK_SAMPLES} samples.")
+    start = time.perf_counter()
+    model, entry = yield from _model_for(run_dir, device)
+    with borrowed(model):
+        images = yield from sample_job(run_dir, int(n), int(seed), model=model, **conditions)
+    step = entry.step if entry is not None else None
+    return PeekResult(
+        images, make_grid(images), entry is not None, step, int(seed), time.perf_counter() - start
+    )
+
+
+def decode_peek(
+    run_dir: str | Path,
+    z: np.ndarray,
+    label: int | None = None,
+    device: str = "auto",
+    options: dict[str, Any] | None = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Decode latents (``dim`` or ``N x dim``) with the run's current weights: the Explore
+    workspace's decodes while its run trains. Returns uint8 image(s), as ``LatentSpace.decode``.
+    ``options``: the latent space's own settings (a diffusion run's DDIM ``steps``/``refine``)."""
+    from studio.engine.latent import LatentSpace, open_latent_space
+
+    entry = live.get(run_dir)
+    if entry is None:  # not training here (any more): the run's saved model
+        yield Progress("load", message=f"Loading {Path(run_dir).name}")
+        space = open_latent_space(run_dir, resolve_device(device), label=label)
+        for name, value in (options or {}).items():
+            setattr(space, name, value)  # a diffusion space's DDIM steps / refinements
+        return space.decode(z)
+    yield Progress("decode")
+    with borrowed(entry.model) as model:
+        # LatentSpace switches the model to eval and freezes its weights; borrowed() undoes both.
+        return LatentSpace(model, label=label, **(options or {})).decode(z)
+
+
+def inpaint_peek(
+    run_dir: str | Path, request: Any, device: str = "auto"
+) -> Generator[Progress, None, list[np.ndarray]]:
+    """Inpaint ``request`` (an :class:`~studio.engine.inpaint.InpaintRequest`) with the run's
+    current weights, or its saved model when it is not training here."""
+    from studio.engine.inpaint import inpaint_job, inpaint_run_job
+
+    entry = live.get(run_dir)
+    if entry is None:
+        return (yield from inpaint_run_job(run_dir, request, device))
+    with borrowed(entry.model) as model:
+        return (yield from inpaint_job(model, request))
