@@ -12,9 +12,12 @@ gan.*    z ~ N(0, I), ``latent_dim`` numbers   none: projection by optimisation
 vae.*    z ~ N(0, I), ``latent_dim`` numbers   the posterior mean of q(z | x)
 vqvae    the code grid, D x h x w, flattened   the quantised encoder grid
 flow.*   z ~ N(0, I), C * H * W numbers        the flow itself: exact, invertible
+ddpm     DDIM's start noise x_T, C * H * W     DDIM inversion (the ODE run backward):
+         numbers; decoding is a DDIM run       :mod:`studio.engine.latent_diffusion`
 ======== ===================================== ===========================================
 
-Diffusion models have no latent explorer (:data:`DIFFUSION_REASON` says why, in words).
+``LatentSpace(model)`` of a diffusion model builds a
+:class:`~studio.engine.latent_diffusion.DiffusionLatentSpace`.
 
 Decoding is the hot path of the slider explorer, so :meth:`LatentSpace.decode` calls the
 networks directly in inference mode with the model switched to eval mode once, reuses its
@@ -37,12 +40,6 @@ from studio.core.errors import CheckpointError, StudioError
 from studio.engine.runs import RunFolder
 from studio.models.base import MODEL_CONFIG, Capability, GenerativeModel
 
-DIFFUSION_REASON = (
-    "Diffusion models have no latent explorer yet. Their latent is the starting noise, and "
-    "turning it into an image takes a whole sampling run (tens of network passes), far too "
-    "slow to follow a slider; DDIM inversion would give an encoder but not a fast decoder. "
-    "Use Sample or Inpaint with this run, or explore a GAN, VAE or flow run."
-)
 FLOW_TEMPERATURE = 0.7  # a flow's samples at T=1 are noisy; 0.7 is the usual viewing choice
 
 
@@ -56,10 +53,12 @@ def unsupported_reason(family_key: str) -> str | None:
     try:
         family = get_family(family_key)
     except KeyError as err:
-        return f"This run was made by an unknown model family ({err.args[0]})."
+        return f"This run cannot be explored: its model family is unknown ({err.args[0]})."
     info = family.info
     if info.kind == "diffusion":
-        return DIFFUSION_REASON
+        from studio.engine.latent_diffusion import unsupported_diffusion_reason
+
+        return unsupported_diffusion_reason(info.key, info.display_name)
     if Capability.LATENT not in info.capabilities:
         return f"{info.display_name} has no latent space to explore."
     return None
@@ -121,7 +120,9 @@ def open_latent_space(
     reason = unsupported_reason(run_family(run_dir))
     if reason is not None:
         raise StudioError(reason)
-    return LatentSpace(load_run_model(run_dir, device), label=label)
+    space = LatentSpace(load_run_model(run_dir, device), label=label)
+    space.run_dir = Path(run_dir)
+    return space
 
 
 # -- the latent space -------------------------------------------------------------------------
@@ -131,10 +132,17 @@ class LatentSpace:
     """A loaded model seen as a latent space. Puts the model in eval mode for good: give it a
     model of its own, not one that is training."""
 
+    run_dir: Path | None = None  # the run folder, when opened from one
+
+    def __new__(cls, model: GenerativeModel, *args: object, **kwargs: object) -> LatentSpace:
+        if cls is LatentSpace and model.info.kind == "diffusion":
+            from studio.engine.latent_diffusion import DiffusionLatentSpace
+
+            cls = DiffusionLatentSpace  # its __init__ runs next: the same call, one class down
+        return super().__new__(cls)
+
     def __init__(self, model: GenerativeModel, label: int | None = None) -> None:
         info = model.info
-        if info.kind == "diffusion":
-            raise StudioError(DIFFUSION_REASON)
         if Capability.LATENT not in info.capabilities or not hasattr(model, "decode"):
             raise StudioError(f"{info.display_name} has no latent space to explore.")
         from studio.models.flow import FlowModel

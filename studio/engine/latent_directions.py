@@ -15,6 +15,8 @@ empty for most of them (the prior is an isotropic Gaussian: every direction has 
 * **Flow**: the same regression trick with the decoded pixels as the features (a flow's z is
   as isotropic as its prior). With ``images`` the flow's exact encodings are not isotropic, and
   PCA runs on them directly.
+* **Diffusion** (x_T of deterministic DDIM): PCA of the DDIM-inverted noise of the run's
+  training images (:func:`studio.engine.latent_diffusion.diffusion_directions_job`).
 
 The regression directions are orthonormalised in order (QR), so every set is orthonormal; each
 direction comes with the standard deviation of the analysed latents along it, and sliders move
@@ -38,7 +40,7 @@ BATCH = 100  # latents per decode/encode batch: bounded memory, one progress rep
 MAX_FEATURES = 4096  # GAN activations and flow pixels are pooled down to at most this many
 # Latents analysed by default. A GAN needs only its first layer per sample; VAEs and flows
 # decode (and encode) whole images, and ten directions are stable from a few hundred.
-DEFAULT_SAMPLES = {"gan": 2000, "vae": 500, "vqvae": 500, "flow": 300}
+DEFAULT_SAMPLES = {"gan": 2000, "vae": 500, "vqvae": 500, "flow": 300, "diffusion": 128}
 
 
 def default_samples(space: LatentSpace) -> int:
@@ -156,6 +158,10 @@ def directions_job(
     """Principal directions of ``space`` (see the module notes for the method per family),
     as a job: one progress report per batch, cancellable between batches. ``n_samples``
     None: :func:`default_samples`."""
+    if space.variant == "diffusion":  # inverted training images: see latent_diffusion
+        from studio.engine.latent_diffusion import diffusion_directions_job
+
+        return (yield from diffusion_directions_job(space, n_samples, k, seed, images))
     k = max(1, min(int(k), space.dim))
     n_samples = default_samples(space) if n_samples is None else int(n_samples)
     n = len(images) if images is not None else n_samples

@@ -24,6 +24,7 @@ TINY = {
     "vae.conv": {"latent_dim": 6, "width": 8},
     "vae.vqvae": {"codebook_size": 16, "embedding_dim": 4, "downsample": 4, "width": 8},
     "flow.realnvp": {"scales": 2, "couplings": 2, "hidden": 16},
+    "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
 }
 
 
@@ -245,13 +246,47 @@ def test_gan_projection_shows_progress_and_cancels(qtbot, workspace, tmp_path):
     assert panel.progress.value() < 5000
 
 
+def test_a_diffusion_run_slides_and_encodes_by_ddim_inversion(qtbot, workspace, tmp_path):
+    ws = workspace
+    open_and_wait(qtbot, ws, make_run(tmp_path, "diffusion.ddpm"))
+    settings, sp = ws.diffusion_settings, ws.slider_panel
+    assert settings.isVisibleTo(ws) and not sp.raw_toggle.isVisibleTo(ws)
+    assert "alike in every direction" in sp.method_label.text()
+    assert "DDIM inversion" in ws.header.subtitle.text()
+    assert ws.interpolate_panel.mode() == "spherical"
+    settings.steps_spin.setValue(4)  # fewer DDIM steps: a new picture of the same noise
+    before = ws.image.copy()
+    qtbot.waitUntil(lambda: not np.array_equal(before, ws.image), timeout=10_000)
+    settle(qtbot, ws)
+    assert ws.worker.context.space.steps == 4
+    before, before_z = ws.image.copy(), ws.current_z()
+    sp.sliders[0].setValue(300)
+    settle(qtbot, ws)
+    assert not np.array_equal(before, ws.image)
+    assert np.array_equal(ws.image, ws.worker.context.space.decode(ws.current_z()))
+    ws.reset()
+    settle(qtbot, ws)
+    assert np.array_equal(before, ws.image) and np.array_equal(ws.current_z(), before_z)
+
+    picture = np.zeros((40, 40, 3), np.uint8)
+    picture[:, :20] = (200, 40, 40)
+    ws.encode_file(picture, "halves.png")
+    qtbot.waitUntil(lambda: len(ws.tray.items()) == 1, timeout=20_000)
+    panel = ws.encode_panel
+    assert "MSE" in panel.error_label.text() and "DDIM inversion" in panel.error_label.text()
+    assert panel.input_view.image().width() == 16 and panel.recon_view.image() is not None
+    assert panel.progress.maximum() == 4 * 4 + 4  # passes: 4 steps x (1 + 3), then 4 back
+    settle(qtbot, ws)
+    assert np.array_equal(ws.image, ws.tray.items()[0].image)  # the sliders edit the encoding
+
+
 def test_a_run_that_cannot_be_explored_says_why(qtbot, workspace, tmp_path):
     ws = workspace
-    run = tmp_path / "ddpm"
-    RunFolder(run).write_config({"family": "diffusion.ddpm", "train": {}})
+    run = tmp_path / "text"
+    RunFolder(run).write_config({"family": "diffusion.text", "train": {}})
     ws.open_run(run)
     qtbot.waitUntil(lambda: ws.banner.isVisible(), timeout=20_000)
-    assert "no latent explorer" in ws.banner.text()
+    assert "cannot be explored" in ws.banner.text()
     assert ws.banner.level() == "info"
     assert not ws.slider_panel.isEnabled() and ws.loaded is None
 

@@ -44,7 +44,7 @@ class RunHeader(QWidget):
         self._settings = settings
         self.title = QLabel("No run open")
         self.title.setObjectName("headline")
-        self.subtitle = QLabel("Open a GAN, VAE or flow run to explore its latent space.")
+        self.subtitle = QLabel("Open a GAN, VAE, flow or diffusion run to explore its latent.")
         self.subtitle.setObjectName("caption")
         self.subtitle.setWordWrap(True)
         text = QVBoxLayout()

@@ -40,6 +40,9 @@ class Loaded:
     named: tuple[Any, ...] = ()  # latent_io.NamedSlider
     z: np.ndarray | None = None  # the first sample
     seed: int = 0
+    variant: str = ""  # LatentSpace.variant: "gan", "vae", "vqvae", "flow", "diffusion"
+    steps: int = 0  # diffusion: DDIM steps per decode and inversion
+    refine: int = 0  # diffusion: fixed-point refinements per inversion step
 
 
 def _space(context: WorkerContext) -> Any:
@@ -85,6 +88,9 @@ def load_run(path: str | Path, device: str, seed: int) -> TaskFactory:
             named=named,
             z=z,
             seed=seed,
+            variant=space.variant,
+            steps=getattr(space, "steps", 0),
+            refine=getattr(space, "refine", 0),
         )
 
     return factory
@@ -182,7 +188,8 @@ class Encoded:
 
 
 def encode_image(source: str | Path | np.ndarray, name: str, steps: int, seed: int) -> TaskFactory:
-    """Encode (VAE, VQ-VAE), invert (flow) or project (GAN) an image file or array."""
+    """Encode (VAE, VQ-VAE), invert (flow, diffusion) or project (GAN) an image file or
+    array."""
 
     def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Encoded]:
         from studio.engine.images import ImageRejected, open_image
@@ -198,6 +205,11 @@ def encode_image(source: str | Path | np.ndarray, name: str, steps: int, seed: i
                 image = np.asarray(open_image(source), dtype=np.uint8)
             except ImageRejected as err:
                 raise StudioError(f"{name} cannot be used: {err}") from None
+        if space.variant == "diffusion":  # DDIM inversion: a job with progress and cancel
+            from studio.engine.latent_diffusion import invert_job
+
+            inv = yield from invert_job(space, image)
+            return Encoded(name, inv.z, inv.target, inv.reconstruction, inv.error, inv.method)
         if not space.can_encode:
             proj = yield from project_job(space, image, steps=steps, seed=seed)
             return Encoded(

@@ -107,6 +107,12 @@ class LatentWorker(QThread):
         self._ensure_running()
         return request
 
+    def next_request_id(self) -> int:
+        """A decode request id from this worker's sequence, for decodes served elsewhere
+        (:mod:`studio.qt.latent.live_decode`), so newer answers still win."""
+        with self._cond:
+            return next(self._requests)
+
     def submit(self, name: str, factory: TaskFactory) -> TaskHandle:
         """Queue a task; tasks run in order, one at a time."""
         handle = TaskHandle(next(self._ids), name, CancelToken())

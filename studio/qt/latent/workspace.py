@@ -30,12 +30,15 @@ from PySide6.QtWidgets import (
 
 from studio.core.jobs import Outcome, Progress, Status
 from studio.core.paths import runs_dir
+from studio.engine.live import is_live
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.latent import tasks
 from studio.qt.latent.attribute_panel import AttributePanel
+from studio.qt.latent.diffusion_panel import DiffusionMixin, DiffusionSettings
 from studio.qt.latent.encode_panel import EncodePanel
 from studio.qt.latent.header import RunHeader
 from studio.qt.latent.items import ItemTray, LatentItem
+from studio.qt.latent.live_decode import LiveDecoder
 from studio.qt.latent.panels import ArithmeticPanel, InterpolatePanel
 from studio.qt.latent.sliders import SliderPanel
 from studio.qt.latent.tools import GRID_TILES, LatentToolsMixin
@@ -46,7 +49,7 @@ from studio.qt.widgets import Banner, ImageView
 Done = Callable[[Any], None]
 
 
-class LatentWorkspace(LatentToolsMixin, QWidget):
+class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
     """Explore a run's latent space. Call :meth:`shutdown` before the window closes.
 
     The tool tabs' actions (interpolate, arithmetic, encode, make a slider) live in
@@ -65,6 +68,7 @@ class LatentWorkspace(LatentToolsMixin, QWidget):
         self.pca_samples: int | None = None
         self.pca_k = 10
         self.worker = LatentWorker(self)
+        self.live_decoder = LiveDecoder(runner, self)  # decodes while the run trains here
         self.loaded: tasks.Loaded | None = None
         self._base = self._origin = np.zeros(0, np.float32)
         self._origin_name = ""
@@ -83,6 +87,7 @@ class LatentWorkspace(LatentToolsMixin, QWidget):
         self._build()
         queued = Qt.ConnectionType.QueuedConnection
         self.worker.decoded.connect(self._on_decoded, queued)
+        self.live_decoder.decoded.connect(self._on_decoded)
         self.worker.task_progress.connect(self._on_task_progress, queued)
         self.worker.task_done.connect(self._on_task_done, queued)
         runner.job_finished.connect(self._on_engine_job_finished)
@@ -111,6 +116,9 @@ class LatentWorkspace(LatentToolsMixin, QWidget):
         sp.lock_seed.toggled.connect(lambda locked: sp.seed_spin.setEnabled(not locked))
         sp.raw_toggle.toggled.connect(self._on_raw_toggled)
         sp.class_combo.currentIndexChanged.connect(self._on_class_changed)
+        self.diffusion_settings = DiffusionSettings()  # shown for diffusion runs only
+        self.diffusion_settings.settings_changed.connect(self._on_diffusion_settings)
+        sp.layout().insertWidget(3, self.diffusion_settings)  # above the directions
         left = QScrollArea()
         left.setWidget(sp)
         left.setWidgetResizable(True)
@@ -201,7 +209,7 @@ class LatentWorkspace(LatentToolsMixin, QWidget):
         if outcome.status is Status.FAILED:
             self.banner.show_message(f"{handle.name}: {outcome.error}", "error")
             if self.loaded is None:  # the run did not open
-                self.header.show_run("No run open", "Open a GAN, VAE or flow run to explore.")
+                self.header.show_run("No run open", "Open a GAN, VAE, flow or diffusion run.")
         elif outcome.ok and done is not None:
             done(outcome.result)
 
@@ -256,6 +264,7 @@ class LatentWorkspace(LatentToolsMixin, QWidget):
         )
         sp = self.slider_panel
         sp.set_classes(result.num_classes)
+        self._show_diffusion(result)
         sp.raw_toggle.blockSignals(True)
         sp.raw_toggle.setChecked(False)
         sp.raw_toggle.blockSignals(False)
@@ -335,7 +344,19 @@ class LatentWorkspace(LatentToolsMixin, QWidget):
         return [s.name for s in self._named]
 
     def _request_decode(self) -> None:
-        if self.loaded is not None:
+        if self.loaded is None:
+            return
+        if is_live(self.loaded.path):  # training right now: its current weights, between steps
+            label = self.slider_panel.class_combo.currentIndex() if self.loaded.num_classes else None
+            options = None
+            if self.diffusion_settings.isVisibleTo(self):  # the same DDIM steps as the sliders
+                ds = self.diffusion_settings
+                options = {"steps": ds.steps_spin.value(), "refine": ds.refine_spin.value()}
+            self.last_request = self.live_decoder.request(
+                self.worker.next_request_id(), self.loaded.path, self.current_z(), label,
+                self._settings.device_preference(), options,
+            )  # fmt: skip
+        else:
             self.last_request = self.worker.request_decode(self.current_z())
 
     def _on_decoded(self, result: DecodeResult) -> None:
@@ -413,6 +434,7 @@ class LatentWorkspace(LatentToolsMixin, QWidget):
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Stop the workspace's worker thread (cancels its tasks); True once it has stopped."""
         self._callbacks.clear()
+        self.live_decoder.shutdown()
         return self.worker.shutdown(timeout_ms)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override

@@ -1,0 +1,119 @@
+"""Diffusion runs in the explorer: the DDIM settings box and what changing them does.
+
+A diffusion run's latent is DDIM's starting noise (see :mod:`studio.engine.latent_diffusion`).
+Each decode is a whole DDIM run, so the box offers the step count (fewer: faster sliders; more:
+closer to the 50-step samples of the Sample workspace) and the inversion's refinements, and
+says why the sliders are what they are. :class:`DiffusionMixin` is the workspace's side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QSpinBox, QVBoxLayout, QWidget
+
+from studio.core.jobs import CancelToken, Progress
+from studio.qt.latent import tasks
+from studio.qt.latent.encode_panel import EncodePanel
+from studio.qt.latent.sliders import SliderPanel
+from studio.qt.latent.worker import TaskFactory, TaskHandle, WorkerContext
+
+EXPLAIN = (
+    "The latent is the noise a deterministic DDIM run starts from; every picture is a whole "
+    "DDIM run, so it follows a slider more slowly than a GAN or VAE. Noise drawn at random "
+    "has no main directions (every direction varies alike) and its raw numbers are single "
+    "pixels of noise, so the sliders are the principal directions of the noise that DDIM "
+    "inversion gives the run's own training images. Interpolation is spherical: a straight "
+    "line between two noises passes through too-faint noise."
+)
+
+
+class DiffusionSettings(QGroupBox):
+    """DDIM steps and inversion refinements; ``settings_changed(steps, refine)``."""
+
+    settings_changed = Signal(int, int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Diffusion (DDIM)", parent)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(2, 200)
+        self.steps_spin.setValue(20)
+        self.steps_spin.setKeyboardTracking(False)
+        self.steps_spin.setToolTip(
+            "DDIM steps per picture and per inversion. Fewer: faster sliders; more: closer to "
+            "the 50-step samples. An image encoded before a change decodes slightly differently "
+            "after it (encode it again)."
+        )
+        self.refine_spin = QSpinBox()
+        self.refine_spin.setRange(0, 10)
+        self.refine_spin.setValue(3)
+        self.refine_spin.setKeyboardTracking(False)
+        self.refine_spin.setToolTip(
+            "Fixed-point refinements per inversion step: each costs one more network pass per "
+            "step and brings the reconstruction closer; 0 is plain DDIM inversion"
+        )
+        form = QFormLayout()
+        form.addRow("Steps", self.steps_spin)
+        form.addRow("Inversion refinements", self.refine_spin)
+        self.hint = QLabel(EXPLAIN)
+        self.hint.setObjectName("caption")
+        self.hint.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.hint)
+        for spin in (self.steps_spin, self.refine_spin):
+            spin.valueChanged.connect(self._on_changed)
+        self.setVisible(False)
+
+    def show_values(self, steps: int, refine: int) -> None:
+        for spin, value in ((self.steps_spin, steps), (self.refine_spin, refine)):
+            spin.blockSignals(True)
+            spin.setValue(value)
+            spin.blockSignals(False)
+
+    def _on_changed(self, _value: int) -> None:
+        self.settings_changed.emit(self.steps_spin.value(), self.refine_spin.value())
+
+
+def set_diffusion(steps: int, refine: int) -> TaskFactory:
+    """Change the loaded diffusion space's DDIM steps and refinements; returns its encoder
+    description."""
+
+    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, str]:
+        yield Progress("settings")
+        space = tasks._space(context)
+        space.steps, space.refine = steps, refine
+        return str(space.encoder)
+
+    return factory
+
+
+class DiffusionMixin:
+    """The workspace's handling of diffusion runs (a mixin of LatentWorkspace)."""
+
+    loaded: tasks.Loaded | None
+    slider_panel: SliderPanel
+    encode_panel: EncodePanel
+    diffusion_settings: DiffusionSettings
+    _submit: Callable[..., TaskHandle]
+    _request_decode: Callable[[], None]
+
+    def _show_diffusion(self, result: tasks.Loaded) -> None:
+        """Show the DDIM box for a diffusion run; raw dimensions only for the others."""
+        diffusion = result.variant == "diffusion"
+        self.diffusion_settings.setVisible(diffusion)
+        self.slider_panel.raw_toggle.setVisible(not diffusion)
+        if diffusion:
+            self.diffusion_settings.show_values(result.steps, result.refine)
+
+    def _on_diffusion_settings(self, steps: int, refine: int) -> None:
+        if self.loaded is None or self.loaded.variant != "diffusion":
+            return
+
+        def done(encoder: Any) -> None:
+            self.encode_panel.set_method(True, str(encoder))
+            self._request_decode()  # the same noise, decoded with the new steps
+
+        self._submit("DDIM settings", set_diffusion(steps, refine), done)
