@@ -100,6 +100,60 @@ class TrainingOptions:
         maximum=100_000,
         help="Steps between points on the loss plot",
     )
+    # Optimisation and speed: the same fields as studio.engine.runs.TrainConfig.
+    lr_schedule: str = _option(
+        "constant",
+        label="Learning rate",
+        choices=("constant", "cosine"),
+        help="cosine: decay from the model's rate to a tenth of it by the last step",
+    )
+    warmup_steps: int = _option(
+        0,
+        label="Warm-up steps",
+        minimum=0,
+        maximum=1_000_000,
+        help="Linear learning-rate warm-up; 0 keeps the model's own default",
+    )
+    grad_clip: float = _option(
+        0.0,
+        label="Gradient clip",
+        minimum=0.0,
+        maximum=1e6,
+        help="Largest gradient norm; 0 keeps the model's own default",
+    )
+    accumulate: int = _option(
+        1,
+        label="Accumulate",
+        minimum=1,
+        maximum=64,
+        help="Split each batch into this many micro-batches (same result, less memory). "
+        "GANs train on the whole batch.",
+    )
+    compile: str = _option(
+        "off",
+        label="Compile",
+        choices=("off", "auto", "on"),
+        help="torch.compile the networks (auto: on a GPU). Falls back to eager if it fails; "
+        "the first steps are slow while it compiles.",
+    )
+    channels_last: str = _option(
+        "auto",
+        label="Channels last",
+        choices=("auto", "on", "off"),
+        help="Memory layout for convolutions (auto: on a GPU)",
+    )
+    auto_batch: bool = _option(
+        False,
+        label="Find batch size",
+        help="On a GPU: halve the batch size until a step fits in memory",
+    )
+    cpu_threads: int = _option(
+        0,
+        label="CPU threads",
+        minimum=0,
+        maximum=256,
+        help="Torch threads when training on the CPU; 0 picks one per physical core",
+    )
 
 
 class ModelPicker(QWidget):

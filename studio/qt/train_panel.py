@@ -29,6 +29,7 @@ from studio.core.paths import runs_dir
 from studio.qt import engine_jobs
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.forms import SettingsForm
+from studio.qt.peek_panel import PeekPanel
 from studio.qt.run_view import RunView
 from studio.qt.settings import AppSettings
 from studio.qt.train_controls import ModelPicker, TrainingOptions, format_status
@@ -123,6 +124,8 @@ class TrainPanel(QWidget):
         column.addLayout(buttons)
         column.addWidget(self.hint_label)
         column.addLayout(runs_row)
+        self.peek_panel = PeekPanel(self._runner, self._settings)  # samples while it trains
+        column.addWidget(self.peek_panel)
         column.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidget(controls)
@@ -193,6 +196,7 @@ class TrainPanel(QWidget):
         self.recent_button.setEnabled(idle)
         self.picker.setEnabled(idle)
         self.options_form.setEnabled(not training)
+        self.peek_panel.set_training(training)
         if self.model_form is not None:
             self.model_form.setEnabled(idle)
 
@@ -222,6 +226,7 @@ class TrainPanel(QWidget):
         self.view.plot.set_step_range(config.steps)
         self._plot_total = config.steps
         self._set_run(run_dir, 0)
+        self.view.watch(run_dir, metrics=False)  # sample files; points come from the job
         self.view.log_message(f"New run {run_dir}")
         self._submit("train", f"Train {spec.display_name}", engine_jobs.train_new(run_dir, config))
 
@@ -245,6 +250,7 @@ class TrainPanel(QWidget):
         self.view.banner.clear()
         self._resume_from = self._run_step
         self.view.log_message(f"Resuming from step {self._run_step:,} to {steps:,}")
+        self.view.watch(self._run_path, metrics=False)  # the job delivers the points now
         factory = engine_jobs.train_resume(self._run_path, steps, opts["device"])
         self._submit("resume", f"Resume {self._run_path.name}", factory)
 
@@ -288,6 +294,7 @@ class TrainPanel(QWidget):
         self._run_path, self._run_step = Path(path), step
         self.view.set_run_name(Path(path).name)
         self.view.run_label.setToolTip(str(path))
+        self.peek_panel.set_run(Path(path))
         self.run_changed.emit(str(path))
 
     def _on_job_progress(
@@ -305,6 +312,7 @@ class TrainPanel(QWidget):
                 self._plot_total = progress.total
                 self.view.plot.set_step_range(progress.total)
         self.view.set_status(format_status(progress))
+        self.peek_panel.show_info(progress.info)
         self._update_controls()
 
     def _on_job_events(self, handle: JobHandle, reports: list[Progress]) -> None:
@@ -379,6 +387,7 @@ class TrainPanel(QWidget):
         self._set_run(snap.path, snap.step)
         self._settings.add_recent_run(snap.path)
         self.view.plot.load_history(snap.records)
+        self.view.watch(snap.path, snap.metrics_offset)  # keeps growing if trained elsewhere
         self._plot_total = max(snap.steps, snap.step) or None
         self.view.plot.set_step_range(self._plot_total)
         if snap.grid is not None:

@@ -1,10 +1,77 @@
-"""MetricsPlot: appends only, redraws on a timer, splits losses from diagnostics."""
+"""MetricsPlot: appends only, redraws on a timer, raw + smoothed curves, decimation, overlays."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-from studio.qt.plot import REDRAW_MS, MetricsPlot, colour_for
+import numpy as np
+import pytest
+
+from studio.qt.plot import BUCKETS, REDRAW_MS, MetricsPlot, colour_for, group_of
+from studio.qt.series import Series, columns, ema
+
+
+def _naive_ema(values, weight):
+    s, k, out = 0.0, 0, []
+    for v in values:
+        if not math.isfinite(v):
+            out.append(math.nan)
+            continue
+        s, k = weight * s + (1 - weight) * v, k + 1
+        out.append(s / (1 - weight**k))
+    return np.array(out)
+
+
+# -- the numbers (no Qt) ---------------------------------------------------------------------
+
+
+def test_ema_matches_the_definition_in_one_go_and_in_chunks() -> None:
+    assert ema(np.array([1.0, 3.0]), 0.5)[0].tolist() == [1.0, pytest.approx(1.75 / 0.75)]
+    np.testing.assert_allclose(ema(np.full(5000, 2.5), 0.99)[0], 2.5)  # debiased: no ramp-up
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 10.0, 3000)
+    x[[4, 200, 2999]] = np.nan
+    x[7] = np.inf
+    for w in (0.0, 0.05, 0.6, 0.95, 0.999):
+        want = _naive_ema(x, w)
+        got, state, count = ema(x, w)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, equal_nan=True)
+        parts, s, k = [], 0.0, 0
+        for chunk in np.array_split(x, 9):  # points arriving a few at a time
+            out, s, k = ema(chunk, w, s, k)
+            parts.append(out)
+        np.testing.assert_allclose(
+            np.concatenate(parts), want, rtol=1e-9, atol=1e-9, equal_nan=True
+        )
+        assert count == k == 2996
+
+
+def test_peak_decimation_keeps_extremes_and_bounds_the_size() -> None:
+    s = Series()
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=300_000)
+    y[123_457] = 50.0  # one spike must survive decimation
+    s.extend(np.arange(len(y), dtype=float), y)
+    x_d, y_d = s.decimated(0, s.n, 1000)
+    assert len(x_d) <= 2 * 1000 + 3
+    assert y_d.max() == 50.0 and y_d.min() == y.min()
+    assert x_d[0] == 0 and x_d[-1] == len(y) - 1 and np.all(np.diff(x_d) >= 0)
+    i0, i1 = s.visible(1000.5, 1100.2)  # zoomed in: the raw points, one either side
+    x_z, y_z = s.decimated(i0, i1, 1000)
+    assert x_z.tolist() == list(range(1000, 1102)) and np.array_equal(y_z, y[1000:1102])
+    s.append(len(y), -80.0)  # a new point past the last complete block still shows
+    assert s.decimated(0, s.n, 1000)[1].min() == -80.0
+
+
+def test_columns_skip_bookkeeping_and_text() -> None:
+    records = [{"step": 1, "time": 5.0, "loss": 0.5, "tag": "x", "ok": True}]
+    records += [{"step": 2, "loss": math.nan}, {"step": 3, "loss": "1.0"}]  # NaN kept, text not
+    cols = columns(records)
+    assert set(cols) == {"loss"}
+    assert cols["loss"][0].tolist() == [1.0, 2.0] and math.isnan(cols["loss"][1][1])
+
+
+# -- the widget ------------------------------------------------------------------------------
 
 
 def test_points_accumulate_and_redraw_once_per_tick(qtbot) -> None:
@@ -13,7 +80,7 @@ def test_points_accumulate_and_redraw_once_per_tick(qtbot) -> None:
     for step in range(1, 3001):  # many small batches, as the engine delivers them
         plot.add_points([(step, {"loss_d": 1.0 / step, "loss_g": 2.0, "time": 123.0})])
     calls = []
-    curve = plot._curves["loss_d"]
+    curve = plot.curve_items("loss_d")[0]
     original = curve.setData
     curve.setData = lambda *a, **k: (calls.append(1), original(*a, **k))
     qtbot.wait(REDRAW_MS * 4)
@@ -22,25 +89,50 @@ def test_points_accumulate_and_redraw_once_per_tick(qtbot) -> None:
     assert x.tolist() == list(range(1, 3001))
     assert y[-1] == 1.0 / 3000
     assert "time" not in plot.names()  # bookkeeping fields are not plotted
-    xd, yd = curve.getData()
-    assert len(xd) == 3000 and xd[-1] == 3000
     qtbot.wait(REDRAW_MS * 3)
     assert len(calls) == 1  # nothing new, nothing redrawn
 
 
-def test_losses_and_diagnostics_go_to_their_own_plots(qtbot) -> None:
+def test_losses_on_top_and_one_group_below(qtbot) -> None:
     plot = MetricsPlot()
     qtbot.addWidget(plot)
-    plot.add_points([(10, {"loss_d": 1.0, "d_real": 0.7, "diversity": 0.9, "grad_norm_d": 3.0})])
-    loss_items = plot.loss_plot.getPlotItem().listDataItems()
-    diag_items = plot.diag_plot.getPlotItem().listDataItems()
-    assert [c.name() for c in loss_items] == ["loss_d"]
-    assert {c.name() for c in diag_items} == {"d_real", "diversity", "grad_norm_d"}
-    assert plot.is_curve_visible("d_real")
-    assert not plot.is_curve_visible("grad_norm_d")  # off until clicked in the legend
-    assert colour_for("loss_d") == colour_for("loss_d")
-    assert colour_for("some_new_loss") == colour_for("some_new_loss")
+    plot.add_points(
+        [(10, {"loss_d": 1.0, "d_real": 0.7, "diversity": 0.9, "grad_norm_d": 3.0, "lr": 1e-3})]
+    )
+    qtbot.wait(REDRAW_MS * 3)
+    named = lambda p: {c.name() for c in p.getPlotItem().listDataItems() if c.name()}  # noqa: E731
+    assert named(plot.loss_plot) == {"loss_d"}
+    assert plot.groups() == ["Diagnostics", "Gradient norm", "Learning rate"]
+    assert plot.current_group() == "Diagnostics"
+    assert named(plot.diag_plot) == {"d_real", "diversity"}
+    assert not plot.is_curve_visible("lr")
+    plot.set_group("Learning rate")
+    assert named(plot.diag_plot) == {"lr"} and plot.is_curve_visible("lr")
+    assert not plot.is_curve_visible("diversity")
+    plot.add_points([(20, {"memory_mb": 100.0})])  # a new group does not take over the view
+    assert plot.current_group() == "Learning rate" and "Memory (MiB)" in plot.groups()
     assert colour_for("loss_d") != colour_for("loss_g")
+    assert colour_for("some_new_loss") == colour_for("some_new_loss")
+
+
+def test_every_family_metric_lands_somewhere_sensible() -> None:
+    for name in ("loss", "loss_d", "recon", "kl", "bpd", "gp", "wasserstein", "commit", "mse"):
+        assert group_of(name) == "", name  # losses, known or not, on the main plot
+    expected = {
+        "diversity": "Diagnostics",
+        "d_real": "Diagnostics",
+        "grad_norm": "Gradient norm",
+        "grad_norm_g": "Gradient norm",
+        "lr": "Learning rate",
+        "lr_g": "Learning rate",
+        "images_per_s": "Images/s",
+        "memory_mb": "Memory (MiB)",
+        "kl_dim_03": "KL per dimension",
+        "perplexity": "Codebook perplexity",
+    }
+    for name, group in expected.items():
+        assert group_of(name) == group, name
+    assert group_of("lrelu_loss") == ""  # not a learning rate
 
 
 def test_history_then_live_points_continue_the_curve(qtbot) -> None:
@@ -57,29 +149,80 @@ def test_history_then_live_points_continue_the_curve(qtbot) -> None:
     x, y = plot.series("loss_g")
     assert x[-2:].tolist() == [80, 90] and y[-1] == -1.0
     plot.clear()
-    assert plot.names() == [] and plot.point_count() == 0
+    assert plot.names() == [] and plot.point_count() == 0 and plot.groups() == []
     assert plot.loss_plot.getPlotItem().listDataItems() == []
 
 
-def test_buffers_grow_without_losing_points(qtbot) -> None:
+def test_a_million_points_draw_as_a_few_thousand(qtbot) -> None:
     plot = MetricsPlot()
     qtbot.addWidget(plot)
-    steps = np.arange(50_000)
-    plot.add_points((int(s), {"loss": float(s) * 0.5}) for s in steps)
-    x, y = plot.series("loss")
-    np.testing.assert_array_equal(x, steps)
-    np.testing.assert_array_equal(y, steps * 0.5)
+    plot.resize(800, 500)
+    plot.show()
+    n = 1_000_000
+    steps = np.arange(1, n + 1, dtype=float)
+    values = np.sin(steps / 5000.0) + 0.01 * (steps % 7)
+    values[654_321] = 9.0
+    for chunk in np.array_split(np.arange(n), 20):  # as a watcher delivers a long history
+        plot.add_columns({"loss": (steps[chunk], values[chunk])})
+    qtbot.waitUntil(lambda: plot.displayed("loss")[0].size > 0, timeout=5000)
+    assert plot.series("loss")[0].size == n  # every point is kept ...
+    x_d, y_d = plot.displayed("loss")
+    assert x_d.size <= 2 * BUCKETS + 3  # ... and what is drawn is a few thousand
+    assert y_d.max() == 9.0  # the spike survives ("peak" decimation)
+    smooth_item, raw_item = plot.curve_items("loss")
+    assert smooth_item.xData.size <= 2 * BUCKETS + 8
+    vb = plot.loss_plot.getPlotItem().getViewBox()
+    vb.setXRange(500_000, 500_100, padding=0)  # zoomed in: full detail in the view
+    qtbot.waitUntil(lambda: plot.displayed("loss")[0].size < 200, timeout=5000)
+    x_z, y_z = plot.displayed("loss")
+    assert x_z[0] <= 500_000 and x_z[-1] >= 500_100
+    np.testing.assert_array_equal(y_z, values[int(x_z[0]) - 1 : int(x_z[-1])])
 
 
-def test_every_family_metric_lands_somewhere_sensible() -> None:
-    from studio.qt.plot import hidden_at_start, is_diagnostic
+def test_smoothing_slider_changes_the_smoothed_curve(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    rng = np.random.default_rng(3)
+    y = rng.normal(1.0, 0.5, 400)
+    plot.add_points((s, {"loss": float(v)}) for s, v in enumerate(y, 1))
+    np.testing.assert_allclose(plot.smoothed("loss"), _naive_ema(y, plot.smoothing()), rtol=1e-9)
+    plot.smoothing_slider.setValue(90)  # dragged: applied once the slider rests
+    qtbot.waitUntil(lambda: plot.smoothing() == 0.9, timeout=2000)
+    smooth = plot.smoothed("loss")
+    np.testing.assert_allclose(smooth, _naive_ema(y, 0.9), rtol=1e-9)
+    assert np.std(smooth[50:]) < 0.5 * np.std(y[50:])  # smoother than the raw values
+    qtbot.wait(REDRAW_MS * 3)
+    smooth_item, raw_item = plot.curve_items("loss")
+    np.testing.assert_allclose(smooth_item.yData, smooth)  # drawn: 400 points, no decimation
+    np.testing.assert_array_equal(raw_item.yData, y)
+    assert raw_item.isVisible()
+    plot.set_smoothing(0.0)  # raw only: the faint copy hides, the main curve is the raw data
+    qtbot.wait(REDRAW_MS * 3)
+    assert not raw_item.isVisible() and plot.smoothing_label.text() == "0.00"
+    np.testing.assert_array_equal(smooth_item.yData, y)
 
-    for name in ("loss", "loss_d", "recon", "kl", "bpd", "gp", "wasserstein", "commit", "mse"):
-        assert not is_diagnostic(name), name  # losses, known or not, on the main plot
-    for name in ("diversity", "d_real", "usage"):
-        assert is_diagnostic(name) and not hidden_at_start(name), name
-    for name in ("grad_norm", "grad_norm_g", "kl_dim_03", "perplexity", "logdet"):
-        assert is_diagnostic(name) and hidden_at_start(name), name
+
+def test_overlay_adds_a_dashed_curve_per_run(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    plot.add_points([(s, {"loss_d": 1.0, "diversity": 0.5}) for s in range(1, 11)])
+    other = columns([{"step": s, "loss_d": 2.0, "diversity": 0.4} for s in range(1, 21)])
+    assert plot.add_overlay("run_b", other) == 2
+    plot.add_overlay("run_c", columns([{"step": 1, "loss_d": 3.0}]))
+    qtbot.wait(REDRAW_MS * 4)
+    names = [c.name() for c in plot.loss_plot.getPlotItem().listDataItems() if c.name()]
+    assert names == ["loss_d", "loss_d · run_b", "loss_d · run_c"]
+    diag = [c.name() for c in plot.diag_plot.getPlotItem().listDataItems() if c.name()]
+    assert "diversity · run_b" in diag
+    b, c = plot.curve_items("loss_d", "run_b")[0], plot.curve_items("loss_d", "run_c")[0]
+    assert b.opts["pen"].color().name() != c.opts["pen"].color().name()
+    assert plot.series("loss_d", "run_b")[0].size == 20
+    assert plot.point_count() == 20  # overlays are not this run's points
+    plot.clear(overlays=False)  # a new run: the overlays stay
+    assert plot.overlay_runs() == ["run_b", "run_c"] and plot.names() == []
+    plot.remove_overlay("run_b")
+    names = [c.name() for c in plot.loss_plot.getPlotItem().listDataItems() if c.name()]
+    assert names == ["loss_d · run_c"]
 
 
 def test_prepared_curves_wait_for_their_points(qtbot) -> None:

@@ -1,0 +1,124 @@
+"""Pieces of the live plots: metric colours and groups, and the view-range keeper.
+
+Names decide where a metric goes: losses share the top plot, anything else joins a group of
+the lower plot (diagnostics, gradient norm, learning rate, images/s, memory, ...). Known names
+keep a fixed colour, so a loss looks the same across runs and families.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+
+# Fixed colours for the names we know, so a loss keeps its colour across runs and families.
+KNOWN_COLOURS: dict[str, str] = {
+    "loss_d": "#e8704a",
+    "loss_g": "#4aa3e8",
+    "loss": "#4aa3e8",
+    "recon": "#5cc97a",
+    "kl": "#d9b84a",
+    "nll": "#b77fe0",
+    "bpd": "#b77fe0",
+    "r1": "#a0a0a0",
+    "diversity": "#5cc97a",
+    "d_real": "#e8c14a",
+    "d_fake": "#c77fe0",
+    "grad_norm_d": "#e89a8a",
+    "grad_norm_g": "#8ac4e8",
+    "lr": "#d9b84a",
+    "images_per_s": "#4ad9d0",
+    "memory_mb": "#e87ab4",
+}
+PALETTE = ("#4aa3e8", "#e8704a", "#5cc97a", "#d9b84a", "#b77fe0", "#4ad9d0", "#e87ab4", "#c0c0c0")
+RUN_PALETTE = ("#f2f2f2", "#ffd166", "#9be37b", "#ff7fbf", "#8fb8ff", "#c9a0ff")
+# An overlaid run has one colour; its metrics in one plot differ by dash pattern.
+RUN_DASHES = (Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine)
+LOSSES = ""  # the group key of the top plot
+DIAGNOSTICS_GROUP = "Diagnostics"
+DIAGNOSTICS = frozenset({"diversity", "d_real", "d_fake", "usage"})
+# Prefix -> lower-plot group; any name not listed here and not a diagnostic is a loss.
+GROUP_PREFIXES = (
+    ("grad_norm", "Gradient norm"),
+    ("lr", "Learning rate"),
+    ("images_per_s", "Images/s"),
+    ("memory", "Memory (MiB)"),
+    ("kl_dim_", "KL per dimension"),
+    ("perplexity", "Codebook perplexity"),
+    ("restarts", "Codebook restarts"),
+    ("logdet", "Log-determinant"),
+)
+
+
+def colour_for(name: str) -> str:
+    """The curve colour of a metric: fixed for known names, hashed (stable) for the rest."""
+    return KNOWN_COLOURS.get(name) or PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
+
+
+def group_of(name: str) -> str:
+    """Which plot a metric goes to: ``LOSSES`` (top) or the name of a lower-plot group."""
+    if name in DIAGNOSTICS:
+        return DIAGNOSTICS_GROUP
+    for prefix, group in GROUP_PREFIXES:
+        if name.startswith(prefix):
+            if prefix == "lr" and name != "lr" and not name.startswith("lr_"):
+                continue  # "lrelu_loss" is not a learning rate
+            return group
+    return LOSSES
+
+
+def is_diagnostic(name: str) -> bool:
+    return group_of(name) != LOSSES
+
+
+class ViewKeeper:
+    """Sets one plot's view range, and only when the data leaves it (see the module doc)."""
+
+    Y_PAD = 0.15  # headroom above and below, so a slowly drifting loss rarely moves the view
+
+    def __init__(self, widget: pg.PlotWidget) -> None:
+        item = widget.getPlotItem()
+        self.vb = item.getViewBox()
+        self.vb.disableAutoRange()
+        self.active = True
+        self.total: float | None = None
+        self._x: tuple[float, float] | None = None
+        self._y: tuple[float, float] | None = None
+        self.vb.sigRangeChangedManually.connect(self._on_manual)
+        item.autoBtn.clicked.connect(self._on_auto_button)
+
+    def reset(self) -> None:
+        self._x = self._y = None
+
+    def fit(self, bounds: tuple[float, float, float, float] | None) -> None:
+        if not self.active or bounds is None:
+            return
+        x_lo, x_hi, y_lo, y_hi = bounds
+        if self._x is None or x_hi > self._x[1] or x_lo < self._x[0]:
+            # Double when the data reaches the edge (rarely: log-many times),
+            # capped at the run's length when it is known.
+            right = max(x_hi * 2.0, x_hi + 10.0)
+            if self.total:
+                right = max(min(right, self.total), x_hi)
+            want_x = (min(0.0, x_lo), right)
+        else:
+            want_x = self._x
+        if want_x != self._x:
+            self._x = want_x
+            self.vb.setXRange(*want_x, padding=0.02)
+        span = y_hi - y_lo or abs(y_hi) or 1.0
+        cur = self._y
+        if cur is None or y_lo < cur[0] or y_hi > cur[1] or cur[1] - cur[0] > 4 * span:
+            self._y = (y_lo - self.Y_PAD * span, y_hi + self.Y_PAD * span)
+            self.vb.setYRange(*self._y, padding=0)
+
+    def _on_manual(self, *_args: Any) -> None:
+        self.active = False
+
+    def _on_auto_button(self, *_args: Any) -> None:
+        # pyqtgraph has just switched its own auto-range on; take the view back instead.
+        self.vb.disableAutoRange()
+        self.active = True
+        self.reset()
