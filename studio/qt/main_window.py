@@ -28,16 +28,19 @@ from studio.qt.compare import CompareWorkspace
 from studio.qt.dataset_panel import DatasetPanel
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.latent import LatentWorkspace
+from studio.qt.prompt import PromptWorkspace
 from studio.qt.settings import AppSettings
 from studio.qt.train_panel import TrainPanel
 
 CLOSE_TIMEOUT_MS = 30_000
+# Jobs too small and frequent for the status bar (a slider drag decodes dozens of times).
+QUIET_JOBS = frozenset({"Decode"})
 
 
 class MainWindow(QMainWindow):
     """The workspaces (Dataset, Train, Canvas, ...), menus, and one engine thread."""
 
-    DATASET, TRAIN, COMPARE, EXPLORE, CANVAS = 0, 1, 2, 3, 4
+    DATASET, TRAIN, COMPARE, EXPLORE, CANVAS, PROMPT = 0, 1, 2, 3, 4, 5
 
     def __init__(self, settings: AppSettings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -53,10 +56,11 @@ class MainWindow(QMainWindow):
         self.compare_panel = CompareWorkspace(self.runner, self.settings)
         self.latent_workspace = LatentWorkspace(self.runner, self.settings)
         self.canvas = CanvasWorkspace(self.runner, self.settings)
+        self.prompt = PromptWorkspace(self.runner, self.settings, self.canvas)
 
         self.nav = QListWidget()
         self.nav.setObjectName("nav")
-        self.nav.addItems(["Dataset", "Train", "Compare", "Explore", "Canvas"])
+        self.nav.addItems(["Dataset", "Train", "Compare", "Explore", "Canvas", "Prompt"])
         self.nav.setFixedWidth(130)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.dataset_panel)
@@ -64,6 +68,7 @@ class MainWindow(QMainWindow):
         self.stack.addWidget(self.compare_panel)
         self.stack.addWidget(self.latent_workspace)
         self.stack.addWidget(self.canvas)
+        self.stack.addWidget(self.prompt)
         self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
         self.nav.currentRowChanged.connect(self._on_workspace_shown)
         self.nav.setCurrentRow(self.DATASET)
@@ -84,6 +89,8 @@ class MainWindow(QMainWindow):
         self.train_panel.run_changed.connect(self.canvas.set_run)
         install_send_to_canvas(self.train_panel.view.grid, self.send_to_canvas)
         self.compare_panel.send_to_canvas = self.send_to_canvas
+        self.prompt.send_to_canvas = self.send_to_canvas  # text-to-image results
+        self.prompt.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
         self.runner.job_started.connect(self._on_job_started)
         self.runner.job_finished.connect(self._on_job_finished)
         self.statusBar().showMessage("Loading the models…")
@@ -180,9 +187,12 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"{n_images:,} images ready: train on them in Train", 8000)
 
     def _on_job_started(self, handle: JobHandle) -> None:
-        self.statusBar().showMessage(f"{handle.name}…")
+        if handle.name not in QUIET_JOBS:
+            self.statusBar().showMessage(f"{handle.name}…")
 
     def _on_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
+        if handle.name in QUIET_JOBS and outcome.status is not Status.FAILED:
+            return
         if outcome.status is Status.FINISHED:
             text = "Models loaded" if handle.name == "Load models" else f"{handle.name}: done"
         elif outcome.status is Status.CANCELLED:
@@ -212,6 +222,7 @@ class MainWindow(QMainWindow):
             self._closing = False
             event.ignore()
             return
+        self.prompt.shutdown()  # cancels a generation, keeps its settings
         self.canvas.shutdown()  # cancels an inpaint, finishes file writes, drops the autosave
         self.latent_workspace.shutdown()  # its own decode thread
         self.settings.set_window_geometry(self.saveGeometry())

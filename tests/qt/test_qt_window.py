@@ -32,7 +32,7 @@ def test_importing_the_app_does_not_load_torch() -> None:
 
 def test_workspaces_and_menus(window) -> None:
     names = [window.nav.item(i).text() for i in range(window.nav.count())]
-    assert names == ["Dataset", "Train", "Compare", "Explore", "Canvas"]
+    assert names == ["Dataset", "Train", "Compare", "Explore", "Canvas", "Prompt"]
     for index, name in enumerate(names):
         window.show_workspace(index)
         assert window.stack.currentIndex() == index, name
