@@ -355,3 +355,18 @@ def test_generate_job_dispatches_runs_and_refuses_runs_without_prompts(text_run,
     ddpm = train_tiny_run(tmp_path / "ddpm", "diffusion.ddpm", data)
     bad = run_sync(generate_with_run(ddpm, request(ddpm, batch_count=1), CancelToken()))
     assert bad.status is Status.FAILED and "does not read prompts" in bad.error
+
+
+def test_studio_generate_draws_a_run_at_its_own_size(text_run, tmp_path):
+    from studio.cli.main import main
+    from studio.engine.prompt.pngmeta import read_png_metadata
+
+    out = tmp_path / "gen.png"
+    code = main(["generate", "--model", str(text_run), "--prompt", "red circle",
+                 "--steps", "2", "--guidance", "3", "--seed", "4", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    resolution = json.loads((text_run / "config.json").read_text())["train"]["resolution"]
+    with Image.open(out) as img:
+        assert img.size == (resolution, resolution)  # not the 512 px Stable Diffusion default
+    meta = read_png_metadata(out)
+    assert meta["prompt"] == "red circle" and meta["seed"] == 4

@@ -162,7 +162,7 @@ def test_adding_a_pickle_does_not_open_it(tmp_path: Path) -> None:
 
 def _fake_run(folder: Path, family: str) -> Path:
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"train": {"family": family, "steps": 10}}))
+    (folder / "config.json").write_text(json.dumps({"train": {"family": family, "steps": 10, "resolution": 24}}))
     (folder / "model").mkdir()
     write_safetensors_header(folder / "model" / "model.safetensors", {"w": ("F32", [4])})
     return folder
@@ -177,6 +177,7 @@ def test_runs_listed_only_when_their_family_takes_prompts(monkeypatch: pytest.Mo
     monkeypatch.setattr(library, "_family_takes_prompts", lambda family: family == "diffusion.text")
     entries = ModelLibrary().entries()
     assert [(e.name, e.kind, e.arch) for e in entries] == [("texty", "studio-run", "studio")]
+    assert entries[0].resolution == 24  # the Prompt workspace's default size for it
     lib = ModelLibrary()
     assert lib.get("run:texty") == entries[0]
     with pytest.raises(StudioError, match="delete the run"):

@@ -105,6 +105,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     mode = "inpaint" if mask is not None else "img2img" if image is not None else "txt2img"
     default_w = snap8(image.shape[1]) if image is not None else 512
     default_h = snap8(image.shape[0]) if image is not None else 512
+    run_size = _run_resolution(args.model)
+    if image is None and run_size:  # a model trained here draws at its own size
+        default_w = default_h = snap8(run_size)
     request = GenerateRequest(
         model=args.model,
         mode=mode,
@@ -142,3 +145,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         write_png(path, img, meta)
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def _run_resolution(model: str) -> int | None:
+    """The training resolution of a Studio run folder, else None (a Stable Diffusion model)."""
+    from studio.engine.runs import RunFolder
+
+    run = RunFolder(model)
+    if not run.config_path.is_file():
+        return None
+    try:
+        return int(run.read_config().get("train", {}).get("resolution") or 0) or None
+    except Exception:  # noqa: BLE001 - an unreadable config is reported by the generation itself
+        return None

@@ -86,6 +86,13 @@ class AppSettings:
         self._s.setValue("train/device", value if value in DEVICES else "auto")
 
     # -- helpers ---------------------------------------------------------------------------
+    # -- a panel's own keys (its layout, last values) -----------------------------------------
+    def value(self, key: str, default: Any = None) -> Any:
+        return self._s.value(key, default)
+
+    def set_value(self, key: str, value: Any) -> None:
+        self._s.setValue(key, value)
+
     def _push(self, key: str, item: str) -> list[str]:
         items = push_recent(self._list(key), item, RECENT_LIMIT)
         self._s.setValue(key, items)

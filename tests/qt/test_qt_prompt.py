@@ -80,6 +80,20 @@ def test_model_list_shows_type_size_and_precision(workspace) -> None:
     assert row[2].endswith(("KB", "MB")) and row[3] in ("fp32", "fp16", "bf16", "mixed")
 
 
+def test_choosing_a_run_trained_here_sets_its_own_size(workspace) -> None:
+    from studio.engine.prompt.library import ModelEntry
+
+    sd = workspace.model_list.current()
+    run = ModelEntry("run:texty", "texty", "/runs/texty", "studio-run", "studio", resolution=32)
+    workspace.params.width_spin.setValue(512)
+    workspace.params.height_spin.setValue(512)
+    workspace.model_list.set_entries([sd, run])
+    assert workspace.params.width_spin.value() == 512  # the SD model is still the chosen one
+    workspace.model_list.tree.setCurrentItem(workspace.model_list.tree.topLevelItem(1))
+    assert workspace.model_list.current().id == "run:texty"
+    assert (workspace.params.width_spin.value(), workspace.params.height_spin.value()) == (32, 32)
+
+
 def test_txt2img_gives_images_of_the_requested_size_saved_with_settings(qtbot, workspace):
     from studio.engine.prompt.pngmeta import read_png_metadata
 

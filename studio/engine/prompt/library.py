@@ -54,6 +54,7 @@ class ModelEntry:
     file_format: str = "folder"  # "safetensors", "pickle" or "folder"
     needs_consent: bool = False  # a pickled file: ask before reading it weights-only
     added: float = 0.0  # time.time() when added; 0 for runs
+    resolution: int = 0  # the size a Studio run draws at; 0 for Stable Diffusion models
 
     def exists(self) -> bool:
         return Path(self.path).exists()
@@ -226,10 +227,18 @@ def inspect_run(folder: Path) -> ModelEntry | None:
         path=str(folder),
         kind="studio-run",
         arch="studio",
+        resolution=_run_resolution(run),
         size_bytes=size,
         precision=precision_of(dtypes),
         file_format="safetensors",
     )
+
+
+def _run_resolution(run: Any) -> int:
+    try:
+        return int(run.read_config().get("train", {}).get("resolution") or 0)
+    except Exception:  # noqa: BLE001 - a run with an unreadable config still lists
+        return 0
 
 
 def _run_family(run: Any) -> str:

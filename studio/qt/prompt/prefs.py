@@ -19,7 +19,7 @@ PARAMS_KEY, MODEL_KEY, SPLITTER_KEY = "prompt/params", "prompt/model", "prompt/s
 class PromptPrefs:
     def __init__(self, settings: AppSettings) -> None:
         # AppSettings has no generic accessor; its QSettings is where every panel's choices live.
-        self._s = settings._s  # noqa: SLF001
+        self._s = settings
 
     def params(self) -> dict[str, Any]:
         try:
@@ -37,7 +37,7 @@ class PromptPrefs:
         return value if isinstance(value, QByteArray) and not value.isEmpty() else None
 
     def save(self, params: dict[str, Any], model: str | None, splitter: QByteArray) -> None:
-        self._s.setValue(PARAMS_KEY, json.dumps(params))
+        self._s.set_value(PARAMS_KEY, json.dumps(params))
         if model:
-            self._s.setValue(MODEL_KEY, model)
-        self._s.setValue(SPLITTER_KEY, splitter)
+            self._s.set_value(MODEL_KEY, model)
+        self._s.set_value(SPLITTER_KEY, splitter)

@@ -171,10 +171,17 @@ class PromptWorkspace(QWidget):
         column.addWidget(self.splitter, 1)
 
     def _connect(self) -> None:
-        self.model_list.model_chosen.connect(lambda _e: self._update_controls())
+        self.model_list.model_chosen.connect(self._on_model_chosen)
         self.history.recall_requested.connect(lambda md: self.recall(md, "the history"))
         self.params.mode_changed.connect(lambda _m: self._update_controls())
         self.params.canvas_size_button.clicked.connect(self.use_canvas_size)
+
+    def _on_model_chosen(self, entry: Any) -> None:
+        size = int(getattr(entry, "resolution", 0) or 0)
+        if size and self.params.mode == "txt2img":  # a run trained here draws at its own size
+            self.params.width_spin.setValue(size)
+            self.params.height_spin.setValue(size)
+        self._update_controls()
 
     # -- preferences -------------------------------------------------------------------------
     def _restore_prefs(self) -> None:
