@@ -146,7 +146,7 @@ class RunSnapshot:
     path: Path
     family: str
     config: dict[str, Any]
-    records: list[dict[str, Any]]
+    columns: dict[str, tuple[np.ndarray, np.ndarray]]  # metrics.jsonl as {name: (steps, values)}
     metrics_offset: int
     grid: np.ndarray | None
     grid_step: int | None
@@ -160,12 +160,14 @@ def open_run(run_dir: str | Path) -> Factory:
 
     def factory(token: CancelToken) -> Generator[Progress, None, RunSnapshot]:
         from studio.engine.runs import RunFolder
+        from studio.qt.series import columns
 
         run = RunFolder(run_dir)
         yield Progress("load", message=f"Opening {run.path.name}")
         config = run.read_config()  # raises CheckpointError with a message for the user
         records, offset = run.read_metrics()
         token.check()
+        metric_columns = columns(records)  # here, not on the GUI thread: runs can be long
         grid, grid_step, messages = None, None, []
         grids = run.sample_grids()
         if grids:
@@ -180,7 +182,7 @@ def open_run(run_dir: str | Path) -> Factory:
             path=run.path,
             family=str(config.get("family", train.get("family", ""))),
             config=config,
-            records=records,
+            columns=metric_columns,
             metrics_offset=offset,
             grid=grid,
             grid_step=grid_step,

@@ -51,7 +51,7 @@ from studio.qt.plot_parts import (
     group_of,
     is_diagnostic,
 )
-from studio.qt.series import NON_METRICS, Series, columns
+from studio.qt.series import NON_METRICS, Series
 
 __all__ = ["MetricsPlot", "colour_for", "group_of", "is_diagnostic"]
 
@@ -205,10 +205,11 @@ class MetricsPlot(QWidget):
             if name not in NON_METRICS:
                 self._curve(name, None)
 
-    def load_history(self, records: Iterable[Mapping[str, Any]]) -> None:
-        """Replace the plot with a run's stored ``metrics.jsonl`` records (overlays stay)."""
+    def load_history(self, cols: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Replace the plot with a run's stored metrics, as ``series.columns`` made off the GUI
+        thread (overlays stay)."""
         self.clear(overlays=False)
-        self.add_columns(columns(records))
+        self.add_columns(cols)
 
     def set_step_range(self, total: int | None) -> None:
         """The run's length: the step axis grows with the data but never past ``total``."""

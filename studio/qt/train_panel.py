@@ -386,7 +386,7 @@ class TrainPanel(QWidget):
         snap: engine_jobs.RunSnapshot = outcome.result
         self._set_run(snap.path, snap.step)
         self._settings.add_recent_run(snap.path)
-        self.view.plot.load_history(snap.records)
+        self.view.plot.load_history(snap.columns)
         self.view.watch(snap.path, snap.metrics_offset)  # keeps growing if trained elsewhere
         self._plot_total = max(snap.steps, snap.step) or None
         self.view.plot.set_step_range(self._plot_total)

@@ -140,7 +140,7 @@ def test_history_then_live_points_continue_the_curve(qtbot) -> None:
     qtbot.addWidget(plot)
     records = [{"step": s, "time": 0.0, "loss_g": float(s)} for s in range(10, 110, 10)]
     records.append({"step": 100, "time": 0.0, "diversity": 0.5})
-    plot.load_history(records)
+    plot.load_history(columns(records))
     assert plot.last_step() == 100
     plot.truncate_after(80)  # a resume from the step-80 checkpoint drops what came after
     assert plot.series("loss_g")[0].tolist() == [10, 20, 30, 40, 50, 60, 70, 80]
