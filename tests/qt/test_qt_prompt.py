@@ -344,3 +344,31 @@ def test_the_window_has_a_prompt_workspace_wired_to_the_canvas(qtbot, app_settin
     win.prompt.send_to_canvas(image, "Prompt 5")  # what "Send to canvas" calls
     assert win.stack.currentWidget() is win.canvas
     assert np.array_equal(win.canvas.document.image, image)
+
+
+def test_a_prompt_run_trained_here_generates_in_the_workspace(qtbot, app_settings, tiny_sd, tmp_path):
+    """A diffusion.text run appears in the model list beside the SD models and generates."""
+    from helpers import train_tiny_run
+    from PIL import Image
+
+    from studio.core.paths import runs_dir
+    from studio.engine.prompt.pngmeta import read_png_metadata
+
+    data = tmp_path / "captioned"
+    data.mkdir()
+    for i, (name, rgb) in enumerate([("red", (220, 40, 40)), ("blue", (40, 80, 210))] * 4):
+        Image.new("RGB", (16, 16), rgb).save(data / f"{i}.png")
+        (data / f"{i}.txt").write_text(f"a {name} square", encoding="utf-8")
+    train_tiny_run(runs_dir() / "texty", "diffusion.text", data, steps=2, holdout_fraction=0.0)
+
+    with open_prompt(qtbot, app_settings, tiny_sd) as ws:
+        assert ws.model_list.select("run:texty"), [e.id for e in ws.model_list.entries()]
+        assert (ws.params.width_spin.value(), ws.params.height_spin.value()) == (16, 16)
+        ws.params.set_values({"prompt": "a red square", "seed": 3, "steps": 2, "batch_count": 1})
+        ws.params.lock_seed.setChecked(True)
+        generate(qtbot, ws)
+        result = ws.result
+        assert result is not None and len(result.images) == 1
+        assert result.images[0].shape == (16, 16, 3)
+        meta = read_png_metadata(result.paths[0])
+        assert meta["prompt"] == "a red square" and meta["seed"] == 3
