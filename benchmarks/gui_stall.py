@@ -91,24 +91,9 @@ def run_loop_until(done, timeout_s: float) -> None:
     check.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--family", default="gan.dcgan")
-    parser.add_argument("--resolution", type=int, default=32, choices=(32, 64, 128))
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--sample-every", type=int, default=50)
-    parser.add_argument("--images", type=int, default=512, help="demo images to train on")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
-    parser.add_argument("--idle-seconds", type=float, default=3.0)
-    parser.add_argument("--show-worst", type=int, default=0, help="list the N worst stalls")
-    args = parser.parse_args(argv)
-
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    home = Path(tempfile.mkdtemp(prefix="studio-gui-stall-"))
-    os.environ["STUDIO_HOME"] = str(home)  # runs and caches go to a scratch folder
-
+def open_training_window(args, home: Path):
+    """A themed main window on a fresh demo dataset with ``args.family`` picked in the Train
+    workspace: ``(app, window)``, or an exit code when that failed. Shared with ui_latency.py."""
     from studio.core.jobs import run_sync
     from studio.engine.demo import make_demo_dataset
     from studio.qt.app import create_application
@@ -141,6 +126,32 @@ def main(argv: list[str] | None = None) -> int:
     if not panel.picker.set_current_key(args.family):
         print(f"unknown family {args.family}", file=sys.stderr)
         return 2
+    return app, window
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--family", default="gan.dcgan")
+    parser.add_argument("--resolution", type=int, default=32, choices=(32, 64, 128))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--sample-every", type=int, default=50)
+    parser.add_argument("--images", type=int, default=512, help="demo images to train on")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument("--idle-seconds", type=float, default=3.0)
+    parser.add_argument("--show-worst", type=int, default=0, help="list the N worst stalls")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    home = Path(tempfile.mkdtemp(prefix="studio-gui-stall-"))
+    os.environ["STUDIO_HOME"] = str(home)  # runs and caches go to a scratch folder
+
+    opened = open_training_window(args, home)
+    if isinstance(opened, int):
+        return opened
+    app, window = opened
+    panel = window.train_panel
     panel.options_form.set_values(
         {
             "steps": args.steps,

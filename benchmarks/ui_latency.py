@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gui_stall import TARGET_MAX_MS, TARGET_P99_MS, StallProbe, run_loop_until, summarize  # noqa: E402
+from gui_stall import (  # noqa: E402
+    TARGET_MAX_MS,
+    TARGET_P99_MS,
+    StallProbe,
+    open_training_window,
+    run_loop_until,
+    summarize,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,39 +54,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtCore import QTimer
 
-    from studio.core.jobs import run_sync
-    from studio.engine.demo import make_demo_dataset
-    from studio.qt.app import create_application
-    from studio.qt.main_window import MainWindow
-    from studio.qt.settings import AppSettings
-    from studio.qt.theme import apply_theme
-
-    data = home / "data"
-    run_sync(make_demo_dataset(data, count=args.images, size=args.resolution))
-    if args.torch_threads:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
-
-    app = create_application()
-    apply_theme(app)
-    window = MainWindow(AppSettings.at_path(home / "settings.ini"))
-    window.resize(1360, 860)
-    window.show()
+    opened = open_training_window(args, home)
+    if isinstance(opened, int):
+        return opened
+    app, window = opened
     panel = window.train_panel
     peek = panel.peek_panel
-    run_loop_until(panel.families_loaded, 120)
-    scanned: list[int] = []
-    window.dataset_panel.dataset_changed.connect(lambda _f, n: scanned.append(n))
-    window.dataset_panel.set_folder(data)
-    run_loop_until(lambda: bool(scanned), 120)
-    if not scanned or not scanned[0]:
-        print("the dataset could not be loaded", file=sys.stderr)
-        return 2
-    window.show_workspace(window.TRAIN)
-    if not panel.picker.set_current_key(args.family):
-        print(f"unknown family {args.family}", file=sys.stderr)
-        return 2
     panel.options_form.set_values(
         {
             "steps": args.steps,
