@@ -253,7 +253,10 @@ class ParamsForm(QWidget):
                 return False
             combos[key].setCurrentIndex(index)
         elif key in spins:
-            spins[key].setValue(int(value))
+            spin, number = spins[key], int(value)
+            if not spin.minimum() <= number <= spin.maximum():
+                return False  # never clamp: a clamped seed or size would make another image
+            spin.setValue(number)
         elif key == "guidance":
             self.guidance_spin.setValue(float(value))
         elif key == "strength":

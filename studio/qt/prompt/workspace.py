@@ -388,7 +388,14 @@ class PromptWorkspace(QWidget):
             self.params.lock_seed.setChecked(True)
         model = metadata.get("model")
         text = f"Restored {len(names)} settings from {source}."
-        if model and not self.model_list.select(str(model)):
+        skipped = [k for k in ("seed", "width", "height", "steps") if k in metadata and k not in names]
+        if skipped:
+            self.banner.show_message(
+                f"Settings restored from {source}, except {', '.join(skipped)}: out of the range "
+                "this workspace takes, so the same image cannot be made here.",
+                "warning",
+            )
+        elif model and not self.model_list.select(str(model)):
             name = metadata.get("model_name") or Path(str(model)).name
             self.banner.show_message(
                 f"Settings restored from {source}, but its model {name} is not in the list: "
