@@ -21,35 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from machine_info import describe  # noqa: E402 - a sibling script's module
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    threads = torch.get_num_threads()
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return (
-        f"{cpu}, {os.cpu_count()} cores{load}, torch {torch.__version__} "
-        f"({threads} thread{'s' if threads != 1 else ''}), {gpu}"
-    )
 
 
 def _tokenizer(folder: Path):
@@ -192,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = {"studio generate_job (preview every step)": {},
                 "studio generate_job (no previews)": {"preview_every": 0}}
-    print(f"# {machine()}", file=sys.stderr)
+    print(f"# {describe()}", file=sys.stderr)
     print(f"# {'SD1.5-shaped' if sd15 else 'tiny'} UNet ({params / 1e6:.1f} M params), "
           f"{size}x{size}, {steps} steps DPM++ 2M, CFG 7.5, batch 1, {mem.dtype_name(dtype)}, "
           f"{device}", file=sys.stderr)

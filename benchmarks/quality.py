@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine_info import cpu_name  # noqa: E402 - a sibling script's module
 
 from studio.core.atomic import write_json, write_text
 from studio.core.imaging import make_grid
@@ -237,16 +238,8 @@ def run_family(
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from machine_info import describe  # noqa: E402 - a sibling script's module
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -64,27 +64,6 @@ class Row:
     paced_last_ok: bool
     paced_ms: float
     steps: int = 0  # DDIM steps per picture (diffusion), else 0
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    threads = torch.get_num_threads()
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return (
-        f"{cpu}, {os.cpu_count()} cores{load}, torch {torch.__version__} "
-        f"({threads} thread{'s' if threads != 1 else ''}), {gpu}, Python {sys.version.split()[0]}"
-    )
 
 
 def make_run(folder: Path, key: str, resolution: int) -> tuple[Path, int]:
@@ -312,7 +291,7 @@ def main() -> None:
     print(f"\nSlider latency (slider moved -> image painted), {args.moves} moves each")
     if any(r.steps for r in rows):
         print(f"(diffusion: {min(args.moves, args.diffusion_moves)} moves, decode ms per pass)")
-    print(f"Machine: {machine()}\n")
+    print(f"Machine: {describe()}\n")
     head = (
         "| model | px | device | params | decode ms | p50 ms | p95 ms | target | "
         "burst 100: decodes / last shown / ms | paced 100 @4ms: decodes / last shown / ms |"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from machine_info import cpu_name  # noqa: E402 - a sibling script's module
 from PIL import Image
 
 from studio.core.jobs import CancelToken, run_sync
@@ -228,16 +228,8 @@ def matmul_ceiling(device: torch.device) -> float:
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-        cpu = next(
-            (ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu
-        )
-    except OSError:
-        pass
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs, {device_name(device)}, torch {torch.__version__}, "
+        f"{cpu_name()}, {os.cpu_count()} logical CPUs, {device_name(device)}, torch {torch.__version__}, "
         f"{time.strftime('%Y-%m-%d')}"
     )
 
