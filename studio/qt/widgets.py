@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QImage, QPainter, QPaintEvent
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QToolButton,
+    QWidget,
+)
 
 from studio.qt.imaging import numpy_to_qimage
 
@@ -111,3 +121,27 @@ class ImageView(QWidget):
         smooth = target.width() < self._image.width()
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
         painter.drawImage(target, self._image)
+
+
+MAX_SEED = 2**31 - 1  # a spin box holds an int32; the engine accepts any 63-bit seed
+
+
+class SeedRow(QHBoxLayout):
+    """A seed box, *Lock* (keep this seed) and *New* (draw a random one), as one form row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spin = QSpinBox()
+        self.spin.setRange(0, MAX_SEED)
+        self.lock = QCheckBox("Lock")
+        self.lock.setToolTip("Keep this seed; unlocked, every Generate draws a new one")
+        self.dice = QToolButton()
+        self.dice.setText("New")
+        self.dice.setToolTip("Draw a random seed")
+        self.dice.clicked.connect(self.randomise)
+        self.addWidget(self.spin, 1)
+        self.addWidget(self.lock)
+        self.addWidget(self.dice)
+
+    def randomise(self) -> None:
+        self.spin.setValue(random.randint(0, MAX_SEED))

@@ -9,7 +9,6 @@ the canvas stays exactly as it was.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
-    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -27,7 +25,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -41,9 +38,8 @@ from studio.qt.canvas.run_info import DIFFUSION_METHODS, RunInfo, describe_run
 from studio.qt.canvas.tasks import TaskPool
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.settings import AppSettings
-from studio.qt.widgets import Banner, ImageView
+from studio.qt.widgets import Banner, ImageView, SeedRow
 
-MAX_SEED = 2**31 - 1
 MAX_VARIATIONS = 16
 MODES = (("masked_only", "Only masked area"), ("whole", "Whole image"))
 
@@ -104,18 +100,8 @@ class InpaintPanel(QWidget):
         run_column.addLayout(run_row)
         run_column.addWidget(self.family_label)
 
-        self.seed_spin = QSpinBox()
-        self.seed_spin.setRange(0, MAX_SEED)
-        self.lock_seed = QCheckBox("Lock")
-        self.lock_seed.setToolTip("Keep this seed; unlocked, every Generate draws a new one")
-        self.dice_button = QToolButton()
-        self.dice_button.setText("New")
-        self.dice_button.setToolTip("Draw a random seed")
-        self.dice_button.clicked.connect(self.randomise_seed)
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed_spin, 1)
-        seed_row.addWidget(self.lock_seed)
-        seed_row.addWidget(self.dice_button)
+        self.seed_row = seed_row = SeedRow()
+        self.seed_spin, self.lock_seed, self.dice_button = seed_row.spin, seed_row.lock, seed_row.dice
         self.variations_spin = QSpinBox()
         self.variations_spin.setRange(1, MAX_VARIATIONS)
         self.variations_spin.setValue(4)
@@ -258,7 +244,7 @@ class InpaintPanel(QWidget):
 
     # -- settings ----------------------------------------------------------------------------
     def randomise_seed(self) -> None:
-        self.seed_spin.setValue(random.randint(0, MAX_SEED))
+        self.seed_row.randomise()
 
     def set_feather(self, radius: float) -> None:
         """Follow the tool bar's feather radius without echoing it back."""

@@ -8,7 +8,6 @@ The prompt boxes live in ``prompt_area``, which the workspace places above the p
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from PySide6.QtCore import Signal
@@ -28,8 +27,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio.engine.prompt.request import MEMORY_MODES, SCHEDULER_LABELS, SCHEDULERS
+from studio.qt.widgets import SeedRow
 
-MAX_SEED = 2**31 - 1  # a spin box holds an int32; the engine accepts any 63-bit seed
 MODES = (
     ("txt2img", "Text to image"),
     ("img2img", "Image to image (the canvas image)"),
@@ -98,17 +97,8 @@ class ParamsForm(QWidget):
         self.guidance_spin.setDecimals(1)
         self.guidance_spin.setToolTip("How closely to follow the prompt (1 = ignore it)")
         self.scheduler_combo = _combo(SAMPLERS)
-        self.seed_spin = _spin(0, MAX_SEED, 0)
-        self.lock_seed = QCheckBox("Lock")
-        self.lock_seed.setToolTip("Keep this seed; unlocked, every Generate draws a new one")
-        self.dice_button = QToolButton()
-        self.dice_button.setText("New")
-        self.dice_button.setToolTip("Draw a random seed")
-        self.dice_button.clicked.connect(self.randomise_seed)
-        seed_row = QHBoxLayout()
-        seed_row.addWidget(self.seed_spin, 1)
-        seed_row.addWidget(self.lock_seed)
-        seed_row.addWidget(self.dice_button)
+        self.seed_row = seed_row = SeedRow()
+        self.seed_spin, self.lock_seed, self.dice_button = seed_row.spin, seed_row.lock, seed_row.dice
         self.width_spin = _spin(8, 4096, 512, 8, " px")
         self.height_spin = _spin(8, 4096, 512, 8, " px")
         for spin in (self.width_spin, self.height_spin):
@@ -275,7 +265,7 @@ class ParamsForm(QWidget):
 
     # -- seed --------------------------------------------------------------------------------
     def randomise_seed(self) -> None:
-        self.seed_spin.setValue(random.randint(0, MAX_SEED))
+        self.seed_row.randomise()
 
     def seed_for_next_run(self) -> int:
         """The seed Generate uses: a fresh one unless the seed is locked."""
