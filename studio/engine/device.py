@@ -47,17 +47,59 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def autocast_factory(device: torch.device, precision: str = "auto") -> Callable[[], Any]:
-    """A zero-argument factory of the autocast context for training steps.
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
-    ``auto``: bf16 on a CUDA GPU that supports it, plain fp32 elsewhere (CPU autocast is slower
-    than fp32 for these small convolutional models). ``fp32`` forces full precision.
+
+def bf16_native(device: torch.device) -> bool:
+    """True on a CUDA GPU with bf16 in hardware (Ampere and later), not emulated."""
+    if device.type != "cuda":
+        return False
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # older torch: no emulation argument
+        return bool(torch.cuda.is_bf16_supported())
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """What training on ``device`` computes in: "fp32", "bf16" or "fp16".
+
+    Mixed precision applies on a CUDA GPU only (CPU autocast is slower than fp32 for these
+    small convolutional models). ``auto`` and ``bf16`` give bf16 where the GPU has it in
+    hardware and fp16 (with gradient scaling, see ``StepRunner``) where it does not, as on
+    pre-Ampere cards. ``fp32`` forces full precision; ``fp16`` forces fp16.
     """
+    if precision not in PRECISION_CHOICES:
+        raise StudioError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}.")
     if precision == "fp32" or device.type != "cuda":
+        return "fp32"
+    if precision in ("auto", "bf16") and bf16_native(device):
+        return "bf16"
+    return "fp16"
+
+
+def autocast_factory(device: torch.device, precision: str = "auto") -> Callable[[], Any]:
+    """A zero-argument factory of the autocast context for training steps, in the precision
+    :func:`resolve_precision` picks. fp16 needs gradient scaling as well (the trainer's
+    ``StepRunner`` adds it); bf16 has fp32's range and does not."""
+    resolved = resolve_precision(device, precision)
+    if resolved == "fp32":
         return contextlib.nullcontext
-    if precision in ("auto", "bf16") and torch.cuda.is_bf16_supported():
-        return functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
+    dtype = torch.bfloat16 if resolved == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def precision_message(device: torch.device, precision: str) -> str | None:
+    """A line for the run's log about the training precision, or None for plain fp32 on
+    a device where nothing else was possible."""
+    resolved = resolve_precision(device, precision)
+    if resolved == "bf16":
+        return "Precision: bf16 autocast."
+    if resolved == "fp16":
+        why = "" if precision == "fp16" else " (this GPU has no bf16)"
+        return f"Precision: fp16 autocast with gradient scaling{why}."
+    if precision in ("bf16", "fp16"):
+        return f"Precision: {precision} applies to CUDA GPUs only; training in fp32 here."
+    return None
 
 
 def memory_in_use(device: torch.device) -> int:

@@ -7,6 +7,8 @@ hands that helper what the run's settings ask for through the ``StepContext``:
   the run's target step count, applied to each param group's configured rate. Nothing about
   it is saved, so a resumed run continues the curve exactly.
 * ``max_grad_norm``: clipping (0 keeps the family's own: DDPM 1, flows 50, others none).
+* ``grad_scalers``: with fp16 autocast, the loss is scaled before backward and the
+  gradients unscaled before clipping; steps that overflowed are skipped (bf16 needs none).
 * ``accumulate``: the trainer splits each step's batch into ``accumulate`` equal micro-batches
   and calls ``train_step`` on each; gradients add up (each loss divided by ``accumulate``) and
   the optimizers step once, after the last. The batch a step sees, its order and the step
@@ -94,9 +96,18 @@ class StepRunner:
         autocast: Callable[[], Any],
         batch_size: int,
         speed: Speed | None = None,
+        grad_scaling: bool = False,
     ) -> None:
         self.model, self.config, self.autocast = model, config, autocast
         self.speed = speed or Speed(model.device)
+        # fp16 autocast: a loss scaler per optimizer, so networks that update in turn (GANs)
+        # keep their own scale. Not saved with checkpoints: a resumed run finds its scale again
+        # within a few steps.
+        self.grad_scalers: dict[str, Any] = (
+            {name: torch.amp.GradScaler(model.device.type) for name in model.optimizers}
+            if grad_scaling
+            else {}
+        )
         self.messages: list[str] = []
         self.warmup = config.warmup_steps or model.default_warmup_steps()
         self.accumulate = 1
@@ -143,6 +154,7 @@ class StepRunner:
                 max_grad_norm=self.config.grad_clip,
                 accumulate=self.accumulate,
                 micro=micro,
+                grad_scalers=self.grad_scalers,
             )
             self.speed.before_step()
             outs.append(dict(self.model.train_step(part, ctx)))

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from studio.core.errors import StudioError
+from studio.engine.device import PRECISION_CHOICES
 from studio.engine.runs import TrainConfig
 from studio.models.base import GenerativeModel
 
@@ -45,6 +46,10 @@ def check_options(config: TrainConfig) -> None:
     for name in ("tf32", "channels_last", "fused_adamw"):
         if getattr(config, name) not in AUTO_ON_OFF:
             raise StudioError(f"{name} must be auto, on or off, not {getattr(config, name)!r}.")
+    if config.precision not in PRECISION_CHOICES:
+        raise StudioError(
+            f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {config.precision!r}."
+        )
     if config.compile not in COMPILE_CHOICES:
         raise StudioError(f"compile must be off, auto or on, not {config.compile!r}.")
     if config.lr_schedule not in ("constant", "cosine"):
@@ -62,7 +67,7 @@ def check_options(config: TrainConfig) -> None:
 #: TrainConfig fields set by ``studio train --option NAME=VALUE`` (and the GUI's options).
 OPTION_NAMES = (
     "tf32", "channels_last", "fused_adamw", "compile", "cuda_graphs", "grad_clip", "warmup_steps",
-    "lr_schedule", "min_lr_fraction", "accumulate", "auto_batch", "cpu_threads",
+    "lr_schedule", "min_lr_fraction", "accumulate", "auto_batch", "cpu_threads", "precision",
 )  # fmt: skip
 
 

@@ -27,7 +27,9 @@ from studio.engine.device import (
     cpu_generator,
     device_name,
     memory_in_use,
+    precision_message,
     resolve_device,
+    resolve_precision,
     step_generator,
 )
 from studio.engine.distributed import Distributed
@@ -206,7 +208,10 @@ def _train(
     if images.batch_size < config.batch_size:
         yield Progress("load", message=f"Batch size lowered to {images.batch_size}: that is every training image.")
     autocast = autocast_factory(device, config.precision)
-    runner = StepRunner(model, config, autocast, images.batch_size, speed)  # schedule, clipping, accumulation
+    fp16 = resolve_precision(device, config.precision) == "fp16"  # needs loss scaling
+    runner = StepRunner(model, config, autocast, images.batch_size, speed, grad_scaling=fp16)  # schedule, clipping, accumulation
+    if (line := precision_message(device, config.precision)) is not None:
+        yield Progress("load", message=line)
     for line in runner.take_messages():
         yield Progress("load", message=line)
     dev_name = device_name(device)

@@ -114,6 +114,15 @@ class StepContext:
     accumulate: int = 1  # micro-batches per optimizer step; this call is micro-batch ``micro``
     micro: int = 0
     grad_norms: dict[str, Tensor] = field(default_factory=dict)  # filled by optimizer_step
+    # fp16 training: one torch.amp.GradScaler per optimizer name (empty: no loss scaling)
+    grad_scalers: dict[str, Any] = field(default_factory=dict)
+
+    def grad_scale(self, name: str) -> float:
+        """The loss scale of optimizer ``name``'s gradient scaler, 1 without one. Penalties
+        that take an inner gradient (R1, WGAN-GP) scale it the same way, so fp16 does not
+        flush it to zero. Reading it costs a host sync, in fp16 training only."""
+        scaler = self.grad_scalers.get(name)
+        return float(scaler.get_scale()) if scaler is not None else 1.0
 
     def randn(self, *shape: int, device: torch.device | None = None) -> Tensor:
         dev = device or self.generator.device
@@ -186,12 +195,18 @@ class GenerativeModel(nn.Module):
         warm-up when that is None), gradients are clipped to ``ctx.max_grad_norm`` (or
         ``clip``, the family's default; 0 = none) and the optimizer steps. Returns the gradient
         norm before clipping (a tensor: no host sync), or None after a micro-batch that did not
-        step."""
+        step.
+
+        With a gradient scaler for ``name`` in ``ctx.grad_scalers`` (fp16 training) the loss is
+        scaled before backward and the gradients unscaled before clipping; a step whose
+        gradients overflowed is skipped and the scale lowered (``torch.amp.GradScaler``)."""
         opt = self.optimizers[name]
         k = max(1, int(ctx.accumulate))
         if ctx.micro == 0:
             opt.zero_grad(set_to_none=True)
-        (loss / k if k > 1 else loss).backward()
+        scaler = ctx.grad_scalers.get(name)
+        part = loss / k if k > 1 else loss
+        (scaler.scale(part) if scaler is not None else part).backward()
         if ctx.micro < k - 1:
             return None
         if name not in self._base_lrs:
@@ -204,6 +219,8 @@ class GenerativeModel(nn.Module):
                 group["lr"].fill_(base * scale)
             else:
                 group["lr"] = base * scale
+        if scaler is not None:
+            scaler.unscale_(opt)  # true gradients for the norm and the clipping
         params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
         max_norm = ctx.max_grad_norm if ctx.max_grad_norm > 0 else clip
         if max_norm > 0:
@@ -212,7 +229,11 @@ class GenerativeModel(nn.Module):
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
         else:
             norm = torch.zeros((), device=loss.device)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)  # skipped when the unscaled gradients hold inf or NaN
+            scaler.update()
+        else:
+            opt.step()
         ctx.grad_norms[name] = norm.detach()
         return norm.detach()
 

@@ -129,6 +129,13 @@ class TrainingOptions:
         help="Split each batch into this many micro-batches (same result, less memory). "
         "GANs train on the whole batch.",
     )
+    precision: str = _option(
+        "auto",
+        label="Precision",
+        choices=("auto", "bf16", "fp16", "fp32"),
+        help="On a GPU: auto trains in bf16 where the GPU has it, else in fp16 with gradient "
+        "scaling; fp32 is the slowest. The CPU always trains in fp32.",
+    )
     compile: str = _option(
         "off",
         label="Compile",

@@ -88,13 +88,14 @@ def test_reopen_a_run_and_resume_it(qtbot, window, tiny_dataset: Path) -> None:
     window.show_workspace(window.TRAIN)
     configure_tiny_dcgan(window, steps=20, sample_every=10, log_every=2)
     panel = window.train_panel
-    panel.options_form.set_values({"lr_schedule": "cosine", "warmup_steps": 4})
+    panel.options_form.set_values({"lr_schedule": "cosine", "warmup_steps": 4, "precision": "fp32"})
     with qtbot.waitSignal(window.runner.job_finished, timeout=60_000) as blocker:
         panel.start()
     assert blocker.args[1].ok and not blocker.args[1].result.stopped_early
     run = panel.run_path
     train = RunFolder(run).read_config()["train"]  # the form's options reached the trainer
     assert train["lr_schedule"] == "cosine" and train["warmup_steps"] == 4
+    assert train["precision"] == "fp32"
     lrs = [r[k] for r in RunFolder(run).read_metrics()[0] for k in r if k.startswith("lr")]
     assert lrs and lrs[-1] < max(lrs)  # warmed up, then decayed
     panel.view.clear()  # forget what the live run showed

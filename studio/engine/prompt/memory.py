@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from studio.core.errors import StudioError
+from studio.engine.device import bf16_native
 
 RUNGS = ("full", "balanced", "low")
 GIB = 1024**3
@@ -130,7 +131,8 @@ def lighter(plan: MemoryPlan, device: torch.device) -> MemoryPlan | None:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto": bf16 on a CUDA GPU that has it, else fp16 on a GPU; fp32 on the CPU."""
+    """"auto": bf16 on a CUDA GPU that has it in hardware (not emulated), else fp16 on a GPU;
+    fp32 on the CPU."""
     if name == "fp32":
         return torch.float32
     if name == "fp16":
@@ -138,7 +140,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if bf16_native(device) else torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.float32

@@ -158,21 +158,30 @@ def grad_norm(module: nn.Module) -> Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-def r1_penalty(d_real: Tensor, real: Tensor) -> Tensor:
-    """R1 (Mescheder et al. 2018): mean squared gradient norm of D on real images."""
-    (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-    return grad.float().pow(2).flatten(1).sum(1).mean()
+def r1_penalty(d_real: Tensor, real: Tensor, scale: float = 1.0) -> Tensor:
+    """R1 (Mescheder et al. 2018): mean squared gradient norm of D on real images.
+
+    ``scale``: the loss scale of fp16 training (``StepContext.grad_scale``). The inner
+    gradient is taken of the scaled output and unscaled after, so small fp16 values do not
+    underflow to zero; an overflow shows up as inf and the scaler skips that step."""
+    (grad,) = torch.autograd.grad(d_real.sum() * scale, real, create_graph=True)
+    return (grad.float() / scale).pow(2).flatten(1).sum(1).mean()
 
 
 def gradient_penalty(
-    critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor
+    critic: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    eps: Tensor,
+    scale: float = 1.0,
 ) -> Tensor:
     """WGAN-GP (Gulrajani et al. 2017): mean of (|grad critic(x_hat)| - 1)^2 on the points
     ``x_hat = eps * real + (1 - eps) * fake``, with ``eps`` in [0, 1] per image (B x 1 x 1 x 1).
-    Differentiable, so the critic's update can include it."""
+    Differentiable, so the critic's update can include it. ``scale``: as in
+    :func:`r1_penalty`."""
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
-    norm = torch.linalg.vector_norm(grad.float().flatten(1), dim=1)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum() * scale, x_hat, create_graph=True)
+    norm = torch.linalg.vector_norm(grad.float().flatten(1) / scale, dim=1)
     return (norm - 1).pow(2).mean()
 
 

@@ -47,7 +47,7 @@ class DCGAN(GANModel):
         loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
         out: dict[str, Tensor] = {}
         if use_r1:
-            penalty = r1_penalty(d_real, real)
+            penalty = r1_penalty(d_real, real, ctx.grad_scale("d"))
             loss_d = loss_d + 0.5 * c.r1_gamma * penalty
             out["r1"] = penalty.detach()
         gn_d = self.optimizer_step("d", loss_d, ctx)

@@ -123,7 +123,7 @@ class WGANGP(GANModel):
             with torch.no_grad(), ctx.autocast():
                 fake = self.generator(z)
             s_real, s_fake = score(real), score(fake)
-            gp = gradient_penalty(score, real, fake, eps)
+            gp = gradient_penalty(score, real, fake, eps, ctx.grad_scale("d"))
             w_dist = s_real.mean() - s_fake.mean()
             loss_d = -w_dist + c.gp_lambda * gp + c.drift * s_real.pow(2).mean()
             gn_d = self.optimizer_step("d", loss_d, ctx)
