@@ -196,6 +196,118 @@ def build_tiny_sd(
     return folder
 
 
+def build_tiny_sd2(
+    folder: str | os.PathLike[str], *, prediction_type: str = "epsilon", inpainting: bool = False
+) -> Path:
+    """A tiny Stable Diffusion 2.x-shaped pipeline: linear attention projections in the UNet and a
+    GELU text encoder (OpenCLIP's activation), so it exports to the SD 2.x single-file layout.
+
+    ``prediction_type`` goes into the scheduler config ("v_prediction" for SD 2.x 768 models).
+    """
+    import torch
+    from diffusers import (
+        DDIMScheduler,
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+
+    folder = Path(folder)
+    torch.manual_seed(1)
+    with tempfile.TemporaryDirectory() as tok_src:
+        tokenizer = tiny_tokenizer(Path(tok_src))
+    text_encoder = _text_encoder(tokenizer, 16)
+    text_encoder.config.hidden_act = "gelu"  # saved in config.json; every load builds GELU layers
+    unet = UNet2DConditionModel(
+        sample_size=TINY_IMAGE // 2,
+        in_channels=9 if inpainting else 4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+        block_out_channels=(8, 16),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=16,
+    ).eval()
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
+    cls = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+    pipe = cls(
+        vae=_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def build_tiny_sdxl(folder: str | os.PathLike[str]) -> Path:
+    """A tiny SDXL pipeline whose two text encoders have different widths (16 and 24).
+
+    ``build_tiny_sd(sdxl=True)`` gives both width 16, which a single file cannot represent:
+    diffusers tells SDXL's CLIP from its OpenCLIP encoder in a single file by the width, as the
+    real ones differ (768 and 1280).
+    """
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    folder = Path(folder)
+    torch.manual_seed(2)
+    with tempfile.TemporaryDirectory() as tok_src:
+        tokenizer = tiny_tokenizer(Path(tok_src))
+    text_encoder = _text_encoder(tokenizer, 16)
+    text_encoder_2 = _text_encoder(tokenizer, 24, projection=True)
+    text_encoder_2.config.hidden_act = "gelu"
+    time_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=TINY_IMAGE // 2,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+        block_out_channels=(16, 32),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=16 + 24,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + 24,  # pooled text of encoder 2
+    ).eval()
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=_vae(),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 # -- hostile files ----------------------------------------------------------------------------
 
 
@@ -251,3 +363,244 @@ def write_safetensors_header(
         if data:
             fh.write(b"\0" * offset)
     return path
+
+
+# -- the original (CompVis / Stability) single-file layout ------------------------------------
+#
+# diffusers can read this layout (``from_single_file``) but not write it, so the tests write it
+# here, from a folder made by ``build_tiny_sd``/``build_tiny_sd2``/``build_tiny_sdxl``. The
+# mapping is the inverse of the one diffusers' converters in ``diffusers.loaders.single_file_utils``
+# apply; tests/test_prompt_single_file.py checks that those converters undo it exactly.
+
+_RESNET_LDM = {  # diffusers ResnetBlock2D parameter -> LDM ResBlock parameter (UNet)
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+_VAE_ATTN_LDM = {
+    "group_norm": "norm",
+    "to_q": "q",
+    "to_k": "k",
+    "to_v": "v",
+    "to_out.0": "proj_out",
+}
+_UNET_TOP_LDM = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's size/crop + pooled-text embedding
+    "add_embedding.linear_2": "label_emb.0.2",
+}
+
+
+def _split(key: str, n: int) -> tuple[list[str], str]:
+    parts = key.split(".")
+    return parts[:n], ".".join(parts[n:])
+
+
+def _resnet_ldm(rest: str) -> str:
+    layer, _, param = rest.rpartition(".")
+    return f"{_RESNET_LDM[layer]}.{param}"
+
+
+def unet_to_ldm(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A diffusers ``UNet2DConditionModel`` state dict in the LDM ``UNetModel`` names.
+
+    LDM numbers its blocks flat: ``input_blocks.0`` is conv_in, then per down block
+    ``layers_per_block`` (resnet [+ attention]) entries and, except after the last block, one
+    downsampler entry; ``middle_block`` is resnet, attention, resnet; ``output_blocks`` holds
+    ``layers_per_block + 1`` entries per up block, the block's upsampler inside its last entry
+    (after the attention where there is one).
+    """
+    per = config["layers_per_block"]
+    per = per[0] if isinstance(per, list) else per
+    up_has_attn = [t.startswith("CrossAttn") for t in config["up_block_types"]]
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        head, _, param = key.rpartition(".")
+        if head in _UNET_TOP_LDM:
+            new = f"{_UNET_TOP_LDM[head]}.{param}"
+        elif key.startswith("down_blocks."):
+            (_, b, kind, j), rest = _split(key, 4)
+            b, j = int(b), int(j)
+            if kind == "resnets":
+                new = f"input_blocks.{1 + b * (per + 1) + j}.0.{_resnet_ldm(rest)}"
+            elif kind == "attentions":
+                new = f"input_blocks.{1 + b * (per + 1) + j}.1.{rest}"
+            else:  # downsamplers.0.conv.<param>
+                new = f"input_blocks.{1 + b * (per + 1) + per}.0.op.{param}"
+        elif key.startswith("mid_block."):
+            (_, kind, j), rest = _split(key, 3)
+            if kind == "resnets":
+                new = f"middle_block.{2 * int(j)}.{_resnet_ldm(rest)}"
+            else:
+                new = f"middle_block.1.{rest}"
+        elif key.startswith("up_blocks."):
+            (_, b, kind, j), rest = _split(key, 4)
+            b, j = int(b), int(j)
+            if kind == "resnets":
+                new = f"output_blocks.{b * (per + 1) + j}.0.{_resnet_ldm(rest)}"
+            elif kind == "attentions":
+                new = f"output_blocks.{b * (per + 1) + j}.1.{rest}"
+            else:  # upsamplers.0.conv.<param>
+                slot = 2 if up_has_attn[b] else 1
+                new = f"output_blocks.{b * (per + 1) + per}.{slot}.conv.{param}"
+        else:
+            raise KeyError(f"no LDM name for UNet parameter {key}")
+        out[new] = value
+    return out
+
+
+def vae_to_ldm(state: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A diffusers ``AutoencoderKL`` state dict in the LDM ``AutoencoderKL`` names.
+
+    The decoder's up blocks are numbered in reverse (LDM's ``up.0`` is the full-resolution one),
+    and the mid-block attention is four 1x1 convolutions rather than linear layers.
+    """
+    n_up = len(config["up_block_types"])
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        new = key.replace("conv_norm_out", "norm_out")
+        parts = key.split(".")
+        if parts[1] == "down_blocks":  # encoder.down_blocks.i.(resnets.j|downsamplers.0).…
+            i, kind = parts[2], parts[3]
+            rest = ".".join(parts[5:])
+            if kind == "resnets":
+                rest = rest.replace("conv_shortcut", "nin_shortcut")
+                new = f"encoder.down.{i}.block.{parts[4]}.{rest}"
+            else:
+                new = f"encoder.down.{i}.downsample.{rest}"
+        elif parts[1] == "up_blocks":
+            i, kind = n_up - 1 - int(parts[2]), parts[3]
+            rest = ".".join(parts[5:])
+            if kind == "resnets":
+                rest = rest.replace("conv_shortcut", "nin_shortcut")
+                new = f"decoder.up.{i}.block.{parts[4]}.{rest}"
+            else:
+                new = f"decoder.up.{i}.upsample.{rest}"
+        elif parts[1] == "mid_block":
+            if parts[2] == "resnets":
+                rest = ".".join(parts[4:]).replace("conv_shortcut", "nin_shortcut")
+                new = f"{parts[0]}.mid.block_{int(parts[3]) + 1}.{rest}"
+            else:  # attentions.0.<layer>.<param>, to_out.0 being two parts
+                layer, _, param = ".".join(parts[4:]).rpartition(".")
+                new = f"{parts[0]}.mid.attn_1.{_VAE_ATTN_LDM[layer]}.{param}"
+                if value.ndim == 2:
+                    value = value[:, :, None, None]
+        out[new] = value
+    return out
+
+
+def clip_to_ldm(state: dict[str, Any]) -> dict[str, Any]:
+    """A transformers CLIP text encoder in the names SD 1.x stored it: its own, under
+    ``text_model.`` (which transformers >= 5.6 dropped from ``CLIPTextModel``)."""
+    return {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in state.items()}
+
+
+def open_clip_to_ldm(state: dict[str, Any]) -> dict[str, Any]:
+    """A transformers CLIP text encoder in OpenCLIP's names (SD 2.x, SDXL's second encoder).
+
+    OpenCLIP keeps q, k and v as one ``in_proj`` matrix, names its blocks ``resblocks`` and its
+    projection ``text_projection`` with the transposed shape (width x embed).
+    """
+    plain = {k.removeprefix("text_model."): v for k, v in state.items()}
+    out: dict[str, Any] = {}
+    fixed = {
+        "embeddings.token_embedding.weight": "token_embedding.weight",
+        "embeddings.position_embedding.weight": "positional_embedding",
+        "final_layer_norm.weight": "ln_final.weight",
+        "final_layer_norm.bias": "ln_final.bias",
+    }
+    layer_names = {
+        "layer_norm1": "ln_1",
+        "layer_norm2": "ln_2",
+        "mlp.fc1": "mlp.c_fc",
+        "mlp.fc2": "mlp.c_proj",
+        "self_attn.out_proj": "attn.out_proj",
+    }
+    for key, value in plain.items():
+        if key in fixed:
+            out[fixed[key]] = value
+        elif key == "text_projection.weight":
+            out["text_projection"] = value.T.contiguous()
+        elif key.startswith("encoder.layers."):
+            (_, _, n), rest = _split(key, 3)
+            layer, _, param = rest.rpartition(".")
+            if layer.startswith("self_attn.") and layer.endswith(("q_proj", "k_proj", "v_proj")):
+                if layer.endswith("q_proj"):  # q, k, v stacked along the output dimension
+                    import torch
+
+                    parts = [plain[f"encoder.layers.{n}.self_attn.{p}_proj.{param}"] for p in "qkv"]
+                    out[f"transformer.resblocks.{n}.attn.in_proj_{param}"] = torch.cat(parts)
+                continue
+            out[f"transformer.resblocks.{n}.{layer_names[layer]}.{param}"] = value
+        else:
+            raise KeyError(f"no OpenCLIP name for text-encoder parameter {key}")
+    return out
+
+
+def _component(folder: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    from safetensors.torch import load_file
+
+    sub = folder / name
+    weights = sorted(sub.glob("*.safetensors"))
+    if len(weights) != 1:
+        raise FileNotFoundError(f"expected one safetensors file in {sub}, found {len(weights)}")
+    return load_file(str(weights[0])), json.loads((sub / "config.json").read_text("utf-8"))
+
+
+def original_layout_state_dict(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The tensors of a tiny diffusers folder under their original single-file names.
+
+    The layout follows the folder: SD 1.x (CLIP under ``cond_stage_model.transformer.``), SD 2.x
+    (OpenCLIP under ``cond_stage_model.model.``; told by the UNet's linear attention projections,
+    ``use_linear_projection``) or SDXL (``conditioner.embedders.0.transformer.`` and
+    ``conditioner.embedders.1.model.``).
+    """
+    folder = Path(folder)
+    unet, unet_cfg = _component(folder, "unet")
+    vae, vae_cfg = _component(folder, "vae")
+    text, _ = _component(folder, "text_encoder")
+    out = {f"model.diffusion_model.{k}": v for k, v in unet_to_ldm(unet, unet_cfg).items()}
+    out.update({f"first_stage_model.{k}": v for k, v in vae_to_ldm(vae, vae_cfg).items()})
+    if (folder / "text_encoder_2").is_dir():
+        text_2, _ = _component(folder, "text_encoder_2")
+        prefix = "conditioner.embedders."
+        out.update({f"{prefix}0.transformer.{k}": v for k, v in clip_to_ldm(text).items()})
+        out.update({f"{prefix}1.model.{k}": v for k, v in open_clip_to_ldm(text_2).items()})
+    elif unet_cfg.get("use_linear_projection"):  # SD 2.x: OpenCLIP, linear attention projections
+        out.update({f"cond_stage_model.model.{k}": v for k, v in open_clip_to_ldm(text).items()})
+    else:
+        out.update({f"cond_stage_model.transformer.{k}": v for k, v in clip_to_ldm(text).items()})
+    return out
+
+
+def export_original_layout(
+    folder: str | os.PathLike[str], out_file: str | os.PathLike[str], *, dtype: Any = None
+) -> Path:
+    """Write a tiny diffusers folder as ONE original-layout ``.safetensors`` checkpoint.
+
+    ``dtype`` (a torch dtype) casts every tensor, e.g. to write an fp16 file.
+    """
+    from safetensors.torch import save_file
+
+    tensors = original_layout_state_dict(folder)
+    if dtype is not None:
+        tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    out_file = Path(out_file)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_file))
+    return out_file
+
+
+def config_only_copy(folder: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """A diffusers folder without its weights: the local config a single file loads with."""
+    import shutil
+
+    return Path(
+        shutil.copytree(folder, target, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    )

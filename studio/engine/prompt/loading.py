@@ -351,18 +351,43 @@ def _load_single_file(
             kwargs["safety_checker"] = None
             kwargs["requires_safety_checker"] = False
         yield Progress("load", 1, 3, f"Building the pipeline for {file.name}")
+        kind = f"{_ARCH_NAMES.get(arch, arch)}{' inpainting' if inpainting else ''}"
         with offline():
             try:
-                return cls.from_single_file(str(load_from), **kwargs)
+                pipe = cls.from_single_file(str(load_from), **kwargs)
             except (OSError, ValueError, KeyError, RuntimeError) as err:
                 raise StudioError(
                     f"{file.name} could not be loaded with the config in {config}: "
                     f"{_first_line(err)}. Check that the config belongs to the same kind of model "
-                    f"({_ARCH_NAMES.get(arch, arch)}{' inpainting' if inpainting else ''})."
+                    f"({kind})."
                 ) from err
+        _check_all_weights_loaded(pipe, file, config, kind)
+        return pipe
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _check_all_weights_loaded(pipe: Any, file: Path, config: Path, kind: str) -> None:
+    """Refuse a pipeline with parameters the file did not fill.
+
+    diffusers builds each model empty (on the "meta" device) and fills it from the converted
+    checkpoint; where the config describes a model the file does not match (other text-encoder
+    widths, say), some parameters stay empty and the failure would only surface later, as a
+    bare "Cannot copy out of meta tensor" when the pipeline is moved.
+    """
+    import torch
+
+    for name, module in pipe.components.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        empty = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+        if empty:
+            raise StudioError(
+                f"{file.name} does not contain all the weights its config in {config} describes "
+                f"({name}: {len(empty)} missing, e.g. {empty[0]}). Check that the config folder "
+                f"belongs to the same model ({kind}, with the same layer sizes)."
+            )
 
 
 def _scratch() -> Path:
