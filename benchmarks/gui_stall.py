@@ -13,10 +13,13 @@ at 60 Hz) and max < 50 ms.
 from __future__ import annotations
 
 import argparse
+import collections
+import gc
 import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +69,251 @@ class StallProbe:
         """The ``n`` longest stalls: ``(time they ended, milliseconds, GUI CPU milliseconds)``."""
         order = np.argsort(self.lateness)[::-1][:n]
         return [(self.times[i], self.lateness[i], self.cpu_ms[i]) for i in order]
+
+
+def _thread_cpu_s(ident: int) -> float:
+    """CPU seconds a thread (by ``threading.get_ident()``) has used; NaN if it is gone."""
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(ident))
+    except (OSError, AttributeError, OverflowError):
+        return float("nan")
+
+
+def _run_delay_s(native_id: int) -> float:
+    """Seconds a thread has waited on the OS run queue (Linux schedstat); NaN elsewhere."""
+    try:
+        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _where(frame, depth: int = 3) -> str:
+    """The innermost ``depth`` frames of a stack, innermost first, as ``file:line fn``."""
+    parts = []
+    while frame is not None and len(parts) < depth:
+        code = frame.f_code
+        parts.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
+        frame = frame.f_back
+    return " < ".join(parts) or "-"
+
+
+def _ours(frame) -> str:
+    """The innermost frame in the studio's own code (or a benchmark), else the innermost."""
+    first = frame
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if "/studio/" in name or "/benchmarks/" in name:
+            return f"{Path(name).name}:{frame.f_lineno} {frame.f_code.co_name}"
+        frame = frame.f_back
+    return _where(first, 1)
+
+
+class _EventSpy:
+    """An application event filter that remembers the last event the GUI thread dispatched
+    (type and receiver), so a stall spent in Qt's C++ code (no Python frame) can be named."""
+
+    @staticmethod
+    def install() -> _EventSpy:
+        from PySide6.QtCore import QCoreApplication, QEvent, QObject
+
+        class Spy(QObject):
+            last = "-"
+
+            def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+                kind = event.type()
+                if kind not in (QEvent.Type.Timer, QEvent.Type.MetaCall):
+                    name = obj.objectName() or type(obj).__name__
+                    self.last = f"{kind.name} -> {name}"
+                return False
+
+            def remove(self) -> None:
+                QCoreApplication.instance().removeEventFilter(self)
+
+        spy = Spy()
+        QCoreApplication.instance().installEventFilter(spy)
+        return spy  # type: ignore[return-value]
+
+
+class StallAttributor:
+    """Finds out what the GUI thread was doing during each stall of a :class:`StallProbe`.
+
+    A watchdog thread polls every ``poll_ms``: it records the GUI thread's CPU time and OS
+    run-queue wait, the other threads' CPU time and the process CPU time; whenever the probe's
+    heartbeat is late by more than ``threshold_ms`` it also captures every thread's Python stack
+    (``sys._current_frames()``). ``gc.callbacks`` time every collection. :meth:`report` then
+    classifies each stall longer than the threshold:
+
+    - ``gc``: a garbage collection (any thread) covered more than half of it;
+    - ``gui``: the GUI thread was on a core for more of it than it waited for one (and for
+      over 30%): our work on the GUI thread, located by its most frequent stack (and the last Qt
+      event dispatched, for work in Qt's C++ code);
+    - ``os``: the GUI thread waited for a core longer than it ran (run-queue wait over 30%):
+      the machine's load, not ours;
+    - ``gil``: the GUI thread sat off-core while another thread ran (waiting for the GIL or a
+      lock), located by that thread's most frequent stack;
+    - ``idle``: neither thread used the time (the process was not scheduled, timer coalescing).
+    """
+
+    def __init__(self, probe: StallProbe, threshold_ms: float = 30.0, poll_ms: float = 2.0) -> None:
+        self.probe = probe
+        self.threshold = threshold_ms / 1000
+        self.poll = poll_ms / 1000
+        self.gui_ident = threading.get_ident()
+        self.gui_native = threading.get_native_id()
+        self.readings: list[tuple[float, float, float, float, float]] = []
+        self.samples: list[tuple[float, str, str, str, str]] = []  # t, gui where/ours, other
+        self.collections: list[tuple[float, float, int, int]] = []  # start, end, gen, thread
+        self._gc_start: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.readings, self.samples, self.collections = [], [], []
+        self._stop.clear()
+        gc.callbacks.append(self._on_gc)
+        self._events = _EventSpy.install()
+        self._thread = threading.Thread(target=self._watch, name="stall-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+        self._events.remove()
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        ident = threading.get_ident()
+        if phase == "start":
+            self._gc_start[ident] = time.perf_counter()
+        elif ident in self._gc_start:
+            start = self._gc_start.pop(ident)
+            self.collections.append((start, time.perf_counter(), info["generation"], ident))
+
+    def _watch(self) -> None:
+        me = threading.get_ident()
+        last_cpu: dict[int, float] = {}
+        while not self._stop.wait(self.poll):
+            now = time.perf_counter()
+            others = [i for i in sys._current_frames() if i not in (me, self.gui_ident)]
+            cpu_now = {i: _thread_cpu_s(i) for i in others}
+            other_cpu = sum(cpu_now.values())
+            self.readings.append(
+                (
+                    now,
+                    _thread_cpu_s(self.gui_ident),
+                    _run_delay_s(self.gui_native),
+                    other_cpu,
+                    time.process_time(),
+                )
+            )
+            if now - self.probe._last - self.probe.interval > self.threshold:
+                frames = sys._current_frames()
+                gui = frames.get(self.gui_ident)
+                # The other thread that used the most CPU since the last poll.
+                busy = sorted(
+                    (
+                        (_thread_cpu_s(i) - last_cpu.get(i, 0.0), f)
+                        for i, f in frames.items()
+                        if i not in (me, self.gui_ident)
+                    ),
+                    key=lambda b: -b[0],
+                )
+                other = _where(busy[0][1], 4) if busy else "-"
+                other_ours = _ours(busy[0][1]) if busy else "-"
+                self.samples.append(
+                    (
+                        now,
+                        _where(gui, 4) if gui else "-",
+                        f"{_ours(gui) if gui else '-'} [{self._events.last}]",
+                        other,
+                        other_ours,
+                    )
+                )
+                del frames, gui, busy
+            last_cpu = cpu_now
+
+    def _delta(self, start: float, end: float) -> np.ndarray:
+        """Counter increases (GUI CPU, GUI run wait, others' CPU, process CPU) over a window."""
+        times = np.asarray([r[0] for r in self.readings])
+        if len(times) < 2:
+            return np.full(4, np.nan)
+        i = max(0, int(np.searchsorted(times, start)) - 1)
+        j = min(len(times) - 1, int(np.searchsorted(times, end)))
+        return np.asarray(self.readings[j][1:]) - np.asarray(self.readings[i][1:])
+
+    def report(self, top: int = 6) -> None:
+        probe = self.probe
+        stalls = [
+            (
+                probe.times[k] - (probe.lateness[k] / 1000) - probe.interval,
+                probe.times[k],
+                probe.lateness[k],
+            )
+            for k in range(len(probe.lateness))
+            if probe.lateness[k] > self.threshold * 1000
+        ]
+        if not stalls:
+            print(f"  no stall over {self.threshold * 1000:.0f} ms")
+            return
+        t0 = self.readings[0][0] if self.readings else 0.0
+        tally: dict[str, list[float]] = {}
+        places: dict[str, collections.Counter] = {}
+        print(
+            f"  stalls over {self.threshold * 1000:.0f} ms: ms, cause, GUI CPU/run-wait, "
+            "others' CPU, process CPU ms, where"
+        )
+        for start, end, ms in sorted(stalls, key=lambda s: -s[2]):
+            span = end - start
+            gui_cpu, wait, other_cpu, proc = self._delta(start, end) * 1000
+            gc_ms = sum(
+                (min(e, end) - max(s, start)) * 1000
+                for s, e, _g, _t in self.collections
+                if e > start and s < end
+            )
+            inside = [s for s in self.samples if start <= s[0] <= end + self.poll]
+            ours = collections.Counter(s[2] for s in inside).most_common(1)
+            gui_where = ours[0][0] if ours else "?"
+            if gc_ms > 0.5 * span * 1000:
+                gens = {g for s, e, g, _t in self.collections if e > start and s < end}
+                cause, where = "gc", f"gen {max(gens)} collection, {gc_ms:.0f} ms"
+            elif gui_cpu >= wait and gui_cpu > 0.3 * span * 1000:
+                cause, where = "gui", gui_where
+            elif wait > 0.3 * span * 1000:
+                cause, where = "os", f"waiting for a core; GUI in {gui_where}"
+            elif other_cpu > 0.5 * span * 1000:
+                theirs = collections.Counter(s[4] for s in inside).most_common(1)
+                cause, where = "gil", theirs[0][0] if theirs else "?"
+            else:
+                cause, where = "idle", "nobody ran"
+            tally.setdefault(cause, []).append(ms)
+            places.setdefault(cause, collections.Counter())[where] += 1
+            if top > 0:
+                top -= 1
+                print(
+                    f"  {ms:7.1f}  {cause:<4}  {gui_cpu:5.0f}/{wait:5.0f}  {other_cpu:6.0f}  "
+                    f"{proc:6.0f}  at {start - t0:5.2f} s  {where}"
+                )
+                stacks = collections.Counter(s[1] for s in inside).most_common(2)
+                for stack, n in stacks:
+                    print(f"           GUI x{n}: {stack}")
+                others = collections.Counter(s[3] for s in inside).most_common(1)
+                for stack, n in others:
+                    print(f"           other x{n}: {stack}")
+        print(
+            "  by cause: "
+            + "; ".join(
+                f"{c} {len(v)} (max {max(v):.0f} ms, sum {sum(v):.0f} ms)" for c, v in tally.items()
+            )
+        )
+        for cause, counter in places.items():
+            for where, n in counter.most_common(3):
+                print(f"    {cause:<4} x{n}: {where}")
+        gcs = [(e - s) * 1000 for s, e, g, _t in self.collections if g == 2]
+        if gcs:
+            print(f"  gen-2 collections: {len(gcs)}, longest {max(gcs):.1f} ms")
 
 
 def summarize(name: str, late: np.ndarray, seconds: float) -> tuple[float, float]:

@@ -9,6 +9,11 @@ stall p99 < 16 ms and max < 50 ms.
 
     python benchmarks/ui_latency.py --steps 150
     python benchmarks/ui_latency.py --steps 400 --device cuda --peek-samples 16
+    python benchmarks/ui_latency.py --steps 60 --torch-threads 1 --attribute  # explain stalls
+
+``--attribute`` puts each stall over 30 ms down to a cause (see ``gui_stall.StallAttributor``):
+a garbage collection, our work on the GUI thread (with its stack), waiting for a core, or
+another thread holding the GIL.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gui_stall import (  # noqa: E402
     TARGET_MAX_MS,
     TARGET_P99_MS,
+    StallAttributor,
     StallProbe,
     open_training_window,
     run_loop_until,
@@ -46,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peek-every-ms", type=int, default=200)
     parser.add_argument("--peek-samples", type=int, default=16)
     parser.add_argument("--idle-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--attribute",
+        action="store_true",
+        help="explain each stall over 30 ms: the GUI thread's stack, CPU and run-queue wait",
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -76,7 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.family} at {args.resolution} px, batch {args.batch_size}, {args.steps} steps; "
         f"{args.peek_samples} samples per peek every {args.peek_every_ms} ms"
     )
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     probe = StallProbe()
+    watch = StallAttributor(probe) if args.attribute else None
+
+    def begin() -> None:
+        probe.start()
+        if watch is not None:
+            watch.start()
+
+    def end(phase: str) -> np.ndarray:
+        late = probe.stop()
+        if watch is not None:
+            watch.stop()
+            print(f"{phase}:")
+            watch.report()
+        return late
+
     outcomes: list = []
     window.runner.job_finished.connect(
         lambda h, outcome: outcomes.append(outcome) if h.name.startswith("Train") else None
@@ -87,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     t0 = time.perf_counter()
-    probe.start()
+    begin()
     run_loop_until(lambda: False, args.idle_seconds)
-    idle, idle_s = probe.stop(), time.perf_counter() - t0
+    idle, idle_s = end("idle"), time.perf_counter() - t0
 
     def train(peeking: bool) -> tuple[np.ndarray, float, list[float]]:
         outcomes.clear()
@@ -111,13 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         timer.timeout.connect(ask)
         peek.peeked.connect(answered)
         start = time.perf_counter()
-        probe.start()
+        begin()
         panel.start()
         if peeking:
             timer.start()
         run_loop_until(lambda: bool(outcomes), 1800)
         timer.stop()
-        stalls = probe.stop()
+        stalls = end("training + peeks" if peeking else "training")
         seconds = time.perf_counter() - start
         run_loop_until(lambda: not peek.is_busy(), 60)
         peek.peeked.disconnect(answered)
@@ -135,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     window.close()
 
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     summarize("idle", idle, idle_s)
     summarize("training", plain, plain_s)
     p99, worst = summarize("+ peeks", peeked, peeked_s)

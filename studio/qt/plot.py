@@ -99,6 +99,11 @@ class MetricsPlot(QWidget):
         self._smooth_timer.setSingleShot(True)
         self._smooth_timer.setInterval(SMOOTHING_DEBOUNCE_MS)
         self._smooth_timer.timeout.connect(self._on_smoothing_settled)
+        self._pending: list[str] = []  # names prepare() will build, one per event-loop turn
+        self._prepare_timer = QTimer(self)
+        self._prepare_timer.setSingleShot(True)
+        self._prepare_timer.setInterval(0)
+        self._prepare_timer.timeout.connect(self._prepare_next)
 
         self.smoothing_slider = QSlider(Qt.Orientation.Horizontal)
         self.smoothing_slider.setRange(0, 99)
@@ -198,12 +203,23 @@ class MetricsPlot(QWidget):
     def prepare(self, names: Iterable[str]) -> None:
         """Create the curves (and legend entries) for ``names`` before their first points.
 
-        Building curves and legends costs tens of milliseconds; done when the user presses
-        Start, it is not felt, whereas in the middle of training it is a visible hitch.
+        Building a curve and its legend entry costs ~8 ms: all of them at once when the user
+        presses Start stalled the window for 50-150 ms, and in the middle of training they
+        would be a visible hitch. So they are built one per turn of the event loop, in order;
+        a curve whose points arrive first is built on the spot.
         """
         for name in names:
-            if name not in NON_METRICS:
-                self._curve(name, None)
+            known = name in self._pending or (name, None) in self._curves
+            if name not in NON_METRICS and not known:
+                self._pending.append(name)
+        if self._pending:
+            self._prepare_timer.start()
+
+    def _prepare_next(self) -> None:
+        if self._pending:
+            self._curve(self._pending[0], None)  # (takes it off the list)
+        if self._pending:
+            self._prepare_timer.start()
 
     def load_history(self, cols: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """Replace the plot with a run's stored metrics, as ``series.columns`` made off the GUI
@@ -244,6 +260,7 @@ class MetricsPlot(QWidget):
             self.group_box.setCurrentText(group)  # -> _on_group_picked
 
     def clear(self, overlays: bool = True) -> None:
+        self._pending.clear()
         for key in [k for k, c in self._curves.items() if overlays or c.run is None]:
             self._remove(key)
         if overlays:
@@ -277,7 +294,8 @@ class MetricsPlot(QWidget):
 
     # -- reading (tests, status) -------------------------------------------------------------
     def names(self) -> list[str]:
-        return [name for name, run in self._curves if run is None]
+        """This run's curves, including those :meth:`prepare` has yet to build."""
+        return [name for name, run in self._curves if run is None] + self._pending
 
     def groups(self) -> list[str]:
         return list(self._groups)
@@ -332,6 +350,8 @@ class MetricsPlot(QWidget):
             return curve
         group = group_of(name)
         if run is None:
+            if name in self._pending:
+                self._pending.remove(name)
             colour = QColor(colour_for(name))
             smooth = pg.PlotDataItem(name=name, pen=pg.mkPen(colour, width=1))
             faint = QColor(colour)

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from studio.core.jobs import Outcome, Progress, Status
 from studio.core.paths import runs_dir
 from studio.qt import engine_jobs
+from studio.qt.app import freeze_startup_heap
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.forms import SettingsForm
 from studio.qt.peek_panel import PeekPanel
@@ -348,6 +349,7 @@ class TrainPanel(QWidget):
             self._update_controls()
             return
         listing: engine_jobs.FamilyListing = outcome.result
+        freeze_startup_heap()  # the heavy imports are done: no more 300 ms full collections
         for key, why in listing.broken:
             self.view.log_message(f"Model {key} is unavailable: {why}")
         self.picker.set_families(listing.families)

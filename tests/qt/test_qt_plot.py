@@ -260,3 +260,21 @@ def test_view_follows_the_data_until_the_user_zooms(qtbot) -> None:
     plot.add_points([(61, {"loss": 2.0})])
     qtbot.wait(REDRAW_MS * 3)
     assert vb.viewRange()[1][1] >= 50.0  # "A" hands the view back: it fits the data again
+
+
+def test_prepare_builds_one_curve_per_event_loop_turn(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    plot.prepare(["loss_d", "loss_g", "diversity"])
+    # Nothing is built inside the call (the Start button's click stays short) ...
+    assert plot.curve_items("loss_d") == [] and plot.names() == ["loss_d", "loss_g", "diversity"]
+    plot.add_points([(1, {"loss_g": 0.7})])  # ... but a curve whose points come first is built
+    assert len(plot.curve_items("loss_g")) == 2
+    qtbot.waitUntil(lambda: plot.curve_items("diversity") != [], timeout=2000)
+    legend = [c.name() for c in plot.loss_plot.getPlotItem().listDataItems() if c.name()]
+    assert sorted(legend) == ["loss_d", "loss_g"]
+    assert plot.names() == ["loss_g", "loss_d", "diversity"]
+    plot.prepare(["loss_x"])
+    plot.clear(overlays=False)  # a new run before the pending curves were built
+    qtbot.wait(20)
+    assert plot.names() == [] and plot.curve_items("loss_x") == []
