@@ -53,12 +53,18 @@ def test_precision_is_fp32_on_the_cpu_and_bf16_or_fp16_on_a_gpu(monkeypatch):
         assert dev.resolve_precision(cpu, choice) == "fp32"
     monkeypatch.setattr(dev, "bf16_native", lambda d: True)
     assert [dev.resolve_precision(cuda, p) for p in ("auto", "bf16", "fp16", "fp32")] == [
-        "bf16", "bf16", "fp16", "fp32",
+        "bf16",
+        "bf16",
+        "fp16",
+        "fp32",
     ]
     assert dev.autocast_factory(cuda, "auto").keywords["dtype"] is torch.bfloat16
     monkeypatch.setattr(dev, "bf16_native", lambda d: False)  # a pre-Ampere card
     assert [dev.resolve_precision(cuda, p) for p in ("auto", "bf16", "fp16", "fp32")] == [
-        "fp16", "fp16", "fp16", "fp32",
+        "fp16",
+        "fp16",
+        "fp16",
+        "fp32",
     ]
     assert dev.autocast_factory(cuda, "auto").keywords["dtype"] is torch.float16
     assert "gradient scaling (this GPU has no bf16)" in dev.precision_message(cuda, "auto")
@@ -106,7 +112,9 @@ def test_an_overflowing_step_is_skipped_and_the_scale_lowered(data_dir):
     model = tiny("vae.conv")
     runner = StepRunner(model, cfg, _fp32, 8, grad_scaling=True)
     # A scale that turns the scaled loss into inf, backing off far in one step.
-    runner.grad_scalers["vae"] = torch.amp.GradScaler("cpu", init_scale=3e38, backoff_factor=2.0**-100)
+    runner.grad_scalers["vae"] = torch.amp.GradScaler(
+        "cpu", init_scale=3e38, backoff_factor=2.0**-100
+    )
     before = [p.detach().clone() for p in model.parameters()]
     steps(model, runner, n=1)
     assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))  # skipped
