@@ -282,15 +282,15 @@ def _for_task(pipe: Any, task: str) -> Any:
         return pipe
     import diffusers
 
+    from studio.engine.prompt.loading import pipeline_as
+
     xl = "XL" in type(pipe).__name__
     cls = diffusers.StableDiffusionXLInpaintPipeline if xl else diffusers.StableDiffusionInpaintPipeline
     if isinstance(pipe, cls):
         return pipe
-    new = cls.from_pipe(pipe, torch_dtype=pipe.dtype)
-    new.set_progress_bar_config(disable=True)
-    for attr in ("studio_entry", "_studio_scheduler_config"):
-        if hasattr(pipe, attr):
-            setattr(new, attr, getattr(pipe, attr))
+    new = pipeline_as(pipe, cls)  # the same modules; from_pipe would cast them
+    if hasattr(pipe, "_studio_scheduler_config"):
+        new._studio_scheduler_config = pipe._studio_scheduler_config
     new.studio_native_inpainting = False
     return new
 

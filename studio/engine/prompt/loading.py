@@ -406,9 +406,14 @@ def pipeline_components_from(pipe: Any, task: str) -> Any:
     new pipeline is built from ``pipe.components`` and its config flags rather than with
     diffusers' ``from_pipe``, which casts the shared modules (and so ``pipe``'s) to its dtype.
     """
+    return pipeline_as(pipe, pipeline_class(_is_xl(pipe), task, native_inpainting(pipe)))
+
+
+def pipeline_as(pipe: Any, cls: type) -> Any:
+    """A ``cls`` pipeline over ``pipe``'s modules and config flags (``pipe`` itself when it is
+    one already). Nothing is copied or cast."""
     import inspect
 
-    cls = pipeline_class(_is_xl(pipe), task, native_inpainting(pipe))
     if type(pipe) is cls:
         return pipe
     params = inspect.signature(cls.__init__).parameters
