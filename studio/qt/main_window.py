@@ -225,6 +225,7 @@ class MainWindow(QMainWindow):
         self.prompt.shutdown()  # cancels a generation, keeps its settings
         self.canvas.shutdown()  # cancels an inpaint, finishes file writes, drops the autosave
         self.latent_workspace.shutdown()  # its own decode thread
+        self.train_panel.view.shutdown()  # the run's and the overlays' metrics watchers
         self.settings.set_window_geometry(self.saveGeometry())
         self.settings.set_window_state(self.saveState())
         self.settings.sync()

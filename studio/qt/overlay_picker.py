@@ -64,7 +64,8 @@ class OverlayPicker(QDialog):
             self.runs.addItem(item)
         count = self.runs.count()
         self.hint.setText(
-            "Tick runs to draw their metrics (dashed) on these plots."
+            "Tick runs to draw their metrics (dashed) on these plots; a run that is still "
+            "training keeps adding to its curves."
             if count
             else "No other runs found in the runs folder."
         )

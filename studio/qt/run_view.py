@@ -2,7 +2,9 @@
 
 A banner for failures, the status line, the metric plots, the timeline of sample grids and a
 log. It displays, and it follows a run folder that grows on disk (``watch``): a run opened
-while something else trains it, or one synced from a headless machine. The panel decides what
+while something else trains it, or one synced from a headless machine. Overlaid runs are
+followed the same way, each by a ``RunWatcher`` of its own (metrics only, sharing one reader),
+so a run still training elsewhere keeps extending its dashed curves. The panel decides what
 to show; every file read here happens on a worker thread.
 """
 
@@ -10,16 +12,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter, QVBoxLayout, QWidget
 
 from studio.qt.overlay_picker import OverlayPicker
 from studio.qt.plot import MetricsPlot
-from studio.qt.run_watch import BackgroundReader, RunWatcher, read_all_metrics
+from studio.qt.run_watch import POLL_MS, BackgroundReader, RunWatcher
 from studio.qt.timeline import SampleTimeline
 from studio.qt.widgets import Banner
 
@@ -55,10 +59,14 @@ class RunView(QWidget):
         self.watcher = RunWatcher(self)
         self.watcher.metrics_arrived.connect(self._on_metrics_arrived)
         self.watcher.samples_found.connect(self.timeline.set_samples)
-        self.reader = BackgroundReader(self)  # run lists and overlaid runs' metrics
+        self.reader = BackgroundReader(self)  # run lists
         self.reader.finished.connect(self._on_read)
         self._reads: dict[int, tuple[str, Any]] = {}  # ticket -> (what, detail)
         self._overlays: dict[str, Path] = {}  # label -> run folder
+        self._overlay_watchers: dict[str, RunWatcher] = {}  # label -> its watcher
+        self._overlay_loaded: set[str] = set()  # labels whose first poll has been drawn
+        self.overlay_reader = BackgroundReader(self)  # every overlay watcher reads through it
+        self.overlay_poll_ms = POLL_MS
         self._picker: OverlayPicker | None = None
         self._path: Path | None = None  # the run shown (left out of the overlay list)
 
@@ -138,15 +146,41 @@ class RunView(QWidget):
     def stop_watching(self) -> None:
         self.watcher.stop()
 
+    def shutdown(self, wait_ms: int = 2000) -> None:
+        """Stop following every folder (this run's and the overlaid runs') and wait for a read
+        in progress; for closing the window."""
+        self.watcher.stop()
+        for watcher in self._overlay_watchers.values():
+            watcher.stop()
+        for reader in (self.watcher.reader, self.overlay_reader, self.reader):
+            reader.wait(wait_ms)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        self.shutdown()
+        super().closeEvent(event)
+
     def _on_metrics_arrived(self, cols: dict[str, Any], reset: bool) -> None:
         if reset:
             self.plot.clear(overlays=False)
-            self.log_message("metrics.jsonl was rewritten (a resume?): reloaded it")
+            if cols:
+                self.log_message("metrics.jsonl was rewritten (a resume?): reloaded it")
+            else:
+                self.log_message("metrics.jsonl was emptied or removed: the plot is cleared")
         self.plot.add_columns(cols)
 
     # -- overlays --------------------------------------------------------------------------
     def overlaid(self) -> dict[str, Path]:
         return dict(self._overlays)
+
+    def overlays_followed(self) -> list[str]:
+        """Labels of the overlaid runs whose folders are being followed (tests, status)."""
+        return [label for label, w in self._overlay_watchers.items() if w.is_watching()]
+
+    def set_overlay_interval(self, ms: int) -> None:
+        """How often overlaid runs are polled (tests poll fast)."""
+        self.overlay_poll_ms = int(ms)
+        for watcher in self._overlay_watchers.values():
+            watcher.set_interval(ms)
 
     def choose_overlays(self) -> OverlayPicker:
         """Open the picker; the run list arrives from the worker thread."""
@@ -161,18 +195,65 @@ class RunView(QWidget):
         return picker
 
     def apply_overlays(self, paths: Iterable[str | Path]) -> None:
-        """Overlay exactly ``paths`` (others are taken off); their metrics load off-thread."""
+        """Overlay exactly ``paths`` (others are taken off and no longer followed).
+
+        Each run is followed by a watcher of its own: the first poll (off-thread) reads its
+        whole history, later ones only the lines appended since, which extend its curves.
+        """
         wanted = {Path(p).name: Path(p) for p in paths}
         for label in list(self._overlays):
-            if label not in wanted:
-                del self._overlays[label]
-                self.plot.remove_overlay(label)
+            if wanted.get(label) != self._overlays[label]:
+                self._drop_overlay(label)
         for label, path in wanted.items():
-            if self._overlays.get(label) == path:
+            if label in self._overlays:
                 continue
             self._overlays[label] = path
-            ticket = self.reader.submit(lambda p=path: read_all_metrics(p))
-            self._reads[ticket] = ("overlay", (label, path))
+            watcher = RunWatcher(self, self.overlay_poll_ms, reader=self.overlay_reader)
+            watcher.metrics_arrived.connect(partial(self._on_overlay_metrics, label, watcher))
+            watcher.poll_finished.connect(partial(self._on_overlay_polled, label, watcher))
+            self._overlay_watchers[label] = watcher
+            watcher.watch(path, metrics=True, samples=False)
+
+    def _drop_overlay(self, label: str) -> None:
+        self._overlays.pop(label, None)
+        self._overlay_loaded.discard(label)
+        watcher = self._overlay_watchers.pop(label, None)
+        if watcher is not None:
+            watcher.stop()  # a read in flight is ignored when it lands
+            watcher.deleteLater()
+        self.plot.remove_overlay(label)
+
+    def _on_overlay_metrics(
+        self, label: str, watcher: RunWatcher, cols: dict[str, Any], reset: bool
+    ) -> None:
+        if self._overlay_watchers.get(label) is not watcher:
+            return  # taken off meanwhile
+        if label not in self._overlay_loaded or reset:
+            if reset and label in self._overlay_loaded:
+                what = (
+                    "was rewritten (a resume?): reloaded"
+                    if cols
+                    else "was emptied or removed: cleared"
+                )
+                self.log_message(f"{label}: metrics.jsonl {what} its overlay")
+            self._overlay_loaded.add(label)
+            self.plot.add_overlay(label, cols)  # the whole history; keeps its colour
+        else:
+            self.plot.extend_overlay(label, cols)
+
+    def _on_overlay_polled(
+        self, label: str, watcher: RunWatcher, error: BaseException | None
+    ) -> None:
+        if self._overlay_watchers.get(label) is not watcher or label in self._overlay_loaded:
+            return  # later polls' errors are transient (a sync in progress): the next tick
+        if error is not None:
+            path = self._overlays.get(label)
+            self._drop_overlay(label)
+            self.show_error(f"{path.name if path else label} could not be overlaid: {error}")
+            return
+        self._overlay_loaded.add(label)
+        self.log_message(f"{label} has no metrics yet; its curves appear as it logs them")
+        self.plot.add_overlay(label, {})
 
     def _on_picker_closed(self, *_args: Any) -> None:
         if self._picker is not None:
@@ -188,14 +269,3 @@ class RunView(QWidget):
                 detail.show_error(f"The runs could not be listed: {error}")
             else:
                 detail.set_runs(result, exclude=self._path)
-        elif what == "overlay":
-            label, path = detail
-            if self._overlays.get(label) != path:
-                return  # taken off again before it loaded
-            if error is not None:
-                del self._overlays[label]
-                self.show_error(f"{path.name} could not be overlaid: {error}")
-                return
-            if not result:
-                self.log_message(f"{path.name} has no metrics yet; nothing to overlay")
-            self.plot.add_overlay(label, result)

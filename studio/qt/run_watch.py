@@ -7,7 +7,11 @@ the GUI thread, so a slow disk or a network share never freezes the window.
 
 The metrics file is tailed from a byte offset. If it shrinks or is replaced (a resume rewrites
 it atomically without the lines logged after its checkpoint) the watcher reads it again from the
-start and says so, and the plot replaces its history.
+start and says so, and the plot replaces its history. If it disappears (the run was deleted) the
+watcher says so the same way, with no points, and picks the file up again should it return.
+
+The run view uses one watcher for the run it shows and one per overlaid run; the overlay
+watchers share a single reader, so however many runs are overlaid one thread reads for them.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ class Poll:
     records: int = 0
     offset: int = 0
     identity: tuple[int, int] | None = None
-    reset: bool = False  # the file was replaced or shrank: ``cols`` is the whole history
+    reset: bool = False  # the file was replaced, shrank or vanished: ``cols`` is the whole history
     samples: list[tuple[int, Path]] | None = None
 
 
@@ -122,6 +126,8 @@ def poll_run(
             st = os.stat(run.metrics_path)
         except FileNotFoundError:
             st = None
+            if offset or identity is not None:  # it was there: deleted (or moved away)
+                poll.offset, poll.identity, poll.reset = 0, None, True
         if st is not None:
             ident = (st.st_dev, st.st_ino)
             if st.st_size < offset or (identity is not None and ident != identity):
@@ -134,14 +140,6 @@ def poll_run(
     return poll
 
 
-def read_all_metrics(path: Path) -> Columns:
-    """A run's whole metrics history as columns (for overlays)."""
-    from studio.engine.runs import RunFolder
-
-    records, _ = RunFolder(path).read_metrics()
-    return columns(records)
-
-
 # -- the watcher ----------------------------------------------------------------------------
 
 
@@ -151,20 +149,32 @@ class RunWatcher(QObject):
     ``metrics_arrived(cols, reset)``: new points as ``{name: (steps, values)}``; with
     ``reset`` the columns are the whole history and replace what the plot holds.
     ``samples_found(list[(step, path)])``: every sample grid on disk (when the list changed).
+    ``poll_finished(error)``: after every completed poll, ``None`` or the exception it raised
+    (the watcher itself shrugs errors off and tries again on the next tick).
+
+    ``reader``: a ``BackgroundReader`` to share with other watchers (each answer carries a
+    ticket, so a watcher ignores the others' reads); by default the watcher has its own.
     """
 
     metrics_arrived = Signal(object, bool)
     samples_found = Signal(object)
+    poll_finished = Signal(object)
 
-    def __init__(self, parent: QObject | None = None, interval_ms: int = POLL_MS) -> None:
+    def __init__(
+        self,
+        parent: QObject | None = None,
+        interval_ms: int = POLL_MS,
+        reader: BackgroundReader | None = None,
+    ) -> None:
         super().__init__(parent)
-        self.reader = BackgroundReader(self)
+        self.reader = reader if reader is not None else BackgroundReader(self)
         self.reader.finished.connect(self._on_read)
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self.poll_now)
         self._path: Path | None = None
         self._metrics = True
+        self._samples_too = True
         self._offset = 0
         self._identity: tuple[int, int] | None = None
         self._ticket = 0  # the read in flight (0: none); reset to drop a stale answer
@@ -175,10 +185,14 @@ class RunWatcher(QObject):
     def path(self) -> Path | None:
         return self._path
 
-    def watch(self, path: str | Path, offset: int = 0, metrics: bool = True) -> None:
+    def watch(
+        self, path: str | Path, offset: int = 0, metrics: bool = True, samples: bool = True
+    ) -> None:
         """Follow ``path`` from metrics byte ``offset``; ``metrics=False`` follows samples only
-        (while this window's own training job delivers the points)."""
+        (while this window's own training job delivers the points), ``samples=False`` metrics
+        only (an overlaid run)."""
         self._path, self._offset, self._metrics = Path(path), int(offset), metrics
+        self._samples_too = samples
         self._identity, self._samples = None, []
         self._ticket = 0
         self._timer.start()
@@ -204,7 +218,7 @@ class RunWatcher(QObject):
     def poll_now(self) -> None:
         if self._path is None or self._ticket:
             return  # one read at a time; a slow disk skips ticks instead of queueing them
-        args = (self._path, self._offset, self._identity, self._metrics)
+        args = (self._path, self._offset, self._identity, self._metrics, self._samples_too)
         self._ticket = self.reader.submit(lambda: poll_run(*args))
 
     def _on_read(self, ticket: int, poll: Poll | None, error: BaseException | None) -> None:
@@ -215,7 +229,9 @@ class RunWatcher(QObject):
             return
         self.polls += 1
         if error is not None or poll is None:
-            return  # a vanished or unreadable folder: try again next tick
+            # A vanished or unreadable folder: try again next tick.
+            self.poll_finished.emit(error if error is not None else RuntimeError("no answer"))
+            return
         if self._metrics:
             self._offset, self._identity = poll.offset, poll.identity
             if poll.cols or poll.reset:
@@ -223,3 +239,5 @@ class RunWatcher(QObject):
         if poll.samples is not None and poll.samples != self._samples:
             self._samples = poll.samples
             self.samples_found.emit(list(poll.samples))
+        if self._path is not None:  # (a slot above may have stopped the watcher)
+            self.poll_finished.emit(None)
