@@ -8,8 +8,19 @@ hands pyqtgraph the whole arrays every time (its own clip-to-view and peak downs
 which is what the decimation of the stored arrays saves. Also times a smoothing-slider change
 at the full size (one EMA pass over every point). Prints p50/p99/max per size band.
 
+A second table (``--paint``) is the GUI thread's CPU time per plot update during live appends,
+"before" (min/max pairs in one order, pyqtgraph's three grid levels and its own clip-to-view
+and downsampling: the plot as it was) and "after" (the defaults of ``studio.qt.plot``) side by side
+in one run, the two plots taking turns: a run's history of N steps of six GAN-like metrics
+(three losses on top, three diagnostics below, noisy), then live appends of 10 steps at a time,
+each followed by one plot's redraw and repaint as the app's timer does it. CPU time
+(``time.thread_time``), not wall time: on a shared machine the wall clock mostly measures the
+wait for a core. Also: an update whose data leaves the view (the y axis is rebuilt), the first
+paint after the plots are shown again (switching workspace), and a resize.
+
     QT_QPA_PLATFORM=offscreen python benchmarks/plot_points.py
     QT_QPA_PLATFORM=offscreen python benchmarks/plot_points.py --points 200000 --chunk 1000
+    QT_QPA_PLATFORM=offscreen python benchmarks/plot_points.py --paint --sizes 10000 1000000
 """
 
 from __future__ import annotations
@@ -53,11 +64,153 @@ class NaivePlot:
             self.curves[name].setData(self.x[name], self.y[name])
 
 
+# The plot as it was: min/max pairs all in one order, pyqtgraph's three grid levels, and its
+# own clip-to-view and downsampling on every curve.
+BEFORE = {
+    ("studio.qt.series", "ALTERNATE_PEAKS"): False,
+    ("studio.qt.plot", "GRID_TICK_LEVELS"): 2,
+    ("studio.qt.plot", "PYQTGRAPH_DECIMATION"): True,
+}
+PAINT_METRICS = {  # name: (level, noise): losses on top, diagnostics below
+    "loss_d": (0.6, 0.15),
+    "loss_g": (2.2, 0.8),
+    "r1": (0.05, 0.03),
+    "d_real": (0.6, 0.1),
+    "d_fake": (0.4, 0.1),
+    "diversity": (0.8, 0.03),
+}
+
+
+def _paint_metrics(rng: np.random.Generator, steps: np.ndarray) -> dict:
+    drift = np.exp(-steps / 3e4)
+    return {
+        name: (steps, level * (1 + 0.3 * drift) + rng.normal(0, noise, len(steps)))
+        for name, (level, noise) in PAINT_METRICS.items()
+    }
+
+
+def paint_table(app, sizes: list[int], ticks: int) -> None:
+    """GUI-thread CPU per plot update, before vs after, at each history size (one run)."""
+    import importlib
+
+    from studio.qt.plot import MetricsPlot
+
+    after = {key: getattr(importlib.import_module(key[0]), key[1]) for key in BEFORE}
+
+    def use(options: dict) -> None:
+        for (module, name), value in options.items():
+            setattr(importlib.import_module(module), name, value)
+
+    def make(options: dict) -> MetricsPlot:
+        use(options)  # (the plot constants are read when the plot and its curves are built)
+        plot = MetricsPlot()
+        plot.resize(900, 600)
+        plot.show()
+        return plot
+
+    def update(plot: MetricsPlot) -> float:
+        """One timer tick of the app (one plot's redraw) plus the paint; GUI CPU ms."""
+        use(BEFORE if plot is plots.get("before") else after)  # (the decimation order)
+        t0 = time.thread_time()
+        plot._on_redraw()
+        plot._timer.stop()
+        app.processEvents()
+        return (time.thread_time() - t0) * 1000
+
+    def drain(plot: MetricsPlot) -> None:
+        for _ in range(4):
+            update(plot)
+
+    print()
+    print(
+        "GUI-thread CPU per plot update during live appends (900x600 px, 6 metrics, 10 steps "
+        f"per append, {ticks} updates per size; before/after take turns):"
+    )
+    print()
+    print(
+        "| steps held | case | before p50 / p90 / max ms | after p50 / p90 / max ms | p50 ratio |"
+    )
+    print("|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    cases: dict[str, dict[str, list[float]]] = {}
+
+    def record(case: str, kind: str, ms: float) -> None:
+        cases.setdefault(case, {"before": [], "after": []})[kind].append(ms)
+
+    for n in sizes:
+        plots = {}
+        for kind, options in (("before", BEFORE), ("after", after)):
+            plots[kind] = make(options)
+            history = _paint_metrics(np.random.default_rng(n), np.arange(1.0, n + 1))
+            plots[kind].set_step_range(2 * n)
+            plots[kind].load_history(history)
+        use(after)
+        app.processEvents()
+        for plot in plots.values():
+            drain(plot)
+        cases.clear()
+        step = n
+        for i in range(ticks):
+            new = _paint_metrics(rng, np.arange(step + 1.0, step + 11))
+            step += 10
+            # Now and then a value leaves the view (just past its top or bottom, in turns):
+            # the y axis is rebuilt.
+            spike = i % 10 == 9
+            if spike:
+                lo, hi = plots["after"].loss_plot.getPlotItem().getViewBox().viewRange()[1]
+                new["loss_g"][1][-1] = (
+                    hi + 0.02 * (hi - lo) if i % 20 == 9 else lo - 0.02 * (hi - lo)
+                )
+            for kind, plot in plots.items():
+                plot.add_columns(new)
+                plot._timer.stop()
+                # Two updates: the app's timer redraws one plot per turn.
+                ms = [update(plot), update(plot)]
+                record("axes change" if spike else "live update", kind, max(ms) if spike else ms[0])
+                if not spike:
+                    record("live update", kind, ms[1])
+        for kind, plot in plots.items():
+            for _ in range(3):
+                plot.hide()
+                app.processEvents()
+                t0 = time.thread_time()
+                plot.show()
+                app.processEvents()
+                record("shown again", kind, (time.thread_time() - t0) * 1000)
+            for width in (901, 900, 899):
+                t0 = time.thread_time()
+                plot.resize(width, 600)
+                app.processEvents()
+                record("resized", kind, (time.thread_time() - t0) * 1000)
+                plot._timer.stop()  # (the redraw for the new width: not part of this case)
+                plot._dirty.clear()
+        for case, by_kind in cases.items():
+            b, a = np.asarray(by_kind["before"]), np.asarray(by_kind["after"])
+            cells = [
+                f"{np.percentile(v, 50):.1f} / {np.percentile(v, 90):.1f} / {v.max():.1f}"
+                for v in (b, a)
+            ]
+            ratio = np.percentile(b, 50) / max(np.percentile(a, 50), 1e-9)
+            print(f"| {n:,} | {case} | {cells[0]} | {cells[1]} | {ratio:.2f}x |")
+        if os.environ.get("PLOT_POINTS_GRAB"):  # look at what was measured
+            for kind, plot in plots.items():
+                plot.grab().save(os.path.join(os.environ["PLOT_POINTS_GRAB"], f"{kind}_{n}.png"))
+        for plot in plots.values():
+            plot.close()
+            plot.deleteLater()
+        app.processEvents()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--chunk", type=int, default=2000, help="steps appended per update")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument(
+        "--paint", action="store_true", help="only the GUI-CPU-per-repaint table (before/after)"
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 100_000, 1_000_000])
+    parser.add_argument("--ticks", type=int, default=60, help="live updates per size (--paint)")
     args = parser.parse_args()
 
     from PySide6.QtWidgets import QApplication
@@ -67,6 +220,13 @@ def main() -> None:
     from studio.qt.theme import apply_theme
 
     apply_theme(app)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.system()}, load average {os.getloadavg()[0]:.1f}; Qt offscreen"
+    )
+    if args.paint:
+        paint_table(app, args.sizes, args.ticks)
+        return
     rng = np.random.default_rng(0)
     steps = np.arange(1, args.points + 1, dtype=np.float64)
     loss_d = 0.7 + 0.3 * np.exp(-steps / 2e5) + rng.normal(0, 0.05, args.points)
@@ -138,6 +298,7 @@ def main() -> None:
     print()
     print(f"most points handed to pyqtgraph per curve (studio): {int(studio[-2][0]):,}")
     print(f"smoothing slider change at {args.points:,} points: {studio[-1][0]:.1f} ms")
+    paint_table(app, args.sizes, args.ticks)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ slider sets its weight). Points are appended to growing numpy buffers (``series.
 curves are redrawn from a timer at most ~30 times a second, and only when something changed:
 feeding a plot on every message floods the event loop (pyqtgraph issues 1398, 3332). What is
 handed to pyqtgraph is already clipped to the view and decimated to min/max buckets (at most a
-few thousand points however long the run); pyqtgraph's own clip-to-view and peak downsampling
-stay on behind that. Clicking a legend entry hides or shows its curve.
+few thousand points however long the run), so pyqtgraph's own clip-to-view and downsampling
+are off. Clicking a legend entry hides or shows its curve.
 
 The lower plot shows one group at a time (diagnostics, gradient norm, learning rate, images/s,
 memory, ...), chosen in a selector: each has a scale of its own. Other runs can be overlaid
@@ -62,6 +62,14 @@ BUCKETS = 1500  # at most 2 points (min and max) per bucket are drawn per curve 
 MIN_BUCKETS = 256  # ... and about one bucket per pixel of the plot's width
 DEFAULT_SMOOTHING = 0.6
 RAW_ALPHA = 70
+# A repaint's cost is mostly stroking the curves and, when an axis changes, its grid lines
+# (benchmarks/plot_points.py --paint; docs/performance.md). The grid keeps two tick levels:
+# pyqtgraph's third adds ~40 near-invisible lines (alpha 5-12) per axis, most of an axis's
+# redraw. The benchmark sets these constants back to compare.
+GRID_TICK_LEVELS = 1  # pyqtgraph's maxTickLevel: 0 major, 1 minor, 2 the faint third level
+# pyqtgraph's own clip-to-view and peak downsampling redo, on every setData and view change,
+# what _draw has already done (the points handed over are clipped and at most ~2 per pixel).
+PYQTGRAPH_DECIMATION = False
 
 
 @dataclass
@@ -160,14 +168,17 @@ class MetricsPlot(QWidget):
         widget.setMinimumHeight(90)
         item = widget.getPlotItem()
         item.setTitle(title, size="9pt")
-        item.setClipToView(True)
-        item.setDownsampling(auto=True, mode="peak")
+        if PYQTGRAPH_DECIMATION:  # (PlotItem.addItem hands these to every curve)
+            item.setClipToView(True)
+            item.setDownsampling(auto=True, mode="peak")
         item.showGrid(x=True, y=True, alpha=0.15)
         item.setLabel("bottom", "step")
         for axis in item.axes.values():
-            # Axes change rarely (the view range is ours), but painting their text is the
-            # dearest part of a repaint; a pixmap cache replays it, invalidated on change.
+            # Axes change rarely (the view range is ours), but painting their grid lines and
+            # text is the dearest part of a repaint; a pixmap cache replays it, invalidated on
+            # change.
             axis["item"].setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            axis["item"].setStyle(maxTickLevel=GRID_TICK_LEVELS)
         # A translucent box, so the legend stays readable where it covers a curve.
         item.addLegend(
             offset=(-8, 8),
@@ -273,14 +284,29 @@ class MetricsPlot(QWidget):
 
     # -- overlays --------------------------------------------------------------------------
     def add_overlay(self, run: str, cols: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> int:
-        """Draw another run's metrics (dashed, in the run's colour); returns the curve count."""
+        """Draw another run's metrics (dashed, in the run's colour); returns the curve count.
+
+        Replaces what was drawn for ``run`` (a rewritten file: its whole history again); a run
+        already overlaid keeps its place, so its colour stays.
+        """
+        place = self._runs.index(run) if run in self._runs else len(self._runs)
         self.remove_overlay(run)
-        self._runs.append(run)
+        self._runs.insert(place, run)
+        self.extend_overlay(run, cols)
+        return len(cols)
+
+    def extend_overlay(self, run: str, cols: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> int:
+        """Append new points to an overlaid run's curves (a run that is still training); the
+        curves redraw on the next timer tick. Returns the number of points appended."""
+        if run not in self._runs:
+            self._runs.append(run)
+        count = 0
         for name, (xs, ys) in cols.items():
             self._curve(name, run).series.extend(xs, ys)
             self._dirty.add((name, run))
+            count += len(xs)
         self._schedule()
-        return len(cols)
+        return count
 
     def remove_overlay(self, run: str) -> None:
         for key in [k for k in self._curves if k[1] == run]:
@@ -367,7 +393,7 @@ class MetricsPlot(QWidget):
             )
             smooth, raw = pg.PlotDataItem(name=f"{name} · {run}", pen=pen), None
         for item in (smooth, raw):
-            if item is not None:
+            if item is not None and PYQTGRAPH_DECIMATION:
                 item.setClipToView(True)
                 item.setDownsampling(auto=True, method="peak")
         curve = self._curves[(name, run)] = _Curve(name, run, group, Series(), smooth, raw)
@@ -510,12 +536,12 @@ class MetricsPlot(QWidget):
         i0, i1 = series.visible(*x_range)
         if curve.raw is None or self._weight <= 0:
             if curve.raw is None and self._weight > 0:
-                curve.smooth.setData(*series.smoothed_decimated(i0, i1, buckets, self._weight))
+                _set_data(curve.smooth, series.smoothed_decimated(i0, i1, buckets, self._weight))
             else:
-                curve.smooth.setData(*series.decimated(i0, i1, buckets))
+                _set_data(curve.smooth, series.decimated(i0, i1, buckets))
             return
-        curve.raw.setData(*series.decimated(i0, i1, buckets))
-        curve.smooth.setData(*series.smoothed_decimated(i0, i1, buckets, self._weight))
+        _set_data(curve.raw, series.decimated(i0, i1, buckets))
+        _set_data(curve.smooth, series.smoothed_decimated(i0, i1, buckets, self._weight))
 
     def _on_redraw(self) -> None:
         # One plot per turn of the event loop: each repaint costs a few milliseconds (more
@@ -545,3 +571,10 @@ class MetricsPlot(QWidget):
         self._next_plot = self.diag_plot if plot is self.loss_plot else self.loss_plot
         if self._dirty:
             self._timer.start(STAGGER_MS)
+
+
+def _set_data(item: pg.PlotDataItem, xy: tuple[np.ndarray, np.ndarray]) -> None:
+    """Hand a curve its points; pyqtgraph's checks for NaN are skipped when there are none
+    (one check here instead of several in pyqtgraph's path building and bounds)."""
+    x, y = xy
+    item.setData(x, y, skipFiniteCheck=bool(np.isfinite(y).all()))

@@ -278,3 +278,33 @@ def test_prepare_builds_one_curve_per_event_loop_turn(qtbot) -> None:
     plot.clear(overlays=False)  # a new run before the pending curves were built
     qtbot.wait(20)
     assert plot.names() == [] and plot.curve_items("loss_x") == []
+
+
+def test_peak_pairs_alternate_so_the_line_between_buckets_stays_short() -> None:
+    s = Series()
+    y = np.tile([0.0, 10.0], 50_000)  # every bucket spans the whole band
+    s.extend(np.arange(len(y), dtype=float), y)
+    _, y_d = s.decimated(0, s.n, 500)
+    pairs = y_d[:-1].reshape(-1, 2)
+    assert pairs[0].tolist() == [0.0, 10.0] and pairs[1].tolist() == [10.0, 0.0]
+    # From one bucket to the next the line joins two maxima or two minima: no band crossings
+    # between buckets, only the one vertical stroke within each.
+    assert np.all(pairs[1:, 0] == pairs[:-1, 1])
+    assert np.abs(np.diff(y_d[:-1])).sum() == 10.0 * len(pairs)
+
+
+def test_curves_skip_pyqtgraphs_own_decimation_and_nan_checks_only_when_safe(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    plot.add_points([(s, {"loss": float(s), "loss_d": 1.0}) for s in range(1, 50)])
+    plot.add_points([(50, {"loss_d": math.nan}), (51, {"loss_d": 2.0})])
+    qtbot.wait(REDRAW_MS * 3)
+    smooth, raw = plot.curve_items("loss")
+    for item in (smooth, raw):  # what they get is already clipped and decimated
+        assert not item.opts["clipToView"] and not item.opts["autoDownsample"]
+        assert item.opts["skipFiniteCheck"]
+    nan_items = plot.curve_items("loss_d")
+    assert all(not item.opts["skipFiniteCheck"] for item in nan_items)  # NaN: a gap, not junk
+    assert np.isnan(plot.displayed("loss_d")[1]).any()
+    axis = plot.loss_plot.getPlotItem().getAxis("left")
+    assert axis.style["maxTickLevel"] == 1  # no third, near-invisible grid level
