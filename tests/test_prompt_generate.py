@@ -408,3 +408,34 @@ def test_a_studio_run_folder_goes_to_the_run_adapter(tmp_path, monkeypatch):
     out = run_sync(generate_job(GenerateRequest(str(run_dir), prompt="x"), CancelToken()))
     assert out.ok and out.result == "from the run"
     assert seen == [run_dir.resolve()]
+
+
+# -- unloading --------------------------------------------------------------------------------
+
+
+def test_release_unloads_every_pipeline_and_says_what(models, tmp_path):
+    cache = PipelineCache(max_models=2)
+    assert run(request(models["sd"]), cache).ok
+    assert len(cache) == 1 and cache.models() == [str(models["sd"].resolve())]
+    assert not cache.on_gpu()  # a CPU pipeline: training on a GPU leaves it alone
+    line = cache.release()
+    assert len(cache) == 0 and "Unloaded sd" in line and "next Generate" in line
+    assert cache.release() == "No model was loaded."
+    assert run(request(models["sd"]), cache).ok  # it loads again
+
+
+def test_training_on_a_gpu_unloads_gpu_pipelines_first(monkeypatch):
+    from studio.engine.prompt import generate as gen
+
+    cache = PipelineCache(max_models=2)
+    monkeypatch.setattr(gen, "_default_cache", cache)
+    cpu_key = ("/m/a", "txt2img", "cpu", "fp32", False)
+    cache.put(cpu_key, object())
+    assert gen.make_room_for_training("auto") is None  # nothing on a GPU
+    cache.put(("/m/b", "txt2img", "cuda:0", "fp16", False), object())
+    assert gen.make_room_for_training("cpu") is None  # training on the CPU needs no room there
+    line = gen.make_room_for_training("auto")
+    assert line is not None and "Making room for training" in line and "Unloaded a, b" in line
+    assert len(cache) == 0
+    cache.put(("/m/c", "txt2img", "cpu", "fp16", True), object())  # offloaded: GPU while it runs
+    assert gen.make_room_for_training(None) is not None

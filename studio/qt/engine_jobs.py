@@ -7,6 +7,7 @@ GUI thread never waits for them. Nothing here touches a widget.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,7 @@ def train_new(run_dir: Path, config: Any) -> Factory:
         from studio.core.paths import cache_dir
         from studio.engine.train import train_job
 
+        yield from _make_room_for_training(config.device)
         return (yield from train_job(run_dir, token, config, cache_dir=cache_dir()))
 
     return factory
@@ -130,6 +132,7 @@ def train_resume(run_dir: Path, steps: int, device: str | None = None) -> Factor
         from studio.core.paths import cache_dir
         from studio.engine.train import train_job
 
+        yield from _make_room_for_training(device)
         return (
             yield from train_job(
                 run_dir, token, None, steps=steps, cache_dir=cache_dir(), device_override=device
@@ -137,6 +140,17 @@ def train_resume(run_dir: Path, steps: int, device: str | None = None) -> Factor
         )
 
     return factory
+
+
+def _make_room_for_training(device: str | None) -> Generator[Progress, None, None]:
+    """A Stable Diffusion model the Prompt workspace left on the GPU is unloaded before training
+    there. Nothing happens (and diffusers is not imported) if no generation ever ran."""
+    generate = sys.modules.get("studio.engine.prompt.generate")
+    if generate is None:
+        return
+    line = generate.make_room_for_training(device)
+    if line:
+        yield Progress("load", message=line)
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,20 @@ def test_txt2img_gives_images_of_the_requested_size_saved_with_settings(qtbot, w
     assert len(ws.sent) == 1 and np.array_equal(ws.sent[0][0], result.images[1])
 
 
+def test_unload_frees_the_loaded_model_and_the_next_generate_loads_it(qtbot, workspace):
+    from studio.engine.prompt.generate import default_cache
+
+    ws = workspace
+    generate(qtbot, ws)
+    assert len(default_cache()) >= 1
+    lists = ws.model_list
+    qtbot.mouseClick(lists.unload_button, LEFT)
+    qtbot.waitUntil(lambda: not lists.busy, timeout=30_000)
+    assert "Unloaded tiny-sd" in lists.banner.text() and len(default_cache()) == 0
+    generate(qtbot, ws)  # loads it again
+    assert len(default_cache()) >= 1
+
+
 def test_cancel_mid_run_keeps_nothing_and_leaves_the_canvas_alone(qtbot, workspace) -> None:
     ws, canvas = workspace, workspace.canvas
     canvas.set_image(test_image(16, 16), "start")

@@ -137,3 +137,15 @@ def test_opening_a_folder_that_is_not_a_run(qtbot, window, tmp_path: Path) -> No
     assert not blocker.args[1].ok
     assert "not a Studio run folder" in panel.view.banner.text()
     assert panel.run_path is None and not panel.resume_button.isEnabled()
+
+
+def test_training_on_a_gpu_first_unloads_prompt_models(monkeypatch) -> None:
+    from studio.engine.prompt import generate as gen
+    from studio.qt import engine_jobs
+
+    cache = gen.PipelineCache(max_models=2)
+    monkeypatch.setattr(gen, "_default_cache", cache)
+    cache.put(("/models/sd15", "txt2img", "cuda:0", "fp16", False), object())
+    assert list(engine_jobs._make_room_for_training("cpu")) == []
+    (report,) = list(engine_jobs._make_room_for_training("auto"))
+    assert "Unloaded sd15" in report.message and len(cache) == 0

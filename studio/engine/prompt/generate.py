@@ -99,8 +99,55 @@ class PipelineCache:
     def clear(self) -> None:
         self._pipes.clear()
 
+    def models(self) -> list[str]:
+        """The paths of the models loaded now, oldest first."""
+        return list(OrderedDict.fromkeys(k[0] for k in self._pipes))
+
+    def on_gpu(self) -> bool:
+        """Whether a loaded pipeline holds GPU memory (offloaded ones included)."""
+        return any(k[2].startswith(("cuda", "mps")) or k[4] for k in self._pipes)
+
+    def release(self) -> str:
+        """Drop every loaded pipeline and hand its memory back (to the GPU driver too); a line
+        saying what was freed. The next generation loads its model again."""
+        names = [Path(p).name for p in self.models()]
+        before = _gpu_bytes()
+        self._pipes.clear()
+        mem.free_memory()
+        if not names:
+            return "No model was loaded."
+        freed = before - _gpu_bytes()
+        what = ", ".join(names)
+        gpu = f"; {freed / 1024**3:.1f} GB of GPU memory freed" if freed > 0 else ""
+        return f"Unloaded {what}{gpu}. It loads again on the next Generate."
+
     def __len__(self) -> int:
         return len(self._pipes)
+
+
+def _gpu_bytes() -> int:
+    """What the CUDA caching allocator holds now, 0 without CUDA (torch never initialised)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.memory_reserved())
+    return 0
+
+
+def make_room_for_training(device: str | None) -> str | None:
+    """Before training on a GPU (``device`` not "cpu"): unload the pipelines the Prompt
+    workspace left on the GPU, which hold gigabytes that training needs. A line for the log, or
+    None when nothing was unloaded."""
+    cache = default_cache()
+    if (device or "auto").lower() == "cpu" or not cache.on_gpu():
+        return None
+    return "Making room for training. " + cache.release()
+
+
+def release_models_job(
+    token: CancelToken, cache: PipelineCache | None = None
+) -> Generator[Progress, None, str]:
+    """A job that unloads every Stable Diffusion pipeline (the process's cache by default)."""
+    yield Progress("models", message="Unloading models")
+    return (cache if cache is not None else default_cache()).release()
 
 
 _default_cache: PipelineCache | None = None

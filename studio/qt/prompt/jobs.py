@@ -10,6 +10,7 @@ lives as long as the process and is only touched from the engine thread.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,20 @@ def remove_model(entry_id: str) -> Factory:
         library = ModelLibrary()
         library.remove(entry_id)
         return ModelListing(list(library.entries()))
+
+    return factory
+
+
+def release_models() -> Factory:
+    """Unload the loaded Stable Diffusion pipelines and free their memory; the result is a line
+    saying what was freed."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, str]:
+        generate = sys.modules.get("studio.engine.prompt.generate")
+        if generate is None:  # nothing was ever generated in this process
+            yield Progress("models", message="Unloading models")
+            return "No model was loaded."
+        return (yield from generate.release_models_job(token))
 
     return factory
 

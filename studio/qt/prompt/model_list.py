@@ -133,12 +133,19 @@ class ModelList(QWidget):
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Forget this model (its files stay on disk)")
         self.remove_button.clicked.connect(self.remove_current)
+        self.unload_button = QPushButton("Unload")
+        self.unload_button.setToolTip(
+            "Free the memory the loaded model holds (it loads again on the next Generate). "
+            "Training on the GPU does this by itself."
+        )
+        self.unload_button.clicked.connect(self.unload)
         self.refresh_button = QPushButton("Refresh")
         self.refresh_button.clicked.connect(self.refresh)
         buttons = QHBoxLayout()
         for b in (self.add_folder_button, self.add_file_button, self.remove_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
+        buttons.addWidget(self.unload_button)
         buttons.addWidget(self.refresh_button)
         column = QVBoxLayout(self)
         column.setContentsMargins(0, 0, 0, 0)
@@ -172,6 +179,19 @@ class ModelList(QWidget):
 
     def refresh(self) -> None:
         self._run("List models", jobs.list_models())
+
+    def unload(self) -> None:
+        """Unload the loaded model (on the engine thread, after a generation that is running)."""
+        self.busy = True
+        self._update_buttons()
+        self.banner.clear()
+        self._calls.submit(
+            "Unload models",
+            jobs.release_models(),
+            lambda line: self.banner.show_message(line, "info"),
+            self._on_failed,
+            on_end=self._on_end,
+        )
 
     def add(self, path: str | Path) -> None:
         """Inspect ``path`` on the engine thread and add it; it is selected when listed."""
@@ -257,7 +277,9 @@ class ModelList(QWidget):
 
     def _update_buttons(self) -> None:
         entry = self.current()
-        for b in (self.add_folder_button, self.add_file_button, self.refresh_button):
+        for b in (
+            self.add_folder_button, self.add_file_button, self.unload_button, self.refresh_button
+        ):
             b.setEnabled(not self.busy)
         removable = entry is not None and getattr(entry, "kind", "") != "studio-run"
         self.remove_button.setEnabled(not self.busy and removable)
