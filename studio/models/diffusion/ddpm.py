@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.utils.constants import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from studio.core import atomic
 from studio.models.base import (
@@ -49,6 +49,7 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
+from studio.models.configs import learning_rate, lr_warmup, network_width
 from studio.models.diffusion.samplers import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
@@ -77,14 +78,7 @@ def auto_mults(resolution: int) -> tuple[int, ...]:
 
 @dataclass
 class DDPMConfig(ModelConfig):
-    width: int = setting(
-        64,
-        label="Network width",
-        help="channels of the first UNet level",
-        minimum=8,
-        maximum=256,
-        main=True,
-    )
+    width: int = network_width(64, help="channels of the first UNet level", main=True)
     channel_mults: str = setting(
         "auto",
         label="Channel multipliers",
@@ -118,15 +112,9 @@ class DDPMConfig(ModelConfig):
         help="the noise (epsilon) or the velocity v",
         choices=PREDICTIONS,
     )
-    lr: float = setting(2e-4, label="Learning rate", minimum=1e-6, maximum=1e-2, main=True)
+    lr: float = learning_rate(2e-4)
     weight_decay: float = setting(0.0, label="Weight decay", minimum=0.0, maximum=0.1)
-    warmup_steps: int = setting(
-        200,
-        label="Warm-up steps",
-        help="learning rate ramps up over these steps",
-        minimum=0,
-        maximum=10000,
-    )
+    warmup_steps: int = lr_warmup(200, help="learning rate ramps up over these steps")
     grad_clip: float = setting(
         1.0, label="Gradient clip", help="max gradient norm; 0 = off", minimum=0.0, maximum=100.0
     )
@@ -176,12 +164,17 @@ class DDPMConfig(ModelConfig):
         return mults
 
 
+def unet_levels(c: DDPMConfig) -> tuple[tuple[int, ...], int, list[bool]]:
+    """The UNet's channels per level, GroupNorm groups that divide every width, and which
+    levels have (self- or cross-) attention: those whose maps are ``attention_res`` or smaller."""
+    chans = tuple(c.width * m for m in c.mults())
+    groups = math.gcd(32, *chans)
+    sizes = [c.resolution >> i for i in range(len(chans))]
+    return chans, groups, [0 < size <= c.attention_res for size in sizes]
+
+
 def build_unet(c: DDPMConfig) -> UNet2DModel:
-    mults = c.mults()
-    chans = tuple(c.width * m for m in mults)
-    groups = math.gcd(32, *chans)  # GroupNorm groups (and head size) that divide every width
-    sizes = [c.resolution >> i for i in range(len(mults))]
-    attn = [0 < size <= c.attention_res for size in sizes]
+    chans, groups, attn = unet_levels(c)  # the groups also set the attention head size
     return UNet2DModel(
         sample_size=c.resolution,
         in_channels=c.channels,
@@ -226,7 +219,114 @@ def step_rng(ctx: StepContext, device: torch.device, enabled: bool = True) -> It
         yield
 
 
-class DDPM(GenerativeModel):
+def build_scheduler(c: DDPMConfig) -> DDPMScheduler:
+    """The training noise process (samplers are rebuilt from its config)."""
+    return DDPMScheduler(
+        num_train_timesteps=c.num_train_timesteps,
+        beta_schedule=c.beta_schedule,
+        prediction_type=c.prediction_type,
+        clip_sample=True,
+        # "trailing" makes short schedules start at the last (pure-noise) step.
+        timestep_spacing="trailing",
+    )
+
+
+class UNetDiffusion(GenerativeModel):
+    """What DDPM and the text model share: the training objective on ``self.scheduler``'s
+    noise process, AdamW with warm-up and clipping, an EMA of the trained networks (the
+    weights samples come from) and the checks of the sampling options. A subclass builds
+    ``self.unet`` and says which networks are trained (``_trained``) and averaged
+    (``_ema_pairs``)."""
+
+    config: DDPMConfig
+    unet: nn.Module
+    scheduler: DDPMScheduler
+    supports_accumulation = True
+
+    def __init__(self, config: DDPMConfig) -> None:
+        super().__init__(config)
+        self._ema_updates = 0
+
+    def _trained(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def _ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(EMA copy, trained network) pairs."""
+        raise NotImplementedError
+
+    # -- training ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        c = self.config
+        params = [p for m in self._trained() for p in m.parameters()]
+        self.optimizers = {"unet": torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)}
+        return self.optimizers
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"unet": self.unet}  # not the EMA copies: they only sample
+
+    def default_warmup_steps(self) -> int:
+        return self.config.warmup_steps
+
+    def noised(self, x0: Tensor, ctx: StepContext) -> tuple[Tensor, Tensor, Tensor]:
+        """``(t, x_t, target)`` for clean images ``x0``: timesteps and noise are drawn from the
+        step's generator, the target is the noise or the velocity."""
+        c, dev = self.config, x0.device
+        gen = ctx.generator
+        shape = (x0.shape[0],)
+        t = torch.randint(0, c.num_train_timesteps, shape, generator=gen, device=gen.device).to(dev)
+        noise = ctx.randn(*x0.shape).to(dev)
+        x_t = self.scheduler.add_noise(x0, noise, t)
+        target = (
+            noise if c.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, t)
+        )
+        return t, x_t, target
+
+    def finish_step(self, loss: Tensor, ctx: StepContext) -> dict[str, Tensor]:
+        """Backward and step (warm-up as a function of the step, so a resume is exact;
+        clipping; accumulation), then update the EMA; the step's losses."""
+        grad_norm = self.optimizer_step("unet", loss, ctx, clip=self.config.grad_clip)
+        if grad_norm is None:  # a micro-batch that only accumulated gradients
+            return {"loss": loss.detach()}
+        self.update_ema()
+        return {"loss": loss.detach(), "grad_norm": grad_norm}
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- decay * ema + (1 - decay) * weights, as one fused op over all tensors."""
+        decay = ema_decay_at(self.config.ema_decay, self._ema_updates)
+        for ema, raw in self._ema_pairs():
+            torch._foreach_lerp_(list(ema.parameters()), list(raw.parameters()), 1.0 - decay)
+            ema_bufs, raw_bufs = list(ema.buffers()), list(raw.buffers())
+            if ema_bufs:
+                torch._foreach_copy_(ema_bufs, raw_bufs)
+        self._ema_updates += 1
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"ema_updates": self._ema_updates}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self._ema_updates = int(state.get("ema_updates", 0))
+
+    # -- sampling ------------------------------------------------------------------------
+    def parse_sampling(self, conditions: dict[str, Any]) -> tuple[str, int, float]:
+        """Checked ``(sampler, steps, guidance)`` from sampling conditions (defaults filled)."""
+        given = {k: v for k, v in conditions.items() if v is not None}
+        self.check_conditions(given)
+        name = str(given.get("sampler", DEFAULT_SAMPLER)).lower()
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+        steps = int(given.get("steps", DEFAULT_STEPS[name]))
+        if not 1 <= steps <= self.config.num_train_timesteps:
+            raise ValueError(
+                f"steps must be between 1 and {self.config.num_train_timesteps}, got {steps}"
+            )
+        guidance = float(given.get("guidance", self.config.guidance))
+        if guidance < 0:
+            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        return name, steps, guidance
+
+
+class DDPM(UNetDiffusion):
     info = FamilyInfo(
         key="diffusion.ddpm",
         kind="diffusion",
@@ -239,7 +339,6 @@ class DDPM(GenerativeModel):
     Config = DDPMConfig
     config: DDPMConfig
     conditions = ("label", "steps", "sampler", "guidance")
-    supports_accumulation = True
 
     def __init__(self, config: DDPMConfig) -> None:
         super().__init__(config)
@@ -249,53 +348,23 @@ class DDPM(GenerativeModel):
             self.conditions = ("steps", "sampler")  # type: ignore[misc]
         self.unet = build_unet(config)
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
-        self.scheduler = DDPMScheduler(
-            num_train_timesteps=config.num_train_timesteps,
-            beta_schedule=config.beta_schedule,
-            prediction_type=config.prediction_type,
-            clip_sample=True,
-            # "trailing" makes short schedules start at the last (pure-noise) step.
-            timestep_spacing="trailing",
-        )
-        self._ema_updates = 0
+        self.scheduler = build_scheduler(config)
+
+    def _trained(self) -> list[nn.Module]:
+        return [self.unet]
+
+    def _ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        return [(self.ema_unet, self.unet)]
 
     # -- training ------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        c = self.config
-        self.optimizers = {
-            "unet": torch.optim.AdamW(self.unet.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        }
-        return self.optimizers
-
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         c = self.config
-        x0 = batch.images
-        n, dev = x0.shape[0], x0.device
-        gen_dev = ctx.generator.device
-        t = torch.randint(0, c.num_train_timesteps, (n,), generator=ctx.generator, device=gen_dev)
-        t = t.to(dev)
-        noise = ctx.randn(*x0.shape).to(dev)
-        x_t = self.scheduler.add_noise(x0, noise, t)
-        target = (
-            noise if c.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, t)
-        )
+        t, x_t, target = self.noised(batch.images, ctx)
         labels = self._train_labels(batch, ctx)
-
-        with ctx.autocast(), step_rng(ctx, dev, enabled=c.dropout > 0):
+        with ctx.autocast(), step_rng(ctx, x_t.device, enabled=c.dropout > 0):
             pred = self.unet(x_t, t, class_labels=labels).sample
         loss = F.mse_loss(pred.float(), target.float())
-        # Warm-up (a function of the step: resumes exactly), clipping and accumulation.
-        grad_norm = self.optimizer_step("unet", loss, ctx, clip=c.grad_clip)
-        if grad_norm is None:  # a micro-batch that only accumulated gradients
-            return {"loss": loss.detach()}
-        self.update_ema()
-        return {"loss": loss.detach(), "grad_norm": grad_norm}
-
-    def networks(self) -> dict[str, torch.nn.Module]:
-        return {"unet": self.unet}  # not the EMA copy: it only samples
-
-    def default_warmup_steps(self) -> int:
-        return self.config.warmup_steps
+        return self.finish_step(loss, ctx)
 
     def _train_labels(self, batch: Batch, ctx: StepContext) -> Tensor | None:
         nc = self.config.num_classes
@@ -306,23 +375,6 @@ class DDPM(GenerativeModel):
         labels = batch.labels.long()
         drop = ctx.rand(labels.shape[0]).to(labels.device) < self.config.cond_drop_prob
         return torch.where(drop, torch.full_like(labels, nc), labels)
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """ema <- decay * ema + (1 - decay) * weights, as one fused op over all tensors."""
-        decay = ema_decay_at(self.config.ema_decay, self._ema_updates)
-        ema, raw = list(self.ema_unet.parameters()), list(self.unet.parameters())
-        torch._foreach_lerp_(ema, raw, 1.0 - decay)
-        ema_bufs, raw_bufs = list(self.ema_unet.buffers()), list(self.unet.buffers())
-        if ema_bufs:
-            torch._foreach_copy_(ema_bufs, raw_bufs)
-        self._ema_updates += 1
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"ema_updates": self._ema_updates}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._ema_updates = int(state.get("ema_updates", 0))
 
     # -- sampling ------------------------------------------------------------------------
     @torch.no_grad()
@@ -339,16 +391,7 @@ class DDPM(GenerativeModel):
                 "This DDPM was trained without classes, so it takes no label or guidance "
                 "(train on a folder with one subfolder per class to get a conditional model)."
             )
-        self.check_conditions(given)
-        name = str(given.get("sampler", DEFAULT_SAMPLER)).lower()
-        if name not in SAMPLERS:
-            raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
-        steps = int(given.get("steps", DEFAULT_STEPS[name]))
-        if not 1 <= steps <= c.num_train_timesteps:
-            raise ValueError(f"steps must be between 1 and {c.num_train_timesteps}, got {steps}")
-        guidance = float(given.get("guidance", c.guidance))
-        if guidance < 0:
-            raise ValueError(f"guidance must be >= 0, got {guidance}")
+        name, steps, guidance = self.parse_sampling(given)
         labels = None
         if c.num_classes:
             labels = class_labels(n, c.num_classes, given.get("label"), device)

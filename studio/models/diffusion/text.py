@@ -19,33 +19,33 @@ encoder (``self.ema``) is what samples come from.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from torch import Tensor, nn
 
 from studio.models.base import (
     Batch,
     Capability,
     FamilyInfo,
-    GenerativeModel,
     SampleStep,
     StepContext,
     eval_mode,
     setting,
 )
-from studio.models.diffusion.ddpm import DDPMConfig, ema_decay_at, step_rng
-from studio.models.diffusion.samplers import (
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
-    SAMPLERS,
-    denoise_iter,
+from studio.models.configs import override
+from studio.models.diffusion.ddpm import (
+    DDPMConfig,
+    UNetDiffusion,
+    build_scheduler,
+    step_rng,
+    unet_levels,
 )
+from studio.models.diffusion.samplers import denoise_iter
 from studio.models.diffusion.text_encoder import (
     PretrainedTextEncoder,
     SmallTextEncoder,
@@ -59,31 +59,29 @@ PROMPT_SEPARATOR = "|"
 
 @dataclass
 class TextDiffusionConfig(DDPMConfig):
-    width: int = setting(
-        32, label="Network width", help="channels of the first UNet level", minimum=8,
-        maximum=256, main=True,
-    )  # fmt: skip
-    layers_per_block: int = setting(1, label="Layers per level", minimum=1, maximum=4)
-    attention_res: int = setting(
+    width: int = override(DDPMConfig, "width", 32)
+    layers_per_block: int = override(DDPMConfig, "layers_per_block", 1)
+    attention_res: int = override(
+        DDPMConfig,
+        "attention_res",
         16,
         label="Cross-attention at <= N px",
         help="levels whose maps are this small or smaller read the prompt; the middle always does",
-        choices=(0, 4, 8, 16, 32),
     )
-    dropout: float = setting(0.0, label="Dropout", minimum=0.0, maximum=0.5)
-    prediction_type: str = setting(
+    dropout: float = override(DDPMConfig, "dropout", 0.0)
+    prediction_type: str = override(
+        DDPMConfig,
+        "prediction_type",
         "v_prediction",
-        label="Predict",
         help="the velocity v (default: at high noise it is the image, so the prompt matters "
         "in training from the first steps) or the noise (epsilon)",
-        choices=("epsilon", "v_prediction"),
     )
-    cond_drop_prob: float = setting(
+    cond_drop_prob: float = override(
+        DDPMConfig,
+        "cond_drop_prob",
         0.1,
         label="Caption dropout",
         help="train with the empty prompt this often, so guidance works",
-        minimum=0.0,
-        maximum=1.0,
         main=True,
     )
     word_dropout: float = setting(
@@ -93,12 +91,11 @@ class TextDiffusionConfig(DDPMConfig):
         minimum=0.0,
         maximum=0.9,
     )
-    guidance: float = setting(
+    guidance: float = override(
+        DDPMConfig,
+        "guidance",
         3.0,
-        label="Guidance scale",
         help="default for sampling; 1 = plain conditional, 0 = ignore the prompt",
-        minimum=0.0,
-        maximum=20.0,
     )
     text_dim: int = setting(
         64, label="Text width", help="width of the small text encoder", minimum=8, maximum=1024
@@ -142,11 +139,7 @@ class TextDiffusionConfig(DDPMConfig):
 
 
 def build_cond_unet(c: TextDiffusionConfig, cross_dim: int) -> UNet2DConditionModel:
-    mults = c.mults()
-    chans = tuple(c.width * m for m in mults)
-    groups = math.gcd(32, *chans)
-    sizes = [c.resolution >> i for i in range(len(mults))]
-    attn = [0 < size <= c.attention_res for size in sizes]
+    chans, groups, attn = unet_levels(c)
     return UNet2DConditionModel(
         sample_size=c.resolution,
         in_channels=c.channels,
@@ -169,7 +162,7 @@ def build_cond_unet(c: TextDiffusionConfig, cross_dim: int) -> UNet2DConditionMo
     )
 
 
-class TextDiffusion(GenerativeModel):
+class TextDiffusion(UNetDiffusion):
     info = FamilyInfo(
         key="diffusion.text",
         kind="diffusion",
@@ -182,7 +175,6 @@ class TextDiffusion(GenerativeModel):
     Config = TextDiffusionConfig
     config: TextDiffusionConfig
     conditions = ("prompt", "negative_prompt", "guidance", "steps", "sampler")
-    supports_accumulation = True
 
     def __init__(self, config: TextDiffusionConfig) -> None:
         super().__init__(config)
@@ -206,14 +198,7 @@ class TextDiffusion(GenerativeModel):
         if self.text_encoder is not None:
             self.ema["text"] = copy.deepcopy(self.text_encoder)
         self.ema.requires_grad_(False)
-        self.scheduler = DDPMScheduler(
-            num_train_timesteps=c.num_train_timesteps,
-            beta_schedule=c.beta_schedule,
-            prediction_type=c.prediction_type,
-            clip_sample=True,
-            timestep_spacing="trailing",
-        )
-        self._ema_updates = 0
+        self.scheduler = build_scheduler(c)
 
     # -- building from a dataset ---------------------------------------------------------
     @classmethod
@@ -286,63 +271,24 @@ class TextDiffusion(GenerativeModel):
 
     # -- training ------------------------------------------------------------------------
     def _trained(self) -> list[nn.Module]:
+        # One optimizer holds the UNet and the small text encoder.
         return [m for m in (self.unet, self.text_encoder) if m is not None]
 
-    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        c = self.config
-        params = [p for m in self._trained() for p in m.parameters()]
-        self.optimizers = {"unet": torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)}
-        return self.optimizers
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {"unet": self.unet}  # not the EMA copies: they only sample
-
-    def default_warmup_steps(self) -> int:
-        return self.config.warmup_steps
-
-    def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
-        c = self.config
-        x0 = batch.images
-        n, dev = x0.shape[0], x0.device
-        captions = self._train_captions(batch, ctx)
-        t = torch.randint(
-            0, c.num_train_timesteps, (n,), generator=ctx.generator, device=ctx.generator.device
-        ).to(dev)
-        noise = ctx.randn(*x0.shape).to(dev)
-        x_t = self.scheduler.add_noise(x0, noise, t)
-        target = (
-            noise if c.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, t)
-        )
-        with ctx.autocast(), step_rng(ctx, dev, enabled=c.dropout > 0):
-            hidden, mask = self.encode_prompts(captions, use_ema=False)
-            pred = self.unet(x_t, t, **self.unet_inputs(hidden, mask))
-        loss = F.mse_loss(pred.sample.float(), target.float())
-        # Warm-up (a function of the step: resumes exactly), clipping and accumulation; one
-        # optimizer holds the UNet and the small text encoder.
-        grad_norm = self.optimizer_step("unet", loss, ctx, clip=c.grad_clip)
-        if grad_norm is None:  # a micro-batch that only accumulated gradients
-            return {"loss": loss.detach()}
-        self.update_ema()
-        return {"loss": loss.detach(), "grad_norm": grad_norm}
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        decay = ema_decay_at(self.config.ema_decay, self._ema_updates)
+    def _ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         pairs = [(self.ema["unet"], self.unet)]
         if self.text_encoder is not None:
             pairs.append((self.ema["text"], self.text_encoder))
-        for ema, raw in pairs:
-            torch._foreach_lerp_(list(ema.parameters()), list(raw.parameters()), 1.0 - decay)
-            ema_bufs, raw_bufs = list(ema.buffers()), list(raw.buffers())
-            if ema_bufs:
-                torch._foreach_copy_(ema_bufs, raw_bufs)
-        self._ema_updates += 1
+        return pairs
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"ema_updates": self._ema_updates}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self._ema_updates = int(state.get("ema_updates", 0))
+    def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
+        c = self.config
+        captions = self._train_captions(batch, ctx)  # drawn first: the order replays on resume
+        t, x_t, target = self.noised(batch.images, ctx)
+        with ctx.autocast(), step_rng(ctx, x_t.device, enabled=c.dropout > 0):
+            hidden, mask = self.encode_prompts(captions, use_ema=False)
+            pred = self.unet(x_t, t, **self.unet_inputs(hidden, mask))
+        loss = F.mse_loss(pred.sample.float(), target.float())
+        return self.finish_step(loss, ctx)
 
     # -- sampling ------------------------------------------------------------------------
     def prompts_for(self, n: int, prompt: str | Sequence[str] | None) -> list[str]:
@@ -356,23 +302,6 @@ class TextDiffusion(GenerativeModel):
             return prompts
         examples = self.config.prompts() or [""]
         return [examples[i % len(examples)] for i in range(n)]
-
-    def parse_sampling(self, conditions: dict[str, Any]) -> tuple[str, int, float]:
-        """Checked ``(sampler, steps, guidance)`` from sampling conditions (defaults filled)."""
-        given = {k: v for k, v in conditions.items() if v is not None}
-        self.check_conditions(given)
-        name = str(given.get("sampler", DEFAULT_SAMPLER)).lower()
-        if name not in SAMPLERS:
-            raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
-        steps = int(given.get("steps", DEFAULT_STEPS[name]))
-        if not 1 <= steps <= self.config.num_train_timesteps:
-            raise ValueError(
-                f"steps must be between 1 and {self.config.num_train_timesteps}, got {steps}"
-            )
-        guidance = float(given.get("guidance", self.config.guidance))
-        if guidance < 0:
-            raise ValueError(f"guidance must be >= 0, got {guidance}")
-        return name, steps, guidance
 
     def guided_denoiser(
         self,

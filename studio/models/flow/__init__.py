@@ -26,6 +26,7 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
+from studio.models.configs import learning_rate, lr_warmup, network_width
 from studio.models.flow.layers import (
     LOG2,
     MultiScaleFlow,
@@ -43,16 +44,41 @@ CAPABILITIES = Capability.TRAIN | Capability.SAMPLE | Capability.LATENT | Capabi
 
 @dataclass
 class FlowConfig(ModelConfig):
-    lr: float = setting(1e-3, label="Learning rate", minimum=1e-6, maximum=1e-2, main=True)
-    warmup_steps: int = setting(
-        200, label="Warm-up steps", help="learning rate ramps up linearly", minimum=0, maximum=10000
-    )
+    lr: float = learning_rate(1e-3)
+    warmup_steps: int = lr_warmup(200, help="learning rate ramps up linearly")
     max_grad_norm: float = setting(
         50.0,
         label="Gradient clipping",
         help="largest gradient norm per step; flows diverge without it",
         minimum=0.01,
         maximum=1000.0,
+    )
+
+
+# Settings the flows share; each family places them among its own.
+
+
+def multiscale_levels(label: str) -> Any:
+    """How many times the flow squeezes and factors out half its channels."""
+    return setting(
+        3,
+        label=label,
+        help="multi-scale levels; each halves the image size",
+        minimum=1,
+        maximum=6,
+        main=True,
+    )
+
+
+def coupling_width(default: int) -> Any:
+    return network_width(
+        default, help="channels of each coupling's conv net", maximum=512, main=True
+    )
+
+
+def factored_prior(default: bool) -> Any:
+    return setting(
+        default, label="Learned prior", help="predict each factored-out half from the rest"
     )
 
 

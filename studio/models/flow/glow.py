@@ -10,7 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from studio.models.base import FamilyInfo, setting
-from studio.models.flow import CAPABILITIES, LOSS_NAMES, FlowConfig, FlowModel, check_divisible
+from studio.models.flow import (
+    CAPABILITIES,
+    LOSS_NAMES,
+    FlowConfig,
+    FlowModel,
+    check_divisible,
+    coupling_width,
+    factored_prior,
+    multiscale_levels,
+)
 from studio.models.flow.layers import (
     ActNorm,
     Coupling,
@@ -25,14 +34,7 @@ from studio.models.flow.layers import (
 
 @dataclass
 class GlowConfig(FlowConfig):
-    levels: int = setting(
-        3,
-        label="Levels",
-        help="multi-scale levels; each halves the image size",
-        minimum=1,
-        maximum=6,
-        main=True,
-    )
+    levels: int = multiscale_levels("Levels")
     steps: int = setting(
         8,
         label="Steps per level",
@@ -41,17 +43,8 @@ class GlowConfig(FlowConfig):
         maximum=64,
         main=True,
     )
-    hidden: int = setting(
-        128,
-        label="Network width",
-        help="channels of each coupling's conv net",
-        minimum=8,
-        maximum=512,
-        main=True,
-    )
-    learned_prior: bool = setting(
-        True, label="Learned prior", help="predict each factored-out half from the rest"
-    )
+    hidden: int = coupling_width(128)
+    learned_prior: bool = factored_prior(True)
 
 
 class Glow(FlowModel):

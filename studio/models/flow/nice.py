@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from studio.models.base import FamilyInfo, setting
-from studio.models.flow import CAPABILITIES, LOSS_NAMES, FlowConfig, FlowModel, check_divisible
+from studio.models.flow import (
+    CAPABILITIES,
+    LOSS_NAMES,
+    FlowConfig,
+    FlowModel,
+    check_divisible,
+    coupling_width,
+)
 from studio.models.flow.layers import Coupling, DiagonalScale, Level, MultiScaleFlow, Squeeze
 
 # The mask cycle: every pixel and every channel half is transformed within four layers.
@@ -27,14 +34,7 @@ class NICEConfig(FlowConfig):
         maximum=32,
         main=True,
     )
-    hidden: int = setting(
-        64,
-        label="Network width",
-        help="channels of each coupling's conv net",
-        minimum=8,
-        maximum=512,
-        main=True,
-    )
+    hidden: int = coupling_width(64)
 
 
 class NICE(FlowModel):

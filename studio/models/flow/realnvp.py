@@ -10,20 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from studio.models.base import FamilyInfo, setting
-from studio.models.flow import CAPABILITIES, LOSS_NAMES, FlowConfig, FlowModel, check_divisible
+from studio.models.flow import (
+    CAPABILITIES,
+    LOSS_NAMES,
+    FlowConfig,
+    FlowModel,
+    check_divisible,
+    coupling_width,
+    factored_prior,
+    multiscale_levels,
+)
 from studio.models.flow.layers import Coupling, FlowLayer, Level, MultiScaleFlow, Split, Squeeze
 
 
 @dataclass
 class RealNVPConfig(FlowConfig):
-    scales: int = setting(
-        3,
-        label="Scales",
-        help="multi-scale levels; each halves the image size",
-        minimum=1,
-        maximum=6,
-        main=True,
-    )
+    scales: int = multiscale_levels("Scales")
     couplings: int = setting(
         3,
         label="Couplings per stage",
@@ -32,17 +34,8 @@ class RealNVPConfig(FlowConfig):
         maximum=16,
         main=True,
     )
-    hidden: int = setting(
-        64,
-        label="Network width",
-        help="channels of each coupling's conv net",
-        minimum=8,
-        maximum=512,
-        main=True,
-    )
-    learned_prior: bool = setting(
-        False, label="Learned prior", help="predict each factored-out half from the rest"
-    )
+    hidden: int = coupling_width(64)
+    learned_prior: bool = factored_prior(False)
 
 
 class RealNVP(FlowModel):

@@ -29,6 +29,7 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
+from studio.models.configs import learning_rate, network_width
 
 
 def levels_for(resolution: int) -> int:
@@ -206,19 +207,9 @@ class GANConfig(ModelConfig):
     """Settings every GAN here shares; the field names are used by the CLI and the GUI."""
 
     latent_dim: int = setting(100, label="Latent size", minimum=2, maximum=512, main=True)
-    width: int = setting(
-        64,
-        label="Network width",
-        help="channels of the widest-but-one layer",
-        minimum=8,
-        maximum=256,
-    )
-    lr_g: float = setting(
-        2e-4, label="Generator learning rate", minimum=1e-6, maximum=1e-2, main=True
-    )
-    lr_d: float = setting(
-        2e-4, label="Discriminator learning rate", minimum=1e-6, maximum=1e-2, main=True
-    )
+    width: int = network_width(64, help="channels of the widest-but-one layer")
+    lr_g: float = learning_rate(2e-4, label="Generator learning rate")
+    lr_d: float = learning_rate(2e-4, label="Discriminator learning rate")
     beta1: float = setting(0.5, label="Adam beta1", minimum=0.0, maximum=0.999)
     beta2: float = setting(0.999, label="Adam beta2", minimum=0.0, maximum=0.9999)
     spectral_norm: bool = setting(False, label="Spectral norm in D", help="steadier training")

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from studio.models.base import Batch, Capability, FamilyInfo, StepContext, setting
+from studio.models.configs import override
 from studio.models.gan.common import (
     GANConfig,
     GANModel,
@@ -29,12 +30,10 @@ from studio.models.gan.common import (
 class WGANGPConfig(GANConfig):
     # The paper's optimiser: Adam with lr 1e-4 and betas (0, 0.9); momentum hurts a critic
     # whose target moves with every generator update.
-    lr_g: float = setting(
-        1e-4, label="Generator learning rate", minimum=1e-6, maximum=1e-2, main=True
-    )
-    lr_d: float = setting(1e-4, label="Critic learning rate", minimum=1e-6, maximum=1e-2, main=True)
-    beta1: float = setting(0.0, label="Adam beta1", minimum=0.0, maximum=0.999)
-    beta2: float = setting(0.9, label="Adam beta2", minimum=0.0, maximum=0.9999)
+    lr_g: float = override(GANConfig, "lr_g", 1e-4)
+    lr_d: float = override(GANConfig, "lr_d", 1e-4, label="Critic learning rate")
+    beta1: float = override(GANConfig, "beta1", 0.0)
+    beta2: float = override(GANConfig, "beta2", 0.9)
     spectral_norm: bool = setting(False, label="Spectral norm in the critic")
     gp_lambda: float = setting(
         10.0,

@@ -11,30 +11,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from studio.models.base import FamilyInfo, setting
+from studio.models.base import FamilyInfo
+from studio.models.configs import override
 from studio.models.vae.conv import ConvVAE, ConvVAEConfig
 
 
 @dataclass
 class BetaVAEConfig(ConvVAEConfig):
-    beta: float = setting(
+    beta: float = override(
+        ConvVAEConfig,
+        "beta",
         4.0,
-        label="KL weight (beta)",
         help="above 1: more independent latents, blurrier images",
-        minimum=0.0,
-        maximum=100.0,
         main=True,
     )
-    kl_warmup_steps: int = setting(
+    kl_warmup_steps: int = override(
+        ConvVAEConfig,
+        "kl_warmup_steps",
         2000,
-        label="KL warm-up steps",
         help="ramp the KL weight from 0 to beta over this many steps; 0 = off",
-        minimum=0,
         main=True,
     )
     # A learned pixel noise would shrink to cancel out beta, so it is fixed by default here.
-    learn_sigma: bool = setting(
-        False, label="Learn pixel noise", help="gaussian only: learn one noise level"
+    learn_sigma: bool = override(
+        ConvVAEConfig, "learn_sigma", False, help="gaussian only: learn one noise level"
     )
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from studio.models.configs import network_width
+
 LEVELS = 256
 LIKELIHOODS = ("gaussian", "bernoulli")
 LOG_SIGMA_MIN = math.log(1e-3)  # below this the bins are many sigmas wide: nothing to gain
@@ -29,6 +31,11 @@ LABEL_DIM = 32  # size of the class embedding a conditional model feeds its netw
 # Adam gets there in hundreds of steps rather than tens of thousands (measured: 250 steps on
 # binary images end at 0.30 of the first loss with this scale, 0.78 without).
 CB_LOGIT_SCALE = 32.0
+
+
+def vae_width(default: int) -> Any:
+    """The "Network width" setting of the VAEs."""
+    return network_width(default, help="channels of the first layer")
 
 
 def levels_for(resolution: int) -> int:

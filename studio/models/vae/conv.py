@@ -26,6 +26,7 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
+from studio.models.configs import learning_rate
 from studio.models.vae.common import (
     LIKELIHOODS,
     ConvDecoder,
@@ -36,6 +37,7 @@ from studio.models.vae.common import (
     pixel_log_prob,
     reparameterise,
     temperature_of,
+    vae_width,
 )
 
 KL_DIMS_SHOWN = 16  # kl_dim_00..kl_dim_15: enough to see which latents are in use
@@ -45,10 +47,8 @@ KL_DIM_NAMES = tuple(f"kl_dim_{i:02d}" for i in range(KL_DIMS_SHOWN))
 @dataclass
 class ConvVAEConfig(ModelConfig):
     latent_dim: int = setting(32, label="Latent size", minimum=2, maximum=512, main=True)
-    width: int = setting(
-        32, label="Network width", help="channels of the first layer", minimum=8, maximum=256
-    )
-    lr: float = setting(1e-3, label="Learning rate", minimum=1e-6, maximum=1e-2, main=True)
+    width: int = vae_width(32)
+    lr: float = learning_rate(1e-3)
     likelihood: str = setting(
         "gaussian",
         label="Pixel likelihood",

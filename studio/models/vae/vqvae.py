@@ -36,7 +36,8 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
-from studio.models.vae.common import ResBlock, group_norm, temperature_of
+from studio.models.configs import learning_rate
+from studio.models.vae.common import ResBlock, group_norm, temperature_of, vae_width
 
 MIN_COUNT = 1e-20  # EMA cluster sizes below this are treated as empty (no division)
 
@@ -56,10 +57,8 @@ class VQVAEConfig(ModelConfig):
         choices=(2, 4, 8),
         main=True,
     )
-    width: int = setting(
-        64, label="Network width", help="channels of the first layer", minimum=8, maximum=256
-    )
-    lr: float = setting(5e-4, label="Learning rate", minimum=1e-6, maximum=1e-2, main=True)
+    width: int = vae_width(64)
+    lr: float = learning_rate(5e-4)
     commitment: float = setting(
         0.25,
         label="Commitment weight",

@@ -1,0 +1,106 @@
+"""Model settings: one definition per shared setting, and old saved settings still load.
+
+``SAVED`` is each family's ``config.json`` "model" block as Studio wrote it before the shared
+settings moved to ``studio.models.configs`` (every default, in form order). A change of a
+default, a name or the order of the fields shows up here as well as in ``docs/models.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from studio.models.configs import learning_rate, network_width, override
+from studio.models.registry import FAMILIES, get_family
+from studio.models.vae.conv import ConvVAEConfig
+
+# fmt: off
+SAVED = {
+    'gan.dcgan': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'latent_dim': 100, 'width': 64, 'lr_g': 0.0002, 'lr_d': 0.0002, 'beta1': 0.5, 'beta2': 0.999, 'spectral_norm': False, 'r1_gamma': 0.0},
+    'gan.cgan': {'resolution': 32, 'channels': 3, 'num_classes': 2, 'latent_dim': 100, 'width': 64, 'lr_g': 0.0002, 'lr_d': 0.0002, 'beta1': 0.5, 'beta2': 0.999, 'spectral_norm': False, 'r1_gamma': 0.0},
+    'gan.wgan_gp': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'latent_dim': 100, 'width': 64, 'lr_g': 0.0001, 'lr_d': 0.0001, 'beta1': 0.0, 'beta2': 0.9, 'spectral_norm': False, 'gp_lambda': 10.0, 'n_critic': 5, 'critic_norm': 'layer', 'drift': 0.001},
+    'vae.conv': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'latent_dim': 32, 'width': 32, 'lr': 0.001, 'likelihood': 'gaussian', 'learn_sigma': True, 'sigma': 0.1, 'beta': 1.0, 'kl_warmup_steps': 0},
+    'vae.beta': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'latent_dim': 32, 'width': 32, 'lr': 0.001, 'likelihood': 'gaussian', 'learn_sigma': False, 'sigma': 0.1, 'beta': 4.0, 'kl_warmup_steps': 2000},
+    'vae.cvae': {'resolution': 32, 'channels': 3, 'num_classes': 2, 'latent_dim': 32, 'width': 32, 'lr': 0.001, 'likelihood': 'gaussian', 'learn_sigma': True, 'sigma': 0.1, 'beta': 1.0, 'kl_warmup_steps': 0},
+    'vae.vqvae': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'codebook_size': 256, 'embedding_dim': 32, 'downsample': 4, 'width': 64, 'lr': 0.0005, 'commitment': 0.25, 'decay': 0.99, 'restart_after': 100},
+    'flow.nice': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'lr': 0.001, 'warmup_steps': 200, 'max_grad_norm': 50.0, 'couplings': 8, 'hidden': 64},
+    'flow.realnvp': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'lr': 0.001, 'warmup_steps': 200, 'max_grad_norm': 50.0, 'scales': 3, 'couplings': 3, 'hidden': 64, 'learned_prior': False},
+    'flow.glow': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'lr': 0.001, 'warmup_steps': 200, 'max_grad_norm': 50.0, 'levels': 3, 'steps': 8, 'hidden': 128, 'learned_prior': True},
+    'diffusion.ddpm': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'width': 64, 'channel_mults': 'auto', 'layers_per_block': 2, 'attention_res': 16, 'dropout': 0.1, 'num_train_timesteps': 1000, 'beta_schedule': 'linear', 'prediction_type': 'epsilon', 'lr': 0.0002, 'weight_decay': 0.0, 'warmup_steps': 200, 'grad_clip': 1.0, 'ema_decay': 0.999, 'cond_drop_prob': 0.1, 'guidance': 3.0},
+    'diffusion.text': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'width': 32, 'channel_mults': 'auto', 'layers_per_block': 1, 'attention_res': 16, 'dropout': 0.0, 'num_train_timesteps': 1000, 'beta_schedule': 'linear', 'prediction_type': 'v_prediction', 'lr': 0.0002, 'weight_decay': 0.0, 'warmup_steps': 200, 'grad_clip': 1.0, 'ema_decay': 0.999, 'cond_drop_prob': 0.1, 'guidance': 3.0, 'word_dropout': 0.1, 'text_dim': 64, 'text_layers': 2, 'text_heads': 4, 'max_tokens': 24, 'max_words': 2000, 'vocab': '', 'sample_prompts': '', 'text_encoder_path': ''},
+}
+# fmt: on
+
+
+def test_every_family_has_a_saved_config():
+    assert set(SAVED) == set(FAMILIES)
+
+
+@pytest.mark.parametrize("key", list(FAMILIES))
+def test_config_saved_before_the_refactor_loads_to_the_same_values(key):
+    config_cls = get_family(key).Config
+    saved = json.loads(json.dumps(SAVED[key]))  # as read back from config.json
+    config = config_cls.from_dict(saved)
+    assert config.to_dict() == SAVED[key]
+    assert list(config.to_dict()) == list(SAVED[key])  # same fields, same (form) order
+    # The saved values were the defaults: none of them moved.
+    assert config == config_cls(num_classes=SAVED[key]["num_classes"])
+
+
+def test_a_changed_setting_survives_the_round_trip():
+    saved = dict(SAVED["diffusion.text"], width=16, cond_drop_prob=0.25, vocab="red blue")
+    config = get_family("diffusion.text").Config.from_dict(saved)
+    assert (config.width, config.cond_drop_prob, config.vocabulary()) == (16, 0.25, ["red", "blue"])
+    assert config.to_dict() == saved
+
+
+def _meta(config_cls: type, name: str) -> dict:
+    field = {f.name: f for f in dataclasses.fields(config_cls)}[name]
+    return dict(field.metadata)
+
+
+def test_override_changes_the_default_and_keeps_the_rest():
+    @dataclasses.dataclass
+    class Sharper(ConvVAEConfig):
+        beta: float = override(ConvVAEConfig, "beta", 2.0, main=True)
+
+    assert Sharper().beta == 2.0 and ConvVAEConfig().beta == 1.0
+    assert _meta(Sharper, "beta") == {**_meta(ConvVAEConfig, "beta"), "main": True}
+    # A redefined field keeps its place in the form.
+    assert [f.name for f in dataclasses.fields(Sharper)] == [
+        f.name for f in dataclasses.fields(ConvVAEConfig)
+    ]
+
+
+def test_override_refuses_unknown_settings_and_metadata():
+    with pytest.raises(AttributeError, match="no setting 'bogus'"):
+        override(ConvVAEConfig, "bogus", 1)
+    with pytest.raises(TypeError, match="cannot change colour"):
+        override(ConvVAEConfig, "beta", 1.0, colour="red")
+
+
+def _fields_labelled(label: str) -> list[tuple[str, dataclasses.Field]]:
+    return [
+        (key, f)
+        for key in FAMILIES
+        for f in dataclasses.fields(get_family(key).Config)
+        if f.metadata.get("label") == label
+    ]
+
+
+@pytest.mark.parametrize(
+    ("label", "shared"),
+    [
+        ("Learning rate", learning_rate(1.0)),
+        ("Network width", network_width(8, help="")),
+    ],
+)
+def test_shared_settings_have_one_range_everywhere(label, shared):
+    fields = _fields_labelled(label)
+    assert len({key for key, _ in fields}) >= 6, "expected the setting in most families"
+    for key, f in fields:
+        assert f.metadata["minimum"] == shared.metadata["minimum"], (key, f.name)
+        if label == "Learning rate":
+            assert f.metadata["maximum"] == shared.metadata["maximum"], (key, f.name)
