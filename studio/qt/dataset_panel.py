@@ -1,11 +1,19 @@
 """The Dataset workspace: choose an image folder, see what is usable and what was skipped.
 
-Scanning (which decodes every image) and making the demo dataset run on the engine thread;
-this panel only shows their progress and results.
+Scanning (which decodes every image) and making the demo dataset run on the panel's own *scan
+lane*: a second :class:`~studio.qt.engine_thread.JobRunner` with one thread, so a folder can be
+checked while a model trains on the engine thread. Scans are file work of unbounded length, so
+they must neither wait for training nor run between its steps (that would stall it). The lane
+decodes one image at a time, and while a model trains it also rests as long as it works
+(:func:`gentle`), so a CPU training run on a few cores keeps most of its speed. A scan writes
+nothing (the decoded-image cache is written by training's own load on the engine thread,
+atomically). This panel only shows the lane's progress and results.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +45,8 @@ from PySide6.QtWidgets import (
 from superqt import QElidingLabel
 
 from studio.core.errors import NoUsableImages
-from studio.core.jobs import Outcome, Progress, Status
+from studio.core.jobs import CancelToken, Outcome, Progress, Status
+from studio.engine import live  # no torch: which runs are training now
 from studio.qt import engine_jobs
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.imaging import numpy_to_qimage
@@ -46,6 +55,35 @@ from studio.qt.widgets import Banner
 
 MAX_SIZES_SHOWN = 4
 ICON_SIZE = 72
+TRAINING_SHARE = 0.5  # while a model trains, a scan works about this share of the time
+MAX_REST_S = 0.25  # so a cancel is still noticed quickly
+
+
+def gentle(factory: Any, share: float = TRAINING_SHARE) -> Any:
+    """Wrap a job factory so the job rests while a model trains here.
+
+    After each stretch of work between two reports it sleeps ``(1 - share) / share`` times as
+    long (at most :data:`MAX_REST_S`), which frees the CPU and the GIL for the training step.
+    With nothing training it runs at full speed. Results and reports are unchanged.
+    """
+    factor = (1.0 - share) / share
+
+    def job(token: CancelToken) -> Generator[Progress, None, Any]:
+        inner = factory(token)
+        try:
+            while True:
+                start = time.perf_counter()
+                try:
+                    progress = next(inner)
+                except StopIteration as end:
+                    return end.value
+                if live.live_paths() and not token.cancelled:
+                    time.sleep(min((time.perf_counter() - start) * factor, MAX_REST_S))
+                yield progress
+        finally:
+            inner.close()
+
+    return job
 
 
 def _fit_thumbnail(image: QImage) -> QImage:
@@ -75,7 +113,10 @@ class DatasetPanel(QWidget):
         self, runner: JobRunner, settings: AppSettings, parent: QWidget | None = None
     ) -> None:
         super().__init__(parent)
-        self._runner = runner
+        self._runner = runner  # the engine thread: only asked whether something is training
+        # The scan lane: same jobs, mailbox and signals as the engine thread, its own thread.
+        self.scan_runner = JobRunner(self)
+        self.scan_runner.engine.setObjectName("studio-scans")
         self._settings = settings
         self._job: JobHandle | None = None
         self._job_kind = ""
@@ -83,10 +124,11 @@ class DatasetPanel(QWidget):
         self._n_images = 0
         self._scan: Any = None
         self._build()
-        runner.job_started.connect(self._on_job_started)
-        runner.job_progress.connect(self._on_job_progress)
-        runner.job_events.connect(self._on_job_events)
-        runner.job_finished.connect(self._on_job_finished)
+        lane = self.scan_runner
+        lane.job_started.connect(self._on_job_started)
+        lane.job_progress.connect(self._on_job_progress)
+        lane.job_events.connect(self._on_job_events)
+        lane.job_finished.connect(self._on_job_finished)
 
     # -- layout ----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -220,7 +262,7 @@ class DatasetPanel(QWidget):
             self.set_folder(folder)
 
     def set_folder(self, folder: str | Path) -> None:
-        """Scan ``folder`` on the engine thread (cancelling a scan still running)."""
+        """Scan ``folder`` on the scan lane (cancelling a scan still running)."""
         self._cancel_job()
         self._folder = str(Path(folder).expanduser())
         self._n_images = 0
@@ -232,7 +274,7 @@ class DatasetPanel(QWidget):
         self._start_job(
             "scan",
             f"Scan {self._folder}",
-            engine_jobs.scan(self._folder),
+            gentle(engine_jobs.scan(self._folder)),
             engine_jobs.keep_thumbnails,
         )
 
@@ -240,7 +282,7 @@ class DatasetPanel(QWidget):
         """Make (or reuse) the demo dataset, then scan it."""
         self._cancel_job()
         self.banner.clear()
-        self._start_job("demo", "Demo dataset", engine_jobs.demo_dataset(), None)
+        self._start_job("demo", "Demo dataset", gentle(engine_jobs.demo_dataset()), None)
 
     def cancel(self) -> None:
         if self._job is not None:
@@ -248,14 +290,26 @@ class DatasetPanel(QWidget):
             self.progress_label.setText("Cancelling…")
             self.cancel_button.setEnabled(False)
 
+    def shutdown(
+        self, timeout_ms: int = 10_000, process_events: Callable[[], None] | None = None
+    ) -> bool:
+        """Cancel the scan and stop the scan lane's thread; return whether it stopped in time.
+
+        A scan keeps nothing worth a graceful stop, so it is cancelled at once; it notices at
+        its next report (at least every quarter second). The thread is never terminated.
+        """
+        self._cancel_job()
+        return self.scan_runner.shutdown(timeout_ms, grace_ms=0, process_events=process_events)
+
     # -- jobs ------------------------------------------------------------------------------
     def _start_job(self, kind: str, name: str, factory: Any, keep: Any) -> None:
         self._job_kind = kind
-        self._job = self._runner.submit(name, factory, keep=keep)
+        self._job = self.scan_runner.submit(name, factory, keep=keep)
         self.progress.setRange(0, 0)
-        waiting = self._runner.engine.running_job() not in (None, self._job)
+        # A scan just cancelled ends at its next report, a fraction of a second.
+        waiting = self.scan_runner.engine.running_job() not in (None, self._job)
         self.progress_label.setText(
-            "Waiting for the running job to finish…" if waiting else "Starting…"
+            "Finishing the previous scan…" if waiting else self._starting_text()
         )
         self.cancel_button.setEnabled(True)
         self.busy_row.show()
@@ -266,9 +320,14 @@ class DatasetPanel(QWidget):
             self._job = None  # its late reports and its end are ignored
         self.busy_row.hide()
 
+    def _starting_text(self) -> str:
+        if self._runner.engine.running_job() is not None:
+            return "Starting (alongside the running job)…"
+        return "Starting…"
+
     def _on_job_started(self, handle: JobHandle) -> None:
         if handle is self._job:
-            self.progress_label.setText("Starting…")
+            self.progress_label.setText(self._starting_text())
 
     def _on_job_progress(
         self, handle: JobHandle, progress: Progress, image: Any, points: Any
@@ -365,6 +424,12 @@ class DatasetPanel(QWidget):
             return
         self._n_images = n
         self._settings.add_recent_folder(self._folder)
+        if live.live_paths():  # scanned while a model trains: say which images it uses
+            self.banner.show_message(
+                "The run training now keeps the images it loaded when it started; "
+                "new runs will use this folder.",
+                "info",
+            )
         self.dataset_changed.emit(self._folder, n)
 
     def _fill_skipped(self, skipped: Any) -> None:

@@ -15,7 +15,7 @@ the window never waits for them. Progress crosses threads through a :class:`JobM
 Workers never touch widgets; only signals cross threads. The thread is never terminated: it is
 asked to stop (jobs keep their work), then to cancel, and waited for.
 
-Interactive jobs (``submit(..., interactive=True)``: a peek, a decode, a short scan) do not wait
+Interactive jobs (``submit(..., interactive=True)``: a peek, a decode, a search) do not wait
 for a long job. They go on a second queue, and each time the running job yields (training
 yields after every step, and every ~50 ms while paused) the engine thread runs every waiting
 interactive job to completion, *inside* the running job's progress callback, then lets the

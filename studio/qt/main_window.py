@@ -2,6 +2,7 @@
 
 It owns the one engine thread (through a :class:`JobRunner`) and makes sure it has stopped
 before the window closes: a running training job is asked to stop, which saves a checkpoint.
+The Dataset workspace scans folders on a lane of its own (a second runner), stopped first.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class MainWindow(QMainWindow):
         self.compare_panel.send_to_canvas = self.send_to_canvas
         self.prompt.send_to_canvas = self.send_to_canvas  # text-to-image results
         self.prompt.status_message.connect(lambda text: self.statusBar().showMessage(text, 8000))
-        self.runner.job_started.connect(self._on_job_started)
-        self.runner.job_finished.connect(self._on_job_finished)
+        for runner in (self.runner, self.dataset_panel.scan_runner):
+            runner.job_started.connect(self._on_job_started)
+            runner.job_finished.connect(self._on_job_finished)
         self.statusBar().showMessage("Loading the models…")
         self._restore_geometry()
         self.train_panel.load_families()
@@ -225,6 +227,7 @@ class MainWindow(QMainWindow):
         self.prompt.shutdown()  # cancels a generation, keeps its settings
         self.canvas.shutdown()  # cancels an inpaint, finishes file writes, drops the autosave
         self.latent_workspace.shutdown()  # its own decode thread
+        self.dataset_panel.shutdown(process_events=QApplication.processEvents)  # the scan lane
         self.train_panel.view.shutdown()  # the run's and the overlays' metrics watchers
         self.settings.set_window_geometry(self.saveGeometry())
         self.settings.set_window_state(self.saveState())

@@ -67,7 +67,7 @@ def test_a_new_choice_replaces_a_running_scan(qtbot, window, tiny_dataset, empty
     with qtbot.waitSignal(panel.dataset_changed, timeout=30_000) as blocker:
         panel.set_folder(tiny_dataset)  # the first scan's result must not win
     assert blocker.args == [str(tiny_dataset), 32]
-    qtbot.waitUntil(lambda: not window.runner.is_busy(), timeout=10_000)
+    qtbot.waitUntil(lambda: not panel.scan_runner.is_busy(), timeout=10_000)
     assert panel.count_label.text() == "32 images found"
 
 
