@@ -68,8 +68,8 @@ class NaivePlot:
 # own clip-to-view and downsampling on every curve.
 BEFORE = {
     ("studio.qt.series", "ALTERNATE_PEAKS"): False,
-    ("studio.qt.plot", "GRID_TICK_LEVELS"): 2,
-    ("studio.qt.plot", "PYQTGRAPH_DECIMATION"): True,
+    ("studio.qt.plot_controls", "GRID_TICK_LEVELS"): 2,
+    ("studio.qt.plot_curves", "PYQTGRAPH_DECIMATION"): True,
 }
 PAINT_METRICS = {  # name: (level, noise): losses on top, diagnostics below
     "loss_d": (0.6, 0.15),

@@ -37,10 +37,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from studio.core.brush import composite, feather, grow
 from studio.core.errors import StudioError
 from studio.core.imaging import make_grid
 from studio.core.jobs import Progress
+from studio.core.masks import composite, feather, grow
 from studio.engine import inpaint_diffusion as diff
 from studio.engine import inpaint_latent as lat
 from studio.engine.device import cpu_generator, resolve_device

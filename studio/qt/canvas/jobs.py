@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from studio.core.brush import support_rect
 from studio.core.jobs import CancelToken, Progress
+from studio.core.regions import support_rect
 from studio.qt.engine_jobs import Factory
 
 THUMB_SIZE = 112

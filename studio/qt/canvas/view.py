@@ -26,8 +26,8 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QWidget
 
-from studio.core.brush import Rect
 from studio.core.canvas import CanvasDocument
+from studio.core.regions import Rect
 from studio.qt.canvas.overlay import MaskOverlay
 from studio.qt.canvas.pointer import ZOOM_STEP, PointerInput
 from studio.qt.canvas.tools import ToolController

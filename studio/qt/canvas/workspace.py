@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.core.brush import Rect
 from studio.core.canvas import CanvasDocument, CanvasError
+from studio.core.regions import Rect
 from studio.qt.canvas.autosave import AutosaveController, ask_recovery
 from studio.qt.canvas.files import CanvasFiles, as_rgb
 from studio.qt.canvas.inpaint_panel import InpaintPanel
