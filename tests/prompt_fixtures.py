@@ -308,6 +308,63 @@ def build_tiny_sdxl(folder: str | os.PathLike[str]) -> Path:
     return folder
 
 
+def build_tiny_sdxl_refiner(folder: str | os.PathLike[str]) -> Path:
+    """A tiny SDXL refiner: ONE text encoder (the OpenCLIP-shaped second encoder, width 24, with
+    a projection; no CLIP-L), a UNet conditioned on the aesthetic score, saved as the refiner's
+    ``StableDiffusionXLImg2ImgPipeline`` with ``text_encoder``/``tokenizer`` null and
+    ``requires_aesthetics_score`` true, as stabilityai's refiner folder is.
+
+    The refiner's UNet takes five micro-conditioning ids (original size, crop, aesthetic score)
+    instead of the base model's six (original size, crop, target size).
+    """
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+
+    folder = Path(folder)
+    torch.manual_seed(3)
+    with tempfile.TemporaryDirectory() as tok_src:
+        tokenizer = tiny_tokenizer(Path(tok_src))
+    text_encoder_2 = _text_encoder(tokenizer, 24, projection=True)
+    text_encoder_2.config.hidden_act = "gelu"
+    time_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=TINY_IMAGE // 2,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+        block_out_channels=(16, 32),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=24,  # the one encoder's hidden states
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=5 * time_dim + 24,
+    ).eval()
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        vae=_vae(),
+        text_encoder=None,
+        text_encoder_2=text_encoder_2,
+        tokenizer=None,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 # -- hostile files ----------------------------------------------------------------------------
 
 
@@ -368,7 +425,8 @@ def write_safetensors_header(
 # -- the original (CompVis / Stability) single-file layout ------------------------------------
 #
 # diffusers can read this layout (``from_single_file``) but not write it, so the tests write it
-# here, from a folder made by ``build_tiny_sd``/``build_tiny_sd2``/``build_tiny_sdxl``. The
+# here, from a folder made by ``build_tiny_sd``/``build_tiny_sd2``/``build_tiny_sdxl`` (or
+# ``build_tiny_sdxl_refiner``). The
 # mapping is the inverse of the one diffusers' converters in ``diffusers.loaders.single_file_utils``
 # apply; tests/test_prompt_single_file.py checks that those converters undo it exactly.
 
@@ -559,15 +617,21 @@ def original_layout_state_dict(folder: str | os.PathLike[str]) -> dict[str, Any]
 
     The layout follows the folder: SD 1.x (CLIP under ``cond_stage_model.transformer.``), SD 2.x
     (OpenCLIP under ``cond_stage_model.model.``; told by the UNet's linear attention projections,
-    ``use_linear_projection``) or SDXL (``conditioner.embedders.0.transformer.`` and
-    ``conditioner.embedders.1.model.``).
+    ``use_linear_projection``), SDXL (``conditioner.embedders.0.transformer.`` and
+    ``conditioner.embedders.1.model.``) or the SDXL refiner (no ``text_encoder/``: its one
+    OpenCLIP encoder under ``conditioner.embedders.0.model.``, and no ``embedders.1``).
     """
     folder = Path(folder)
     unet, unet_cfg = _component(folder, "unet")
     vae, vae_cfg = _component(folder, "vae")
-    text, _ = _component(folder, "text_encoder")
     out = {f"model.diffusion_model.{k}": v for k, v in unet_to_ldm(unet, unet_cfg).items()}
     out.update({f"first_stage_model.{k}": v for k, v in vae_to_ldm(vae, vae_cfg).items()})
+    if not (folder / "text_encoder").is_dir():  # the SDXL refiner: OpenCLIP bigG alone
+        text_2, _ = _component(folder, "text_encoder_2")
+        prefix = "conditioner.embedders.0.model."
+        out.update({f"{prefix}{k}": v for k, v in open_clip_to_ldm(text_2).items()})
+        return out
+    text, _ = _component(folder, "text_encoder")
     if (folder / "text_encoder_2").is_dir():
         text_2, _ = _component(folder, "text_encoder_2")
         prefix = "conditioner.embedders."

@@ -296,11 +296,17 @@ def _load(
         pipe._studio_scheduler_config = sibling._studio_scheduler_config
         cache.put(key, pipe)
         return pipe, key, False
+    from studio.engine.prompt.library import IMAGE_ONLY_ARCHS, inspect_model
+    from studio.engine.prompt.loading import refiner_txt2img_error
+
+    entry = inspect_model(source.path)  # the header only: what it is, before unloading others
+    if task == "txt2img" and entry.arch in IMAGE_ONLY_ARCHS:
+        raise refiner_txt2img_error(source.name)
     cache.evict_other(key)
     cache.evict(PipelineCache._model_key(key))  # this model in another configuration
     mem.free_memory()
     pipe = load_pipeline(
-        source.path,
+        entry,
         task,
         device=torch.device("cpu") if offload else device,
         dtype=dtype,

@@ -28,12 +28,22 @@ from studio.engine.prompt import files
 from studio.engine.prompt.files import FLOAT_DTYPES, FileFormat
 
 KINDS = ("diffusers-folder", "single-file", "studio-run")
-ARCHS = ("sd1", "sd2", "sdxl", "studio", "unknown")
+ARCHS = ("sd1", "sd2", "sdxl", "sdxl-refiner", "studio", "unknown")
+ARCH_DESCRIPTIONS = {
+    "sd1": "SD 1.x",
+    "sd2": "SD 2.x",
+    "sdxl": "SDXL",
+    "sdxl-refiner": "SDXL refiner",
+    "studio": "Studio run",
+}
+# Architectures that only refine an existing image (image to image, inpaint): no text to image.
+IMAGE_ONLY_ARCHS = frozenset({"sdxl-refiner"})
 LIBRARY_FILE = "models.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 
 # Original (CompVis / Stability) single-file layouts, told apart by key prefixes.
 _SDXL_KEY = "conditioner.embedders.1."  # SDXL base: CLIP-L is embedder 0, OpenCLIP bigG is 1
+_REFINER_KEY = "conditioner.embedders.0.model."  # SDXL refiner: OpenCLIP bigG alone, embedder 0
 _SD2_KEY = "cond_stage_model.model."  # SD 2.x: OpenCLIP ViT-H
 _SD1_KEY = "cond_stage_model.transformer."  # SD 1.x: CLIP ViT-L (transformers layout)
 _UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"  # conv_in: [320, 4 or 9, 3, 3]
@@ -61,9 +71,7 @@ class ModelEntry:
 
     @property
     def description(self) -> str:
-        arch = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "studio": "Studio run"}.get(
-            self.arch, "unknown type"
-        )
+        arch = ARCH_DESCRIPTIONS.get(self.arch, "unknown type")
         return f"{arch}{' inpainting' if self.inpainting else ''}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +97,8 @@ def classify_checkpoint_keys(shapes: Mapping[str, Iterable[int]]) -> tuple[str, 
     keys = shapes.keys()
     if any(k.startswith(_SDXL_KEY) for k in keys):
         arch = "sdxl"
+    elif any(k.startswith(_REFINER_KEY) for k in keys):
+        arch = "sdxl-refiner"
     elif any(k.startswith(_SD2_KEY) for k in keys):
         arch = "sd2"
     elif any(k.startswith(_SD1_KEY) for k in keys):
@@ -137,6 +147,18 @@ def _weight_files(folder: Path) -> list[Path]:
     return chosen
 
 
+def _is_refiner_index(index: Mapping[str, Any]) -> bool:
+    """An SDXL ``model_index.json`` of the refiner: one text encoder (``text_encoder_2``, with
+    ``text_encoder`` null or absent) or an aesthetic-score UNet."""
+
+    def present(name: str) -> bool:
+        value = index.get(name)
+        return isinstance(value, list) and bool(value) and value[0] is not None
+
+    one_encoder = present("text_encoder_2") and not present("text_encoder")
+    return one_encoder or index.get("requires_aesthetics_score") is True
+
+
 def inspect_folder(folder: Path) -> ModelEntry:
     files.check_folder_code(folder)
     index = _read_json(folder / "model_index.json")
@@ -151,7 +173,7 @@ def inspect_folder(folder: Path) -> ModelEntry:
     if isinstance(cross, list):
         cross = cross[0] if cross else None
     if "XL" in class_name or unet.get("addition_embed_type") == "text_time":
-        arch = "sdxl"
+        arch = "sdxl-refiner" if _is_refiner_index(index) else "sdxl"
     elif cross == 1024:
         arch = "sd2"
     elif cross == 768:

@@ -13,6 +13,11 @@
 ``task`` is "txt2img", "img2img" or "inpaint". For "inpaint" on a model whose UNet is not an
 inpainting one (4 input channels), the image-to-image pipeline is returned and
 :func:`native_inpainting` is False: the caller blends the known region into the latents itself.
+
+The SDXL refiner (arch "sdxl-refiner": one text encoder, ``text_encoder_2``; no
+``text_encoder``/``tokenizer``; a UNet conditioned on an aesthetic score) refines an existing
+image: image to image and inpainting only. Asked for "txt2img" it raises :func:`refiner_txt2img_error`
+before anything is loaded.
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ from studio.core.jobs import CancelToken, Progress
 from studio.core.paths import cache_dir, studio_home
 from studio.engine.prompt import files
 from studio.engine.prompt.files import FileFormat
-from studio.engine.prompt.library import ModelEntry, classify_checkpoint_keys, inspect_model
+from studio.engine.prompt.library import (
+    IMAGE_ONLY_ARCHS,
+    ModelEntry,
+    classify_checkpoint_keys,
+    inspect_model,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +54,36 @@ _PIPELINES = {
     (True, "img2img"): "StableDiffusionXLImg2ImgPipeline",
     (True, "inpaint"): "StableDiffusionXLInpaintPipeline",
 }
-_ARCH_NAMES = {"sd1": "Stable Diffusion 1.x", "sd2": "Stable Diffusion 2.x", "sdxl": "SDXL"}
+_ARCH_NAMES = {
+    "sd1": "Stable Diffusion 1.x",
+    "sd2": "Stable Diffusion 2.x",
+    "sdxl": "SDXL",
+    "sdxl-refiner": "SDXL refiner",
+}
+_XL_ARCHS = ("sdxl", "sdxl-refiner")
+
+
+def refiner_txt2img_error(name: str) -> StudioError:
+    """Why a refiner cannot make an image from a prompt alone, and what to do instead."""
+    return StudioError(
+        f"{name} is an SDXL refiner: it refines an existing image and cannot make one from a "
+        "prompt alone. Use Image to image (or Inpaint) with a picture to refine (--image on the "
+        "command line), or pick a base model (SD 1.x, SD 2.x, SDXL) for Text to image."
+    )
+
+
+def is_refiner(pipe: Any) -> bool:
+    """True for an SDXL refiner pipeline: ``text_encoder_2`` alone, or an aesthetic-score UNet."""
+    entry = getattr(pipe, "studio_entry", None)
+    if entry is not None and getattr(entry, "arch", "") in IMAGE_ONLY_ARCHS:
+        return True
+    if not _is_xl(pipe):
+        return False
+    one_encoder = getattr(pipe, "text_encoder", None) is None and (
+        getattr(pipe, "text_encoder_2", None) is not None
+    )
+    config = getattr(pipe, "config", {})
+    return one_encoder or bool(config.get("requires_aesthetics_score", False))
 
 
 def pipeline_class(xl: bool, task: str, inpainting_unet: bool) -> type:
@@ -155,6 +194,8 @@ def load_pipeline_job(
             f"{entry.name} is a Studio run: load it with studio.engine.sample.load_run_model, "
             "not as a Stable Diffusion pipeline."
         )
+    if task == "txt2img" and entry.arch in IMAGE_ONLY_ARCHS:
+        raise refiner_txt2img_error(entry.name)
     if entry.needs_consent and not allow_pickle:
         raise files.PickleConsentRequired(path)
     _quiet()
@@ -183,7 +224,9 @@ def _load_folder(entry: ModelEntry, task: str, dtype: Any, allow_pickle: bool) -
     fresh = inspect_model(folder)
     if fresh.needs_consent and not allow_pickle:
         raise files.PickleConsentRequired(folder)
-    cls = pipeline_class(fresh.arch == "sdxl", task, fresh.inpainting)
+    if task == "txt2img" and fresh.arch in IMAGE_ONLY_ARCHS:
+        raise refiner_txt2img_error(entry.name)
+    cls = pipeline_class(fresh.arch in _XL_ARCHS, task, fresh.inpainting)
     kwargs: dict[str, Any] = {
         "local_files_only": True,
         "dtype": dtype,
@@ -212,30 +255,33 @@ def _first_line(err: BaseException) -> str:
 
 
 def config_key(arch: str, inpainting: bool) -> str:
-    """The folder name under ``studio_home()/configs``: "sd1", "sd2-inpainting", "sdxl", ..."""
+    """The folder name under ``studio_home()/configs``: "sd1", "sd2-inpainting", "sdxl",
+    "sdxl-refiner", ..."""
     return f"{arch}-inpainting" if inpainting else arch
 
 
-def required_config_files(xl: bool) -> list[str]:
+def required_config_files(xl: bool, *, refiner: bool = False) -> list[str]:
+    """The files a single file's config folder needs. The SDXL refiner has no ``text_encoder/``
+    or ``tokenizer/``: only ``text_encoder_2/`` and ``tokenizer_2/``."""
+    tok = "(tokenizer.json, or vocab.json + merges.txt, with tokenizer_config.json)"
     need = [
         "model_index.json",
         "scheduler/scheduler_config.json",
         "text_encoder/config.json",
-        "tokenizer/ (tokenizer.json, or vocab.json + merges.txt, with tokenizer_config.json)",
+        f"tokenizer/ {tok}",
         "unet/config.json",
         "vae/config.json",
     ]
-    if xl:
-        need[3:3] = [
-            "text_encoder_2/config.json",
-            "tokenizer_2/ (tokenizer.json, or vocab.json + merges.txt, with tokenizer_config.json)",
-        ]
+    if refiner:
+        need[2:4] = ["text_encoder_2/config.json", f"tokenizer_2/ {tok}"]
+    elif xl:
+        need[3:3] = ["text_encoder_2/config.json", f"tokenizer_2/ {tok}"]
     return need
 
 
-def _missing_config_files(folder: Path, xl: bool) -> list[str]:
+def _missing_config_files(folder: Path, xl: bool, refiner: bool = False) -> list[str]:
     missing = []
-    for item in required_config_files(xl):
+    for item in required_config_files(xl, refiner=refiner):
         name = item.split(" ")[0]
         if name.endswith("/"):
             sub = folder / name.rstrip("/")
@@ -259,8 +305,8 @@ def find_local_config(file: Path, arch: str, inpainting: bool) -> Path:
     for folder in config_candidates(file, arch, inpainting):
         if (folder / "model_index.json").is_file():
             files.check_folder_code(folder)
-            xl = arch == "sdxl" or "XL" in str(_index_class(folder))
-            missing = _missing_config_files(folder, xl)
+            xl = arch in _XL_ARCHS or "XL" in str(_index_class(folder))
+            missing = _missing_config_files(folder, xl, arch == "sdxl-refiner")
             if missing:
                 raise StudioError(
                     f"The config folder {folder} for {file.name} is incomplete. Add: "
@@ -271,7 +317,8 @@ def find_local_config(file: Path, arch: str, inpainting: bool) -> Path:
     if arch not in _ARCH_NAMES:
         raise StudioError(
             f"Studio cannot tell which Stable Diffusion version {file.name} is (its tensor names "
-            "match none of SD 1.x, SD 2.x or SDXL). If it is one, put that model's diffusers "
+            "match none of SD 1.x, SD 2.x, SDXL or the SDXL refiner). If it is one, put that "
+            "model's diffusers "
             f"config folder next to it as {file.parent / file.stem}/ with: "
             + "; ".join(required_config_files(xl=False))
             + " (and text_encoder_2/, tokenizer_2/ for SDXL)."
@@ -283,7 +330,7 @@ def find_local_config(file: Path, arch: str, inpainting: bool) -> Path:
         f"and tokenizer files, which Studio never downloads. Add the diffusers config folder of "
         f"a {kind} model (no weights needed) as {target}/ (for every {kind} checkpoint) or as "
         f"{file.parent / file.stem}/ (for this file only), containing: "
-        + "; ".join(required_config_files(arch == "sdxl"))
+        + "; ".join(required_config_files(arch in _XL_ARCHS, refiner=arch == "sdxl-refiner"))
         + "."
     )
 
@@ -313,6 +360,8 @@ def _load_single_file(
             arch, inpainting = classify_checkpoint_keys(
                 {k: t.shape for k, t in header.tensors.items()}
             )
+            if task == "txt2img" and arch in IMAGE_ONLY_ARCHS:
+                raise refiner_txt2img_error(entry.name)
             config = find_local_config(file, arch, inpainting)
             load_from = file
             if file.suffix.lower() != ".safetensors":
@@ -335,6 +384,8 @@ def _load_single_file(
             arch, inpainting = classify_checkpoint_keys(
                 {k: tuple(v.shape) for k, v in tensors.items()}
             )
+            if task == "txt2img" and arch in IMAGE_ONLY_ARCHS:
+                raise refiner_txt2img_error(entry.name)
             config = find_local_config(file, arch, inpainting)
             workdir = Path(tempfile.mkdtemp(prefix="single-", dir=_scratch()))
             load_from = workdir / f"{file.stem}.safetensors"
@@ -344,7 +395,7 @@ def _load_single_file(
         else:
             files.read_state_dict(file)  # raises the precise message
             raise AssertionError("unreachable")  # pragma: no cover
-        xl = arch == "sdxl" or "XL" in _index_class(config)
+        xl = arch in _XL_ARCHS or "XL" in _index_class(config)
         cls = pipeline_class(xl, task, inpainting)
         kwargs: dict[str, Any] = {"config": str(config), "local_files_only": True, "dtype": dtype}
         if not xl:
@@ -405,13 +456,20 @@ def pipeline_components_from(pipe: Any, task: str) -> Any:
     Follows :func:`pipeline_class` (a regular UNet asked to inpaint gets image-to-image). The
     new pipeline is built from ``pipe.components`` and its config flags rather than with
     diffusers' ``from_pipe``, which casts the shared modules (and so ``pipe``'s) to its dtype.
+    A refiner asked for "txt2img" raises :func:`refiner_txt2img_error`.
     """
+    if task == "txt2img" and is_refiner(pipe):
+        entry = getattr(pipe, "studio_entry", None)
+        raise refiner_txt2img_error(getattr(entry, "name", "This model"))
     return pipeline_as(pipe, pipeline_class(_is_xl(pipe), task, native_inpainting(pipe)))
 
 
 def pipeline_as(pipe: Any, cls: type) -> Any:
     """A ``cls`` pipeline over ``pipe``'s modules and config flags (``pipe`` itself when it is
-    one already). Nothing is copied or cast."""
+    one already). Nothing is copied or cast. Components ``pipe`` has as None (the refiner's
+    ``text_encoder`` and ``tokenizer``) stay None; ``cls`` must accept that (the SDXL
+    image-to-image and inpaint pipelines do; text to image does not, see
+    :func:`pipeline_components_from`)."""
     import inspect
 
     if type(pipe) is cls:

@@ -28,7 +28,13 @@ from studio.qt.prompt import jobs
 from studio.qt.prompt.calls import JobCalls
 from studio.qt.widgets import Banner
 
-ARCH_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "studio": "Trained here"}
+ARCH_NAMES = {
+    "sd1": "SD 1.x",
+    "sd2": "SD 2.x",
+    "sdxl": "SDXL",
+    "sdxl-refiner": "SDXL refiner",
+    "studio": "Trained here",
+}
 KIND_NAMES = {"diffusers-folder": "folder", "single-file": "file", "studio-run": "run"}
 CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.ckpt *.pt *.bin *.pth);;All files (*)"
 

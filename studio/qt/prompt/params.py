@@ -187,6 +187,16 @@ class ParamsForm(QWidget):
         if index >= 0:
             self.mode_combo.setCurrentIndex(index)
 
+    def allow_text_to_image(self, allowed: bool, why: str = "") -> None:
+        """Offer Text to image or not (an SDXL refiner only refines an image): the item is
+        greyed out with ``why`` as its tooltip, and a form on Text to image moves to Image to
+        image."""
+        item = self.mode_combo.model().item(self.mode_combo.findData("txt2img"))
+        item.setEnabled(allowed)
+        item.setToolTip("" if allowed else why)
+        if not allowed and self.mode == "txt2img":
+            self.set_mode("img2img")
+
     def values(self) -> dict[str, Any]:
         """The request's fields other than the model, the image and the mask."""
         return {

@@ -177,6 +177,14 @@ class PromptWorkspace(QWidget):
         self.params.canvas_size_button.clicked.connect(self.use_canvas_size)
 
     def _on_model_chosen(self, entry: Any) -> None:
+        from studio.engine.prompt.library import IMAGE_ONLY_ARCHS
+
+        refiner = getattr(entry, "arch", "") in IMAGE_ONLY_ARCHS
+        self.params.allow_text_to_image(
+            not refiner,
+            "An SDXL refiner refines an existing image: use Image to image or Inpaint, or "
+            "choose a base model for Text to image.",
+        )
         size = int(getattr(entry, "resolution", 0) or 0)
         if size and self.params.mode == "txt2img":  # a run trained here draws at its own size
             self.params.width_spin.setValue(size)
@@ -226,6 +234,13 @@ class PromptWorkspace(QWidget):
                 "Choose a model: add a Stable Diffusion folder or .safetensors file with "
                 "Add folder… / Add file…, or train a prompt model in Train."
             )
+            return None
+        from studio.engine.prompt.library import IMAGE_ONLY_ARCHS
+
+        if self.params.mode == "txt2img" and getattr(entry, "arch", "") in IMAGE_ONLY_ARCHS:
+            from studio.engine.prompt.loading import refiner_txt2img_error
+
+            self.banner.show_message(str(refiner_txt2img_error(str(entry.name))))
             return None
         if new_seed:
             self.params.seed_for_next_run()
