@@ -5,15 +5,19 @@ UNet with ``--quick``) on the same networks, batch and data:
 
 * reference: a folder dataset decoded with Pillow in ``__getitem__``, a DataLoader with
   workers, fp32, eager, AdamW for DDPM (diffusers' ``train_unconditional`` example) and Adam for
-  DCGAN (pytorch/examples), ``.item()`` on the loss every step as both examples log;
+  DCGAN (pytorch/examples), torch's default optimizer kernels, ``.item()`` on the loss every
+  step as both examples log; it runs in a fresh child process, as a script of its own would
+  (the studio trainer tunes process-wide settings - threads, the allocator - that it must not
+  inherit);
 * studio: ``studio.engine.train.train_job`` with its defaults (decoded uint8 cache, batches on
-  the device, one host sync per log interval, and on CUDA bf16, TF32, channels_last and fused
-  AdamW), then with ``torch.compile`` too;
+  the device, one host sync per log interval, fused AdamW; on the CPU freed memory kept for
+  reuse; on CUDA bf16, TF32 and channels_last), then on CUDA with ``torch.compile`` too;
 * on CUDA, each option alone on top of the studio loop with every option off (fp32 eager);
 * FLOPs per image (forward + backward of one eager training step, FlopCounterMode), and on a
   GPU the model FLOPs utilisation against a measured bf16 matmul ceiling.
 
-Ratios are what to compare; absolute numbers depend on the machine and its load.
+The loops take turns (reference, studio, reference, ...); each repeat's img/s comes from its
+median step time and each row is the median of its repeats. Ratios are what to compare; absolute numbers depend on the machine and its load.
 
     python benchmarks/train_speed.py --device cpu --quick      # < 2 minutes on 2 cores
     python benchmarks/train_speed.py --device cuda             # the full GPU table
@@ -23,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +57,10 @@ OFF = dict(
     fused_adamw="off",
     compile="off",
     cuda_graphs=False,
+    reuse_cpu_memory="off",
 )
+#: The studio trainer's CPU settings before fused AdamW and memory reuse became its defaults.
+CPU_BEFORE = dict(fused_adamw="off", reuse_cpu_memory="off")
 
 
 @dataclasses.dataclass
@@ -161,7 +170,17 @@ def reference_rate(
             times.append(time.perf_counter())  # .item() above synchronised the device
             if len(times) >= steps:
                 break
-    return (len(times) - warmup - 1) * case.batch / (times[-1] - times[warmup])
+    return per_second(times[warmup:], case.batch)
+
+
+def per_second(stamps: list[float], batch: int) -> float:
+    """Images/s from the median time between consecutive steps: a step slowed by other work
+    on a shared machine moves a mean, not the median."""
+    return batch / statistics.median(b - a for a, b in zip(stamps, stamps[1:]))
+
+
+def reference_threads() -> int:
+    return torch.get_num_threads()
 
 
 # -- the studio trainer ---------------------------------------------------------------------------
@@ -187,8 +206,7 @@ def studio_rate(
     token = CancelToken()
     out = run_sync(train_job(run, token, cfg), token, on_progress)
     assert out.ok, out.error
-    first, last = warmup + 1, steps
-    return (last - first) * case.batch / (stamps[last] - stamps[first])
+    return per_second([stamps[s] for s in range(warmup + 1, steps + 1)], case.batch)
 
 
 # -- FLOPs -------------------------------------------------------------------------------------
@@ -250,43 +268,65 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    steps = args.steps or (12 if args.quick else 60)
+    steps = args.steps or (16 if args.quick else 60)
     warmup = 3 if args.quick else 10
-    repeats = args.repeats or (1 if args.quick else 2)
+    repeats = args.repeats or 3
     workers = args.workers if args.workers is not None else (1 if args.quick else 4)
     ceiling = matmul_ceiling(device) if cuda else None
     print(f"machine: {machine(device)}")
     if ceiling:
         print(f"bf16 matmul ceiling (8192^3): {ceiling / 1e12:.0f} TFLOP/s")
+    # The reference runs in a child process of its own, started before the studio trainer
+    # changes anything process-wide, and kept for every case and repeat.
+    spawn = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("STUDIO_HOME", str(Path(tmp) / "home"))  # the decode cache
         count = args.images or (256 if args.quick else 2048)
         data = run_sync(make_demo_dataset(Path(tmp) / "data", count=count, size=64)).result
-        for case in cases(args.quick, cuda):
-            if args.only and not case.family.endswith(args.only):
-                continue
-            run_case(case, data, Path(tmp), device, steps, warmup, repeats, workers, ceiling)
+        with ProcessPoolExecutor(1, mp_context=spawn) as ref:
+            print(f"reference process: {ref.submit(reference_threads).result()} torch threads")
+            for case in cases(args.quick, cuda):
+                if args.only and not case.family.endswith(args.only):
+                    continue
+                run_case(
+                    case, data, Path(tmp), device, steps, warmup, repeats, workers, ceiling, ref
+                )
 
 
 def run_case(
     case: Case, data: Path, tmp: Path, device: torch.device, steps: int, warmup: int,
-    repeats: int, workers: int, ceiling: float | None,
+    repeats: int, workers: int, ceiling: float | None, ref_process: ProcessPoolExecutor,
 ) -> None:  # fmt: skip
     cuda = device.type == "cuda"
     flops = flops_per_image(case, device)
     runs = iter(range(10**6))
 
-    def studio(**options: Any) -> float:
-        rates = [
-            studio_rate(
-                case, data, tmp / f"{case.family}-{next(runs)}", device, steps, warmup, **options
-            )
-            for _ in range(repeats)
-        ]
-        return statistics.median(rates)
+    def studio_once(**options: Any) -> float:
+        run = tmp / f"{case.family}-{next(runs)}"
+        return studio_rate(case, data, run, device, steps, warmup, **options)
 
-    ref = statistics.median(
-        reference_rate(case, data, device, steps, warmup, workers) for _ in range(repeats)
+    def studio(**options: Any) -> float:
+        return statistics.median(studio_once(**options) for _ in range(repeats))
+
+    # The loops take turns, so load from other work hits each of them. On the CPU the studio
+    # loop without its two CPU defaults (fused AdamW, freed memory kept for reuse) runs too,
+    # in the reference's process: reuse_cpu_memory=off leaves that process's allocator as is.
+    rates: dict[str, list[float]] = {"reference": [], "studio": [], "before": []}
+    for i in range(repeats):
+        job = ref_process.submit(reference_rate, case, data, device, steps, warmup, workers)
+        rates["reference"].append(job.result())
+        if not cuda:
+            run = tmp / f"{case.family}-before-{i}"
+            job = ref_process.submit(
+                studio_rate, case, data, run, device, steps, warmup, **CPU_BEFORE
+            )
+            rates["before"].append(job.result())
+        rates["studio"].append(studio_once())
+    ref, ours = statistics.median(rates["reference"]), statistics.median(rates["studio"])
+    spread = "; ".join(
+        f"{name} {', '.join(f'{r:.0f}' for r in values)}"
+        for name, values in rates.items()
+        if values
     )
     rows: list[tuple[str, float | None, float | None]] = [
         (
@@ -295,7 +335,6 @@ def run_case(
             1.0,
         )
     ]
-    ours = studio()
     rows.append(
         (
             "studio train_job, defaults"
@@ -304,6 +343,16 @@ def run_case(
             ours / ref,
         )
     )
+    if not cuda:
+        before = statistics.median(rates["before"])
+        rows.append(
+            (
+                "studio, without fused AdamW and memory reuse (the CPU defaults before issue 7's "
+                "CPU work)",
+                before,
+                before / ref,
+            )
+        )
     if cuda:
         rows.append(("studio, defaults + torch.compile", (c := studio(compile="on")), c / ref))
         base = studio(**OFF)
@@ -325,6 +374,7 @@ def run_case(
         f"### {case.name}, batch {case.batch}, {steps} steps ({warmup} warm-up), median of {repeats}"
     )
     print(f"FLOPs per image (forward + backward, one eager step): {flops / 1e9:.3f} GFLOP")
+    print(f"each repeat, img/s: {spread}")
     print()
     print("| loop | img/s | vs reference | " + ("MFU |" if cuda else "achieved |"))
     print("|---|---|---|---|")
@@ -335,7 +385,7 @@ def run_case(
             extra = f"{rate * flops / 1e9:.1f} GFLOP/s"
         print(f"| {label} | {rate:.1f} | {ratio:.2f}x | {extra} |")
     if not cuda:
-        print("| each option alone (bf16, channels_last, compile, CUDA graphs) | n/a (CPU) | | |")
+        print("| bf16, channels_last, compile, CUDA graphs | not CPU defaults (see docs) | | |")
 
 
 if __name__ == "__main__":

@@ -12,15 +12,18 @@ from helpers import TINY_MODELS, make_tiny_dataset, tiny_train_config
 
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, run_sync
+from studio.engine import speed as speed_module
 from studio.engine.batch_finder import find_batch_size, fit_batch_size, is_out_of_memory
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.schedule import StepRunner
-from studio.engine.speed import apply_speed, convert_optimizer
+from studio.engine.speed import apply_speed, convert_optimizer, fused_adam_supported
 from studio.engine.train import train_job
 from studio.models.base import Batch
 from studio.models.registry import get_family
 
-EAGER = dict(tf32="off", channels_last="off", fused_adamw="off", compile="off")
+EAGER = dict(
+    tf32="off", channels_last="off", fused_adamw="off", compile="off", reuse_cpu_memory="off"
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,18 +105,101 @@ def test_foreach_and_fused_adam_train_like_the_plain_loop(fused, data_dir):
     torch.testing.assert_close(model.posterior(x), plain_model.posterior(x), rtol=1e-4, atol=1e-5)
 
 
-def test_fused_option_on_a_cpu_uses_foreach(data_dir):
+@pytest.mark.skipif(not fused_adam_supported(torch.device("cpu")), reason="no CPU fused Adam")
+@pytest.mark.parametrize("option", ["auto", "on"])
+def test_fused_adam_is_used_on_a_cpu_by_default(option, data_dir):
     model = tiny("gan.dcgan")
+    speed = apply_speed(
+        model, cfg_for("gan.dcgan", data_dir, fused_adamw=option), torch.device("cpu")
+    )
+    assert all(o.param_groups[0]["fused"] is True for o in model.optimizers.values())
+    assert "fused Adam" in speed.messages[0]
+
+
+def test_fused_adam_off_or_missing_on_a_cpu(data_dir, monkeypatch):
+    model = tiny("gan.dcgan")
+    before = dict(model.optimizers)
+    apply_speed(model, cfg_for("gan.dcgan", data_dir, fused_adamw="off"), torch.device("cpu"))
+    assert model.optimizers == before  # off: the family's optimizers, untouched
+    # A torch without a CPU fused kernel: auto leaves them, on falls back to foreach.
+    monkeypatch.setattr(speed_module, "fused_adam_supported", lambda device: False)
+    model = tiny("gan.dcgan")
+    before = dict(model.optimizers)
+    apply_speed(model, cfg_for("gan.dcgan", data_dir, fused_adamw="auto"), torch.device("cpu"))
+    assert model.optimizers == before
     speed = apply_speed(
         model, cfg_for("gan.dcgan", data_dir, fused_adamw="on"), torch.device("cpu")
     )
     assert all(o.param_groups[0]["foreach"] is True for o in model.optimizers.values())
     assert "foreach Adam" in speed.messages[0]
-    # auto on a CPU leaves today's optimizer untouched.
-    model = tiny("gan.dcgan")
-    before = dict(model.optimizers)
-    apply_speed(model, cfg_for("gan.dcgan", data_dir, fused_adamw="auto"), torch.device("cpu"))
-    assert model.optimizers == before
+
+
+def test_cpu_defaults_train_ddpm_like_the_plain_loop(data_dir):
+    """The CPU defaults (fused AdamW, memory reuse, threads) give the plain loop's losses; the
+    DDPM's AdamW converts (its defaults hold a key AdamW's constructor does not take)."""
+    key = "diffusion.ddpm"
+    plain = train_steps(tiny(key), cfg_for(key, data_dir), steps=4)
+    model = tiny(key)
+    before = torch.get_num_threads()
+    try:
+        speed = apply_speed(model, tiny_train_config(key, data_dir), torch.device("cpu"))
+    finally:
+        torch.set_num_threads(before)
+    opt = model.optimizers["unet"]
+    assert type(opt) is torch.optim.AdamW
+    if fused_adam_supported(torch.device("cpu")):
+        assert opt.param_groups[0]["fused"] is True and "fused Adam" in speed.messages[0]
+    got = train_steps(model, cfg_for(key, data_dir), steps=4, speed=speed)
+    assert_losses_close(got, plain)
+
+
+# -- keeping freed memory for reuse (glibc) ----------------------------------------------------
+
+
+def test_memory_reuse_stops_big_buffers_faulting_in_again(data_dir):
+    """A 64 MiB buffer (above glibc's largest adaptive mmap threshold) allocated and freed
+    again and again: unmapped each time by default, kept and reused with the option on."""
+    resource = pytest.importorskip("resource")
+    if speed_module._libc() is None or speed_module._malloc_env_set():
+        pytest.skip("needs glibc without MALLOC_* settings")
+    speed = apply_speed(
+        tiny("vae.conv"),
+        cfg_for("vae.conv", data_dir, reuse_cpu_memory="on", cpu_threads=torch.get_num_threads()),
+        torch.device("cpu"),
+    )
+    assert "freed memory kept for reuse" in speed.messages[0]
+    n = (64 << 20) // 4
+    for _ in range(3):  # the heap settles around the buffer
+        torch.ones(n)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        torch.ones(n)  # allocated, written (every page touched), freed
+    pages = 5 * (64 << 20) // resource.getpagesize()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults < pages // 10
+    speed_module.release_freed_memory()
+
+
+def test_memory_reuse_respects_the_user_and_other_platforms(data_dir, monkeypatch):
+    cpu = torch.device("cpu")
+    threads = dict(cpu_threads=torch.get_num_threads())
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")  # the user tuned glibc: leave it
+    speed = apply_speed(
+        tiny("vae.conv"), cfg_for("vae.conv", data_dir, reuse_cpu_memory="auto", **threads), cpu
+    )
+    assert "memory" not in " ".join(speed.messages)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setattr(speed_module, "_libc", lambda: None)  # not glibc
+    monkeypatch.setattr(speed_module, "_reusing", False)
+    speed = apply_speed(
+        tiny("vae.conv"), cfg_for("vae.conv", data_dir, reuse_cpu_memory="on", **threads), cpu
+    )
+    assert any("needs Linux with glibc" in m for m in speed.messages)
+    speed = apply_speed(
+        tiny("vae.conv"), cfg_for("vae.conv", data_dir, reuse_cpu_memory="auto", **threads), cpu
+    )
+    assert "memory" not in " ".join(speed.messages)
+    # Off the CPU, auto does nothing (a CUDA run has few large host allocations).
+    assert not speed_module._wants("auto", torch.device("cuda").type == "cpu")
 
 
 def test_cuda_only_options_say_they_are_ignored_on_a_cpu(data_dir):
@@ -141,6 +227,7 @@ def test_bad_option_values_are_refused(data_dir):
         dict(lr_schedule="step"),
         dict(accumulate=0),
         dict(tf32="yes"),
+        dict(reuse_cpu_memory="always"),
     ):
         with pytest.raises(StudioError):
             apply_speed(tiny("vae.conv"), cfg_for("vae.conv", data_dir, **bad), torch.device("cpu"))
@@ -245,7 +332,7 @@ def test_train_job_reports_the_options_and_logs_lr_and_grad_norm(data_dir, tmp_p
         torch.set_num_threads(before)
     assert out.ok, out.error
     messages = [p.message for p in seen if p.message]
-    assert any(m.startswith("Speed options:") and "foreach Adam" in m for m in messages)
+    assert any(m.startswith("Speed options:") and "fused Adam" in m for m in messages)
     recs = [r for r in RunFolder(tmp_path / "run").read_metrics()[0] if "loss_d" in r]
     assert {"lr_d", "lr_g", "grad_norm_d", "grad_norm_g"} <= recs[0].keys()
     assert recs[0]["lr_d"] == pytest.approx(get_family("gan.dcgan").Config().lr_d * 0.5)
@@ -332,6 +419,7 @@ def test_cli_options_parse_to_typed_train_settings():
         "cuda_graphs": False,
         "auto_batch": True,
     }
-    for bad in ("compile=fast", "accumulate=two", "nope=1", "lr_schedule"):
+    assert parse_options(["reuse-cpu-memory=OFF"]) == {"reuse_cpu_memory": "off"}
+    for bad in ("compile=fast", "accumulate=two", "nope=1", "lr_schedule", "reuse_cpu_memory=1"):
         with pytest.raises(StudioError):
             parse_options([bad])

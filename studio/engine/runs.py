@@ -49,7 +49,7 @@ class TrainConfig:
     # Old config.json files lack these keys and load with the defaults, which train as before.
     tf32: str = "auto"  # auto (on with CUDA) | on | off
     channels_last: str = "auto"  # auto (convolutional families on CUDA) | on | off
-    fused_adamw: str = "auto"  # auto (fused on CUDA) | on (fused, else foreach) | off
+    fused_adamw: str = "auto"  # auto (fused where torch has it: CUDA, CPU) | on (else foreach) | off
     compile: str = "off"  # off | auto (CUDA) | on: torch.compile, eager if it fails
     cuda_graphs: bool = False  # compile with CUDA graphs ("reduce-overhead"); CUDA only
     grad_clip: float = 0.0  # max gradient norm; 0 = the family's default
@@ -59,6 +59,7 @@ class TrainConfig:
     accumulate: int = 1  # micro-batches per optimizer step (the batch is split)
     auto_batch: bool = False  # CUDA: halve batch_size until a step fits in memory
     cpu_threads: int = 0  # torch threads on the CPU; 0 = auto
+    reuse_cpu_memory: str = "auto"  # auto (CPU training, glibc) | on | off: no page faults per step
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,5 +1,6 @@
 """The trainer's speed options, applied to a built model: TF32, channels_last, fused AdamW,
-``torch.compile`` (optionally with CUDA graphs) with an eager fallback, and CPU threads.
+``torch.compile`` (optionally with CUDA graphs) with an eager fallback, CPU threads, and on
+the CPU keeping freed memory for reuse (glibc).
 
 Every option is ``auto`` by default where that is safe, and each one reports what it did in a
 line the trainer shows. ``apply_speed`` runs after a checkpoint was loaded, so converted
@@ -22,7 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import inspect
 import os
+import platform
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +48,7 @@ CompileFn = Callable[..., Callable[..., Any]]
 
 def check_options(config: TrainConfig) -> None:
     """Refuse option values the trainer does not know, naming the setting and its choices."""
-    for name in ("tf32", "channels_last", "fused_adamw"):
+    for name in ("tf32", "channels_last", "fused_adamw", "reuse_cpu_memory"):
         if getattr(config, name) not in AUTO_ON_OFF:
             raise StudioError(f"{name} must be auto, on or off, not {getattr(config, name)!r}.")
     if config.precision not in PRECISION_CHOICES:
@@ -68,6 +73,7 @@ def check_options(config: TrainConfig) -> None:
 OPTION_NAMES = (
     "tf32", "channels_last", "fused_adamw", "compile", "cuda_graphs", "grad_clip", "warmup_steps",
     "lr_schedule", "min_lr_fraction", "accumulate", "auto_batch", "cpu_threads", "precision",
+    "reuse_cpu_memory",
 )  # fmt: skip
 
 
@@ -212,6 +218,11 @@ def apply_speed(
     cuda = device.type == "cuda"
     done: list[str] = []
     _apply_threads(config, device, done)
+    if _wants(config.reuse_cpu_memory, device.type == "cpu" and not _malloc_env_set()):
+        if reuse_freed_memory():
+            done.append("freed memory kept for reuse")
+        elif config.reuse_cpu_memory == "on":
+            speed.messages.append("reuse_cpu_memory needs Linux with glibc: option ignored here.")
     _apply_tf32(config.tf32, cuda, speed, done)
     if _wants(config.channels_last, cuda and _is_convolutional(model)):
         model.to(memory_format=torch.channels_last)
@@ -219,8 +230,11 @@ def apply_speed(
             _match_state_layout(opt)
         speed.channels_last = True
         done.append("channels_last")
-    if _wants(config.fused_adamw, cuda):
-        kinds = {name: convert_optimizer(opt, fused=cuda) for name, opt in model.optimizers.items()}
+    fused = fused_adam_supported(device)
+    if _wants(config.fused_adamw, fused):  # auto: the fused kernel wherever torch has one
+        kinds = {
+            name: convert_optimizer(opt, fused=fused) for name, opt in model.optimizers.items()
+        }
         for name, (opt, _) in kinds.items():
             model.optimizers[name] = opt
         used = sorted({k for _, k in kinds.values()})
@@ -311,7 +325,80 @@ def _apply_threads(config: TrainConfig, device: torch.device, done: list[str]) -
     done.append(f"{torch.get_num_threads()} CPU threads")
 
 
+# -- the CPU allocator ---------------------------------------------------------------------------
+
+# glibc's mallopt parameters. Above the trim threshold, free memory at the top of a heap goes
+# back to the kernel; blocks above the mmap threshold get their own mapping, unmapped on free.
+# The top pad also keeps a thread's arena (the GUI trains on its engine thread) from
+# deleting and re-creating its heaps every step.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_KEEP_BYTES = 1 << 30  # free memory a heap may hold before glibc trims it
+_PAD_BYTES = 64 << 20  # address space reserved past a heap's top (touched only when used)
+_MMAP_BYTES = 256 << 20  # blocks this large or larger still get their own mapping
+_reusing = False
+
+
+def _libc() -> Any:
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+def _malloc_env_set() -> bool:
+    """The user tuned glibc's allocator already (MALLOC_*_ variables or GLIBC_TUNABLES)."""
+    names = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+    return "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "") or any(
+        name in os.environ for name in names
+    )
+
+
+def reuse_freed_memory() -> bool:
+    """Keep the memory a training step frees inside the process, for the next step.
+
+    A step allocates and frees the same large activation and gradient buffers every time.
+    glibc returns them to the kernel (a block above its mmap threshold is unmapped; free memory
+    above the trim threshold at the top of a heap is trimmed), so the next step faults each
+    page in again and the kernel zeroes it: 1,200 to 6,200 page faults and 6 to 22 ms of system
+    time per step for the small benchmark DDPM at batch 16 (docs/performance.md). Fixed,
+    higher thresholds end that. Process-wide and permanent (glibc cannot return to its adaptive
+    thresholds); :func:`release_freed_memory` hands the kept memory back when a run ends.
+    Returns False where the C library is not glibc."""
+    global _reusing
+    if _reusing:
+        return True
+    libc = _libc()
+    if libc is None:
+        return False
+    settings = (
+        (_M_MMAP_THRESHOLD, _MMAP_BYTES),
+        (_M_TRIM_THRESHOLD, _KEEP_BYTES),
+        (_M_TOP_PAD, _PAD_BYTES),
+    )
+    _reusing = all([libc.mallopt(param, value) == 1 for param, value in settings])
+    return _reusing
+
+
+def release_freed_memory() -> None:
+    """Give the free memory kept by :func:`reuse_freed_memory` back to the kernel."""
+    if _reusing and (libc := _libc()) is not None:
+        libc.malloc_trim(0)
+
+
 # -- optimizers -------------------------------------------------------------------------------
+
+
+def fused_adam_supported(device: torch.device) -> bool:
+    """Whether torch has a fused Adam/AdamW kernel for ``device`` (CUDA; the CPU since torch
+    2.4, where it is one vectorised pass per tensor instead of about ten small ops)."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # a torch without the helper: trust CUDA only
+        return device.type == "cuda"
+    return device.type in _get_fused_kernels_supported_devices()
 
 
 def convert_optimizer(opt: torch.optim.Optimizer, fused: bool) -> tuple[torch.optim.Optimizer, str]:
@@ -324,7 +411,10 @@ def convert_optimizer(opt: torch.optim.Optimizer, fused: bool) -> tuple[torch.op
     for group in state["param_groups"]:
         group["fused"], group["foreach"] = (True, False) if fused else (None, True)
     groups = [{k: v for k, v in g.items()} for g in opt.param_groups]
-    defaults = dict(opt.defaults)
+    # Only what the constructor takes: AdamW's defaults also hold "decoupled_weight_decay",
+    # which AdamW.__init__ does not accept (it always decouples).
+    accepted = inspect.signature(type(opt).__init__).parameters
+    defaults = {k: v for k, v in opt.defaults.items() if k in accepted}
     defaults["fused"], defaults["foreach"] = (True, None) if fused else (None, True)
     new = type(opt)(groups, **defaults)
     new.load_state_dict(state)  # moves "step" onto the device for the fused kernel

@@ -35,7 +35,7 @@ from studio.engine.device import (
 from studio.engine.distributed import Distributed
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.schedule import StepRunner
-from studio.engine.speed import apply_speed
+from studio.engine.speed import apply_speed, release_freed_memory
 from studio.models.base import Capability, GenerativeModel, images_to_uint8
 from studio.models.registry import get_family
 
@@ -127,6 +127,7 @@ def train_job(
     finally:
         distributed.close()
         live.unregister(run.path)  # peeks fall back to the run's files from here on
+        release_freed_memory()  # what reuse_cpu_memory kept between steps goes back to the OS
     return result
 
 
