@@ -9,18 +9,25 @@ training; the mirror switches itself off instead.
 
 A resumed run drops the metrics logged after its checkpoint; its event writer opens with
 ``purge_step`` at its first new step, so TensorBoard discards the stale events the same way.
+
+The events are written by :mod:`studio.engine.tfevents`, not ``torch.utils.tensorboard``: that
+import took ~180 ms, mostly holding the GIL, and froze the GUI at the start of every run.
+tensorboard is only needed to view the files, so :func:`enabled` just looks for the package.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
+import time
 import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from studio.engine import tfevents
 from studio.engine.runs import RunFolder
 
 FOLDER = "tensorboard"
@@ -30,14 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def enabled() -> bool:
-    """True when the environment allows it and ``torch.utils.tensorboard`` imports."""
+    """True when the environment allows it and the ``tensorboard`` package is installed.
+
+    Only looks the package up (nothing is imported): there is no point writing files that no
+    installed tool can show.
+    """
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "off", "no"):
         return False
     try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ImportError:  # tensorboard (or one of its dependencies) is not installed
+        return importlib.util.find_spec("tensorboard") is not None
+    except (ImportError, ValueError):  # a broken installation, or a module without a spec
         return False
-    return True
 
 
 class EventLog:
@@ -45,23 +55,24 @@ class EventLog:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._writer: Any = None
+        self._writer: tfevents.EventFileWriter | None = None
         self.failed = False
 
     def write(self, records: Iterable[Mapping[str, Any]]) -> None:
         if self.failed:
             return
         try:
-            for record in records:
-                self._write_one(record)
-            if self._writer is not None:
-                self._writer.flush()  # a run followed live, or killed, still has its events
+            events = [e for record in records if (e := self._write_one(record)) is not None]
+            if events and self._writer is not None:
+                # One append, flushed: a run followed live, or killed, still has its events.
+                self._writer.write(events)
         except Exception as err:  # noqa: BLE001 - the mirror must never stop training
             self.failed = True
             log.warning("TensorBoard events are off for %s: %s", self.folder, err)
             self.close()
 
-    def _write_one(self, record: Mapping[str, Any]) -> None:
+    def _write_one(self, record: Mapping[str, Any]) -> bytes | None:
+        """``record``'s numeric values as one serialized event (opening the file if needed)."""
         step = int(record.get("step", 0))
         wall = record.get("time")
         values = {
@@ -72,14 +83,13 @@ class EventLog:
             and not isinstance(value, bool)
         }
         if not values:
-            return
+            return None
         if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.folder), purge_step=step)
-        wall = float(wall) if isinstance(wall, (int, float)) and math.isfinite(wall) else None
-        for name, value in values.items():
-            self._writer.add_scalar(name, value, step, walltime=wall)
+            self._writer = tfevents.EventFileWriter(self.folder, purge_step=step)
+        ok = isinstance(wall, (int, float)) and not isinstance(wall, bool) and math.isfinite(wall)
+        wall = float(wall) if ok else time.time()
+        scalars = [tfevents.scalar_value(name, value) for name, value in values.items()]
+        return tfevents.event(wall, step, values=scalars)
 
     def close(self) -> None:
         writer, self._writer = self._writer, None

@@ -53,7 +53,8 @@ class FamilyListing:
 
 
 def describe_families() -> Factory:
-    """Import every registered family (and with it torch) and describe it."""
+    """Import every registered family (and with it torch) and the trainer, and describe the
+    families."""
 
     def factory(token: CancelToken) -> Generator[Progress, None, FamilyListing]:
         from studio.models.registry import FAMILIES, get_family
@@ -78,6 +79,10 @@ def describe_families() -> Factory:
                     tuple(info.loss_names),
                 )
             )
+        # The trainer's modules too, now, while the window is still starting: imported at the
+        # first Start instead, they would hold the GIL for ~100 ms just as the user clicks.
+        import studio.engine.train  # noqa: F401
+
         return FamilyListing(tuple(specs), tuple(broken))
 
     return factory
