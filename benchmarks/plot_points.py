@@ -16,7 +16,11 @@ in one run, the two plots taking turns: a run's history of N steps of six GAN-li
 each followed by one plot's redraw and repaint as the app's timer does it. CPU time
 (``time.thread_time``), not wall time: on a shared machine the wall clock mostly measures the
 wait for a core. Also: an update whose data leaves the view (the y axis is rebuilt), the first
-paint after the plots are shown again (switching workspace), and a resize.
+paint after the plots are shown again (switching workspace), and a resize. And "live appends
+as in training": a run from its first step, the views following the data as they do while a
+model trains (``set_step_range``, 10 steps per update, losses falling), "before" with the
+view-range keeper as it was (x doubled when reached, y refitted with 15% padding), with the share
+of updates that rebuilt an axis.
 
     QT_QPA_PLATFORM=offscreen python benchmarks/plot_points.py
     QT_QPA_PLATFORM=offscreen python benchmarks/plot_points.py --points 200000 --chunk 1000
@@ -64,12 +68,55 @@ class NaivePlot:
             self.curves[name].setData(self.x[name], self.y[name])
 
 
-# The plot as it was: min/max pairs all in one order, pyqtgraph's three grid levels, and its
-# own clip-to-view and downsampling on every curve.
+class OldViewKeeper:
+    """The view-range keeper as it was (for "before"): the step axis doubled when the data
+    reached it; y refitted with 15% padding when the data left it or filled under a quarter."""
+
+    def __init__(self, widget, refit=None) -> None:
+        item = widget.getPlotItem()
+        self.vb = item.getViewBox()
+        self.vb.disableAutoRange()
+        self.active, self.total, self.exact = True, None, False
+        self._x = self._y = None
+        self.vb.sigRangeChangedManually.connect(lambda *_: setattr(self, "active", False))
+
+    def reset(self) -> None:
+        self._x = self._y = None
+
+    def fit_exactly(self) -> None:
+        self.reset()
+
+    def log_mode(self) -> tuple[bool, bool]:
+        return False, False
+
+    def fit(self, bounds) -> None:
+        if not self.active or bounds is None:
+            return
+        x_lo, x_hi, y_lo, y_hi = bounds
+        if self._x is None or x_hi > self._x[1] or x_lo < self._x[0]:
+            right = max(x_hi * 2.0, x_hi + 10.0)
+            if self.total:
+                right = max(min(right, self.total), x_hi)
+            want_x = (min(0.0, x_lo), right)
+        else:
+            want_x = self._x
+        if want_x != self._x:
+            self._x = want_x
+            self.vb.setXRange(*want_x, padding=0.02)
+        span = y_hi - y_lo or abs(y_hi) or 1.0
+        cur = self._y
+        if cur is None or y_lo < cur[0] or y_hi > cur[1] or cur[1] - cur[0] > 4 * span:
+            self._y = (y_lo - 0.15 * span, y_hi + 0.15 * span)
+            self.vb.setYRange(*self._y, padding=0)
+
+
+# The plot as it was: min/max pairs all in one order, pyqtgraph's three grid levels, its own
+# clip-to-view and downsampling on every curve, and the old view-range keeper.
 BEFORE = {
     ("studio.qt.series", "ALTERNATE_PEAKS"): False,
     ("studio.qt.plot_controls", "GRID_TICK_LEVELS"): 2,
     ("studio.qt.plot_curves", "PYQTGRAPH_DECIMATION"): True,
+    ("studio.qt.plot", "ViewKeeper"): OldViewKeeper,
 }
 PAINT_METRICS = {  # name: (level, noise): losses on top, diagnostics below
     "loss_d": (0.6, 0.15),
@@ -89,11 +136,33 @@ def _paint_metrics(rng: np.random.Generator, steps: np.ndarray) -> dict:
     }
 
 
+def _training_metrics(rng: np.random.Generator, steps: np.ndarray, total: int) -> dict:
+    """A GAN's logged values over a run: losses falling fast at first, then noisy plateaus."""
+    t = steps / total
+    out = {
+        name: (steps, level * (1 + 2.0 * np.exp(-8 * t)) + rng.normal(0, noise, len(steps)))
+        for name, (level, noise) in PAINT_METRICS.items()
+    }
+    out["images_per_s"] = (steps, 300 + rng.normal(0, 30, len(steps)))
+    return out
+
+
 def paint_table(app, sizes: list[int], ticks: int) -> None:
     """GUI-thread CPU per plot update, before vs after, at each history size (one run)."""
     import importlib
 
+    import pyqtgraph as pg
+
     from studio.qt.plot import MetricsPlot
+
+    rebuilds = [0]  # axis pictures regenerated (pyqtgraph caches an axis until its range moves)
+    generate = pg.AxisItem.generateDrawSpecs
+
+    def counted(self, painter):
+        rebuilds[0] += 1
+        return generate(self, painter)
+
+    pg.AxisItem.generateDrawSpecs = counted
 
     after = {key: getattr(importlib.import_module(key[0]), key[1]) for key in BEFORE}
 
@@ -137,6 +206,50 @@ def paint_table(app, sizes: list[int], ticks: int) -> None:
     def record(case: str, kind: str, ms: float) -> None:
         cases.setdefault(case, {"before": [], "after": []})[kind].append(ms)
 
+    def table(n_text: str) -> None:
+        for case, by_kind in cases.items():
+            b, a = np.asarray(by_kind["before"]), np.asarray(by_kind["after"])
+            cells = [
+                f"{np.percentile(v, 50):.1f} / {np.percentile(v, 90):.1f} / {v.max():.1f}"
+                for v in (b, a)
+            ]
+            ratio = np.percentile(b, 50) / max(np.percentile(a, 50), 1e-9)
+            print(f"| {n_text} | {case} | {cells[0]} | {cells[1]} | {ratio:.2f}x |")
+
+    # Live appends as in training: from the first step, 10 steps per update, views following.
+    total = 10 * max(ticks, 1) * 5  # the run's length: the updates timed are its first fifth...
+    plots = {}
+    for kind, options in (("before", BEFORE), ("after", after)):
+        plots[kind] = make(options)
+        plots[kind].prepare(list(PAINT_METRICS))
+        plots[kind].set_step_range(total)
+    use(after)
+    for _ in range(len(PAINT_METRICS) + 2):
+        app.processEvents()
+    rebuilt = {"before": 0, "after": 0}
+    cases.clear()
+    for step in range(10, total + 1, 10):  # ... and the whole run counts axis rebuilds
+        new = _training_metrics(rng, np.arange(step - 9.0, step + 1), total)
+        for kind, plot in plots.items():
+            plot.add_columns(new)
+            plot._timer.stop()
+            before = rebuilds[0]
+            ms = [update(plot), update(plot)]
+            rebuilt[kind] += rebuilds[0] > before
+            if step <= total // 5:
+                for value in ms:
+                    record("live appends as in training", kind, value)
+    table(f"0-{total // 5:,}")
+    updates = total // 10
+    print(
+        f"| (whole run of {total:,} steps) | updates that rebuilt an axis | "
+        f"{rebuilt['before']} of {updates} | {rebuilt['after']} of {updates} | |"
+    )
+    for plot in plots.values():
+        plot.close()
+        plot.deleteLater()
+    app.processEvents()
+
     for n in sizes:
         plots = {}
         for kind, options in (("before", BEFORE), ("after", after)):
@@ -156,12 +269,12 @@ def paint_table(app, sizes: list[int], ticks: int) -> None:
             # Now and then a value leaves the view (just past its top or bottom, in turns):
             # the y axis is rebuilt.
             spike = i % 10 == 9
-            if spike:
-                lo, hi = plots["after"].loss_plot.getPlotItem().getViewBox().viewRange()[1]
-                new["loss_g"][1][-1] = (
-                    hi + 0.02 * (hi - lo) if i % 20 == 9 else lo - 0.02 * (hi - lo)
-                )
             for kind, plot in plots.items():
+                if spike:  # (just outside each plot's own view: their views differ)
+                    lo, hi = plot.loss_plot.getPlotItem().getViewBox().viewRange()[1]
+                    new["loss_g"][1][-1] = (
+                        hi + 0.02 * (hi - lo) if i % 20 == 9 else lo - 0.02 * (hi - lo)
+                    )
                 plot.add_columns(new)
                 plot._timer.stop()
                 # Two updates: the app's timer redraws one plot per turn.
@@ -184,14 +297,7 @@ def paint_table(app, sizes: list[int], ticks: int) -> None:
                 record("resized", kind, (time.thread_time() - t0) * 1000)
                 plot._timer.stop()  # (the redraw for the new width: not part of this case)
                 plot._dirty.clear()
-        for case, by_kind in cases.items():
-            b, a = np.asarray(by_kind["before"]), np.asarray(by_kind["after"])
-            cells = [
-                f"{np.percentile(v, 50):.1f} / {np.percentile(v, 90):.1f} / {v.max():.1f}"
-                for v in (b, a)
-            ]
-            ratio = np.percentile(b, 50) / max(np.percentile(a, 50), 1e-9)
-            print(f"| {n:,} | {case} | {cells[0]} | {cells[1]} | {ratio:.2f}x |")
+        table(f"{n:,}")
         if os.environ.get("PLOT_POINTS_GRAB"):  # look at what was measured
             for kind, plot in plots.items():
                 plot.grab().save(os.path.join(os.environ["PLOT_POINTS_GRAB"], f"{kind}_{n}.png"))

@@ -12,16 +12,16 @@ The lower plot shows one group at a time (diagnostics, gradient norm, learning r
 memory, ...), chosen in a selector: each has a scale of its own. Other runs can be overlaid
 (dashed, one colour per run) on both plots.
 
-The view ranges are kept here rather than by pyqtgraph's auto-range: that one refits on every
-new point, which rebuilds the axes and paints each plot twice (about 15 ms a redraw against 3
-measured offscreen, enough to stall the window). Ours changes only when the data leaves the
-view. Zooming or panning with the mouse hands the view to the user; the "A" button hands it
-back.
+The view ranges are kept by ``plot_view.ViewKeeper`` rather than by pyqtgraph's auto-range:
+that one refits on every new point, which rebuilds the axes (an update where an axis changes
+costs about twice one where none does). Ours moves only when the data reaches a round bound
+ahead of it (steps) or leaves it (values), and fits a run loaded from disk exactly. Zooming or
+panning with the mouse hands the view to the user; the "A" button hands it back.
 
 This module is the widget: which plot shows which curve, the group selection and the redraw
 timer. The curves themselves (points, pens, drawing, the overlaid runs' order) are in
 ``plot_curves.py``, the bar above the plots and the plot setup in ``plot_controls.py``, and
-colours, groups and the view-range keeper in ``plot_parts.py``.
+colours and groups in ``plot_parts.py``, the view ranges in ``plot_view.py``.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from studio.qt.plot_curves import Columns, Curve, CurveStore, Key
 from studio.qt.plot_parts import (
     DIAGNOSTICS_GROUP,
     LOSSES,
-    ViewKeeper,
     colour_for,
     group_of,
     is_diagnostic,
 )
+from studio.qt.plot_view import ViewKeeper
 
 __all__ = ["MetricsPlot", "colour_for", "group_of", "is_diagnostic"]
 
@@ -91,7 +91,9 @@ class MetricsPlot(QWidget):
 
         self.loss_plot = make_plot("Loss")
         self.diag_plot = make_plot("")
-        self._views = {id(p): ViewKeeper(p) for p in (self.loss_plot, self.diag_plot)}
+        self._views = {
+            id(p): ViewKeeper(p, lambda p=p: self._fit(p)) for p in (self.loss_plot, self.diag_plot)
+        }
         self._next_plot = self.loss_plot
         for plot in (self.loss_plot, self.diag_plot):
             item = plot.getPlotItem()
@@ -139,9 +141,18 @@ class MetricsPlot(QWidget):
 
     def load_history(self, cols: Columns) -> None:
         """Replace the plot with a run's stored metrics, as ``series.columns`` made off the GUI
-        thread (overlays stay)."""
+        thread (overlays stay). The view fits them exactly (until the run grows)."""
         self.clear(overlays=False)
+        for view in self._views.values():
+            view.fit_exactly()
         self.add_columns(cols)
+
+    def fit_to_data(self) -> None:
+        """Fit both views to their data exactly (a run that has ended: no room ahead)."""
+        for view in self._views.values():
+            view.fit_exactly()
+        for plot in (self.loss_plot, self.diag_plot):
+            self._fit(plot)
 
     def set_step_range(self, total: int | None) -> None:
         """The run's length: the step axis grows with the data but never past ``total``."""
@@ -176,6 +187,7 @@ class MetricsPlot(QWidget):
             self._group_chosen = False
         self._sync_groups()
         for view in self._views.values():
+            view.exact = False
             view.reset()
 
     # -- overlays --------------------------------------------------------------------------
@@ -347,23 +359,30 @@ class MetricsPlot(QWidget):
             self._timer.start(REDRAW_MS)
 
     def _fit(self, plot: pg.PlotWidget) -> None:
-        """Fit ``plot``'s view to its visible curves (if the data left the view)."""
-        bounds = [
-            b
+        """Fit ``plot``'s view to its visible curves (if the data asks for it)."""
+        view = self._views[id(plot)]
+        shown = [
+            (c, b)
             for c in self._curves.values()
             if self._on_screen(c)
             and self._plot_of(c) is plot
             and c.smooth.isVisible()
             and (b := c.series.bounds()) is not None
         ]
-        if bounds:
-            merged = (
-                min(b[0] for b in bounds),
-                max(b[1] for b in bounds),
-                min(b[2] for b in bounds),
-                max(b[3] for b in bounds),
-            )
-            self._views[id(plot)].fit(merged)
+        if not shown:
+            return
+        y_lo = min(b[2] for _, b in shown)
+        if y_lo <= 0 and view.log_mode()[1]:
+            # A log axis shows the positive values only: their minimum (a pass over the
+            # points, only while a log axis shows a curve that goes to 0 or below).
+            positive = [
+                float(ys[ys > 0].min())
+                for c, _ in shown
+                if ((ys := c.series.y[: c.series.n]) > 0).any()
+            ]
+            y_lo = min(positive) if positive else 0.0
+        x_lo, x_hi = min(b[0] for _, b in shown), max(b[1] for _, b in shown)
+        view.fit((x_lo, x_hi, y_lo, max(b[3] for _, b in shown)))
 
     def _on_redraw(self) -> None:
         # One plot per turn of the event loop: each repaint costs a few milliseconds (more
@@ -386,6 +405,8 @@ class MetricsPlot(QWidget):
         self._fit(plot)  # first: what is drawn depends on the visible range
         vb = plot.getPlotItem().getViewBox()
         x_range = tuple(vb.viewRange()[0])
+        if self._views[id(plot)].log_mode()[0]:  # (a log step axis: the view is in log10)
+            x_range = tuple(10.0**v for v in x_range)
         buckets = int(min(BUCKETS, max(MIN_BUCKETS, vb.width())))
         for curve in by_plot[id(plot)]:
             self._dirty.discard(curve.key)

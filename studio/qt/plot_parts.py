@@ -1,4 +1,4 @@
-"""Pieces of the live plots: metric colours and groups, and the view-range keeper.
+"""Pieces of the live plots: metric colours and groups (the view ranges: ``plot_view.py``).
 
 Names decide where a metric goes: losses share the top plot, anything else joins a group of
 the lower plot (diagnostics, gradient norm, learning rate, images/s, memory, ...). Known names
@@ -8,9 +8,7 @@ keep a fixed colour, so a loss looks the same across runs and families.
 from __future__ import annotations
 
 import zlib
-from typing import Any
 
-import pyqtgraph as pg
 from PySide6.QtCore import Qt
 
 # Fixed colours for the names we know, so a loss keeps its colour across runs and families.
@@ -71,54 +69,3 @@ def group_of(name: str) -> str:
 
 def is_diagnostic(name: str) -> bool:
     return group_of(name) != LOSSES
-
-
-class ViewKeeper:
-    """Sets one plot's view range, and only when the data leaves it (see the module doc)."""
-
-    Y_PAD = 0.15  # headroom above and below, so a slowly drifting loss rarely moves the view
-
-    def __init__(self, widget: pg.PlotWidget) -> None:
-        item = widget.getPlotItem()
-        self.vb = item.getViewBox()
-        self.vb.disableAutoRange()
-        self.active = True
-        self.total: float | None = None
-        self._x: tuple[float, float] | None = None
-        self._y: tuple[float, float] | None = None
-        self.vb.sigRangeChangedManually.connect(self._on_manual)
-        item.autoBtn.clicked.connect(self._on_auto_button)
-
-    def reset(self) -> None:
-        self._x = self._y = None
-
-    def fit(self, bounds: tuple[float, float, float, float] | None) -> None:
-        if not self.active or bounds is None:
-            return
-        x_lo, x_hi, y_lo, y_hi = bounds
-        if self._x is None or x_hi > self._x[1] or x_lo < self._x[0]:
-            # Double when the data reaches the edge (rarely: log-many times),
-            # capped at the run's length when it is known.
-            right = max(x_hi * 2.0, x_hi + 10.0)
-            if self.total:
-                right = max(min(right, self.total), x_hi)
-            want_x = (min(0.0, x_lo), right)
-        else:
-            want_x = self._x
-        if want_x != self._x:
-            self._x = want_x
-            self.vb.setXRange(*want_x, padding=0.02)
-        span = y_hi - y_lo or abs(y_hi) or 1.0
-        cur = self._y
-        if cur is None or y_lo < cur[0] or y_hi > cur[1] or cur[1] - cur[0] > 4 * span:
-            self._y = (y_lo - self.Y_PAD * span, y_hi + self.Y_PAD * span)
-            self.vb.setYRange(*self._y, padding=0)
-
-    def _on_manual(self, *_args: Any) -> None:
-        self.active = False
-
-    def _on_auto_button(self, *_args: Any) -> None:
-        # pyqtgraph has just switched its own auto-range on; take the view back instead.
-        self.vb.disableAutoRange()
-        self.active = True
-        self.reset()

@@ -356,6 +356,7 @@ class TrainPanel(QWidget):
         self._update_controls()
 
     def _on_training_ended(self, outcome: Outcome[Any]) -> None:
+        self.view.plot.fit_to_data()  # no room kept ahead of the last step any more
         path = self._run_path
         if path is not None and (path / "config.json").is_file():
             self._settings.add_recent_run(path)

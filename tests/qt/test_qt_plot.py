@@ -308,3 +308,127 @@ def test_curves_skip_pyqtgraphs_own_decimation_and_nan_checks_only_when_safe(qtb
     assert np.isnan(plot.displayed("loss_d")[1]).any()
     axis = plot.loss_plot.getPlotItem().getAxis("left")
     assert axis.style["maxTickLevel"] == 1  # no third, near-invisible grid level
+
+
+# -- view ranges (plot_view.py): they move rarely, and only when the data asks ---------------------
+def test_round_bounds_and_value_hysteresis_rules() -> None:
+    from studio.qt.plot_view import nice_ceil, step_bound, value_view
+
+    assert [nice_ceil(v) for v in (0.7, 1.0, 1.1, 2.0, 3.0, 7.0, 11.0, 499.0)] == [
+        1.0, 1.0, 2.0, 2.0, 5.0, 10.0, 20.0, 500.0
+    ]  # fmt: skip
+    assert step_bound(30, None) == 50.0 and step_bound(100, None) == 200.0
+    assert step_bound(300, 400) == 400.0 and step_bound(500, 400) == 500.0  # capped, never short
+    assert value_view(1.0, 2.0, None) == pytest.approx((0.9, 2.1))
+    assert value_view(1.0, 2.0, (0.9, 2.1)) is None  # inside: hold still
+    lo, hi = value_view(1.0, 3.0, (0.9, 2.1))  # crossed the top: headroom above
+    assert hi - 3.0 > 1.0 - lo > 0
+    assert value_view(1.0, 1.8, (0.9, 2.1)) is None  # fills 67% of the view: hold still
+    assert value_view(1.0, 1.5, (0.9, 2.1)) == pytest.approx((0.95, 1.55))  # 42%: refit
+    assert value_view(1.0, 1.2, (0.9, 2.1)) == pytest.approx((0.98, 1.22))  # fills 17%: refit
+
+
+def _settle(qtbot) -> None:
+    qtbot.wait(REDRAW_MS * 3)
+
+
+def test_step_axis_holds_still_then_jumps_ahead_when_reached(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    plot.set_step_range(10_000)
+    vb = plot.loss_plot.getPlotItem().getViewBox()
+    moves = []
+    vb.sigXRangeChanged.connect(lambda *_: moves.append(1))
+    plot.add_points([(10, {"loss": 1.0})])
+    _settle(qtbot)
+    x0, x1 = vb.viewRange()[0]
+    assert x0 <= 0 and 20 <= x1 <= 21  # [0, 20] (+2% padding): the next round bound above 11
+    moves.clear()
+    for step in range(11, 21):  # several appends inside the bound: the axis holds still
+        plot.add_points([(step, {"loss": 1.0})])
+        _settle(qtbot)
+    assert moves == [] and vb.viewRange()[0] == [x0, x1]
+    plot.add_points([(21, {"loss": 1.0})])  # past the bound: one jump, ahead of the data
+    _settle(qtbot)
+    assert len(moves) == 1 and 50 <= vb.viewRange()[0][1] <= 51
+
+
+def test_values_expand_at_once_and_shrink_only_when_the_data_shrinks_a_lot(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    vb = plot.loss_plot.getPlotItem().getViewBox()
+    plot.add_points([(s, {"loss": 1.0 + 0.1 * (s % 2), "spiky": 1.0}) for s in range(1, 21)])
+    _settle(qtbot)
+    y0, y1 = vb.viewRange()[1]
+    assert y0 < 1.0 and 1.1 < y1 < 1.5
+    plot.add_points([(21, {"spiky": 5.0})])  # an outlier: the view takes it in at once
+    _settle(qtbot)
+    assert vb.viewRange()[1][1] > 5.0
+    y_outlier = vb.viewRange()[1]
+    plot.add_points([(s, {"loss": 1.05, "spiky": 1.0}) for s in range(22, 30)])
+    _settle(qtbot)
+    assert vb.viewRange()[1] == y_outlier  # new values inside: the view stays
+    spiky = plot.curve_items("spiky")[0]  # (the smoothed curve: the legend entry)
+    spiky.setVisible(False)  # (a legend click) the data now spans 1.0-1.1 of a 0.6-5.4 view
+    plot._on_legend_clicked(spiky)
+    _settle(qtbot)
+    y0, y1 = vb.viewRange()[1]
+    assert y0 < 1.0 and 1.1 < y1 < 1.5  # shrunk back around what is shown
+
+
+def test_user_zoom_is_respected_until_auto_range_is_asked_for(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    item = plot.loss_plot.getPlotItem()
+    vb = item.getViewBox()
+    plot.add_points([(s, {"loss": 1.0}) for s in range(1, 11)])
+    _settle(qtbot)
+    vb.scaleBy((0.5, 0.5))  # as the mouse wheel does ...
+    vb.sigRangeChangedManually.emit([True, True])  # ... and says so
+    zoomed = vb.viewRange()
+    plot.add_points([(s, {"loss": 9.0}) for s in range(11, 200)])
+    _settle(qtbot)
+    assert vb.viewRange() == zoomed  # the user's view is left alone
+    item.autoBtnClicked()  # "A": pyqtgraph turns its auto-range on; the view is ours again
+    assert not any(vb.state["autoRange"])  # (not pyqtgraph's: it would refit on every point)
+    (x0, x1), (y0, y1) = vb.viewRange()
+    assert x0 <= 1 and x1 >= 199 and y0 < 1.0 and y1 > 9.0  # refitted at once
+
+
+def test_a_loaded_run_is_fitted_exactly_then_follows_when_it_grows(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    records = [{"step": s, "time": 0.0, "loss": 2.0 - s / 1000} for s in range(10, 1010, 10)]
+    plot.load_history(columns(records))
+    plot.set_step_range(5000)  # a run stopped at step 1000 of 5000
+    _settle(qtbot)
+    vb = plot.loss_plot.getPlotItem().getViewBox()
+    x0, x1 = vb.viewRange()[0]
+    assert x0 == pytest.approx(-20) and x1 == pytest.approx(1020)  # 0-1000, 2% padding
+    plot.add_points([(1010, {"loss": 1.0})])  # it trains on: room ahead again
+    _settle(qtbot)
+    assert vb.viewRange()[0][1] >= 2000
+    plot.fit_to_data()  # it ended
+    assert vb.viewRange()[0][1] == pytest.approx(1010 * 1.02, rel=1e-3)
+
+
+def test_log_axes_and_the_lower_group_are_fitted(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    plot.add_points(
+        [(s, {"loss": 10.0 ** (-s / 25), "lr": 1e-3, "images_per_s": 0.0}) for s in range(1, 101)]
+    )
+    _settle(qtbot)
+    item = plot.loss_plot.getPlotItem()
+    item.setLogMode(x=True, y=True)  # (the plot's context menu)
+    _settle(qtbot)
+    (x0, x1), (y0, y1) = item.getViewBox().viewRange()  # log10 coordinates
+    assert x0 <= 0.0 and 2.0 <= x1 <= 2.5  # steps 1-100 (a round bound ahead)
+    assert y0 < -4.0 and -0.1 < y1 < 0.5  # 1e-4 .. 1: every value, none squashed
+    plot.set_group("Images/s")  # a group whose only values are 0, on a log axis: positives only
+    plot.diag_plot.getPlotItem().setLogMode(y=True)
+    _settle(qtbot)
+    plot.set_group("Learning rate")
+    _settle(qtbot)
+    y0, y1 = plot.diag_plot.getPlotItem().getViewBox().viewRange()[1]
+    assert y0 < -3.0 < y1  # log10(1e-3), fitted for the group now shown
