@@ -111,6 +111,59 @@ def _vae() -> Any:
     ).eval()
 
 
+def _tokenizer() -> Any:
+    with tempfile.TemporaryDirectory() as tok_src:
+        return tiny_tokenizer(Path(tok_src))
+
+
+def _scheduler(**extra: Any) -> Any:
+    """Stable Diffusion's training schedule, as DDIM."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+        **extra,
+    )
+
+
+def _unet(in_channels: int = 4, **kw: Any) -> Any:
+    """A two-level UNet (plain then cross-attention blocks) for 8x8 latents; ``kw`` adds the
+    widths and conditioning of each architecture."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=TINY_IMAGE // 2,
+        in_channels=in_channels,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=4,
+        **kw,
+    ).eval()
+
+
+def _xl_unet(cross_attention_dim: int, time_ids: int, pooled: int, in_channels: int = 4) -> Any:
+    """An SDXL UNet: ``time_ids`` micro-conditioning ids (6 for the base model: sizes and crop;
+    5 for the refiner: sizes, crop and aesthetic score), each embedded in 8, plus the pooled
+    text of width ``pooled``."""
+    time_dim = 8
+    return _unet(
+        in_channels,
+        block_out_channels=(16, 32),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=cross_attention_dim,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=time_ids * time_dim + pooled,
+    )
+
+
 def build_tiny_sd(
     folder: str | os.PathLike[str], *, inpainting: bool = False, sdxl: bool = False
 ) -> Path:
@@ -120,47 +173,20 @@ def build_tiny_sd(
     saves the inpainting pipeline class, as real inpainting checkpoints do.
     """
     import torch
-    from diffusers import DDIMScheduler, UNet2DConditionModel
 
     folder = Path(folder)
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tok_src:
-        tokenizer = tiny_tokenizer(Path(tok_src))
+    tokenizer = _tokenizer()
     text_encoder = _text_encoder(tokenizer, 16)
     in_channels = 9 if inpainting else 4
-    common: dict[str, Any] = dict(
-        sample_size=TINY_IMAGE // 2,
-        in_channels=in_channels,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-    )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-    )
+    scheduler = _scheduler()
     vae = _vae()
     if sdxl:
         from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
 
         text_encoder_2 = _text_encoder(tokenizer, 16, projection=True)
-        time_dim = 8
-        unet = UNet2DConditionModel(
-            **common,
-            block_out_channels=(16, 32),
-            attention_head_dim=(2, 4),
-            use_linear_projection=True,
-            cross_attention_dim=32,  # text_encoder + text_encoder_2 hidden states, concatenated
-            addition_embed_type="text_time",
-            addition_time_embed_dim=time_dim,
-            # six size/crop ids, each embedded in time_dim, plus the pooled text (16)
-            projection_class_embeddings_input_dim=6 * time_dim + 16,
-        ).eval()
+        # text_encoder + text_encoder_2 hidden states, concatenated; pooled text of width 16
+        unet = _xl_unet(32, 6, 16, in_channels)
         cls = StableDiffusionXLInpaintPipeline if inpainting else StableDiffusionXLPipeline
         kwargs: dict[str, Any] = {}
         if inpainting:
@@ -178,9 +204,9 @@ def build_tiny_sd(
     else:
         from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
-        unet = UNet2DConditionModel(
-            **common, block_out_channels=(8, 16), attention_head_dim=2, cross_attention_dim=16
-        ).eval()
+        unet = _unet(
+            in_channels, block_out_channels=(8, 16), attention_head_dim=2, cross_attention_dim=16
+        )
         cls = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
         pipe = cls(
             vae=vae,
@@ -205,39 +231,19 @@ def build_tiny_sd2(
     ``prediction_type`` goes into the scheduler config ("v_prediction" for SD 2.x 768 models).
     """
     import torch
-    from diffusers import (
-        DDIMScheduler,
-        StableDiffusionInpaintPipeline,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
     folder = Path(folder)
     torch.manual_seed(1)
-    with tempfile.TemporaryDirectory() as tok_src:
-        tokenizer = tiny_tokenizer(Path(tok_src))
+    tokenizer = _tokenizer()
     text_encoder = _text_encoder(tokenizer, 16)
     text_encoder.config.hidden_act = "gelu"  # saved in config.json; every load builds GELU layers
-    unet = UNet2DConditionModel(
-        sample_size=TINY_IMAGE // 2,
-        in_channels=9 if inpainting else 4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
+    unet = _unet(
+        9 if inpainting else 4,
         block_out_channels=(8, 16),
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         cross_attention_dim=16,
-    ).eval()
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
     )
     cls = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
     pipe = cls(
@@ -245,7 +251,7 @@ def build_tiny_sd2(
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=_scheduler(prediction_type=prediction_type),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -262,39 +268,15 @@ def build_tiny_sdxl(folder: str | os.PathLike[str]) -> Path:
     real ones differ (768 and 1280).
     """
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLPipeline
 
     folder = Path(folder)
     torch.manual_seed(2)
-    with tempfile.TemporaryDirectory() as tok_src:
-        tokenizer = tiny_tokenizer(Path(tok_src))
+    tokenizer = _tokenizer()
     text_encoder = _text_encoder(tokenizer, 16)
     text_encoder_2 = _text_encoder(tokenizer, 24, projection=True)
     text_encoder_2.config.hidden_act = "gelu"
-    time_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=TINY_IMAGE // 2,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-        block_out_channels=(16, 32),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        cross_attention_dim=16 + 24,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=6 * time_dim + 24,  # pooled text of encoder 2
-    ).eval()
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-    )
+    unet = _xl_unet(16 + 24, 6, 24)  # both encoders' hidden states; the pooled text of encoder 2
     pipe = StableDiffusionXLPipeline(
         vae=_vae(),
         text_encoder=text_encoder,
@@ -302,7 +284,7 @@ def build_tiny_sdxl(folder: str | os.PathLike[str]) -> Path:
         tokenizer=tokenizer,
         tokenizer_2=tokenizer,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=_scheduler(),
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
@@ -318,38 +300,14 @@ def build_tiny_sdxl_refiner(folder: str | os.PathLike[str]) -> Path:
     instead of the base model's six (original size, crop, target size).
     """
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLImg2ImgPipeline
 
     folder = Path(folder)
     torch.manual_seed(3)
-    with tempfile.TemporaryDirectory() as tok_src:
-        tokenizer = tiny_tokenizer(Path(tok_src))
+    tokenizer = _tokenizer()
     text_encoder_2 = _text_encoder(tokenizer, 24, projection=True)
     text_encoder_2.config.hidden_act = "gelu"
-    time_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=TINY_IMAGE // 2,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=4,
-        block_out_channels=(16, 32),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        cross_attention_dim=24,  # the one encoder's hidden states
-        addition_embed_type="text_time",
-        addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=5 * time_dim + 24,
-    ).eval()
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        steps_offset=1,
-    )
+    unet = _xl_unet(24, 5, 24)  # the one encoder's hidden states and pooled text
     pipe = StableDiffusionXLImg2ImgPipeline(
         vae=_vae(),
         text_encoder=None,
@@ -357,7 +315,7 @@ def build_tiny_sdxl_refiner(folder: str | os.PathLike[str]) -> Path:
         tokenizer=None,
         tokenizer_2=tokenizer,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=_scheduler(),
         requires_aesthetics_score=True,
         force_zeros_for_empty_prompt=False,
     )
