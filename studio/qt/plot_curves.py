@@ -21,7 +21,7 @@ import pyqtgraph as pg
 from PySide6.QtGui import QColor
 
 from studio.qt.plot_parts import RUN_DASHES, RUN_PALETTE, colour_for, group_of
-from studio.qt.series import NON_METRICS, Series
+from studio.qt.series import NON_METRICS, Series, metric_value
 
 Key = tuple[str, str | None]  # (metric name, None or an overlaid run's label)
 Columns = Mapping[str, tuple[np.ndarray, np.ndarray]]
@@ -94,11 +94,8 @@ class CurveStore:
         changed: set[Key] = set()
         for step, metrics in points:
             for name, value in metrics.items():
-                if name in NON_METRICS or isinstance(value, (str, bool)) or value is None:
-                    continue
-                try:
-                    y = float(value)
-                except (TypeError, ValueError):
+                y = metric_value(name, value)
+                if y is None:
                     continue
                 self.curve(name, None).series.append(float(step), y)
                 changed.add((name, None))

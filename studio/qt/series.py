@@ -19,6 +19,17 @@ from typing import Any
 import numpy as np
 
 NON_METRICS = frozenset({"step", "time"})
+
+
+def metric_value(name: str, value: Any) -> float | None:
+    """``value`` as a plotted number, or None for what is not a metric (step, time, text,
+    flags, missing or unparsable values)."""
+    if name in NON_METRICS or isinstance(value, (str, bool)) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 PYRAMID_FACTOR = 16
 PYRAMID_LEVELS = 4  # blocks of 16, 256, 4096 and 65536 points
 # Min/max pairs go min-max, max-min, min-max, ...: the line from one bucket to the next then
@@ -308,11 +319,8 @@ def columns(
         except (TypeError, ValueError):
             continue
         for name, value in record.items():
-            if name in NON_METRICS or isinstance(value, (str, bool)) or value is None:
-                continue
-            try:
-                y = float(value)
-            except (TypeError, ValueError):
+            y = metric_value(name, value)
+            if y is None:
                 continue
             xs.setdefault(name, []).append(step)
             ys.setdefault(name, []).append(y)
