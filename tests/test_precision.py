@@ -141,3 +141,27 @@ def test_train_job_reports_precision_the_cpu_cannot_use(data_dir, tmp_path):
     out = run_sync(train_job(tmp_path / "run", CancelToken(), cfg), on_progress=seen.append)
     assert out.ok, out.error
     assert any("fp16 applies to CUDA GPUs only" in (p.message or "") for p in seen)
+
+
+def test_fp16_loss_scales_are_checkpointed_and_resumed(data_dir, tmp_path, monkeypatch):
+    import functools
+    import json
+
+    import studio.engine.train as train
+    from studio.engine.checkpoint import latest_checkpoint
+    from studio.engine.runs import RunFolder
+
+    # The CPU trains in fp32; pretend the device wants fp16 so the trainer keeps loss scalers.
+    monkeypatch.setattr(train, "resolve_precision", lambda device, precision: "fp16")
+    run_dir = tmp_path / "run"
+    cfg = tiny_train_config("vae.conv", data_dir, steps=2, checkpoint_every=2, **EAGER)
+    with monkeypatch.context() as m:  # a scale that had backed off to 1024
+        m.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=1024.0))
+        assert run_sync(train_job(run_dir, CancelToken(), cfg)).ok
+    state_dir = RunFolder(run_dir).state_dir
+    meta = json.loads((latest_checkpoint(state_dir) / "trainer.json").read_text())
+    assert meta["trainer"]["grad_scalers"]["vae"]["scale"] == 1024.0
+    assert run_sync(train_job(run_dir, CancelToken(), None, steps=3)).ok  # fresh scalers: 65536
+    resumed = json.loads((latest_checkpoint(state_dir) / "trainer.json").read_text())
+    assert resumed["step"] == 3
+    assert resumed["trainer"]["grad_scalers"]["vae"]["scale"] == 1024.0  # continued, not reset

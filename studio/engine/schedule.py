@@ -101,8 +101,7 @@ class StepRunner:
         self.model, self.config, self.autocast = model, config, autocast
         self.speed = speed or Speed(model.device)
         # fp16 autocast: a loss scaler per optimizer, so networks that update in turn (GANs)
-        # keep their own scale. Not saved with checkpoints: a resumed run finds its scale again
-        # within a few steps.
+        # keep their own scale; saved with checkpoints (scaler_state), so a resume continues it.
         self.grad_scalers: dict[str, Any] = (
             {name: torch.amp.GradScaler(model.device.type) for name in model.optimizers}
             if grad_scaling
@@ -126,6 +125,17 @@ class StepRunner:
                     )
         if not model._base_lrs:  # build_model records them before a checkpoint loads
             model.remember_base_lrs()
+
+    def scaler_state(self) -> dict[str, dict[str, float]]:
+        """The loss scalers' state, JSON-able, for the checkpoint (empty without fp16)."""
+        return {name: dict(scaler.state_dict()) for name, scaler in self.grad_scalers.items()}
+
+    def load_scaler_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`scaler_state` (names this run has no scaler for are ignored: a run
+        resumed in another precision starts its scalers afresh)."""
+        for name, saved in state.items():
+            if name in self.grad_scalers and saved:
+                self.grad_scalers[name].load_state_dict(dict(saved))
 
     def lr_scale(self, step: int) -> float:
         c = self.config

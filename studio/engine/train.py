@@ -211,6 +211,7 @@ def _train(
     autocast = autocast_factory(device, config.precision)
     fp16 = resolve_precision(device, config.precision) == "fp16"  # needs loss scaling
     runner = StepRunner(model, config, autocast, images.batch_size, speed, grad_scaling=fp16)  # schedule, clipping, accumulation
+    runner.load_scaler_state(trainer_state.get("grad_scalers", {}))  # a resumed fp16 run's loss scales
     if (line := precision_message(device, config.precision)) is not None:
         yield Progress("load", message=line)
     for line in runner.take_messages():
@@ -231,7 +232,8 @@ def _train(
     def save(step_now: int) -> Progress:
         distributed.broadcast_state(model)  # batch-norm statistics may differ between ranks
         if is_main:
-            ckpt.save_checkpoint(run.state_dir, model, step_now, {"throughput": throughput})
+            state = {"throughput": throughput, "grad_scalers": runner.scaler_state()}
+            ckpt.save_checkpoint(run.state_dir, model, step_now, state)
             model.save(run.model_dir)
         distributed.barrier()
         return Progress("train", step_now, total, message=f"Checkpoint saved at step {step_now}")
