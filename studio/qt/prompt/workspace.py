@@ -7,17 +7,20 @@ live previews and progress come back through the runner. Finished images are sav
 history by the job, shown as a strip of thumbnails and, for image-to-image and inpainting,
 staged on the canvas's staging strip. A cancelled job produces nothing, so the canvas and the
 results stay as they were.
+
+This module builds and wires the workspace; the request and the job's lifecycle are in
+:mod:`studio.qt.prompt.generation`, restoring settings (history, opened or dropped PNGs) in
+:mod:`studio.qt.prompt.recall`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QDragEnterEvent, QDropEvent, QShowEvent
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -30,35 +33,26 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.core.errors import StudioError
-from studio.qt.canvas.jobs import InpaintResult
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.prompt import jobs, model_list
 from studio.qt.prompt.calls import JobCalls
+from studio.qt.prompt.generation import GenerationMixin
 from studio.qt.prompt.history_panel import HistoryPanel
 from studio.qt.prompt.model_list import ModelList
 from studio.qt.prompt.params import ParamsForm
 from studio.qt.prompt.prefs import PromptPrefs
+from studio.qt.prompt.recall import RecallMixin, dropped_png
 from studio.qt.prompt.results import ResultsStrip
 from studio.qt.prompt.xy_dialog import Prepared, XYGridDialog
 from studio.qt.settings import AppSettings
 from studio.qt.widgets import Banner, ImageView
 
+__all__ = ["PromptWorkspace", "Send", "dropped_png"]
+
 Send = Callable[[np.ndarray, str], None]
 
 
-def dropped_png(event: QDragEnterEvent | QDropEvent) -> str | None:
-    """The local PNG file an event carries (the first), or None."""
-    mime = event.mimeData()
-    if not mime.hasUrls():
-        return None
-    for url in mime.urls():
-        if url.isLocalFile() and url.toLocalFile().lower().endswith(".png"):
-            return url.toLocalFile()
-    return None
-
-
-class PromptWorkspace(QWidget):
+class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
     """Prompt generation around one engine thread and (optionally) the Canvas workspace.
 
     ``canvas`` is the :class:`~studio.qt.canvas.CanvasWorkspace` whose image and mask
@@ -67,6 +61,8 @@ class PromptWorkspace(QWidget):
     Signals: ``status_message(text)``; ``staged_on_canvas(count)`` after results were staged;
     ``results_ready(result)`` with every finished :class:`~studio.qt.prompt.jobs.PromptResult`;
     ``params_restored(names)`` after a recall or a dropped PNG set the settings.
+    Generation is :class:`~studio.qt.prompt.generation.GenerationMixin`; recall and PNG
+    drops are :class:`~studio.qt.prompt.recall.RecallMixin`.
     """
 
     status_message = Signal(str)
@@ -209,178 +205,7 @@ class PromptWorkspace(QWidget):
             values, str(entry.path) if entry is not None else None, self.splitter.saveState()
         )
 
-    # -- the request -------------------------------------------------------------------------
-    def _canvas_document(self) -> Any:
-        return getattr(self.canvas, "document", None) if self.canvas is not None else None
-
-    def use_canvas_size(self) -> None:
-        from studio.engine.prompt.request import snap8
-
-        doc = self._canvas_document()
-        if doc is None:
-            self.banner.show_message("Open an image on the Canvas first.", "info")
-            return
-        h, w = doc.shape
-        self.params.set_values({"width": snap8(w), "height": snap8(h)})
-
-    def prepare(self, *, new_seed: bool = True) -> Prepared | None:
-        """The request as the form and the canvas stand now, checked; None (with a banner
-        saying what to do) when it cannot run. ``new_seed``: draw a seed unless locked."""
-        from studio.engine.prompt.request import GenerateRequest
-
-        entry = self.model_list.current()
-        if entry is None:
-            self.banner.show_message(
-                "Choose a model: add a Stable Diffusion folder or .safetensors file with "
-                "Add folder… / Add file…, or train a prompt model in Train."
-            )
-            return None
-        from studio.engine.prompt.library import IMAGE_ONLY_ARCHS
-
-        if self.params.mode == "txt2img" and getattr(entry, "arch", "") in IMAGE_ONLY_ARCHS:
-            from studio.engine.prompt.loading import refiner_txt2img_error
-
-            self.banner.show_message(str(refiner_txt2img_error(str(entry.name))))
-            return None
-        if new_seed:
-            self.params.seed_for_next_run()
-        fields = self.params.values()
-        fields["model"] = str(entry.path)
-        fields["device"] = self._settings.device_preference()
-        image = mask = None
-        if fields["mode"] != "txt2img":
-            doc = self._canvas_document()
-            if doc is None:
-                self.banner.show_message(
-                    "Image to image and inpainting start from the picture on the Canvas: "
-                    "open one there first (Canvas ▸ Open image…)."
-                )
-                return None
-            image = doc.image.copy()  # private copies: later edits must not reach the job
-            if fields["mode"] == "inpaint":
-                mask = np.round(np.clip(doc.mask, 0, 1) * 255).astype(np.uint8)
-        try:
-            GenerateRequest(**fields, image=image, mask=mask).require_inputs()
-        except StudioError as err:
-            self.banner.show_message(str(err))
-            return None
-        allow = self.consents.allowed(self, entry)
-        if allow is None:
-            self.banner.show_message(
-                "Not loaded: the model is a pickled checkpoint. Convert it to .safetensors, or "
-                "Generate again and agree to load it in weights-only mode.",
-                "warning",
-            )
-            return None
-        self.banner.clear()
-        return Prepared(fields, image, mask, allow)
-
-    def ask_consent(self, path: str, message: str) -> bool:
-        return self.consents.ask(self, path, message)
-
-    # -- generation --------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._job is not None
-
-    def generate(self) -> bool:
-        """Submit a generation; False (with a banner saying why) when it cannot run."""
-        if self._job is not None:
-            return False
-        prepared = self.prepare()
-        if prepared is None:
-            return False
-        self.save_prefs()
-        self._submit(prepared)
-        return True
-
-    def _submit(self, prepared: Prepared) -> None:
-        doc = self._canvas_document() if prepared.image is not None else None
-        self._job_doc = doc
-        self._job_revision = doc.image_revision if doc is not None else 0
-        self._job_prepared = prepared
-        factory = jobs.generate(
-            prepared.fields, prepared.image, prepared.mask, allow_pickle=prepared.allow_pickle
-        )
-        self._job = self.calls.submit(
-            f"Generate ({prepared.fields['mode']})",
-            factory,
-            self._on_generated,
-            self._on_failed,
-            on_cancelled=self._on_cancelled,
-            on_progress=self._on_progress,
-            on_end=self._on_end,
-        )
-        self.progress.setRange(0, 0)
-        self.preview.set_image(None)
-        busy = self.calls.engine_busy()
-        self.status_label.setText("Waiting for the engine (it is busy)…" if busy else "Starting…")
-        self._update_controls()
-
-    def cancel(self) -> None:
-        if self._job is not None:
-            self._job.token.cancel()
-            self.status_label.setText("Cancelling…")
-
-    def _on_progress(self, progress: Any, image: Any) -> None:
-        if progress.total:
-            self.progress.setRange(0, int(progress.total))
-            self.progress.setValue(int(progress.step))
-        if image is not None:
-            self.preview.set_image(image)
-        if progress.message:
-            self.status_label.setText(progress.message)
-        elif progress.total:
-            self.status_label.setText(f"Step {progress.step} of {progress.total}")
-
-    def _on_generated(self, result: Any) -> None:
-        if isinstance(result, jobs.ConsentNeeded):
-            prepared = self._job_prepared
-            if prepared is not None and self.ask_consent(result.path, result.message):
-                again = Prepared(prepared.fields, prepared.image, prepared.mask, True)
-                QTimer.singleShot(0, self, lambda: self._submit(again))  # after _on_end
-            else:
-                self.status_label.setText("Not loaded: the pickled checkpoint was refused.")
-            return
-        self.result = result
-        self.results.set_result(result)
-        self.history.add_results(result)
-        seeds = ", ".join(str(s) for s in result.seeds)
-        text = f"{len(result.images)} image{'s' if len(result.images) != 1 else ''} (seed {seeds})"
-        text += ", saved to the history."
-        if self._stage_on_canvas(result):
-            text += " Staged on the Canvas: preview and Accept them there."
-        self.status_label.setText(text)
-        self.status_message.emit(text)
-        self.results_ready.emit(result)
-
-    def _stage_on_canvas(self, result: jobs.PromptResult) -> bool:
-        """Image-to-image and inpainting results the size of the canvas image they came from
-        go to its staging strip (Accept there is one undoable step)."""
-        doc, canvas = self._job_doc, self.canvas
-        if doc is None or canvas is None or doc is not self._canvas_document():
-            return False
-        if not result.images or any(im.shape != doc.image.shape for im in result.images):
-            return False
-        staged = InpaintResult(list(result.images), list(result.thumbnails), result.seeds[0])
-        canvas.stager.stage(staged, doc, self._job_revision)
-        self.staged_on_canvas.emit(len(result.images))
-        return True
-
-    def _on_failed(self, message: str) -> None:
-        self.status_label.setText("Failed.")
-        self.banner.show_message(message)
-
-    def _on_cancelled(self) -> None:
-        self.preview.set_image(None)  # the partial image is discarded, not shown as a result
-        self.status_label.setText("Cancelled: nothing was kept and the canvas is unchanged.")
-
-    def _on_end(self, _outcome: Any) -> None:
-        self._job, self._job_doc = None, None
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self._update_controls()
-
+    # -- sending to the canvas ---------------------------------------------------------------
     @property
     def send_to_canvas(self) -> Send | None:
         """Opens an image on the canvas (the window's ``send_to_canvas``)."""
@@ -394,71 +219,6 @@ class PromptWorkspace(QWidget):
     def _on_send_requested(self, image: np.ndarray, name: str) -> None:
         if self._send is not None:
             self._send(image, name)
-
-    # -- recall ------------------------------------------------------------------------------
-    def recall(self, metadata: dict[str, Any], source: str) -> list[str]:
-        """Put a generation's settings back (seed locked, so Generate redoes it)."""
-        names = self.params.set_values(metadata)
-        if "seed" in metadata:
-            self.params.lock_seed.setChecked(True)
-        model = metadata.get("model")
-        text = f"Restored {len(names)} settings from {source}."
-        skipped = [k for k in ("seed", "width", "height", "steps") if k in metadata and k not in names]
-        if skipped:
-            self.banner.show_message(
-                f"Settings restored from {source}, except {', '.join(skipped)}: out of the range "
-                "this workspace takes, so the same image cannot be made here.",
-                "warning",
-            )
-        elif model and not self.model_list.select(str(model)):
-            name = metadata.get("model_name") or Path(str(model)).name
-            self.banner.show_message(
-                f"Settings restored from {source}, but its model {name} is not in the list: "
-                "add it (Add folder… / Add file…) to generate the same image.",
-                "warning",
-            )
-        else:
-            self.banner.clear()
-        self.status_label.setText(text)
-        self.status_message.emit(text)
-        self.params_restored.emit(names)
-        return names
-
-    def open_png(self, path: str | Path) -> None:
-        """Read the settings a PNG carries (on the engine thread) and restore them."""
-        name = Path(path).name
-        self.status_label.setText(f"Reading {name}…")
-        self.calls.submit(
-            f"Read {name}",
-            jobs.read_png_params(path),
-            lambda md: self._on_png_read(md, name),
-            lambda m: self.banner.show_message(m),
-        )
-
-    def _on_png_read(self, metadata: dict[str, Any] | None, name: str) -> None:
-        if not metadata:
-            text = (
-                f"{name} carries no generation settings. Only PNGs saved by Studio (or by "
-                "tools that write a 'parameters' text) can restore settings."
-            )
-            self.banner.show_message(text, "info")
-            self.status_label.setText(text)
-            return
-        self.recall(metadata, name)
-
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
-        if dropped_png(event) is not None:
-            event.acceptProposedAction()
-        else:
-            event.ignore()
-
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
-        path = dropped_png(event)
-        if path is None:
-            event.ignore()
-            return
-        event.acceptProposedAction()
-        self.open_png(path)
 
     # -- X/Y grid ----------------------------------------------------------------------------
     def open_xy_dialog(self) -> XYGridDialog:
