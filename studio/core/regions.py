@@ -26,6 +26,11 @@ class Rect(NamedTuple):
     def slices(self) -> tuple[slice, slice]:
         return slice(self.y0, self.y1), slice(self.x0, self.x1)
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as Pillow wants it."""
+        return self.x1 - self.x0, self.y1 - self.y0
+
     def union(self, other: Rect | None) -> Rect:
         if other is None:
             return self

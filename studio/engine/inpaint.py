@@ -41,6 +41,7 @@ from studio.core.errors import StudioError
 from studio.core.imaging import make_grid
 from studio.core.jobs import Progress
 from studio.core.masks import composite, feather, grow
+from studio.core.regions import Rect
 from studio.engine import inpaint_diffusion as diff
 from studio.engine import inpaint_latent as lat
 from studio.engine.device import cpu_generator, resolve_device
@@ -79,23 +80,9 @@ class InpaintRequest:
     conditions: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Window:
-    """The image region the model works on, half-open: rows y0:y1, columns x0:x1."""
-
-    y0: int
-    y1: int
-    x0: int
-    x1: int
-
-    @property
-    def slices(self) -> tuple[slice, slice]:
-        return slice(self.y0, self.y1), slice(self.x0, self.x1)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height), as Pillow wants it."""
-        return self.x1 - self.x0, self.y1 - self.y0
+#: The image region the model works on (half-open rows y0:y1, columns x0:x1): the canvas's
+#: own rectangle type, with ``slices`` for numpy and ``size`` for Pillow.
+Window = Rect
 
 
 # -- checking the request ------------------------------------------------------------------
