@@ -36,3 +36,17 @@ def wait_job_finished(qtbot, win, timeout: int = 60_000) -> tuple[Any, Any]:
     with qtbot.waitSignal(win.runner.job_finished, timeout=timeout) as blocker:
         pass
     return blocker.args[0], blocker.args[1]
+
+
+def make_metrics_run(path: Path, *, steps: int = 100, records: int = 0) -> Any:
+    """A DCGAN run folder of ``steps`` planned steps with ``records`` metrics lines (loss_d = step)
+    and nothing else: what a run trained elsewhere looks like while its metrics are synced."""
+    from studio.engine.runs import RunFolder, TrainConfig
+
+    run = RunFolder(path)
+    path.mkdir(parents=True)
+    run.write_config({"family": "gan.dcgan", "train": TrainConfig(steps=steps).to_dict()})
+    run.append_metrics(
+        [{"step": s, "time": 0.0, "loss_d": float(s)} for s in range(1, records + 1)]
+    )
+    return run

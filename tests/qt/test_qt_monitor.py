@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from qt_steps import make_metrics_run
 
 from studio.core import atomic
 from studio.engine.runs import RunFolder, TrainConfig
@@ -16,16 +17,6 @@ from studio.qt.run_view import RunView
 from studio.qt.run_watch import poll_run
 
 COLOURS = {10: (255, 0, 0), 20: (0, 255, 0), 30: (0, 0, 255), 40: (255, 255, 0)}
-
-
-def _make_run(path: Path, steps: int = 100, records: int = 0) -> RunFolder:
-    run = RunFolder(path)
-    path.mkdir(parents=True)
-    run.write_config({"family": "gan.dcgan", "train": TrainConfig(steps=steps).to_dict()})
-    run.append_metrics(
-        [{"step": s, "time": 0.0, "loss_d": float(s)} for s in range(1, records + 1)]
-    )
-    return run
 
 
 def _write_grid(run: RunFolder, step: int) -> None:
@@ -49,7 +40,7 @@ def _fast_view(qtbot) -> RunView:
 
 
 def test_the_watcher_tails_a_metrics_file_another_thread_writes(qtbot, tmp_path: Path) -> None:
-    run = _make_run(tmp_path / "run", records=5)
+    run = make_metrics_run(tmp_path / "run", records=5)
     view = _fast_view(qtbot)
     view.watch(run.path)
     qtbot.waitUntil(lambda: view.plot.point_count() == 5, timeout=5000)
@@ -79,7 +70,7 @@ def test_the_watcher_tails_a_metrics_file_another_thread_writes(qtbot, tmp_path:
 
 
 def test_poll_rereads_a_truncated_file_and_keeps_half_lines(tmp_path: Path) -> None:
-    run = _make_run(tmp_path / "run", records=3)
+    run = make_metrics_run(tmp_path / "run", records=3)
     first = poll_run(run.path, 0, None)
     assert first.cols["loss_d"][0].tolist() == [1.0, 2.0, 3.0] and not first.reset
     with open(run.metrics_path, "a", encoding="utf-8") as fh:
@@ -92,7 +83,7 @@ def test_poll_rereads_a_truncated_file_and_keeps_half_lines(tmp_path: Path) -> N
 
 
 def test_timeline_scrubs_to_the_chosen_step_and_live_snaps_to_newest(qtbot, tmp_path: Path) -> None:
-    run = _make_run(tmp_path / "run", records=3)
+    run = make_metrics_run(tmp_path / "run", records=3)
     for step in (10, 20, 30):
         _write_grid(run, step)
     view = _fast_view(qtbot)
@@ -136,8 +127,8 @@ def test_live_grids_from_the_job_join_the_timeline(qtbot) -> None:
 
 def test_overlay_runs_add_a_curve_per_run(qtbot, studio_home: Path) -> None:
     runs = studio_home / "runs"
-    mine = _make_run(runs / "mine", records=10)
-    other = _make_run(runs / "other", records=20)
+    mine = make_metrics_run(runs / "mine", records=10)
+    other = make_metrics_run(runs / "other", records=20)
     other.append_metrics([{"step": 20, "diversity": 0.5}])
     view = RunView()
     qtbot.addWidget(view)
@@ -163,7 +154,7 @@ def test_overlay_runs_add_a_curve_per_run(qtbot, studio_home: Path) -> None:
 
 def test_an_opened_run_keeps_updating_while_a_headless_run_writes(qtbot, window, tmp_path) -> None:
     """A run folder synced from elsewhere: opened in the Train workspace, it follows the files."""
-    run = _make_run(tmp_path / "synced", steps=200, records=10)
+    run = make_metrics_run(tmp_path / "synced", steps=200, records=10)
     _write_grid(run, 10)
     panel = window.train_panel
     window.show_workspace(window.TRAIN)

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from qt_steps import make_metrics_run
 
 from studio.core import atomic
-from studio.engine.runs import RunFolder, TrainConfig
 from studio.qt.run_view import RunView
 
 FAST_MS = 30
@@ -20,16 +20,6 @@ FAST_MS = 30
 
 def _loss(step: int, lr_d: float = 1.0) -> float:
     return float(2.0 * np.exp(-step / (60.0 * lr_d)) + 0.3 + 0.05 * np.sin(step / 3.0))
-
-
-def _make_run(path: Path, records: int = 0, steps: int = 200) -> RunFolder:
-    run = RunFolder(path)
-    path.mkdir(parents=True)
-    run.write_config({"family": "gan.dcgan", "train": TrainConfig(steps=steps).to_dict()})
-    run.append_metrics(
-        [{"step": s, "time": 0.0, "loss_d": float(s)} for s in range(1, records + 1)]
-    )
-    return run
 
 
 def _fast_view(qtbot) -> RunView:
@@ -45,8 +35,8 @@ def _steps(view: RunView, run: str, name: str = "loss_d") -> list[float]:
 
 
 def test_an_overlaid_run_that_grows_shows_its_new_points(qtbot, tmp_path: Path) -> None:
-    mine = _make_run(tmp_path / "mine", records=5)
-    other = _make_run(tmp_path / "other", records=10)
+    mine = make_metrics_run(tmp_path / "mine", records=5)
+    other = make_metrics_run(tmp_path / "other", records=10)
     view = _fast_view(qtbot)
     view.watch(mine.path)
     view.apply_overlays([other.path])
@@ -83,8 +73,8 @@ def test_an_overlaid_run_that_grows_shows_its_new_points(qtbot, tmp_path: Path) 
 
 
 def test_removing_an_overlay_stops_following_it(qtbot, tmp_path: Path) -> None:
-    a = _make_run(tmp_path / "a", records=4)
-    b = _make_run(tmp_path / "b", records=4)
+    a = make_metrics_run(tmp_path / "a", records=4)
+    b = make_metrics_run(tmp_path / "b", records=4)
     view = _fast_view(qtbot)
     view.apply_overlays([a.path, b.path])
     qtbot.waitUntil(lambda: sorted(view.plot.overlay_runs()) == ["a", "b"], timeout=5000)
@@ -111,8 +101,8 @@ def test_removing_an_overlay_stops_following_it(qtbot, tmp_path: Path) -> None:
 def test_a_rewritten_truncated_or_deleted_overlay_is_rebuilt_or_cleared(
     qtbot, tmp_path: Path
 ) -> None:
-    first = _make_run(tmp_path / "first", records=3)
-    run = _make_run(tmp_path / "other", records=20)
+    first = make_metrics_run(tmp_path / "first", records=3)
+    run = make_metrics_run(tmp_path / "other", records=20)
     view = _fast_view(qtbot)
     view.apply_overlays([first.path])
     qtbot.waitUntil(lambda: view.plot.overlay_runs() == ["first"], timeout=5000)
@@ -149,13 +139,13 @@ def test_a_rewritten_truncated_or_deleted_overlay_is_rebuilt_or_cleared(
     qtbot.waitUntil(lambda: view._overlay_watchers["other"].polls >= polls + 3, timeout=5000)
     assert _steps(view, "first") == [1.0, 2.0, 3.0]
 
-    _make_run(run.path, records=7)  # it comes back (synced again)
+    make_metrics_run(run.path, records=7)  # it comes back (synced again)
     qtbot.waitUntil(lambda: len(_steps(view, "other")) == 7, timeout=5000)
     assert view.banner.isHidden()  # nothing of this was an error for the user
 
 
 def test_a_run_with_no_metrics_yet_is_overlaid_and_fills_in(qtbot, tmp_path: Path) -> None:
-    run = _make_run(tmp_path / "fresh", records=0)
+    run = make_metrics_run(tmp_path / "fresh", records=0)
     view = _fast_view(qtbot)
     view.apply_overlays([run.path])
     qtbot.waitUntil(lambda: view.plot.overlay_runs() == ["fresh"], timeout=5000)
@@ -167,8 +157,8 @@ def test_a_run_with_no_metrics_yet_is_overlaid_and_fills_in(qtbot, tmp_path: Pat
 
 
 def test_overlay_watchers_stop_when_the_view_closes(qtbot, tmp_path: Path) -> None:
-    mine = _make_run(tmp_path / "mine", records=2)
-    run = _make_run(tmp_path / "other", records=2)
+    mine = make_metrics_run(tmp_path / "mine", records=2)
+    run = make_metrics_run(tmp_path / "other", records=2)
     view = _fast_view(qtbot)
     view.watch(mine.path)
     view.apply_overlays([run.path])
@@ -192,9 +182,9 @@ def test_train_workspace_with_a_live_overlay_renders(qtbot, window, tmp_path: Pa
     from studio.qt.imaging import qimage_to_numpy
     from studio.qt.plot_parts import RUN_PALETTE
 
-    shown = _make_run(tmp_path / "base_run", steps=300)
+    shown = make_metrics_run(tmp_path / "base_run", steps=300)
     shown.append_metrics([{"step": s, "loss_d": _loss(s)} for s in range(1, 301)])
-    other = _make_run(tmp_path / "faster_lr", steps=300)
+    other = make_metrics_run(tmp_path / "faster_lr", steps=300)
     other.append_metrics([{"step": s, "loss_d": _loss(s, 0.5)} for s in range(1, 61)])
     window.resize(1280, 800)
     window.show_workspace(window.TRAIN)
