@@ -28,3 +28,16 @@ def _few_threads():
         return
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to reach the network (a model hub) fails loudly instead of hanging or passing
+    unnoticed. Use with ``pytest.mark.usefixtures("no_network")``."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

@@ -41,6 +41,22 @@ def _byte_alphabet() -> list[str]:
     return chars
 
 
+def picture(h: int = 24, w: int = 20) -> Any:
+    """A seeded random H x W x 3 uint8 image, the canvas image of the prompt tests."""
+    import numpy as np
+
+    return np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def hole(h: int = 24, w: int = 20) -> Any:
+    """An H x W uint8 mask with a square hole (255) at rows 6:14, columns 5:13."""
+    import numpy as np
+
+    mask = np.zeros((h, w), np.uint8)
+    mask[6:14, 5:13] = 255
+    return mask
+
+
 def write_tiny_tokenizer_files(folder: Path) -> Path:
     """vocab.json + merges.txt for a CLIP BPE tokenizer that spells a few whole words."""
     folder.mkdir(parents=True, exist_ok=True)

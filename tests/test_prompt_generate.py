@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from prompt_fixtures import build_tiny_sd
+from prompt_fixtures import build_tiny_sd, hole, picture
 
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
@@ -37,15 +37,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def cache() -> PipelineCache:
     return PipelineCache(max_models=2)
 
-
-def picture(h: int = 24, w: int = 20) -> np.ndarray:
-    return np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def hole(h: int = 24, w: int = 20) -> np.ndarray:
-    mask = np.zeros((h, w), np.uint8)
-    mask[6:14, 5:13] = 255
-    return mask
 
 
 def request(model: Path, **kw) -> GenerateRequest:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from prompt_fixtures import (
     build_tiny_sdxl_refiner,
     config_only_copy,
     export_original_layout,
+    hole,
+    picture,
 )
 from safetensors.torch import load_file
 
@@ -33,7 +34,10 @@ from studio.engine.prompt.generate import PipelineCache, generate_job
 from studio.engine.prompt.library import ModelLibrary, classify_checkpoint_keys, inspect_model
 from studio.engine.prompt.request import GenerateRequest
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.usefixtures("no_network"),
+]
 
 REFINES = "refines an existing image"
 
@@ -50,30 +54,14 @@ def refiner(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"folder": folder, "file": file}
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError(f"network access attempted: {args}")
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-
-
-def _picture() -> np.ndarray:
-    return np.random.default_rng(1).integers(0, 256, (24, 20, 3), dtype=np.uint8)
-
-
-def _hole() -> np.ndarray:
-    mask = np.zeros((24, 20), np.uint8)
-    mask[6:14, 5:13] = 255
-    return mask
 
 
 def _request(model: Path | str, mode: str, seed: int = 3, **kw: Any) -> GenerateRequest:
     if mode != "txt2img":
-        kw.setdefault("image", _picture())
+        kw.setdefault("image", picture())
     if mode == "inpaint":
-        kw.setdefault("mask", _hole())
+        kw.setdefault("mask", hole())
     return GenerateRequest(
         str(model),
         mode=mode,
@@ -194,7 +182,7 @@ def test_img2img_and_inpaint_give_images_same_seed_same_image(
             assert np.array_equal(image, results[(mode, seed)])  # same seed, same image
         results[(mode, seed)] = image
     assert not np.array_equal(results[("img2img", 3)], results[("img2img", 4)])
-    inpainted, original = results[("inpaint", 3)], _picture()
+    inpainted, original = results[("inpaint", 3)], picture()
     assert np.array_equal(inpainted[20:], original[20:])  # far from the mask: untouched
     assert not np.array_equal(inpainted[6:14, 5:13], original[6:14, 5:13])
     # with the image-to-image pipeline loaded, text to image still says why not

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,8 @@ from prompt_fixtures import (
     build_tiny_sdxl,
     config_only_copy,
     export_original_layout,
+    hole,
+    picture,
 )
 from safetensors.torch import load_file
 
@@ -34,7 +35,10 @@ from studio.engine.prompt.generate import PipelineCache, generate_job
 from studio.engine.prompt.library import ModelLibrary, classify_checkpoint_keys
 from studio.engine.prompt.request import GenerateRequest
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.usefixtures("no_network"),
+]
 
 # name -> (builder, arch, inpainting)
 KINDS: dict[str, tuple[Any, str, bool]] = {
@@ -67,15 +71,6 @@ def exported(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     }
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any attempt to reach the hub fails loudly instead of hanging or passing unnoticed."""
-
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def file_with_config_beside(
@@ -238,15 +233,6 @@ def test_sd1_file_with_the_shared_config_is_listed_and_generates(
     assert np.array_equal(images[entry.id], images[str(folders["sd1"])])
 
 
-def _picture() -> np.ndarray:
-    return np.random.default_rng(1).integers(0, 256, (24, 20, 3), dtype=np.uint8)
-
-
-def _hole() -> np.ndarray:
-    mask = np.zeros((24, 20), np.uint8)
-    mask[6:14, 5:13] = 255
-    return mask
-
 
 @pytest.mark.parametrize(
     ("name", "mode", "pipeline"),
@@ -270,9 +256,9 @@ def test_image_tasks_on_a_single_file_match_the_folder(
     cache = PipelineCache(max_models=2)
     results = []
     for model in (file, folders[name]):
-        kw: dict[str, Any] = {"image": _picture()}
+        kw: dict[str, Any] = {"image": picture()}
         if mode == "inpaint":
-            kw["mask"] = _hole()
+            kw["mask"] = hole()
         req = GenerateRequest(
             str(model),
             mode=mode,
