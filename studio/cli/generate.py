@@ -149,12 +149,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _run_resolution(model: str) -> int | None:
     """The training resolution of a Studio run folder, else None (a Stable Diffusion model)."""
+    from studio.engine.prompt.library import run_resolution
     from studio.engine.runs import RunFolder
 
     run = RunFolder(model)
-    if not run.config_path.is_file():
-        return None
-    try:
-        return int(run.read_config().get("train", {}).get("resolution") or 0) or None
-    except Exception:  # noqa: BLE001 - an unreadable config is reported by the generation itself
-        return None
+    return (run_resolution(run) or None) if run.config_path.is_file() else None

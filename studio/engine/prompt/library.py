@@ -249,14 +249,15 @@ def inspect_run(folder: Path) -> ModelEntry | None:
         path=str(folder),
         kind="studio-run",
         arch="studio",
-        resolution=_run_resolution(run),
+        resolution=run_resolution(run),
         size_bytes=size,
         precision=precision_of(dtypes),
         file_format="safetensors",
     )
 
 
-def _run_resolution(run: Any) -> int:
+def run_resolution(run: Any) -> int:
+    """The size a Studio run (a ``RunFolder``) trained at and draws at; 0 if unknown."""
     try:
         return int(run.read_config().get("train", {}).get("resolution") or 0)
     except Exception:  # noqa: BLE001 - a run with an unreadable config still lists
