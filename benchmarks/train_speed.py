@@ -58,9 +58,11 @@ OFF = dict(
     compile="off",
     cuda_graphs=False,
     reuse_cpu_memory="off",
+    fast_dropout="off",
 )
-#: The studio trainer's CPU settings before fused AdamW and memory reuse became its defaults.
-CPU_BEFORE = dict(fused_adamw="off", reuse_cpu_memory="off")
+#: The studio trainer's CPU settings before fused AdamW, memory reuse and fast dropout became
+#: its defaults.
+CPU_BEFORE = dict(fused_adamw="off", reuse_cpu_memory="off", fast_dropout="off")
 
 
 @dataclasses.dataclass
@@ -347,7 +349,7 @@ def run_case(
         before = statistics.median(rates["before"])
         rows.append(
             (
-                "studio, without fused AdamW and memory reuse (the CPU defaults before issue 7's "
+                "studio, without fused AdamW, memory reuse and fast dropout (the CPU defaults before issue 7's "
                 "CPU work)",
                 before,
                 before / ref,

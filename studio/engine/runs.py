@@ -60,6 +60,7 @@ class TrainConfig:
     auto_batch: bool = False  # CUDA: halve batch_size until a step fits in memory
     cpu_threads: int = 0  # torch threads on the CPU; 0 = auto
     reuse_cpu_memory: str = "auto"  # auto (CPU training, glibc) | on | off: no page faults per step
+    fast_dropout: str = "auto"  # auto (CPU) | on | off: dropout masks 4 elements per random draw
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

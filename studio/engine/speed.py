@@ -38,6 +38,7 @@ from torch import nn
 
 from studio.core.errors import StudioError
 from studio.engine.device import PRECISION_CHOICES
+from studio.engine.dropout import use_fast_dropout
 from studio.engine.runs import TrainConfig
 from studio.models.base import GenerativeModel
 
@@ -48,7 +49,7 @@ CompileFn = Callable[..., Callable[..., Any]]
 
 def check_options(config: TrainConfig) -> None:
     """Refuse option values the trainer does not know, naming the setting and its choices."""
-    for name in ("tf32", "channels_last", "fused_adamw", "reuse_cpu_memory"):
+    for name in ("tf32", "channels_last", "fused_adamw", "reuse_cpu_memory", "fast_dropout"):
         if getattr(config, name) not in AUTO_ON_OFF:
             raise StudioError(f"{name} must be auto, on or off, not {getattr(config, name)!r}.")
     if config.precision not in PRECISION_CHOICES:
@@ -73,7 +74,7 @@ def check_options(config: TrainConfig) -> None:
 OPTION_NAMES = (
     "tf32", "channels_last", "fused_adamw", "compile", "cuda_graphs", "grad_clip", "warmup_steps",
     "lr_schedule", "min_lr_fraction", "accumulate", "auto_batch", "cpu_threads", "precision",
-    "reuse_cpu_memory",
+    "reuse_cpu_memory", "fast_dropout",
 )  # fmt: skip
 
 
@@ -224,6 +225,11 @@ def apply_speed(
         elif config.reuse_cpu_memory == "on":
             speed.messages.append("reuse_cpu_memory needs Linux with glibc: option ignored here.")
     _apply_tf32(config.tf32, cuda, speed, done)
+    if _wants(config.fast_dropout, device.type == "cpu"):
+        if device.type != "cpu":
+            speed.messages.append("fast_dropout applies to CPU training only: option ignored here.")
+        elif use_fast_dropout(model):
+            done.append("fast dropout")
     if _wants(config.channels_last, cuda and _is_convolutional(model)):
         model.to(memory_format=torch.channels_last)
         for opt in model.optimizers.values():
