@@ -111,24 +111,56 @@ def _ours(frame) -> str:
 
 class _EventSpy:
     """An application event filter that remembers the last event the GUI thread dispatched
-    (type and receiver), so a stall spent in Qt's C++ code (no Python frame) can be named."""
+    (type and receiver), so a stall spent in Qt's C++ code (no Python frame) can be named.
+
+    It also keeps a timeline of every event the GUI thread began: ``(perf_counter, GUI thread
+    CPU seconds, "Type -> receiver")``. The CPU spent between one event's start and the next's
+    is charged to the first (its handler, or Qt's painting for a Paint/UpdateRequest), which
+    splits a stall into the events it was made of.
+    """
 
     @staticmethod
     def install() -> _EventSpy:
         from PySide6.QtCore import QCoreApplication, QEvent, QObject
 
+        quiet = (QEvent.Type.Timer, QEvent.Type.MetaCall)
+
         class Spy(QObject):
             last = "-"
 
+            def __init__(self) -> None:
+                super().__init__()
+                self.timeline: collections.deque = collections.deque(maxlen=200_000)
+                self._mine = threading.get_ident()
+
             def eventFilter(self, obj, event):  # noqa: N802 - Qt's name
+                if threading.get_ident() != self._mine:
+                    return False
                 kind = event.type()
-                if kind not in (QEvent.Type.Timer, QEvent.Type.MetaCall):
-                    name = obj.objectName() or type(obj).__name__
-                    self.last = f"{kind.name} -> {name}"
+                name = obj.objectName() or type(obj).__name__
+                if not obj.objectName() and kind == QEvent.Type.Paint:
+                    parent = obj.parent()  # a bare QWidget: name its container too
+                    if parent is not None:
+                        name += f" in {parent.objectName() or type(parent).__name__}"
+                label = f"{kind.name} -> {name}"
+                self.timeline.append((time.perf_counter(), time.thread_time(), label))
+                if kind not in quiet:
+                    self.last = label
                 return False
 
             def remove(self) -> None:
                 QCoreApplication.instance().removeEventFilter(self)
+
+            def costs(self, start: float, end: float, top: int = 3) -> list[tuple[str, float]]:
+                """The events that used the most GUI CPU between ``start`` and ``end``."""
+                spent: collections.Counter = collections.Counter()
+                rows = list(self.timeline)
+                times = [r[0] for r in rows]
+                i = max(0, int(np.searchsorted(times, start)) - 1)
+                j = int(np.searchsorted(times, end))
+                for a, b in zip(rows[i:j], rows[i + 1 : j + 1]):
+                    spent[a[2]] += (b[1] - a[1]) * 1000
+                return [(k, v) for k, v in spent.most_common(top) if v >= 1.0]
 
         spy = Spy()
         QCoreApplication.instance().installEventFilter(spy)
@@ -296,6 +328,12 @@ class StallAttributor:
                     f"  {ms:7.1f}  {cause:<4}  {gui_cpu:5.0f}/{wait:5.0f}  {other_cpu:6.0f}  "
                     f"{proc:6.0f}  at {start - t0:5.2f} s  {where}"
                 )
+                spent = self._events.costs(start, end)
+                if spent:
+                    print(
+                        "           GUI CPU by event: "
+                        + ", ".join(f"{k} {v:.0f} ms" for k, v in spent)
+                    )
                 stacks = collections.Counter(s[1] for s in inside).most_common(2)
                 for stack, n in stacks:
                     print(f"           GUI x{n}: {stack}")
@@ -314,6 +352,23 @@ class StallAttributor:
         gcs = [(e - s) * 1000 for s, e, g, _t in self.collections if g == 2]
         if gcs:
             print(f"  gen-2 collections: {len(gcs)}, longest {max(gcs):.1f} ms")
+
+
+def thread_table() -> list[tuple[int, str, int, float]]:
+    """This process's threads (Linux ``/proc``): ``(native id, name, nice, CPU seconds)``, the
+    busiest first; empty elsewhere. Shows which threads did the work and at what priority."""
+    rows = []
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for task in Path("/proc/self/task").glob("*") if Path("/proc/self/task").is_dir() else []:
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()  # fields[0] is the state (field 3)
+        cpu = (int(fields[11]) + int(fields[12])) / tick  # utime + stime (fields 14, 15)
+        rows.append((int(task.name), name, int(fields[16]), cpu))  # nice (field 19)
+    return sorted(rows, key=lambda r: -r[3])
 
 
 def summarize(name: str, late: np.ndarray, seconds: float) -> tuple[float, float]:

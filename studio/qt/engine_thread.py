@@ -45,12 +45,17 @@ import shiboken6
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from studio.core.jobs import CancelToken, Outcome, Progress, ProgressMailbox, Status, run_sync
+from studio.core.threads import lower_thread_priority
 from studio.engine import live  # no torch: the registry of runs training on this thread
 
 JobFactory = Callable[[CancelToken], Generator[Progress, None, Any]]
 KeepFilter = Callable[[Progress], bool]
 
 _INTERACTIVE = -1  # a queue entry that only wakes the thread for the interactive queue
+# Nice steps below the GUI thread (Linux; 0 = off). Training on the few cores of a laptop, the
+# GUI thread otherwise waits for a core mid-repaint; torch's OpenMP workers, created from this
+# thread, inherit it. Costs training throughput only while the GUI thread wants the CPU.
+ENGINE_NICE = 5
 _LIVE: weakref.WeakSet[EngineThread] = weakref.WeakSet()
 # Threads that did not stop in time: kept referenced so Python never deletes a running QThread
 # (which aborts the process), and waited for at exit.
@@ -138,6 +143,7 @@ class EngineThread(QThread):
         self._nested: JobHandle | None = None  # the interactive job running now, if any
         self._ids = itertools.count(1)
         self._closed = False
+        self.nice: int | None = None  # this thread's nice value once it runs (Linux)
         _LIVE.add(self)
 
     # -- GUI side --------------------------------------------------------------------------
@@ -237,6 +243,7 @@ class EngineThread(QThread):
 
     # -- engine side -----------------------------------------------------------------------
     def run(self) -> None:
+        self.nice = lower_thread_priority(ENGINE_NICE)  # before any job makes worker threads
         while True:
             job_id = self._queue.get()
             self._run_interactive()  # waiting interactive jobs go first (shutdown: cancelled)
