@@ -325,6 +325,12 @@ def run_case(
             rates["before"].append(job.result())
         rates["studio"].append(studio_once())
     ref, ours = statistics.median(rates["reference"]), statistics.median(rates["studio"])
+
+    def paired(values: list[float]) -> float:
+        """The median of each repeat's ratio to the reference run just before it: on a shared
+        machine the load drifts between repeats, and a ratio of medians mixes repeats."""
+        return statistics.median(v / r for v, r in zip(values, rates["reference"]))
+
     spread = "; ".join(
         f"{name} {', '.join(f'{r:.0f}' for r in values)}"
         for name, values in rates.items()
@@ -342,17 +348,17 @@ def run_case(
             "studio train_job, defaults"
             + (" (bf16, TF32, channels_last, fused AdamW)" if cuda else ""),
             ours,
-            ours / ref,
+            paired(rates["studio"]),
         )
     )
     if not cuda:
         before = statistics.median(rates["before"])
         rows.append(
             (
-                "studio, without fused AdamW, memory reuse and fast dropout (the CPU defaults before issue 7's "
-                "CPU work)",
+                "studio, without fused AdamW, memory reuse and fast dropout "
+                "(the CPU defaults before issue 7's CPU work)",
                 before,
-                before / ref,
+                paired(rates["before"]),
             )
         )
     if cuda:
