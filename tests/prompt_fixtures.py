@@ -276,15 +276,16 @@ def build_tiny_sd2(
     return folder
 
 
-def build_tiny_sdxl(folder: str | os.PathLike[str]) -> Path:
+def build_tiny_sdxl(folder: str | os.PathLike[str], *, inpainting: bool = False) -> Path:
     """A tiny SDXL pipeline whose two text encoders have different widths (16 and 24).
 
     ``build_tiny_sd(sdxl=True)`` gives both width 16, which a single file cannot represent:
     diffusers tells SDXL's CLIP from its OpenCLIP encoder in a single file by the width, as the
-    real ones differ (768 and 1280).
+    real ones differ (768 and 1280). ``inpainting`` gives the UNet 9 input channels and saves
+    ``StableDiffusionXLInpaintPipeline`` (no aesthetic score), as SDXL inpainting 0.1 is.
     """
     import torch
-    from diffusers import StableDiffusionXLPipeline
+    from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
 
     folder = Path(folder)
     torch.manual_seed(2)
@@ -292,8 +293,10 @@ def build_tiny_sdxl(folder: str | os.PathLike[str]) -> Path:
     text_encoder = _text_encoder(tokenizer, 16)
     text_encoder_2 = _text_encoder(tokenizer, 24, projection=True)
     text_encoder_2.config.hidden_act = "gelu"
-    unet = _xl_unet(16 + 24, 6, 24)  # both encoders' hidden states; the pooled text of encoder 2
-    pipe = StableDiffusionXLPipeline(
+    # both encoders' hidden states; the pooled text of encoder 2
+    unet = _xl_unet(16 + 24, 6, 24, 9 if inpainting else 4)
+    cls = StableDiffusionXLInpaintPipeline if inpainting else StableDiffusionXLPipeline
+    pipe = cls(
         vae=_vae(),
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
@@ -301,6 +304,7 @@ def build_tiny_sdxl(folder: str | os.PathLike[str]) -> Path:
         tokenizer_2=tokenizer,
         unet=unet,
         scheduler=_scheduler(),
+        **({"requires_aesthetics_score": False} if inpainting else {}),
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
@@ -337,6 +341,23 @@ def build_tiny_sdxl_refiner(folder: str | os.PathLike[str]) -> Path:
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def assert_same_tensors(original: dict[str, Any], converted: dict[str, Any]) -> None:
+    """The same names, and bit-identical tensors under each."""
+    import torch
+
+    assert sorted(converted) == sorted(original)
+    differ = [k for k in original if not torch.equal(original[k], converted[k])]
+    assert not differ, differ[:5]
+
+
+def assert_same_weights(a: Any, b: Any) -> None:
+    """Two modules hold bit-identical parameters and buffers."""
+    assert_same_tensors(
+        {k: v.detach() for k, v in a.state_dict().items()},
+        {k: v.detach() for k, v in b.state_dict().items()},
+    )
 
 
 # -- hostile files ----------------------------------------------------------------------------
@@ -632,6 +653,18 @@ def export_original_layout(
         tensors = {k: v.to(dtype) for k, v in tensors.items()}
     out_file = Path(out_file)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_file))
+    return out_file
+
+
+def export_pickled_checkpoint(
+    folder: str | os.PathLike[str], out_file: str | os.PathLike[str]
+) -> Path:
+    """Write a tiny diffusers folder as ONE original-layout pickled ``.ckpt``, shaped as the
+    original training code saved them: ``{"state_dict": tensors, "global_step": int}``."""
+    import torch
+
+    out_file = Path(out_file)
+    torch.save({"state_dict": original_layout_state_dict(folder), "global_step": 1}, out_file)
     return out_file
 
 

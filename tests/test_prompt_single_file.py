@@ -18,6 +18,8 @@ import pytest
 import torch
 from prompt_fixtures import (
     TINY_IMAGE,
+    assert_same_tensors,
+    assert_same_weights,
     build_tiny_sd,
     build_tiny_sd2,
     build_tiny_sdxl,
@@ -71,8 +73,6 @@ def exported(folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     }
 
 
-
-
 def file_with_config_beside(
     exported: dict[str, Path], folders: dict[str, Path], name: str, tmp_path: Path
 ) -> Path:
@@ -82,28 +82,9 @@ def file_with_config_beside(
     return file
 
 
-def weights(component: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach() for k, v in component.state_dict().items()}
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
-    assert not differ, differ[:5]
-
-
 def _component(folder: Path, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     (file,) = (folder / name).glob("*.safetensors")
     return load_file(str(file)), json.loads((folder / name / "config.json").read_text("utf-8"))
-
-
-def assert_same_tensors(
-    original: dict[str, torch.Tensor], converted: dict[str, torch.Tensor]
-) -> None:
-    assert sorted(converted) == sorted(original)
-    differ = [k for k in original if not torch.equal(original[k], converted[k])]
-    assert not differ, differ[:5]
 
 
 # -- the exporter is exactly what diffusers' converters undo -----------------------------------
@@ -231,7 +212,6 @@ def test_sd1_file_with_the_shared_config_is_listed_and_generates(
         assert out.ok, out.details
         images[model] = out.result.images[0]
     assert np.array_equal(images[entry.id], images[str(folders["sd1"])])
-
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,12 @@
   pickled need consent and then load through diffusers/transformers' ``weights_only`` reader.
 - A single checkpoint file (original SD 1.x / 2.x / SDXL layout): ``from_single_file`` with a
   LOCAL diffusers-layout config folder (beside the file, or ``studio_home()/configs/<arch>``);
-  without one the error names exactly what to add. A pickled file is read by
-  :func:`files.read_state_dict` (consent, weights-only), written to a temporary safetensors file
-  and loaded from that.
+  without one the error names exactly what to add, and one whose UNet takes other inputs than
+  the file's (an inpainting file, 9 channels, with a regular config, or the reverse) is refused
+  before diffusers sees it. A pickled file is read by :func:`files.read_state_dict` (consent,
+  weights-only), written to a temporary safetensors file and loaded from that; the pipeline's
+  ``studio_entry`` then carries the architecture its tensors tell (the library lists an unread
+  pickle as "unknown").
 - The hub is never contacted: ``HF_HUB_OFFLINE`` is forced on for the duration of the call.
 
 ``task`` is "txt2img", "img2img" or "inpaint". For "inpaint" on a model whose UNet is not an
@@ -23,6 +26,7 @@ before anything is loaded.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -204,7 +208,11 @@ def load_pipeline_job(
     if entry.kind == "diffusers-folder":
         pipe = _load_folder(entry, task, dtype, allow_pickle)
     else:
-        pipe = yield from _load_single_file(entry, task, dtype, allow_pickle, token)
+        pipe, arch, inpainting = yield from _load_single_file(
+            entry, task, dtype, allow_pickle, token
+        )
+        # A pickle is listed as "unknown" until it is read: say what it turned out to be.
+        entry = dataclasses.replace(entry, arch=arch, inpainting=inpainting)
     token.check()
     yield Progress("load", 2, 3, f"Moving {entry.name} to {device}")
     pipe = pipe.to(device)
@@ -313,6 +321,7 @@ def find_local_config(file: Path, arch: str, inpainting: bool) -> Path:
                     + "; ".join(missing)
                     + ". Copy them from the diffusers version of the same base model."
                 )
+            _check_unet_channels(folder, file, arch, inpainting)
             return folder
     if arch not in _ARCH_NAMES:
         raise StudioError(
@@ -335,6 +344,31 @@ def find_local_config(file: Path, arch: str, inpainting: bool) -> Path:
     )
 
 
+def _check_unet_channels(folder: Path, file: Path, arch: str, inpainting: bool) -> None:
+    """Refuse a config whose UNet takes other inputs than the file's: an inpainting file (9
+    input channels: latents, mask, masked image) with a regular model's config, or the other
+    way round. diffusers would fail on the first layer with advice meant for training code."""
+    import json
+
+    try:
+        unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+        channels = unet.get("in_channels", 4)
+    except (OSError, ValueError, AttributeError):
+        return  # a broken config: diffusers' own message when it loads
+    if not isinstance(channels, int) or (channels == 9) == inpainting:
+        return
+    kind = _ARCH_NAMES.get(arch, "Stable Diffusion") + (" inpainting" if inpainting else "")
+    shared = studio_home() / "configs" / config_key(arch, inpainting)
+    what, other = ("an inpainting", "a regular") if inpainting else ("a regular", "an inpainting")
+    raise StudioError(
+        f"{file.name} is {what} checkpoint ({kind}, a UNet with {9 if inpainting else 4} input "
+        f"channels), but the config in {folder} is for {other} model (in_channels {channels} in "
+        f"unet/config.json). Put the diffusers config folder of the same kind of model ({kind}) "
+        "there instead"
+        + (f"; the one for every such file goes in {shared}/." if arch in _ARCH_NAMES else ".")
+    )
+
+
 def _index_class(folder: Path) -> str:
     import json
 
@@ -350,7 +384,8 @@ def _index_class(folder: Path) -> str:
 
 def _load_single_file(
     entry: ModelEntry, task: str, dtype: Any, allow_pickle: bool, token: CancelToken
-) -> Generator[Progress, None, Any]:
+) -> Generator[Progress, None, tuple[Any, str, bool]]:
+    """The pipeline, and the (arch, inpainting) the file's tensor names and shapes tell."""
     file = Path(entry.path)
     fmt = files.sniff_format(file)
     workdir: Path | None = None
@@ -413,7 +448,7 @@ def _load_single_file(
                     f"({kind})."
                 ) from err
         _check_all_weights_loaded(pipe, file, config, kind)
-        return pipe
+        return pipe, arch, inpainting
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
