@@ -165,6 +165,7 @@ class StepRunner:
                 accumulate=self.accumulate,
                 micro=micro,
                 grad_scalers=self.grad_scalers,
+                shards=self.speed.shards,
             )
             self.speed.before_step()
             outs.append(dict(self.model.train_step(part, ctx)))

@@ -38,9 +38,10 @@ from torch import nn
 
 from studio.core.errors import StudioError
 from studio.engine.device import PRECISION_CHOICES
-from studio.engine.dropout import use_fast_dropout
 from studio.engine.runs import TrainConfig
 from studio.models.base import GenerativeModel
+from studio.models.dropout import use_fast_dropout
+from studio.models.shards import ShardPool
 
 AUTO_ON_OFF = ("auto", "on", "off")
 COMPILE_CHOICES = ("off", "auto", "on")
@@ -62,9 +63,9 @@ def check_options(config: TrainConfig) -> None:
         raise StudioError(f"lr_schedule must be constant or cosine, not {config.lr_schedule!r}.")
     if config.accumulate < 1:
         raise StudioError("accumulate must be 1 or more (micro-batches per optimizer step).")
-    if config.grad_clip < 0 or config.warmup_steps < 0 or config.cpu_threads < 0:
+    if min(config.grad_clip, config.warmup_steps, config.cpu_threads, config.cpu_shards) < 0:
         raise StudioError(
-            "grad_clip, warmup_steps and cpu_threads cannot be negative (0 = default)."
+            "grad_clip, warmup_steps, cpu_threads and cpu_shards cannot be negative (0 = default)."
         )
     if not 0.0 <= config.min_lr_fraction <= 1.0:
         raise StudioError("min_lr_fraction must be between 0 and 1.")
@@ -74,7 +75,7 @@ def check_options(config: TrainConfig) -> None:
 OPTION_NAMES = (
     "tf32", "channels_last", "fused_adamw", "compile", "cuda_graphs", "grad_clip", "warmup_steps",
     "lr_schedule", "min_lr_fraction", "accumulate", "auto_batch", "cpu_threads", "precision",
-    "reuse_cpu_memory", "fast_dropout",
+    "reuse_cpu_memory", "fast_dropout", "cpu_shards",
 )  # fmt: skip
 
 
@@ -123,6 +124,13 @@ class Speed:
     messages: list[str] = field(default_factory=list)
     compile_failed: bool = False
     _verified: bool = False
+    shards: ShardPool | None = None  # CPU: the batch split across threads
+
+    def close(self) -> None:
+        """Stop the shard threads (the run is over)."""
+        if self.shards is not None:
+            self.shards.close()
+            self.shards = None
 
     @property
     def compiling(self) -> bool:
@@ -246,6 +254,7 @@ def apply_speed(
         used = sorted({k for _, k in kinds.values()})
         if used:
             done.append(" + ".join(used) + " Adam")
+    _apply_shards(model, config, device, speed, done)
     graphs = bool(config.cuda_graphs)
     if graphs and not cuda:
         speed.messages.append("CUDA graphs need an NVIDIA GPU: option ignored here.")
@@ -263,6 +272,34 @@ def apply_speed(
     if done:
         speed.messages.insert(0, "Speed options: " + ", ".join(done) + ".")
     return speed
+
+
+def _apply_shards(
+    model: GenerativeModel, config: TrainConfig, device: torch.device, speed: Speed, done: list[str]
+) -> None:
+    """CPU: split each batch across threads (studio.models.shards) where the family allows
+    it and every dropout draws from a per-thread generator. Auto: 2 shards with 2+ threads."""
+    threads = torch.get_num_threads()
+    wanted = config.cpu_shards or (2 if threads >= 2 else 1)
+    if wanted < 2:
+        return
+    why = ""
+    if device.type != "cpu":
+        why = "it applies to CPU training only"
+    elif not type(model).shardable:
+        why = f"{type(model).info.display_name} does not support it"
+    elif config.compile == "on" or config.cuda_graphs:
+        why = "a compiled network runs whole batches"
+    elif any(type(m) is nn.Dropout and m.p > 0 for m in model.modules()):
+        why = "it needs fast_dropout (torch's dropout shares one generator across threads)"
+    elif config.batch_size // max(1, config.accumulate) < 2 * wanted:
+        why = f"the batch is too small for {wanted} shards"
+    if why:
+        if config.cpu_shards:  # asked for explicitly: say why not
+            speed.messages.append(f"cpu_shards={config.cpu_shards} ignored: {why}.")
+        return
+    speed.shards = ShardPool(wanted, max(1, threads // wanted))
+    done.append(f"batch split across {wanted} threads")
 
 
 def _wants(option: str, auto: bool) -> bool:

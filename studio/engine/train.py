@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -122,9 +122,12 @@ def train_job(
     """
     run = tensorboard.mirror(RunFolder(run_dir))  # metrics also to <run>/tensorboard/ if installed
     distributed = Distributed.from_env(device_override or (config.device if config else "auto"))
+    cleanup: list[Callable[[], None]] = []  # what _train set up that must end with the run
     try:
-        result = yield from _train(run, token, config, steps, dataset, cache_dir, device_override, distributed)
+        result = yield from _train(run, token, config, steps, dataset, cache_dir, device_override, distributed, cleanup)
     finally:
+        for close in cleanup:
+            close()
         distributed.close()
         live.unregister(run.path)  # peeks fall back to the run's files from here on
         release_freed_memory()  # what reuse_cpu_memory kept between steps goes back to the OS
@@ -140,6 +143,7 @@ def _train(
     cache_dir: Path | None,
     device_override: str | None,
     distributed: Distributed,
+    cleanup: list[Callable[[], None]],
 ) -> Generator[Progress, None, TrainResult]:
     is_main = distributed.is_main
     resuming = config is None
@@ -199,6 +203,7 @@ def _train(
             }
         )
     speed = apply_speed(model, config, device)  # after the checkpoint: converted optimizers keep their state
+    cleanup.append(speed.close)  # the shard threads
     distributed.prepare(model, model.optimizers)
     live_run = live.register(run.path, model, token)  # peeks use these weights between steps
 

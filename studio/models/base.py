@@ -116,6 +116,9 @@ class StepContext:
     grad_norms: dict[str, Tensor] = field(default_factory=dict)  # filled by optimizer_step
     # fp16 training: one torch.amp.GradScaler per optimizer name (empty: no loss scaling)
     grad_scalers: dict[str, Any] = field(default_factory=dict)
+    # CPU: a studio.models.shards.ShardPool when the trainer splits batches across threads
+    # (only families with ``shardable = True`` get one)
+    shards: Any = None
 
     def grad_scale(self, name: str) -> float:
         """The loss scale of optimizer ``name``'s gradient scaler, 1 without one. Penalties
@@ -154,6 +157,9 @@ class GenerativeModel(nn.Module):
     # True when train_step makes exactly one optimizer_step per optimizer, so the trainer may
     # split a batch into micro-batches (gradient accumulation).
     supports_accumulation: ClassVar[bool] = False
+    # True when train_step can split its batch across CPU threads (``ctx.shards``,
+    # studio.models.shards): every sample is processed on its own (no batch norm).
+    shardable: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -182,7 +188,8 @@ class GenerativeModel(nn.Module):
     def remember_base_lrs(self) -> None:
         """Record every param group's configured rate: schedules scale these, statelessly."""
         self._base_lrs = {
-            name: [float(g["lr"]) for g in opt.param_groups] for name, opt in self.optimizers.items()
+            name: [float(g["lr"]) for g in opt.param_groups]
+            for name, opt in self.optimizers.items()
         }
 
     def optimizer_step(
@@ -226,7 +233,9 @@ class GenerativeModel(nn.Module):
         if max_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         elif params:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params])))
+            norm = torch.linalg.vector_norm(
+                torch.stack(torch._foreach_norm([p.grad for p in params]))
+            )
         else:
             norm = torch.zeros((), device=loss.device)
         if scaler is not None:

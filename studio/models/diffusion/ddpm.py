@@ -339,6 +339,7 @@ class DDPM(UNetDiffusion):
     Config = DDPMConfig
     config: DDPMConfig
     conditions = ("label", "steps", "sampler", "guidance")
+    shardable = True  # GroupNorm, attention and convolutions: each sample on its own
 
     def __init__(self, config: DDPMConfig) -> None:
         super().__init__(config)
@@ -361,6 +362,18 @@ class DDPM(UNetDiffusion):
         c = self.config
         t, x_t, target = self.noised(batch.images, ctx)
         labels = self._train_labels(batch, ctx)
+        if ctx.shards is not None:  # CPU: the batch split across threads
+
+            def loss_of(rows: slice) -> Tensor:
+                cond = None if labels is None else labels[rows]
+                with ctx.autocast():
+                    pred = self.unet(x_t[rows], t[rows], class_labels=cond).sample
+                sq = F.mse_loss(pred.float(), target[rows].float(), reduction="sum")
+                return sq / target.numel()
+
+            seed = ctx.generator.initial_seed() + ctx.step * 0x2545F491 + ctx.micro
+            loss = ctx.shards.loss(loss_of, x_t.shape[0], list(self.unet.parameters()), seed)
+            return self.finish_step(loss, ctx)
         with ctx.autocast(), step_rng(ctx, x_t.device, enabled=c.dropout > 0):
             pred = self.unet(x_t, t, class_labels=labels).sample
         loss = F.mse_loss(pred.float(), target.float())

@@ -9,36 +9,31 @@ stays unbiased; the keep probability itself is ``1 - p`` to within ``2**-16``.
 
 Same distribution, different random stream: a run trains the same way but not bit for bit like
 ``nn.Dropout``. The mask comes from torch's global generator, which the families seed per step
-(``step_rng``), so a resumed run still replays its steps exactly. Off the CPU, in eval mode or
-for ``p`` outside (0, 1) it is plain ``nn.Dropout`` (CUDA's dropout is already a fused kernel).
+(``step_rng``), so a resumed run still replays its steps exactly; a thread that runs one shard
+of a batch (:mod:`studio.models.shards`) draws from a generator of its own instead
+(:func:`thread_generator`). Off the CPU, in eval mode or for ``p`` outside (0, 1) it is plain
+``nn.Dropout`` (CUDA's dropout is already a fused kernel).
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
+
+_local = threading.local()
 
 LEVELS = 1 << 16  # each element's random draw is one 16-bit lane
 
 
-class _MaskedScale(torch.autograd.Function):
-    """``x * mask * scale`` that keeps only the boolean mask for the backward pass."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, mask: Tensor, scale: float) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(mask)
-        ctx.scale = scale
-        return _scale_masked(x, mask, scale)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (mask,) = ctx.saved_tensors
-        return _scale_masked(grad, mask, ctx.scale), None, None
-
-
 def _scale_masked(x: Tensor, mask: Tensor, scale: float) -> Tensor:
-    # ATen's dropout backward is exactly ``x * mask * scale`` in one pass (twice as fast as
-    # two multiplications); it serves the forward pass as well.
+    """``x * mask * scale`` in one pass. ATen's dropout backward computes exactly that, and
+    autograd knows its derivative (the same product of the gradient): the backward pass stays
+    in C++ (no Python, so no GIL for threads running batch shards) and keeps only the boolean
+    mask."""
     return torch.ops.aten.native_dropout_backward(x, mask, scale)
 
 
@@ -57,6 +52,17 @@ def wide_mask(shape: torch.Size, p: float, generator: torch.Generator | None = N
     return (lanes < keep_levels(p) - LEVELS // 2).view(shape)
 
 
+@contextlib.contextmanager
+def thread_generator(generator: torch.Generator) -> Iterator[None]:
+    """Within the block, fast dropout on this thread draws its masks from ``generator``."""
+    before = getattr(_local, "generator", None)
+    _local.generator = generator
+    try:
+        yield
+    finally:
+        _local.generator = before
+
+
 class FastDropout(nn.Dropout):
     """``nn.Dropout`` whose CPU mask is drawn four elements per random number."""
 
@@ -69,8 +75,8 @@ class FastDropout(nn.Dropout):
             or not 0 < kept < LEVELS  # p too close to 0 or 1 for 16-bit lanes
         ):
             return super().forward(x)
-        mask = wide_mask(x.shape, self.p)
-        return _MaskedScale.apply(x, mask, LEVELS / kept)
+        mask = wide_mask(x.shape, self.p, getattr(_local, "generator", None))
+        return _scale_masked(x, mask, LEVELS / kept)
 
 
 def use_fast_dropout(module: nn.Module) -> int:
