@@ -59,11 +59,10 @@ OFF = dict(
     cuda_graphs=False,
     reuse_cpu_memory="off",
     fast_dropout="off",
-    cpu_shards=1,
 )
-#: The studio trainer's CPU settings before fused AdamW, memory reuse, fast dropout and batch
-#: shards became its defaults.
-CPU_BEFORE = dict(fused_adamw="off", reuse_cpu_memory="off", fast_dropout="off", cpu_shards=1)
+#: The studio trainer's CPU settings before fused AdamW, memory reuse and fast dropout became
+#: its defaults.
+CPU_BEFORE = dict(fused_adamw="off", reuse_cpu_memory="off", fast_dropout="off")
 
 
 @dataclasses.dataclass
@@ -356,7 +355,7 @@ def run_case(
         before = statistics.median(rates["before"])
         rows.append(
             (
-                "studio, without fused AdamW, memory reuse, fast dropout and batch shards "
+                "studio, without fused AdamW, memory reuse and fast dropout "
                 "(the CPU defaults before issue 7's CPU work)",
                 before,
                 paired(rates["before"]),

@@ -8,8 +8,8 @@ import torch
 from helpers import TINY_MODELS, make_tiny_dataset, tiny_train_config
 from torch import nn
 
-from studio.models.dropout import LEVELS, FastDropout, keep_levels, use_fast_dropout, wide_mask
 from studio.engine.speed import apply_speed
+from studio.models.dropout import LEVELS, FastDropout, keep_levels, use_fast_dropout, wide_mask
 from studio.models.registry import get_family
 
 

@@ -63,10 +63,12 @@ def check_options(config: TrainConfig) -> None:
         raise StudioError(f"lr_schedule must be constant or cosine, not {config.lr_schedule!r}.")
     if config.accumulate < 1:
         raise StudioError("accumulate must be 1 or more (micro-batches per optimizer step).")
-    if min(config.grad_clip, config.warmup_steps, config.cpu_threads, config.cpu_shards) < 0:
+    if min(config.grad_clip, config.warmup_steps, config.cpu_threads) < 0:
         raise StudioError(
-            "grad_clip, warmup_steps, cpu_threads and cpu_shards cannot be negative (0 = default)."
+            "grad_clip, warmup_steps and cpu_threads cannot be negative (0 = default)."
         )
+    if config.cpu_shards < 1:
+        raise StudioError("cpu_shards must be 1 (off) or more.")
     if not 0.0 <= config.min_lr_fraction <= 1.0:
         raise StudioError("min_lr_fraction must be between 0 and 1.")
 
@@ -277,10 +279,11 @@ def apply_speed(
 def _apply_shards(
     model: GenerativeModel, config: TrainConfig, device: torch.device, speed: Speed, done: list[str]
 ) -> None:
-    """CPU: split each batch across threads (studio.models.shards) where the family allows
-    it and every dropout draws from a per-thread generator. Auto: 2 shards with 2+ threads."""
+    """CPU: split each batch across ``cpu_shards`` threads (studio.models.shards) where the
+    family allows it and every dropout draws from a per-thread generator. Off by default: on
+    2 cores it measured no faster than torch's own threads (docs/performance.md)."""
     threads = torch.get_num_threads()
-    wanted = config.cpu_shards or (2 if threads >= 2 else 1)
+    wanted = config.cpu_shards
     if wanted < 2:
         return
     why = ""
@@ -295,8 +298,7 @@ def _apply_shards(
     elif config.batch_size // max(1, config.accumulate) < 2 * wanted:
         why = f"the batch is too small for {wanted} shards"
     if why:
-        if config.cpu_shards:  # asked for explicitly: say why not
-            speed.messages.append(f"cpu_shards={config.cpu_shards} ignored: {why}.")
+        speed.messages.append(f"cpu_shards={wanted} ignored: {why}.")
         return
     speed.shards = ShardPool(wanted, max(1, threads // wanted))
     done.append(f"batch split across {wanted} threads")
