@@ -406,10 +406,6 @@ def open_training_window(args, home: Path):
 
     data = home / "data"
     run_sync(make_demo_dataset(data, count=args.images, size=args.resolution))
-    if args.torch_threads:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
 
     app = create_application()
     apply_theme(app)
@@ -429,6 +425,9 @@ def open_training_window(args, home: Path):
     if not panel.picker.set_current_key(args.family):
         print(f"unknown family {args.family}", file=sys.stderr)
         return 2
+    # The run's own setting: the trainer sets its thread count from it (a torch.set_num_threads
+    # here would be overridden by one thread per physical core, studio/engine/speed.py).
+    panel.options_form.set_values({"cpu_threads": max(0, args.torch_threads)})
     return app, window
 
 
@@ -441,7 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=int, default=50)
     parser.add_argument("--images", type=int, default=512, help="demo images to train on")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="the run's CPU threads (0: the trainer's default)",
+    )
     parser.add_argument("--idle-seconds", type=float, default=3.0)
     parser.add_argument("--show-worst", type=int, default=0, help="list the N worst stalls")
     args = parser.parse_args(argv)

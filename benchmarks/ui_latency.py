@@ -50,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="the run's CPU threads (0: the trainer's default)",
+    )
     parser.add_argument("--peek-every-ms", type=int, default=200)
     parser.add_argument("--peek-samples", type=int, default=16)
     parser.add_argument("--idle-seconds", type=float, default=2.0)

@@ -18,6 +18,14 @@ costs about twice one where none does). Ours moves only when the data reaches a 
 ahead of it (steps) or leaves it (values), and fits a run loaded from disk exactly. Zooming or
 panning with the mouse hands the view to the user; the "A" button hands it back.
 
+Repaints are kept to one plot per turn of the event loop (a full plot repaint costs 5-15 ms of
+GUI CPU): the redraw timer draws one plot per tick, ``fit_to_data``/``set_step_range`` move the
+lower view a turn after the top one, and a plot being shown (a workspace switch) paints its
+background only until the rest of the page has painted, then the two plots paint a turn apart.
+A new run (``clear`` with ``keep``, as Start does) takes over the last run's curves of the same
+names, emptied, with their legend entries and the lower plot's group and title, rather than
+rebuilding them.
+
 This module is the widget: which plot shows which curve, the group selection and the redraw
 timer. The curves themselves (points, pens, drawing, the overlaid runs' order) are in
 ``plot_curves.py``, the bar above the plots and the plot setup in ``plot_controls.py``, and
@@ -26,15 +34,16 @@ colours and groups in ``plot_parts.py``, the view ranges in ``plot_view.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QPainter, QShowEvent
 from PySide6.QtWidgets import QSplitter, QVBoxLayout, QWidget
 
-from studio.qt.plot_controls import PlotControls, make_plot
+from studio.qt.plot_controls import PlotControls, make_plot, measure_tick_text
 from studio.qt.plot_curves import Columns, Curve, CurveStore, Key
 from studio.qt.plot_parts import (
     DIAGNOSTICS_GROUP,
@@ -78,6 +87,14 @@ class MetricsPlot(QWidget):
         self._prepare_timer.setSingleShot(True)
         self._prepare_timer.setInterval(0)
         self._prepare_timer.timeout.connect(self._prepare_next)
+        self._fit_timer = QTimer(self)
+        self._fit_timer.setSingleShot(True)
+        self._fit_timer.timeout.connect(lambda: self._fit(self.diag_plot))
+        # Shown: the plots paint one per turn of the event loop, after the rest (showEvent).
+        self._unveil_timer = QTimer(self)
+        self._unveil_timer.setSingleShot(True)
+        self._unveil_timer.timeout.connect(self._unveil_next)
+        self._held: list[pg.PlotWidget] = []  # plots whose paint waits (showEvent)
 
         self.controls = PlotControls(self._weight)
         self.controls.smoothing_settled.connect(self._apply_smoothing)
@@ -111,6 +128,40 @@ class MetricsPlot(QWidget):
         layout.setSpacing(2)
         layout.addWidget(self.controls)
         layout.addWidget(splitter, 1)
+
+    # -- showing ---------------------------------------------------------------------------
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
+        # A plot's first paint after it is shown costs 5-15 ms of GUI CPU (the axes' tick text
+        # and grid are redrawn at the new size): together with the rest of a workspace being
+        # shown, one turn of the event loop long enough to feel. So the plots hold their
+        # paint until the turn after the rest has painted, then paint one per turn.
+        super().showEvent(event)
+        if event.spontaneous():
+            return  # (the window restored: everything repaints anyway)
+        for plot in (self.loss_plot, self.diag_plot):
+            if plot not in self._held:
+                self._held.append(plot)
+                plot.viewport().installEventFilter(self)
+        self._unveil_timer.start(STAGGER_MS)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        # A held plot paints its background only (not the pixels left by the previous page).
+        if event.type() == QEvent.Type.Paint:
+            for plot in self._held:
+                if watched is plot.viewport():
+                    painter = QPainter(plot.viewport())
+                    painter.fillRect(event.rect(), plot.backgroundBrush())
+                    painter.end()
+                    return True
+        return super().eventFilter(watched, event)
+
+    def _unveil_next(self) -> None:
+        if self._held:
+            plot = self._held.pop(0)
+            plot.viewport().removeEventFilter(self)
+            plot.viewport().update()
+        if self._held:
+            self._unveil_timer.start(STAGGER_MS)
 
     # -- feeding ---------------------------------------------------------------------------
     def add_points(self, points: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
@@ -151,16 +202,20 @@ class MetricsPlot(QWidget):
         """Fit both views to their data exactly (a run that has ended: no room ahead)."""
         for view in self._views.values():
             view.fit_exactly()
-        for plot in (self.loss_plot, self.diag_plot):
-            self._fit(plot)
+        self._fit_both()
 
     def set_step_range(self, total: int | None) -> None:
         """The run's length: the step axis grows with the data but never past ``total``."""
         for view in self._views.values():
             view.total = float(total) if total else None
             view.reset()
-        for plot in (self.loss_plot, self.diag_plot):
-            self._fit(plot)
+        self._fit_both()
+
+    def _fit_both(self) -> None:
+        # The top plot now, the lower one in a later turn of the event loop: two plots whose
+        # view moves repaint in full, and both in one turn add up to a stall (as in _on_redraw).
+        self._fit(self.loss_plot)
+        self._fit_timer.start(STAGGER_MS)
 
     def truncate_after(self, step: int) -> None:
         """Drop points past ``step`` (a resumed run re-trains from its last checkpoint)."""
@@ -181,8 +236,25 @@ class MetricsPlot(QWidget):
         if group in self._groups:
             self.group_box.setCurrentText(group)  # -> _on_group_picked
 
-    def clear(self, overlays: bool = True) -> None:
-        self._forget(self._store.clear(overlays))
+    def clear(self, overlays: bool = True, keep: Sequence[str] = ()) -> None:
+        """Empty the plot (the overlaid runs too, with ``overlays``).
+
+        ``keep``: the metrics a new run will log, in legend order. The shown run's curves of
+        those names are kept, emptied, with their items and legend entries (building a curve
+        and its legend entry costs several ms; removing one, about one), and with them the
+        lower plot's group and title: a new run of the same model rebuilds nothing.
+        """
+        self._forget(self._store.clear(overlays, keep))
+        for curve in self._curves.values():
+            if curve.run is None and not curve.smooth.isVisible():  # hidden from the legend
+                curve.smooth.setVisible(True)  # a new run starts with every curve shown
+                for sample, _label in self._plot_of(curve).getPlotItem().legend.items:
+                    sample.update()  # (its eye icon)
+            if curve.run is None and curve.raw is not None:
+                curve.raw.setVisible(self._weight > 0)
+        if keep:  # the lower plot's groups in the new run's order
+            order = {g: i for i, g in enumerate(dict.fromkeys(group_of(n) for n in keep))}
+            self._groups.sort(key=lambda g: order.get(g, len(order)))
         if not any(c.group == self._group for c in self._curves.values()):
             self._group_chosen = False
         self._sync_groups()
@@ -382,7 +454,10 @@ class MetricsPlot(QWidget):
             ]
             y_lo = min(positive) if positive else 0.0
         x_lo, x_hi = min(b[0] for _, b in shown), max(b[1] for _, b in shown)
+        y_range = view.vb.viewRange()[1]
         view.fit((x_lo, x_hi, y_lo, max(b[3] for _, b in shown)))
+        if view.vb.viewRange()[1] != y_range:  # new value labels: size their axis now
+            measure_tick_text(plot.getPlotItem())
 
     def _on_redraw(self) -> None:
         # One plot per turn of the event loop: each repaint costs a few milliseconds (more

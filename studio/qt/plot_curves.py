@@ -6,6 +6,8 @@ curve in the run's colour; the order in which runs were overlaid is their colour
 metrics in one group differ by dash pattern). :class:`CurveStore` takes the points as they
 arrive, queues the curves :meth:`CurveStore.queue` announces so they can be built one at a time,
 and answers what is held; :meth:`Curve.draw` hands pyqtgraph the clipped, decimated points.
+:meth:`CurveStore.clear` can keep the shown run's curves that a new run logs too (emptied, see
+:func:`reusable`): building a curve and its legend entry is the dear part.
 Which plot shows a curve, and when it is redrawn, is the widget's business (``plot.py``): the
 store tells it of each new curve through ``on_created`` and returns the keys whose data changed.
 """
@@ -50,6 +52,12 @@ class Curve:
     def items(self) -> list[pg.PlotDataItem]:
         return [i for i in (self.smooth, self.raw) if i is not None]
 
+    def reset(self) -> None:
+        """Forget the points (a new run takes the curve over): empty series, empty items."""
+        self.series = Series()
+        for item in self.items():
+            item.setData([], [])
+
     def draw(self, x_range: tuple[float, float], buckets: int, weight: float) -> None:
         """Hand the items the points inside ``x_range``, decimated to ``buckets`` min/max
         pairs; the raw values faint under the EMA of ``weight`` (raw only when it is 0)."""
@@ -69,6 +77,21 @@ class Curve:
         item = self.raw if self.raw is not None and weight > 0 else self.smooth
         xs, ys = item.xData, item.yData
         return (np.empty(0), np.empty(0)) if xs is None else (np.asarray(xs), np.asarray(ys))
+
+
+def reusable(old: Iterable[str], new: Iterable[str]) -> set[str]:
+    """Which of a run's curves (``old``, in the order they were built) a run logging ``new``
+    (in legend order) can take over as they are: in each group, the names both lists start
+    with, so each legend keeps the order a fresh build would give it."""
+    new = list(dict.fromkeys(new))
+    keep: set[str] = set()
+    for group in {group_of(n) for n in new}:
+        mine = [n for n in old if group_of(n) == group]
+        for a, b in zip(mine, [n for n in new if group_of(n) == group]):
+            if a != b:
+                break
+            keep.add(a)
+    return keep
 
 
 def _set_data(item: pg.PlotDataItem, xy: tuple[np.ndarray, np.ndarray]) -> None:
@@ -152,12 +175,18 @@ class CurveStore:
             self.runs.remove(run)
         return dropped
 
-    def clear(self, overlays: bool = True) -> list[Curve]:
-        """Drop the shown run's curves (and the overlays' too, with ``overlays``)."""
+    def clear(self, overlays: bool = True, keep: Iterable[str] = ()) -> list[Curve]:
+        """Drop the shown run's curves (and the overlays' too, with ``overlays``); returns the
+        curves dropped. The shown run's curves that :func:`reusable` allows for the names in
+        ``keep`` stay, emptied (:meth:`Curve.reset`)."""
         self.pending.clear()
-        dropped = [
-            self.curves.pop(k) for k, c in list(self.curves.items()) if overlays or c.run is None
-        ]
+        kept = reusable([n for n, run in self.curves if run is None], keep)
+        dropped = []
+        for key, curve in list(self.curves.items()):
+            if curve.run is None and curve.name in kept:
+                curve.reset()
+            elif overlays or curve.run is None:
+                dropped.append(self.curves.pop(key))
         if overlays:
             self.runs.clear()
         return dropped

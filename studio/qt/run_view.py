@@ -11,7 +11,7 @@ to show; every file read here happens on a worker thread.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -101,12 +101,15 @@ class RunView(QWidget):
         layout.addWidget(self.status_label)
         layout.addWidget(body, 1)
 
-    def clear(self) -> None:
-        """Empty everything for a new run (overlaid runs stay) and stop following a folder."""
+    def clear(self, keep_curves: Sequence[str] = ()) -> None:
+        """Empty everything for a new run (overlaid runs stay) and stop following a folder.
+
+        ``keep_curves``: the metrics the new run will log; the plot keeps its curves of those
+        names, emptied (``MetricsPlot.clear``)."""
         self.watcher.stop()
         self._path = None
         self.banner.clear()
-        self.plot.clear(overlays=False)
+        self.plot.clear(overlays=False, keep=keep_curves)
         self.timeline.clear()
         self.status_label.clear()
         self.log.clear()

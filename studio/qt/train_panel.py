@@ -36,12 +36,16 @@ from studio.qt.settings import AppSettings
 from studio.qt.train_controls import ModelPicker, TrainingOptions, format_status
 
 TRAINING = ("train", "resume")
+# What the trainer logs besides the model's losses (studio/engine/train.py): the diversity of
+# each sample grid, and the throughput and memory of every log step.
+TRAINER_METRICS = ("diversity", "images_per_s", "memory_mb")
 
 
 class TrainPanel(QWidget):
     """Model picker and settings on the left, the run's plots, samples and log on the right.
 
-    ``run_changed(path)`` fires when the panel's current run changes (a new run, one opened).
+    ``run_changed(path)`` fires when the panel's current run changes: a run opened, or a new
+    run once it trains (its folder holds the run's settings by then).
     """
 
     run_changed = Signal(str)
@@ -56,6 +60,7 @@ class TrainPanel(QWidget):
         self._job_kind = ""
         self._families_job: JobHandle | None = None
         self._run_path: Path | None = None
+        self._unannounced: Path | None = None  # a new run whose run_changed waits for training
         self._run_step = 0
         self._resume_from: int | None = None  # plot truncation point of a resume job
         self._plot_total: int | None = None
@@ -222,11 +227,12 @@ class TrainPanel(QWidget):
             **opts,
         )
         run_dir = new_run_path(runs_dir(), spec.key)
-        self.view.clear()
-        self.view.plot.prepare([*spec.loss_names, "diversity"])
+        names = [*spec.loss_names, *TRAINER_METRICS]
+        self.view.clear(keep_curves=names)  # the last run's curves of these names are reused
+        self.view.plot.prepare(names)  # the others are built one per event-loop turn
         self.view.plot.set_step_range(config.steps)
         self._plot_total = config.steps
-        self._set_run(run_dir, 0)
+        self._set_run(run_dir, 0, announce=False)
         self.view.watch(run_dir, metrics=False)  # sample files; points come from the job
         self.view.log_message(f"New run {run_dir}")
         self._submit("train", f"Train {spec.display_name}", engine_jobs.train_new(run_dir, config))
@@ -291,12 +297,16 @@ class TrainPanel(QWidget):
             self.view.set_status("Waiting for the engine…")
         self._update_controls()
 
-    def _set_run(self, path: Path, step: int) -> None:
+    def _set_run(self, path: Path, step: int, announce: bool = True) -> None:
         self._run_path, self._run_step = Path(path), step
         self.view.set_run_name(Path(path).name)
         self.view.run_label.setToolTip(str(path))
         self.peek_panel.set_run(Path(path))
-        self.run_changed.emit(str(path))
+        # A new run's folder is empty until its job starts: announced then, not at Start
+        # (others would find no run there, and the Start click would do their work too).
+        self._unannounced = None if announce else Path(path)
+        if announce:
+            self.run_changed.emit(str(path))
 
     def _on_job_progress(
         self, handle: JobHandle, progress: Progress, image: Any, points: Any
@@ -308,6 +318,9 @@ class TrainPanel(QWidget):
         if image is not None:
             self.view.show_grid(image, progress.step)
         if progress.stage in ("train", "paused"):
+            if self._unannounced is not None:
+                self.run_changed.emit(str(self._unannounced))
+                self._unannounced = None
             self._run_step = progress.step
             if progress.total and progress.total != self._plot_total:
                 self._plot_total = progress.total
@@ -336,6 +349,7 @@ class TrainPanel(QWidget):
             return
         kind, self._job, self._job_kind = self._job_kind, None, ""
         self._resume_from = None
+        self._unannounced = None  # (a run that failed before it trained is not announced)
         if kind == "open":
             self._on_run_opened(outcome)
         else:
