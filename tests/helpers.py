@@ -210,6 +210,21 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
 }
 
 
+def tiny_model(key: str, resolution: int = 16) -> Any:
+    """``key``'s tiny model (:data:`TINY_MODELS`) built after ``torch.manual_seed(0)``, with
+    its optimizers and their base rates, ready for train steps."""
+    import torch
+
+    from studio.models.registry import get_family
+
+    family = get_family(key)
+    torch.manual_seed(0)
+    model = family(family.Config.from_dict({**TINY_MODELS[key], "resolution": resolution}))
+    model.configure_optimizers()
+    model.remember_base_lrs()
+    return model
+
+
 def tiny_train_config(key: str, data_dir: Path, model: dict | None = None, **overrides: Any):
     """A two-step CPU training config for ``key`` on a 16 px test folder (overridable)."""
     from studio.engine.runs import TrainConfig

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TINY_MODELS, make_tiny_dataset, tiny_train_config
+from helpers import make_tiny_dataset, tiny_model, tiny_train_config
 from torch import nn
 
 from studio.engine.speed import apply_speed
 from studio.models.dropout import LEVELS, FastDropout, keep_levels, use_fast_dropout, wide_mask
-from studio.models.registry import get_family
 
 
 def test_keep_probability_is_one_minus_p_to_16_bits():
@@ -78,20 +77,12 @@ def test_bf16_autocast_keeps_the_dtype():
     assert y.dtype == torch.bfloat16 and ((y == 0) | (y > 0)).all()
 
 
-def tiny_ddpm():
-    family = get_family("diffusion.ddpm")
-    torch.manual_seed(0)
-    model = family(family.Config.from_dict({**TINY_MODELS["diffusion.ddpm"], "resolution": 16}))
-    model.configure_optimizers()
-    return model
-
-
 def dropouts(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, nn.Dropout) and m.p > 0]
 
 
 def test_use_fast_dropout_swaps_every_dropout_and_keeps_the_weights():
-    model = tiny_ddpm()
+    model = tiny_model("diffusion.ddpm")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     n = len(dropouts(model))
     assert n > 0
@@ -110,7 +101,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("option, swapped", [("auto", True), ("on", True), ("off", False)])
 def test_apply_speed_option_on_the_cpu(data_dir, option, swapped):
-    model = tiny_ddpm()
+    model = tiny_model("diffusion.ddpm")
     cfg = tiny_train_config("diffusion.ddpm", data_dir, fast_dropout=option, fused_adamw="off")
     speed = apply_speed(model, cfg, torch.device("cpu"))
     assert any(type(m) is FastDropout for m in dropouts(model)) is swapped
@@ -124,7 +115,7 @@ def test_a_ddpm_trains_alike_with_either_dropout(data_dir):
 
     runs = {}
     for option in ("off", "on"):
-        model = tiny_ddpm()
+        model = tiny_model("diffusion.ddpm")
         cfg = tiny_train_config("diffusion.ddpm", data_dir, **{**EAGER, "fast_dropout": option})
         speed = apply_speed(model, cfg, torch.device("cpu"))
         runs[option] = [r["loss"] for r in train_steps(model, cfg, steps=4, speed=speed)]

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 import torch
-from helpers import TINY_MODELS, make_tiny_dataset, tiny_train_config
+from helpers import make_tiny_dataset, tiny_model, tiny_train_config
 from torch import nn
 
 from studio.core.jobs import CancelToken, run_sync
@@ -16,7 +16,6 @@ from studio.engine.schedule import StepRunner
 from studio.engine.speed import apply_speed
 from studio.engine.train import train_job
 from studio.models.base import Batch
-from studio.models.registry import get_family
 from studio.models.shards import ShardPool, shard_rows
 
 CPU = torch.device("cpu")
@@ -103,14 +102,6 @@ def test_an_error_in_a_shard_reaches_the_caller(two_threads):
         pool.close()
 
 
-def tiny(key: str):
-    family = get_family(key)
-    torch.manual_seed(0)
-    model = family(family.Config.from_dict({**TINY_MODELS[key], "resolution": 16}))
-    model.configure_optimizers()
-    return model
-
-
 def run_steps(model, cfg, speed, steps=3) -> list[float]:
     runner = StepRunner(model, cfg, lambda: torch.autocast("cpu", enabled=False), 8, speed)
     out = []
@@ -126,7 +117,7 @@ def test_a_sharded_ddpm_trains_like_the_whole_batch_and_repeats_exactly(data_dir
     key = "diffusion.ddpm"
     runs = {}
     for name, shards in (("whole", 1), ("sharded", 2), ("again", 2)):
-        model = tiny(key)
+        model = tiny_model(key)
         cfg = tiny_train_config(key, data_dir, batch_size=8, cpu_shards=shards, cpu_threads=2)
         speed = apply_speed(model, cfg, CPU)
         assert (speed.shards is not None) is (shards == 2)
@@ -152,7 +143,7 @@ def test_a_sharded_ddpm_trains_like_the_whole_batch_and_repeats_exactly(data_dir
     ],
 )
 def test_when_batches_are_sharded(data_dir, two_threads, key, options, sharded, said):
-    model = tiny(key)
+    model = tiny_model(key)
     cfg = tiny_train_config(key, data_dir, **{"batch_size": 8, "cpu_threads": 2, **options})
     speed = apply_speed(model, cfg, CPU)
     try:

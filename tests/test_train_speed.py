@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from helpers import TINY_MODELS, make_tiny_dataset, tiny_train_config
+from helpers import make_tiny_dataset, tiny_model, tiny_train_config
 
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, run_sync
@@ -22,7 +22,11 @@ from studio.models.base import Batch
 from studio.models.registry import get_family
 
 EAGER = dict(
-    tf32="off", channels_last="off", fused_adamw="off", compile="off", reuse_cpu_memory="off",
+    tf32="off",
+    channels_last="off",
+    fused_adamw="off",
+    compile="off",
+    reuse_cpu_memory="off",
     fast_dropout="off",
 )
 
@@ -30,15 +34,6 @@ EAGER = dict(
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("data"), n=24, size=16, classes=2)
-
-
-def tiny(key: str):
-    family = get_family(key)
-    torch.manual_seed(0)
-    model = family(family.Config.from_dict({**TINY_MODELS[key], "resolution": 16}))
-    model.configure_optimizers()
-    model.remember_base_lrs()
-    return model
 
 
 def train_steps(model, cfg, steps: int = 3, speed=None, batch: int = 8) -> list[dict[str, float]]:
@@ -68,8 +63,8 @@ def cfg_for(key, data_dir, **kw) -> TrainConfig:
 
 @pytest.mark.parametrize("key", ["gan.dcgan", "vae.conv", "vae.vqvae", "flow.realnvp"])
 def test_channels_last_trains_like_the_plain_loop(key, data_dir):
-    plain = train_steps(tiny(key), cfg_for(key, data_dir))
-    model = tiny(key)
+    plain = train_steps(tiny_model(key), cfg_for(key, data_dir))
+    model = tiny_model(key)
     speed = apply_speed(model, cfg_for(key, data_dir, channels_last="on"), torch.device("cpu"))
     assert speed.channels_last
     conv = next(
@@ -85,9 +80,9 @@ def test_channels_last_trains_like_the_plain_loop(key, data_dir):
 def test_foreach_and_fused_adam_train_like_the_plain_loop(fused, data_dir):
     """Converted after two steps: the optimizer keeps its state (moments, step count)."""
     cfg = cfg_for("vae.conv", data_dir)
-    plain_model = tiny("vae.conv")
+    plain_model = tiny_model("vae.conv")
     plain = train_steps(plain_model, cfg, steps=4)
-    model = tiny("vae.conv")
+    model = tiny_model("vae.conv")
     first = train_steps(model, cfg, steps=2)
     opt, kind = convert_optimizer(model.optimizers["vae"], fused=fused)
     assert kind == ("fused" if fused else "foreach") and opt is not plain_model.optimizers["vae"]
@@ -109,7 +104,7 @@ def test_foreach_and_fused_adam_train_like_the_plain_loop(fused, data_dir):
 @pytest.mark.skipif(not fused_adam_supported(torch.device("cpu")), reason="no CPU fused Adam")
 @pytest.mark.parametrize("option", ["auto", "on"])
 def test_fused_adam_is_used_on_a_cpu_by_default(option, data_dir):
-    model = tiny("gan.dcgan")
+    model = tiny_model("gan.dcgan")
     speed = apply_speed(
         model, cfg_for("gan.dcgan", data_dir, fused_adamw=option), torch.device("cpu")
     )
@@ -118,13 +113,13 @@ def test_fused_adam_is_used_on_a_cpu_by_default(option, data_dir):
 
 
 def test_fused_adam_off_or_missing_on_a_cpu(data_dir, monkeypatch):
-    model = tiny("gan.dcgan")
+    model = tiny_model("gan.dcgan")
     before = dict(model.optimizers)
     apply_speed(model, cfg_for("gan.dcgan", data_dir, fused_adamw="off"), torch.device("cpu"))
     assert model.optimizers == before  # off: the family's optimizers, untouched
     # A torch without a CPU fused kernel: auto leaves them, on falls back to foreach.
     monkeypatch.setattr(speed_module, "fused_adam_supported", lambda device: False)
-    model = tiny("gan.dcgan")
+    model = tiny_model("gan.dcgan")
     before = dict(model.optimizers)
     apply_speed(model, cfg_for("gan.dcgan", data_dir, fused_adamw="auto"), torch.device("cpu"))
     assert model.optimizers == before
@@ -140,8 +135,8 @@ def test_cpu_defaults_train_ddpm_like_the_plain_loop(data_dir):
     DDPM's AdamW converts (its defaults hold a key AdamW's constructor does not take). Fast
     dropout draws other masks, so it is off here (tests/test_dropout.py checks it)."""
     key = "diffusion.ddpm"
-    plain = train_steps(tiny(key), cfg_for(key, data_dir), steps=4)
-    model = tiny(key)
+    plain = train_steps(tiny_model(key), cfg_for(key, data_dir), steps=4)
+    model = tiny_model(key)
     before = torch.get_num_threads()
     try:
         cfg = tiny_train_config(key, data_dir, fast_dropout="off")
@@ -166,7 +161,7 @@ def test_memory_reuse_stops_big_buffers_faulting_in_again(data_dir):
     if speed_module._libc() is None or speed_module._malloc_env_set():
         pytest.skip("needs glibc without MALLOC_* settings")
     speed = apply_speed(
-        tiny("vae.conv"),
+        tiny_model("vae.conv"),
         cfg_for("vae.conv", data_dir, reuse_cpu_memory="on", cpu_threads=torch.get_num_threads()),
         torch.device("cpu"),
     )
@@ -187,18 +182,22 @@ def test_memory_reuse_respects_the_user_and_other_platforms(data_dir, monkeypatc
     threads = dict(cpu_threads=torch.get_num_threads())
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")  # the user tuned glibc: leave it
     speed = apply_speed(
-        tiny("vae.conv"), cfg_for("vae.conv", data_dir, reuse_cpu_memory="auto", **threads), cpu
+        tiny_model("vae.conv"),
+        cfg_for("vae.conv", data_dir, reuse_cpu_memory="auto", **threads),
+        cpu,
     )
     assert "memory" not in " ".join(speed.messages)
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
     monkeypatch.setattr(speed_module, "_libc", lambda: None)  # not glibc
     monkeypatch.setattr(speed_module, "_reusing", False)
     speed = apply_speed(
-        tiny("vae.conv"), cfg_for("vae.conv", data_dir, reuse_cpu_memory="on", **threads), cpu
+        tiny_model("vae.conv"), cfg_for("vae.conv", data_dir, reuse_cpu_memory="on", **threads), cpu
     )
     assert any("needs Linux with glibc" in m for m in speed.messages)
     speed = apply_speed(
-        tiny("vae.conv"), cfg_for("vae.conv", data_dir, reuse_cpu_memory="auto", **threads), cpu
+        tiny_model("vae.conv"),
+        cfg_for("vae.conv", data_dir, reuse_cpu_memory="auto", **threads),
+        cpu,
     )
     assert "memory" not in " ".join(speed.messages)
     # Off the CPU, auto does nothing (a CUDA run has few large host allocations).
@@ -207,7 +206,7 @@ def test_memory_reuse_respects_the_user_and_other_platforms(data_dir, monkeypatc
 
 def test_cuda_only_options_say_they_are_ignored_on_a_cpu(data_dir):
     cfg = cfg_for("vae.conv", data_dir, tf32="on", cuda_graphs=True)
-    speed = apply_speed(tiny("vae.conv"), cfg, torch.device("cpu"))
+    speed = apply_speed(tiny_model("vae.conv"), cfg, torch.device("cpu"))
     text = " ".join(speed.messages)
     assert "TF32" in text and "CUDA graphs" in text and not speed.compiled
 
@@ -216,7 +215,9 @@ def test_cpu_threads_are_set_and_reported(data_dir):
     before = torch.get_num_threads()
     try:
         speed = apply_speed(
-            tiny("vae.conv"), cfg_for("vae.conv", data_dir, cpu_threads=1), torch.device("cpu")
+            tiny_model("vae.conv"),
+            cfg_for("vae.conv", data_dir, cpu_threads=1),
+            torch.device("cpu"),
         )
         assert torch.get_num_threads() == 1
         assert "1 CPU threads" in speed.messages[0]
@@ -233,7 +234,9 @@ def test_bad_option_values_are_refused(data_dir):
         dict(reuse_cpu_memory="always"),
     ):
         with pytest.raises(StudioError):
-            apply_speed(tiny("vae.conv"), cfg_for("vae.conv", data_dir, **bad), torch.device("cpu"))
+            apply_speed(
+                tiny_model("vae.conv"), cfg_for("vae.conv", data_dir, **bad), torch.device("cpu")
+            )
 
 
 # -- compile falls back to eager ---------------------------------------------------------------
@@ -276,9 +279,9 @@ def compile_failing_in_backward(fn, **kwargs):
 )
 def test_a_failing_compile_falls_back_to_eager_with_the_same_losses(compile_fn, data_dir):
     cfg = cfg_for("gan.dcgan", data_dir)
-    plain_model = tiny("gan.dcgan")
+    plain_model = tiny_model("gan.dcgan")
     plain = train_steps(plain_model, cfg)
-    model = tiny("gan.dcgan")
+    model = tiny_model("gan.dcgan")
     speed = apply_speed(
         model, dataclasses.replace(cfg, compile="on"), torch.device("cpu"), compile_fn=compile_fn
     )
@@ -305,7 +308,7 @@ def test_compile_is_used_for_training_calls_only(data_dir):
         return compiled
 
     cfg = cfg_for("gan.dcgan", data_dir)
-    model = tiny("gan.dcgan")
+    model = tiny_model("gan.dcgan")
     speed = apply_speed(
         model,
         dataclasses.replace(cfg, compile="on"),
@@ -399,7 +402,7 @@ def test_batch_finder_stops_at_the_minimum_and_passes_other_errors():
 
 def test_auto_batch_off_the_gpu_keeps_the_batch_with_a_message(data_dir):
     cfg = tiny_train_config("vae.conv", data_dir, auto_batch=True, batch_size=8)
-    gen = fit_batch_size(cfg, lambda c: tiny("vae.conv"), torch.device("cpu"))
+    gen = fit_batch_size(cfg, lambda c: tiny_model("vae.conv"), torch.device("cpu"))
     msgs = []
     try:
         while True:

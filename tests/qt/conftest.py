@@ -11,7 +11,7 @@ from PIL import Image
 from PySide6.QtCore import QSettings
 from qt_steps import configure_tiny_dcgan, load_dataset
 
-from studio.qt.engine_thread import live_engine_threads
+from studio.qt.engine_thread import JobRunner, live_engine_threads
 from studio.qt.settings import AppSettings
 
 TEST_ORG = "StudioTests"
@@ -34,6 +34,14 @@ def settings_dir(qapp, tmp_path: Path) -> Iterator[Path]:
     yield folder
     qapp.setOrganizationName(old_org)
     qapp.setApplicationName(old_app)
+
+
+@pytest.fixture
+def runner(qapp) -> Iterator[JobRunner]:
+    """A JobRunner of its own (its engine thread), shut down after the test."""
+    runner = JobRunner()
+    yield runner
+    assert runner.shutdown(10_000), "the engine thread did not stop"
 
 
 @pytest.fixture

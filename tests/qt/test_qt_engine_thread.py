@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 
 import pytest
 from PySide6.QtCore import Qt
@@ -12,13 +12,6 @@ from PySide6.QtCore import Qt
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress, Status
 from studio.qt.engine_thread import JobRunner, live_engine_threads
-
-
-@pytest.fixture
-def runner(qapp) -> Iterator[JobRunner]:
-    runner = JobRunner()
-    yield runner
-    assert runner.shutdown(10_000), "the engine thread did not stop"
 
 
 class Recorder:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -18,13 +18,6 @@ from studio.qt import engine_thread
 from studio.qt.engine_thread import JobRunner
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice")
-
-
-@pytest.fixture
-def runner(qapp) -> Iterator[JobRunner]:
-    runner = JobRunner()
-    yield runner
-    assert runner.shutdown(10_000), "the engine thread did not stop"
 
 
 def _run(qtbot, runner: JobRunner, factory):
