@@ -59,10 +59,11 @@ OFF = dict(
     cuda_graphs=False,
     reuse_cpu_memory="off",
     fast_dropout="off",
+    lean_unet="off",
 )
 #: The studio trainer's CPU settings before fused AdamW, memory reuse and fast dropout became
 #: its defaults.
-CPU_BEFORE = dict(fused_adamw="off", reuse_cpu_memory="off", fast_dropout="off")
+CPU_BEFORE = dict(fused_adamw="off", reuse_cpu_memory="off", fast_dropout="off", lean_unet="off")
 
 
 @dataclasses.dataclass
@@ -355,7 +356,7 @@ def run_case(
         before = statistics.median(rates["before"])
         rows.append(
             (
-                "studio, without fused AdamW, memory reuse and fast dropout "
+                "studio, without fused AdamW, memory reuse, fast dropout and lean UNet "
                 "(the CPU defaults before issue 7's CPU work)",
                 before,
                 paired(rates["before"]),

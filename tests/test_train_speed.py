@@ -28,6 +28,7 @@ EAGER = dict(
     compile="off",
     reuse_cpu_memory="off",
     fast_dropout="off",
+    lean_unet="off",
 )
 
 
@@ -133,13 +134,14 @@ def test_fused_adam_off_or_missing_on_a_cpu(data_dir, monkeypatch):
 def test_cpu_defaults_train_ddpm_like_the_plain_loop(data_dir):
     """The CPU defaults (fused AdamW, memory reuse, threads) give the plain loop's losses; the
     DDPM's AdamW converts (its defaults hold a key AdamW's constructor does not take). Fast
-    dropout draws other masks, so it is off here (tests/test_dropout.py checks it)."""
+    dropout and the lean UNet blocks lay dropout masks out differently, so they are off here
+    (tests/test_dropout.py and tests/test_lean_unet.py check them)."""
     key = "diffusion.ddpm"
     plain = train_steps(tiny_model(key), cfg_for(key, data_dir), steps=4)
     model = tiny_model(key)
     before = torch.get_num_threads()
     try:
-        cfg = tiny_train_config(key, data_dir, fast_dropout="off")
+        cfg = tiny_train_config(key, data_dir, fast_dropout="off", lean_unet="off")
         speed = apply_speed(model, cfg, torch.device("cpu"))
     finally:
         torch.set_num_threads(before)

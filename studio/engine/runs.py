@@ -61,6 +61,7 @@ class TrainConfig:
     cpu_threads: int = 0  # torch threads on the CPU; 0 = auto
     reuse_cpu_memory: str = "auto"  # auto (CPU training, glibc) | on | off: no page faults per step
     fast_dropout: str = "auto"  # auto (CPU) | on | off: dropout masks 4 elements per random draw
+    lean_unet: str = "auto"  # auto (CPU) | on | off: leaner forwards for diffusers' UNet blocks
     cpu_shards: int = 1  # CPU: split each batch across this many threads (DDPM); 1 = off
 
     def to_dict(self) -> dict[str, Any]:

@@ -50,7 +50,14 @@ CompileFn = Callable[..., Callable[..., Any]]
 
 def check_options(config: TrainConfig) -> None:
     """Refuse option values the trainer does not know, naming the setting and its choices."""
-    for name in ("tf32", "channels_last", "fused_adamw", "reuse_cpu_memory", "fast_dropout"):
+    for name in (
+        "tf32",
+        "channels_last",
+        "fused_adamw",
+        "reuse_cpu_memory",
+        "fast_dropout",
+        "lean_unet",
+    ):
         if getattr(config, name) not in AUTO_ON_OFF:
             raise StudioError(f"{name} must be auto, on or off, not {getattr(config, name)!r}.")
     if config.precision not in PRECISION_CHOICES:
@@ -77,7 +84,7 @@ def check_options(config: TrainConfig) -> None:
 OPTION_NAMES = (
     "tf32", "channels_last", "fused_adamw", "compile", "cuda_graphs", "grad_clip", "warmup_steps",
     "lr_schedule", "min_lr_fraction", "accumulate", "auto_batch", "cpu_threads", "precision",
-    "reuse_cpu_memory", "fast_dropout", "cpu_shards",
+    "reuse_cpu_memory", "fast_dropout", "cpu_shards", "lean_unet",
 )  # fmt: skip
 
 
@@ -240,6 +247,12 @@ def apply_speed(
             speed.messages.append("fast_dropout applies to CPU training only: option ignored here.")
         elif use_fast_dropout(model):
             done.append("fast dropout")
+    # a model with a diffusers UNet has imported diffusers already; others never need it
+    if _wants(config.lean_unet, device.type == "cpu") and "diffusers" in sys.modules:
+        from studio.models.lean_unet import use_lean_unet
+
+        if use_lean_unet(model):
+            done.append("lean UNet blocks")
     if _wants(config.channels_last, cuda and _is_convolutional(model)):
         model.to(memory_format=torch.channels_last)
         for opt in model.optimizers.values():
