@@ -287,31 +287,35 @@ def _load(
     pipe = cache.get(key)
     if pipe is not None:
         return pipe, key, False
+    from studio.engine.prompt.library import inspect_model, record_architecture
     from studio.engine.prompt.loading import load_pipeline, pipeline_components_from
+    from studio.engine.prompt.modes import ModeRefused, check_mode
 
     task = _task(request)
-    sibling = cache.sibling(key)
-    if sibling is not None and not offload:
-        pipe = _for_task(pipeline_components_from(sibling, task), task)
-        pipe._studio_scheduler_config = sibling._studio_scheduler_config
-        cache.put(key, pipe)
-        return pipe, key, False
-    from studio.engine.prompt.library import IMAGE_ONLY_ARCHS, inspect_model
-    from studio.engine.prompt.loading import refiner_txt2img_error
-
-    entry = inspect_model(source.path)  # the header only: what it is, before unloading others
-    if task == "txt2img" and entry.arch in IMAGE_ONLY_ARCHS:
-        raise refiner_txt2img_error(source.name)
-    cache.evict_other(key)
-    cache.evict(PipelineCache._model_key(key))  # this model in another configuration
-    mem.free_memory()
-    pipe = load_pipeline(
-        entry,
-        task,
-        device=torch.device("cpu") if offload else device,
-        dtype=dtype,
-        allow_pickle=allow_pickle,
-    )
+    try:
+        sibling = cache.sibling(key)
+        if sibling is not None and not offload:
+            pipe = _for_task(pipeline_components_from(sibling, task), task)
+            pipe._studio_scheduler_config = sibling._studio_scheduler_config
+            cache.put(key, pipe)
+            return pipe, key, False
+        entry = inspect_model(source.path)  # the header only: what it is, before unloading others
+        check_mode(task, entry.arch, source.name, inpainting=entry.inpainting)
+        cache.evict_other(key)
+        cache.evict(PipelineCache._model_key(key))  # this model in another configuration
+        mem.free_memory()
+        pipe = load_pipeline(
+            entry,
+            task,
+            device=torch.device("cpu") if offload else device,
+            dtype=dtype,
+            allow_pickle=allow_pickle,
+        )
+    except ModeRefused as refused:  # a pickle read for the first time may be a refiner
+        record_architecture(source.path, refused.arch, refused.inpainting)
+        raise
+    # The library lists a pickle as "unknown" until it is read: keep what the load found.
+    record_architecture(source.path, pipe.studio_entry.arch, pipe.studio_entry.inpainting)
     pipe = _for_task(pipe, task)
     if offload:
         pipe.enable_model_cpu_offload(device=device)

@@ -26,6 +26,7 @@ from studio.core.errors import StudioError
 from studio.core.paths import runs_dir, studio_home
 from studio.engine.prompt import files
 from studio.engine.prompt.files import FLOAT_DTYPES, FileFormat
+from studio.engine.prompt.modes import IMAGE_ONLY_ARCHS as IMAGE_ONLY_ARCHS  # re-exported
 
 KINDS = ("diffusers-folder", "single-file", "studio-run")
 ARCHS = ("sd1", "sd2", "sdxl", "sdxl-refiner", "studio", "unknown")
@@ -36,8 +37,6 @@ ARCH_DESCRIPTIONS = {
     "sdxl-refiner": "SDXL refiner",
     "studio": "Studio run",
 }
-# Architectures that only refine an existing image (image to image, inpaint): no text to image.
-IMAGE_ONLY_ARCHS = frozenset({"sdxl-refiner"})
 LIBRARY_FILE = "models.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
 
@@ -385,6 +384,20 @@ class ModelLibrary:
         self._write()
         return entry
 
+    def update(self, id: str, **changes: Any) -> ModelEntry:
+        """Change fields of one added model (``arch=...``, ``inpainting=...``) and save; the
+        updated entry. Nothing is rescanned. Runs are read from their folders, not stored."""
+        allowed = {f.name for f in fields(ModelEntry)} - {"id", "path"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)} of a library entry")
+        for i, entry in enumerate(self._entries):
+            if entry.id == id:
+                self._entries[i] = ModelEntry.from_dict({**entry.to_dict(), **changes})
+                self._write()
+                return self._entries[i]
+        raise StudioError("That model is not in the library (it may have been removed already).")
+
     def remove(self, id: str) -> ModelEntry:
         """Forget an added model (its files stay where they are). Runs cannot be removed here."""
         for i, entry in enumerate(self._entries):
@@ -397,3 +410,21 @@ class ModelLibrary:
                 "Studio runs are listed while their folder exists; delete the run to remove it."
             )
         raise StudioError("That model is not in the library (it may have been removed already).")
+
+
+def record_architecture(
+    path: str | os.PathLike[str], arch: str, inpainting: bool, library: ModelLibrary | None = None
+) -> ModelEntry | None:
+    """What a load found a file to be (a pickle is listed as "unknown" until it is read): the
+    library entry for ``path`` takes that ``arch`` and ``inpainting``, so the model list shows
+    it and offers only the modes it supports. The updated entry, or None when the library has
+    no entry for ``path``, said so already, or cannot be written now (that never fails a load).
+    Call it off the GUI thread: it reads and writes ``models.json``."""
+    try:
+        library = library if library is not None else ModelLibrary()
+        entry = library.find(path)
+        if entry is None or (entry.arch, entry.inpainting) == (arch, inpainting):
+            return None
+        return library.update(entry.id, arch=arch, inpainting=inpainting)
+    except OSError:
+        return None

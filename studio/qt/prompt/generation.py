@@ -53,6 +53,7 @@ class GenerationMixin:
     _job_revision: int
     _job_prepared: Prepared | None
     status_message: SignalInstance
+    model_ended: SignalInstance
     staged_on_canvas: SignalInstance
     results_ready: SignalInstance
     save_prefs: Callable[[], None]
@@ -84,12 +85,11 @@ class GenerationMixin:
                 "Add folder… / Add file…, or train a prompt model in Train."
             )
             return None
-        from studio.engine.prompt.library import IMAGE_ONLY_ARCHS
+        from studio.engine.prompt.modes import refusal
 
-        if self.params.mode == "txt2img" and getattr(entry, "arch", "") in IMAGE_ONLY_ARCHS:
-            from studio.engine.prompt.loading import refiner_txt2img_error
-
-            self.banner.show_message(str(refiner_txt2img_error(str(entry.name))))
+        refused = refusal(self.params.mode, str(getattr(entry, "arch", "")), str(entry.name))
+        if refused is not None:
+            self.banner.show_message(str(refused))
             return None
         if new_seed:
             self.params.seed_for_next_run()
@@ -229,3 +229,5 @@ class GenerationMixin:
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self._update_controls()
+        if self._job_prepared is not None:
+            self.model_ended.emit(str(self._job_prepared.fields["model"]))

@@ -118,6 +118,20 @@ def add_model(path: str | Path) -> Factory:
     return factory
 
 
+def library_entry(path: str | Path) -> Factory:
+    """The library's entry for ``path`` as stored now (no rescan; None if it is not there):
+    after a load found what an unread pickle is, the model list shows it (see
+    :func:`studio.engine.prompt.library.record_architecture`)."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.engine.prompt.library import ModelLibrary
+
+        yield Progress("models", message="Reading the model library")
+        return ModelLibrary().find(path)
+
+    return factory
+
+
 def remove_model(entry_id: str) -> Factory:
     def factory(token: CancelToken) -> Generator[Progress, None, ModelListing]:
         from studio.engine.prompt.library import ModelLibrary

@@ -2,7 +2,9 @@
 
 Listing, inspecting an added folder or file and removing all run on the engine thread
 (:mod:`studio.qt.prompt.jobs`); the list shows what came back. A pickled checkpoint is never
-read without the user's yes (:func:`ask_pickle_consent`), and then only in weights-only mode.
+read without the user's yes (:func:`ask_pickle_consent`), and then only in weights-only mode;
+until then it is listed as "Unknown". Once a load has read it, the engine records what it is in
+the library and :meth:`ModelList.refresh_entry` reads that one entry back and updates its row.
 """
 
 from __future__ import annotations
@@ -99,15 +101,30 @@ def describe_type(entry: Any) -> str:
     return text
 
 
+def _fill_row(item: QTreeWidgetItem, entry: Any) -> None:
+    columns = (
+        str(entry.name),
+        describe_type(entry),
+        human_size(getattr(entry, "size_bytes", 0)),
+        str(getattr(entry, "precision", "") or ""),
+    )
+    for col, text in enumerate(columns):
+        item.setText(col, text)
+    item.setData(0, Qt.ItemDataRole.UserRole, entry)
+    item.setToolTip(0, str(entry.path))
+
+
 class ModelList(QWidget):
     """Library entries with type, size and precision; Add folder…, Add file…, Remove.
 
-    ``model_chosen(entry)`` when the selection changes (None: nothing chosen);
-    ``models_loaded(entries)`` after every listing.
+    ``model_chosen(entry)`` when the selection changes, or the chosen entry is updated (None:
+    nothing chosen); ``models_loaded(entries)`` after every listing; ``entry_updated(entry)``
+    after one row was updated (:meth:`update_entry`).
     """
 
     model_chosen = Signal(object)
     models_loaded = Signal(object)
+    entry_updated = Signal(object)
 
     def __init__(self, calls: JobCalls, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -186,6 +203,40 @@ class ModelList(QWidget):
     def refresh(self) -> None:
         self._run("List models", jobs.list_models())
 
+    def refresh_entry(self, path: str) -> None:
+        """After a load of the model at ``path``: if it is listed as a pickle of unknown type
+        (not read yet), read its library entry back on the engine thread, where the load
+        recorded what it found, and update its row. Nothing is rescanned."""
+        listed = next((e for e in self._entries if str(e.path) == str(path)), None)
+        unread = (getattr(listed, "arch", ""), getattr(listed, "file_format", "")) == (
+            "unknown",
+            "pickle",
+        )
+        if not unread:
+            return
+        self._calls.submit(f"Update {Path(path).name}", jobs.library_entry(path), self.update_entry)
+
+    def update_entry(self, entry: Any) -> bool:
+        """Show ``entry`` in place of the listed entry with its id: its row's text and, when it
+        is the chosen one, ``model_chosen`` again (the modes offered follow its type). False
+        when it is not listed or nothing changed."""
+        if entry is None:
+            return False
+        for i in range(self.tree.topLevelItemCount()):
+            item = self.tree.topLevelItem(i)
+            old = item.data(0, Qt.ItemDataRole.UserRole)
+            if str(old.id) != str(entry.id):
+                continue
+            if old == entry:
+                return False
+            self._entries = [entry if e is old else e for e in self._entries]
+            _fill_row(item, entry)
+            if item is self.tree.currentItem():
+                self._on_current_changed()
+            self.entry_updated.emit(entry)
+            return True
+        return False
+
     def unload(self) -> None:
         """Unload the loaded model (on the engine thread, after a generation that is running)."""
         self.busy = True
@@ -258,16 +309,8 @@ class ModelList(QWidget):
         self.tree.blockSignals(True)
         self.tree.clear()
         for entry in self._entries:
-            item = QTreeWidgetItem(
-                [
-                    str(entry.name),
-                    describe_type(entry),
-                    human_size(getattr(entry, "size_bytes", 0)),
-                    str(getattr(entry, "precision", "") or ""),
-                ]
-            )
-            item.setData(0, Qt.ItemDataRole.UserRole, entry)
-            item.setToolTip(0, str(entry.path))
+            item = QTreeWidgetItem()
+            _fill_row(item, entry)
             self.tree.addTopLevelItem(item)
         self.tree.blockSignals(False)
         if not (keep and self.select(keep)) and self.tree.topLevelItemCount():

@@ -60,7 +60,9 @@ class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
     ``send_to_canvas(image, name)`` opens a text-to-image result there (the window sets it).
     Signals: ``status_message(text)``; ``staged_on_canvas(count)`` after results were staged;
     ``results_ready(result)`` with every finished :class:`~studio.qt.prompt.jobs.PromptResult`;
-    ``params_restored(names)`` after a recall or a dropped PNG set the settings.
+    ``params_restored(names)`` after a recall or a dropped PNG set the settings;
+    ``model_ended(path)`` after a generation with the model at ``path`` ended, however it did
+    (the model list then shows what a load found out about an unread pickle).
     Generation is :class:`~studio.qt.prompt.generation.GenerationMixin`; recall and PNG
     drops are :class:`~studio.qt.prompt.recall.RecallMixin`.
     """
@@ -69,6 +71,7 @@ class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
     staged_on_canvas = Signal(int)
     results_ready = Signal(object)
     params_restored = Signal(list)
+    model_ended = Signal(str)
 
     def __init__(
         self,
@@ -168,19 +171,16 @@ class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
 
     def _connect(self) -> None:
         self.model_list.model_chosen.connect(self._on_model_chosen)
+        self.model_ended.connect(self.model_list.refresh_entry)
         self.history.recall_requested.connect(lambda md: self.recall(md, "the history"))
         self.params.mode_changed.connect(lambda _m: self._update_controls())
         self.params.canvas_size_button.clicked.connect(self.use_canvas_size)
 
     def _on_model_chosen(self, entry: Any) -> None:
-        from studio.engine.prompt.library import IMAGE_ONLY_ARCHS
+        from studio.engine.prompt.modes import modes_for
 
-        refiner = getattr(entry, "arch", "") in IMAGE_ONLY_ARCHS
-        self.params.allow_text_to_image(
-            not refiner,
-            "An SDXL refiner refines an existing image: use Image to image or Inpaint, or "
-            "choose a base model for Text to image.",
-        )
+        modes = modes_for(entry)
+        self.params.allow_text_to_image(modes.allows("txt2img"), modes.why_not("txt2img"))
         size = int(getattr(entry, "resolution", 0) or 0)
         if size and self.params.mode == "txt2img":  # a run trained here draws at its own size
             self.params.width_spin.setValue(size)
@@ -226,6 +226,7 @@ class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
             self.xy_dialog = XYGridDialog(
                 self.calls, lambda: self.prepare(new_seed=False), self.ask_consent, self
             )
+            self.xy_dialog.model_ended.connect(self.model_list.refresh_entry)
         self.xy_dialog.show()
         self.xy_dialog.raise_()
         return self.xy_dialog

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -90,7 +90,10 @@ def parse_axis(name: str, text: str) -> list[Any]:
 
 
 class XYGridDialog(QDialog):
-    """Pick two axes and their values, Render, look, Save."""
+    """Pick two axes and their values, Render, look, Save. ``model_ended(path)`` after a render
+    with the model at ``path`` ended, however it did."""
+
+    model_ended = Signal(str)
 
     def __init__(
         self,
@@ -248,6 +251,8 @@ class XYGridDialog(QDialog):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self._update_buttons()
+        if self._last is not None:
+            self.model_ended.emit(str(self._last.fields["model"]))
 
     def choose_save_path(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save the grid", "xy-grid.png", "PNG (*.png)")
