@@ -216,6 +216,49 @@ def compare_job(settings: CompareSettings) -> Generator[Progress, None, CompareR
     run a ``"panel"`` report whose image is its sample grid and whose ``info`` also holds the
     :class:`PanelResult` under ``"result"``. Returns the :class:`CompareReport`.
     """
+    prep = yield from prepare_compare(settings)
+    panels: list[PanelResult] = []
+    for i, path in enumerate(prep.runs):
+        panel = yield from run_panel(prep, i)
+        panels.append(panel)
+        yield Progress(
+            "panel",
+            i + 1,
+            len(prep.runs),
+            message=f"Panel {i + 1}/{len(prep.runs)}: {panel.title} done",
+            image=panel.grid,
+            info={
+                "run": str(path),
+                "panel": i,
+                "panels": len(prep.runs),
+                "result": panel,
+                "extractor": prep.extractor.describe(),
+            },
+        )
+    return build_report(prep, panels)
+
+
+@dataclass
+class ComparePrep:
+    """What every panel of one comparison shares: the checked runs, the dataset, its split,
+    the feature extractor. Built by :func:`prepare_compare`; a comparison can then run its
+    panels as separate jobs (:func:`run_panel`; between training steps, see
+    :func:`studio.engine.peek.compare_panel_peek`) and end with :func:`build_report`."""
+
+    settings: CompareSettings
+    runs: list[Path]
+    infos: list[tuple[dict[str, Any], TrainConfig]]
+    device: torch.device
+    dataset: Any
+    train_idx: np.ndarray
+    train_images: np.ndarray
+    held_idx: np.ndarray
+    extractor: Any
+    notes: list[str]
+
+
+def prepare_compare(settings: CompareSettings) -> Generator[Progress, None, ComparePrep]:
+    """Job: check the runs, read the dataset, split it and get the feature extractor."""
     from studio.core.paths import cache_dir as default_cache_dir
     from studio.engine.device import resolve_device
     from studio.engine.metrics import get_feature_extractor
@@ -239,9 +282,6 @@ def compare_job(settings: CompareSettings) -> Generator[Progress, None, CompareR
             "held-out images cannot be rebuilt. Compare runs against the images they saw."
         )
     train_idx, held_idx, notes = _split(dataset, infos, settings)
-    reference = dataset.images[held_idx]
-    train_images = dataset.images[train_idx]
-
     extractor = yield from get_feature_extractor(
         dataset,
         first.resolution,
@@ -251,48 +291,62 @@ def compare_job(settings: CompareSettings) -> Generator[Progress, None, CompareR
         seed=0,
         device=device,
     )
-    panels: list[PanelResult] = []
-    for i, (path, (cfg, _train)) in enumerate(zip(runs, infos)):
-        panel = yield from _one_panel(
-            i, path, cfg, settings, device, train_idx, train_images, held_idx, dataset, extractor
+    train_images = dataset.images[train_idx]
+    return ComparePrep(
+        settings, runs, infos, device, dataset, train_idx, train_images, held_idx, extractor, notes
+    )
+
+
+def run_panel(
+    prep: ComparePrep, i: int, model: Any = None, step: int | None = None
+) -> Generator[Progress, None, PanelResult]:
+    """Job: sample and score run ``i`` of a prepared comparison, with its saved model or with
+    ``model`` (weights of training ``step``; the caller lends it, see peek.borrowed)."""
+    return (
+        yield from _one_panel(
+            i,
+            prep.runs[i],
+            prep.infos[i][0],
+            prep.settings,
+            prep.device,
+            prep.train_idx,
+            prep.train_images,
+            prep.held_idx,
+            prep.dataset,
+            prep.extractor,
+            model=model,
+            step=step,
         )
-        panels.append(panel)
-        yield Progress(
-            "panel",
-            i + 1,
-            len(runs),
-            message=f"Panel {i + 1}/{len(runs)}: {panel.title} done",
-            image=panel.grid,
-            info={
-                "run": str(path),
-                "panel": i,
-                "panels": len(runs),
-                "result": panel,
-                "extractor": extractor.describe(),
-            },
-        )
+    )
+
+
+def build_report(
+    prep: ComparePrep, panels: list[PanelResult], notes: list[str] | None = None
+) -> CompareReport:
+    """The report of a prepared comparison's finished ``panels`` (``notes`` are added)."""
+    first = prep.infos[0][1]
     return CompareReport(
-        settings=settings.to_dict(),
+        settings=prep.settings.to_dict(),
         dataset={
             "path": str(first.data),
-            "fingerprint": dataset.fingerprint,
-            "images": len(dataset),
+            "fingerprint": prep.dataset.fingerprint,
+            "images": len(prep.dataset),
             "held_out": {
                 "fraction": first.holdout_fraction,
                 "seed": first.seed,
-                "count": int(len(held_idx)),
-                "used_as_reference": int(len(reference)),
+                "count": int(len(prep.held_idx)),
+                "used_as_reference": int(len(prep.held_idx)),
             },
         },
         resolution=first.resolution,
-        n=settings.n,
-        n_reference=int(len(reference)),
-        extractor=extractor.describe(),
-        extractor_meta=dict(extractor.meta),
+        n=prep.settings.n,
+        n_reference=int(len(prep.held_idx)),
+        extractor=prep.extractor.describe(),
+        extractor_meta=dict(prep.extractor.meta),
         panels=panels,
-        notes=notes,
+        notes=[*prep.notes, *(notes or [])],
         versions=versions(),
-        machine=machine(device),
+        machine=machine(prep.device),
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
 
@@ -341,8 +395,11 @@ def _one_panel(
     held_idx: np.ndarray,
     dataset: Any,
     extractor: Any,
+    model: Any = None,
+    step: int | None = None,
 ) -> Generator[Progress, None, PanelResult]:
-    """Load, sample (timed after a one-image warm-up), score one run."""
+    """Load (unless ``model`` is given), sample (timed after a one-image warm-up), score one
+    run. ``step``: the training step of ``model``'s weights (default: the newest checkpoint's)."""
     reference = dataset.images[held_idx]
     from studio.engine.checkpoint import latest_checkpoint, read_trainer_state
     from studio.engine.metrics import evaluate_samples
@@ -351,8 +408,9 @@ def _one_panel(
 
     panels = len(settings.runs)
     info = {"run": str(path), "panel": i, "panels": panels}
-    yield Progress("load", message=f"Panel {i + 1}/{panels}: loading {path.name}", info=info)
-    model = load_run_model(path, device)
+    if model is None:
+        yield Progress("load", message=f"Panel {i + 1}/{panels}: loading {path.name}", info=info)
+        model = load_run_model(path, device)
     conditions: dict[str, Any] = {}
     if "sampler" in model.conditions:
         conditions = settings.sampling_for(settings.runs[i])
@@ -386,8 +444,9 @@ def _one_panel(
         near_images[memo.nearest_train_mirrored] = near_images[memo.nearest_train_mirrored][
             :, :, ::-1
         ]
-    latest = latest_checkpoint(RunFolder(path).state_dir)
-    step = int(read_trainer_state(latest)["step"]) if latest else 0
+    if step is None:
+        latest = latest_checkpoint(RunFolder(path).state_dir)
+        step = int(read_trainer_state(latest)["step"]) if latest else 0
     del model  # free the weights before the next panel loads
     return PanelResult(
         run=str(path),

@@ -17,13 +17,19 @@ have no EMA and sample from their trained weights.
 
 The borrow spans the job's yields, which is safe only because the engine thread runs an
 interactive job to completion before the training job takes its next step.
+
+Beyond single decodes, :func:`latent_peek` runs any of the Explore workspace's latent-space
+tasks (directions, encoding, projection, strips, samples) on a :class:`LatentSpace` built over
+the borrowed model, and :func:`compare_panel_peek` samples and scores one panel of a comparison
+(:mod:`studio.engine.compare`) with it. Each says whether it used the live weights, and of which
+step.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,3 +146,93 @@ def inpaint_peek(
         return (yield from inpaint_run_job(run_dir, request, device))
     with borrowed(entry.model) as model:
         return (yield from inpaint_job(model, request))
+
+
+def saved_step(run_dir: str | Path) -> int | None:
+    """The training step of the run's newest complete checkpoint (what a load from its files
+    gives), or None when it has none."""
+    from studio.core.errors import CheckpointError
+    from studio.engine.checkpoint import latest_checkpoint, read_trainer_state
+    from studio.engine.runs import RunFolder
+
+    latest = latest_checkpoint(RunFolder(run_dir).state_dir)
+    if latest is None:
+        return None
+    try:
+        return int(read_trainer_state(latest)["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Which weights a result was made with: the training model's at ``step`` (``live``), or
+    the run's saved model (``step``: its newest checkpoint's, None when unknown)."""
+
+    live: bool
+    step: int | None
+
+
+@dataclass(frozen=True)
+class LatentPeekResult:
+    """What a latent-space task returned (``value``) and the weights it used."""
+
+    value: Any
+    weights: Weights
+
+
+LatentTask = Callable[[Any], Generator[Progress, None, Any]]  # LatentSpace -> job
+
+
+def latent_peek(
+    run_dir: str | Path,
+    task: LatentTask,
+    label: int | None = None,
+    options: dict[str, Any] | None = None,
+    device: str = "auto",
+) -> Generator[Progress, None, LatentPeekResult]:
+    """Run ``task(space)`` on a latent space over the run's current weights (live) or, when it
+    is not training here, over its saved model. ``label``: the class (conditional models);
+    ``options``: the space's own settings (a diffusion run's DDIM ``steps``/``refine``).
+
+    The space is built for this job alone and dropped after it: the task must not keep it."""
+    from studio.engine.latent import LatentSpace, open_latent_space
+
+    entry = live.get(run_dir)
+    if entry is None:
+        yield Progress("load", message=f"Loading {Path(run_dir).name}")
+        space = open_latent_space(run_dir, resolve_device(device), label=label)
+        for name, value in (options or {}).items():
+            setattr(space, name, value)
+        value = yield from task(space)
+        return LatentPeekResult(value, Weights(False, saved_step(run_dir)))
+    with borrowed(entry.model) as model:
+        # LatentSpace switches the model to eval and freezes its weights; borrowed() undoes both.
+        space = LatentSpace(model, label=label, **(options or {}))
+        space.run_dir = Path(run_dir)
+        value = yield from task(space)
+    return LatentPeekResult(value, Weights(True, entry.step))
+
+
+@dataclass(frozen=True)
+class PanelPeek:
+    """One compared run's :class:`~studio.engine.compare.PanelResult` and the weights used."""
+
+    panel: Any
+    weights: Weights
+
+
+def compare_panel_peek(prep: Any, index: int) -> Generator[Progress, None, PanelPeek]:
+    """Sample and score panel ``index`` of a comparison prepared by
+    :func:`studio.engine.compare.prepare_compare`, with the run's current weights when it
+    trains here, else its saved model. Returns a :class:`PanelPeek`."""
+    from studio.engine.compare import run_panel
+
+    path = prep.runs[index]
+    entry = live.get(path)
+    if entry is None:
+        panel = yield from run_panel(prep, index)
+        return PanelPeek(panel, Weights(False, panel.step))
+    with borrowed(entry.model) as model:
+        panel = yield from run_panel(prep, index, model=model, step=entry.step)
+    return PanelPeek(panel, Weights(True, entry.step))

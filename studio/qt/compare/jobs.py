@@ -64,6 +64,41 @@ def compare(settings: dict[str, Any]) -> Factory:
     return factory
 
 
+def prepare(settings: dict[str, Any]) -> Factory:
+    """The first job of a comparison run between training steps: check the runs, read the
+    dataset, get the feature extractor (:func:`studio.engine.compare.prepare_compare`)."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.engine.compare import CompareSettings, prepare_compare
+
+        return (yield from prepare_compare(CompareSettings(**settings)))
+
+    return factory
+
+
+def panel(prep: Any, index: int) -> Factory:
+    """One panel, with the run's live weights when it trains (a peek), else its saved model."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.engine.peek import compare_panel_peek
+
+        return (yield from compare_panel_peek(prep, index))
+
+    return factory
+
+
+def report(prep: Any, panels: list[Any], notes: list[str]) -> Factory:
+    """The last job: the CompareReport of the finished panels."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.engine.compare import build_report
+
+        yield Progress("report", message="Writing up the comparison")
+        return build_report(prep, panels, notes)
+
+    return factory
+
+
 def keep_panels(progress: Progress) -> bool:
     """Finished panels are delivered one by one: the mailbox would coalesce them away."""
     return progress.stage == "panel"

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.imaging import make_grid
+from studio.qt.weights import describe_weights
 from studio.qt.widgets import ImageView
 
 # Mirrors studio.engine.compare (not imported: it pulls in torch on the GUI thread).
@@ -45,6 +46,7 @@ class ComparePanel(QFrame):
         self.run, self.family = Path(run), family
         self.kind = family.split(".")[0]
         self.result: Any = None  # a studio.engine.compare.PanelResult once scored
+        self.live = False  # the result on show came from a training run's live weights
 
         title = QLabel(f"<b>{self.run.name}</b><br>{family}")
         title.setToolTip(str(self.run))
@@ -77,6 +79,9 @@ class ComparePanel(QFrame):
         self.numbers.setWordWrap(True)
         self.numbers.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.status = QLabel("")
+        self.weights_label = QLabel("")  # which step's weights the samples come from
+        self.weights_label.setObjectName("caption")
+        self.weights_label.setWordWrap(True)
         self.nearest_button = QPushButton("Nearest training images")
         self.nearest_button.setToolTip("The samples closest to a training image, beside it")
         self.nearest_button.setEnabled(False)
@@ -87,6 +92,7 @@ class ComparePanel(QFrame):
         layout.addWidget(self.sampling_row)
         layout.addWidget(self.view, 1)
         layout.addWidget(self.status)
+        layout.addWidget(self.weights_label)
         layout.addWidget(self.numbers)
         layout.addWidget(self.nearest_button)
 
@@ -98,6 +104,8 @@ class ComparePanel(QFrame):
 
     def clear_result(self) -> None:
         self.result = None
+        self.live = False
+        self.weights_label.clear()
         self.numbers.clear()
         self.numbers.setToolTip("")
         self.nearest_button.setEnabled(False)
@@ -105,9 +113,15 @@ class ComparePanel(QFrame):
     def set_status(self, text: str) -> None:
         self.status.setText(text)
 
+    def set_live(self, live: bool) -> None:
+        """Whether the result (shown next) came from the training run's current weights."""
+        self.live = live
+
     def set_result(self, result: Any, extractor: str) -> None:
-        """Show a PanelResult: its grid and its numbers, each naming n."""
+        """Show a PanelResult: its grid, which weights made it, and its numbers, each naming
+        n."""
         self.result = result
+        self.weights_label.setText(describe_weights(self.live, result.step))
         self.view.set_image(result.grid)
         q = result.quality
         n, ref = q["n_samples"], q["n_reference"]

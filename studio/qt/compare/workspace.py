@@ -4,10 +4,18 @@ Regenerate submits :func:`studio.engine.compare.compare_job` to the engine threa
 fills in as its run finishes (the job's ``"panel"`` reports are kept, not coalesced), and the
 report from the finished job is what Export writes. Nothing here samples or scores: the GUI
 thread only shows what the engine measured.
+
+When a run in the comparison is training in this window, waiting for the engine would mean
+waiting for the training to end. Regenerate then runs the comparison as a chain of short
+interactive jobs between training steps instead (:class:`_LiveChain`): prepare (dataset and
+feature extractor), one job per panel (a training run sampled with its current weights,
+:func:`studio.engine.peek.compare_panel_peek`, the others from their files), then the report.
+Each panel says which step's weights it shows.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.jobs import Outcome, Progress, Status
+from studio.engine.live import is_live  # no torch: which runs train in this process
 from studio.qt.compare import jobs
 from studio.qt.compare.panel import ComparePanel, NearestDialog
 from studio.qt.engine_thread import JobHandle, JobRunner
@@ -32,6 +41,17 @@ from studio.qt.settings import AppSettings
 from studio.qt.widgets import Banner
 
 MAX_PANELS = 6
+
+
+@dataclass
+class _LiveChain:
+    """A comparison run as interactive jobs: its prep, then the panels done so far."""
+
+    settings: dict[str, Any]
+    prep: Any = None  # studio.engine.compare.ComparePrep once prepared
+    panels: list[Any] = field(default_factory=list)  # PanelResults, in order
+    notes: list[str] = field(default_factory=list)
+    reported: bool = False
 
 
 class CompareWorkspace(QWidget):
@@ -47,6 +67,7 @@ class CompareWorkspace(QWidget):
         self._runner, self._settings = runner, settings
         self._job: JobHandle | None = None
         self._job_kind = ""
+        self._chain: _LiveChain | None = None  # a comparison run between training steps
         self._defaults_job: JobHandle | None = None
         self.report: Any = None  # the last CompareReport
         self.panels: list[ComparePanel] = []
@@ -194,7 +215,14 @@ class CompareWorkspace(QWidget):
             panel.clear_result()
             panel.set_status("Waiting…")
         self.progress.setValue(0)
-        self._submit("compare", "Compare runs", jobs.compare(self.compare_settings()))
+        settings = self.compare_settings()
+        if any(is_live(run) for run in settings["runs"]):
+            # Waiting for the engine would wait for the training: run between its steps.
+            self._chain = _LiveChain(settings)
+            self.status.setText("Preparing the comparison between training steps…")
+            self._submit("live", "Compare runs: prepare", jobs.prepare(settings))
+        else:
+            self._submit("compare", "Compare runs", jobs.compare(settings))
 
     def cancel(self) -> None:
         if self._job is not None:
@@ -204,7 +232,8 @@ class CompareWorkspace(QWidget):
     def _submit(self, kind: str, name: str, factory: Any) -> None:
         self._job_kind = kind
         keep = jobs.keep_panels if kind == "compare" else None
-        self._job = self._runner.submit(name, factory, keep=keep)
+        interactive = kind == "live"  # short jobs between a training run's steps
+        self._job = self._runner.submit(name, factory, keep=keep, interactive=interactive)
         self._update_controls()
 
     def is_busy(self) -> bool:
@@ -246,7 +275,7 @@ class CompareWorkspace(QWidget):
     def _on_job_progress(
         self, handle: JobHandle, progress: Progress, image: Any, _pts: Any
     ) -> None:
-        if handle is not self._job or self._job_kind != "compare":
+        if handle is not self._job or self._job_kind not in ("compare", "live"):
             return
         info = progress.info
         panels = int(info.get("panels") or max(1, len(self.panels)))
@@ -279,6 +308,10 @@ class CompareWorkspace(QWidget):
         if handle is not self._job:
             return
         kind, self._job, self._job_kind = self._job_kind, None, ""
+        if kind == "live" and outcome.ok and self._next_live(outcome.result):
+            return  # the chain's next job is on its way
+        if kind == "live":
+            self._chain = None
         if outcome.status is Status.CANCELLED:
             self.status.setText("Cancelled.")
             for panel in self.panels:
@@ -293,6 +326,41 @@ class CompareWorkspace(QWidget):
             self.status.setText(f"Exported to {outcome.result}")
             self.exported.emit(str(outcome.result))
         self._update_controls()
+
+    def _next_live(self, result: Any) -> bool:
+        """Take a chain job's result and submit the next job; False when the chain is done."""
+        chain = self._chain
+        if chain is None:
+            return False
+        if chain.reported:  # the report: the chain is over
+            self._show_report(result)
+            return False
+        if chain.prep is None:
+            chain.prep = result
+        else:  # a peek.PanelPeek
+            i = len(chain.panels)
+            chain.panels.append(result.panel)
+            panel = self.panels[i] if i < len(self.panels) else None
+            if panel is not None:
+                panel.set_live(result.weights.live)
+                panel.set_result(result.panel, chain.prep.extractor.describe())
+            if result.weights.live:
+                chain.notes.append(
+                    f"{result.panel.name} was sampled with its current weights at training "
+                    f"step {result.weights.step} while it trained (not a saved checkpoint)."
+                )
+        i = len(chain.panels)
+        runs = chain.settings["runs"]
+        if i < len(runs):
+            name = Path(runs[i]).name
+            self.panels[i].set_status("Waiting for a training step…" if is_live(runs[i]) else "")
+            self._submit("live", f"Compare runs: {name}", jobs.panel(chain.prep, i))
+        else:
+            chain.reported = True
+            self._submit(
+                "live", "Compare runs: report", jobs.report(chain.prep, chain.panels, chain.notes)
+            )
+        return True
 
     def _show_report(self, report: Any) -> None:
         self.report = report
@@ -310,7 +378,7 @@ class CompareWorkspace(QWidget):
     def _update_controls(self) -> None:
         busy = self._job is not None
         self.regenerate_button.setEnabled(not busy and bool(self.panels))
-        self.cancel_button.setEnabled(busy and self._job_kind == "compare")
+        self.cancel_button.setEnabled(busy and self._job_kind in ("compare", "live"))
         self.add_button.setEnabled(not busy and len(self.panels) < MAX_PANELS)
         self.export_button.setEnabled(not busy and self.report is not None)
         self.seed.setEnabled(not busy)

@@ -18,7 +18,7 @@ from studio.core.jobs import CancelToken, Progress
 from studio.qt.latent import tasks
 from studio.qt.latent.encode_panel import EncodePanel
 from studio.qt.latent.sliders import SliderPanel
-from studio.qt.latent.worker import TaskFactory, TaskHandle, WorkerContext
+from studio.qt.latent.worker import TaskFactory, WorkerContext
 
 EXPLAIN = (
     "The latent is the noise a deterministic DDIM run starts from; every picture is a whole "
@@ -97,7 +97,7 @@ class DiffusionMixin:
     slider_panel: SliderPanel
     encode_panel: EncodePanel
     diffusion_settings: DiffusionSettings
-    _submit: Callable[..., TaskHandle]
+    _submit: Callable[..., Any]
     _request_decode: Callable[[], None]
 
     def _show_diffusion(self, result: tasks.Loaded) -> None:

@@ -39,6 +39,7 @@ def decode_factory(request: _Request) -> Any:
     """The job: decode on the engine thread, and build the QImage there too."""
 
     def factory(token: CancelToken) -> Generator[Progress, None, DecodeResult]:
+        from studio.engine import live
         from studio.engine.peek import decode_peek
         from studio.qt.imaging import numpy_to_qimage
 
@@ -47,7 +48,9 @@ def decode_factory(request: _Request) -> Any:
             request.run, request.z, request.label, request.device, request.options
         )
         ms = (time.perf_counter() - start) * 1000
-        return DecodeResult(request.id, numpy_to_qimage(array), array, ms)
+        entry = live.get(request.run)  # None: it stopped training; the saved model decoded
+        step = entry.step if entry is not None else None
+        return DecodeResult(request.id, numpy_to_qimage(array), array, ms, entry is not None, step)
 
     return factory
 

@@ -4,6 +4,11 @@ Each function returns a factory ``f(context, token) -> job generator``. The body
 worker thread, so the engine (and torch) is imported there, and the loaded
 :class:`~studio.engine.latent.LatentSpace` lives in ``context.space``. Results are plain values
 and numpy arrays; nothing here touches a widget.
+
+Factories marked :func:`~studio.qt.latent.live_tasks.uses_model` run the model; while the run
+trains in this window the workspace runs them on the engine thread instead, between training
+steps, with a context whose space is over the run's current weights
+(:mod:`studio.qt.latent.live_tasks`). Their bodies use ``context.space`` only.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import numpy as np
 
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress
+from studio.qt.latent.live_tasks import uses_model
 from studio.qt.latent.worker import TaskFactory, WorkerContext
 
 RAW_SHOWN = 32  # raw dimensions offered as sliders (a flow has thousands)
@@ -43,6 +49,7 @@ class Loaded:
     variant: str = ""  # LatentSpace.variant: "gan", "vae", "vqvae", "flow", "diffusion"
     steps: int = 0  # diffusion: DDIM steps per decode and inversion
     refine: int = 0  # diffusion: fixed-point refinements per inversion step
+    step: int | None = None  # the training step of the loaded (saved) weights
 
 
 def _space(context: WorkerContext) -> Any:
@@ -61,6 +68,7 @@ def load_run(path: str | Path, device: str, seed: int) -> TaskFactory:
         from studio.engine.latent import describe_run, open_latent_space
         from studio.engine.latent_directions import raw_directions
         from studio.engine.latent_io import load_sliders
+        from studio.engine.peek import saved_step
 
         yield Progress("load", message=f"Opening {Path(path).name}")
         info = describe_run(path)
@@ -91,7 +99,28 @@ def load_run(path: str | Path, device: str, seed: int) -> TaskFactory:
             variant=space.variant,
             steps=getattr(space, "steps", 0),
             refine=getattr(space, "refine", 0),
+            step=saved_step(path),
         )
+
+    return factory
+
+
+def refresh_weights(path: str | Path, device: str) -> TaskFactory:
+    """Load the run's newest saved weights into the worker (after its training ended), keeping
+    the class and DDIM settings; returns their training step (or None)."""
+
+    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.engine.device import resolve_device
+        from studio.engine.latent import open_latent_space
+        from studio.engine.peek import saved_step
+
+        old = _space(context)
+        yield Progress("load", message="Loading the newest saved weights")
+        space = open_latent_space(path, resolve_device(device), label=old.label)
+        if old.variant == "diffusion":
+            space.steps, space.refine = old.steps, old.refine
+        context.space = space
+        return saved_step(path)
 
     return factory
 
@@ -115,7 +144,7 @@ def find_directions(n_samples: int | None, k: int, seed: int) -> TaskFactory:
 
         return (yield from directions_job(_space(context), n_samples, k, seed))
 
-    return factory
+    return uses_model(factory)
 
 
 def set_label(label: int) -> TaskFactory:
@@ -134,7 +163,7 @@ def prior_sample(seed: int) -> TaskFactory:
         yield Progress("sample")
         return _space(context).prior_sample(1, seed)[0]
 
-    return factory
+    return uses_model(factory)  # a VQ-VAE's prior is its codebook
 
 
 def sample_grid(n: int, seed: int) -> TaskFactory:
@@ -146,7 +175,7 @@ def sample_grid(n: int, seed: int) -> TaskFactory:
         z = space.prior_sample(n, seed)
         return z, space.decode(z)
 
-    return factory
+    return uses_model(factory)
 
 
 def interpolation_strip(z0: np.ndarray, z1: np.ndarray, n: int, mode: str) -> TaskFactory:
@@ -159,7 +188,7 @@ def interpolation_strip(z0: np.ndarray, z1: np.ndarray, n: int, mode: str) -> Ta
         zs = interpolate(z0, z1, n, mode)
         return zs, _space(context).decode(zs)
 
-    return factory
+    return uses_model(factory)
 
 
 def combine(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> TaskFactory:
@@ -172,7 +201,7 @@ def combine(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> TaskFactory:
         z = arithmetic(a, b, c)
         return z, _space(context).decode(z)
 
-    return factory
+    return uses_model(factory)
 
 
 @dataclass(frozen=True)
@@ -225,7 +254,7 @@ def encode_image(source: str | Path | np.ndarray, name: str, steps: int, seed: i
         recon = space.decode(z)
         return Encoded(name, z, target, recon, image_error(recon, target), space.encoder)
 
-    return factory
+    return uses_model(factory)
 
 
 def fit_slider(

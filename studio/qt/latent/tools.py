@@ -22,7 +22,6 @@ from studio.qt.latent.encode_panel import EncodePanel
 from studio.qt.latent.items import ItemTray, LatentItem
 from studio.qt.latent.panels import ArithmeticPanel, InterpolatePanel
 from studio.qt.latent.sliders import SliderPanel
-from studio.qt.latent.worker import TaskHandle
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 GRID_TILES = 16
@@ -42,9 +41,9 @@ class LatentToolsMixin:
     arithmetic_panel: ArithmeticPanel
     encode_panel: EncodePanel
     attribute_panel: AttributePanel
-    _encode_task: TaskHandle | None
+    _encode_task: Any  # a worker TaskHandle or an engine JobHandle
     _grid_seed: int
-    _submit: Callable[..., TaskHandle]
+    _submit: Callable[..., Any]
     _set_origin: Callable[[np.ndarray, str], None]
     _set_named: Callable[..., None]
 

@@ -67,6 +67,8 @@ class DecodeResult:
     image: Any  # QImage
     array: np.ndarray
     decode_ms: float
+    live: bool = False  # decoded with a training run's current weights (live_decode)
+    step: int | None = None  # their training step, when live
 
 
 class LatentWorker(QThread):

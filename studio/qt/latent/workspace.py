@@ -4,7 +4,14 @@ arithmetic and home-made sliders.
 The latent being edited is ``base + Σ value_i · std_i · direction_i`` (plus the named sliders),
 computed here in numpy on every slider change and handed to the workspace's own
 :class:`~studio.qt.latent.worker.LatentWorker`, which decodes latest-wins on a model loaded for
-this workspace alone. The shared engine thread is never used for decodes: it may be training.
+this workspace alone (the shared engine thread may be busy training for hours).
+
+While the open run trains in this window, everything that runs its model goes to the engine
+thread instead, between training steps, on its current weights: slider decodes
+(:mod:`~studio.qt.latent.live_decode`) and the tasks marked ``uses_model`` (directions, samples,
+strips, arithmetic, encoding; :mod:`~studio.qt.latent.live_tasks`). The weights line under the
+picture says which weights the newest result used; when the training ends the worker loads the
+run's newest saved weights.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from PySide6.QtWidgets import (
 from studio.core.jobs import Outcome, Progress, Status
 from studio.core.paths import runs_dir
 from studio.engine.live import is_live
-from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.engine_thread import JobRunner
 from studio.qt.latent import tasks
 from studio.qt.latent.attribute_panel import AttributePanel
 from studio.qt.latent.diffusion_panel import DiffusionMixin, DiffusionSettings
@@ -39,17 +46,19 @@ from studio.qt.latent.encode_panel import EncodePanel
 from studio.qt.latent.header import RunHeader
 from studio.qt.latent.items import ItemTray, LatentItem
 from studio.qt.latent.live_decode import LiveDecoder
+from studio.qt.latent.live_tasks import LiveTasks, needs_model
+from studio.qt.latent.live_weights import LiveWeightsMixin
 from studio.qt.latent.panels import ArithmeticPanel, InterpolatePanel
 from studio.qt.latent.sliders import SliderPanel
 from studio.qt.latent.tools import GRID_TILES, LatentToolsMixin
-from studio.qt.latent.worker import DecodeResult, LatentWorker, TaskHandle
+from studio.qt.latent.worker import DecodeResult, LatentWorker
 from studio.qt.settings import AppSettings
 from studio.qt.widgets import Banner, ImageView
 
 Done = Callable[[Any], None]
 
 
-class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
+class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidget):
     """Explore a run's latent space. Call :meth:`shutdown` before the window closes.
 
     The tool tabs' actions (interpolate, arithmetic, encode, make a slider) live in
@@ -69,6 +78,7 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         self.pca_k = 10
         self.worker = LatentWorker(self)
         self.live_decoder = LiveDecoder(runner, self)  # decodes while the run trains here
+        self.live_tasks = LiveTasks(runner, self)  # model tasks while the run trains here
         self.loaded: tasks.Loaded | None = None
         self._base = self._origin = np.zeros(0, np.float32)
         self._origin_name = ""
@@ -77,8 +87,13 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         self._named: tuple[Any, ...] = ()
         self._named_vecs = np.zeros((0, 0), np.float32)
         self._named_std = np.zeros(0, np.float32)
-        self._callbacks: dict[int, tuple[Done, Callable[[Progress], None] | None]] = {}
-        self._encode_task: TaskHandle | None = None
+        # Keyed by handle (a worker TaskHandle or an engine JobHandle: their ids may clash).
+        self._callbacks: dict[object, tuple[Done, Callable[[Progress], None] | None]] = {}
+        self._saved_tasks: set[object] = set()  # model tasks the worker's saved copy runs
+        self._encode_task: Any = None  # TaskHandle or JobHandle
+        self.weights: tuple[bool, int | None] | None = None  # (live, step) of the newest result
+        self._saw_live = False  # a result came from the live weights since the run opened
+        self._pca_weights = ""
         self._grid_seed = 10_000
         self._rng = np.random.default_rng()
         self.last_request = self.displayed_request = 0
@@ -90,6 +105,9 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         self.live_decoder.decoded.connect(self._on_decoded)
         self.worker.task_progress.connect(self._on_task_progress, queued)
         self.worker.task_done.connect(self._on_task_done, queued)
+        self.live_tasks.task_progress.connect(self._on_task_progress)
+        self.live_tasks.task_done.connect(self._on_task_done)
+        self.live_tasks.weights_used.connect(self._note_weights)
         runner.job_finished.connect(self._on_engine_job_finished)
         app = QCoreApplication.instance()
         if app is not None:  # a safety net; the window should call shutdown() itself
@@ -130,6 +148,9 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         self.image_view.setMinimumSize(256, 256)
         self.caption = QLabel("")
         self.caption.setObjectName("caption")
+        self.weights_label = QLabel("")  # which weights the newest picture or result used
+        self.weights_label.setObjectName("caption")
+        self.weights_label.setWordWrap(True)
         self.keep_button = QPushButton("Keep")
         self.keep_button.setToolTip("Keep this latent in the tray, to interpolate or combine it")
         self.keep_button.clicked.connect(self.keep_current)
@@ -141,6 +162,7 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         centre_layout.setContentsMargins(0, 0, 0, 0)
         centre_layout.addWidget(self.image_view, 1)
         centre_layout.addLayout(under)
+        centre_layout.addWidget(self.weights_label)
 
         self.tray = ItemTray()
         self.tray.item_activated.connect(self.edit_item)
@@ -191,18 +213,32 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         factory: Any,
         done: Done,
         progress: Callable[[Progress], None] | None = None,
-    ) -> TaskHandle:
-        handle = self.worker.submit(name, factory)
-        self._callbacks[handle.id] = (done, progress)
+    ) -> Any:
+        """Run a task on the worker, or, when it runs the model and the run is training here,
+        on the engine thread between steps with the current weights. Returns its handle."""
+        handle: Any
+        if needs_model(factory) and self.loaded is not None and is_live(self.loaded.path):
+            label, options = self._live_settings()
+            device = self._settings.device_preference()
+            handle = self.live_tasks.submit(name, self.loaded.path, factory, label, options, device)
+        else:
+            handle = self.worker.submit(name, factory)
+            if needs_model(factory):
+                self._saved_tasks.add(handle)
+        self._callbacks[handle] = (done, progress)
         return handle
 
-    def _on_task_progress(self, handle: TaskHandle, report: Progress) -> None:
-        callbacks = self._callbacks.get(handle.id)
+    def _on_task_progress(self, handle: Any, report: Progress) -> None:
+        callbacks = self._callbacks.get(handle)
         if callbacks is not None and callbacks[1] is not None:
             callbacks[1](report)
 
-    def _on_task_done(self, handle: TaskHandle, outcome: Outcome[Any]) -> None:
-        done, _ = self._callbacks.pop(handle.id, (None, None))
+    def _on_task_done(self, handle: Any, outcome: Outcome[Any]) -> None:
+        done, _ = self._callbacks.pop(handle, (None, None))
+        if handle in self._saved_tasks:
+            self._saved_tasks.discard(handle)
+            if outcome.ok and self.loaded is not None:
+                self._note_weights(False, self.loaded.step)
         if handle is self._encode_task:
             self._encode_task = None
             self.encode_panel.set_busy(False)
@@ -224,7 +260,10 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         """Load a run for exploring (on the workspace's worker); a run that cannot be explored
         is shown with the reason."""
         self.worker.cancel_all()
+        self.live_tasks.cancel_all()
         self.loaded, self._dirs, self._pca = None, None, None
+        self.weights, self._saw_live = None, False
+        self.weights_label.clear()
         self.banner.clear()
         self._set_enabled(False)
         self.header.show_run(f"Opening {Path(path).name}…", "")
@@ -276,6 +315,15 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         self.encode_panel.set_method(result.can_encode, result.encoder)
         self._set_origin(result.z, f"Seed {result.seed}")
         self._set_enabled(True)
+        if is_live(result.path):
+            self.weights_label.setText(
+                "The run is training: pictures and tools use its current weights, between "
+                "training steps."
+            )
+            if result.variant == "vqvae":  # its prior is the codebook: draw from the live one
+                self._on_seed_changed(result.seed)
+        else:
+            self._note_weights(False, result.step)
         self._submit(
             "Find directions",
             tasks.find_directions(self.pca_samples, self.pca_k, result.seed),
@@ -292,6 +340,7 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
 
     def _on_directions(self, dirs: Any) -> None:
         self._pca = dirs
+        self._pca_weights = self.weights_label.text()
         if not self.slider_panel.raw_toggle.isChecked():
             self._show_directions(dirs)
 
@@ -306,7 +355,10 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         for i, name in enumerate(dirs.names):
             share = "" if dirs.explained is None else f" ({dirs.explained[i]:.0%} of the variance)"
             tips.append(f"{name}{share}; ±3 standard deviations ({dirs.std[i]:.2f} each)")
-        self.slider_panel.set_directions(dirs.names, f"Found by {dirs.method}.", tips)
+        found = f"Found by {dirs.method}."
+        if dirs is self._pca and self._pca_weights:
+            found += f" {self._pca_weights}."
+        self.slider_panel.set_directions(dirs.names, found, tips)
 
     def _set_named(self, sliders: tuple[Any, ...], keep_edit: bool = True) -> None:
         if keep_edit and self.loaded is not None:
@@ -347,11 +399,7 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         if self.loaded is None:
             return
         if is_live(self.loaded.path):  # training right now: its current weights, between steps
-            label = self.slider_panel.class_combo.currentIndex() if self.loaded.num_classes else None
-            options = None
-            if self.diffusion_settings.isVisibleTo(self):  # the same DDIM steps as the sliders
-                ds = self.diffusion_settings
-                options = {"steps": ds.steps_spin.value(), "refine": ds.refine_spin.value()}
+            label, options = self._live_settings()
             self.last_request = self.live_decoder.request(
                 self.worker.next_request_id(), self.loaded.path, self.current_z(), label,
                 self._settings.device_preference(), options,
@@ -366,6 +414,10 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
         self.image, self.last_decode_ms = result.array, result.decode_ms
         self.image_view.set_image(result.image)
         self.caption.setText(f"{self._origin_name} · decoded in {result.decode_ms:.1f} ms")
+        if result.live:
+            self._note_weights(True, result.step)
+        elif self.loaded is not None and (self.weights is None or self.weights[0]):
+            self._note_weights(False, self.loaded.step)  # back on the saved copy
 
     def _set_origin(self, z: np.ndarray, name: str) -> None:
         """Make ``z`` the latent the sliders start from, all sliders at 0."""
@@ -426,15 +478,11 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, QWidget):
             self._set_origin(item.z, item.name)
 
     # -- the engine thread and closing ----------------------------------------------------------
-    def _on_engine_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
-        if self.loaded is not None and handle.name.startswith(("Train", "Resume")):
-            self.header.reload_button.setEnabled(True)
-            self.caption.setText("Training finished: Reload for the newest weights")
-
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Stop the workspace's worker thread (cancels its tasks); True once it has stopped."""
         self._callbacks.clear()
         self.live_decoder.shutdown()
+        self.live_tasks.cancel_all()
         return self.worker.shutdown(timeout_ms)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
