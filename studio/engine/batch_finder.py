@@ -10,12 +10,12 @@ batch, so the run's own weights never see it. Memory is freed outside the ``exce
 from __future__ import annotations
 
 import dataclasses
-import gc
 from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 import torch
 
+from studio.core import gcpolicy
 from studio.core.errors import StudioError
 from studio.core.jobs import Progress
 from studio.engine.device import autocast_factory, step_generator
@@ -34,7 +34,7 @@ def is_out_of_memory(err: BaseException) -> bool:
 
 
 def free_memory() -> None:
-    gc.collect()
+    gcpolicy.collect()  # on the GUI thread when one owns collection (studio.core.gcpolicy)
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 

@@ -47,6 +47,7 @@ from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 from studio.core.jobs import CancelToken, Outcome, Progress, ProgressMailbox, Status, run_sync
 from studio.core.threads import lower_thread_priority
 from studio.engine import live  # no torch: the registry of runs training on this thread
+from studio.qt import gui_gc
 
 JobFactory = Callable[[CancelToken], Generator[Progress, None, Any]]
 KeepFilter = Callable[[Progress], bool]
@@ -329,6 +330,8 @@ class JobRunner(QObject):
 
     def __init__(self, parent: QObject | None = None, *, max_rate_hz: float = 30.0) -> None:
         super().__init__(parent)
+        gui_gc.acquire()  # the GUI thread alone collects garbage while the engine thread runs
+        self._gc_owned = True
         self.engine = EngineThread(self)
         self._interval = 1.0 / max_rate_hz
         self._tracks: dict[int, _Track] = {}
@@ -365,7 +368,11 @@ class JobRunner(QObject):
         process_events: Callable[[], None] | None = None,
     ) -> bool:
         """Stop the engine thread (see :meth:`EngineThread.shutdown`)."""
-        return self.engine.shutdown(timeout_ms, grace_ms=grace_ms, process_events=process_events)
+        stopped = self.engine.shutdown(timeout_ms, grace_ms=grace_ms, process_events=process_events)
+        if stopped and self._gc_owned:  # a thread still running keeps collection here
+            self._gc_owned = False
+            gui_gc.release()
+        return stopped
 
     # -- slots (GUI thread) ------------------------------------------------------------------
     @Slot(int)

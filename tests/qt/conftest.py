@@ -11,6 +11,7 @@ from PIL import Image
 from PySide6.QtCore import QSettings
 from qt_steps import configure_tiny_dcgan, load_dataset
 
+from studio.core import gcpolicy
 from studio.qt.engine_thread import JobRunner, live_engine_threads
 from studio.qt.settings import AppSettings
 
@@ -58,6 +59,10 @@ def no_dangling_engine_threads() -> Iterator[None]:
         for thread in running:  # stop them anyway, so one leak does not cascade
             thread.shutdown(10_000, grace_ms=5_000)
         pytest.fail(f"the test left {len(running)} engine thread(s) running")
+    if gcpolicy.owner() is not None:  # a JobRunner never shut down keeps the collector here
+        while gcpolicy.owner() is not None:
+            gcpolicy.disown()
+        pytest.fail("the test left garbage collection owned by the GUI thread (a JobRunner not shut down)")
 
 
 def _write_pngs(folder: Path, n: int, size: int, classes: int) -> None:

@@ -17,13 +17,13 @@ ladder: changing it would mean loading the model again.
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from studio.core import gcpolicy
 from studio.core.errors import StudioError
 from studio.engine.device import bf16_native
 
@@ -190,7 +190,7 @@ def is_out_of_memory(err: BaseException) -> bool:
 def free_memory() -> None:
     """Collect garbage and return cached device memory. Call it outside any ``except`` block
     (the exception's traceback keeps the failed step's tensors alive)."""
-    gc.collect()
+    gcpolicy.collect()  # on the GUI thread when one owns collection (studio.core.gcpolicy)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     mps = getattr(torch, "mps", None)
