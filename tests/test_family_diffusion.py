@@ -181,6 +181,23 @@ def test_ema_update_math_and_warm_up():
     assert not any(p.requires_grad for p in model.ema_unet.parameters())
 
 
+def test_ema_follows_the_weights_after_the_model_is_converted():
+    """The EMA lists its tensors once; converting the model keeps the same tensor objects."""
+    model = make(ema_decay=0.5)
+    model.update_ema()  # lists made here
+    model.to(torch.float64)
+    with torch.no_grad():
+        for p in model.ema_unet.parameters():
+            p.fill_(0.0)
+        for p in model.unet.parameters():
+            p.fill_(1.0)
+    decay = ema_decay_at(0.5, 1)
+    model.update_ema()
+    for p in model.ema_unet.parameters():
+        assert p.dtype == torch.float64
+        torch.testing.assert_close(p, torch.full_like(p, 1.0 - decay))
+
+
 def test_samplers_are_deterministic_and_leave_the_model_alone():
     model = make()
     train(model, 2, images())

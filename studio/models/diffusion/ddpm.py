@@ -295,11 +295,29 @@ class UNetDiffusion(GenerativeModel):
         """ema <- decay * ema + (1 - decay) * weights, as one fused op over all tensors."""
         decay = ema_decay_at(self.config.ema_decay, self._ema_updates)
         for ema, raw in self._ema_pairs():
-            torch._foreach_lerp_(list(ema.parameters()), list(raw.parameters()), 1.0 - decay)
-            ema_bufs, raw_bufs = list(ema.buffers()), list(raw.buffers())
+            ema_params, raw_params, ema_bufs, raw_bufs = self._ema_tensors(ema, raw)
+            torch._foreach_lerp_(ema_params, raw_params, 1.0 - decay)
             if ema_bufs:
                 torch._foreach_copy_(ema_bufs, raw_bufs)
         self._ema_updates += 1
+
+    def _ema_tensors(self, ema: nn.Module, raw: nn.Module) -> tuple[list[Tensor], ...]:
+        """The pair's parameters and buffers, listed on first use: each listing walks every
+        module (four walks of a UNet's ~170 modules every step otherwise). Moving, loading,
+        channels_last, compiling and the CPU speed swaps keep the same tensor objects; code
+        that replaces a network's parameters or buffers must clear ``_ema_lists``."""
+        cache = self.__dict__.setdefault("_ema_lists", {})
+        hit = cache.get((id(ema), id(raw)))
+        if hit is not None and hit[0] is ema and hit[1] is raw:
+            return hit[2:]
+        lists = (
+            list(ema.parameters()),
+            list(raw.parameters()),
+            list(ema.buffers()),
+            list(raw.buffers()),
+        )
+        cache[(id(ema), id(raw))] = (ema, raw, *lists)
+        return lists
 
     def extra_state(self) -> dict[str, Any]:
         return {"ema_updates": self._ema_updates}
