@@ -15,6 +15,10 @@ stall p99 < 16 ms and max < 50 ms.
 a garbage collection, our work on the GUI thread (with its stack), waiting for a core, or
 another thread holding the GIL. At the end it lists the busiest threads with their nice value;
 ``--engine-nice N`` sets the engine thread's priority drop (``engine_thread.ENGINE_NICE``; 0 off).
+``--gui-turn-cap-ms 0 --switch-ms 5`` turn off the two Start-turn measures (a job waiting for
+the submitting turn, a 1 ms GIL switch interval) for a before/after comparison; each training
+phase is started after ``--settle-seconds`` of a still window. ``start_turn.py`` looks at the
+Start click's turn alone.
 """
 
 from __future__ import annotations
@@ -60,10 +64,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peek-samples", type=int, default=16)
     parser.add_argument("--idle-seconds", type=float, default=2.0)
     parser.add_argument(
+        "--settle-seconds",
+        type=float,
+        default=1.0,
+        help="event loop run before each training phase's Start, so the end of the last run "
+        "(its final repaints) is not counted in the Start's turn; 0 as before",
+    )
+    parser.add_argument(
         "--engine-nice",
         type=int,
         default=None,
         help="the engine thread's nice steps below the GUI thread (default: the app's own; 0 off)",
+    )
+    parser.add_argument(
+        "--gui-turn-cap-ms",
+        type=float,
+        default=None,
+        help="how long a queued job may wait for the submitting GUI turn to end "
+        "(engine_thread.GUI_TURN_CAP_S; 0: it does not wait, as before)",
+    )
+    parser.add_argument(
+        "--switch-ms",
+        type=float,
+        default=None,
+        help="Python's GIL switch interval once the window is up (default: the app's own, "
+        "engine_thread.GIL_SWITCH_INTERVAL_S; Python's default is 5)",
     )
     parser.add_argument(
         "--attribute",
@@ -82,10 +107,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.engine_nice is not None:
         engine_thread.ENGINE_NICE = args.engine_nice
+    if args.gui_turn_cap_ms is not None:
+        engine_thread.GUI_TURN_CAP_S = args.gui_turn_cap_ms / 1000
     opened = open_training_window(args, home)
     if isinstance(opened, int):
         return opened
     app, window = opened
+    if args.switch_ms is not None:
+        sys.setswitchinterval(args.switch_ms / 1000)
     panel = window.train_panel
     peek = panel.peek_panel
     panel.options_form.set_values(
@@ -154,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         timer.setInterval(args.peek_every_ms)
         timer.timeout.connect(ask)
         peek.peeked.connect(answered)
+        run_loop_until(lambda: False, args.settle_seconds)  # a user clicks Start in a still window
         start = time.perf_counter()
         begin()
         panel.start()
@@ -180,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = thread_table()
     window.close()
 
-    print(f"engine thread nice {engine_thread.ENGINE_NICE}; busiest threads (name, nice, CPU s):")
+    print(
+        f"engine thread nice {engine_thread.ENGINE_NICE}, GUI-turn cap "
+        f"{engine_thread.GUI_TURN_CAP_S * 1000:.0f} ms, GIL switch interval "
+        f"{sys.getswitchinterval() * 1000:.1f} ms; busiest threads (name, nice, CPU s):"
+    )
     for _tid, name, nice, cpu in threads[:4]:
         print(f"  {name:<16} {nice:>3} {cpu:7.1f}")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -25,6 +25,16 @@ own token, mailbox and ``job_started``/``progress_ready``/``job_done`` signals, 
 queued job; the time they take is charged to the training run (``peek_cost``). When the thread is
 idle, interactive jobs run like any other, ahead of queued ones. They must be short: training
 waits while they run.
+
+A queued job submitted through :class:`JobRunner` starts only once the GUI thread has finished
+the event-loop turn that submitted it and the repaint that follows, and, when the submitter
+passed ``ready``, once ``ready()`` is true (checked after each later turn); at most
+``GUI_TURN_CAP_S`` after it was submitted. A job's start-up (dataset scan, model build) is
+Python holding the GIL: run beside the click's own turn, or the turns that finish the click's
+work (the Train page builds its plot curves one per turn), it made them wait for the GIL.
+A :class:`JobRunner` also shortens Python's GIL switch interval (``GIL_SWITCH_INTERVAL_S``): each
+time the GUI thread re-enters Python (a slot, a paint override) while the engine thread runs
+Python, it waits for the GIL up to that long.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import atexit
 import collections
 import itertools
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -42,7 +53,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import shiboken6
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread, QTimer, Signal, Slot
 
 from studio.core.jobs import CancelToken, Outcome, Progress, ProgressMailbox, Status, run_sync
 from studio.core.threads import lower_thread_priority
@@ -53,10 +64,21 @@ JobFactory = Callable[[CancelToken], Generator[Progress, None, Any]]
 KeepFilter = Callable[[Progress], bool]
 
 _INTERACTIVE = -1  # a queue entry that only wakes the thread for the interactive queue
+# The longest a queued job waits for the GUI thread to finish the turn that submitted it (and
+# its repaint, and its ``ready``); a GUI thread that runs no event loop (a script, a blocked
+# test) costs this much. The Train page's first Start is ready ~40-50 ms after the click.
+GUI_TURN_CAP_S = 0.25
+_READY_POLL_MS = 2  # how often a gate whose ready() is false looks again
+# Below Qt's LowEventPriority (-1), the priority of a widget's UpdateRequest: the gate's event
+# is delivered after the repaint that the submitting turn scheduled.
+_AFTER_PAINT_PRIORITY = -2
+# Python's default is 5 ms. No training throughput cost measured at 1 ms (docs/performance.md).
+GIL_SWITCH_INTERVAL_S = 0.001
 # Nice steps below the GUI thread (Linux; 0 = off). Training on the few cores of a laptop, the
 # GUI thread otherwise waits for a core mid-repaint; torch's OpenMP workers, created from this
 # thread, inherit it. Costs training throughput only while the GUI thread wants the CPU.
 ENGINE_NICE = 5
+_TURN_ENDED = QEvent.Type(QEvent.registerEventType())
 _LIVE: weakref.WeakSet[EngineThread] = weakref.WeakSet()
 # Threads that did not stop in time: kept referenced so Python never deletes a running QThread
 # (which aborts the process), and waited for at exit.
@@ -117,6 +139,9 @@ class JobHandle:
     token: CancelToken
     mailbox: JobMailbox
     started: bool = False  # set on the GUI thread by JobRunner
+    # Set by the GUI thread once the turn that submitted the job has ended (JobRunner); the
+    # engine waits for it (at most GUI_TURN_CAP_S) before starting the job. None: no wait.
+    gui_turn: threading.Event | None = None
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.id} {self.name!r}>"
@@ -155,16 +180,20 @@ class EngineThread(QThread):
         *,
         keep: KeepFilter | None = None,
         interactive: bool = False,
+        gui_turn: threading.Event | None = None,
     ) -> JobHandle:
         """Queue ``factory(token)`` to run on this thread; starts the thread if needed.
 
         ``interactive``: a short job that runs between the running job's steps instead of
-        after it (see the module notes).
+        after it (see the module notes). ``gui_turn``: the job starts once it is set, or
+        ``GUI_TURN_CAP_S`` after it was due to start.
         """
         with self._lock:
             if self._closed:
                 raise RuntimeError("the engine thread has been shut down")
-            handle = JobHandle(next(self._ids), name, CancelToken(), JobMailbox(keep))
+            handle = JobHandle(
+                next(self._ids), name, CancelToken(), JobMailbox(keep), gui_turn=gui_turn
+            )
             self._jobs[handle.id] = (handle, factory)
             if interactive:
                 self._interactive.append(handle.id)
@@ -286,6 +315,8 @@ class EngineThread(QThread):
 
     def _run_one(self, handle: JobHandle, factory: JobFactory, interleave: bool) -> Outcome[Any]:
         token = handle.token
+        if handle.gui_turn is not None:
+            handle.gui_turn.wait(GUI_TURN_CAP_S)
         if token.cancelled:
             return Outcome(Status.CANCELLED)
         self.job_started.emit(handle.id)
@@ -305,6 +336,13 @@ class EngineThread(QThread):
             return (yield from factory(token))
 
         return run_sync(job(), token, on_progress)
+
+
+@dataclass(eq=False)
+class _Gate:
+    event: threading.Event  # the job's JobHandle.gui_turn
+    ready: Callable[[], bool] | None
+    deadline: float  # time.monotonic(): the engine stops waiting then anyway
 
 
 @dataclass(eq=False)
@@ -335,6 +373,9 @@ class JobRunner(QObject):
         self.engine = EngineThread(self)
         self._interval = 1.0 / max_rate_hz
         self._tracks: dict[int, _Track] = {}
+        self._gates: collections.deque[_Gate] = collections.deque()  # oldest first
+        if sys.getswitchinterval() > GIL_SWITCH_INTERVAL_S:  # (process-wide; never raised)
+            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         queued = Qt.ConnectionType.QueuedConnection
         self.engine.job_started.connect(self._on_job_started, queued)
         self.engine.progress_ready.connect(self._on_progress_ready, queued)
@@ -347,10 +388,23 @@ class JobRunner(QObject):
         *,
         keep: KeepFilter | None = None,
         interactive: bool = False,
+        ready: Callable[[], bool] | None = None,
     ) -> JobHandle:
-        """Queue a job; see :meth:`EngineThread.submit`."""
-        handle = self.engine.submit(name, factory, keep=keep, interactive=interactive)
+        """Queue a job; see :meth:`EngineThread.submit`.
+
+        A queued job starts after this event-loop turn and its repaint, and once ``ready()``
+        (called on this thread) is true, if given; at most ``GUI_TURN_CAP_S`` later (see the
+        module notes). An interactive job starts at once (it runs between training steps, and
+        is short).
+        """
+        gate = None if interactive else threading.Event()
+        handle = self.engine.submit(
+            name, factory, keep=keep, interactive=interactive, gui_turn=gate
+        )
         self._tracks[handle.id] = _Track(handle)
+        if gate is not None:
+            self._gates.append(_Gate(gate, ready, time.monotonic() + GUI_TURN_CAP_S))
+            self._post_turn_ended()
         return handle
 
     def active_jobs(self) -> list[JobHandle]:
@@ -375,6 +429,20 @@ class JobRunner(QObject):
         return stopped
 
     # -- slots (GUI thread) ------------------------------------------------------------------
+    def _post_turn_ended(self) -> None:
+        # Delivered after the events this turn posted, the repaint's UpdateRequest included.
+        QCoreApplication.postEvent(self, QEvent(_TURN_ENDED), _AFTER_PAINT_PRIORITY)
+
+    def customEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
+        # One event per waiting gate; each opens the oldest (the engine runs jobs in order).
+        if event.type() != _TURN_ENDED or not self._gates:
+            return
+        gate = self._gates[0]
+        if gate.ready is not None and time.monotonic() < gate.deadline and not gate.ready():
+            QTimer.singleShot(_READY_POLL_MS, self, self._post_turn_ended)  # after more turns
+            return
+        self._gates.popleft().event.set()
+
     @Slot(int)
     def _on_job_started(self, job_id: int) -> None:
         track = self._tracks.get(job_id)

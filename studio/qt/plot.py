@@ -186,6 +186,10 @@ class MetricsPlot(QWidget):
         if self._store.queue(names):
             self._prepare_timer.start()
 
+    def preparing(self) -> bool:
+        """Whether curves queued by :meth:`prepare` are still waiting to be built."""
+        return bool(self._store.pending)
+
     def _prepare_next(self) -> None:
         if self._store.build_next():
             self._prepare_timer.start()

@@ -6,6 +6,7 @@ Training runs on the engine thread; this panel turns button presses into jobs an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,15 @@ class TrainPanel(QWidget):
         self._set_run(run_dir, 0, announce=False)
         self.view.watch(run_dir, metrics=False)  # sample files; points come from the job
         self.view.log_message(f"New run {run_dir}")
-        self._submit("train", f"Train {spec.display_name}", engine_jobs.train_new(run_dir, config))
+        # The job starts once the curves are built (one per event-loop turn, ~40 ms): its
+        # start-up holds the GIL, and beside those turns it made each of them wait for it.
+        plot = self.view.plot
+        self._submit(
+            "train",
+            f"Train {spec.display_name}",
+            engine_jobs.train_new(run_dir, config),
+            ready=lambda: not plot.preparing(),
+        )
 
     def resume(self) -> None:
         """Un-pause the running job, or continue the current run from its last checkpoint."""
@@ -289,10 +298,12 @@ class TrainPanel(QWidget):
         self._submit("open", f"Open {Path(path).name}", engine_jobs.open_run(Path(path)))
 
     # -- jobs ------------------------------------------------------------------------------
-    def _submit(self, kind: str, name: str, factory: Any) -> None:
+    def _submit(
+        self, kind: str, name: str, factory: Any, ready: Callable[[], bool] | None = None
+    ) -> None:
         self._job_kind = kind
         keep = engine_jobs.keep_messages if kind in TRAINING else None
-        self._job = self._runner.submit(name, factory, keep=keep)
+        self._job = self._runner.submit(name, factory, keep=keep, ready=ready)
         if kind in TRAINING:
             self.view.set_status("Waiting for the engine…")
         self._update_controls()
