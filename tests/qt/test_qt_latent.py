@@ -162,6 +162,20 @@ def test_interpolation_strip_has_n_frames_and_exports(qtbot, workspace, tmp_path
         qtbot.waitUntil(lambda n=name: (tmp_path / n).is_file(), timeout=10_000)
 
 
+def test_reload_keeps_the_kept_latents_and_another_run_clears_them(qtbot, workspace, tmp_path):
+    ws = workspace
+    run = make_run(tmp_path, "vae.conv")
+    open_and_wait(qtbot, ws, run)
+    assert ws.keep_current() == 0
+    kept = ws.tray.items()[0].z.copy()
+    ws.reload()  # the same run again (new weights, say): its latents still mean something
+    qtbot.waitUntil(lambda: ws.directions_ready() and ws.loaded is not None, timeout=20_000)
+    settle(qtbot, ws)
+    assert len(ws.tray.items()) == 1 and np.array_equal(ws.tray.items()[0].z, kept)
+    open_and_wait(qtbot, ws, make_run(tmp_path / "other", "gan.dcgan"))
+    assert ws.tray.items() == []
+
+
 def test_make_a_slider_adds_a_named_slider_saved_with_the_run(qtbot, workspace, tmp_path):
     ws = workspace
     run = make_run(tmp_path, "gan.dcgan")

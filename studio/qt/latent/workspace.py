@@ -165,6 +165,7 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
         centre_layout.addWidget(self.weights_label)
 
         self.tray = ItemTray()
+        self._tray_run: tuple[Path, int] | None = None  # whose latents the tray holds
         self.tray.item_activated.connect(self.edit_item)
         self.interpolate_panel = InterpolatePanel(self.tray)
         self.interpolate_panel.make_requested.connect(self.make_strip)
@@ -310,7 +311,9 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
         self._pca = None
         self._show_directions(None)
         self._set_named(result.named, keep_edit=False)
-        self.tray.clear_items()
+        if self._tray_run != (result.path, result.dim):
+            self.tray.clear_items()  # another run's latents mean nothing here; Reload keeps them
+            self._tray_run = (result.path, result.dim)
         self.interpolate_panel.set_frames(None)
         self.encode_panel.set_method(result.can_encode, result.encoder)
         self._set_origin(result.z, f"Seed {result.seed}")
