@@ -232,3 +232,12 @@ def test_with_dropout_a_ddpm_trains_alike(data_dir):
     lean = [r["loss"] for r in train_steps(model, cfg, steps=4, speed=speed)]
     for a, b in zip(lean, plain):
         assert a == pytest.approx(b, rel=0.03)
+
+
+def test_the_option_is_set_from_the_command_line():
+    from studio.core.errors import StudioError
+    from studio.engine.speed import parse_options
+
+    assert parse_options(["lean-unet=off"]) == {"lean_unet": "off"}
+    with pytest.raises(StudioError, match="lean_unet"):
+        parse_options(["lean_unet=maybe"])
