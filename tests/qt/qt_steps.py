@@ -50,3 +50,15 @@ def make_metrics_run(path: Path, *, steps: int = 100, records: int = 0) -> Any:
         [{"step": s, "time": 0.0, "loss_d": float(s)} for s in range(1, records + 1)]
     )
     return run
+
+
+def small_latent_workspace(qtbot, app_settings, runner) -> Any:
+    """An Explore workspace on the CPU, finding 2 directions from 32 samples (fast), on
+    ``runner``."""
+    from studio.qt.latent import LatentWorkspace
+
+    app_settings.set_device_preference("cpu")
+    ws = LatentWorkspace(runner, app_settings)
+    ws.pca_samples, ws.pca_k = 32, 2
+    qtbot.addWidget(ws)
+    return ws

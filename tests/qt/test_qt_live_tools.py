@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import make_tiny_dataset, train_tiny_run
+from qt_steps import small_latent_workspace
 
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine import live
@@ -72,14 +73,10 @@ def data(tmp_path):
 def test_explore_tools_use_the_live_weights_while_paused(qtbot, app_settings, tmp_path, data):
     from studio.engine.latent import open_latent_space
     from studio.engine.peek import latent_peek
-    from studio.qt.latent import LatentWorkspace
 
     run = train_tiny_run(tmp_path / "run", "vae.conv", data)
-    app_settings.set_device_preference("cpu")
     runner = JobRunner()
-    ws = LatentWorkspace(runner, app_settings)
-    ws.pca_samples, ws.pca_k = 32, 2
-    qtbot.addWidget(ws)
+    ws = small_latent_workspace(qtbot, app_settings, runner)
     picture = np.zeros((16, 16, 3), np.uint8)
     picture[:, 8:] = (200, 60, 30)
     try:

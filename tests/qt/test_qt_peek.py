@@ -156,18 +156,15 @@ def test_peek_box_samples_while_training_and_while_paused(qtbot, trainable_windo
 
 def test_explore_decodes_a_training_run_with_its_live_weights(qtbot, app_settings, tmp_path):
     from helpers import make_tiny_dataset, train_tiny_run
+    from qt_steps import small_latent_workspace
 
     from studio.engine import live
     from studio.qt import engine_jobs
-    from studio.qt.latent import LatentWorkspace
 
     data = make_tiny_dataset(tmp_path / "data", n=16, size=16)
     run = train_tiny_run(tmp_path / "run", "vae.conv", data)
-    app_settings.set_device_preference("cpu")
     runner = JobRunner()
-    ws = LatentWorkspace(runner, app_settings)
-    ws.pca_samples, ws.pca_k = 32, 2
-    qtbot.addWidget(ws)
+    ws = small_latent_workspace(qtbot, app_settings, runner)
     try:
         ws.open_run(run)
         qtbot.waitUntil(lambda: ws.directions_ready() and ws.image is not None, timeout=30_000)
