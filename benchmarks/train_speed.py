@@ -373,9 +373,12 @@ def run_case(
             ("  + TF32 alone", dict(tf32="on")),
             ("  + channels_last alone", dict(channels_last="on")),
             ("  + fused AdamW alone", dict(fused_adamw="on")),
+            ("  + lean UNet blocks alone (diffusion)", dict(lean_unet="on")),
             ("  + torch.compile alone", dict(compile="on")),
             ("  + CUDA graphs alone (compile, reduce-overhead)", dict(cuda_graphs=True)),
         ):
+            if "lean_unet" in opt and not case.family.startswith("diffusion"):
+                continue  # no UNet to make lean
             rate = studio(**{**OFF, **opt})
             rows.append((label + f" (x{rate / base:.2f} over all-off)", rate, rate / ref))
     print()
