@@ -214,3 +214,17 @@ def test_compiled_unet_generates_without_falling_back(tiny_sd):
     result = _generate(tiny_sd, seed=3, compile=True)
     assert result.metadata[0]["compiled"] is True
     assert np.abs(result.images[0].astype(int) - eager.astype(int)).mean() < 8
+
+
+@pytest.mark.parametrize("channels_last", ["off", "on"])
+def test_lean_unet_blocks_train_on_the_gpu(data_dir, tmp_path, channels_last):
+    """``lean_unet=on`` on CUDA (off by default there): the same function as diffusers' blocks
+    (checked on the CPU in tests/test_lean_unet.py), here through bf16/fp16 autocast and either
+    memory layout; finite losses and a saved model."""
+    messages, records = train(
+        tmp_path, "diffusion.ddpm", data_dir, lean_unet="on", channels_last=channels_last
+    )
+    speed = next(m for m in messages if m.startswith("Speed options:"))
+    assert "lean UNet blocks" in speed
+    assert finite(records)
+    assert (tmp_path / "run" / "model").is_dir()
