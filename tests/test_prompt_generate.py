@@ -13,6 +13,7 @@ from prompt_fixtures import build_tiny_sd, hole, picture
 
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
+from studio.engine.device import is_out_of_memory
 from studio.engine.prompt import memory as mem
 from studio.engine.prompt.bridge import latent_preview
 from studio.engine.prompt.generate import PipelineCache, generate_job
@@ -273,8 +274,8 @@ def test_memory_plans():
     assert low.cpu_offload == mem.offload_available()
     if not low.cpu_offload:
         assert "accelerate" in low.note
-    assert mem.is_out_of_memory(RuntimeError("CUDA error: out of memory"))
-    assert not mem.is_out_of_memory(RuntimeError("shapes do not match"))
+    assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
+    assert not is_out_of_memory(RuntimeError("shapes do not match"))
 
 
 def test_compile_failure_falls_back_to_eager(models, cache, monkeypatch):

@@ -13,7 +13,8 @@ from helpers import make_tiny_dataset, tiny_model, tiny_train_config
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, run_sync
 from studio.engine import speed as speed_module
-from studio.engine.batch_finder import find_batch_size, fit_batch_size, is_out_of_memory
+from studio.engine.batch_finder import find_batch_size, fit_batch_size
+from studio.engine.device import is_out_of_memory
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.schedule import StepRunner
 from studio.engine.speed import apply_speed, convert_optimizer, fused_adam_supported

@@ -97,16 +97,12 @@ def collect(timeout_s: float = WAIT_S) -> bool:
     (False if the owner did not get to it within ``timeout_s``)."""
     global _full_wanted
     with _cond:
-        if _owner is None or _owner == threading.get_ident():
-            owned_here = True
-        else:
-            owned_here = False
+        if _owner is not None and _owner != threading.get_ident():
             target = _full_done + 1
             _full_wanted = True
-            done = _cond.wait_for(lambda: _owner is None or _full_done >= target, timeout_s)
-            if done and _owner is None:
-                owned_here = True  # ownership ended while waiting: collect here
-    if owned_here:
-        gc.collect()
-        return True
-    return done
+            if not _cond.wait_for(lambda: _owner is None or _full_done >= target, timeout_s):
+                return False
+            if _owner is not None:
+                return True  # the owner collected
+    gc.collect()  # no owner (any more), or this thread is it
+    return True

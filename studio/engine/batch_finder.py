@@ -15,28 +15,13 @@ from typing import Any, TypeVar
 
 import torch
 
-from studio.core import gcpolicy
 from studio.core.errors import StudioError
 from studio.core.jobs import Progress
-from studio.engine.device import autocast_factory, step_generator
+from studio.engine.device import autocast_factory, free_memory, is_out_of_memory, step_generator
 from studio.engine.runs import TrainConfig
 from studio.models.base import Batch, GenerativeModel, StepContext
 
 T = TypeVar("T")
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """An allocator failure (CUDA's own error, or a RuntimeError saying "out of memory")."""
-    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-    return isinstance(err, oom) or (
-        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
-    )
-
-
-def free_memory() -> None:
-    gcpolicy.collect()  # on the GUI thread when one owns collection (studio.core.gcpolicy)
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()
 
 
 def find_batch_size(

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from studio.core import gcpolicy
 from studio.core.errors import StudioError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -110,6 +111,31 @@ def memory_in_use(device: torch.device) -> int:
         with contextlib.suppress(Exception):
             return int(torch.mps.current_allocated_memory())
     return process_rss()
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """True for a device or host allocator failure: torch's out-of-memory error, Python's
+    MemoryError, or a RuntimeError saying so (CPU allocators, older CUDA builds)."""
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    if isinstance(err, (oom, MemoryError)):
+        return True
+    if isinstance(err, RuntimeError):
+        text = str(err).lower()
+        return "out of memory" in text or "can't allocate memory" in text
+    return False
+
+
+def free_memory() -> None:
+    """Collect garbage and return cached device memory after an out-of-memory error. Call it
+    outside the ``except`` block (the exception's traceback keeps the failed step's tensors
+    alive). The collection runs on the GUI thread when one owns it (:mod:`studio.core.gcpolicy`);
+    CUDA is not initialised just for this."""
+    gcpolicy.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        mps.empty_cache()
 
 
 def process_rss() -> int:

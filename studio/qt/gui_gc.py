@@ -15,14 +15,12 @@ from studio.core import gcpolicy
 TICK_MS = 200  # how often the GUI thread collects what Python's thresholds call for
 
 _timer: QTimer | None = None
-_users = 0
 
 
 def acquire() -> None:
-    """Called on the GUI thread: from now on it alone collects (counted)."""
-    global _timer, _users
+    """Called on the GUI thread: from now on it alone collects (counted by gcpolicy)."""
+    global _timer
     gcpolicy.own()
-    _users += 1
     if _timer is None:
         _timer = QTimer()  # made here, so it fires on the GUI thread
         _timer.setInterval(TICK_MS)
@@ -31,11 +29,7 @@ def acquire() -> None:
 
 
 def release() -> None:
-    """End one :func:`acquire`; the last one stops the timer and lets every thread collect."""
-    global _users
-    if _users <= 0:
-        return
-    _users -= 1
-    if _users == 0 and _timer is not None:
-        _timer.stop()
+    """End one :func:`acquire`; after the last one every thread collects again."""
     gcpolicy.disown()
+    if gcpolicy.owner() is None and _timer is not None:
+        _timer.stop()

@@ -33,7 +33,7 @@ from PIL import Image
 from studio.core.brush import composite
 from studio.core.errors import StudioError
 from studio.core.jobs import Cancelled, CancelToken, Progress
-from studio.engine.device import resolve_device
+from studio.engine.device import free_memory, is_out_of_memory, resolve_device
 from studio.engine.inpaint import Window, blend_masks, plan_window
 from studio.engine.prompt import memory as mem
 from studio.engine.prompt.bridge import run_pipeline
@@ -113,7 +113,7 @@ class PipelineCache:
         names = [Path(p).name for p in self.models()]
         before = _gpu_bytes()
         self._pipes.clear()
-        mem.free_memory()
+        free_memory()
         if not names:
             return "No model was loaded."
         freed = before - _gpu_bytes()
@@ -303,7 +303,7 @@ def _load(
         check_mode(task, entry.arch, source.name, inpainting=entry.inpainting)
         cache.evict_other(key)
         cache.evict(PipelineCache._model_key(key))  # this model in another configuration
-        mem.free_memory()
+        free_memory()
         pipe = load_pipeline(
             entry,
             task,
@@ -505,7 +505,7 @@ def generate_job(
             except (Cancelled, StudioError):
                 raise
             except Exception as err:  # noqa: BLE001 - sorted below, outside the except block
-                if mem.is_out_of_memory(err):
+                if is_out_of_memory(err):
                     failure = "oom"
                 elif request.compile and compiled:
                     failure = f"compile: {type(err).__name__}: {err}"
@@ -513,7 +513,7 @@ def generate_job(
                     raise
             # Out of the except block, so the failed step's tensors can be freed.
             pipe = None
-            mem.free_memory()
+            free_memory()
             if failure == "oom":
                 assert plan is not None
                 lighter = mem.lighter(plan, device)

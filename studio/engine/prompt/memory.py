@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from studio.core import gcpolicy
 from studio.core.errors import StudioError
 from studio.engine.device import bf16_native
 
@@ -175,27 +174,6 @@ def apply_plan(pipe: Any, plan: MemoryPlan) -> None:
 
 
 # -- out of memory -----------------------------------------------------------------------------
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """True for a device (or host allocator) out-of-memory error."""
-    if isinstance(err, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    if isinstance(err, RuntimeError):
-        text = str(err).lower()
-        return "out of memory" in text or "can't allocate memory" in text
-    return False
-
-
-def free_memory() -> None:
-    """Collect garbage and return cached device memory. Call it outside any ``except`` block
-    (the exception's traceback keeps the failed step's tensors alive)."""
-    gcpolicy.collect()  # on the GUI thread when one owns collection (studio.core.gcpolicy)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    mps = getattr(torch, "mps", None)
-    if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        mps.empty_cache()
 
 
 def out_of_memory_error(width: int, height: int, plan: MemoryPlan, device: torch.device) -> StudioError:
