@@ -176,6 +176,29 @@ def test_reload_keeps_the_kept_latents_and_another_run_clears_them(qtbot, worksp
     assert ws.tray.items() == []
 
 
+def test_only_the_open_runs_training_ending_asks_for_a_reload(qtbot, workspace, tmp_path):
+    from studio.engine.train import TrainResult
+
+    ws = workspace
+    run = make_run(tmp_path, "vae.conv")
+    open_and_wait(qtbot, ws, run)
+
+    def finish(path):
+        def factory(token):
+            return TrainResult(path, 10, 10, False, {})
+            yield  # a generator job
+
+        done: list = []
+        ws._runner.job_finished.connect(lambda h, o: done.append(o))
+        ws._runner.submit("Train", factory)
+        qtbot.waitUntil(lambda: bool(done), timeout=10_000)
+
+    finish(tmp_path / "another-run")
+    assert "Training finished" not in ws.caption.text()
+    finish(run)
+    assert ws.caption.text() == "Training finished: Reload for the newest weights"
+
+
 def test_make_a_slider_adds_a_named_slider_saved_with_the_run(qtbot, workspace, tmp_path):
     ws = workspace
     run = make_run(tmp_path, "gan.dcgan")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtWidgets import QLabel
@@ -58,6 +59,9 @@ class LiveWeightsMixin:
     def _on_engine_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
         if self.loaded is None or not handle.name.startswith(("Train", "Resume")):
             return
+        trained = getattr(outcome.result, "run", None)  # a TrainResult; None if it failed
+        if trained is not None and Path(trained).resolve() != Path(self.loaded.path).resolve():
+            return  # another run's training ended: nothing new for the one on show
         self.header.reload_button.setEnabled(True)
         if self._saw_live and not is_live(self.loaded.path):
             # The pictures showed the live weights; the worker's copy is older. Load the
