@@ -22,7 +22,23 @@ def create_application(argv: Sequence[str] = ()) -> QApplication:
         app = QApplication([sys.argv[0] if sys.argv else "studio", *argv])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
+    no_tqdm_monitor()
     return app  # type: ignore[return-value]
+
+
+def no_tqdm_monitor() -> None:
+    """Turn off tqdm's monitor thread for the whole process.
+
+    Libraries the engine uses (diffusers, transformers, huggingface_hub) draw tqdm bars; the
+    first bar starts a monitor thread that wakes every 10 s and, beside Qt, has crashed
+    PySide6 applications at exit (magicgui does the same). The bars themselves are switched
+    off where the pipelines are loaded; this catches any other bar.
+    """
+    try:
+        import tqdm
+    except ImportError:  # tqdm comes with huggingface_hub; without it there is no bar at all
+        return
+    tqdm.tqdm.monitor_interval = 0
 
 
 _heap_frozen = False

@@ -30,6 +30,20 @@ def test_importing_the_app_does_not_load_torch() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_app_starts_no_tqdm_monitor_thread() -> None:
+    code = (
+        "import threading, tqdm, studio.qt.app as a; a.create_application(); "
+        "bar = tqdm.tqdm(range(3)); list(bar); "
+        "names = [t.name for t in threading.enumerate()]; print(names); "
+        "raise SystemExit(1 if tqdm.tqdm.monitor is not None else 0)"
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_workspaces_and_menus(window) -> None:
     names = [window.nav.item(i).text() for i in range(window.nav.count())]
     assert names == ["Dataset", "Train", "Compare", "Explore", "Canvas", "Prompt"]
