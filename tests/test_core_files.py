@@ -69,3 +69,25 @@ def test_make_grid_places_images_row_by_row():
     assert (grid[6:10, 11:15] == 255).all()  # the empty slot keeps the fill
     with pytest.raises(ValueError):
         make_grid(np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.fixture(params=[0o022, 0o077, 0o002], ids=["umask022", "umask077", "umask002"])
+def umask(request):
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def test_atomic_writes_get_the_mode_an_ordinary_write_would(tmp_path, umask):
+    """Files other tools and users read: not 0600 whatever the umask (mkstemp's mode)."""
+    atomic.write_json(tmp_path / "new" / "config.json", {"a": 1})
+    atomic.write_text(tmp_path / "a.txt", "x")
+    with atomic.atomic_path(tmp_path / "b.bin") as tmp:
+        tmp.write_bytes(b"b")
+    (tmp_path / "old.txt").write_text("ordinary")  # what an ordinary write gives
+    atomic.write_text(tmp_path / "old.txt", "replaced")
+    for name in ["new/config.json", "a.txt", "b.bin", "old.txt"]:
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o777 & ~umask

@@ -1,7 +1,9 @@
 """Atomic file writes: a temp file in the destination folder, fsync, rename, fsync the folder.
 
 A reader never sees a half-written file, and a crash or an exception during the write leaves
-the previous file byte-identical.
+the previous file byte-identical. The temp file is created with mode 0666 and the process's
+umask applied by the kernel, as an ordinary ``open(path, "w")`` would (``tempfile.mkstemp``
+would leave every file readable by its owner only).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,9 +36,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temp(target)
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -47,6 +47,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _create_temp(target: Path) -> Path:
+    """A new empty file beside ``target``, with the permissions an ordinary write gives."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the kernel applies the umask (and default ACLs)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"Could not create a temporary file beside {target}")
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
