@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from studio.cli.progress import safe_console
+
+    safe_console()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -306,6 +309,7 @@ def class_index(run: Path, value: str | None) -> int | None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from studio.core.safefiles import printable
     from studio.engine.data import scan_folder
 
     scan = run_job(scan_folder(Path(resolve_data(args.folder))))
@@ -313,10 +317,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"skipped {line}")
     scan.require_usable()
     sizes = ", ".join(f"{w}x{h} ({c})" for w, h, c in scan.size_summary()[:8])
-    print(f"{len(scan.entries)} usable images in {scan.root}; {len(scan.skipped)} skipped")
+    root = printable(scan.root)  # names that are not UTF-8 print as escapes
+    print(f"{len(scan.entries)} usable images in {root}; {len(scan.skipped)} skipped")
     print(f"sizes: {sizes}")
     if scan.class_names:
-        print(f"classes: {', '.join(scan.class_names)}")
+        print(f"classes: {', '.join(printable(name) for name in scan.class_names)}")
     return 0
 
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import TextIO
 
 from studio.core.jobs import Progress
+
+
+def safe_console() -> None:
+    """Make stdout and stderr print any text: a character the console cannot encode (a file
+    name that is not valid UTF-8, on a strict UTF-8 console) comes out as a backslash escape
+    instead of ending the command with ``UnicodeEncodeError``."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is None:
+            continue
+        # A closed or detached stream has nothing to print to.
+        with contextlib.suppress(ValueError, OSError):
+            reconfigure(errors="backslashreplace")
 
 
 class ProgressPrinter:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Generator, Iterator
@@ -32,11 +33,14 @@ from PIL import Image
 from studio.core.atomic import atomic_path
 from studio.core.errors import NoUsableImages
 from studio.core.jobs import Progress
+from studio.core.safefiles import inside, kind_of, open_regular, printable
 from studio.engine.images import (  # noqa: F401 - re-exported: the public image API
     CAPTION_EXTENSION,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     IMAGE_FORMATS,
+    NOT_REGULAR,
+    OUTSIDE,
     REASONS,
     WHITE,
     ImageRejected,
@@ -49,6 +53,7 @@ from studio.engine.images import (  # noqa: F401 - re-exported: the public image
 _CAPTION_MAX_BYTES = 64 * 1024
 _CACHE_VERSION = 1
 _PROGRESS_SECONDS = 0.25  # also report on time, so cancel stays responsive on huge files
+_OUTSIDE_DETAIL = "a link to something outside the dataset folder; not followed"
 
 @dataclass(frozen=True)
 class SkippedFile:
@@ -118,9 +123,10 @@ class ScanResult:
 
 
 def _describe(skipped: SkippedFile) -> str:
+    path = printable(skipped.path)  # a name that is not UTF-8 prints as escapes
     if skipped.detail:
-        return f"{skipped.path}: {skipped.reason} ({skipped.detail})"
-    return f"{skipped.path}: {skipped.reason}"
+        return f"{path}: {skipped.reason} ({printable(skipped.detail)})"
+    return f"{path}: {skipped.reason}"
 
 
 @dataclass(frozen=True)
@@ -131,9 +137,11 @@ class _Found:
 
 
 def _walk(root: Path, problems: list[SkippedFile]) -> Iterator[_Found]:
-    """Yield every non-hidden file below ``root``; folders it cannot open go to ``problems``.
+    """Yield every non-hidden regular file below ``root``; folders it cannot open, FIFOs,
+    devices and sockets, and symlinks that lead out of ``root`` go to ``problems``.
 
-    Symlinked folders are followed once each, so a link loop cannot trap the walk.
+    Symlinked folders inside ``root`` are followed once each, so a link loop cannot trap the
+    walk.
     """
     seen: set[tuple[int, int]] = set()
     stack: list[tuple[Path, str]] = [(root, "")]
@@ -157,12 +165,18 @@ def _walk(root: Path, problems: list[SkippedFile]) -> Iterator[_Found]:
                 continue
             rel = f"{prefix}/{item.name}" if prefix else item.name
             try:
+                if item.is_symlink() and not inside(item.path, root):
+                    problems.append(SkippedFile(rel, OUTSIDE, _OUTSIDE_DETAIL))
+                    continue
                 if item.is_dir():
                     subfolders.append((Path(item.path), rel))
                     continue
                 st = item.stat()
             except OSError as err:
-                problems.append(SkippedFile(rel, "unreadable", str(err)))
+                problems.append(SkippedFile(rel, "unreadable", printable(err)))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                problems.append(SkippedFile(rel, NOT_REGULAR, kind_of(st.st_mode)))
                 continue
             yield _Found(rel, st.st_size, st.st_mtime_ns)
         stack.extend(reversed(subfolders))
@@ -172,9 +186,13 @@ def _sort_key(rel: str) -> tuple[str, ...]:
     return PurePosixPath(rel).parts
 
 
-def _read_caption(path: Path) -> str | None:
+def _read_caption(root: Path, path: Path) -> str | None:
+    """The caption text, or None when it cannot be read or is no longer a regular file
+    inside ``root`` (the walk checked; this checks again when it is read)."""
+    if not inside(path, root):
+        return None
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             raw = fh.read(_CAPTION_MAX_BYTES)
     except OSError:
         return None
@@ -254,6 +272,8 @@ def scan_folder(
     for i, item in enumerate(candidates):
         path = root / item.rel
         try:
+            if not inside(path, root):  # swapped for a link since the listing
+                raise ImageRejected(OUTSIDE, _OUTSIDE_DETAIL)
             rgb, mode, fmt = _decode(path, max_pixels, WHITE)
         except ImageRejected as err:
             problems.append(SkippedFile(item.rel, err.reason, err.detail))
@@ -269,7 +289,7 @@ def scan_folder(
                     mode=mode,
                     format=fmt,
                     class_name=rel.parts[0] if len(rel.parts) > 1 else None,
-                    caption=_read_caption(root / caption_rel) if caption_rel else None,
+                    caption=_read_caption(root, root / caption_rel) if caption_rel else None,
                     size_bytes=item.size,
                     mtime_ns=item.mtime_ns,
                 )
@@ -392,6 +412,8 @@ def load_dataset(
     last = time.monotonic()
     for i, entry in enumerate(entries):
         try:
+            if not inside(scan.root / entry.path, scan.root):
+                raise ImageRejected(OUTSIDE, _OUTSIDE_DETAIL)
             rgb = open_image(
                 scan.root / entry.path, max_pixels=scan.max_pixels, background=background
             )

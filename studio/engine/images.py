@@ -10,10 +10,14 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from studio.core.safefiles import NotRegularFile, kind_of, open_regular
 
 #: Pillow formats we agree to decode. Anything else (PSD, EPS, ICNS, ...) is refused, which
 #: keeps rarely-used and less-hardened decoders away from files the user merely dropped in.
@@ -26,6 +30,8 @@ CAPTION_EXTENSION = ".txt"
 DEFAULT_MAX_PIXELS = 64_000_000
 WHITE: tuple[int, int, int] = (255, 255, 255)
 
+NOT_REGULAR = "not a regular file"
+OUTSIDE = "outside the folder"
 #: The exact reasons an image can be rejected with; the UI groups skipped files by them.
 REASONS: tuple[str, ...] = (
     "unreadable",
@@ -33,8 +39,9 @@ REASONS: tuple[str, ...] = (
     "zero bytes",
     "not an image",
     "over the pixel limit",
+    NOT_REGULAR,
+    OUTSIDE,
 )
-
 
 
 class ImageRejected(Exception):
@@ -74,23 +81,25 @@ def _decode(
     except OSError as err:
         raise ImageRejected("unreadable", f"cannot read the file: {err.strerror or err}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise ImageRejected("unreadable", "not a regular file")
+        raise ImageRejected(NOT_REGULAR, kind_of(st.st_mode))
     if st.st_size == 0:
         raise ImageRejected("zero bytes", "the file is empty")
     try:
         # We open the file ourselves so it is closed on every path, including the errors
-        # Pillow raises after it has opened the file.
-        with open(path, "rb") as fh, warnings.catch_warnings():
+        # Pillow raises after it has opened the file; never a FIFO or a device.
+        with open_regular(path) as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # corrupt-EXIF chatter and the like
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(fh, formats=IMAGE_FORMATS) as img:
-                _check_pixels(img.size, max_pixels)
+                _check_pixels(img.size, max_pixels, img.mode)
                 mode, fmt = img.mode, img.format or "?"
                 img.load()  # decode now, so a truncated file fails here and not in training
                 upright = ImageOps.exif_transpose(img)
                 return to_rgb(upright, background), mode, fmt
     except ImageRejected:
         raise
+    except NotRegularFile as err:
+        raise ImageRejected(NOT_REGULAR, err.what) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageRejected("over the pixel limit", str(err)) from None
     except UnidentifiedImageError:
@@ -110,7 +119,26 @@ def _decode(
         raise ImageRejected("unreadable", f"{type(err).__name__}: {err}") from None
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+def bytes_per_pixel(mode: str) -> int:
+    """How many bytes one pixel of a Pillow ``mode`` takes once decoded."""
+    if mode in ("1", "L", "P"):
+        return 1
+    if mode.startswith("I;16") or mode in ("LA", "La", "PA"):
+        return 2
+    if mode in ("RGB", "YCbCr", "LAB", "HSV"):
+        return 3
+    return 4  # RGBA, RGBa, RGBX, CMYK, 32-bit integer I, float F, and anything unknown
+
+
+def check_size(img: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Raise :class:`ImageRejected` ("over the pixel limit") before ``img`` is decoded when it
+    has more than ``max_pixels`` pixels (or Pillow's own limit), or would decode to more bytes
+    than an RGB image of ``max_pixels`` pixels: a float or 32-bit image the same size takes
+    more memory, and converting it more again."""
+    _check_pixels(img.size, max_pixels, img.mode)
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int, mode: str = "RGB") -> None:
     width, height = size
     pixels = width * height
     if width <= 0 or height <= 0:
@@ -123,6 +151,43 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         raise ImageRejected(
             "over the pixel limit", f"{width}x{height} is more than {limit:,} pixels"
         )
+    decoded, byte_limit = pixels * bytes_per_pixel(mode), 3 * limit
+    if decoded > byte_limit:
+        raise ImageRejected(
+            "over the pixel limit",
+            f"{width}x{height} in mode {mode} decodes to {decoded / 1e6:,.1f} MB, more than "
+            f"the {byte_limit / 1e6:,.1f} MB an RGB image at the pixel limit takes",
+        )
+
+
+@contextmanager
+def open_checked(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: tuple[str, ...] = IMAGE_FORMATS,
+) -> Iterator[Image.Image]:
+    """Open ``path`` lazily (nothing decoded yet) for a caller that decodes it itself: only a
+    regular file, only ``formats``, with Pillow's decompression-bomb warning an error and the
+    size checked by :func:`check_size`. Raises :class:`ImageRejected` for all of that and
+    lets the caller's own decoding errors through."""
+    try:
+        fh = open_regular(path)
+    except NotRegularFile as err:
+        raise ImageRejected(NOT_REGULAR, err.what) from None
+    except OSError as err:
+        raise ImageRejected("unreadable", f"cannot read the file: {err.strerror or err}") from None
+    with fh, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(fh, formats=formats)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ImageRejected("over the pixel limit", str(err)) from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+            raise ImageRejected("unreadable", str(err) or type(err).__name__) from None
+        with img:
+            check_size(img, max_pixels)
+            yield img
 
 
 def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.Image:
@@ -135,7 +200,7 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.
     if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode.startswith("I;16") or mode in ("I", "F"):
-        gray = Image.fromarray(_deep_to_uint8(np.asarray(img)))
+        gray = Image.fromarray(_deep_to_uint8(img))
         return gray.convert("RGB")
     if mode == "LAB":
         return _lab_to_rgb(img)
@@ -152,31 +217,61 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = WHITE) -> Image.
     return img.convert("RGB")
 
 
-def _deep_to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Map a 16-bit, 32-bit or float gray array to uint8 without clipping the highlights."""
-    if arr.dtype.kind == "u" and arr.dtype.itemsize == 2:  # I;16, I;16B, I;16L
-        return (arr.astype(np.uint16) >> 8).astype(np.uint8)
-    if arr.dtype.kind == "f":
-        values = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = float(values.min()), float(values.max())
-        if lo >= 0.0 and hi <= 1.0:  # the usual convention for float images
-            return np.rint(values * 255.0).astype(np.uint8)
-        if lo >= 0.0 and hi <= 255.0:
-            return np.rint(values).astype(np.uint8)
-        return _stretch(values, lo, hi)
-    values = arr.astype(np.int64)
-    lo, hi = int(values.min()), int(values.max())
-    if lo >= 0 and hi <= 255:
-        return values.astype(np.uint8)
-    if lo >= 0 and hi <= 65535:  # 16-bit data in a 32-bit container (older Pillow, TIFF)
-        return (values >> 8).astype(np.uint8)
-    return _stretch(values.astype(np.float64), float(lo), float(hi))
+_CHUNK_PIXELS = 1 << 16  # deep images convert this many pixels at a time
 
 
-def _stretch(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    if hi <= lo:
-        return np.zeros(values.shape, np.uint8)
-    return np.rint((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+def _deep_to_uint8(img: Image.Image) -> np.ndarray:
+    """Map a 16-bit, 32-bit or float gray image to uint8 without clipping the highlights.
+
+    Works through the image a band of rows at a time, so the conversion needs little memory
+    beyond the decoded image and the uint8 result (whole-image float64 copies would need
+    twice the decoded size each).
+    """
+    width, height = img.size
+    out = np.empty((height, width), np.uint8)
+    if out.size == 0:
+        return out
+    rows = max(1, _CHUNK_PIXELS // width)
+    chunks = [slice(i, min(i + rows, height)) for i in range(0, height, rows)]
+
+    def band(part: slice) -> np.ndarray:
+        return np.asarray(img.crop((0, part.start, width, part.stop)))
+
+    is_float = img.mode == "F"
+    if img.mode.startswith("I;16"):
+        for part in chunks:
+            out[part] = band(part).astype(np.uint16) >> 8
+        return out
+
+    def values(part: slice) -> np.ndarray:
+        v = band(part).astype(np.float64)  # int32 values are exact in float64
+        return np.nan_to_num(v, copy=False, nan=0.0, posinf=0.0, neginf=0.0) if is_float else v
+
+    lo, hi = np.inf, -np.inf
+    for part in chunks:
+        v = values(part)
+        lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+    if is_float and lo >= 0.0 and hi <= 1.0:  # the usual float convention
+        scale, offset = 255.0, 0.0
+    elif lo >= 0.0 and hi <= 255.0:
+        scale, offset = 1.0, 0.0
+    elif not is_float and lo >= 0.0 and hi <= 65535.0:
+        scale, offset = -1.0, 0.0  # 16-bit data in a 32-bit container: the top byte
+    elif hi <= lo:
+        out[...] = 0
+        return out
+    else:
+        scale, offset = 255.0 / (hi - lo), lo
+    for part in chunks:
+        v = values(part)
+        if scale < 0:
+            out[part] = v.astype(np.int64) >> 8
+        else:
+            if offset:
+                v -= offset
+            v *= scale
+            out[part] = np.rint(v, out=v)
+    return out
 
 
 _LAB_TRANSFORM: object | None = None
