@@ -151,3 +151,36 @@ def test_trainer_json_is_plain_json(tmp_path):
     meta = json.loads((folder / "trainer.json").read_text())
     assert meta["family"] == "gan.dcgan" and meta["step"] == 7
     assert os.path.getsize(folder / "rng.safetensors") > 0
+
+
+def modes_under(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_saved_files_and_folders_get_ordinary_permissions(tmp_path, mask):
+    """Checkpoints, saved models (diffusers' save_pretrained output included) and PNGs: files
+    0666 & ~umask and folders 0777 & ~umask, as an ordinary write gives, never 0600."""
+    import numpy as np
+    from helpers import tiny_model
+
+    from studio.engine.prompt.pngmeta import write_png
+    from studio.engine.train import save_png
+
+    old = os.umask(mask)
+    try:
+        model = tiny_gan()
+        ckpt.save_checkpoint(tmp_path / "state", model, 1, {})
+        model.save(tmp_path / "model")
+        tiny_model("diffusion.ddpm", resolution=8).save(tmp_path / "ddpm")
+        save_png(tmp_path / "samples" / "grid.png", np.zeros((8, 8, 3), np.uint8))
+        write_png(tmp_path / "outputs" / "image.png", np.zeros((8, 8, 3), np.uint8), {"seed": 1})
+    finally:
+        os.umask(old)
+    modes = modes_under(tmp_path)
+    assert "ddpm/unet/diffusion_pytorch_model.safetensors" in modes and "ddpm/model_index.json" in modes
+    wrong = {
+        name: oct(mode) for name, mode in modes.items()
+        if mode != (0o777 if (tmp_path / name).is_dir() else 0o666) & ~mask
+    }  # fmt: skip
+    assert not wrong

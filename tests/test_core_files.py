@@ -86,8 +86,15 @@ def test_atomic_writes_get_the_mode_an_ordinary_write_would(tmp_path, umask):
     atomic.write_text(tmp_path / "a.txt", "x")
     with atomic.atomic_path(tmp_path / "b.bin") as tmp:
         tmp.write_bytes(b"b")
+    with atomic.atomic_path(tmp_path / "c.bin") as tmp:  # a writer that replaces the file, 0600
+        tmp.unlink()
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    (tmp_path / "d.bin").write_bytes(b"d")
+    os.chmod(tmp_path / "d.bin", 0o600)
+    atomic.give_ordinary_mode(tmp_path / "d.bin")
     (tmp_path / "old.txt").write_text("ordinary")  # what an ordinary write gives
     atomic.write_text(tmp_path / "old.txt", "replaced")
-    for name in ["new/config.json", "a.txt", "b.bin", "old.txt"]:
+    assert atomic.current_umask() == umask
+    for name in ["new/config.json", "a.txt", "b.bin", "c.bin", "d.bin", "old.txt"]:
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert (tmp_path / "new").stat().st_mode & 0o777 == 0o777 & ~umask

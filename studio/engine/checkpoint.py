@@ -76,6 +76,7 @@ def _sha256(path: Path) -> str:
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     save_file(tensors, str(path))
+    atomic.give_ordinary_mode(path)  # safetensors writes 0600
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
 

@@ -497,6 +497,7 @@ def _replace_files(folder: Path, name: str, write: Callable[[Path], Any]) -> Non
         write(Path(tmp))
         # Weights before configs, so a new config never describes old weights.
         for path in sorted(Path(tmp).iterdir(), key=lambda p: p.suffix == ".json"):
+            atomic.give_ordinary_mode(path)  # safetensors writes 0600
             with open(path, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(path, target / path.name)
