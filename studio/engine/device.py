@@ -13,8 +13,7 @@ import torch
 
 from studio.core import gcpolicy
 from studio.core.errors import StudioError
-
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+from studio.core.options import DEVICE_CHOICES, PRECISION_CHOICES  # noqa: F401 (declared there)
 
 
 def resolve_device(preference: str | None = "auto") -> torch.device:
@@ -47,8 +46,6 @@ def device_name(device: torch.device) -> str:
         return "Apple GPU (MPS)"
     return f"CPU ({torch.get_num_threads()} threads)"
 
-
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
 def bf16_native(device: torch.device) -> bool:

@@ -21,56 +21,40 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio.core import atomic
+from studio.core import atomic, options
 from studio.core.errors import CheckpointError
 
 
-@dataclass
-class TrainConfig:
-    """How to train: everything that is not the model's own architecture."""
+class _TrainConfigMethods:
+    """TrainConfig's methods; its fields come from :data:`studio.core.options.OPTIONS`."""
 
-    family: str = "gan.dcgan"
-    data: str = ""
-    resolution: int = 32
-    batch_size: int = 64
-    steps: int = 2000
-    seed: int = 0
-    flip: bool = True
-    sample_every: int = 100
-    checkpoint_every: int = 500
-    checkpoint_minutes: float = 10.0
-    log_every: int = 10
-    samples: int = 64
-    holdout_fraction: float = 0.05
-    device: str = "auto"
-    precision: str = "auto"
-    model: dict[str, Any] = field(default_factory=dict)  # overrides of the family's Config
-    # Speed and optimisation (studio.engine.speed, studio.engine.schedule; docs/performance.md).
-    # Old config.json files lack these keys and load with the defaults, which train as before.
-    tf32: str = "auto"  # auto (on with CUDA) | on | off
-    channels_last: str = "auto"  # auto (convolutional families on CUDA) | on | off
-    fused_adamw: str = "auto"  # auto (fused where torch has it: CUDA, CPU) | on (else foreach) | off
-    compile: str = "off"  # off | auto (CUDA) | on: torch.compile, eager if it fails
-    cuda_graphs: bool = False  # compile with CUDA graphs ("reduce-overhead"); CUDA only
-    grad_clip: float = 0.0  # max gradient norm; 0 = the family's default
-    warmup_steps: int = 0  # linear learning-rate warm-up; 0 = the family's default
-    lr_schedule: str = "constant"  # constant | cosine (decay to min_lr_fraction at `steps`)
-    min_lr_fraction: float = 0.1
-    accumulate: int = 1  # micro-batches per optimizer step (the batch is split)
-    auto_batch: bool = False  # CUDA: halve batch_size until a step fits in memory
-    cpu_threads: int = 0  # torch threads on the CPU; 0 = auto
-    reuse_cpu_memory: str = "auto"  # auto (CPU training, glibc) | on | off: no page faults per step
-    fast_dropout: str = "auto"  # auto (CPU) | on | off: dropout masks 4 elements per random draw
-    lean_unet: str = "auto"  # auto (CPU) | on | off: leaner forwards for diffusers' UNet blocks
-    cpu_shards: int = 1  # CPU: split each batch across this many threads (DDPM); 1 = off
+    model: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in data.items() if k in names})
+
+    def check(self) -> None:
+        """Raise a :class:`studio.core.options.SettingError` naming the first option out of
+        its type, range or choices. The engine calls it before it writes anything."""
+        options.check_training(dataclasses.asdict(self))  # type: ignore[call-overload]
+        if not isinstance(self.model, dict):
+            raise options.SettingError(f"model must be a mapping of settings, not {self.model!r}.")
+
+
+#: How to train: everything that is not the model's own architecture. One field per option in
+#: :data:`studio.core.options.OPTIONS` (old config.json files lack newer keys and load with the
+#: defaults, which train as before), and ``model``: overrides of the family's Config.
+TrainConfig: Any = dataclasses.make_dataclass(
+    "TrainConfig",
+    [*options.dataclass_fields(), ("model", dict[str, Any], field(default_factory=dict))],
+    bases=(_TrainConfigMethods,),
+    namespace={"__module__": __name__},
+)
 
 
 class RunFolder:

@@ -36,90 +36,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from studio.core.errors import StudioError
-from studio.engine.device import PRECISION_CHOICES
+from studio.core import options
 from studio.engine.runs import TrainConfig
 from studio.models.base import GenerativeModel
 from studio.models.dropout import use_fast_dropout
 from studio.models.shards import ShardPool
 
-AUTO_ON_OFF = ("auto", "on", "off")
-COMPILE_CHOICES = ("off", "auto", "on")
 CompileFn = Callable[..., Callable[..., Any]]
 
 
 def check_options(config: TrainConfig) -> None:
-    """Refuse option values the trainer does not know, naming the setting and its choices."""
-    for name in (
-        "tf32",
-        "channels_last",
-        "fused_adamw",
-        "reuse_cpu_memory",
-        "fast_dropout",
-        "lean_unet",
-    ):
-        if getattr(config, name) not in AUTO_ON_OFF:
-            raise StudioError(f"{name} must be auto, on or off, not {getattr(config, name)!r}.")
-    if config.precision not in PRECISION_CHOICES:
-        raise StudioError(
-            f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {config.precision!r}."
-        )
-    if config.compile not in COMPILE_CHOICES:
-        raise StudioError(f"compile must be off, auto or on, not {config.compile!r}.")
-    if config.lr_schedule not in ("constant", "cosine"):
-        raise StudioError(f"lr_schedule must be constant or cosine, not {config.lr_schedule!r}.")
-    if config.accumulate < 1:
-        raise StudioError("accumulate must be 1 or more (micro-batches per optimizer step).")
-    if min(config.grad_clip, config.warmup_steps, config.cpu_threads) < 0:
-        raise StudioError(
-            "grad_clip, warmup_steps and cpu_threads cannot be negative (0 = default)."
-        )
-    if config.cpu_shards < 1:
-        raise StudioError("cpu_shards must be 1 (off) or more.")
-    if not 0.0 <= config.min_lr_fraction <= 1.0:
-        raise StudioError("min_lr_fraction must be between 0 and 1.")
-
-
-#: TrainConfig fields set by ``studio train --option NAME=VALUE`` (and the GUI's options).
-OPTION_NAMES = (
-    "tf32", "channels_last", "fused_adamw", "compile", "cuda_graphs", "grad_clip", "warmup_steps",
-    "lr_schedule", "min_lr_fraction", "accumulate", "auto_batch", "cpu_threads", "precision",
-    "reuse_cpu_memory", "fast_dropout", "cpu_shards", "lean_unet",
-)  # fmt: skip
+    """Refuse option values the trainer does not know, naming the setting and what is allowed
+    (the ranges and choices are declared once, in :mod:`studio.core.options`)."""
+    config.check()
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     """``["compile=on", "accumulate=2"]`` -> TrainConfig keyword arguments, typed and checked."""
-    import dataclasses
-
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        name, raw = name.strip().replace("-", "_"), raw.strip()
-        if not sep or name not in OPTION_NAMES:
-            raise StudioError(
-                f"--option {pair!r}: expected NAME=VALUE with NAME one of: {', '.join(OPTION_NAMES)}"
-            )
-        default = defaults[name]
-        try:
-            if isinstance(default, bool):
-                if raw.lower() not in ("on", "off", "true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(raw)
-                value: Any = raw.lower() in ("on", "true", "1", "yes")
-            elif isinstance(default, int):
-                value = int(raw)
-            elif isinstance(default, float):
-                value = float(raw)
-            else:
-                value = raw.lower()
-        except ValueError:
-            raise StudioError(
-                f"--option {pair!r}: {raw!r} is not a valid {type(default).__name__}"
-            ) from None
-        out[name] = value
-    check_options(dataclasses.replace(TrainConfig(), **out))
-    return out
+    return dict(options.parse_option(pair) for pair in pairs)
 
 
 @dataclass

@@ -20,19 +20,33 @@ import torch
 from torch import Tensor, nn
 
 from studio.core import atomic
+from studio.core.options import check_setting
+from studio.models.capabilities import (  # noqa: F401 - the contract, re-exported
+    InpaintFamily,
+    InpaintSettings,
+    LatentFamily,
+    LatentSpec,
+    LikelihoodFamily,
+    OdeLatentFamily,
+    SamplingOption,
+)
 
 MODEL_CONFIG = "studio.json"  # the family descriptor; not config.json, which diffusers owns
 MODEL_WEIGHTS = "model.safetensors"
 
 
 class Capability(enum.Flag):
+    """What a family can do, declared in its ``FamilyInfo`` so the window and the command line
+    know before a model loads. Each capability beyond training and sampling comes with a
+    protocol the family implements (:mod:`studio.models.capabilities`)."""
+
     NONE = 0
     TRAIN = enum.auto()
     SAMPLE = enum.auto()
-    LATENT = enum.auto()  # encode and/or decode a latent vector
-    LIKELIHOOD = enum.auto()  # log_likelihood (exact or a bound), reported in bits/dim
+    LATENT = enum.auto()  # a latent space: capabilities.LatentFamily
+    LIKELIHOOD = enum.auto()  # bits/dim (exact or a bound): capabilities.LikelihoodFamily
     CONDITIONAL = enum.auto()  # class (or text) conditioning
-    INPAINT = enum.auto()
+    INPAINT = enum.auto()  # fills a masked region its own way: capabilities.InpaintFamily
     TEXT = enum.auto()  # prompt-conditioned: takes prompt / negative_prompt, learns from captions
 
 
@@ -44,6 +58,21 @@ class FamilyInfo:
     summary: str  # one line on the trade-offs, shown in the model picker
     capabilities: Capability
     loss_names: tuple[str, ...] = ()  # the components train_step returns, in legend order
+    # The heading the model picker and docs/models.md group the family under; "" = the
+    # built-in title of ``kind`` (KIND_TITLES), else the kind itself.
+    kind_title: str = ""
+
+    @property
+    def group_title(self) -> str:
+        return self.kind_title or KIND_TITLES.get(self.kind, self.kind)
+
+
+KIND_TITLES = {
+    "gan": "GANs",
+    "vae": "Variational autoencoders",
+    "flow": "Normalizing flows",
+    "diffusion": "Diffusion models",
+}
 
 
 def setting(
@@ -78,7 +107,7 @@ def setting(
 class ModelConfig:
     """Fields every family shares. ``resolution`` and ``num_classes`` come from the dataset."""
 
-    resolution: int = setting(32, label="Resolution", choices=(32, 64, 128), main=True)
+    resolution: int = setting(32, label="Resolution", minimum=8, maximum=128, main=True)
     channels: int = setting(3, label="Channels", choices=(1, 3))
     num_classes: int = setting(0, label="Classes", help="0 = unconditional; set from subfolders")
 
@@ -91,7 +120,25 @@ class ModelConfig:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown settings for {cls.__name__}: {', '.join(sorted(unknown))}")
-        return cls(**data)
+        config = cls(**data)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Raise :class:`studio.core.options.SettingError` naming the first setting whose
+        value is outside its declared type, range or choices (a hand-edited config.json,
+        ``--set``)."""
+        for f in dataclasses.fields(self):
+            kind = type(f.default) if isinstance(f.default, (bool, int, float, str)) else None
+            meta = f.metadata
+            check_setting(
+                f.name,
+                getattr(self, f.name),
+                kind=kind,
+                minimum=meta.get("minimum"),
+                maximum=meta.get("maximum"),
+                choices=meta.get("choices"),
+            )
 
 
 @dataclass(frozen=True)
@@ -154,6 +201,12 @@ class GenerativeModel(nn.Module):
     # guidance, temperature, prompt, negative_prompt. Anything else is refused with a clear
     # message.
     conditions: ClassVar[tuple[str, ...]] = ()
+    # The sampling knobs among ``conditions``, as data the window and the command line build
+    # their controls and flags from (studio.models.capabilities.SamplingOption).
+    sampling_options: ClassVar[tuple[SamplingOption, ...]] = ()
+    # Why the explorer cannot open this family, when it has no LATENT capability and there is
+    # more to say than "it has no latent space".
+    latent_note: ClassVar[str] = ""
     # True when train_step makes exactly one optimizer_step per optimizer, so the trainer may
     # split a batch into micro-batches (gradient accumulation).
     supports_accumulation: ClassVar[bool] = False

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont, QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
+from studio.core import options
 from studio.core.jobs import Progress
 from studio.qt.engine_jobs import FamilySpec
 
@@ -21,146 +21,12 @@ KIND_TITLES = {
     "diffusion": "Diffusion models",
 }
 KIND_ORDER = ("gan", "vae", "flow", "diffusion")
-DEVICE_CHOICES = (
-    ("auto", "cpu", "cuda", "mps") if sys.platform == "darwin" else ("auto", "cpu", "cuda")
+DEVICE_CHOICES = tuple(
+    d for d in options.DEVICE_CHOICES if d != "mps" or sys.platform == "darwin"
 )
-
-
-def _option(
-    default: Any,
-    *,
-    label: str,
-    help: str = "",
-    minimum: float | None = None,
-    maximum: float | None = None,
-    choices: tuple[Any, ...] | None = None,
-    main: bool = False,
-) -> Any:
-    # The same metadata as studio.models.base.setting(), which we cannot import here: it
-    # would load torch on the GUI thread before the window shows.
-    meta = {
-        "label": label,
-        "help": help,
-        "minimum": minimum,
-        "maximum": maximum,
-        "choices": choices,
-        "main": main,
-    }
-    return field(default=default, metadata=meta)
-
-
-@dataclass
-class TrainingOptions:
-    """The training settings shown under the model's own (see TrainConfig for their use)."""
-
-    steps: int = _option(
-        2000,
-        label="Steps",
-        minimum=1,
-        maximum=10_000_000,
-        main=True,
-        help="Total training steps. Resuming a run trains on to this number.",
-    )
-    batch_size: int = _option(
-        64,
-        label="Batch size",
-        minimum=1,
-        maximum=4096,
-        main=True,
-        help="Images per step. Lower it if memory runs out.",
-    )
-    device: str = _option(
-        "auto",
-        label="Device",
-        choices=DEVICE_CHOICES,
-        main=True,
-        help="auto picks the GPU when there is one, else the CPU",
-    )
-    sample_every: int = _option(
-        100, label="Sample every", minimum=1, maximum=1_000_000, help="Steps between sample grids"
-    )
-    seed: int = _option(
-        0,
-        label="Seed",
-        minimum=0,
-        maximum=2**31 - 1,
-        help="Same seed, same data order and noise: runs can be compared",
-    )
-    checkpoint_every: int = _option(
-        500,
-        label="Checkpoint every",
-        minimum=1,
-        maximum=10_000_000,
-        help="Steps between checkpoints (also every 10 minutes)",
-    )
-    log_every: int = _option(
-        10,
-        label="Log every",
-        minimum=1,
-        maximum=100_000,
-        help="Steps between points on the loss plot",
-    )
-    # Optimisation and speed: the same fields as studio.engine.runs.TrainConfig.
-    lr_schedule: str = _option(
-        "constant",
-        label="Learning rate",
-        choices=("constant", "cosine"),
-        help="cosine: decay from the model's rate to a tenth of it by the last step",
-    )
-    warmup_steps: int = _option(
-        0,
-        label="Warm-up steps",
-        minimum=0,
-        maximum=1_000_000,
-        help="Linear learning-rate warm-up; 0 keeps the model's own default",
-    )
-    grad_clip: float = _option(
-        0.0,
-        label="Gradient clip",
-        minimum=0.0,
-        maximum=1e6,
-        help="Largest gradient norm; 0 keeps the model's own default",
-    )
-    accumulate: int = _option(
-        1,
-        label="Accumulate",
-        minimum=1,
-        maximum=64,
-        help="Split each batch into this many micro-batches (same result, less memory). "
-        "GANs train on the whole batch.",
-    )
-    precision: str = _option(
-        "auto",
-        label="Precision",
-        choices=("auto", "bf16", "fp16", "fp32"),
-        help="On a GPU: auto trains in bf16 where the GPU has it, else in fp16 with gradient "
-        "scaling; fp32 is the slowest. The CPU always trains in fp32.",
-    )
-    compile: str = _option(
-        "off",
-        label="Compile",
-        choices=("off", "auto", "on"),
-        help="torch.compile the networks (auto: on a GPU). Falls back to eager if it fails; "
-        "the first steps are slow while it compiles.",
-    )
-    channels_last: str = _option(
-        "auto",
-        label="Channels last",
-        choices=("auto", "on", "off"),
-        help="Memory layout for convolutions (auto: on a GPU)",
-    )
-    auto_batch: bool = _option(
-        False,
-        label="Find batch size",
-        help="On a GPU: halve the batch size until a step fits in memory",
-    )
-    cpu_threads: int = _option(
-        0,
-        label="CPU threads",
-        minimum=0,
-        maximum=256,
-        help="Torch threads when training on the CPU; 0 picks one per physical core",
-    )
+#: The training settings shown under the model's own: a dataclass derived from the options
+#: declared in studio.core.options (see TrainConfig for their use).
+TrainingOptions = options.form_dataclass(DEVICE_CHOICES)
 
 
 class ModelPicker(QWidget):
