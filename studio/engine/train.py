@@ -247,6 +247,10 @@ def _train(
     if step == 0 and total > 0:
         yield from monitor.evaluate(model, step, total)
 
+    def evaluate(step_now: int) -> Generator[Progress, None, None]:
+        _check_weights(model, run, step_now, distributed)  # no black grid from non-finite weights
+        yield from monitor.evaluate(model, step_now, total)
+
     while step < total:
         if distributed.any(token.stop_requested):
             token.check()
@@ -285,18 +289,18 @@ def _train(
         yield Progress("train", step, total, metrics=metrics, info={**_info(dev_name, device, throughput, step, total, images.batch_size), **live_run.info(step)} if logged else {})
 
         if step % config.sample_every == 0 or step == total:
-            yield from monitor.evaluate(model, step, total)
+            yield from evaluate(step)
         minutes = (time.monotonic() - last_ckpt_time) / 60
         if step % config.checkpoint_every == 0 or minutes >= config.checkpoint_minutes:
-            _check_weights(model, run, step)
+            _check_weights(model, run, step, distributed)
             yield save(step)
             last_ckpt_time = time.monotonic()
 
     token.check()
     if step > start_step or not ckpt.latest_checkpoint(run.state_dir):
-        _check_weights(model, run, step)
+        _check_weights(model, run, step, distributed)
         if stopped_early:
-            yield from monitor.evaluate(model, step, total)
+            yield from evaluate(step)
         yield save(step)
     return TrainResult(run.path, step, total, stopped_early, last_metrics)
 
@@ -381,10 +385,13 @@ class Monitor:
         yield Progress("train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}")
 
 
-def _check_weights(model: GenerativeModel, run: RunFolder, step: int) -> None:
-    params = [p.detach() for p in model.parameters()]
-    if params and not bool(torch.isfinite(torch.stack(torch._foreach_norm(params))).all()):
-        raise NonFiniteLoss(_diverged_message(run, step, ["weights"]))
+def _check_weights(model: GenerativeModel, run: RunFolder, step: int, distributed: Distributed) -> None:
+    """Stop with a message naming them when any saved tensor is NaN or infinite: parameters,
+    buffers (a batch-norm statistic can go bad while every loss stays finite), EMA copies and
+    optimizer state. Every rank checks; all stop together."""
+    bad = ckpt.nonfinite(ckpt.state_tensors(model))
+    if distributed.any(bool(bad)):
+        raise NonFiniteLoss(_diverged_message(run, step, [ckpt.describe_names(bad or ["another process's weights"])]))
 
 
 def _diverged_message(run: RunFolder, step: int, names: list[str]) -> str:
