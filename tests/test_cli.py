@@ -122,3 +122,100 @@ def test_demo_command_and_data_demo_reuse_the_same_dataset(tmp_path, capsys):
                  "--out", str(tmp_path / "r"), *TINY]) == 0
     cfg = RunFolder(tmp_path / "r").read_config()
     assert cfg["dataset"]["images"] == 30
+
+
+def test_train_refuses_a_non_empty_folder_that_is_not_a_run(data_dir, tmp_path, capsys):
+    """Issue 15.3: --out into a folder of the user's files never overwrites or appends."""
+    out = tmp_path / "mine"
+    (out / "model").mkdir(parents=True)
+    (out / "samples").mkdir()
+    mine = {
+        out / "model" / "model.safetensors": b"my weights",
+        out / "samples" / "step_00000002.png": b"my picture",
+        out / "metrics.jsonl": b"my notes\n",
+    }
+    for path, data in mine.items():
+        path.write_bytes(data)
+    args = ["train", "--data", str(data_dir), "--steps", "2", "--batch-size", "4",
+            "--sample-every", "1", "--checkpoint-every", "1", "--out", str(out), *TINY]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "not empty and is not a Studio run" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in mine} == mine
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "metrics.jsonl", "model", "model/model.safetensors", "samples",
+        "samples/step_00000002.png",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--checkpoint-every", "0"], "checkpoint_every"),
+        (["--log-every", "0"], "log_every"),
+        (["--sample-every", "0"], "sample_every"),
+        (["--batch-size", "0"], "batch_size"),
+        (["--batch-size", "-3"], "batch_size"),
+        (["--steps", "-5"], "steps"),
+        (["--option", "accumulate=0"], "accumulate"),
+        (["--set", "width=200000"], "width"),
+    ],
+)
+def test_bad_train_options_are_refused_before_anything_is_written(
+    data_dir, tmp_path, capsys, flags, named
+):
+    """Issue 15.10: a zero or negative option is one clear message, and no run folder."""
+    out = tmp_path / "run"
+    args = ["train", "--data", str(data_dir), "--out", str(out), *TINY, *flags]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert named in err and "must be" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_settings_read_back_from_a_run_folder_are_range_checked(data_dir, tmp_path, capsys):
+    """Issue 15.10: an edited config.json or studio.json is refused with the setting named."""
+    import json
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(data_dir), "--steps", "2", "--batch-size", "4",
+                 "--out", str(run), "--device", "cpu", *TINY]) == 0
+    capsys.readouterr()
+    config_path = run / "config.json"
+    original = config_path.read_text(encoding="utf-8")
+    before = sorted(p.name for p in (run / "state").iterdir())
+
+    assert main(["train", "--resume", str(run), "--steps", "-5"]) == 1
+    assert "steps must be between 1 and" in capsys.readouterr().err
+
+    for key, value, message in (
+        ("checkpoint_every", 0, "checkpoint_every must be between 1 and"),
+        ("batch_size", -3, "batch_size must be between 1 and 4096, not -3"),
+        ("log_every", "ten", "log_every must be a whole number"),
+    ):
+        cfg = json.loads(original)
+        cfg["train"][key] = value
+        config_path.write_text(json.dumps(cfg), encoding="utf-8")
+        assert main(["train", "--resume", str(run), "--steps", "4"]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "config.json" in err and "Traceback" not in err
+
+    cfg = json.loads(original)
+    cfg["train"]["model"]["width"] = 200000
+    config_path.write_text(json.dumps(cfg), encoding="utf-8")
+    assert main(["train", "--resume", str(run), "--steps", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "width must be between 8 and" in err and "200000" in err and "Traceback" not in err
+    assert sorted(p.name for p in (run / "state").iterdir()) == before  # nothing trained
+
+    studio_json = run / "model" / "studio.json"
+    meta = json.loads(studio_json.read_text(encoding="utf-8"))
+    meta["config"]["width"] = 200000
+    studio_json.write_text(json.dumps(meta), encoding="utf-8")
+    from studio.core.errors import StudioError
+    from studio.models.registry import load_model
+
+    with pytest.raises(StudioError, match="width must be between 8 and 256, not 200000"):
+        load_model(run / "model")
+    # Sampling falls back to the newest checkpoint, whose settings are intact.
+    assert main(["sample", "--run", str(run), "-n", "1", "--out", str(tmp_path / "g.png")]) == 0

@@ -181,3 +181,93 @@ def test_config_json_is_plain_json_and_names_versions(data_dir, tmp_path):
     data = json.loads((tmp_path / "run" / "config.json").read_text())
     assert data["versions"]["torch"] == torch.__version__
     assert data["model"]["latent_dim"] == 16
+
+
+def test_a_nan_only_in_a_batchnorm_statistic_fails_the_run_and_keeps_the_good_checkpoints(
+    data_dir, tmp_path, monkeypatch
+):
+    """Every loss stays finite (training uses batch statistics) while a running mean is NaN:
+    the run still stops, names the tensor, keeps the last good checkpoints and model/."""
+    from studio.models.gan.dcgan import DCGAN
+
+    real_step = DCGAN.train_step
+    poisoned_buffer: list[str] = []
+
+    def poisoned(self, batch, ctx):
+        out = real_step(self, batch, ctx)
+        if ctx.step == 12:
+            name, buf = next((n, b) for n, b in self.named_buffers() if n.endswith("running_mean"))
+            buf[0] = float("nan")
+            poisoned_buffer.append(name)
+        return out
+
+    monkeypatch.setattr(DCGAN, "train_step", poisoned)
+    run = RunFolder(tmp_path / "run")
+    out = train(run.path, config(data_dir, steps=30, checkpoint_every=5, sample_every=5))
+    assert out.status is Status.FAILED, out.error
+    assert "diverged at step 15" in out.error and poisoned_buffer[0] in out.error
+    assert "step 10" in out.error
+    assert [p.name for p in ckpt.list_checkpoints(run.state_dir)] == ["step_00000005", "step_00000010"]
+    for folder in [*ckpt.list_checkpoints(run.state_dir), run.model_dir]:
+        for file in folder.glob("*.safetensors"):
+            tensors = ckpt.load_file(str(file))
+            assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()), file
+    assert [p.name for p in run.sample_grids()][-1] == "step_00000010.png"  # no black grid
+
+
+def test_a_checkpoint_is_never_written_with_a_nan_anywhere(tmp_path):
+    """Parameters, buffers and optimizer state are all checked before a checkpoint counts."""
+    from studio.core.errors import NonFiniteLoss
+    from studio.models.base import Batch, StepContext
+    from studio.models.gan.dcgan import DCGAN, DCGANConfig
+
+    model = DCGAN(DCGANConfig(resolution=8, latent_dim=4, width=4))
+    model.configure_optimizers()
+    gen = torch.Generator().manual_seed(0)
+    model.train_step(Batch(torch.rand(4, 3, 8, 8, generator=gen) * 2 - 1), StepContext(step=0, generator=gen))
+    ckpt.save_checkpoint(tmp_path, model, 1, {})
+    opt = next(iter(model.optimizers.values()))
+    state = next(iter(opt.state.values()))
+    state["exp_avg_sq"].view(-1)[0] = float("inf")
+    with pytest.raises(NonFiniteLoss, match="exp_avg_sq of"):
+        ckpt.save_checkpoint(tmp_path, model, 2, {}, keep=1)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_00000001"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_engine_refuses_a_non_empty_folder_that_is_not_a_run(data_dir, tmp_path):
+    """Issue 15.3, for the window too: train_job itself writes only into a new or empty folder."""
+    out = tmp_path / "mine"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "model.safetensors").write_bytes(b"my weights")
+    (out / "metrics.jsonl").write_bytes(b"my notes\n")
+    result = train(out, config(data_dir, steps=2))
+    assert result.status is Status.FAILED and "not empty and is not a Studio run" in result.error
+    assert (out / "model" / "model.safetensors").read_bytes() == b"my weights"
+    assert (out / "metrics.jsonl").read_bytes() == b"my notes\n"
+    assert sorted(p.name for p in out.rglob("*")) == ["metrics.jsonl", "model", "model.safetensors"]
+
+    (tmp_path / "a-file").write_bytes(b"x")
+    assert "not a folder" in train(tmp_path / "a-file", config(data_dir, steps=2)).error
+
+    empty = tmp_path / "empty-run"
+    empty.mkdir()  # an existing empty folder is fine
+    assert train(empty, config(data_dir, steps=2, sample_every=1000)).ok
+    again = train(empty, config(data_dir, steps=2))
+    assert again.status is Status.FAILED and "already holds a run" in again.error
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("checkpoint_every", 0), ("log_every", 0), ("sample_every", 0), ("batch_size", 0),
+     ("steps", -5), ("batch_size", -3), ("accumulate", 0), ("lr_schedule", "fast"),
+     ("holdout_fraction", 2.0), ("device", "gpu")],
+)  # fmt: skip
+def test_the_engine_checks_every_option_before_the_folder_exists(data_dir, tmp_path, setting, value):
+    """Issue 15.10: the window's path (train_job) validates like the command line."""
+    out = tmp_path / "run"
+    result = train(out, config(data_dir, **{setting: value}))
+    assert result.status is Status.FAILED
+    assert result.error.startswith(f"{setting} must be") and repr(value) in result.error
+    assert result.details is None or "ZeroDivisionError" not in result.details
+    assert not out.exists()

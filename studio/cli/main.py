@@ -15,6 +15,7 @@ from studio import __version__
 from studio.cli import compare as compare_cli
 from studio.cli import generate as generate_cli
 from studio.cli import inpaint as inpaint_cli
+from studio.core import options
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Outcome, Status, run_sync
 from studio.core.paths import demo_dir, runs_dir
@@ -53,16 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", parents=[common], help="train a model, or resume a run",
                        description="Train a new run from an image folder, or resume one.")
-    p.add_argument("--family", default="gan.dcgan", help="model key (see 'studio families')")
-    p.add_argument("--data", help="image folder ('demo' = the built-in demo dataset)")
-    p.add_argument("--resolution", type=int, choices=(32, 64, 128), default=32)
-    p.add_argument("--steps", type=int, help="total steps to reach (default 2000 for a new run)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
-    p.add_argument("--sample-every", type=int, default=100, help="steps between sample grids")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--log-every", type=int, default=10, help="steps between metric records")
+    add_train_flags(p)
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="a model setting, e.g. --set latent_dim=64 --set lr_g=1e-4")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
@@ -102,6 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", parents=[common], help="list run folders")
     p.add_argument("--dir", help=f"runs folder (default {runs_dir()})")
     return parser
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """``studio train``'s own flags, from the options declared in :mod:`studio.core.options`.
+
+    Every flag defaults to None, so a resume can tell what was given; the declared defaults
+    fill in a new run's config."""
+    spec = options.BY_NAME
+    p.add_argument("--family", help=f"{spec['family'].help} (default {spec['family'].default})")
+    p.add_argument("--data", help=spec["data"].help)
+    p.add_argument("--resolution", type=int, choices=options.RESOLUTIONS,
+                   help=f"{spec['resolution'].help} (default {spec['resolution'].default})")
+    p.add_argument("--steps", type=int, help=f"total steps to reach (default "
+                   f"{spec['steps'].default} for a new run)")
+    for opt in options.FLAG_OPTIONS:
+        if opt.type is bool:
+            p.add_argument(opt.flag, dest=opt.name, action="store_const", const=not opt.default,
+                           help=f"{'no ' if opt.default else ''}{opt.help}")
+        else:
+            p.add_argument(opt.flag, dest=opt.name, type=opt.type,
+                           help=f"{opt.help} (default {opt.default})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,13 +219,11 @@ def parse_settings(family_key: str, pairs: list[str]) -> dict[str, Any]:
         except ValueError:
             raise StudioError(f"--set {pair!r}: {raw!r} is not a valid {type(default).__name__}") from None
         meta = fields[name].metadata
-        choices, lo, hi = meta.get("choices"), meta.get("minimum"), meta.get("maximum")
-        if choices and value not in choices:
-            raise StudioError(f"--set {pair!r}: choose one of {', '.join(map(str, choices))}")
-        if not isinstance(value, (bool, str)) and (
-            (lo is not None and value < lo) or (hi is not None and value > hi)
-        ):
-            raise StudioError(f"--set {pair!r}: {name} must be between {lo:g} and {hi:g}")
+        try:
+            options.check_setting(name, value, minimum=meta.get("minimum"),
+                                  maximum=meta.get("maximum"), choices=meta.get("choices"))
+        except options.SettingError as err:
+            raise StudioError(f"--set {pair!r}: {err}") from None
         out[name] = value
     return out
 
@@ -222,7 +233,7 @@ def parse_settings(family_key: str, pairs: list[str]) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from studio.core.paths import cache_dir
-    from studio.engine.runs import TrainConfig, new_run_path
+    from studio.engine.runs import RunFolder, TrainConfig, new_run_path
     from studio.engine.speed import parse_options
     from studio.engine.train import train_job
 
@@ -230,6 +241,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.option:
             raise StudioError("--option sets up a new run; a resumed run keeps the options it began with")
+        if args.steps is not None:
+            options.check_option(options.BY_NAME["steps"], args.steps)
         job = train_job(args.resume, token, None, steps=args.steps, cache_dir=cache_dir(),
                         device_override=None if args.device == "auto" else args.device)
         out = Path(args.resume)
@@ -238,24 +251,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise StudioError("train needs --data DIR (or --data demo), or --resume RUN")
         from studio.models.registry import FAMILIES
 
-        if args.family not in FAMILIES:
-            raise StudioError(f"unknown family {args.family!r}; see 'studio families'")
-        config = TrainConfig(
-            family=args.family,
-            data=str(Path(resolve_data(args.data)).expanduser().resolve()),
-            resolution=args.resolution,
-            batch_size=args.batch_size,
-            steps=args.steps if args.steps is not None else 2000,
-            seed=args.seed,
-            flip=not args.no_flip,
-            sample_every=args.sample_every,
-            checkpoint_every=args.checkpoint_every,
-            log_every=args.log_every,
-            device=args.device,
-            model=parse_settings(args.family, args.set),
-            **parse_options(args.option),
+        family = args.family or options.BY_NAME["family"].default
+        if family not in FAMILIES:
+            raise StudioError(f"unknown family {family!r}; see 'studio families'")
+        given = {
+            name: getattr(args, name)
+            for name in ("resolution", "steps", *(o.name for o in options.FLAG_OPTIONS))
+            if getattr(args, name) is not None
+        }
+        config = TrainConfig(family=family, data=args.data, device=args.device.strip().lower(),
+                             model=parse_settings(family, args.set), **given,
+                             **parse_options(args.option))
+        config.check()  # every option in range before anything is written
+        out = Path(args.out) if args.out else new_run_path(runs_dir(), family)
+        RunFolder(out).check_new()  # before the demo dataset is made, say
+        config = dataclasses.replace(
+            config, data=str(Path(resolve_data(args.data)).expanduser().resolve())
         )
-        out = Path(args.out) if args.out else new_run_path(runs_dir(), args.family)
         job = train_job(out, token, config, cache_dir=cache_dir())
     result = run_job(job, token, graceful=True)
     state = "stopped early" if result.stopped_early else "done"

@@ -34,6 +34,7 @@ PRECISION_CHOICES = ("auto", "bf16", "fp16", "fp32")
 COMPILE_CHOICES = ("off", "auto", "on")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+RESOLUTIONS = (32, 64, 128)  # the sizes the command line and the window offer
 
 # -- diffusion samplers (studio.models.diffusion.samplers builds them) -------------------------
 SAMPLERS = ("ddpm", "ddim", "dpm++")
@@ -90,7 +91,7 @@ _ON_OFF = dict(choices=AUTO_ON_OFF)
 OPTIONS: tuple[Option, ...] = (
     _o("family", "gan.dcgan", "model key (see 'studio families')", cli=OTHER),
     _o("data", "", "image folder ('demo' = the built-in demo dataset)", cli=OTHER),
-    _o("resolution", 32, "image size the model trains at (32, 64 or 128 from the command line)",
+    _o("resolution", 32, "image size in pixels the model trains at",
        minimum=8, maximum=128, cli=OTHER),
     _o("steps", 2000, "Total training steps. Resuming a run trains on to this number.",
        label="Steps", minimum=1, maximum=10_000_000, main=True, cli=OTHER),

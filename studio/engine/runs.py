@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.core import atomic, options
-from studio.core.errors import CheckpointError
+from studio.core.errors import CheckpointError, StudioError
 
 
 class _TrainConfigMethods:
@@ -86,6 +86,23 @@ class RunFolder:
 
     def exists(self) -> bool:
         return self.config_path.is_file()
+
+    def check_new(self) -> None:
+        """Refuse to start a new run here unless the folder is missing or empty: a new run
+        writes model/, samples/ and metrics.jsonl, and must never overwrite or append to
+        files the studio did not write for this run."""
+        if self.exists():
+            raise StudioError(
+                f"{self.path} already holds a run; continue it with --resume (Resume in the "
+                "window) or choose a new folder."
+            )
+        if self.path.exists() and not self.path.is_dir():
+            raise StudioError(f"{self.path} is a file, not a folder; choose a new run folder.")
+        if self.path.is_dir() and any(self.path.iterdir()):
+            raise StudioError(
+                f"{self.path} is not empty and is not a Studio run; choose an empty or new "
+                "folder (nothing in it was changed)."
+            )
 
     # -- config ----------------------------------------------------------------------------
     def read_config(self) -> dict[str, Any]:

@@ -85,6 +85,15 @@ def build_model(
     return model
 
 
+def _check_config(config: TrainConfig, run: RunFolder, resuming: bool) -> None:
+    """Every option in its declared range (studio.core.options), or one clear message; a
+    resumed run's settings are read back from its config.json, which may have been edited."""
+    try:
+        config.check()
+    except StudioError as err:
+        raise StudioError(f"{run.config_path}: {err}" if resuming else str(err)) from None
+
+
 def prepare_dataset(
     data: str, resolution: int, cache_dir: Path | None = None
 ) -> Generator[Progress, None, ImageDataset]:
@@ -149,12 +158,13 @@ def _train(
     resuming = config is None
     if resuming:
         config = run.train_config()
-    elif run.exists():
-        raise StudioError(f"{run.path} already holds a run; resume it or choose a new folder.")
+    else:
+        run.check_new()  # missing or empty: never write over files that are not this run's
     if steps is not None:
         config = replace(config, steps=int(steps))
     if device_override:
         config = replace(config, device=device_override)
+    _check_config(config, run, resuming)  # every option in range before anything is written
     device = distributed.device or resolve_device(config.device)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes to it
 
