@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from studio.core import atomic
-from studio.core.errors import CheckpointError
+from studio.core.errors import CheckpointError, NonFiniteLoss
 from studio.models.base import GenerativeModel
 
 MANIFEST = "manifest.json"
@@ -63,6 +64,40 @@ def optimizer_from_flat(
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+# -- finiteness: every tensor a checkpoint would hold -------------------------------------------
+
+
+def nonfinite(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """The names of the floating-point tensors holding a NaN or an infinity (one host sync per
+    device)."""
+    groups: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, t in named:
+        if t.is_floating_point() or t.is_complex():
+            groups.setdefault(t.device, []).append((name, t))
+    bad: list[str] = []
+    for group in groups.values():
+        ok = torch.stack([torch.isfinite(t).all() for _, t in group]).tolist()
+        bad += [name for (name, _), good in zip(group, ok) if not good]
+    return bad
+
+
+def state_tensors(model: GenerativeModel) -> Iterable[tuple[str, torch.Tensor]]:
+    """Every tensor a checkpoint saves: parameters and buffers (batch-norm statistics, EMA
+    copies) and each optimizer's state, named for a message."""
+    yield from model.state_dict(keep_vars=False).items()
+    names = {id(p): n for n, p in model.named_parameters()}
+    for opt_name, opt in model.optimizers.items():
+        for param, entry in opt.state.items():
+            for key, value in entry.items():
+                if isinstance(value, torch.Tensor):
+                    yield f"{key} of {names.get(id(param), 'a parameter')} (optimizer {opt_name})", value
+
+
+def describe_names(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 # -- writing ---------------------------------------------------------------------------------
 
 
@@ -93,9 +128,12 @@ def save_checkpoint(
     state_dir: Path, model: GenerativeModel, step: int, trainer_state: dict[str, Any], keep: int = 2
 ) -> Path:
     """Write checkpoint ``step`` under ``state_dir``; return its folder."""
+    bad = nonfinite(state_tensors(model))
+    if bad:  # the trainer checks first; this keeps a non-finite checkpoint from ever counting
+        raise NonFiniteLoss(f"Not saving checkpoint {step}: {describe_names(bad)} hold NaN or infinite values.")
     state_dir.mkdir(parents=True, exist_ok=True)
     final = state_dir / checkpoint_name(step)
-    if final.exists() and is_complete(final):
+    if final.exists() and is_complete(final, verify_hashes=True):
         return final  # already saved at this step (a stop right after a periodic save)
     partial = state_dir / f".{final.name}.partial"
     if partial.exists():
