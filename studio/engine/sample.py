@@ -14,6 +14,7 @@ from studio.core.imaging import make_grid
 from studio.core.jobs import Progress
 from studio.engine import checkpoint as ckpt
 from studio.engine.device import cpu_generator, resolve_device
+from studio.engine.finite import check_finite
 from studio.engine.runs import RunFolder
 from studio.models.base import MODEL_CONFIG, GenerativeModel, images_to_uint8
 from studio.models.registry import get_family, load_model
@@ -28,6 +29,7 @@ def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> G
         try:
             model = load_model(run.model_dir, device=device)
             model.eval()
+            _check_finite(model, run.path, "model/")
             return model
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             fallback_reason = str(err)
@@ -41,7 +43,17 @@ def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> G
     model = family(family.Config.from_dict(meta["model_config"])).to(device)
     ckpt.load_checkpoint(latest, model, restore_rng=False)
     model.eval()
+    _check_finite(model, run.path, f"state/{latest.name}/")
     return model
+
+
+def _check_finite(model: GenerativeModel, run: Path, where: str) -> None:
+    """Refuse weights holding a NaN or an infinity: they sample a black grid."""
+    check_finite(
+        {"": model},
+        f"The run {run.name} ({where})",
+        "train it again, or resume it from a checkpoint saved before the values broke.",
+    )
 
 
 def sample_job(

@@ -29,7 +29,9 @@ from studio.core.errors import StudioError
 if TYPE_CHECKING:
     import torch
 
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
+MAX_TENSORS = 50_000  # 20 times an SDXL checkpoint (~2,500); parsing more takes seconds and GBs
+MIN_PICKLE_TORCH = (2, 6)  # weights_only in older torch could be made to run code
 _DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
     "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -154,7 +156,11 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
                 raise _corrupt(path, f"the file is only {size} bytes")
             (n,) = struct.unpack("<Q", prefix)
             if n > MAX_HEADER_BYTES:
-                raise _corrupt(path, f"its header claims {n:,} bytes, more than any real model has")
+                raise _corrupt(
+                    path,
+                    f"its header claims {n:,} bytes, more than the {MAX_HEADER_BYTES:,} the "
+                    "safetensors format allows",
+                )
             if n > size - 8:
                 raise _corrupt(
                     path, f"its header claims {n:,} bytes but the file holds {size - 8:,}"
@@ -162,15 +168,25 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
             raw = fh.read(n)
     except OSError as err:
         raise ModelFileError(f"Cannot read {path.name}: {err.strerror or err}.", path) from err
+    # Counted before parsing, as objects (each tensor is one, however its keys are spelled):
+    # a header of 100 MB can describe millions of tensors.
+    if raw.count(b"{") > MAX_TENSORS + 2:
+        raise _corrupt(path, f"its header lists more than {MAX_TENSORS:,} tensors")
     try:
         header = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise _corrupt(path, "its header nests too deeply to be a table of tensors") from None
     except (UnicodeDecodeError, ValueError):
         raise _corrupt(path, "its header is not valid JSON") from None
     if not isinstance(header, dict):
         raise _corrupt(path, "its header is not a table of tensors")
+    if len(header) > MAX_TENSORS + 1:
+        raise _corrupt(path, f"its header lists more than {MAX_TENSORS:,} tensors")
     metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise _corrupt(path, "its metadata is not a table")
+    if not isinstance(metadata, dict) or not all(
+        isinstance(v, str) for v in metadata.values()
+    ):
+        raise _corrupt(path, "its metadata is not a table of strings")
     data_bytes = size - 8 - n
     tensors: dict[str, TensorInfo] = {}
     for name, spec in header.items():
@@ -248,10 +264,28 @@ def read_state_dict(
     )
 
 
+def require_safe_torch() -> None:
+    """Refuse to read any pickle on a torch whose weights-only mode can be tricked into running
+    code (before 2.6); Studio never reads a pickle any other way."""
+    import torch
+
+    found = tuple(int(p) for p in re.findall(r"\d+", torch.__version__)[:2])
+    if found < MIN_PICKLE_TORCH:
+        need = ".".join(map(str, MIN_PICKLE_TORCH))
+        raise UnsafeModelError(
+            f"Studio reads pickled checkpoints only with PyTorch {need} or newer, because the "
+            f"restricted weights-only mode of older versions can be made to run code; this is "
+            f"PyTorch {torch.__version__}, so upgrade it or use a .safetensors version of the "
+            "model."
+        )
+
+
 def _weights_only_load(path: Path, fmt: FileFormat) -> dict[str, torch.Tensor]:
     import pickle
 
     import torch
+
+    require_safe_torch()
 
     # torch.load picks safetensors by a ".safetensors" name; a file object keeps it on content.
     by_name = path.suffix.lower() != ".safetensors"
@@ -329,94 +363,10 @@ def save_state_dict_safetensors(
 
 # -- folders ----------------------------------------------------------------------------------
 
-_SAFE_LIBRARIES = frozenset({"diffusers", "transformers"})
-_CODE_KEYS = ("auto_map", "custom_pipeline")
-_CODE_SUFFIXES = (".py", ".pyc", ".pyd", ".so")
-_MAX_JSON_BYTES = 20 * 1024 * 1024
-
-
-def _walk(folder: Path, depth: int = 2) -> list[Path]:
-    """Files in ``folder`` and its subfolders, ``depth`` levels down (diffusers reads one)."""
-    out: list[Path] = []
-    try:
-        children = list(folder.iterdir())
-    except OSError:
-        return out
-    for child in children:
-        if child.is_dir() and not child.is_symlink():
-            if depth > 0:
-                out.extend(_walk(child, depth - 1))
-        else:
-            out.append(child)
-    return out
-
 
 def check_folder_code(folder: str | os.PathLike[str]) -> None:
-    """Refuse a diffusers folder that ships code or asks for code to be run.
+    """Refuse a diffusers folder that ships code or asks for code to be run; see
+    :mod:`studio.engine.prompt.folder_code` for what is checked."""
+    from studio.engine.prompt.folder_code import check_folder_code as check
 
-    Refused: any Python file (or compiled module) in the folder or its component subfolders;
-    a ``model_index.json`` component whose library is neither diffusers nor transformers; an
-    ``auto_map`` or ``custom_pipeline`` key in any JSON config. Nothing in the folder is imported.
-    """
-    folder = Path(folder)
-    files = _walk(folder)
-    code = sorted(str(p.relative_to(folder)) for p in files if p.suffix.lower() in _CODE_SUFFIXES)
-    if code:
-        shown = ", ".join(code[:3]) + (" ..." if len(code) > 3 else "")
-        raise UnsafeModelError(
-            f"{folder.name} is refused: it ships Python code ({shown}), and Studio never runs "
-            "code that comes with a model. Use a plain diffusers folder (configs and weights only).",
-            folder,
-        )
-    for p in files:
-        if p.suffix.lower() != ".json" or p.stat().st_size > _MAX_JSON_BYTES:
-            continue
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError):
-            continue  # a broken config fails when it is loaded, with diffusers' message
-        if isinstance(data, dict):
-            for key in _CODE_KEYS:
-                if key in data:
-                    raise UnsafeModelError(
-                        f"{folder.name} is refused: {p.relative_to(folder)} asks for custom code "
-                        f"({key!r}), and Studio never runs code that comes with a model.",
-                        folder,
-                    )
-    index = folder / "model_index.json"
-    if index.is_file():
-        _check_model_index(folder, index)
-
-
-def _check_model_index(folder: Path, index: Path) -> None:
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise CorruptModelFile(
-            f"{folder.name}/model_index.json is damaged ({err}); {_REPAIR}.", folder
-        ) from err
-    if not isinstance(data, dict):
-        raise CorruptModelFile(f"{folder.name}/model_index.json is not a table; {_REPAIR}.", folder)
-    for name, value in data.items():
-        if name.startswith("_") or not isinstance(value, list) or len(value) != 2:
-            continue
-        library = value[0]
-        if library is None or library in _SAFE_LIBRARIES or _is_diffusers_pipeline_module(library):
-            continue
-        raise UnsafeModelError(
-            f"{folder.name} is refused: its component {name!r} comes from {library!r}, not from "
-            "diffusers or transformers, and loading it would run code that is not part of them.",
-            folder,
-        )
-
-
-def _is_diffusers_pipeline_module(name: Any) -> bool:
-    """``["stable_diffusion", "StableDiffusionSafetyChecker"]``: a module of diffusers itself."""
-    import importlib.util
-
-    if not isinstance(name, str) or not name.isidentifier():
-        return False
-    try:
-        return importlib.util.find_spec(f"diffusers.pipelines.{name}") is not None
-    except (ImportError, ValueError):
-        return False
+    check(folder)

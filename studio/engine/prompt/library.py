@@ -130,7 +130,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _weight_files(folder: Path) -> list[Path]:
+def weight_files(folder: Path) -> list[Path]:
     """Weight files diffusers would load: in component subfolders, preferring non-variant ones.
 
     A variant (``diffusion_pytorch_model.fp16.safetensors``) counts only when its folder has no
@@ -179,7 +179,7 @@ def inspect_folder(folder: Path) -> ModelEntry:
         arch = "sd1"
     else:
         arch = "unknown"
-    weights = _weight_files(folder)
+    weights = weight_files(folder)
     size = sum(p.stat().st_size for p in weights)
     dtypes: set[str] = set()
     pickled = False
@@ -291,6 +291,11 @@ def inspect_model(path: str | os.PathLike[str]) -> ModelEntry:
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise StudioError(f"{path} does not exist.")
+    if not (path.is_file() or path.is_dir()):  # never opened: a FIFO would block forever
+        raise StudioError(
+            f"{path.name} is not a regular file (a pipe, socket or device); choose a model file "
+            "or folder."
+        )
     if path.is_file():
         return inspect_file(path)
     if (path / "model_index.json").is_file():

@@ -28,12 +28,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import pickle
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress
+from studio.engine.finite import check_finite
 from studio.engine.prompt import files
 from studio.engine.prompt.library import ModelEntry, inspect_model
 from studio.engine.prompt.modes import IMAGE_ONLY_ARCHS, check_mode
@@ -215,6 +217,11 @@ def load_pipeline_job(
         # A pickle is listed as "unknown" until it is read: say what it turned out to be.
         entry = dataclasses.replace(entry, arch=arch, inpainting=inpainting)
     token.check()
+    yield Progress("load", 2, 3, f"Checking the weights of {entry.name}")
+    check_finite(
+        pipe.components, entry.name, "the file is damaged: re-download or re-export it."
+    )
+    token.check()
     yield Progress("load", 2, 3, f"Moving {entry.name} to {device}")
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -243,15 +250,49 @@ def _load_folder(entry: ModelEntry, task: str, dtype: Any, allow_pickle: bool) -
     if not _is_xl(cls):
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
+    if fresh.needs_consent:
+        files.require_safe_torch()
     with offline():
         try:
             return cls.from_pretrained(str(folder), **kwargs)
+        except pickle.UnpicklingError:
+            # weights-only loading refused a pickled file: say which, never torch's advice to
+            # load it unsafely
+            raise _unsafe_pickle_in(folder) from None
         except (OSError, ValueError) as err:
             raise StudioError(
                 f"{entry.name} could not be loaded: {_first_line(err)}. Check that the folder "
                 "is a complete diffusers Stable Diffusion model (model_index.json, unet/, vae/, "
                 "text_encoder/, tokenizer/, scheduler/)."
             ) from err
+
+
+def _unsafe_pickle_in(folder: Path) -> StudioError:
+    """The refusal of the pickled weights file in ``folder`` that needs code to load."""
+    from studio.engine.prompt.library import weight_files
+
+    for path in weight_files(folder):
+        if files.sniff_format(path).is_pickle:
+            try:
+                files.read_state_dict(path, allow_pickle=True)
+            except files.UnsafeModelError as err:
+                return files.UnsafeModelError(
+                    f"{folder.name} is refused: {path.relative_to(folder)} {_after_name(err)}",
+                    folder,
+                )
+            except files.ModelFileError:
+                continue
+    return files.UnsafeModelError(
+        f"{folder.name} is refused: one of its pickled weights files needs code to load, not just "
+        "tensors. Use a .safetensors version of this model.",
+        folder,
+    )
+
+
+def _after_name(err: BaseException) -> str:
+    """"needs code to load ..." from "model.bin needs code to load ..."."""
+    text = str(err)
+    return text.split(" ", 1)[1] if " " in text else text
 
 
 def _first_line(err: BaseException) -> str:
@@ -285,10 +326,28 @@ def _load_single_file(
                     f"{_first_line(err)}. Check that the config belongs to the same kind of model "
                     f"({kind})."
                 ) from err
+            except Exception as err:
+                if type(err).__name__ == "SingleFileComponentError":  # a part without weights
+                    raise _missing_component(file, err) from None
+                raise
         _check_all_weights_loaded(pipe, file, config, kind)
         return pipe, prepared.arch, prepared.inpainting
     finally:
         prepared.discard()
+
+
+def _missing_component(file: Path, err: BaseException) -> StudioError:
+    """diffusers' "Failed to load CLIPTextModel. Weights for this component appear to be
+    missing" as one sentence."""
+    import re
+
+    match = re.search(r"Failed to load (\w+)", str(err))
+    part = {"CLIPTextModel": "text encoder", "CLIPTextModelWithProjection": "second text encoder"}
+    what = part.get(match.group(1), match.group(1)) if match else "one of its parts"
+    return StudioError(
+        f"{file.name} does not hold the weights of its {what}, so it is not a whole Stable "
+        "Diffusion checkpoint; use a file that holds the whole model (UNet, VAE and text encoder)."
+    )
 
 
 def _check_all_weights_loaded(pipe: Any, file: Path, config: Path, kind: str) -> None:
