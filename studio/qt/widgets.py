@@ -12,12 +12,12 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
-    QSpinBox,
     QToolButton,
     QWidget,
 )
 
 from studio.qt.imaging import numpy_to_qimage
+from studio.qt.seed_box import MAX_SEED, SeedBox
 
 
 class Banner(QFrame):
@@ -123,7 +123,8 @@ class ImageView(QWidget):
         painter.drawImage(target, self._image)
 
 
-MAX_SEED = 2**31 - 1  # a spin box holds an int32; the engine accepts any 63-bit seed
+#: *New* draws seeds up to this, as AUTOMATIC1111 does; the box holds any seed to MAX_SEED.
+RANDOM_SEED_MAX = 2**32 - 1
 
 
 class SeedRow(QHBoxLayout):
@@ -131,7 +132,7 @@ class SeedRow(QHBoxLayout):
 
     def __init__(self) -> None:
         super().__init__()
-        self.spin = QSpinBox()
+        self.spin = SeedBox()
         self.spin.setRange(0, MAX_SEED)
         self.lock = QCheckBox("Lock")
         self.lock.setToolTip("Keep this seed; unlocked, every Generate draws a new one")
@@ -144,4 +145,4 @@ class SeedRow(QHBoxLayout):
         self.addWidget(self.dice)
 
     def randomise(self) -> None:
-        self.spin.setValue(random.randint(0, MAX_SEED))
+        self.spin.setValue(random.randint(0, RANDOM_SEED_MAX))

@@ -55,19 +55,25 @@ class RecallMixin:
         skipped = [
             k for k in ("seed", "width", "height", "steps") if k in metadata and k not in names
         ]
+        unrestored = [str(line) for line in metadata.get("unrestored") or ()]
+        warnings = []
         if skipped:
-            self.banner.show_message(
+            warnings.append(
                 f"Settings restored from {source}, except {', '.join(skipped)}: out of the range "
-                "this workspace takes, so the same image cannot be made here.",
-                "warning",
+                "this workspace takes, so the same image cannot be made here."
             )
         elif model and not self.model_list.select(str(model)):
             name = metadata.get("model_name") or Path(str(model)).name
-            self.banner.show_message(
+            warnings.append(
                 f"Settings restored from {source}, but its model {name} is not in the list: "
-                "add it (Add folder… / Add file…) to generate the same image.",
-                "warning",
+                "add it (Add folder… / Add file…) to generate the same image."
             )
+        if unrestored:
+            warnings.append(
+                f"Not restored (this studio has no such setting): {'; '.join(unrestored)}."
+            )
+        if warnings:
+            self.banner.show_message(" ".join(warnings), "warning")
         else:
             self.banner.clear()
         self.status_label.setText(text)
