@@ -184,3 +184,39 @@ def test_saved_files_and_folders_get_ordinary_permissions(tmp_path, mask):
         if mode != (0o777 if (tmp_path / name).is_dir() else 0o666) & ~mask
     }  # fmt: skip
     assert not wrong
+
+
+def test_load_latest_falls_back_past_corrupt_incomplete_and_non_finite_checkpoints(tmp_path):
+    model = tiny_gan()
+    for s in range(1, 5):
+        ckpt.save_checkpoint(tmp_path, model, s, {}, keep=5)
+    # step 4: one flipped byte; step 3: no manifest; step 2: NaN weights with a valid manifest
+    # (as a version that did not check them could write).
+    data = bytearray((tmp_path / "step_00000004" / "optim_d.safetensors").read_bytes())
+    data[-3] ^= 0x10
+    (tmp_path / "step_00000004" / "optim_d.safetensors").write_bytes(bytes(data))
+    (tmp_path / "step_00000003" / ckpt.MANIFEST).unlink()
+    two = tmp_path / "step_00000002"
+    weights = ckpt.load_file(str(two / "model.safetensors"))
+    name = next(k for k in weights if k.endswith("running_var"))
+    weights[name][0] = float("nan")
+    ckpt.save_file(weights, str(two / "model.safetensors"))
+    manifest = json.loads((two / ckpt.MANIFEST).read_text())
+    manifest["files"]["model.safetensors"] = {
+        "size": (two / "model.safetensors").stat().st_size,
+        "sha256": ckpt._sha256(two / "model.safetensors"),
+    }
+    (two / ckpt.MANIFEST).write_text(json.dumps(manifest))
+
+    other = tiny_gan(seed=1)
+    meta, skipped = ckpt.load_latest(tmp_path, other)
+    assert meta["step"] == 1
+    assert skipped == [
+        "Skipped checkpoint step_00000004 is corrupt (optim_d.safetensors does not match its "
+        "checksum); resuming from step_00000001.",
+        "Skipped checkpoint step_00000003 is incomplete (no manifest: the save did not finish); "
+        "resuming from step_00000001.",
+        f"Skipped checkpoint step_00000002 is not finite (NaN or infinite values in {name}); "
+        "resuming from step_00000001.",
+    ]
+    assert ckpt.load_latest(tmp_path / "none", other) == (None, [])

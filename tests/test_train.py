@@ -271,3 +271,41 @@ def test_the_engine_checks_every_option_before_the_folder_exists(data_dir, tmp_p
     assert result.error.startswith(f"{setting} must be") and repr(value) in result.error
     assert result.details is None or "ZeroDivisionError" not in result.details
     assert not out.exists()
+
+
+def flip_a_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint_and_says_so(data_dir, tmp_path, capsys):
+    """One flipped byte in the newest checkpoint: resume uses the intact one beside it, and the
+    command line prints which checkpoint was skipped and why."""
+    from studio.cli.main import main
+
+    run = RunFolder(tmp_path / "run")
+    assert train(run.path, config(data_dir, steps=10, checkpoint_every=5)).ok
+    flip_a_byte(run.state_dir / "step_00000010" / "model.safetensors")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run.path), "--steps", "12"]) == 0
+    printed = capsys.readouterr()
+    assert (
+        "Skipped checkpoint step_00000010 is corrupt (model.safetensors does not match its "
+        "checksum); resuming from step_00000005." in printed.out + printed.err
+    )
+    assert [r["step"] for r in losses(run.path)] == list(range(1, 13))  # steps 6-10 trained again
+    # Step 10 was saved again over the corrupt copy; everything kept verifies.
+    assert [p.name for p in ckpt.list_checkpoints(run.state_dir)] == ["step_00000010", "step_00000012"]
+    assert all(ckpt.is_complete(p, verify_hashes=True) for p in ckpt.list_checkpoints(run.state_dir))
+
+
+def test_resume_with_no_usable_checkpoint_fails_naming_each(data_dir, tmp_path):
+    run = RunFolder(tmp_path / "run")
+    assert train(run.path, config(data_dir, steps=10, checkpoint_every=5)).ok
+    for name in ["step_00000005", "step_00000010"]:
+        flip_a_byte(run.state_dir / name / "model.safetensors")
+    out = train(run.path, None, steps=12)
+    assert out.status is Status.FAILED
+    assert "No checkpoint" in out.error and "step_00000005 is corrupt" in out.error
+    assert "step_00000010 is corrupt" in out.error

@@ -201,17 +201,30 @@ def list_checkpoints(state_dir: Path) -> list[Path]:
 
 
 def is_complete(folder: Path, verify_hashes: bool = False) -> bool:
+    return problem(folder, verify_hashes) is None
+
+
+def problem(folder: Path, verify_hashes: bool = True) -> str | None:
+    """Why ``folder`` is not a whole checkpoint (a short phrase), or None when it is."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        for name, entry in manifest["files"].items():
+        files = manifest["files"]
+    except FileNotFoundError:
+        return "incomplete (no manifest: the save did not finish)"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "corrupt (its manifest cannot be read)"
+    try:
+        for name, entry in files.items():
             path = folder / name
             if path.stat().st_size != entry["size"]:
-                return False
+                return f"incomplete or corrupt ({name} has the wrong size)"
             if verify_hashes and _sha256(path) != entry["sha256"]:
-                return False
-        return True
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+                return f"corrupt ({name} does not match its checksum)"
+    except FileNotFoundError as err:
+        return f"incomplete ({Path(str(err.filename)).name} is missing)"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"unreadable ({err})"
+    return None
 
 
 def latest_checkpoint(state_dir: Path) -> Path | None:
@@ -229,10 +242,36 @@ def read_trainer_state(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"Cannot read the checkpoint at {folder}: {err}") from err
 
 
+def load_latest(
+    state_dir: Path, model: GenerativeModel, restore_rng: bool = True
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """Restore the newest checkpoint that verifies and holds only finite values; return its
+    trainer.json (None when ``state_dir`` holds no checkpoint) and one line per newer checkpoint
+    skipped, saying why. Raise CheckpointError when there are checkpoints and none can be used."""
+    skipped: list[str] = []  # "step_00000030 is corrupt (...)"
+    for folder in reversed(list_checkpoints(state_dir)):
+        why = problem(folder, verify_hashes=True)
+        if why is None:
+            meta = _restore(folder, model, restore_rng)
+            bad = nonfinite(state_tensors(model))
+            if not bad:
+                return meta, [f"Skipped checkpoint {s}; resuming from {folder.name}." for s in skipped]
+            why = f"not finite (NaN or infinite values in {describe_names(bad)})"
+        skipped.append(f"{folder.name} is {why}")
+    if skipped:
+        raise CheckpointError(f"No checkpoint in {state_dir} can be used: {'; '.join(skipped)}.")
+    return None, []
+
+
 def load_checkpoint(folder: Path, model: GenerativeModel, restore_rng: bool = True) -> dict[str, Any]:
     """Restore model, optimizers, family state and RNG from ``folder``; return trainer.json."""
-    if not is_complete(folder, verify_hashes=True):
-        raise CheckpointError(f"The checkpoint at {folder} is incomplete or corrupt.")
+    why = problem(folder, verify_hashes=True)
+    if why is not None:
+        raise CheckpointError(f"The checkpoint at {folder} is incomplete or corrupt: {why}.")
+    return _restore(folder, model, restore_rng)
+
+
+def _restore(folder: Path, model: GenerativeModel, restore_rng: bool) -> dict[str, Any]:
     meta = read_trainer_state(folder)
     device = model.device
     try:

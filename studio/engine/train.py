@@ -184,9 +184,10 @@ def _train(
 
     start_step, trainer_state = 0, {}
     if resuming:
-        latest = ckpt.latest_checkpoint(run.state_dir)
-        if latest is not None:
-            meta = ckpt.load_checkpoint(latest, model)
+        meta, skipped = ckpt.load_latest(run.state_dir, model)  # the newest one that verifies
+        for line in skipped:
+            yield Progress("load", message=line)
+        if meta is not None:
             start_step, trainer_state = int(meta["step"]), dict(meta.get("trainer", {}))
         if is_main:
             run.truncate_metrics(start_step)
