@@ -180,9 +180,9 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
         raise _corrupt(path, "its header is not valid JSON") from None
     if not isinstance(header, dict):
         raise _corrupt(path, "its header is not a table of tensors")
-    if len(header) > MAX_TENSORS + 1:
-        raise _corrupt(path, f"its header lists more than {MAX_TENSORS:,} tensors")
     metadata = header.pop("__metadata__", None) or {}
+    if len(header) > MAX_TENSORS:
+        raise _corrupt(path, f"its header lists more than {MAX_TENSORS:,} tensors")
     if not isinstance(metadata, dict) or not all(
         isinstance(v, str) for v in metadata.values()
     ):
