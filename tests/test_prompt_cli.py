@@ -85,3 +85,42 @@ def test_unknown_model_is_an_error(tmp_path, capsys):
 def test_output_paths():
     assert output_paths("a/out.png", 1) == [Path("a/out.png")]
     assert output_paths("out", 2) == [Path("out-1.png"), Path("out-2.png")]
+
+
+def test_generate_takes_a_seed_beyond_32_bits_and_writes_it_as_a1111_does(model, tmp_path):
+    out = tmp_path / "big.png"
+    code = main(["generate", "--model", str(model), "--prompt", "a fox, at dawn", "--steps", "2",
+                 "--width", "16", "--height", "16", "--seed", "3000000000", "--scheduler",
+                 "euler_a", "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    assert read_png_metadata(out)["seed"] == 3_000_000_000
+    with Image.open(out) as img:
+        text = img.text["parameters"]
+    assert text.startswith("a fox, at dawn\n")
+    assert "Sampler: Euler a, " in text and "Seed: 3000000000, " in text
+
+
+def test_generate_settings_from_an_a1111_png_say_what_was_not_restored(model, tmp_path, capsys):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", (
+        "a castle\nNegative prompt: blurry\n"
+        "Steps: 2, Sampler: DPM++ SDE Karras, CFG scale: 3.5, Seed: 4000000000, Size: 16x24, "
+        f'Model: {model.name}, ControlNet 0: "Module: canny, Model: cn, Weight: 1", '
+        "Version: v1.9.4"
+    ))
+    Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=info)
+    out = tmp_path / "again.png"
+    code = main(["generate", "--settings-from", str(tmp_path / "a1111.png"), "--model",
+                 str(model), "--device", "cpu", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "not restored from a1111.png: Sampler: DPM++ SDE Karras (not available here)" in err
+    assert "not restored from a1111.png: ControlNet 0: Module: canny" in err
+    meta = read_png_metadata(out)
+    assert (meta["prompt"], meta["negative_prompt"], meta["seed"]) == ("a castle", "blurry", 4e9)
+    assert (meta["steps"], meta["guidance"], meta["width"], meta["height"]) == (2, 3.5, 16, 24)
+    # Without --settings-from, --model and --prompt are needed.
+    assert main(["generate", "--model", str(model), "--out", str(out)]) == 1
+    assert "--prompt is needed" in capsys.readouterr().err

@@ -38,13 +38,16 @@ def add_parser(
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="model folder or file, or a library id")
-    p.add_argument("--prompt", required=True, help="what to draw")
-    p.add_argument("--negative", default="", help="what to avoid (negative prompt)")
-    p.add_argument("--steps", type=int, default=30, help="sampler steps (default 30)")
-    p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale")
-    p.add_argument("--scheduler", choices=tuple(SCHEDULERS), default="dpmpp_2m")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first image (then +1, ...)")
+    p.add_argument("--model", help="model folder or file, or a library id")
+    p.add_argument("--prompt", help="what to draw")
+    p.add_argument("--settings-from", metavar="PNG",
+                   help="take the model, prompts, steps, guidance, sampler, seed and size from a "
+                   "PNG's settings (Studio's or AUTOMATIC1111's); options given here win")
+    p.add_argument("--negative", help="what to avoid (negative prompt)")
+    p.add_argument("--steps", type=int, help="sampler steps (default 30)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 7.5)")
+    p.add_argument("--scheduler", choices=tuple(SCHEDULERS), help="sampler (default dpmpp_2m)")
+    p.add_argument("--seed", type=int, help="seed of the first image (then +1, ...; default 0)")
     p.add_argument("--width", type=int, help="multiple of 8 (default 512, or the image's size)")
     p.add_argument("--height", type=int, help="multiple of 8 (default 512, or the image's size)")
     p.add_argument("--batch", type=int, default=1, help="how many images (seeds seed, seed+1, ...)")
@@ -89,6 +92,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from studio.engine.prompt.pngmeta import write_png
     from studio.engine.prompt.request import GenerateRequest, snap8
 
+    recalled = _settings_from(args.settings_from)
+    _fill(args, recalled)
     image = mask = None
     if args.mask and not args.image:
         raise StudioError("--mask needs --image: the picture the mask belongs to.")
@@ -103,8 +108,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr)
         mask = (soft >= 0.5).astype(np.uint8) * 255
     mode = "inpaint" if mask is not None else "img2img" if image is not None else "txt2img"
-    default_w = snap8(image.shape[1]) if image is not None else 512
-    default_h = snap8(image.shape[0]) if image is not None else 512
+    default_w = snap8(image.shape[1]) if image is not None else recalled.get("width", 512)
+    default_h = snap8(image.shape[0]) if image is not None else recalled.get("height", 512)
     run_size = _run_resolution(args.model)
     if image is None and run_size:  # a model trained here draws at its own size
         default_w = default_h = snap8(run_size)
@@ -145,6 +150,60 @@ def cmd_generate(args: argparse.Namespace) -> int:
         write_png(path, img, meta)
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
+
+
+_DEFAULTS = {"negative": "", "steps": 30, "guidance": 7.5, "scheduler": "dpmpp_2m", "seed": 0}
+#: ``studio generate`` option -> the metadata key a PNG's settings hold it under.
+_RECALLED = {
+    "model": "model",
+    "prompt": "prompt",
+    "negative": "negative_prompt",
+    "steps": "steps",
+    "guidance": "guidance",
+    "scheduler": "scheduler",
+    "seed": "seed",
+}
+
+
+def _settings_from(png: str | None) -> dict:
+    """The settings a PNG carries ({} without ``--settings-from``); what they hold that cannot
+    be used here is printed, one line each."""
+    if png is None:
+        return {}
+    from studio.core.errors import StudioError
+    from studio.core.safefiles import printable
+    from studio.engine.prompt.pngmeta import read_png_metadata
+
+    if not Path(png).is_file():
+        raise StudioError(f"--settings-from {printable(png)}: no such file.")
+    meta = read_png_metadata(png)
+    if not meta:
+        raise StudioError(
+            f"{printable(png)} carries no generation settings (only PNGs saved by Studio or "
+            "by tools that write a 'parameters' text do)."
+        )
+    for line in meta.get("unrestored") or ():
+        print(f"not restored from {printable(Path(png).name)}: {line}", file=sys.stderr)
+    return meta
+
+
+def _fill(args: argparse.Namespace, recalled: dict) -> None:
+    """Options not given take the recalled value, else their default; --model and --prompt
+    are needed from one or the other."""
+    from studio.core.errors import StudioError
+
+    for option, key in _RECALLED.items():
+        if getattr(args, option) is None and key in recalled:
+            setattr(args, option, recalled[key])
+    for option, default in _DEFAULTS.items():
+        if getattr(args, option) is None:
+            setattr(args, option, default)
+    missing = [f"--{name}" for name in ("model", "prompt") if getattr(args, name) is None]
+    if missing:
+        raise StudioError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} needed "
+            "(or --settings-from a PNG that holds them)."
+        )
 
 
 def _run_resolution(model: str) -> int | None:
