@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import sys
@@ -39,27 +38,6 @@ def no_tqdm_monitor() -> None:
     except ImportError:  # tqdm comes with huggingface_hub; without it there is no bar at all
         return
     tqdm.tqdm.monitor_interval = 0
-
-
-_heap_frozen = False
-
-
-def freeze_startup_heap() -> None:
-    """Exempt every object alive now from the cyclic garbage collector, once per process.
-
-    After the model families are imported (torch, diffusers, the GUI) the heap holds a few
-    hundred thousand long-lived objects, and each full (generation 2) collection walks all of
-    them: 200-400 ms with the GIL held, a frozen window, whichever thread triggers it. Frozen
-    objects (``gc.freeze()``) are skipped, so later collections only walk what was made since.
-    The young garbage is collected first (cheap); what survives is modules, classes and the
-    window, which live as long as the process anyway.
-    """
-    global _heap_frozen
-    if _heap_frozen:
-        return
-    _heap_frozen = True
-    gc.collect(1)
-    gc.freeze()
 
 
 def run_app(argv: Sequence[str] | None = None) -> int:

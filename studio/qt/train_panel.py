@@ -25,10 +25,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.core import gcpolicy
 from studio.core.jobs import Outcome, Progress, Status
 from studio.core.paths import runs_dir
 from studio.qt import engine_jobs
-from studio.qt.app import freeze_startup_heap
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.forms import SettingsForm
 from studio.qt.peek_panel import PeekPanel
@@ -374,7 +374,7 @@ class TrainPanel(QWidget):
             self._update_controls()
             return
         listing: engine_jobs.FamilyListing = outcome.result
-        freeze_startup_heap()  # the heavy imports are done: no more 300 ms full collections
+        gcpolicy.freeze_startup_heap()  # the heavy imports are done: no more 300 ms full collections
         for key, why in listing.broken:
             self.view.log_message(f"Model {key} is unavailable: {why}")
         self.picker.set_families(listing.families)
