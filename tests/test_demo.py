@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from PIL import Image
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine.data import load_dataset, scan_folder
 from studio.engine.demo import (
+    JOURNAL_NAME,
     MARKER_NAME,
     PALETTE,
     SHAPES,
@@ -131,3 +134,129 @@ def test_a_tidied_demo_is_not_complete(tmp_path: Path) -> None:
     assert not demo_is_complete(folder)
     (folder / MARKER_NAME).write_text("{not json")
     assert not demo_is_complete(folder)
+
+
+# -- only what the demo can prove it wrote is ever removed (issue 15.2) --------------------------
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _users_folder(folder: Path) -> dict[str, bytes]:
+    """A folder of the user's own files, named like demo files, in demo-class subfolders."""
+    for rel, data in {
+        "circle/00000.png": b"my circle",
+        "circle/00000.txt": b"my caption",
+        "square/00001.png": b"my square",
+        "star/00099.png": b"a star of mine",
+        "notes.txt": b"notes",
+    }.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return _snapshot(folder)
+
+
+def test_demo_out_refuses_a_folder_that_is_not_a_demo(tmp_path: Path, capsys) -> None:
+    from studio.cli.main import main
+
+    folder = tmp_path / "mine"
+    before = _users_folder(folder)
+    assert main(["demo", "--out", str(folder), "--count", "12"]) == 1
+    err = capsys.readouterr().err
+    assert "not a demo dataset" in err and "nothing in it was changed" in err
+    assert _snapshot(folder) == before
+    outcome = run_sync(ensure_demo_dataset(folder, count=12, size=16))  # the window's path
+    assert outcome.status is Status.FAILED and "not a demo dataset" in outcome.error
+    assert _snapshot(folder) == before
+
+
+def test_an_old_demo_without_a_manifest_is_not_ours(tmp_path: Path, capsys) -> None:
+    from studio.cli.main import main
+
+    folder = tmp_path / "old-demo"
+    before = _users_folder(folder)
+    old_marker = {"count": 3, "size": 16, "seed": 0, "version": 1, "shapes": list(SHAPES)}
+    (folder / MARKER_NAME).write_text(json.dumps(old_marker))
+    before[MARKER_NAME] = (folder / MARKER_NAME).read_bytes()
+    assert not demo_is_complete(folder)
+    assert main(["demo", "--out", str(folder), "--count", "12"]) == 1
+    assert "choose an empty or new folder" in capsys.readouterr().err
+    assert _snapshot(folder) == before
+
+
+def test_the_default_location_with_an_old_demo_builds_in_a_fresh_sibling(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from studio.cli.main import main
+
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
+    old = tmp_path / "home" / "demo-shapes"
+    before = _users_folder(old)
+    (old / MARKER_NAME).write_text(json.dumps({"count": 3, "version": 1}))
+    before[MARKER_NAME] = (old / MARKER_NAME).read_bytes()
+    assert main(["demo", "--count", "12"]) == 0
+    sibling = tmp_path / "home" / "demo-shapes-2"
+    assert str(sibling) in capsys.readouterr().out
+    assert demo_is_complete(sibling, count=12) and _snapshot(old) == before
+    assert main(["data", "scan", "demo"]) == 0  # "demo" finds the sibling
+    assert "12 usable images" in capsys.readouterr().out
+    outcome = run_sync(ensure_demo_dataset(count=12, size=64))  # the window: the same one
+    assert outcome.result == sibling and _snapshot(old) == before
+
+
+def test_the_manifest_lists_every_file_with_size_and_hash(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    make(folder, count=12, size=16)
+    manifest = json.loads((folder / MARKER_NAME).read_text())
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == files - {MARKER_NAME} and len(files) == 25
+    for rel, (size, digest) in manifest["files"].items():
+        data = (folder / rel).read_bytes()
+        assert len(data) == size and hashlib.sha256(data).hexdigest() == digest
+    assert not (folder / JOURNAL_NAME).exists()
+
+
+def test_regenerating_removes_only_files_that_still_match_the_manifest(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    make(folder, count=12, size=16)
+    (folder / "star" / "00003.png").write_bytes(b"edited by the user")  # no longer the demo's
+    (folder / "circle" / "00099.png").write_bytes(b"the user's, named like a demo file")
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    manifest = json.loads((folder / MARKER_NAME).read_text())
+    # A damaged manifest that names a file elsewhere (with its true hash) is not obeyed.
+    manifest["files"]["../outside.txt"] = [8, hashlib.sha256(b"precious").hexdigest()]
+    (folder / MARKER_NAME).write_text(json.dumps(manifest))
+
+    make(folder, count=3, size=16)
+    assert demo_is_complete(folder, count=3)
+    assert (folder / "star" / "00003.png").read_bytes() == b"edited by the user"
+    assert (folder / "circle" / "00099.png").read_bytes() == b"the user's, named like a demo file"
+    assert outside.read_bytes() == b"precious"
+    assert not (folder / "cross" / "00005.png").exists()  # the old demo's own files went
+    assert len(list(folder.glob("*/0000[0-2].png"))) == 3
+
+
+def test_a_changed_file_in_the_way_stops_the_demo_before_anything_changes(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    make(folder, count=12, size=16)
+    (folder / "circle" / "00000.png").write_bytes(b"edited by the user")
+    before = _snapshot(folder)
+    outcome = run_sync(make_demo_dataset(folder, count=12, size=16))
+    assert outcome.status is Status.FAILED and "cannot prove it wrote" in outcome.error
+    assert _snapshot(folder) == before
+
+
+def test_a_cancelled_demo_is_cleared_from_its_journal(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    token = CancelToken()
+    outcome = run_sync(
+        make_demo_dataset(folder, count=400, size=16), token,
+        lambda p: token.cancel() if p.step >= 50 else None,
+    )  # fmt: skip
+    assert outcome.status is Status.CANCELLED and (folder / JOURNAL_NAME).is_file()
+    with open(folder / JOURNAL_NAME, "a") as fh:
+        fh.write('["circle/0')  # a line cut short by a crash
+    make(folder, count=6, size=16)
+    assert sorted(p.name for p in folder.glob("*/*.png")) == [f"0000{i}.png" for i in range(6)]

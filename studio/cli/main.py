@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("folder", help="image folder ('demo' = the built-in demo dataset)")
 
     p = sub.add_parser("demo", parents=[common], help="make the built-in demo dataset")
-    p.add_argument("--out", help=f"folder (default {demo_dir()})")
+    p.add_argument("--out", help=f"an empty or new folder, or an earlier demo made here "
+                   f"(default {demo_dir()})")
     p.add_argument("--count", type=int, default=3000)
 
     p = sub.add_parser("families", parents=[common], help="list the model families")
@@ -186,11 +187,10 @@ def run_job(job: Generator, token: CancelToken | None = None, graceful: bool = F
 
 def resolve_data(value: str) -> str:
     if value == "demo":
-        from studio.engine.demo import demo_is_complete, ensure_demo_dataset
+        from studio.engine.demo import ensure_demo_dataset, find_demo
 
-        if demo_is_complete(demo_dir()):  # any complete demo, whatever its size
-            return str(demo_dir())
-        return str(run_job(ensure_demo_dataset()))
+        found = find_demo()  # any complete demo, whatever its size
+        return str(found if found is not None else run_job(ensure_demo_dataset()))
     return value
 
 
@@ -271,7 +271,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         job = train_job(out, token, config, cache_dir=cache_dir())
     result = run_job(job, token, graceful=True)
     state = "stopped early" if result.stopped_early else "done"
-    print(f"{state}: step {result.step}/{result.steps}; run folder {out}")
+    print(f"{state}: step {result.step}/{result.steps}; run folder {result.run}")  # rank 0 named it
     return 0
 
 

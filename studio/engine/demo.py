@@ -8,28 +8,41 @@ Layout::
 
     folder/circle/00000.png    folder/circle/00000.txt   -> "small red circle on blue"
     ...
-    folder/.studio-demo.json   -> written last: its presence means the folder is complete
+    folder/.studio-demo.journal -> while writing: one line per file written (size, SHA-256)
+    folder/.studio-demo.json    -> the manifest, written last (atomically): every file with
+                                   its size and SHA-256; its presence means the folder is complete
+
+The demo removes or replaces only files it can prove it wrote: listed in the manifest or the
+journal and still of the listed size and hash. A folder that is not empty and holds neither
+(a user's folder, or a demo made before the manifest existed) is refused, nothing touched;
+the default demo folder is then built in a fresh sibling (``demo-shapes-2``) instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import math
 import os
 import re
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from studio.core.atomic import write_json
+from studio.core.atomic import fsync_dir, write_json
+from studio.core.errors import StudioError
 from studio.core.jobs import Progress
 from studio.core.paths import demo_dir
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: the manifest lists every file with its size and SHA-256
 MARKER_NAME = ".studio-demo.json"
+JOURNAL_NAME = ".studio-demo.journal"
+_MAX_SIBLINGS = 20  # demo-shapes, demo-shapes-2, ... demo-shapes-20
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "ring", "cross")
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -51,7 +64,7 @@ _SUPERSAMPLE = 4  # draw 4x larger, then box-reduce: cheap anti-aliasing
 _REPORT_EVERY = 50
 _MIN_DISTANCE = 140.0  # Euclidean RGB distance between a shape and its background...
 _MIN_LUMA_GAP = 35.0  # ...and a brightness gap, so hue-only pairs (orange on pink) are out
-_OUR_FILE = re.compile(r"^\d+\.(png|txt)$")
+_OUR_PATH = re.compile(rf"^({'|'.join(SHAPES)})/\d+\.(png|txt)$")
 
 
 def _luma(rgb: tuple[int, int, int]) -> float:
@@ -125,24 +138,136 @@ def draw_shape_image(index: int, size: int = 64, seed: int = 0) -> tuple[Image.I
     return img.reduce(_SUPERSAMPLE), shape, f"{size_name} {fg} {shape} on {bg}"
 
 
-def _clear_ours(folder: Path) -> None:
-    """Remove what a previous (maybe interrupted) run created; leave anything else alone."""
-    with contextlib.suppress(FileNotFoundError):
-        (folder / MARKER_NAME).unlink()
+# -- what the demo wrote: the manifest and the journal ------------------------------------------
+
+Entry = tuple[int, str]  # size in bytes, SHA-256 hex
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The finished demo's manifest (the current version), or None."""
+    try:
+        data = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or data.get("version") != DEMO_VERSION:
+        return None
+    if not isinstance(data.get("files"), dict):
+        return None
+    return data
+
+
+def _entry(value: Any) -> Entry | None:
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and isinstance(value[0], int)
+        and isinstance(value[1], str)
+    ):
+        return int(value[0]), value[1]
+    return None
+
+
+def _listed(marker: dict[str, Any]) -> dict[str, Entry]:
+    out: dict[str, Entry] = {}
+    for rel, value in marker["files"].items():
+        entry = _entry(value)
+        if isinstance(rel, str) and _OUR_PATH.match(rel) and entry is not None:
+            out[rel] = entry
+    return out
+
+
+def _claimed(folder: Path) -> dict[str, Entry]:
+    """Every file the manifest or the journal says the demo wrote (paths checked to be the
+    demo's own names, so a damaged list can never point elsewhere)."""
+    manifest = _read_manifest(folder)
+    out = _listed(manifest) if manifest is not None else {}
+    try:
+        lines = (folder / JOURNAL_NAME).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        lines = []
+    for line in lines:
+        try:
+            rel, size, digest = json.loads(line)
+        except (ValueError, TypeError):
+            continue  # a line cut short by a crash
+        entry = _entry([size, digest])
+        if isinstance(rel, str) and _OUR_PATH.match(rel) and entry is not None:
+            out[rel] = entry
+    return out
+
+
+def _matches(path: Path, entry: Entry) -> bool:
+    """``path`` is a regular file (not a link) of the listed size and hash."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != entry[0]:
+            return False
+        return hashlib.sha256(path.read_bytes()).hexdigest() == entry[1]
+    except OSError:
+        return False
+
+
+def _is_demo_folder(folder: Path) -> bool:
+    return (folder / JOURNAL_NAME).is_file() or _read_manifest(folder) is not None
+
+
+def _usable(folder: Path) -> bool:
+    """A folder the demo may write into: missing, empty, or a demo it made."""
+    if not folder.exists():
+        return True
     if not folder.is_dir():
-        return
-    for item in folder.iterdir():
-        if item.name.startswith(f"{MARKER_NAME}.") and item.name.endswith(".tmp"):
-            item.unlink(missing_ok=True)  # a temp file of an interrupted atomic write
-    for shape in SHAPES:
-        sub = folder / shape
-        if not sub.is_dir():
-            continue
-        for item in sub.iterdir():
-            if _OUR_FILE.match(item.name) and item.is_file():
-                item.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # not empty: the user put files there
-            sub.rmdir()
+        return False
+    return _is_demo_folder(folder) or not any(folder.iterdir())
+
+
+def _refusal(folder: Path) -> StudioError:
+    return StudioError(
+        f"{folder} is not empty and is not a demo dataset this version of Studio made, so "
+        "nothing in it was changed; choose an empty or new folder for the demo."
+    )
+
+
+def _target_names(count: int) -> list[tuple[int, str]]:
+    width = max(5, len(str(count - 1)))
+    return [(i, f"{SHAPES[i % len(SHAPES)]}/{i:0{width}d}") for i in range(count)]
+
+
+def _prepare(folder: Path, count: int) -> None:
+    """Check ``folder`` can take a demo of ``count`` images without touching a file the demo
+    cannot prove it wrote, then remove the provable files of an earlier demo."""
+    if not _usable(folder):
+        raise _refusal(folder)
+    claimed = _claimed(folder) if folder.is_dir() else {}
+    ours = {rel for rel, entry in claimed.items() if _matches(folder / rel, entry)}
+    for _i, stem in _target_names(count):
+        for rel in (f"{stem}.png", f"{stem}.txt"):
+            path = folder / rel
+            if (path.exists() or path.is_symlink()) and rel not in ours:
+                raise StudioError(
+                    f"{path} is in the way of the demo and Studio cannot prove it wrote it, so "
+                    "nothing was changed; choose an empty or new folder for the demo."
+                )
+    if folder.is_dir():
+        # The manifest goes first (the folder no longer looks complete); the journal keeps
+        # listing the old files until they are gone, so a crash here loses no proof.
+        with contextlib.suppress(FileNotFoundError):
+            (folder / MARKER_NAME).unlink()
+        for rel in sorted(ours):
+            if _matches(folder / rel, claimed[rel]):  # checked again just before removal
+                (folder / rel).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (folder / JOURNAL_NAME).unlink()
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (never replacing anything: O_EXCL, no link followed) holding ``data``."""
+    try:
+        with open(path, "xb") as fh:
+            fh.write(data)
+    except FileExistsError:
+        raise StudioError(
+            f"{path} appeared while the demo was being written; it was left alone. Choose an "
+            "empty or new folder for the demo."
+        ) from None
 
 
 def make_demo_dataset(
@@ -150,32 +275,44 @@ def make_demo_dataset(
 ) -> Generator[Progress, None, Path]:
     """Job: write ``count`` demo PNGs of ``size`` px with captions into ``folder``.
 
-    Removes the files of an earlier demo first, and writes the completion marker last, so a
+    ``folder`` must be missing, empty or a demo this version made; the files of an earlier
+    demo are removed first, only where their size and hash prove the demo wrote them. Each
+    file written is recorded in a journal; the manifest, written last, lists them all, so a
     cancelled or crashed run never looks complete (see :func:`demo_is_complete`).
     """
     if count < 1 or size < 8:
         raise ValueError("the demo needs count >= 1 and size >= 8")
     folder = Path(folder)
-    _clear_ours(folder)
+    _prepare(folder, count)
     for shape in SHAPES:
         (folder / shape).mkdir(parents=True, exist_ok=True)
-    width = max(5, len(str(count - 1)))
+    files: dict[str, Entry] = {}
     yield Progress(stage="demo", step=0, total=count, message="Drawing the demo images")
-    for i in range(count):
-        img, shape, caption = draw_shape_image(i, size, seed)
-        stem = folder / shape / f"{i:0{width}d}"
-        img.save(stem.with_suffix(".png"), format="PNG", compress_level=6)
-        stem.with_suffix(".txt").write_text(caption + "\n", encoding="utf-8")
-        done = i + 1
-        if done % _REPORT_EVERY == 0 or done == count:
-            yield Progress(
-                stage="demo",
-                step=done,
-                total=count,
-                message=f"Drawing the demo images: {done}/{count}",
-            )
+    with open(folder / JOURNAL_NAME, "a", encoding="utf-8") as journal:
+        for i, stem in _target_names(count):
+            img, _shape, caption = draw_shape_image(i, size, seed)
+            buffer = io.BytesIO()
+            img.save(buffer, format="PNG", compress_level=6)
+            for rel, data in ((f"{stem}.png", buffer.getvalue()),
+                              (f"{stem}.txt", (caption + "\n").encode("utf-8"))):  # fmt: skip
+                entry = (len(data), hashlib.sha256(data).hexdigest())
+                journal.write(json.dumps([rel, *entry]) + "\n")  # the claim comes first
+                journal.flush()
+                _write_new(folder / rel, data)
+                files[rel] = entry
+            done = i + 1
+            if done % _REPORT_EVERY == 0 or done == count:
+                yield Progress(
+                    stage="demo",
+                    step=done,
+                    total=count,
+                    message=f"Drawing the demo images: {done}/{count}",
+                )
+        os.fsync(journal.fileno())
+    fsync_dir(folder)
     marker = {"count": count, "size": size, "seed": seed, "version": DEMO_VERSION}
-    write_json(folder / MARKER_NAME, {**marker, "shapes": list(SHAPES)})
+    write_json(folder / MARKER_NAME, {**marker, "shapes": list(SHAPES), "files": files})
+    (folder / JOURNAL_NAME).unlink()  # the manifest now lists every file
     return folder
 
 
@@ -188,14 +325,12 @@ def demo_is_complete(
 ) -> bool:
     """True when ``folder`` holds a finished demo dataset of the current version.
 
-    ``count``, ``size`` and ``seed``, when given, must also match the finished dataset.
+    ``count``, ``size`` and ``seed``, when given, must also match the finished dataset. Every
+    listed file must still be there with its listed size (a user may have tidied the folder).
     """
     folder = Path(folder)
-    try:
-        marker = json.loads((folder / MARKER_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(marker, dict) or marker.get("version") != DEMO_VERSION:
+    marker = _read_manifest(folder)
+    if marker is None:
         return False
     wanted = {"count": count, "size": size, "seed": seed}
     if any(value is not None and marker.get(key) != value for key, value in wanted.items()):
@@ -203,17 +338,46 @@ def demo_is_complete(
     expected = marker.get("count")
     if not isinstance(expected, int) or expected < 1:
         return False
-    # Cheap check that the images are still there (a user may have tidied the folder).
-    found = 0
-    for shape in SHAPES:
+    files = _listed(marker)
+    if len(files) != 2 * expected:
+        return False
+    for rel, (length, _digest) in files.items():
         try:
-            with os.scandir(folder / shape) as it:
-                found += sum(
-                    1 for item in it if _OUR_FILE.match(item.name) and item.name.endswith(".png")
-                )
+            if (folder / rel).stat().st_size != length:
+                return False
         except OSError:
             return False
-    return found == expected
+    return True
+
+
+def _default_candidates() -> list[Path]:
+    """The default demo folder and its fresh siblings (used when the default holds files
+    Studio cannot prove it wrote, such as a demo from before the manifest)."""
+    base = demo_dir()
+    return [base] + [base.with_name(f"{base.name}-{k}") for k in range(2, _MAX_SIBLINGS + 1)]
+
+
+def find_demo() -> Path | None:
+    """The default location's finished demo, whatever its size, or None."""
+    return next((c for c in _default_candidates() if demo_is_complete(c)), None)
+
+
+def default_demo_folder(
+    count: int | None = None, size: int | None = None, seed: int | None = None
+) -> Path:
+    """Where the default demo is, or goes: the first of the default folder and its siblings
+    that holds a finished demo of these settings, else the first the demo may write into."""
+    candidates = _default_candidates()
+    for candidate in candidates:
+        if demo_is_complete(candidate, count=count, size=size, seed=seed):
+            return candidate
+    for candidate in candidates:
+        if _usable(candidate):
+            return candidate
+    raise StudioError(
+        f"{candidates[0]} and its siblings hold files Studio did not write; move them away "
+        "or make the demo in an empty folder (studio demo --out DIR)."
+    )
 
 
 def ensure_demo_dataset(
@@ -223,10 +387,13 @@ def ensure_demo_dataset(
     size: int = 64,
     seed: int = 0,
 ) -> Generator[Progress, None, Path]:
-    """Job: return the demo folder (default :func:`studio.core.paths.demo_dir`), making it
-    first when it is missing, incomplete or made with other settings. A complete one is
-    returned at once, without yielding."""
-    target = Path(folder) if folder is not None else demo_dir()
+    """Job: return the demo folder (default :func:`default_demo_folder`, under
+    :func:`studio.core.paths.demo_dir`), making it first when it is missing, incomplete or
+    made with other settings. A complete one is returned at once, without yielding."""
+    if folder is None:
+        target = default_demo_folder(count, size, seed)
+    else:
+        target = Path(folder)
     if demo_is_complete(target, count=count, size=size, seed=seed):
         return target
     return (yield from make_demo_dataset(target, count=count, size=size, seed=seed))
