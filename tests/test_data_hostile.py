@@ -218,3 +218,34 @@ def test_converting_a_float_image_needs_little_memory_beyond_the_decoded_image(
     assert peak < 6_000_000, peak
     pixels = np.asarray(img)
     assert pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
+
+
+# -- point 8: Pillow's bomb warning is an error wherever images are opened --------------------
+
+
+def _bomb(path: Path, side: int = 12_000) -> Path:
+    """A tiny PNG claiming side x side pixels: over Pillow's warning limit, under its error."""
+    from helpers import write_png_header
+
+    return write_png_header(path, side, side)
+
+
+def test_open_checked_refuses_a_bomb_before_decoding(tmp_path: Path, monkeypatch) -> None:
+    from PIL import ImageFile
+
+    from studio.engine.canvas_io import CanvasFileError, import_mask
+    from studio.engine.images import open_checked
+
+    decoded: list[str] = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append("load"))
+    bomb = _bomb(tmp_path / "bomb.png")
+    with pytest.raises(ImageRejected) as err, open_checked(bomb, max_pixels=10**12):
+        pass
+    assert err.value.reason == "over the pixel limit"
+    with pytest.raises(CanvasFileError, match="over the pixel limit"):
+        import_mask(bomb, max_pixels=10**12)
+    assert decoded == []
+    if os.name == "posix":
+        os.mkfifo(tmp_path / "mask.png")
+        with pytest.raises(CanvasFileError, match="not a regular file"):
+            import_mask(tmp_path / "mask.png")

@@ -29,7 +29,7 @@ from studio.core import atomic
 from studio.core.canvas import CanvasDocument, MaskCommand, scale_mask
 from studio.core.errors import StudioError
 from studio.core.paths import studio_home
-from studio.engine.images import DEFAULT_MAX_PIXELS, IMAGE_FORMATS, ImageRejected, open_image
+from studio.engine.images import DEFAULT_MAX_PIXELS, ImageRejected, open_checked, open_image
 from studio.engine.images import to_rgb as _to_rgb
 
 FORMAT = "studio-canvas"
@@ -97,13 +97,12 @@ def import_mask(
     """
     p = Path(path)
     try:
-        with open(p, "rb") as fh, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fh, formats=IMAGE_FORMATS) as img:
-                if img.width * img.height > max_pixels:
-                    raise CanvasFileError(f"{p.name} is too large ({img.width}x{img.height})")
-                img.load()
-                mask = _mask_values(ImageOps.exif_transpose(img))
+        # A regular file only, the bomb warning an error, pixels and decoded bytes bounded.
+        with open_checked(p, max_pixels=max_pixels) as img:
+            img.load()
+            mask = _mask_values(ImageOps.exif_transpose(img))
+    except ImageRejected as err:
+        raise CanvasFileError(f"Cannot read the mask {p.name}: {err}") from None
     except CanvasFileError:
         raise
     except Exception as err:  # noqa: BLE001 - damaged files make decoders raise anything

@@ -44,6 +44,9 @@ class FamilySpec:
     summary: str
     config_cls: type
     loss_names: tuple[str, ...] = ()
+    group_title: str = ""  # the picker's heading (FamilyInfo.group_title)
+    sampling_options: tuple[Any, ...] = ()  # studio.models.capabilities.SamplingOption
+    origin: str = ""  # built-in, or the plug-in's distribution
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,11 @@ def describe_families() -> Factory:
     families."""
 
     def factory(token: CancelToken) -> Generator[Progress, None, FamilyListing]:
-        from studio.models.registry import FAMILIES, get_family
+        from studio.models.registry import family_sources, get_family
 
         yield Progress("load", message="Loading the model families")
         specs, broken = [], []
-        for key in FAMILIES:
+        for key, source in family_sources().items():
             token.check()
             try:
                 family = get_family(key)
@@ -77,6 +80,9 @@ def describe_families() -> Factory:
                     info.summary,
                     family.Config,
                     tuple(info.loss_names),
+                    info.group_title,
+                    tuple(family.sampling_options),
+                    source.origin,
                 )
             )
         # The trainer's modules too, now, while the window is still starting: imported at the
@@ -214,10 +220,13 @@ def open_run(run_dir: str | Path) -> Factory:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
+    from studio.engine.images import ImageRejected, open_checked
 
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    try:
+        with open_checked(path, formats=("PNG",)) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except ImageRejected as err:
+        raise ValueError(str(err)) from None
 
 
 def _checkpoint_step(state_dir: Path) -> int:

@@ -28,9 +28,10 @@ CACHE_BYTES = 96 * 2**20
 
 def decode_png(path: Path) -> QImage:
     """A sample grid file as a QImage (runs on the worker thread; QImage is not a widget)."""
-    from PIL import Image
+    from studio.engine.images import open_checked
 
-    with Image.open(path) as img:
+    # Only a regular PNG within the pixel limit, the bomb warning an error.
+    with open_checked(path, formats=("PNG",)) as img:
         return numpy_to_qimage(np.asarray(img.convert("RGB"), dtype=np.uint8))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from PIL import Image, PngImagePlugin
 from PySide6.QtCore import Qt
 from PySide6.QtTest import QTest
@@ -75,3 +76,21 @@ def test_an_a1111_png_restores_what_it_can_and_says_what_not(
         nested = _png(tmp_path / "nested.png", "studio", "[" * 50_000 + "]" * 50_000)
         _drop(ws, nested)
         qtbot.waitUntil(lambda: "nested more than" in ws.banner.text(), timeout=30_000)
+
+
+def test_history_thumbnails_and_sample_grids_refuse_bombs_unread(tmp_path, monkeypatch) -> None:
+    from helpers import write_png_header
+    from PIL import ImageFile
+
+    from studio.qt import engine_jobs, timeline
+    from studio.qt.prompt import jobs
+
+    decoded: list[str] = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append("load"))
+    bomb = write_png_header(tmp_path / "step_00000010.png", 12_000, 12_000)  # 144 MP
+    assert jobs._read_thumb(bomb) is None
+    with pytest.raises(ValueError, match="over the pixel limit"):
+        engine_jobs._read_png(bomb)
+    with pytest.raises(Exception, match="over the pixel limit"):
+        timeline.decode_png(bomb)
+    assert decoded == []

@@ -277,14 +277,14 @@ def load_history(limit: int = HISTORY_LIMIT) -> Factory:
 
 
 def _read_thumb(path: Path) -> np.ndarray | None:
-    from PIL import Image
+    from studio.engine.images import ImageRejected, open_checked
 
     try:
-        with Image.open(path) as img:
+        with open_checked(path, formats=("PNG",)) as img:
             img.thumbnail((THUMB, THUMB))
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, ValueError):
-        return None  # a generation whose PNG was deleted or damaged still lists
+    except (ImageRejected, OSError, ValueError):
+        return None  # a generation whose PNG was deleted, damaged or too large still lists
 
 
 def save_png(
