@@ -44,9 +44,6 @@ class FamilySpec:
     summary: str
     config_cls: type
     loss_names: tuple[str, ...] = ()
-    group_title: str = ""  # the picker's heading (FamilyInfo.group_title)
-    sampling_options: tuple[Any, ...] = ()  # studio.models.capabilities.SamplingOption
-    origin: str = ""  # built-in, or the plug-in's distribution
 
 
 @dataclass(frozen=True)
@@ -60,11 +57,11 @@ def describe_families() -> Factory:
     families."""
 
     def factory(token: CancelToken) -> Generator[Progress, None, FamilyListing]:
-        from studio.models.registry import family_sources, get_family
+        from studio.models.registry import FAMILIES, get_family
 
         yield Progress("load", message="Loading the model families")
         specs, broken = [], []
-        for key, source in family_sources().items():
+        for key in FAMILIES:
             token.check()
             try:
                 family = get_family(key)
@@ -80,9 +77,6 @@ def describe_families() -> Factory:
                     info.summary,
                     family.Config,
                     tuple(info.loss_names),
-                    info.group_title,
-                    tuple(family.sampling_options),
-                    source.origin,
                 )
             )
         # The trainer's modules too, now, while the window is still starting: imported at the
