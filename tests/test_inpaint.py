@@ -19,7 +19,6 @@ from PIL import Image
 
 from studio.cli.inpaint import add_parser, cmd_inpaint, output_paths
 from studio.core.jobs import CancelToken, Status, run_sync
-from studio.engine import inpaint_diffusion as diff
 from studio.engine.device import cpu_generator
 from studio.engine.inpaint import (
     InpaintRequest,
@@ -36,6 +35,7 @@ from studio.models.base import (
     ModelConfig,
     StepContext,
 )
+from studio.models.diffusion import inpaint as diff
 from studio.models.registry import FAMILIES, get_family
 
 TINY: dict[str, dict] = {

@@ -152,7 +152,7 @@ def test_ddim_path_refuses_timesteps_out_of_order():
 
 def test_a_ddpm_is_a_latent_space_of_its_start_noise():
     space = LatentSpace(tiny_ddpm())
-    assert isinstance(space, DiffusionLatentSpace) and space.variant == "diffusion"
+    assert isinstance(space, DiffusionLatentSpace) and space.ode and not space.discrete
     assert space.dim == 3 * 16 * 16 and space.can_encode and "DDIM inversion" in space.encoder
     space.steps = 3
     z = space.prior_sample(3, seed=1)
@@ -272,9 +272,7 @@ def test_other_diffusion_families_are_refused_with_a_reason(tmp_path):
     from studio.engine.latent import unsupported_reason
 
     assert unsupported_reason("diffusion.ddpm") is None
-    from studio.engine.latent_diffusion import unsupported_diffusion_reason
-
-    reason = unsupported_diffusion_reason("diffusion.text", "Text diffusion")
+    reason = unsupported_reason("diffusion.text")
     assert reason and "cannot be explored" in reason and "Sample" in reason
 
 

@@ -54,9 +54,9 @@ def add_parser(
     p.add_argument("--preset", choices=("fast", "quality"), default="fast")
     p.add_argument(
         "--method",
-        choices=("repaint", "masked"),
-        default="repaint",
-        help="diffusion only: RePaint (resampling, better seams) or masked DDIM/DPM++ (one pass)",
+        default="",
+        help="for a family with several ways to inpaint (see `studio families`); diffusion: "
+        "repaint (resampling, better seams, the default) or masked (DDIM/DPM++, one pass)",
     )
     p.add_argument("--steps", type=int, help="override the preset's step count")
     p.add_argument("--prior-weight", type=float, help="latent models: weight of the prior term")

@@ -249,10 +249,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise StudioError("train needs --data DIR (or --data demo), or --resume RUN")
-        from studio.models.registry import FAMILIES
+        from studio.models.registry import family_keys
 
         family = args.family or options.BY_NAME["family"].default
-        if family not in FAMILIES:
+        if family not in family_keys():
             raise StudioError(f"unknown family {family!r}; see 'studio families'")
         given = {
             name: getattr(args, name)
@@ -350,11 +350,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_families(args: argparse.Namespace) -> int:
     from studio.models.catalog import settings
-    from studio.models.registry import FAMILIES, get_family
+    from studio.models.registry import BUILT_IN, family_sources, get_family
 
-    for key in FAMILIES:
-        info = get_family(key).info
-        print(f"{key:<18} {info.display_name:<24} {info.summary}")
+    for key, source in family_sources().items():
+        origin = "" if source.origin == BUILT_IN else f"  (from {source.origin})"
+        try:
+            info = get_family(key).info
+        except Exception as err:  # noqa: BLE001 - a broken plug-in is listed, not fatal
+            print(f"{key:<18} unavailable{origin}: {type(err).__name__}: {err}")
+            continue
+        print(f"{key:<18} {info.display_name:<24} {info.summary}{origin}")
         if args.settings:
             for row in settings(key):
                 allowed = f" [{row.allowed}]" if row.allowed else ""

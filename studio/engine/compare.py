@@ -12,7 +12,6 @@ Writing the results (``report.json``, ``report.csv``, ``sheet.png``) lives in
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -190,11 +189,11 @@ def check_runs(runs: list[Path]) -> list[tuple[dict[str, Any], TrainConfig]]:
 def held_out_bits_per_dim(
     model: Any, images: np.ndarray, labels: np.ndarray | None, seed: int, batch: int = 64
 ) -> float:
-    """Mean bits/dim of uint8 ``images`` under a LIKELIHOOD model.
+    """Mean bits/dim of uint8 ``images`` under a LIKELIHOOD model (the likelihood protocol,
+    :class:`studio.models.capabilities.LikelihoodFamily`; labels go to a model with classes).
 
     VAEs estimate their bound with random draws; a fixed seed makes the number repeatable."""
-    params = inspect.signature(model.bits_per_dim).parameters
-    use_labels = labels is not None and "labels" in params and model.config.num_classes > 0
+    use_labels = labels is not None and int(getattr(model.config, "num_classes", 0)) > 0
     values = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -411,9 +410,14 @@ def _one_panel(
     if model is None:
         yield Progress("load", message=f"Panel {i + 1}/{panels}: loading {path.name}", info=info)
         model = load_run_model(path, device)
-    conditions: dict[str, Any] = {}
-    if "sampler" in model.conditions:
-        conditions = settings.sampling_for(settings.runs[i])
+    # The panel's values of the sampling options the family declares (SamplingOption).
+    options = {o.name for o in model.sampling_options}
+    over = settings.overrides.get(str(settings.runs[i]), {})
+    conditions: dict[str, Any] = {
+        k: v for k, v in over.items() if k in options and k in model.conditions and v is not None
+    }
+    if "sampler" in options:  # the run-wide sampler flags fill what the panel leaves unset
+        conditions.update(settings.sampling_for(settings.runs[i]))
     # The first call pays for lazy setup (kernels, schedulers); it is not the model's speed.
     for p in sample_job(path, 1, seed=settings.seed, model=model, **conditions):
         yield Progress("warmup", p.step, p.total, message="Warming up", info=info)

@@ -19,9 +19,10 @@ are exactly the original's. The model regenerates the grown mask (binary at its 
 any coverage counts) and keeps the rest of the window as context; the outer half of the seam
 therefore blends the original with the model's (resized) copy of it.
 
-Families: diffusion (RePaint or masked DDIM / DPM-Solver++, see
-:mod:`studio.engine.inpaint_diffusion`) and latent optimisation for VAEs, VQ-VAE, flows and
-GANs (:mod:`studio.engine.inpaint_latent`).
+The filling itself is the family's (the inpainting protocol,
+:class:`studio.models.capabilities.InpaintFamily`, set with ``Capability.INPAINT``): DDPM
+runs RePaint or masked DDIM / DPM-Solver++ (:mod:`studio.models.diffusion.inpaint`), the
+latent families optimise their latent (:mod:`studio.models.latent_inpaint`).
 """
 
 from __future__ import annotations
@@ -42,10 +43,9 @@ from studio.core.imaging import make_grid
 from studio.core.jobs import Progress
 from studio.core.masks import composite, feather, grow
 from studio.core.regions import Rect
-from studio.engine import inpaint_diffusion as diff
-from studio.engine import inpaint_latent as lat
 from studio.engine.device import cpu_generator, resolve_device
 from studio.models.base import Capability, GenerativeModel, class_labels, images_to_uint8
+from studio.models.capabilities import InpaintFamily, InpaintSettings
 
 MODES = ("masked_only", "whole")
 PRESET_NAMES = ("fast", "quality")
@@ -59,8 +59,9 @@ class InpaintRequest:
 
     ``image``: H x W x 3 uint8. ``mask``: H x W float32 in [0, 1], 1 = regenerate. ``feather``:
     the blend radius in pixels. ``mode``: "masked_only" or "whole". ``padding``: context pixels
-    around the mask's box (masked_only). ``preset``: "fast" or "quality". ``method``: diffusion
-    only, "repaint" or "masked". ``steps``: overrides the preset's step count (diffusion: the
+    around the mask's box (masked_only). ``preset``: "fast" or "quality". ``method``: one of
+    the family's ``inpaint_methods`` (diffusion: "repaint" or "masked"); "" = its first.
+    ``steps``: overrides the preset's step count (diffusion: the
     schedule length; latent models: Adam steps). ``prior_weight``: overrides the latent prior
     weight. ``conditions``: ``label`` (class index; None cycles the classes over the
     variations) and ``guidance`` (diffusion).
@@ -74,7 +75,7 @@ class InpaintRequest:
     mode: str = "masked_only"
     padding: int = 32
     preset: str = "fast"
-    method: str = diff.REPAINT
+    method: str = ""
     steps: int | None = None
     prior_weight: float | None = None
     conditions: dict[str, Any] = field(default_factory=dict)
@@ -102,7 +103,6 @@ def checked(request: InpaintRequest) -> InpaintRequest:
     problems = {
         f"mode must be one of {', '.join(MODES)}": mode not in MODES,
         f"preset must be one of {', '.join(PRESET_NAMES)}": request.preset not in PRESET_NAMES,
-        f"method must be one of {', '.join(diff.METHODS)}": request.method not in diff.METHODS,
         f"variations must be 1..{MAX_VARIATIONS}": not 1 <= request.variations <= MAX_VARIATIONS,
         "feather must be >= 0 px": not request.feather >= 0,
         "padding must be >= 0 px": request.padding < 0,
@@ -187,34 +187,33 @@ def _paste(original: np.ndarray, window: Window, patch: np.ndarray, m: np.ndarra
 # -- the job -----------------------------------------------------------------------------------
 
 
+def settings_of(model: InpaintFamily, request: InpaintRequest) -> InpaintSettings:
+    """The family-facing part of a request. A family with several methods refuses one it
+    lacks; a family with one way only ignores the method (a shared default)."""
+    methods = tuple(model.inpaint_methods)
+    method = request.method if methods else ""
+    if method and method not in methods:
+        raise StudioError(f"Inpainting: method must be one of {', '.join(methods)}.")
+    guidance = request.conditions.get("guidance")
+    return InpaintSettings(
+        preset=request.preset,
+        method=method,
+        steps=request.steps,
+        prior_weight=request.prior_weight,
+        guidance=None if guidance is None else float(guidance),
+    )
+
+
 def describe_plan(model: GenerativeModel, request: InpaintRequest) -> str:
     """One line on what a request will run, e.g. the diffusion UNet evaluation count."""
     request = checked(request)
-    if model.info.kind == "diffusion":
-        return diffusion_plan(request).describe()
-    plan = latent_plan(request)
-    return f"latent optimisation: {plan.steps} Adam steps, prior weight {plan.prior_weight:g}"
+    family = _inpainter(model)
+    return family.inpaint_describe(settings_of(family, request))
 
 
-def diffusion_plan(request: InpaintRequest) -> diff.DiffusionPlan:
-    plan = diff.PRESETS[request.method][request.preset].plan
-    return plan if request.steps is None else replace(plan, steps=request.steps)
-
-
-def latent_plan(request: InpaintRequest) -> lat.LatentPlan:
-    plan = lat.PRESETS[request.preset].plan
-    if request.steps is not None:
-        plan = replace(plan, steps=request.steps)
-    if request.prior_weight is not None:
-        plan = replace(plan, prior_weight=request.prior_weight)
-    return plan
-
-
-def preset_descriptions(model: GenerativeModel, method: str = diff.REPAINT) -> dict[str, str]:
-    """Preset name -> description for ``model`` (diffusion: for ``method``)."""
-    if model.info.kind == "diffusion":
-        return {name: p.description for name, p in diff.PRESETS[method].items()}
-    return {name: p.description for name, p in lat.PRESETS.items()}
+def preset_descriptions(model: GenerativeModel, method: str = "") -> dict[str, str]:
+    """Preset name -> description for ``model`` (for ``method`` where it has several)."""
+    return _inpainter(model).inpaint_presets(method)
 
 
 def _labels(model: GenerativeModel, request: InpaintRequest, n: int) -> Tensor | None:
@@ -236,17 +235,16 @@ def _labels(model: GenerativeModel, request: InpaintRequest, n: int) -> Tensor |
         raise StudioError(str(err)) from None
 
 
-def _method(model: GenerativeModel) -> str:
-    kind = model.info.kind
-    if Capability.TEXT in model.info.capabilities:
+def _inpainter(model: GenerativeModel) -> InpaintFamily:
+    """``model`` as an inpainting family; a StudioError (in words) for one that cannot."""
+    caps = model.info.capabilities
+    if Capability.TEXT in caps:
         raise StudioError(
             f"{model.info.display_name} follows prompts: inpaint with it in the Prompt workspace "
             "(mode Inpaint uses this canvas's image and mask), or with `studio generate --mask`."
         )
-    if kind == "diffusion" and hasattr(model, "ema_unet"):
-        return "diffusion"
-    if kind in ("vae", "gan", "flow") and Capability.LATENT in model.info.capabilities:
-        return "latent"
+    if Capability.INPAINT in caps and isinstance(model, InpaintFamily):
+        return model
     raise StudioError(
         f"{model.info.display_name} cannot inpaint: it has neither a diffusion UNet nor a "
         "latent space to optimise."
@@ -262,7 +260,8 @@ def inpaint_job(
     with a preview of the window every few steps. Same seed and device: same variations.
     """
     req = checked(request)
-    kind = _method(model)
+    family = _inpainter(model)
+    settings = settings_of(family, req)
     n, original = req.variations, req.image
     m, regen = blend_masks(req.mask, req.feather)
     if not (m > 0).any():
@@ -288,24 +287,8 @@ def inpaint_job(
         ]
         return make_grid(np.stack(tiles)) if len(tiles) > 1 else tiles[0]
 
-    yield Progress("inpaint", 0, None, message=describe_plan(model, req))
-    if kind == "diffusion":
-        plan = diffusion_plan(req)
-        if plan.steps > c.num_train_timesteps:
-            raise StudioError(f"steps must be at most {c.num_train_timesteps} for this model.")
-        if "guidance" in req.conditions and req.conditions["guidance"] is not None:
-            guidance = float(req.conditions["guidance"])
-        else:
-            guidance = float(getattr(c, "guidance", 1.0))
-        if guidance < 0:
-            raise StudioError("guidance must be >= 0.")
-        run = diff.repaint if plan.method == diff.REPAINT else diff.masked_sample
-        images = yield from run(model, x0, hole, n, generator, plan, labels, guidance, preview)
-    else:
-        plan_l = latent_plan(req)
-        images = yield from lat.optimise_latent(
-            model, x0, hole, n, generator, plan_l, labels, preview
-        )
+    yield Progress("inpaint", 0, None, message=family.inpaint_describe(settings))
+    images = yield from family.inpaint_iter(x0, hole, n, generator, settings, labels, preview)
     patches = _from_model(images, window.size)
     return [_paste(original, window, p, m) for p in patches]
 

@@ -4,6 +4,11 @@
 always a flat float32 numpy vector of :attr:`LatentSpace.dim` numbers, whatever its shape inside
 the model, so sliders, interpolation, arithmetic and saved directions work the same for all:
 
+The family says what its latent is through the latent protocol
+(:class:`studio.models.capabilities.LatentFamily`: ``latent_spec``, ``prior_latents``,
+``decode_latents``, ``encode_latents``, ``direction_features``); nothing here knows which
+family it is. For the built-in ones:
+
 ======== ===================================== ===========================================
 family   the latent                            encode(image)
 ======== ===================================== ===========================================
@@ -16,8 +21,9 @@ ddpm     DDIM's start noise x_T, C * H * W     DDIM inversion (the ODE run backw
          numbers; decoding is a DDIM run       :mod:`studio.engine.latent_diffusion`
 ======== ===================================== ===========================================
 
-``LatentSpace(model)`` of a diffusion model builds a
-:class:`~studio.engine.latent_diffusion.DiffusionLatentSpace`.
+``LatentSpace(model)`` of a family whose ``LatentSpec.ode`` is set builds a
+:class:`~studio.engine.latent_diffusion.DiffusionLatentSpace` (decodes and inversions step
+by step, with progress).
 
 Decoding is the hot path of the slider explorer, so :meth:`LatentSpace.decode` calls the
 networks directly in inference mode with the model switched to eval mode once, reuses its
@@ -39,9 +45,7 @@ from torch import Tensor
 from studio.core.errors import CheckpointError, StudioError
 from studio.engine.runs import RunFolder
 from studio.models.base import MODEL_CONFIG, Capability, GenerativeModel
-
-FLOW_TEMPERATURE = 0.7  # a flow's samples at T=1 are noisy; 0.7 is the usual viewing choice
-
+from studio.models.capabilities import LatentFamily, LatentSpec
 
 # -- which runs can be explored ---------------------------------------------------------------
 
@@ -55,11 +59,9 @@ def unsupported_reason(family_key: str) -> str | None:
     except KeyError as err:
         return f"This run cannot be explored: its model family is unknown ({err.args[0]})."
     info = family.info
-    if info.kind == "diffusion":
-        from studio.engine.latent_diffusion import unsupported_diffusion_reason
-
-        return unsupported_diffusion_reason(info.key, info.display_name)
     if Capability.LATENT not in info.capabilities:
+        if family.latent_note:
+            return f"{info.display_name} {family.latent_note}"
         return f"{info.display_name} has no latent space to explore."
     return None
 
@@ -135,7 +137,7 @@ class LatentSpace:
     run_dir: Path | None = None  # the run folder, when opened from one
 
     def __new__(cls, model: GenerativeModel, *args: object, **kwargs: object) -> LatentSpace:
-        if cls is LatentSpace and model.info.kind == "diffusion":
+        if cls is LatentSpace and _spec_of(model).ode:
             from studio.engine.latent_diffusion import DiffusionLatentSpace
 
             cls = DiffusionLatentSpace  # its __init__ runs next: the same call, one class down
@@ -143,13 +145,7 @@ class LatentSpace:
 
     def __init__(self, model: GenerativeModel, label: int | None = None) -> None:
         info = model.info
-        if Capability.LATENT not in info.capabilities or not hasattr(model, "decode"):
-            raise StudioError(f"{info.display_name} has no latent space to explore.")
-        from studio.models.flow import FlowModel
-        from studio.models.gan.common import GANModel
-        from studio.models.vae.conv import ConvVAE
-        from studio.models.vae.vqvae import VQVAE
-
+        self.spec = _spec_of(model)
         self.model = model.eval()
         for p in model.parameters():
             p.requires_grad_(False)  # projection asks for gradients of z only
@@ -157,23 +153,9 @@ class LatentSpace:
         self.family, self.display_name, self.kind = info.key, info.display_name, info.kind
         self.resolution, self.channels = int(config.resolution), int(config.channels)
         self.device = model.device
-        self.temperature = 1.0
-        if isinstance(model, VQVAE):
-            side = config.resolution // config.downsample
-            self.variant, self.latent_shape = "vqvae", (config.embedding_dim, side, side)
-            self.encoder = "the nearest codes of the encoder's grid"
-        elif isinstance(model, ConvVAE):
-            self.variant, self.latent_shape = "vae", (config.latent_dim,)
-            self.encoder = "the posterior mean"
-        elif isinstance(model, GANModel):
-            self.variant, self.latent_shape = "gan", (config.latent_dim,)
-            self.encoder = "projection (an optimisation)"
-        elif isinstance(model, FlowModel):
-            self.variant, self.latent_shape = "flow", (model.dims,)
-            self.encoder = "the exact inverse"
-            self.temperature = FLOW_TEMPERATURE
-        else:
-            raise StudioError(f"{info.display_name} has no latent space the explorer knows.")
+        self.temperature = float(self.spec.temperature)
+        self.latent_shape = tuple(self.spec.shape)
+        self.encoder = self.spec.encoder or "projection (an optimisation)"
         self.dim = math.prod(self.latent_shape)
         conditional = Capability.CONDITIONAL in info.capabilities
         self.num_classes = int(config.num_classes) if conditional else 0
@@ -202,7 +184,17 @@ class LatentSpace:
     @property
     def can_encode(self) -> bool:
         """Whether :meth:`encode` works directly (GANs need projection instead)."""
-        return self.variant != "gan"
+        return bool(self.spec.encoder)
+
+    @property
+    def discrete(self) -> bool:
+        """The prior is over codes (VQ-VAE): prior draws come from the model itself."""
+        return self.spec.discrete
+
+    @property
+    def ode(self) -> bool:
+        """Decoding is an ODE run of many network passes (DDIM): jobs with progress."""
+        return self.spec.ode
 
     def labels(self, n: int) -> Tensor | None:
         """``n`` copies of the current class on the device, or None (unconditional)."""
@@ -219,12 +211,8 @@ class LatentSpace:
             raise StudioError("Ask for at least one latent.")
         t = self.temperature if temperature is None else float(temperature)
         gen = torch.Generator().manual_seed(int(seed))
-        if self.variant == "vqvae":
-            # Code grids drawn from the codebook's usage, as the model samples them.
-            idx = self.model.latent(n, gen, temperature=max(t, 1e-3))
-            grid = self.model.codebook[idx].permute(0, 3, 1, 2)
-            return grid.reshape(n, -1).float().cpu().numpy()
-        return (torch.randn(n, self.dim, generator=gen) * t).numpy()
+        z = self.model.prior_latents(n, gen, t)  # type: ignore[attr-defined]
+        return z.reshape(n, self.dim).float().cpu().numpy()
 
     # -- decoding ----------------------------------------------------------------------------
     def decode_tensor(self, z: Tensor) -> Tensor:
@@ -232,22 +220,7 @@ class LatentSpace:
 
         Differentiable in ``z`` (projection uses it); callers that need no gradients wrap it
         in ``torch.inference_mode()``."""
-        m, n = self.model, z.shape[0]
-        if self.variant == "gan":
-            return m.generator(z, self.labels(n)).float()
-        if self.variant == "vae":
-            from studio.models.vae.common import params_to_images
-
-            return params_to_images(m.decoder(z, self.labels(n)), m.config.likelihood)
-        if self.variant == "vqvae":
-            return m.decoder(z.reshape(n, *self.latent_shape)).float().clamp(-1, 1)
-        from studio.models.flow.layers import BINS, DATA_SCALE
-
-        x = m.flow.inverse(z.to(next(m.parameters()).dtype))
-        # quantize_back without its clamp (a clamp has no gradient); decode() clamps.
-        pixels = (x / DATA_SCALE + 0.5) * BINS - 0.5
-        images = (pixels / 127.5 - 1).float().reshape(n, self.channels, *([self.resolution] * 2))
-        return torch.nan_to_num(images, nan=0.0)
+        return self.model.decode_latents(z, self.labels(z.shape[0]))  # type: ignore[attr-defined]
 
     def decode(self, z: np.ndarray | Tensor) -> np.ndarray:
         """Latents -> uint8 RGB images: ``dim`` -> H x W x 3, ``N x dim`` -> N x H x W x 3."""
@@ -301,11 +274,23 @@ class LatentSpace:
                 f"{self.display_name} has no encoder: its latent is found by projection "
                 "(an optimisation that takes a few seconds)."
             )
-        if self.variant == "vae":
-            z = self.model.encode(images, self.labels(len(images)))
-        else:
-            z = self.model.encode(images)
+        z = self.model.encode_latents(images, self.labels(len(images)))  # type: ignore[attr-defined]
         return z.reshape(len(images), -1)
+
+    def direction_features(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(latents analysed, features) for principal directions from prior draws ``z``."""
+        return self.model.direction_features(z, self.labels(len(z)))  # type: ignore[attr-defined]
+
+
+def _spec_of(model: GenerativeModel) -> LatentSpec:
+    """The model's latent description; a StudioError for a model without a latent."""
+    info = model.info
+    if Capability.LATENT not in info.capabilities or not isinstance(model, LatentFamily):
+        note = type(model).latent_note
+        if note:
+            raise StudioError(f"{info.display_name} {note}")
+        raise StudioError(f"{info.display_name} has no latent space to explore.")
+    return model.latent_spec()
 
 
 def to_uint8(images: Tensor) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""Diffusion runs in the latent explorer: the latent is DDIM's starting noise x_T.
+"""ODE latents in the explorer (a DDPM run): the latent is DDIM's starting noise x_T.
+
+A family whose ``LatentSpec.ode`` is set implements
+:class:`studio.models.capabilities.OdeLatentFamily` (path, decode and inversion step by step);
+this module drives it with progress and finds its directions. The notes below are for DDPM's.
 
 Deterministic DDIM (eta = 0) turns a noise tensor x_T (C x R x R numbers, drawn from N(0, I))
 into an image, always the same image for the same x_T, so x_T works as a latent:
@@ -28,7 +32,7 @@ inverted), so a decode can differ slightly from the Sample workspace's DDIM (whi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,26 +45,15 @@ from studio.core.errors import StudioError
 from studio.core.jobs import Progress
 from studio.engine.latent import LatentSpace, image_error, psnr, to_uint8
 from studio.models.base import GenerativeModel
+from studio.models.capabilities import OdeLatentFamily
 
 DEFAULT_STEPS = 20  # DDIM steps per decode and inversion (the Sample workspace uses 50)
 DEFAULT_REFINE = 3  # fixed-point refinements per inversion step
-MAX_STEPS = 1000
 BATCH = 64  # latents per batched decode or inversion: bounded memory
 DEFAULT_ANALYSED = 128  # training images inverted to find the principal directions
 FALLBACK_SAMPLES = 96  # model samples decoded when the training images cannot be read
-EXPLORABLE = ("diffusion.ddpm",)  # class- or unconditional pixel-space DDIM families
 # Ends the method text (the workspace shows "Found by <method>.").
 METHOD_NOTE = "; PCA of sampled noise would find nothing: it varies alike in every direction"
-
-
-def unsupported_diffusion_reason(family_key: str, display_name: str) -> str | None:
-    """Why a diffusion family cannot be explored, or None when it can."""
-    if family_key in EXPLORABLE:
-        return None
-    return (
-        f"{display_name} runs cannot be explored yet: the explorer inverts pixel-space DDPM "
-        "runs (unconditional or class-conditional) only. Use Sample or Inpaint with this run."
-    )
 
 
 class DiffusionLatentSpace(LatentSpace):
@@ -75,26 +68,11 @@ class DiffusionLatentSpace(LatentSpace):
         steps: int = DEFAULT_STEPS,
         refine: int = DEFAULT_REFINE,
     ) -> None:
-        info = model.info
-        reason = unsupported_diffusion_reason(info.key, info.display_name)
-        if reason is not None:
-            raise StudioError(reason)
-        self.model = model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        config = model.config
-        self.family, self.display_name, self.kind = info.key, info.display_name, info.kind
-        self.resolution, self.channels = int(config.resolution), int(config.channels)
-        self.device = model.device
-        self.temperature = 1.0
-        self.variant = "diffusion"
-        self.latent_shape = (self.channels, self.resolution, self.resolution)
-        self.dim = self.channels * self.resolution**2
-        self.num_classes = int(config.num_classes)
-        self.guidance = float(config.guidance) if self.num_classes else 1.0
-        self._label: int | None = None
-        self.label = label if label is not None else (0 if self.num_classes else None)
-        self._z1 = torch.zeros(1, self.dim, device=self.device)
+        super().__init__(model, label)
+        if not isinstance(model, OdeLatentFamily):
+            raise StudioError(f"{model.info.display_name} has no ODE latent to explore.")
+        self.ode_model: OdeLatentFamily = model
+        self.guidance = model.ode_guidance()
         self.refine = int(refine)
         self._steps = 0
         self.steps = steps
@@ -107,33 +85,22 @@ class DiffusionLatentSpace(LatentSpace):
 
     @steps.setter
     def steps(self, value: int) -> None:
-        from studio.models.diffusion.inversion import ddim_path
-        from studio.models.diffusion.samplers import make_sampler
-
         value = int(value)
-        limit = min(MAX_STEPS, int(self.model.config.num_train_timesteps))
+        limit = self.ode_model.ode_max_steps()
         if not 1 <= value <= limit:
             raise StudioError(f"Pick between 1 and {limit} DDIM steps.")
-        sched = make_sampler("ddim", self.model.scheduler.config)
-        sched.set_timesteps(value)  # the Sample workspace's DDIM timesteps ("trailing")
-        self._path = ddim_path(self.model.scheduler.alphas_cumprod, sched.timesteps)
+        self._path = self.ode_model.ode_path(value)
         self._steps = value
 
     @property
     def encoder(self) -> str:  # type: ignore[override]  # a plain attribute elsewhere
         """How an image's latent is found, in words (follows the settings)."""
-        return f"DDIM inversion ({self.steps} steps, up to {self.refine} refinements each)"
+        base = self.spec.encoder
+        return f"{base} ({self.steps} steps, up to {self.refine} refinements each)"
 
-    # -- the network as a function of (x, t) -------------------------------------------------
-    def _model_fn(self, labels: Tensor | None) -> Callable[[Tensor, Tensor], Tensor]:
-        from studio.models.diffusion.samplers import guided_output
-
-        unet, null = self.model.ema_unet, self.num_classes
-
-        def fn(x: Tensor, t: Tensor) -> Tensor:
-            return guided_output(unet, x, t, labels, null, self.guidance).float()
-
-        return fn
+    @encoder.setter
+    def encoder(self, value: str) -> None:
+        pass  # LatentSpace.__init__ sets it; here it follows the step count
 
     def _labels_for(self, n: int, labels: Tensor | np.ndarray | None) -> Tensor | None:
         if not self.num_classes:
@@ -148,13 +115,10 @@ class DiffusionLatentSpace(LatentSpace):
     ) -> Generator[int, None, Tensor]:
         """N x dim latents on the device -> N x C x R x R images in [-1, 1], one yield (the
         steps done) per network pass. Call under ``torch.inference_mode()``."""
-        from studio.models.diffusion.inversion import ddim_decode_iter
-
         n = z.shape[0]
         x = z.reshape(n, *self.latent_shape).float()
-        fn = self._model_fn(self._labels_for(n, labels))
-        out = yield from ddim_decode_iter(fn, x, self._path, self.model.config.prediction_type)
-        return torch.nan_to_num(out, nan=0.0).clamp(-1, 1)
+        lab = self._labels_for(n, labels)
+        return (yield from self.ode_model.ode_decode_iter(x, lab, self._path, self.guidance))
 
     def invert_iter(
         self,
@@ -164,13 +128,11 @@ class DiffusionLatentSpace(LatentSpace):
     ) -> Generator[int, None, Tensor]:
         """N x C x R x R images in [-1, 1] on the device -> N x dim noise, one yield (the
         network passes so far) per pass. Call under ``torch.inference_mode()``."""
-        from studio.models.diffusion.inversion import ddim_invert_iter
-
         n = images.shape[0]
-        fn = self._model_fn(self._labels_for(n, labels))
+        lab = self._labels_for(n, labels)
         refine = self.refine if refine is None else int(refine)
-        z = yield from ddim_invert_iter(
-            fn, images.float(), self._path, self.model.config.prediction_type, refine
+        z = yield from self.ode_model.ode_invert_iter(
+            images.float(), lab, self._path, self.guidance, refine
         )
         return z.reshape(n, -1)
 

@@ -2,7 +2,10 @@
 attribute directions fitted from samples a user marked.
 
 How the principal directions are found depends on the family, because "PCA of the prior" is
-empty for most of them (the prior is an isotropic Gaussian: every direction has variance 1):
+empty for most of them (the prior is an isotropic Gaussian: every direction has variance 1).
+The family says which features to analyse (``direction_features`` of the latent protocol),
+whether they are mapped back to z by regression, and how it is described in words
+(``LatentSpec``); for the built-in families:
 
 * **VAE / VQ-VAE**: PCA of the encoder's latents for ``n_samples`` images, by default the
   model's own samples (prior -> decode -> encode; the posterior means, or code grids). The
@@ -35,17 +38,16 @@ import torch.nn.functional as F
 from studio.core.errors import StudioError
 from studio.core.jobs import Progress
 from studio.engine.latent import LatentSpace
+from studio.models.pooling import MAX_FEATURES, pooled
 
 BATCH = 100  # latents per decode/encode batch: bounded memory, one progress report each
-MAX_FEATURES = 4096  # GAN activations and flow pixels are pooled down to at most this many
-# Latents analysed by default. A GAN needs only its first layer per sample; VAEs and flows
-# decode (and encode) whole images, and ten directions are stable from a few hundred.
-DEFAULT_SAMPLES = {"gan": 2000, "vae": 500, "vqvae": 500, "flow": 300, "diffusion": 128}
 
 
 def default_samples(space: LatentSpace) -> int:
-    """How many latents :func:`directions_job` analyses for ``space`` by default."""
-    return DEFAULT_SAMPLES[space.variant]
+    """How many latents :func:`directions_job` analyses for ``space`` by default (the
+    family's ``LatentSpec.analysed``: a GAN needs only its first layer per sample, VAEs and
+    flows decode whole images and ten directions are stable from a few hundred)."""
+    return int(space.spec.analysed)
 
 
 @dataclass(frozen=True)
@@ -89,35 +91,17 @@ def _features(
             if images is not None:
                 x = torch.cat([space.image_tensor(space.prepare_image(i)) for i in images[part]])
                 zb = fb = space.encode_tensor(x).float().cpu().numpy()
-            elif space.variant in ("vae", "vqvae"):
-                # Decoded in float, not via 8-bit images: nothing is lost to rounding.
-                x = space.decode_tensor(torch.from_numpy(z[part]).to(space.device)).clamp(-1, 1)
-                zb = fb = space.encode_tensor(x).float().cpu().numpy()
-            elif space.variant == "gan":
-                zb = z[part]
-                fb = _gan_activations(space, zb)
-            else:  # flow: pooled pixels
-                zb = z[part]
-                fb = _pooled(space.decode_tensor(torch.from_numpy(zb).to(space.device)))
+            else:
+                zt, ft = space.direction_features(torch.from_numpy(z[part]).to(space.device))
+                zb, fb = zt.float().cpu().numpy(), ft.float().cpu().numpy()
         zs.append(zb)
         feats.append(fb)
     return np.concatenate(zs), np.concatenate(feats)
 
 
-def _gan_activations(space: LatentSpace, z: np.ndarray) -> np.ndarray:
-    """The generator's first block (transposed conv, batch norm, ReLU), flattened."""
-    g = space.model.generator
-    zt = torch.from_numpy(z).to(space.device)
-    if g.embed is not None:
-        zt = torch.cat([zt, g.embed(space.labels(len(zt)))], dim=1)
-    return _pooled(g.net[:3](zt[:, :, None, None]))
-
-
 def _pooled(maps: torch.Tensor) -> np.ndarray:
     """N x C x H x W maps, average-pooled to at most MAX_FEATURES numbers each, flattened."""
-    while maps[0].numel() > MAX_FEATURES and maps.shape[-1] > 1:
-        maps = F.avg_pool2d(maps, 2)
-    return maps.flatten(1).float().cpu().numpy()
+    return pooled(maps, MAX_FEATURES).cpu().numpy()
 
 
 def _pca(features: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -158,7 +142,7 @@ def directions_job(
     """Principal directions of ``space`` (see the module notes for the method per family),
     as a job: one progress report per batch, cancellable between batches. ``n_samples``
     None: :func:`default_samples`."""
-    if space.variant == "diffusion":  # inverted training images: see latent_diffusion
+    if space.ode:  # inverted training images: see latent_diffusion
         from studio.engine.latent_diffusion import diffusion_directions_job
 
         return (yield from diffusion_directions_job(space, n_samples, k, seed, images))
@@ -174,7 +158,7 @@ def directions_job(
     centred = (zs - zs.mean(0, dtype=np.float64)).astype(np.float32)  # float32: flows are big
     del zs
     coords, comps, explained = _pca(feats, k, seed)
-    if images is None and space.variant in ("gan", "flow"):
+    if images is None and space.spec.regress:
         # GANSpace: z ~ coords @ U, solved by least squares through the k x k normal
         # equations (the latents can be thousands wide); U's rows are the directions.
         gram = coords.T @ coords + 1e-9 * np.eye(len(coords.T))
@@ -184,16 +168,10 @@ def directions_job(
         vectors = comps[:k]  # PCA ran on the latents themselves: already orthonormal
     std = np.maximum((centred @ vectors.T.astype(np.float32)).std(0), 1e-6)
     source = "your images" if images is not None else "the model's own samples"
-    method = {
-        "vae": f"PCA of the encoder's posterior means for {n} of {source}",
-        "vqvae": f"PCA of the encoder's code grids for {n} of {source}",
-        "gan": f"GANSpace: PCA of the generator's first-layer activations for {n} prior "
-        "samples, mapped back to z by linear regression",
-        "flow": f"PCA of the pixels of {n} decoded samples, mapped back to z by linear "
-        "regression (a flow's latent is isotropic, so PCA of z alone finds nothing)",
-    }[space.variant]
-    if images is not None and space.variant == "flow":
-        method = f"PCA of the flow's exact latents for {n} of your images"
+    template = space.spec.directions
+    if images is not None and space.spec.image_directions:
+        template = space.spec.image_directions
+    method = template.format(n=n, source=source)
     names = tuple(f"PC{i + 1}" for i in range(len(vectors)))
     return Directions(vectors.astype(np.float32), std.astype(np.float32), names, method, explained)
 

@@ -1,4 +1,4 @@
-"""Inpainting by latent optimisation, for the VAE, flow and GAN families.
+"""Inpainting by latent optimisation, for any family with a latent space (VAE, flow, GAN).
 
 Each variation is one latent ``z``, optimised with Adam so that the decoded image matches the
 known (unmasked) pixels, plus a prior term that keeps ``z`` plausible:
@@ -9,35 +9,30 @@ known (unmasked) pixels, plus a prior term that keeps ``z`` plausible:
 density of N(0, I) up to a constant; for a flow this ignores the log-determinant, a common
 approximation). The hole is free: the prior and the decoder fill it.
 
-Starts, one per variation: VAE = encode(image with a grey hole) plus noise; flow = the flow's
-exact encoding of the image with the hole filled by noise; GAN = a random draw from the prior.
-
-VQ-VAE is supported by optimising the continuous pre-quantisation grid z_e: the decoder sees
-the quantised grid with a straight-through gradient (as in training), the energy is the
-commitment distance ||z_e - quantise(z_e)||^2 / 2, and the result decodes quantise(z_e).
+A family takes it by mixing in :class:`LatentInpainting`; its :class:`LatentView` says how
+to start, decode and score a latent. Starts, one per variation: a random draw from the prior by
+default (GANs); VAEs encode the image with a grey hole and add noise, flows encode the image
+with the hole filled by noise (their views live in their own files). VQ-VAE optimises the
+continuous pre-quantisation grid z_e: the decoder sees the quantised grid with a
+straight-through gradient (as in training), the energy is the commitment distance
+||z_e - quantise(z_e)||^2 / 2, and the result decodes quantise(z_e).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Generator
+from dataclasses import dataclass, replace
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from studio.core.errors import StudioError
 from studio.core.jobs import Progress
-from studio.models.base import GenerativeModel, eval_mode
-from studio.models.flow import FlowModel
-from studio.models.flow.layers import BINS, DATA_SCALE
-from studio.models.gan.common import GANModel
-from studio.models.vae.common import params_to_images
-from studio.models.vae.conv import ConvVAE
-from studio.models.vae.vqvae import VQVAE
+from studio.models.base import eval_mode
+from studio.models.capabilities import InpaintSettings, Preview
 
 PREVIEWS = 10  # about this many previews per run
-Preview = Callable[[Tensor], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -65,21 +60,25 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-# -- per-family views of the latent ---------------------------------------------------------
+# -- how a family's latent is optimised ------------------------------------------------------
 
 
-class _Latent:
-    """How one family starts, decodes and scores a latent. ``images`` must be differentiable."""
+class LatentView:
+    """How one family starts, decodes and scores a latent for inpainting. ``images`` must be
+    differentiable. The default serves any :class:`~studio.models.capabilities.LatentFamily`
+    with a Gaussian prior: start from a prior draw, decode with ``decode_latents``, energy
+    ||z||^2 / 2. A family overrides :meth:`LatentInpainting.inpaint_view` to start elsewhere
+    (an encoder's guess) or to optimise another latent (VQ-VAE: the pre-quantisation grid)."""
 
-    def __init__(self, model: GenerativeModel, labels: Tensor | None) -> None:
+    def __init__(self, model: Any, labels: Tensor | None) -> None:
         self.model = model
         self.labels = labels
 
     def start(self, x: Tensor, hole: Tensor, plan: LatentPlan, gen: torch.Generator) -> Tensor:
-        raise NotImplementedError
+        return self.model.prior_latents(x.shape[0], gen, 1.0).to(x.device)
 
     def images(self, z: Tensor) -> Tensor:
-        raise NotImplementedError
+        return self.model.decode_latents(z, self.labels)
 
     def energy(self, z: Tensor) -> Tensor:
         """Per-image prior energy: -log N(z; 0, I) up to a constant."""
@@ -89,98 +88,67 @@ class _Latent:
         return self.images(z).clamp(-1, 1)
 
 
-def _noise(like: Tensor, gen: torch.Generator) -> Tensor:
-    return torch.randn(like.shape, generator=gen).to(like.device)  # CPU draw: seeded anywhere
+def noise_like(like: Tensor, gen: torch.Generator) -> Tensor:
+    """Standard normal noise shaped like ``like``, drawn on the CPU (seeded anywhere)."""
+    return torch.randn(like.shape, generator=gen).to(like.device)
 
 
-class _VAELatent(_Latent):
-    model: ConvVAE
+class LatentInpainting:
+    """The :class:`~studio.models.capabilities.InpaintFamily` of latent optimisation, for a
+    family that implements the latent protocol: mix it into the family's class and set
+    ``Capability.INPAINT``."""
 
-    def start(self, x: Tensor, hole: Tensor, plan: LatentPlan, gen: torch.Generator) -> Tensor:
-        grey = torch.where(hole, torch.zeros_like(x), x)  # 0 is mid-grey in [-1, 1]
-        mean = self.model.posterior(grey, self.labels)[0].float()
-        return mean + plan.start_noise * _noise(mean, gen)
+    inpaint_methods: tuple[str, ...] = ()
+    inpaint_method_labels: dict[str, str] = {}
 
-    def images(self, z: Tensor) -> Tensor:
-        params = self.model.decoder(z, self.labels)
-        return params_to_images(params, self.model.config.likelihood)
+    def inpaint_view(self, labels: Tensor | None) -> LatentView:
+        return LatentView(self, labels)
 
+    @classmethod
+    def inpaint_presets(cls, method: str = "") -> dict[str, str]:
+        return {name: p.description for name, p in PRESETS.items()}
 
-class _GANLatent(_Latent):
-    model: GANModel
+    def inpaint_describe(self, settings: InpaintSettings) -> str:
+        plan = latent_plan(settings)
+        return f"latent optimisation: {plan.steps} Adam steps, prior weight {plan.prior_weight:g}"
 
-    def start(self, x: Tensor, hole: Tensor, plan: LatentPlan, gen: torch.Generator) -> Tensor:
-        return self.model.latent(x.shape[0], gen)
-
-    def images(self, z: Tensor) -> Tensor:
-        return self.model.generator(z, self.labels).float()
-
-
-class _FlowLatent(_Latent):
-    model: FlowModel
-
-    def start(self, x: Tensor, hole: Tensor, plan: LatentPlan, gen: torch.Generator) -> Tensor:
-        filled = torch.where(hole, (0.5 * _noise(x, gen)).clamp(-1, 1), x)
-        return self.model.encode(filled).float()
-
-    def images(self, z: Tensor) -> Tensor:
-        m, c = self.model, self.model.config
-        x = m.flow.inverse(z.to(next(m.parameters()).dtype))
-        # quantize_back without its clamp, whose zero gradient would stall saturated pixels.
-        pixels = (x / DATA_SCALE + 0.5) * BINS - 0.5
-        images = (pixels / 127.5 - 1).float().reshape(-1, c.channels, c.resolution, c.resolution)
-        return torch.nan_to_num(images, nan=0.0)
+    def inpaint_iter(
+        self,
+        x0: Tensor,
+        hole: Tensor,
+        n: int,
+        generator: torch.Generator,
+        settings: InpaintSettings,
+        labels: Tensor | None,
+        preview: Preview | None,
+    ) -> Generator[Progress, None, Tensor]:
+        view = self.inpaint_view(labels)
+        plan = latent_plan(settings)
+        return (yield from optimise_latent(view, x0, hole, n, generator, plan, preview))
 
 
-class _VQLatent(_Latent):
-    model: VQVAE
-
-    def _quantised(self, z: Tensor) -> Tensor:
-        b, d, h, w = z.shape
-        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, d)
-        codes = self.model.codebook[self.model.nearest(flat)]
-        return codes.view(b, h, w, d).permute(0, 3, 1, 2)
-
-    def start(self, x: Tensor, hole: Tensor, plan: LatentPlan, gen: torch.Generator) -> Tensor:
-        grey = torch.where(hole, torch.zeros_like(x), x)
-        z = self.model.encoder(grey).float()
-        return z + plan.start_noise * z.std() * _noise(z, gen)
-
-    def images(self, z: Tensor) -> Tensor:
-        straight = z + (self._quantised(z) - z).detach()  # the decoder sees codes
-        return self.model.decoder(straight).float()
-
-    def energy(self, z: Tensor) -> Tensor:
-        return 0.5 * (z - self._quantised(z)).flatten(1).square().sum(1)
-
-    def final(self, z: Tensor) -> Tensor:
-        return self.model.decoder(self._quantised(z)).float().clamp(-1, 1)
-
-
-def latent_view(model: GenerativeModel, labels: Tensor | None) -> _Latent:
-    """The latent adapter of ``model``; a StudioError for a model without a usable latent."""
-    if isinstance(model, VQVAE):
-        return _VQLatent(model, labels)
-    if isinstance(model, ConvVAE):
-        return _VAELatent(model, labels)
-    if isinstance(model, GANModel):
-        return _GANLatent(model, labels)
-    if isinstance(model, FlowModel):
-        return _FlowLatent(model, labels)
-    raise StudioError(f"{model.info.display_name} has no latent space that inpainting can use.")
+def latent_plan(settings: InpaintSettings) -> LatentPlan:
+    """The preset's plan with the user's overrides."""
+    if settings.preset not in PRESETS:
+        raise StudioError(f"Inpainting: preset must be one of {', '.join(PRESETS)}.")
+    plan = PRESETS[settings.preset].plan
+    if settings.steps is not None:
+        plan = replace(plan, steps=settings.steps)
+    if settings.prior_weight is not None:
+        plan = replace(plan, prior_weight=settings.prior_weight)
+    return plan
 
 
 # -- the optimisation ------------------------------------------------------------------------
 
 
 def optimise_latent(
-    model: GenerativeModel,
+    view: LatentView,
     x0: Tensor,
     mask: Tensor,
     n: int,
     generator: torch.Generator,
     plan: LatentPlan,
-    labels: Tensor | None = None,
     preview: Preview | None = None,
 ) -> Generator[Progress, None, Tensor]:
     """Optimise ``n`` latents (one per variation, all in one batch: Adam treats each element
@@ -189,11 +157,11 @@ def optimise_latent(
     the caller pastes the known pixels back)."""
     if plan.steps < 1 or not plan.lr > 0 or plan.prior_weight < 0 or not plan.sigma > 0:
         raise StudioError("Latent inpainting needs steps >= 1, lr > 0, sigma > 0, weight >= 0.")
+    model = view.model
     device = model.device
     x0 = x0.to(device).float().expand(n, -1, -1, -1)
     hole = (mask.to(device) > 0.5).expand_as(x0)
     known = (~hole).float()
-    view = latent_view(model, labels)
     with torch.no_grad(), eval_mode(model):
         z = view.start(x0, hole, plan, generator).detach().clone()
     z.requires_grad_(True)

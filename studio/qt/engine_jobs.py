@@ -44,6 +44,9 @@ class FamilySpec:
     summary: str
     config_cls: type
     loss_names: tuple[str, ...] = ()
+    group_title: str = ""  # the picker's heading (FamilyInfo.group_title)
+    sampling_options: tuple[Any, ...] = ()  # studio.models.capabilities.SamplingOption
+    origin: str = ""  # built-in, or the plug-in's distribution
 
 
 @dataclass(frozen=True)
@@ -52,16 +55,25 @@ class FamilyListing:
     broken: tuple[tuple[str, str], ...] = ()  # (key, why it could not be loaded)
 
 
+#: The newest listing's families by key (filled by the describe_families job), so a workspace
+#: can read a family's declared options on the GUI thread without importing torch.
+KNOWN_FAMILIES: dict[str, FamilySpec] = {}
+
+
+def known_family(key: str) -> FamilySpec | None:
+    return KNOWN_FAMILIES.get(key)
+
+
 def describe_families() -> Factory:
     """Import every registered family (and with it torch) and the trainer, and describe the
     families."""
 
     def factory(token: CancelToken) -> Generator[Progress, None, FamilyListing]:
-        from studio.models.registry import FAMILIES, get_family
+        from studio.models.registry import family_sources, get_family
 
         yield Progress("load", message="Loading the model families")
         specs, broken = [], []
-        for key in FAMILIES:
+        for key, source in family_sources().items():
             token.check()
             try:
                 family = get_family(key)
@@ -77,12 +89,17 @@ def describe_families() -> Factory:
                     info.summary,
                     family.Config,
                     tuple(info.loss_names),
+                    info.group_title,
+                    tuple(family.sampling_options),
+                    source.origin,
                 )
             )
         # The trainer's modules too, now, while the window is still starting: imported at the
         # first Start instead, they would hold the GIL for ~100 ms just as the user clicks.
         import studio.engine.train  # noqa: F401
 
+        global KNOWN_FAMILIES
+        KNOWN_FAMILIES = {spec.key: spec for spec in specs}  # one assignment: no torn reads
         return FamilyListing(tuple(specs), tuple(broken))
 
     return factory

@@ -14,13 +14,6 @@ from studio.core import options
 from studio.core.jobs import Progress
 from studio.qt.engine_jobs import FamilySpec
 
-KIND_TITLES = {
-    "gan": "GANs",
-    "vae": "Variational autoencoders",
-    "flow": "Normalizing flows",
-    "diffusion": "Diffusion models",
-}
-KIND_ORDER = ("gan", "vae", "flow", "diffusion")
 DEVICE_CHOICES = tuple(
     d for d in options.DEVICE_CHOICES if d != "mps" or sys.platform == "darwin"
 )
@@ -51,28 +44,26 @@ class ModelPicker(QWidget):
         self._specs: dict[str, FamilySpec] = {}
 
     def set_families(self, families: tuple[FamilySpec, ...] | list[FamilySpec]) -> None:
-        """List ``families`` grouped by kind (known kinds first, in a fixed order)."""
+        """List ``families`` grouped under their ``group_title`` (FamilyInfo's), the groups
+        in the order the registry first lists them (built-in first, then plug-ins)."""
         self.combo.blockSignals(True)
         self.combo.clear()
         self._specs = {spec.key: spec for spec in families}
-        kinds = sorted(
-            {s.kind for s in families},
-            key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else 99, k),
-        )
+        kinds = list(dict.fromkeys(s.group_title or s.kind for s in families))
         model = self.combo.model()
         bold = QFont(self.combo.font())
         bold.setBold(True)
         for kind in kinds:
             if self.combo.count():
                 self.combo.insertSeparator(self.combo.count())
-            self.combo.addItem(KIND_TITLES.get(kind, kind.title()))
+            self.combo.addItem(kind)
             header = self.combo.count() - 1
             if isinstance(model, QStandardItemModel):
                 item = model.item(header)
                 item.setFlags(Qt.ItemFlag.NoItemFlags)  # a header, not a choice
                 item.setFont(bold)
             # Registry order within a kind: it is curated (the simplest model first).
-            for spec in (s for s in families if s.kind == kind):
+            for spec in (s for s in families if (s.group_title or s.kind) == kind):
                 self.combo.addItem(f"  {spec.display_name}", spec.key)
                 self.combo.setItemData(
                     self.combo.count() - 1, spec.summary, Qt.ItemDataRole.ToolTipRole

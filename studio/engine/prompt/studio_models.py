@@ -8,7 +8,7 @@ Euler, Euler ancestral and UniPC are built from the run's own training scheduler
 
 Modes: text-to-image; image-to-image (the image is resized to the model's resolution, noised to
 ``strength`` and denoised, and the result comes back at the image's size); inpainting (masked
-DDIM or DPM-Solver++ with the prompt, reusing :mod:`studio.engine.inpaint_diffusion`; outside the
+DDIM or DPM-Solver++ with the prompt, reusing :mod:`studio.models.diffusion.inpaint`; outside the
 blurred mask the original pixels are kept exactly; ``strength`` and "only masked area" are not
 used: the masked area is always regenerated from noise over the whole image).
 """
@@ -91,7 +91,7 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class _PromptAsClasses(nn.Module):
     """A prompt-conditioned UNet presented as a class-conditional one: class 0 is the prompt,
     class 1 (the "null" class) the negative prompt. The class-label inpainting samplers in
-    :mod:`studio.engine.inpaint_diffusion` can then drive it with guidance unchanged."""
+    :mod:`studio.models.diffusion.inpaint` can then drive it with guidance unchanged."""
 
     def __init__(self, unet: nn.Module, hidden: Tensor, mask: Tensor) -> None:
         super().__init__()
@@ -264,7 +264,7 @@ def _inpaint(
     guidance: float,
     device: torch.device,
 ) -> Generator[tuple[int, int, Tensor | None], None, np.ndarray]:
-    from studio.engine import inpaint_diffusion as diff
+    from studio.models.diffusion import inpaint as diff
 
     original = np.asarray(request.image)
     h, w = original.shape[:2]

@@ -49,7 +49,10 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
+from studio.models.capabilities import SamplingOption
 from studio.models.configs import learning_rate, lr_warmup, network_width
+from studio.models.diffusion.inpaint import DiffusionInpainting
+from studio.models.diffusion.latent import DDIMLatent
 from studio.models.diffusion.samplers import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
@@ -231,6 +234,38 @@ def build_scheduler(c: DDPMConfig) -> DDPMScheduler:
     )
 
 
+SAMPLING_OPTIONS = (
+    SamplingOption(
+        "sampler",
+        "choice",
+        DEFAULT_SAMPLER,
+        "Sampler",
+        "ddpm: the full chain; ddim and dpm++ take far fewer steps",
+        choices=tuple(SAMPLERS),
+    ),
+    SamplingOption(
+        "steps",
+        "int",
+        None,
+        "Steps",
+        "sampler steps (more is slower and usually cleaner)",
+        minimum=1,
+        maximum=1000,
+        defaults_by="sampler",
+        defaults=tuple(DEFAULT_STEPS.items()),
+    ),
+    SamplingOption(
+        "guidance",
+        "float",
+        None,
+        "Guidance",
+        "classifier-free guidance of class-conditional models (default: the model's)",
+        minimum=0.0,
+        maximum=20.0,
+    ),
+)
+
+
 class UNetDiffusion(GenerativeModel):
     """What DDPM and the text model share: the training objective on ``self.scheduler``'s
     noise process, AdamW with warm-up and clipping, an EMA of the trained networks (the
@@ -344,19 +379,24 @@ class UNetDiffusion(GenerativeModel):
         return name, steps, guidance
 
 
-class DDPM(UNetDiffusion):
+class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
     info = FamilyInfo(
         key="diffusion.ddpm",
         kind="diffusion",
         display_name="DDPM",
         summary="Diffusion: steady training and varied, faithful samples, but slow to train and "
         "each sample takes many network passes.",
-        capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.CONDITIONAL,
+        capabilities=Capability.TRAIN
+        | Capability.SAMPLE
+        | Capability.CONDITIONAL
+        | Capability.LATENT
+        | Capability.INPAINT,
         loss_names=("loss", "grad_norm"),
     )
     Config = DDPMConfig
     config: DDPMConfig
     conditions = ("label", "steps", "sampler", "guidance")
+    sampling_options = SAMPLING_OPTIONS
     shardable = True  # GroupNorm, attention and convolutions: each sample on its own
 
     def __init__(self, config: DDPMConfig) -> None:

@@ -1,5 +1,8 @@
 """Diffusion inpainting for the DDPM family: RePaint and a one-pass masked sampler.
 
+:class:`DiffusionInpainting` is the family's side of the inpainting protocol
+(:class:`studio.models.capabilities.InpaintFamily`); the engine only calls it.
+
 Both work at the model's resolution on a batch of variations that share one known image
 ``x0`` (1 x C x R x R in [-1, 1]) and one binary mask (1 x 1 x R x R, 1 = regenerate).
 
@@ -21,14 +24,16 @@ counts UNet evaluations (a guided evaluation is one batched call of twice the ba
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from studio.core.errors import StudioError
 from studio.core.jobs import Progress
 from studio.models.base import eval_mode
+from studio.models.capabilities import InpaintSettings
 from studio.models.diffusion.samplers import guided_output, make_sampler, predicted_x0
 
 REPAINT = "repaint"
@@ -271,3 +276,50 @@ def masked_sample(
             image = preview(torch.where(hole, shown.clamp(-1, 1), x0))
         yield Progress("inpaint", i + 1, total, message="masked sampling", image=image)
     return torch.where(hole, x.clamp(-1, 1), x0)
+
+
+# -- the inpainting protocol ------------------------------------------------------------------
+
+
+class DiffusionInpainting:
+    """RePaint or masked sampling with the EMA UNet: mixed into a UNet diffusion family."""
+
+    inpaint_methods: tuple[str, ...] = METHODS
+    inpaint_method_labels: dict[str, str] = {REPAINT: "RePaint", MASKED: "Masked DDIM / DPM++"}
+
+    @classmethod
+    def inpaint_presets(cls, method: str = "") -> dict[str, str]:
+        return {name: p.description for name, p in PRESETS[method or REPAINT].items()}
+
+    def inpaint_plan(self, settings: InpaintSettings) -> DiffusionPlan:
+        method = settings.method or REPAINT
+        if method not in PRESETS:
+            raise StudioError(f"Inpainting: method must be one of {', '.join(METHODS)}.")
+        if settings.preset not in PRESETS[method]:
+            raise StudioError(f"Inpainting: preset must be one of {', '.join(PRESETS[method])}.")
+        plan = PRESETS[method][settings.preset].plan
+        return plan if settings.steps is None else replace(plan, steps=settings.steps)
+
+    def inpaint_describe(self, settings: InpaintSettings) -> str:
+        return self.inpaint_plan(settings).describe()
+
+    def inpaint_iter(
+        self,
+        x0: Tensor,
+        hole: Tensor,
+        n: int,
+        generator: torch.Generator,
+        settings: InpaintSettings,
+        labels: Tensor | None,
+        preview: Preview | None,
+    ) -> Generator[Progress, None, Tensor]:
+        c = self.config  # type: ignore[attr-defined]
+        plan = self.inpaint_plan(settings)
+        if plan.steps > c.num_train_timesteps:
+            raise StudioError(f"steps must be at most {c.num_train_timesteps} for this model.")
+        guidance = settings.guidance
+        guidance = float(getattr(c, "guidance", 1.0)) if guidance is None else float(guidance)
+        if guidance < 0:
+            raise StudioError("guidance must be >= 0.")
+        run = repaint if plan.method == REPAINT else masked_sample
+        return (yield from run(self, x0, hole, n, generator, plan, labels, guidance, preview))

@@ -39,6 +39,7 @@ from studio.models.base import (
 )
 from studio.models.configs import override
 from studio.models.diffusion.ddpm import (
+    SAMPLING_OPTIONS,
     DDPMConfig,
     UNetDiffusion,
     build_scheduler,
@@ -175,6 +176,11 @@ class TextDiffusion(UNetDiffusion):
     Config = TextDiffusionConfig
     config: TextDiffusionConfig
     conditions = ("prompt", "negative_prompt", "guidance", "steps", "sampler")
+    sampling_options = SAMPLING_OPTIONS
+    latent_note = (
+        "runs cannot be explored yet: the explorer inverts pixel-space DDPM runs "
+        "(unconditional or class-conditional) only. Use Sample or Inpaint with this run."
+    )
 
     def __init__(self, config: TextDiffusionConfig) -> None:
         super().__init__(config)

@@ -26,8 +26,11 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
+from studio.models.capabilities import TEMPERATURE, LatentSpec
 from studio.models.configs import learning_rate, lr_warmup, network_width
 from studio.models.flow.layers import (
+    BINS,
+    DATA_SCALE,
     LOG2,
     MultiScaleFlow,
     dequantize,
@@ -36,10 +39,19 @@ from studio.models.flow.layers import (
     standard_normal_logp,
     to_bits_per_dim,
 )
+from studio.models.latent_inpaint import LatentInpainting, LatentPlan, LatentView, noise_like
+from studio.models.pooling import pooled
 
 LOSS_NAMES = ("bpd", "logdet", "grad_norm")
-#: What every flow can do: exact likelihood, and an exact latent both ways.
-CAPABILITIES = Capability.TRAIN | Capability.SAMPLE | Capability.LATENT | Capability.LIKELIHOOD
+#: What every flow can do: exact likelihood, an exact latent both ways, inpainting with it.
+CAPABILITIES = (
+    Capability.TRAIN
+    | Capability.SAMPLE
+    | Capability.LATENT
+    | Capability.LIKELIHOOD
+    | Capability.INPAINT
+)
+VIEW_TEMPERATURE = 0.7  # a flow's samples at T=1 are noisy; 0.7 is the usual viewing choice
 
 
 @dataclass
@@ -82,10 +94,11 @@ def factored_prior(default: bool) -> Any:
     )
 
 
-class FlowModel(GenerativeModel):
+class FlowModel(LatentInpainting, GenerativeModel):
     """Base of the flow family. Subclasses set ``self.flow`` in ``__init__``."""
 
     conditions = ("temperature",)
+    sampling_options = (TEMPERATURE,)
     config: FlowConfig
     flow: MultiScaleFlow
 
@@ -120,8 +133,9 @@ class FlowModel(GenerativeModel):
         with eval_mode(self):
             return self._log_likelihood(dequantize(self._inputs(images), 0.5))[0]
 
-    def bits_per_dim(self, images: Tensor) -> Tensor:
-        """Per-image negative log-likelihood in bits per dimension (8 = no better than noise)."""
+    def bits_per_dim(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Per-image negative log-likelihood in bits per dimension (8 = no better than noise).
+        ``labels`` is ignored (the likelihood protocol's signature)."""
         return to_bits_per_dim(self.log_likelihood(images), self.dims)
 
     # -- latents -------------------------------------------------------------------------
@@ -138,6 +152,39 @@ class FlowModel(GenerativeModel):
         with eval_mode(self):
             x = self.flow.inverse(z.to(self.device, self._dtype()))
         return quantize_back(x).reshape(-1, c.channels, c.resolution, c.resolution)
+
+    # -- the latent protocol (studio.models.capabilities.LatentFamily) ---------------------------
+    def latent_spec(self) -> LatentSpec:
+        return LatentSpec(
+            (self.dims,),
+            encoder="the exact inverse",
+            temperature=VIEW_TEMPERATURE,
+            analysed=300,
+            regress=True,
+            directions="PCA of the pixels of {n} decoded samples, mapped back to z by linear "
+            "regression (a flow's latent is isotropic, so PCA of z alone finds nothing)",
+            image_directions="PCA of the flow's exact latents for {n} of your images",
+        )
+
+    def prior_latents(self, n: int, generator: torch.Generator, temperature: float) -> Tensor:
+        return torch.randn(n, self.dims, generator=generator) * temperature
+
+    def decode_latents(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        c = self.config
+        x = self.flow.inverse(z.to(self._dtype()))
+        # quantize_back without its clamp (a clamp has no gradient); callers clamp.
+        pixels = (x / DATA_SCALE + 0.5) * BINS - 0.5
+        images = (pixels / 127.5 - 1).float().reshape(len(z), c.channels, *[c.resolution] * 2)
+        return torch.nan_to_num(images, nan=0.0)
+
+    def encode_latents(self, images: Tensor, labels: Tensor | None) -> Tensor:
+        return self.encode(images).reshape(len(images), -1)
+
+    def direction_features(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        return z, pooled(self.decode_latents(z, labels))
+
+    def inpaint_view(self, labels: Tensor | None) -> LatentView:
+        return _FlowInpaint(self, labels)
 
     # -- training ------------------------------------------------------------------------
     supports_accumulation = True
@@ -191,3 +238,11 @@ def check_divisible(resolution: int, factor: int, what: str) -> None:
             f"{what} needs the resolution to be a multiple of {factor}; got {resolution}. "
             "Use fewer levels or a larger resolution."
         )
+
+
+class _FlowInpaint(LatentView):
+    """Inpainting starts from the flow's exact encoding of the image, the hole filled by noise."""
+
+    def start(self, x: Tensor, hole: Tensor, plan: LatentPlan, gen: torch.Generator) -> Tensor:
+        filled = torch.where(hole, (0.5 * noise_like(x, gen)).clamp(-1, 1), x)
+        return self.model.encode(filled).float()

@@ -22,6 +22,7 @@ class ConditionalGAN(DCGAN):
         capabilities=Capability.TRAIN
         | Capability.SAMPLE
         | Capability.LATENT
+        | Capability.INPAINT
         | Capability.CONDITIONAL,
         loss_names=DCGAN.info.loss_names,
     )

@@ -29,7 +29,10 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
+from studio.models.capabilities import LatentSpec
 from studio.models.configs import learning_rate, network_width
+from studio.models.latent_inpaint import LatentInpainting
+from studio.models.pooling import pooled
 
 
 def levels_for(resolution: int) -> int:
@@ -85,11 +88,18 @@ class Generator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.net(self._input(z, labels))
+
+    def _input(self, z: Tensor, labels: Tensor | None) -> Tensor:
         if self.embed is not None:
             if labels is None:
                 raise ValueError("this generator is class-conditional: labels are required")
             z = torch.cat([z, self.embed(labels)], dim=1)
-        return self.net(z[:, :, None, None])
+        return z[:, :, None, None]
+
+    def first_block(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The first block's maps (transposed conv, batch norm, ReLU): where GANSpace looks."""
+        return self.net[:3](self._input(z, labels))
 
 
 class Discriminator(nn.Module):
@@ -215,7 +225,7 @@ class GANConfig(ModelConfig):
     spectral_norm: bool = setting(False, label="Spectral norm in D", help="steadier training")
 
 
-class GANModel(GenerativeModel):
+class GANModel(LatentInpainting, GenerativeModel):
     """A generator and a discriminator, an Adam optimizer each, one-shot sampling from z.
 
     Subclasses write ``train_step``; they pick the discriminator's normalisation with
@@ -283,6 +293,29 @@ class GANModel(GenerativeModel):
             labels = labels.to(self.device)
         with eval_mode(self.generator):
             return self.generator(z, labels).float()
+
+    # -- the latent protocol (studio.models.capabilities.LatentFamily) ---------------------------
+    def latent_spec(self) -> LatentSpec:
+        return LatentSpec(
+            (self.config.latent_dim,),
+            encoder="",  # none: the explorer projects by optimisation
+            analysed=2000,  # only the first block runs per latent
+            regress=True,
+            directions="GANSpace: PCA of the generator's first-layer activations for {n} "
+            "prior samples, mapped back to z by linear regression",
+        )
+
+    def prior_latents(self, n: int, generator: torch.Generator, temperature: float) -> Tensor:
+        return torch.randn(n, self.config.latent_dim, generator=generator) * temperature
+
+    def decode_latents(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        return self.generator(z, labels).float()
+
+    def encode_latents(self, images: Tensor, labels: Tensor | None) -> Tensor:
+        raise NotImplementedError("a GAN has no encoder")
+
+    def direction_features(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        return z, pooled(self.generator.first_block(z, labels))
 
     def sample_iter(
         self, n: int, generator: torch.Generator, **conditions: Any

@@ -25,7 +25,7 @@ class DCGAN(GANModel):
         kind="gan",
         display_name="DCGAN",
         summary="GAN: sharp samples and instant sampling, but training can be unstable or collapse.",
-        capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.LATENT,
+        capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.LATENT | Capability.INPAINT,
         loss_names=("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g"),
     )
     Config = DCGANConfig

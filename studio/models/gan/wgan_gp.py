@@ -71,7 +71,7 @@ class WGANGP(GANModel):
         kind="gan",
         display_name="WGAN-GP",
         summary="GAN with a steadier, more informative loss; slower per step, rarely collapses.",
-        capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.LATENT,
+        capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.LATENT | Capability.INPAINT,
         loss_names=(
             "loss_d",
             "loss_g",

@@ -26,7 +26,9 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
+from studio.models.capabilities import TEMPERATURE, LatentSpec
 from studio.models.configs import learning_rate
+from studio.models.latent_inpaint import LatentInpainting, LatentPlan, LatentView, noise_like
 from studio.models.vae.common import (
     LIKELIHOODS,
     ConvDecoder,
@@ -78,7 +80,7 @@ class ConvVAEConfig(ModelConfig):
             raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}")
 
 
-class ConvVAE(GenerativeModel):
+class ConvVAE(LatentInpainting, GenerativeModel):
     info = FamilyInfo(
         key="vae.conv",
         kind="vae",
@@ -88,12 +90,14 @@ class ConvVAE(GenerativeModel):
         capabilities=Capability.TRAIN
         | Capability.SAMPLE
         | Capability.LATENT
-        | Capability.LIKELIHOOD,
+        | Capability.LIKELIHOOD
+        | Capability.INPAINT,
         loss_names=("loss", "recon", "kl", *KL_DIM_NAMES),
     )
     Config = ConvVAEConfig
     config: ConvVAEConfig
     conditions: tuple[str, ...] = ("temperature",)
+    sampling_options = (TEMPERATURE,)
 
     def __init__(self, config: ConvVAEConfig) -> None:
         super().__init__(config)
@@ -192,6 +196,32 @@ class ConvVAE(GenerativeModel):
     def _checked(self, labels: Tensor | None, n: int) -> Tensor | None:
         return None  # the unconditional model ignores labels
 
+    # -- the latent protocol (studio.models.capabilities.LatentFamily) ---------------------------
+    def latent_spec(self) -> LatentSpec:
+        return LatentSpec(
+            (self.config.latent_dim,),
+            encoder="the posterior mean",
+            directions="PCA of the encoder's posterior means for {n} of {source}",
+        )
+
+    def prior_latents(self, n: int, generator: torch.Generator, temperature: float) -> Tensor:
+        return torch.randn(n, self.config.latent_dim, generator=generator) * temperature
+
+    def decode_latents(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        return params_to_images(self.decoder(z, labels), self.config.likelihood)
+
+    def encode_latents(self, images: Tensor, labels: Tensor | None) -> Tensor:
+        return self.encode(images, labels).reshape(len(images), -1)
+
+    def direction_features(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        # The model's own samples re-encoded (in float: nothing lost to 8-bit rounding); the
+        # encoder never uses collapsed dimensions, so they drop out of the PCA.
+        zb = self.encode_latents(self.decode_latents(z, labels).clamp(-1, 1), labels)
+        return zb, zb
+
+    def inpaint_view(self, labels: Tensor | None) -> LatentView:
+        return _VAEInpaint(self, labels)
+
     # -- sampling ------------------------------------------------------------------------
     def sample_iter(
         self, n: int, generator: torch.Generator, **conditions: Any
@@ -239,7 +269,7 @@ class ConvVAE(GenerativeModel):
         treated as 8-bit data."""
         return self.elbo(images, None, generator, samples)
 
-    def bits_per_dim(
+    def bits_per_dim(  # the likelihood protocol (studio.models.capabilities)
         self,
         images: Tensor,
         labels: Tensor | None = None,
@@ -249,3 +279,12 @@ class ConvVAE(GenerativeModel):
         """Per-image negative ELBO in bits per dimension: an upper bound on -log2 p(x) / D."""
         ll = self.log_likelihood(images, labels, generator, samples)
         return nats_to_bits_per_dim(-ll, self.dims)
+
+
+class _VAEInpaint(LatentView):
+    """Inpainting starts from the posterior mean of the image with a grey hole, plus noise."""
+
+    def start(self, x: Tensor, hole: Tensor, plan: LatentPlan, gen: torch.Generator) -> Tensor:
+        grey = torch.where(hole, torch.zeros_like(x), x)  # 0 is mid-grey in [-1, 1]
+        mean = self.model.posterior(grey, self.labels)[0].float()
+        return mean + plan.start_noise * noise_like(mean, gen)

@@ -36,7 +36,9 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
+from studio.models.capabilities import TEMPERATURE, LatentSpec
 from studio.models.configs import learning_rate
+from studio.models.latent_inpaint import LatentInpainting, LatentPlan, LatentView, noise_like
 from studio.models.vae.common import ResBlock, group_norm, temperature_of, vae_width
 
 MIN_COUNT = 1e-20  # EMA cluster sizes below this are treated as empty (no division)
@@ -94,19 +96,20 @@ def _stages(downsample: int) -> int:
     return stages
 
 
-class VQVAE(GenerativeModel):
+class VQVAE(LatentInpainting, GenerativeModel):
     info = FamilyInfo(
         key="vae.vqvae",
         kind="vae",
         display_name="VQ-VAE",
         summary="VQ-VAE: sharp reconstructions through a discrete codebook; without a learned "
         "prior its random samples are rough.",
-        capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.LATENT,
+        capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.LATENT | Capability.INPAINT,
         loss_names=("loss", "recon", "commit", "perplexity", "usage", "restarts"),
     )
     Config = VQVAEConfig
     config: VQVAEConfig
     conditions: tuple[str, ...] = ("temperature",)
+    sampling_options = (TEMPERATURE,)
 
     def __init__(self, config: VQVAEConfig) -> None:
         super().__init__(config)
@@ -268,6 +271,36 @@ class VQVAE(GenerativeModel):
         idx = torch.multinomial(probs, n * side * side, replacement=True, generator=generator)
         return idx.view(n, side, side).to(self.device)
 
+    # -- the latent protocol (studio.models.capabilities.LatentFamily) ---------------------------
+    def latent_spec(self) -> LatentSpec:
+        c = self.config
+        side = c.resolution // c.downsample
+        return LatentSpec(
+            (c.embedding_dim, side, side),
+            encoder="the nearest codes of the encoder's grid",
+            discrete=True,
+            directions="PCA of the encoder's code grids for {n} of {source}",
+        )
+
+    def prior_latents(self, n: int, generator: torch.Generator, temperature: float) -> Tensor:
+        # Code grids drawn from the codebook's usage, as the model samples them.
+        idx = self.latent(n, generator, temperature=max(temperature, 1e-3))
+        return self.codebook[idx].permute(0, 3, 1, 2).reshape(n, -1).float().cpu()
+
+    def decode_latents(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        shape = self.latent_spec().shape
+        return self.decoder(z.reshape(len(z), *shape)).float().clamp(-1, 1)
+
+    def encode_latents(self, images: Tensor, labels: Tensor | None) -> Tensor:
+        return self.encode(images).reshape(len(images), -1)
+
+    def direction_features(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        zb = self.encode_latents(self.decode_latents(z, labels), labels)
+        return zb, zb
+
+    def inpaint_view(self, labels: Tensor | None) -> LatentView:
+        return _VQInpaint(self, labels)
+
     def sample_iter(
         self, n: int, generator: torch.Generator, **conditions: Any
     ) -> Gen[SampleStep, None, Tensor]:
@@ -276,3 +309,30 @@ class VQVAE(GenerativeModel):
         images = self.decode(idx)
         yield SampleStep(1, 1, images)
         return images
+
+
+class _VQInpaint(LatentView):
+    """Optimises the continuous pre-quantisation grid z_e; the decoder sees its codes."""
+
+    model: VQVAE
+
+    def _quantised(self, z: Tensor) -> Tensor:
+        b, d, h, w = z.shape
+        flat = z.detach().permute(0, 2, 3, 1).reshape(-1, d)
+        codes = self.model.codebook[self.model.nearest(flat)]
+        return codes.view(b, h, w, d).permute(0, 3, 1, 2)
+
+    def start(self, x: Tensor, hole: Tensor, plan: LatentPlan, gen: torch.Generator) -> Tensor:
+        grey = torch.where(hole, torch.zeros_like(x), x)
+        z = self.model.encoder(grey).float()
+        return z + plan.start_noise * z.std() * noise_like(z, gen)
+
+    def images(self, z: Tensor) -> Tensor:
+        straight = z + (self._quantised(z) - z).detach()  # the decoder sees codes
+        return self.model.decoder(straight).float()
+
+    def energy(self, z: Tensor) -> Tensor:
+        return 0.5 * (z - self._quantised(z)).flatten(1).square().sum(1)
+
+    def final(self, z: Tensor) -> Tensor:
+        return self.model.decoder(self._quantised(z)).float().clamp(-1, 1)

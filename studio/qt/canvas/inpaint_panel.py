@@ -34,7 +34,7 @@ from studio.core.jobs import Outcome, Progress, Status
 from studio.core.paths import runs_dir
 from studio.engine.live import is_live
 from studio.qt.canvas import jobs
-from studio.qt.canvas.run_info import DIFFUSION_METHODS, RunInfo, describe_run
+from studio.qt.canvas.run_info import RunInfo, describe_run
 from studio.qt.canvas.tasks import TaskPool
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.settings import AppSettings
@@ -126,9 +126,7 @@ class InpaintPanel(QWidget):
         self.preset_combo = QComboBox()
         self.preset_combo.addItem("Fast", "fast")
         self.preset_combo.addItem("Quality", "quality")
-        self.method_combo = QComboBox()
-        for key, text in DIFFUSION_METHODS:
-            self.method_combo.addItem(text, key)
+        self.method_combo = QComboBox()  # filled with the run's family's methods
         self.class_combo = QComboBox()
         self.preset_label = QLabel()
         self.preset_label.setObjectName("hint")
@@ -224,6 +222,7 @@ class InpaintPanel(QWidget):
         classes = f", {len(info.class_names)} classes" if info.conditional else ""
         self.family_label.setText(f"{info.display_name} ({info.kind}{classes})")
         self.family_label.setToolTip(str(info.path))
+        self._fill_methods(info)
         self.class_combo.clear()
         self.class_combo.addItem("Any (one per variation, in turn)", None)
         for i, name in enumerate(info.class_names):
@@ -252,10 +251,20 @@ class InpaintPanel(QWidget):
         self.feather_spin.setValue(round(radius))
         self.feather_spin.blockSignals(False)
 
+    def _several_methods(self) -> bool:
+        return self._run is not None and len(self._run.methods) > 1
+
     def _method(self) -> str:
-        if self._run is not None and self._run.kind == "diffusion":
+        if self._several_methods():
             return str(self.method_combo.currentData())
-        return "latent"
+        return self._run.methods[0] if self._run is not None and self._run.methods else ""
+
+    def _fill_methods(self, run: RunInfo) -> None:
+        self.method_combo.blockSignals(True)
+        self.method_combo.clear()
+        for key in run.methods:
+            self.method_combo.addItem(run.method_labels.get(key, key or "Default"), key)
+        self.method_combo.blockSignals(False)
 
     def request_settings(self) -> dict[str, Any]:
         """The request's fields other than the image and the mask."""
@@ -267,7 +276,7 @@ class InpaintPanel(QWidget):
             "padding": self.padding_spin.value(),
             "preset": str(self.preset_combo.currentData()),
         }
-        if self._run is not None and self._run.kind == "diffusion":
+        if self._several_methods():
             settings["method"] = self._method()
         if self._run is not None and self._run.conditional:
             settings["conditions"] = {"label": self.class_combo.currentData()}
@@ -281,9 +290,8 @@ class InpaintPanel(QWidget):
     def _update_controls(self) -> None:
         running = self._job is not None
         run = self._run
-        diffusion = run is not None and run.kind == "diffusion"
         conditional = run is not None and run.conditional
-        self._form.setRowVisible(self.method_combo, diffusion)
+        self._form.setRowVisible(self.method_combo, self._several_methods())
         self._form.setRowVisible(self.class_combo, conditional)
         self.generate_button.setEnabled(not running and run is not None and run.can_inpaint)
         self.cancel_button.setEnabled(running)

@@ -14,15 +14,14 @@ from pathlib import Path
 
 from studio.core.errors import StudioError
 
-DIFFUSION_METHODS = (("repaint", "RePaint"), ("masked", "Masked DDIM / DPM++"))
-
 
 @dataclass(frozen=True)
 class RunInfo:
     """A run as the inpaint panel shows it.
 
-    ``presets`` maps method -> preset name -> description (latent models have one method,
-    ``"latent"``). ``problem`` says why the run cannot inpaint (None when it can).
+    ``presets`` maps method -> preset name -> description, as the family declares them (a
+    family with one way to inpaint has the one method ``""``); ``method_labels`` names the
+    methods. ``problem`` says why the run cannot inpaint (None when it can).
     """
 
     path: Path
@@ -32,6 +31,7 @@ class RunInfo:
     class_names: tuple[str, ...] = ()
     presets: dict[str, dict[str, str]] = field(default_factory=dict)
     problem: str | None = None
+    method_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def can_inpaint(self) -> bool:
@@ -48,8 +48,6 @@ class RunInfo:
 
 def describe_run(path: str | Path) -> RunInfo:
     """Describe the run folder at ``path``; a folder that is not a run raises StudioError."""
-    from studio.engine import inpaint_diffusion as diff
-    from studio.engine import inpaint_latent as lat
     from studio.models.base import Capability
     from studio.models.registry import get_family
 
@@ -76,15 +74,20 @@ def describe_run(path: str | Path) -> RunInfo:
     if conditional and len(class_names) < num_classes:  # names lost: number the classes
         class_names += tuple(f"class {i}" for i in range(len(class_names), num_classes))
     presets: dict[str, dict[str, str]] = {}
+    labels: dict[str, str] = {}
     problem = None
-    if info.kind == "diffusion":
-        for method, _label in DIFFUSION_METHODS:
-            presets[method] = {n: p.description for n, p in diff.PRESETS[method].items()}
-    elif info.kind in ("vae", "gan", "flow") and Capability.LATENT in info.capabilities:
-        presets["latent"] = {n: p.description for n, p in lat.PRESETS.items()}
+    if Capability.INPAINT in info.capabilities and hasattr(family, "inpaint_presets"):
+        for method in tuple(family.inpaint_methods) or ("",):
+            presets[method] = dict(family.inpaint_presets(method))
+        labels = dict(family.inpaint_method_labels)
+    elif Capability.TEXT in info.capabilities:
+        problem = (
+            f"This run cannot inpaint here: {info.display_name} follows prompts; inpaint with it "
+            "in the Prompt workspace (mode Inpaint uses this canvas's image and mask)."
+        )
     else:
         problem = (
             f"This run cannot inpaint: {info.display_name} has neither a diffusion UNet nor a "
             "latent space to optimise."
         )
-    return RunInfo(run, key, info.kind, info.display_name, class_names, presets, problem)
+    return RunInfo(run, key, info.kind, info.display_name, class_names, presets, problem, labels)

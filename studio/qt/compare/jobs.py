@@ -9,8 +9,6 @@ from typing import Any
 from studio.core.jobs import CancelToken, Progress
 from studio.qt.engine_jobs import Factory
 
-KINDS = ("gan", "vae", "flow", "diffusion")
-
 
 def read_fingerprint(run: str | Path) -> str | None:
     """The dataset fingerprint a run's config.json records (None if unreadable)."""
@@ -24,12 +22,22 @@ def read_fingerprint(run: str | Path) -> str | None:
 
 
 def default_runs(base: Path | None = None) -> Factory:
-    """The newest run of each kind (GAN, VAE, flow, diffusion) sharing the newest run's
-    dataset; the job returns their paths. ``list_runs`` reads checkpoints, hence a job."""
+    """The newest run of each kind (the families' ``info.kind``: GAN, VAE, flow, diffusion,
+    and any a plug-in adds) sharing the newest run's dataset, in the registry's order of
+    kinds; the job returns their paths. ``list_runs`` reads checkpoints, hence a job."""
 
     def factory(token: CancelToken) -> Generator[Progress, None, list[Path]]:
         from studio.core.paths import runs_dir
         from studio.engine.runs import list_runs
+        from studio.models.registry import family_keys, get_family
+
+        def kind_of(key: str) -> str | None:
+            try:
+                return get_family(key).info.kind
+            except Exception:  # noqa: BLE001 - an unknown or broken family is skipped
+                return None
+
+        kinds = list(dict.fromkeys(k for k in map(kind_of, family_keys()) if k))
 
         yield Progress("load", message="Looking for runs to compare")
         summaries = list_runs(base or runs_dir())  # newest first
@@ -37,8 +45,8 @@ def default_runs(base: Path | None = None) -> Factory:
         first_fp: str | None = None
         for summary in summaries:
             token.check()
-            kind = summary.family.split(".")[0]
-            if kind not in KINDS or kind in chosen:
+            kind = kind_of(summary.family)
+            if kind is None or kind in chosen:
                 continue
             fp = read_fingerprint(summary.path)
             if fp is None:
@@ -47,7 +55,7 @@ def default_runs(base: Path | None = None) -> Factory:
                 first_fp = fp
             if fp == first_fp:
                 chosen[kind] = summary.path
-        return [chosen[k] for k in KINDS if k in chosen]
+        return [chosen[k] for k in kinds if k in chosen]
 
     return factory
 

@@ -25,9 +25,6 @@ from studio.core.imaging import make_grid
 from studio.qt.weights import describe_weights
 from studio.qt.widgets import ImageView
 
-# Mirrors studio.engine.compare (not imported: it pulls in torch on the GUI thread).
-SAMPLERS = ("dpm++", "ddim", "ddpm")
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20}
 FD_TIP = (
     "Fréchet distance between sample and held-out features (lower is better). Biased upwards "
     "at small n: compare it only between panels with the same n, never with published FID."
@@ -35,16 +32,24 @@ FD_TIP = (
 
 
 class ComparePanel(QFrame):
-    """Title, remove button, sampler controls (diffusion only), sample grid, numbers."""
+    """Title, remove button, the family's sampling controls (built from the SamplingOption
+    rows it declares; none for a family without options), sample grid, numbers."""
 
     remove_requested = Signal(object)  # self
     nearest_requested = Signal(object)  # self
 
-    def __init__(self, run: Path, family: str, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        run: Path,
+        family: str,
+        parent: QWidget | None = None,
+        options: tuple[Any, ...] = (),
+        kind: str = "",
+    ) -> None:
         super().__init__(parent)
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.run, self.family = Path(run), family
-        self.kind = family.split(".")[0]
+        self.kind = kind or family.partition(".")[0]  # a label (FamilyInfo.kind), never a switch
         self.result: Any = None  # a studio.engine.compare.PanelResult once scored
         self.live = False  # the result on show came from a training run's live weights
 
@@ -58,20 +63,8 @@ class ComparePanel(QFrame):
         top.addWidget(title, 1)
         top.addWidget(self.remove_button, 0, Qt.AlignmentFlag.AlignTop)
 
-        self.sampler = QComboBox()
-        self.sampler.addItems(SAMPLERS)
-        self.steps = QSpinBox()
-        self.steps.setRange(1, 1000)
-        self.steps.setValue(DEFAULT_STEPS[SAMPLERS[0]])
-        self.steps.setToolTip("Sampler steps (more is slower and usually cleaner)")
-        self.sampler.currentTextChanged.connect(lambda s: self.steps.setValue(DEFAULT_STEPS[s]))
-        sampling = QHBoxLayout()
-        sampling.addWidget(QLabel("Sampler"))
-        sampling.addWidget(self.sampler, 1)
-        sampling.addWidget(self.steps)
-        self.sampling_row = QWidget()
-        self.sampling_row.setLayout(sampling)
-        self.sampling_row.setVisible(self.kind == "diffusion")
+        self.sampling_row = SamplingControls(options)
+        self.sampling_row.setVisible(bool(self.sampling_row.controls))
 
         self.view = ImageView("Press Regenerate")
         self.view.setMinimumSize(140, 140)
@@ -97,10 +90,8 @@ class ComparePanel(QFrame):
         layout.addWidget(self.nearest_button)
 
     def sampling(self) -> dict[str, Any]:
-        """Per-panel overrides for the engine (diffusion runs only)."""
-        if self.kind != "diffusion":
-            return {}
-        return {"sampler": self.sampler.currentText(), "steps": self.steps.value()}
+        """Per-panel sampling values for the engine (the family's declared options)."""
+        return self.sampling_row.values()
 
     def clear_result(self) -> None:
         self.result = None
@@ -163,3 +154,69 @@ class NearestDialog(QDialog):
         layout.addWidget(self.view, 1)
         layout.addWidget(text)
         layout.addWidget(buttons)
+
+
+class SamplingControls(QWidget):
+    """One control per SamplingOption (studio.models.capabilities), in a row: a combo box for
+    a choice, a spin box for a number. An option whose default depends on another's value
+    (steps per sampler) follows it. Options with no default and no range (a model's own
+    guidance) are left out."""
+
+    def __init__(self, options: tuple[Any, ...] = (), parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.options = {o.name: o for o in options}
+        self.controls: dict[str, QWidget] = {}
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        for option in options:
+            control = self._control(option)
+            if control is None:
+                continue
+            control.setToolTip(option.help)
+            self.controls[option.name] = control
+            row.addWidget(QLabel(option.label))
+            row.addWidget(control, 1 if option.type == "choice" else 0)
+        for option in options:
+            leader = self.controls.get(option.defaults_by)
+            if option.name in self.controls and isinstance(leader, QComboBox):
+                leader.currentTextChanged.connect(lambda _=None, o=option: self._follow(o))
+                self._follow(option)
+
+    def _control(self, option: Any) -> QWidget | None:
+        if option.type == "choice":
+            combo = QComboBox()
+            combo.addItems([str(c) for c in option.choices])
+            if option.default in option.choices:
+                combo.setCurrentText(str(option.default))
+            return combo
+        if option.default is None and not option.defaults_by:
+            return None  # "the model's own": nothing sensible to show before it loads
+        if option.type == "int":
+            spin = QSpinBox()
+            spin.setRange(int(option.minimum or 0), int(option.maximum or 1_000_000))
+            if option.default is not None:
+                spin.setValue(int(option.default))
+            return spin
+        if option.type == "float":
+            from studio.qt.forms import FloatSpinBox
+
+            fspin = FloatSpinBox()
+            fspin.setRange(float(option.minimum or 0.0), float(option.maximum or 1e6))
+            fspin.setValue(float(option.default))
+            return fspin
+        return None
+
+    def _follow(self, option: Any) -> None:
+        value = option.default_for(self.values(only_choices=True))
+        control = self.controls[option.name]
+        if value is not None and isinstance(control, QSpinBox):
+            control.setValue(int(value))
+
+    def values(self, only_choices: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, control in self.controls.items():
+            if isinstance(control, QComboBox):
+                out[name] = control.currentText()
+            elif not only_choices and hasattr(control, "value"):
+                out[name] = control.value()
+        return out

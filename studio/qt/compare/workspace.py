@@ -36,6 +36,7 @@ from studio.core.jobs import Outcome, Progress, Status
 from studio.engine.live import is_live  # no torch: which runs train in this process
 from studio.qt.compare import jobs
 from studio.qt.compare.panel import ComparePanel, NearestDialog
+from studio.qt.engine_jobs import known_family
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.settings import AppSettings
 from studio.qt.widgets import Banner
@@ -161,7 +162,14 @@ class CompareWorkspace(QWidget):
                 f"{run.name} was trained on a different dataset than {self.panels[0].run.name}: "
                 "compare runs trained on the same images."
             )
-        panel = ComparePanel(run, str(config.get("family", "")))
+        family = str(config.get("family", ""))
+        spec = known_family(family)  # the family's declared sampling options, once listed
+        panel = ComparePanel(
+            run,
+            family,
+            options=spec.sampling_options if spec else (),
+            kind=spec.kind if spec else "",
+        )
         panel.remove_requested.connect(self.remove_panel)
         panel.nearest_requested.connect(self.show_nearest)
         if self.send_to_canvas is not None:

@@ -102,14 +102,14 @@ class DiffusionMixin:
 
     def _show_diffusion(self, result: tasks.Loaded) -> None:
         """Show the DDIM box for a diffusion run; raw dimensions only for the others."""
-        diffusion = result.variant == "diffusion"
+        diffusion = result.ode  # decodes are ODE runs (DDIM): steps and refinements to set
         self.diffusion_settings.setVisible(diffusion)
         self.slider_panel.raw_toggle.setVisible(not diffusion)
         if diffusion:
             self.diffusion_settings.show_values(result.steps, result.refine)
 
     def _on_diffusion_settings(self, steps: int, refine: int) -> None:
-        if self.loaded is None or self.loaded.variant != "diffusion":
+        if self.loaded is None or not self.loaded.ode:
             return
 
         def done(encoder: Any) -> None:

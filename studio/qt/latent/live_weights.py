@@ -45,7 +45,7 @@ class LiveWeightsMixin:
         assert self.loaded is not None
         label = self.slider_panel.class_combo.currentIndex() if self.loaded.num_classes else None
         options = None
-        if self.loaded.variant == "diffusion":  # the same DDIM steps as the sliders
+        if self.loaded.ode:  # the same DDIM steps as the sliders
             ds = self.diffusion_settings
             options = {"steps": ds.steps_spin.value(), "refine": ds.refine_spin.value()}
         return label, options

@@ -46,9 +46,10 @@ class Loaded:
     named: tuple[Any, ...] = ()  # latent_io.NamedSlider
     z: np.ndarray | None = None  # the first sample
     seed: int = 0
-    variant: str = ""  # LatentSpace.variant: "gan", "vae", "vqvae", "flow", "diffusion"
-    steps: int = 0  # diffusion: DDIM steps per decode and inversion
-    refine: int = 0  # diffusion: fixed-point refinements per inversion step
+    ode: bool = False  # LatentSpace.ode: decodes are ODE runs (DDIM), inversion a job
+    discrete: bool = False  # LatentSpace.discrete: the prior is over codes (VQ-VAE)
+    steps: int = 0  # ODE latents: DDIM steps per decode and inversion
+    refine: int = 0  # ODE latents: fixed-point refinements per inversion step
     step: int | None = None  # the training step of the loaded (saved) weights
 
 
@@ -96,7 +97,8 @@ def load_run(path: str | Path, device: str, seed: int) -> TaskFactory:
             named=named,
             z=z,
             seed=seed,
-            variant=space.variant,
+            ode=space.ode,
+            discrete=space.discrete,
             steps=getattr(space, "steps", 0),
             refine=getattr(space, "refine", 0),
             step=saved_step(path),
@@ -117,7 +119,7 @@ def refresh_weights(path: str | Path, device: str) -> TaskFactory:
         old = _space(context)
         yield Progress("load", message="Loading the newest saved weights")
         space = open_latent_space(path, resolve_device(device), label=old.label)
-        if old.variant == "diffusion":
+        if old.ode and space.ode:
             space.steps, space.refine = old.steps, old.refine
         context.space = space
         return saved_step(path)
@@ -234,7 +236,7 @@ def encode_image(source: str | Path | np.ndarray, name: str, steps: int, seed: i
                 image = np.asarray(open_image(source), dtype=np.uint8)
             except ImageRejected as err:
                 raise StudioError(f"{name} cannot be used: {err}") from None
-        if space.variant == "diffusion":  # DDIM inversion: a job with progress and cancel
+        if space.ode:  # DDIM inversion: a job with progress and cancel
             from studio.engine.latent_diffusion import invert_job
 
             inv = yield from invert_job(space, image)

@@ -323,7 +323,7 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
                 "The run is training: pictures and tools use its current weights, between "
                 "training steps."
             )
-            if result.variant == "vqvae":  # its prior is the codebook: draw from the live one
+            if result.discrete:  # its prior is the codebook: draw from the live one
                 self._on_seed_changed(result.seed)
         else:
             self._note_weights(False, result.step)

@@ -1,0 +1,199 @@
+"""What a family can do beyond training and sampling, as typed protocols and plain data.
+
+The engine and the window never ask *which* family a model is; they ask what it declares:
+
+* :class:`SamplingOption` rows (``GenerativeModel.sampling_options``): the knobs a sampler
+  takes (steps, sampler, guidance, temperature, ...), which the window's sampling controls
+  and the command line's flags are built from.
+* ``GenerativeModel.conditions``: the names of what a sample can be conditioned on
+  (``label`` a class, ``prompt``/``negative_prompt`` a caption) plus the sampling options.
+* :class:`LatentFamily`: a latent space (prior draws with a temperature, a differentiable
+  decoder, an encoder where there is one, the features directions are found in), described
+  by a :class:`LatentSpec`. A family whose latent is an ODE's start noise (DDIM) implements
+  :class:`OdeLatentFamily` as well and sets ``LatentSpec.ode``.
+* :class:`LikelihoodFamily`: bits per dimension of a batch, with labels where conditional.
+* :class:`InpaintFamily`: the family's own way to fill a masked region
+  (:mod:`studio.models.latent_inpaint` is the latent-optimisation one any latent family can
+  take). ``Capability.INPAINT`` is set by the families that implement it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from studio.core.jobs import Progress
+
+Preview = Callable[[Tensor], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SamplingOption:
+    """One sampling knob, as data: the window builds a control from it and the command line
+    a flag. ``type`` is "int", "float" or "choice"; ``default`` None means "the family's own"
+    (e.g. a per-sampler step count); ``defaults_by`` names a choice option whose value picks
+    the default from ``defaults`` (steps per sampler)."""
+
+    name: str
+    type: str
+    default: Any
+    label: str
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    defaults_by: str = ""
+    defaults: tuple[tuple[str, Any], ...] = ()
+
+    def default_for(self, values: dict[str, Any]) -> Any:
+        """The default given the other options' ``values`` (see ``defaults_by``)."""
+        if self.defaults_by:
+            table = dict(self.defaults)
+            return table.get(values.get(self.defaults_by), self.default)
+        return self.default
+
+
+TEMPERATURE = SamplingOption(
+    "temperature",
+    "float",
+    1.0,
+    "Temperature",
+    "scales the prior's noise: below 1 is tamer, above 1 wilder",
+    minimum=0.01,
+    maximum=5.0,
+)
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    """What a latent space looks like, as data.
+
+    ``shape``: the latent's shape inside the model (flattened to ``prod(shape)`` numbers
+    outside). ``encoder``: how an image's latent is found, in words, or "" when there is no
+    encoder (a GAN: the explorer projects by optimisation instead). ``temperature``: the prior
+    temperature the explorer shows samples at. ``discrete``: the prior is over codes (VQ-VAE):
+    prior draws come from the model and raw coordinates mean little. ``analysed``: how many
+    latents principal directions are found from by default. ``regress``: the directions are
+    the PCA of :meth:`LatentFamily.direction_features` mapped back to z by regression
+    (GANSpace) rather than the PCA of the latents themselves. ``directions``: how they are
+    found, in words, with ``{n}`` and ``{source}`` filled in. ``ode``: decoding is an ODE run
+    of many network passes and encoding its inversion (:class:`OdeLatentFamily`)."""
+
+    shape: tuple[int, ...]
+    encoder: str = ""
+    temperature: float = 1.0
+    discrete: bool = False
+    analysed: int = 500
+    regress: bool = False
+    directions: str = "PCA of the latents of {n} of {source}"
+    image_directions: str = ""  # the same, when a user's images are encoded ("" = as above)
+    ode: bool = False
+
+
+@runtime_checkable
+class LatentFamily(Protocol):
+    """A family with a latent space. Latents are N x dim tensors (flattened)."""
+
+    def latent_spec(self) -> LatentSpec: ...
+
+    def prior_latents(self, n: int, generator: torch.Generator, temperature: float) -> Tensor:
+        """``n`` draws from the prior (N x dim, on the CPU, from ``generator``)."""
+        ...
+
+    def decode_latents(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        """N x dim latents on the model's device -> images in [-1, 1], differentiable in z
+        (unclamped where a clamp would stop gradients)."""
+        ...
+
+    def encode_latents(self, images: Tensor, labels: Tensor | None) -> Tensor:
+        """Images in [-1, 1] -> N x dim latents; only where ``latent_spec().encoder``."""
+        ...
+
+    def direction_features(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(latents analysed, features) for finding principal directions from prior draws
+        ``z``: the PCA runs on the features (``LatentSpec.regress``: and is mapped back to
+        the latents by regression)."""
+        ...
+
+
+@runtime_checkable
+class OdeLatentFamily(Protocol):
+    """A latent that is the start noise of a deterministic ODE sampler (DDIM): decoding runs
+    ``steps`` network passes from the noise, encoding runs them backward."""
+
+    def ode_max_steps(self) -> int: ...
+
+    def ode_guidance(self) -> float: ...
+
+    def ode_path(self, steps: int) -> Any:
+        """The sampler's path for ``steps`` steps (handed back to the two calls below)."""
+        ...
+
+    def ode_decode_iter(
+        self, z: Tensor, labels: Tensor | None, path: Any, guidance: float
+    ) -> Generator[int, None, Tensor]:
+        """Noise (N x C x R x R) -> images, one yield (passes so far) per network pass."""
+        ...
+
+    def ode_invert_iter(
+        self, images: Tensor, labels: Tensor | None, path: Any, guidance: float, refine: int
+    ) -> Generator[int, None, Tensor]:
+        """Images -> noise (N x C x R x R), one yield per network pass."""
+        ...
+
+
+@runtime_checkable
+class LikelihoodFamily(Protocol):
+    """A family that scores images: per-image bits/dim (exact, or a bound), lower is
+    better. ``labels`` is used by class-conditional families and ignored by the others."""
+
+    def bits_per_dim(self, images: Tensor, labels: Tensor | None = None) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class InpaintSettings:
+    """What a user chose for one inpainting run: a ``preset`` ("fast" or "quality"), a
+    ``method`` (one of the family's ``inpaint_methods``; "" = its first), and overrides of
+    the preset's ``steps`` and latent ``prior_weight``; ``guidance`` for families with it."""
+
+    preset: str = "fast"
+    method: str = ""
+    steps: int | None = None
+    prior_weight: float | None = None
+    guidance: float | None = None
+
+
+@runtime_checkable
+class InpaintFamily(Protocol):
+    """A family that fills a masked region its own way. ``x0`` is 1 x C x R x R in [-1, 1],
+    ``hole`` 1 x 1 x R x R (1 = regenerate); the result is N x C x R x R in [-1, 1] (the
+    caller pastes the known pixels back)."""
+
+    inpaint_methods: tuple[str, ...]  # e.g. ("repaint", "masked"); () = one way only
+    inpaint_method_labels: dict[str, str]  # method -> its name in the window
+
+    @classmethod
+    def inpaint_presets(cls, method: str = "") -> dict[str, str]:
+        """Preset name -> what it runs, in words (a class method: no weights needed)."""
+        ...
+
+    def inpaint_describe(self, settings: InpaintSettings) -> str:
+        """One line on what ``settings`` will run (the number of network passes, say)."""
+        ...
+
+    def inpaint_iter(
+        self,
+        x0: Tensor,
+        hole: Tensor,
+        n: int,
+        generator: torch.Generator,
+        settings: InpaintSettings,
+        labels: Tensor | None,
+        preview: Preview | None,
+    ) -> Generator[Progress, None, Tensor]: ...
+
