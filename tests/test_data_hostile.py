@@ -180,6 +180,11 @@ def test_data_scan_prints_a_name_that_is_not_utf8(tmp_path: Path, env: dict) -> 
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert b"Traceback" not in done.stderr
     assert b"skipped bad\\xff.png: unreadable" in done.stdout
+    # An error message that names such a folder is printed too, not a traceback.
+    missing = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"gone\xff"))
+    done = _studio("data", "scan", missing, env=env)
+    assert done.returncode == 1 and b"Traceback" not in done.stderr
+    assert b"error: The folder" in done.stderr and b"does not exist" in done.stderr
 
 
 # -- point 12: decoded bytes, not only pixels -------------------------------------------------
