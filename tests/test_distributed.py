@@ -75,3 +75,35 @@ def test_two_gloo_processes_train_in_sync_and_write_one_checkpoint(tmp_path):
     assert not [p for p in folder.state_dir.iterdir() if p.name.startswith(".")]
     weights = load_file(str(ckpt.latest_checkpoint(folder.state_dir) / "model.safetensors"))
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+@pytest.mark.timeout(240)
+def test_without_out_every_rank_reports_rank_0s_run_folder(tmp_path):
+    """Each rank names a new run from its own clock; rank 0's name is the one used."""
+    data = make_tiny_dataset(tmp_path / "data", n=16, size=16, classes=2)
+    home = tmp_path / "home"
+    script = tmp_path / "rank.py"
+    script.write_text(  # rank 1's clock reads another second than rank 0's
+        "import os, sys\n"
+        "import studio.engine.runs as runs\n"
+        "from studio.cli.main import main\n"
+        "real = runs.new_run_path\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    runs.new_run_path = lambda base, family, name=None: real(base, family, 'rank-1-clock')\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", STUDIO_HOME=str(home))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script),
+        "train", "--family", "gan.dcgan", "--data", str(data), "--resolution", "32",
+        "--steps", "2", "--batch-size", "4", "--checkpoint-every", "2", "--log-every", "1",
+        "--sample-every", "2", "--device", "cpu", "--set", "latent_dim=8", "--set", "width=8",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=220)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reported = {line.rsplit("run folder ", 1)[1] for line in proc.stdout.splitlines() if "run folder " in line}
+    runs = [p for p in (home / "runs").iterdir()] if (home / "runs").is_dir() else []
+    assert len(runs) == 1 and "rank-1-clock" not in runs[0].name, runs
+    assert reported == {str(runs[0])}, proc.stdout[-2000:]
+    assert RunFolder(runs[0]).exists()

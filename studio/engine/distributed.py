@@ -91,6 +91,20 @@ class Distributed:
             for tensor in list(model.parameters()) + list(model.buffers()):
                 dist.broadcast(tensor.data, src=0)
 
+    def agree(self, text: str) -> str:
+        """Rank 0's ``text`` on every rank: a run folder named from the clock must be one
+        folder, and each process has its own clock."""
+        if not self.enabled:
+            return text
+        device = self._comm_device()
+        data = torch.tensor(list(text.encode("utf-8")), dtype=torch.uint8, device=device)
+        size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+        dist.broadcast(size, src=0)
+        if not self.is_main:
+            data = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+        dist.broadcast(data, src=0)
+        return bytes(data.cpu().tolist()).decode("utf-8")
+
     # -- per step ------------------------------------------------------------------------
     def shard(self, indices: torch.Tensor) -> torch.Tensor:
         """This process's slice of a global batch's indices."""

@@ -129,8 +129,9 @@ def train_job(
     ``steps`` sets the total to reach (a resumed run trains on to it). ``token.stop()`` ends
     early and keeps a final checkpoint; ``token.cancel()`` aborts without saving.
     """
-    run = tensorboard.mirror(RunFolder(run_dir))  # metrics also to <run>/tensorboard/ if installed
     distributed = Distributed.from_env(device_override or (config.device if config else "auto"))
+    run_dir = distributed.agree(str(run_dir))  # rank 0's name: each launched process has a clock
+    run = tensorboard.mirror(RunFolder(run_dir))  # metrics also to <run>/tensorboard/ if installed
     cleanup: list[Callable[[], None]] = []  # what _train set up that must end with the run
     try:
         result = yield from _train(run, token, config, steps, dataset, cache_dir, device_override, distributed, cleanup)
