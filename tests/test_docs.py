@@ -20,3 +20,35 @@ def test_readme_names_the_test_command_ci_runs():
     assert 'pip install "torch==2.13.0" -e ".[test]"' in readme
     assert 'pip install -q "torch==2.13.0" -e ".[test]"' in ci
     assert "python -m pytest" in readme and "python -m pytest" in ci
+
+
+def test_readme_training_options_table_is_generated_from_the_schema():
+    """Issue 14: the options are declared once (studio.core.options); the README's table
+    is what the schema generates, so the two cannot drift."""
+    from studio.core.options import OPTION_NAMES, options_table
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("| option | default | what it does |")
+    end = readme.index("\n\n", start) + 1
+    assert readme[start:end] == options_table(), "regenerate: python -m studio.core.options"
+    assert all(f"| `{name}` |" in readme for name in OPTION_NAMES)
+
+
+def test_every_place_that_lists_training_options_derives_them_from_the_schema():
+    """TrainConfig, --option, the Train form and studio train's flags all come from one table."""
+    import dataclasses
+
+    from studio.cli.main import build_parser
+    from studio.core import options
+    from studio.engine.runs import TrainConfig
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.name != "model"}
+    assert fields == {o.name: o.default for o in options.OPTIONS}
+    train = build_parser()._subparsers._group_actions[0].choices["train"]  # noqa: SLF001
+    flags = {s for action in train._actions for s in action.option_strings}  # noqa: SLF001
+    assert {o.flag for o in options.FLAG_OPTIONS} <= flags
+    form = options.form_dataclass()
+    shown = [f.name for f in dataclasses.fields(form)]
+    assert shown == [o.name for o in options.OPTIONS if o.label]
+    for f in dataclasses.fields(form):
+        assert f.metadata["minimum"] == options.BY_NAME[f.name].minimum

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from studio.core.options import DEFAULT_SAMPLER, SAMPLERS
+
 EXAMPLE = """example:
   studio compare --runs runs/gan runs/vae runs/ddpm --n 64 --seed 0 --out compare/ \\
       --sampler ddim --steps 50
@@ -36,7 +38,8 @@ def add_parser(
     p.add_argument("--n", "-n", type=int, default=64, help="samples per run (same for every run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for report.json, report.csv, sheet.png")
-    p.add_argument("--sampler", default="dpm++", help="diffusion runs: ddpm, ddim or dpm++")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER,
+                   help=f"diffusion runs: {', '.join(SAMPLERS)} (default {DEFAULT_SAMPLER})")
     p.add_argument("--steps", type=int, help="diffusion runs: sampler steps (default per sampler)")
     p.add_argument(
         "--extractor-steps",

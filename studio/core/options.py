@@ -346,3 +346,7 @@ def options_table() -> str:
         if o.cli == OPTION:
             lines.append(f"| `{o.name}` | `{_doc_default(o.default)}` | {o.doc or o.help} |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(options_table(), end="")

@@ -24,12 +24,12 @@ import torch
 from studio.core.errors import StudioError
 from studio.core.imaging import make_grid
 from studio.core.jobs import Progress
+from studio.core.options import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS
 from studio.engine.runs import RunFolder, TrainConfig
 
-DIFFUSION_SAMPLERS = ("ddpm", "ddim", "dpm++")
-# Kept in step with studio.models.diffusion.samplers.DEFAULT_STEPS; copied rather than
-# imported so building settings (and the GUI's controls) never imports diffusers.
-DEFAULT_DIFFUSION_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20}
+# Declared once in studio.core.options (no diffusers import when settings are built).
+DIFFUSION_SAMPLERS = SAMPLERS
+DEFAULT_DIFFUSION_STEPS = DEFAULT_STEPS
 MAX_PANELS = 6
 FD_NOTE = (
     "FD is biased upwards at small n (fewer samples than feature dimensions): compare it only "
@@ -50,7 +50,7 @@ class CompareSettings:
     runs: list[Path]
     n: int = 64
     seed: int = 0
-    diffusion_sampler: str = "dpm++"
+    diffusion_sampler: str = DEFAULT_SAMPLER
     diffusion_steps: int | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from studio.core.options import SAMPLERS
 from studio.models.base import Capability, ModelConfig
 from studio.models.registry import FAMILIES, get_family
 
@@ -22,7 +23,7 @@ HIDDEN = {f.name for f in dataclasses.fields(ModelConfig)}  # set from the datas
 CONDITION_HELP = {
     "label": "`--class NAME|INDEX` (no class: cycle through all)",
     "steps": "`--steps N`",
-    "sampler": "`--sampler ddpm|ddim|dpm++`",
+    "sampler": f"`--sampler {'|'.join(SAMPLERS)}`",
     "guidance": "`--guidance G`",
     "temperature": "`--temperature T`",
     "prompt": "a prompt (`studio generate --model RUN --prompt TEXT`)",

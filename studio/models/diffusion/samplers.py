@@ -14,11 +14,10 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from torch import Tensor, nn
 
+from studio.core.options import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS  # noqa: F401 (re-exported)
 from studio.models.base import SampleStep
 
-SAMPLERS = ("ddpm", "ddim", "dpm++")
-DEFAULT_SAMPLER = "dpm++"
-DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20}
+# The names, the default and the step counts are declared once, in studio.core.options.
 
 
 def make_sampler(name: str, train_config: Any) -> Any:
