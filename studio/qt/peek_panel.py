@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 from studio.core.jobs import CancelToken, Outcome, Progress, Status
 from studio.qt.engine_jobs import Factory
 from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.job_calls import JobCalls
 from studio.qt.settings import AppSettings
 from studio.qt.widgets import ImageView
 
@@ -105,7 +106,7 @@ class PeekPanel(QGroupBox):
         layout.addWidget(self.caption)
         layout.addWidget(self.cost_label)
 
-        runner.job_finished.connect(self._on_job_finished)
+        self._calls = JobCalls(runner, self)
         self._update_controls()
 
     # -- inputs from the Train panel --------------------------------------------------------
@@ -145,15 +146,15 @@ class PeekPanel(QGroupBox):
     def _send(self, request: tuple[Path, int, int]) -> None:
         run, n, seed = request
         factory = peek_samples(run, n, seed, self._settings.device_preference())
-        self._job = self._runner.submit(f"Peek at {run.name}", factory, interactive=True)
+        self._job = self._calls.submit(
+            f"Peek at {run.name}", factory, interactive=True, on_end=self._on_job_ended
+        )
         self.caption.setText(
             "Sampling between training steps…" if self._training else "Sampling…"
         )
         self._update_controls()
 
-    def _on_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
-        if handle is not self._job:
-            return
+    def _on_job_ended(self, outcome: Outcome[Any]) -> None:
         self._job = None
         if outcome.ok:
             self._show(outcome.result)

@@ -31,6 +31,7 @@ from studio.core.paths import runs_dir
 from studio.qt import engine_jobs
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.forms import SettingsForm
+from studio.qt.job_calls import JobCalls
 from studio.qt.peek_panel import PeekPanel
 from studio.qt.run_view import RunView
 from studio.qt.settings import AppSettings
@@ -71,9 +72,7 @@ class TrainPanel(QWidget):
         self._flip = True
         self.model_form: SettingsForm | None = None
         self._build()
-        runner.job_progress.connect(self._on_job_progress)
-        runner.job_events.connect(self._on_job_events)
-        runner.job_finished.connect(self._on_job_finished)
+        self._calls = JobCalls(runner, self)
         self._update_controls()
 
     # -- layout ----------------------------------------------------------------------------
@@ -155,7 +154,9 @@ class TrainPanel(QWidget):
     # -- inputs from the window --------------------------------------------------------------
     def load_families(self) -> None:
         """Ask the engine thread for the model families (this imports torch there)."""
-        self._families_job = self._runner.submit("Load models", engine_jobs.describe_families())
+        self._families_job = self._calls.submit(
+            "Load models", engine_jobs.describe_families(), on_end=self._on_families_loaded
+        )
 
     def set_dataset(self, folder: str, n_images: int) -> None:
         self._folder, self._n_images = folder, n_images
@@ -303,7 +304,16 @@ class TrainPanel(QWidget):
     ) -> None:
         self._job_kind = kind
         keep = engine_jobs.keep_messages if kind in TRAINING else None
-        self._job = self._runner.submit(name, factory, keep=keep, ready=ready)
+        training = kind in TRAINING
+        self._job = self._calls.submit(
+            name,
+            factory,
+            keep=keep,
+            ready=ready,
+            on_progress=self._on_job_progress if training else None,
+            on_events=self._on_job_events,
+            on_end=self._on_job_ended,
+        )
         if kind in TRAINING:
             self.view.set_status("Waiting for the engine…")
         self._update_controls()
@@ -319,11 +329,7 @@ class TrainPanel(QWidget):
         if announce:
             self.run_changed.emit(str(path))
 
-    def _on_job_progress(
-        self, handle: JobHandle, progress: Progress, image: Any, points: Any
-    ) -> None:
-        if handle is not self._job or self._job_kind not in TRAINING:
-            return
+    def _on_job_progress(self, progress: Progress, image: Any, points: Any) -> None:
         if points:
             self.view.add_points(points)
         if image is not None:
@@ -340,9 +346,7 @@ class TrainPanel(QWidget):
         self.peek_panel.show_info(progress.info)
         self._update_controls()
 
-    def _on_job_events(self, handle: JobHandle, reports: list[Progress]) -> None:
-        if handle is not self._job:
-            return
+    def _on_job_events(self, reports: list[Progress]) -> None:
         for report in reports:
             if self._resume_from is not None and report.stage == "train":
                 # The engine re-trains from the run's last checkpoint and drops the metrics
@@ -351,13 +355,7 @@ class TrainPanel(QWidget):
                 self._resume_from = None
             self.view.log_message(report.message)
 
-    def _on_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
-        if handle is self._families_job:
-            self._families_job = None
-            self._on_families_loaded(outcome)
-            return
-        if handle is not self._job:
-            return
+    def _on_job_ended(self, outcome: Outcome[Any]) -> None:
         kind, self._job, self._job_kind = self._job_kind, None, ""
         self._resume_from = None
         self._unannounced = None  # (a run that failed before it trained is not announced)
@@ -368,6 +366,7 @@ class TrainPanel(QWidget):
         self._update_controls()
 
     def _on_families_loaded(self, outcome: Outcome[Any]) -> None:
+        self._families_job = None
         if not outcome.ok:
             self.view.show_error(f"The models could not be loaded: {outcome.error}")
             self.picker.set_families([])

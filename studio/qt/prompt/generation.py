@@ -20,8 +20,8 @@ from PySide6.QtWidgets import QLabel, QProgressBar
 from studio.core.errors import StudioError
 from studio.qt.canvas.jobs import InpaintResult
 from studio.qt.engine_thread import JobHandle
+from studio.qt.job_calls import JobCalls
 from studio.qt.prompt import jobs, model_list
-from studio.qt.prompt.calls import JobCalls
 from studio.qt.prompt.history_panel import HistoryPanel
 from studio.qt.prompt.model_list import ModelList
 from studio.qt.prompt.params import ParamsForm
@@ -171,7 +171,7 @@ class GenerationMixin:
             self._job.token.cancel()
             self.status_label.setText("Cancelling…")
 
-    def _on_progress(self, progress: Any, image: Any) -> None:
+    def _on_progress(self, progress: Any, image: Any, _points: Any = None) -> None:
         if progress.total:
             self.progress.setRange(0, int(progress.total))
             self.progress.setValue(int(progress.step))

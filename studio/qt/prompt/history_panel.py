@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio.qt.imaging import numpy_to_qimage
+from studio.qt.job_calls import JobCalls
 from studio.qt.prompt import jobs
-from studio.qt.prompt.calls import JobCalls
 
 ICON = 88
 

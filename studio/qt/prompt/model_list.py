@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.qt.job_calls import JobCalls
 from studio.qt.prompt import jobs
-from studio.qt.prompt.calls import JobCalls
 from studio.qt.widgets import Banner
 
 ARCH_NAMES = {

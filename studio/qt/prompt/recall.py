@@ -15,8 +15,8 @@ from PySide6.QtCore import SignalInstance
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QLabel
 
+from studio.qt.job_calls import JobCalls
 from studio.qt.prompt import jobs
-from studio.qt.prompt.calls import JobCalls
 from studio.qt.prompt.model_list import ModelList
 from studio.qt.prompt.params import ParamsForm
 from studio.qt.widgets import Banner

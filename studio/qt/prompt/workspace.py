@@ -34,8 +34,8 @@ from PySide6.QtWidgets import (
 )
 
 from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.job_calls import JobCalls
 from studio.qt.prompt import jobs, model_list
-from studio.qt.prompt.calls import JobCalls
 from studio.qt.prompt.generation import GenerationMixin
 from studio.qt.prompt.history_panel import HistoryPanel
 from studio.qt.prompt.model_list import ModelList

@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
 
 from studio.engine.prompt.request import SCHEDULER_LABELS, SCHEDULERS
 from studio.qt.engine_thread import JobHandle
+from studio.qt.job_calls import JobCalls
 from studio.qt.prompt import jobs
-from studio.qt.prompt.calls import JobCalls
 from studio.qt.widgets import Banner, ImageView
 
 AXES = (
@@ -227,7 +227,7 @@ class XYGridDialog(QDialog):
             self._job.token.cancel()
             self.status.setText("Cancelling…")
 
-    def _on_progress(self, progress: Any, _image: Any) -> None:
+    def _on_progress(self, progress: Any, _image: Any, _points: Any = None) -> None:
         if progress.total:
             self.progress.setRange(0, int(progress.total))
             self.progress.setValue(int(progress.step))
