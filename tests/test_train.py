@@ -309,3 +309,29 @@ def test_resume_with_no_usable_checkpoint_fails_naming_each(data_dir, tmp_path):
     assert out.status is Status.FAILED
     assert "No checkpoint" in out.error and "step_00000005 is corrupt" in out.error
     assert "step_00000010 is corrupt" in out.error
+
+
+def test_an_unknown_family_is_refused_before_the_folder_exists(data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = train(out, config(data_dir, family="gan.nope"))
+    assert result.status is Status.FAILED and result.error.startswith("unknown model family 'gan.nope'")
+    assert result.details is None and not out.exists()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_a_run_folder_gets_ordinary_permissions(data_dir, tmp_path, mask):
+    """config.json, metrics, sample grids, checkpoints and model/: what an ordinary write gives
+    (0666 & ~umask, folders 0777 & ~umask), so other tools and users can read them."""
+    import os
+
+    old = os.umask(mask)
+    try:
+        assert train(tmp_path / "run", config(data_dir, steps=2, sample_every=2, checkpoint_every=2)).ok
+    finally:
+        os.umask(old)
+    paths = [tmp_path / "run", *sorted((tmp_path / "run").rglob("*"))]
+    wrong = {
+        str(p): oct(p.stat().st_mode & 0o777) for p in paths
+        if p.stat().st_mode & 0o777 != (0o777 if p.is_dir() else 0o666) & ~mask
+    }  # fmt: skip
+    assert (tmp_path / "run" / "model" / "model.safetensors") in paths and not wrong

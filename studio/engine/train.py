@@ -90,6 +90,10 @@ def _check_config(config: TrainConfig, run: RunFolder, resuming: bool) -> None:
     resumed run's settings are read back from its config.json, which may have been edited."""
     try:
         config.check()
+        try:
+            get_family(config.family)
+        except KeyError as err:
+            raise StudioError(str(err.args[0]) if err.args else "unknown model family") from None
     except StudioError as err:
         raise StudioError(f"{run.config_path}: {err}" if resuming else str(err)) from None
 
