@@ -260,3 +260,12 @@ def test_a_cancelled_demo_is_cleared_from_its_journal(tmp_path: Path) -> None:
         fh.write('["circle/0')  # a line cut short by a crash
     make(folder, count=6, size=16)
     assert sorted(p.name for p in folder.glob("*/*.png")) == [f"0000{i}.png" for i in range(6)]
+
+
+def test_a_bad_count_is_one_clear_message_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    from studio.cli.main import main
+
+    assert main(["demo", "--out", str(tmp_path / "d"), "--count", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "count of 1 or more" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()
