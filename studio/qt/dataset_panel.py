@@ -50,6 +50,7 @@ from studio.engine import live  # no torch: which runs are training now
 from studio.qt import engine_jobs
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.imaging import numpy_to_qimage
+from studio.qt.job_calls import JobCalls
 from studio.qt.settings import RESOLUTIONS, AppSettings
 from studio.qt.widgets import Banner
 
@@ -125,10 +126,7 @@ class DatasetPanel(QWidget):
         self._scan: Any = None
         self._build()
         lane = self.scan_runner
-        lane.job_started.connect(self._on_job_started)
-        lane.job_progress.connect(self._on_job_progress)
-        lane.job_events.connect(self._on_job_events)
-        lane.job_finished.connect(self._on_job_finished)
+        self._calls = JobCalls(lane, self)
 
     # -- layout ----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -304,7 +302,15 @@ class DatasetPanel(QWidget):
     # -- jobs ------------------------------------------------------------------------------
     def _start_job(self, kind: str, name: str, factory: Any, keep: Any) -> None:
         self._job_kind = kind
-        self._job = self.scan_runner.submit(name, factory, keep=keep)
+        self._job = self._calls.submit(
+            name,
+            factory,
+            keep=keep,
+            on_started=self._on_job_started,
+            on_progress=self._on_job_progress,
+            on_events=self._on_job_events if kind == "scan" else None,
+            on_end=self._on_job_ended,
+        )
         self.progress.setRange(0, 0)
         # A scan just cancelled ends at its next report, a fraction of a second.
         waiting = self.scan_runner.engine.running_job() not in (None, self._job)
@@ -315,9 +321,8 @@ class DatasetPanel(QWidget):
         self.busy_row.show()
 
     def _cancel_job(self) -> None:
-        if self._job is not None:
-            self._job.token.cancel()
-            self._job = None  # its late reports and its end are ignored
+        self._calls.forget(self._job)  # its late reports and its end are ignored
+        self._job = None
         self.busy_row.hide()
 
     def _starting_text(self) -> str:
@@ -325,15 +330,10 @@ class DatasetPanel(QWidget):
             return "Starting (alongside the running job)…"
         return "Starting…"
 
-    def _on_job_started(self, handle: JobHandle) -> None:
-        if handle is self._job:
-            self.progress_label.setText(self._starting_text())
+    def _on_job_started(self, _handle: JobHandle) -> None:
+        self.progress_label.setText(self._starting_text())
 
-    def _on_job_progress(
-        self, handle: JobHandle, progress: Progress, image: Any, points: Any
-    ) -> None:
-        if handle is not self._job:
-            return
+    def _on_job_progress(self, progress: Progress, _image: Any, _points: Any) -> None:
         if progress.total:
             self.progress.setRange(0, progress.total)
             self.progress.setValue(progress.step)
@@ -342,9 +342,7 @@ class DatasetPanel(QWidget):
         if progress.message:
             self.progress_label.setText(progress.message)
 
-    def _on_job_events(self, handle: JobHandle, reports: list[Progress]) -> None:
-        if handle is not self._job or self._job_kind != "scan":
-            return
+    def _on_job_events(self, reports: list[Progress]) -> None:
         self.thumbnails.setUpdatesEnabled(False)
         for report in reports:
             rel = str(report.info.get("thumbnail_path", ""))
@@ -354,9 +352,7 @@ class DatasetPanel(QWidget):
             self.thumbnails.addItem(item)
         self.thumbnails.setUpdatesEnabled(True)
 
-    def _on_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
-        if handle is not self._job:
-            return
+    def _on_job_ended(self, outcome: Outcome[Any]) -> None:
         kind, self._job = self._job_kind, None
         self.busy_row.hide()
         if kind == "demo":

@@ -111,6 +111,15 @@ class JobCalls(QObject):
     def owns(self, handle: JobHandle) -> bool:
         return handle.id in self._calls
 
+    def forget(self, handle: JobHandle | None) -> None:
+        """Cancel ``handle`` and drop its callbacks: its late reports and its end go unheard."""
+        if handle is None:
+            return
+        handle.token.cancel()
+        call = self._calls.pop(handle.id, None)
+        if call is not None and call.lane is not None and self._lanes.get(call.lane) is handle:
+            del self._lanes[call.lane]
+
     def cancel_all(self) -> None:
         for call in self._calls.values():
             call.handle.token.cancel()
