@@ -9,7 +9,7 @@ wheel and the keyboard, and ``valueChanged``.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QSize, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import QAbstractSpinBox, QWidget
 
@@ -53,6 +53,12 @@ class SeedBox(QAbstractSpinBox):
             self.valueChanged.emit(value)
 
     # -- QAbstractSpinBox ----------------------------------------------------------------------
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        """Wide enough for a 10-digit seed (QAbstractSpinBox alone sizes for an empty box)."""
+        hint = super().sizeHint()
+        wide = self.fontMetrics().horizontalAdvance("4294967295") + 36
+        return QSize(max(hint.width(), wide), hint.height())
+
     def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt override
         self.setValue(self._value + steps)
         self.selectAll()
