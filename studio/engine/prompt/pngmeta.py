@@ -2,14 +2,17 @@
 
 Every generated PNG carries its settings twice: the full metadata as JSON in an iTXt chunk
 keyed ``studio`` (what :func:`read_png_metadata` reads back), and a human summary in a text
-chunk keyed ``parameters``, in the layout other Stable Diffusion tools write and read::
+chunk keyed ``parameters``, written as AUTOMATIC1111 writes it
+(:mod:`studio.engine.prompt.infotext`)::
 
     a red fox in the snow
     Negative prompt: blurry
     Steps: 30, Sampler: DPM++ 2M, CFG scale: 7.5, Seed: 7, Size: 512x512, Model: sd15
 
-Reading is safe on any file: only the text chunks are parsed, never executed; a PNG written
-by another tool that has only ``parameters`` is parsed from that summary as far as it goes.
+Reading is safe on any file: the chunks are walked one by one and only the text chunks are
+read (never the pixels, never a FIFO), bounded in size and nesting, and never executed; a PNG
+written by another tool that has only ``parameters`` is parsed from that text as far as it
+goes, and what cannot be restored is listed.
 """
 
 from __future__ import annotations
