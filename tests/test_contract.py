@@ -8,6 +8,7 @@ mid-training and mid-sampling, and declare only the capabilities it has.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from studio.engine.runs import TrainConfig
 from studio.engine.sample import load_run_model, sample_job
 from studio.engine.train import train_job
 from studio.models.base import Capability, GenerativeModel
+from studio.models.capabilities import InpaintFamily, LatentFamily, LikelihoodFamily
 from studio.models.registry import FAMILIES, get_family, load_model
 
 TINY = TINY_MODELS
@@ -75,12 +77,26 @@ def test_family_contract(key, data_dir, tmp_path):
 
     # Capabilities are honest.
     caps = info.capabilities
+    # Each declared capability comes with its protocol (studio.models.capabilities).
+    assert (Capability.LATENT in caps) == isinstance(model, LatentFamily)
+    assert (Capability.INPAINT in caps) == isinstance(model, InpaintFamily)
+    assert (Capability.LIKELIHOOD in caps) == isinstance(model, LikelihoodFamily)
     if Capability.LATENT in caps:
-        assert hasattr(model, "decode") or hasattr(model, "encode")
+        spec = model.latent_spec()
+        z = model.prior_latents(2, torch.Generator().manual_seed(0), 1.0)
+        assert z.shape == (2, math.prod(spec.shape))
+        with torch.no_grad():
+            images = model.decode_latents(z, labels_for(model, 2))
+        assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
+    if Capability.INPAINT in caps:
+        presets = type(model).inpaint_presets()
+        assert set(presets) == {"fast", "quality"} and all(presets.values())
     if Capability.LIKELIHOOD in caps:
         x = torch.rand(2, 3, 16, 16) * 2 - 1
         bpd = model.bits_per_dim(x)
         assert bpd.shape == (2,) and torch.isfinite(bpd).all() and (bpd > 0).all()
+        labelled = model.bits_per_dim(x, labels_for(model, 2))  # the one signature for all
+        assert labelled.shape == (2,)
     with pytest.raises(ValueError):
         model.check_conditions({"no_such_condition": 1})
 
@@ -116,3 +132,10 @@ def test_family_cancels_mid_training_and_mid_sampling(key, data_dir, tmp_path):
         images = model.sample(2, cpu_generator(0), **sample_kwargs(model))
     assert images.shape == (2, 3, 16, 16)
     assert images.min() >= -1 and images.max() <= 1
+
+
+def labels_for(model, n):
+    """Class labels for a conditional model, None otherwise."""
+    if Capability.CONDITIONAL in model.info.capabilities and model.config.num_classes:
+        return torch.arange(n) % model.config.num_classes
+    return None

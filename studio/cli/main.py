@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", help="ddpm, ddim or dpm++ (diffusion)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (diffusion)")
     p.add_argument("--temperature", type=float, help="sampling temperature (flows)")
+    p.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME=VALUE",
+                   help="any sampling option the run's family declares (see 'studio families')")
 
     p = sub.add_parser("data", parents=[common], help="inspect an image folder")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -282,9 +284,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise StudioError("-n must be at least 1")
     args.label = class_index(Path(args.run), args.label)
+    extra = sampling_values(Path(args.run), args.with_)
     images = run_job(
-        sample_job(args.run, args.n, args.seed, args.device, label=args.label, steps=args.steps,
-                   sampler=args.sampler, guidance=args.guidance, temperature=args.temperature)
+        sample_job(args.run, args.n, args.seed, args.device, **{
+            "label": args.label, "steps": args.steps, "sampler": args.sampler,
+            "guidance": args.guidance, "temperature": args.temperature, **extra})
     )
     out = Path(args.out)
     if args.out.endswith(("/", "\\")) or out.is_dir():
@@ -300,6 +304,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
         save_png(out, make_grid(images))
         print(f"wrote a grid of {len(images)} samples to {out}")
     return 0
+
+
+def sampling_values(run: Path, pairs: list[str]) -> dict[str, Any]:
+    """``--with NAME=VALUE`` pairs checked against the sampling options the run's family
+    declares (studio.models.capabilities.SamplingOption)."""
+    if not pairs:
+        return {}
+    from studio.engine.runs import RunFolder
+    from studio.models.capabilities import parse_sampling
+    from studio.models.registry import get_family
+
+    key = str(RunFolder(run).read_config().get("family", ""))
+    try:
+        family = get_family(key)
+        return parse_sampling(tuple(family.sampling_options), pairs)
+    except (KeyError, ValueError) as err:
+        raise StudioError(str(err).strip("'\"")) from None
 
 
 def class_index(run: Path, value: str | None) -> int | None:

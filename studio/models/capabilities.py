@@ -69,6 +69,33 @@ TEMPERATURE = SamplingOption(
 )
 
 
+def parse_sampling(options: tuple[SamplingOption, ...], pairs: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` strings (the command line's ``--with``) as values of the declared
+    ``options``, typed and range-checked; a ValueError names what is wrong, in words."""
+    by_name = {o.name: o for o in options}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        option = by_name.get(name.strip())
+        if not sep or option is None:
+            known = ", ".join(by_name) or "none"
+            raise ValueError(f"--with {pair!r}: expected NAME=VALUE with NAME one of: {known}")
+        if option.type == "choice":
+            if text not in option.choices:
+                raise ValueError(f"--with {name}: choose one of {', '.join(option.choices)}")
+            out[option.name] = text
+            continue
+        try:
+            value: float = int(text) if option.type == "int" else float(text)
+        except ValueError:
+            raise ValueError(f"--with {name}: {text!r} is not a number") from None
+        low, high = option.minimum, option.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ValueError(f"--with {name}: {value} is outside {low}..{high}")
+        out[option.name] = value
+    return out
+
+
 @dataclass(frozen=True)
 class LatentSpec:
     """What a latent space looks like, as data.
