@@ -13,10 +13,10 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from studio.core.options import RESOLUTIONS
 from studio.core.recent import push_recent
 
 RECENT_LIMIT = 10
-RESOLUTIONS = (32, 64, 128)
 DEVICES = ("auto", "cpu", "cuda")
 
 
