@@ -417,7 +417,7 @@ def test_release_unloads_every_pipeline_and_says_what(models, tmp_path):
 
 
 def test_training_on_a_gpu_unloads_gpu_pipelines_first(monkeypatch):
-    from studio.engine.prompt import generate as gen
+    from studio.engine.prompt import cache as gen
 
     cache = PipelineCache(max_models=2)
     monkeypatch.setattr(gen, "_default_cache", cache)

@@ -167,10 +167,10 @@ def train_resume(run_dir: Path, steps: int, device: str | None = None) -> Factor
 def _make_room_for_training(device: str | None) -> Generator[Progress, None, None]:
     """A Stable Diffusion model the Prompt workspace left on the GPU is unloaded before training
     there. Nothing happens (and diffusers is not imported) if no generation ever ran."""
-    generate = sys.modules.get("studio.engine.prompt.generate")
-    if generate is None:
+    cache = sys.modules.get("studio.engine.prompt.cache")
+    if cache is None:
         return
-    line = generate.make_room_for_training(device)
+    line = cache.make_room_for_training(device)
     if line:
         yield Progress("load", message=line)
 

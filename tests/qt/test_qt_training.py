@@ -140,7 +140,7 @@ def test_opening_a_folder_that_is_not_a_run(qtbot, window, tmp_path: Path) -> No
 
 
 def test_training_on_a_gpu_first_unloads_prompt_models(monkeypatch) -> None:
-    from studio.engine.prompt import generate as gen
+    from studio.engine.prompt import cache as gen
     from studio.qt import engine_jobs
 
     cache = gen.PipelineCache(max_models=2)

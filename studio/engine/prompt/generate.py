@@ -18,11 +18,11 @@ Memory: see :mod:`studio.engine.prompt.memory` (plans, out-of-memory retries, co
 
 from __future__ import annotations
 
+import enum
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,129 +37,21 @@ from studio.engine.device import free_memory, is_out_of_memory, resolve_device
 from studio.engine.inpaint import Window, blend_masks, plan_window
 from studio.engine.prompt import memory as mem
 from studio.engine.prompt.bridge import run_pipeline
+from studio.engine.prompt.cache import (  # re-exported: the pipeline cache was defined here
+    PipelineCache,
+    default_cache,
+    make_room_for_training,
+    release_models_job,
+)
 from studio.engine.prompt.request import SCHEDULERS, GenerateRequest, GenerateResult, snap8
 
-# -- the pipeline cache ------------------------------------------------------------------------
-
-
-class PipelineCache:
-    """Loaded pipelines, kept between generations; use it from one thread (the engine's).
-
-    Keyed by (model path, task, device, dtype, offload). Pipelines of one model for other tasks
-    (img2img after txt2img) are derived with ``from_pipe`` and share its weights. At most
-    ``max_models`` models stay loaded: loading another evicts the oldest (a Stable Diffusion
-    model is gigabytes).
-    """
-
-    def __init__(self, max_models: int = 1) -> None:
-        self.max_models = max_models
-        self._pipes: OrderedDict[tuple, Any] = OrderedDict()
-
-    @staticmethod
-    def key_for(
-        path: str | Path, task: str, device: torch.device, dtype: torch.dtype, offload: bool = False
-    ) -> tuple:
-        """The cache key of a model's pipeline for ``task`` (``path`` as given, resolved)."""
-        return (str(Path(path).expanduser().resolve()), task, str(device), mem.dtype_name(dtype),
-                offload)
-
-    @staticmethod
-    def _model_key(key: tuple) -> tuple:
-        path, _task, *rest = key
-        return (path, *rest)
-
-    def get(self, key: tuple) -> Any | None:
-        pipe = self._pipes.get(key)
-        if pipe is not None:
-            self._pipes.move_to_end(key)
-        return pipe
-
-    def sibling(self, key: tuple) -> Any | None:
-        """A loaded pipeline of the same model, device, dtype and offload, for another task."""
-        want = self._model_key(key)
-        return next((p for k, p in self._pipes.items() if self._model_key(k) == want), None)
-
-    def put(self, key: tuple, pipe: Any) -> None:
-        self._pipes[key] = pipe
-        self._pipes.move_to_end(key)
-        models = list(OrderedDict.fromkeys(self._model_key(k) for k in self._pipes))
-        for old in models[: max(0, len(models) - self.max_models)]:
-            self.evict(old)
-
-    def evict(self, model_key: tuple) -> None:
-        for k in [k for k in self._pipes if self._model_key(k) == model_key]:
-            del self._pipes[k]
-
-    def evict_other(self, key: tuple) -> None:
-        """Drop every model but ``key``'s (before loading it in another configuration)."""
-        keep = self._model_key(key)
-        for model_key in {self._model_key(k) for k in self._pipes} - {keep}:
-            self.evict(model_key)
-
-    def clear(self) -> None:
-        self._pipes.clear()
-
-    def models(self) -> list[str]:
-        """The paths of the models loaded now, oldest first."""
-        return list(OrderedDict.fromkeys(k[0] for k in self._pipes))
-
-    def on_gpu(self) -> bool:
-        """Whether a loaded pipeline holds GPU memory (offloaded ones included)."""
-        return any(k[2].startswith(("cuda", "mps")) or k[4] for k in self._pipes)
-
-    def release(self) -> str:
-        """Drop every loaded pipeline and hand its memory back (to the GPU driver too); a line
-        saying what was freed. The next generation loads its model again."""
-        names = [Path(p).name for p in self.models()]
-        before = _gpu_bytes()
-        self._pipes.clear()
-        free_memory()
-        if not names:
-            return "No model was loaded."
-        freed = before - _gpu_bytes()
-        what = ", ".join(names)
-        gpu = f"; {freed / 1024**3:.1f} GB of GPU memory freed" if freed > 0 else ""
-        return f"Unloaded {what}{gpu}. It loads again on the next Generate."
-
-    def __len__(self) -> int:
-        return len(self._pipes)
-
-
-def _gpu_bytes() -> int:
-    """What the CUDA caching allocator holds now, 0 without CUDA (torch never initialised)."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        return int(torch.cuda.memory_reserved())
-    return 0
-
-
-def make_room_for_training(device: str | None) -> str | None:
-    """Before training on a GPU (``device`` not "cpu"): unload the pipelines the Prompt
-    workspace left on the GPU, which hold gigabytes that training needs. A line for the log, or
-    None when nothing was unloaded."""
-    cache = default_cache()
-    if (device or "auto").lower() == "cpu" or not cache.on_gpu():
-        return None
-    return "Making room for training. " + cache.release()
-
-
-def release_models_job(
-    token: CancelToken, cache: PipelineCache | None = None
-) -> Generator[Progress, None, str]:
-    """A job that unloads every Stable Diffusion pipeline (the process's cache by default)."""
-    yield Progress("models", message="Unloading models")
-    return (cache if cache is not None else default_cache()).release()
-
-
-_default_cache: PipelineCache | None = None
-
-
-def default_cache() -> PipelineCache:
-    """The process's cache (the engine thread is the only one that runs generation jobs)."""
-    global _default_cache
-    if _default_cache is None:
-        _default_cache = PipelineCache()
-    return _default_cache
-
+__all__ = [
+    "PipelineCache",
+    "default_cache",
+    "generate_job",
+    "make_room_for_training",
+    "release_models_job",
+]
 
 # -- resolving the model -----------------------------------------------------------------------
 
@@ -411,19 +303,6 @@ def _to_uint8(output: Any) -> np.ndarray:
     return (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
-def image_metadata(
-    request: GenerateRequest, source_name: str, seed: int, index: int, extra: dict[str, Any]
-) -> dict[str, Any]:
-    """One image's metadata: the request with this image's seed, as a batch of one."""
-    meta = replace(request, seed=seed, batch_count=1).to_metadata()
-    meta.update(
-        model_name=source_name,
-        batch={"index": index, "count": request.batch_count, "first_seed": request.seed},
-        **extra,
-    )
-    return meta
-
-
 def _step_reporter(
     request: GenerateRequest, index: int, seed: int, per_image: int, total: int, started: float
 ) -> Callable[[int, np.ndarray | None], Progress]:
@@ -438,6 +317,36 @@ def _step_reporter(
         )
 
     return on_step
+
+
+class _Failure(enum.Enum):
+    """Why one attempt at an image failed in a way the job recovers from."""
+
+    OUT_OF_MEMORY = "out of memory"  # retried one memory rung lighter
+    COMPILE = "torch.compile"  # retried eager
+
+
+@dataclass
+class _Session:
+    """What one generate_job keeps between its images and their attempts."""
+
+    request: GenerateRequest
+    source: ModelSource
+    device: Any
+    dtype: Any
+    cache: PipelineCache
+    inputs: PreparedInputs
+    plan: Any  # mem.MemoryPlan once chosen (request.memory, or "auto" at the first load)
+    allow_pickle: bool
+    compile_failed: bool = False
+
+    @property
+    def per_image(self) -> int:
+        return self.request.denoising_steps
+
+    @property
+    def total(self) -> int:
+        return self.per_image * self.request.batch_count
 
 
 def generate_job(
@@ -464,90 +373,130 @@ def generate_job(
         return (yield from generate_with_run(source.path, request, token))
 
     device = resolve_device(request.device)
-    dtype = mem.resolve_dtype(request.dtype, device)
-    cache = pipeline_cache if pipeline_cache is not None else default_cache()
-    inputs = prepare_inputs(request)
-    per_image = request.denoising_steps
-    total = per_image * request.batch_count
-    plan = None if request.memory == "auto" else mem.plan_for(request.memory, device)
-    compile_failed = False
+    session = _Session(
+        request=request,
+        source=source,
+        device=device,
+        dtype=mem.resolve_dtype(request.dtype, device),
+        cache=pipeline_cache if pipeline_cache is not None else default_cache(),
+        inputs=prepare_inputs(request),
+        plan=None if request.memory == "auto" else mem.plan_for(request.memory, device),
+        allow_pickle=allow_pickle,
+    )
     images: list[np.ndarray] = []
     metadata: list[dict[str, Any]] = []
-
     for index, seed in enumerate(request.seeds):
         token.check()
-        while True:
-            failure, compiled, key = "", False, None
-            try:
-                yield Progress("load", index * per_image, total, message=f"Loading {source.name}")
-                pipe, key, loaded = _load(source, request, device, dtype, plan, cache, allow_pickle)
-                if loaded:
-                    yield Progress("load", index * per_image, total, message=f"Loaded {source.name}")
-                if plan is None:
-                    plan = mem.choose_plan("auto", device, inputs.width, inputs.height, dtype)
-                mem.apply_plan(pipe, plan)
-                if request.compile and not compile_failed and not plan.cpu_offload:
-                    compiled = mem.compile_unet(pipe)
-                elif not request.compile:
-                    mem.uncompile_unet(pipe)
-                pipe.scheduler = make_scheduler(pipe, request.scheduler)
-                token.check()
-                started = time.perf_counter()
-                on_step = _step_reporter(request, index, seed, per_image, total, started)
-                output = yield from run_pipeline(
-                    pipe,
-                    pipeline_kwargs(request, inputs, seed, inpainting_unet=native_inpainting(pipe)),
-                    token,
-                    preview_every=request.preview_every, on_step=on_step,
-                )
-                elapsed = time.perf_counter() - started
-                break
-            except (Cancelled, StudioError):
-                raise
-            except Exception as err:  # noqa: BLE001 - sorted below, outside the except block
-                if is_out_of_memory(err):
-                    failure = "oom"
-                elif request.compile and compiled:
-                    failure = f"compile: {type(err).__name__}: {err}"
-                else:
-                    raise
-            # Out of the except block, so the failed step's tensors can be freed.
-            pipe = None
-            free_memory()
-            if failure == "oom":
-                assert plan is not None
-                lighter = mem.lighter(plan, device)
-                if lighter is None:
-                    raise mem.out_of_memory_error(inputs.width, inputs.height, plan, device)
-                yield Progress(
-                    "generate", index * per_image, total,
-                    message=f"Out of memory at memory={plan.rung}; retrying with "
-                    f"memory={lighter.rung} ({lighter.describe()})",
-                )
-                plan = lighter
-            else:
-                compile_failed = True
-                cached = cache.get(key) if key is not None else None
-                if cached is not None:
-                    mem.uncompile_unet(cached)
-                cached = None
-                yield Progress(
-                    "generate", index * per_image, total,
-                    message=f"torch.compile failed ({failure[9:][:200]}); running eager",
-                )
-        image = inputs.finish(_to_uint8(output))
-        output = None
+        image, meta = yield from _generate_image(session, index, seed, token)
         images.append(image)
-        metadata.append(image_metadata(request, source.name, seed, index, {
-            "memory_rung": plan.rung if plan else request.memory,
-            "dtype_used": mem.dtype_name(dtype),
-            "device_used": str(device),
-            "compiled": bool(request.compile and not compile_failed),
-            "generation_size": [inputs.width, inputs.height],
-            "seconds": round(elapsed, 3),
-        }))
+        metadata.append(meta)
         yield Progress(
-            "generate", (index + 1) * per_image, total,
+            "generate", (index + 1) * session.per_image, session.total,
             message=f"Image {index + 1}/{request.batch_count} done", image=image,
-        )
+        )  # fmt: skip
     return GenerateResult(images=images, metadata=metadata, seeds=request.seeds)
+
+
+def _generate_image(
+    s: _Session, index: int, seed: int, token: CancelToken
+) -> Generator[Progress, None, tuple[np.ndarray, dict[str, Any]]]:
+    """One image: attempts until one succeeds, each failure handled outside its except."""
+    while True:
+        attempt = _Attempt()
+        try:
+            output = yield from _attempt_image(s, index, seed, token, attempt)
+            break
+        except (Cancelled, StudioError):
+            raise
+        except Exception as err:  # noqa: BLE001 - sorted here, handled outside the except block
+            failure = _classify(err, s.request, attempt)
+            if failure is None:
+                raise
+        free_memory()  # out of the except block, so the failed step's tensors can be freed
+        yield _recover(s, index, failure, attempt)
+    request, inputs = s.request, s.inputs
+    image = inputs.finish(_to_uint8(output))
+    meta = request.image_metadata(s.source.name, seed, index, {
+        "memory_rung": s.plan.rung if s.plan else request.memory,
+        "dtype_used": mem.dtype_name(s.dtype),
+        "device_used": str(s.device),
+        "compiled": bool(request.compile and not s.compile_failed),
+        "generation_size": [inputs.width, inputs.height],
+        "seconds": round(attempt.seconds, 3),
+    })  # fmt: skip
+    return image, meta
+
+
+@dataclass
+class _Attempt:
+    compiled: bool = False
+    key: Any = None  # the pipeline cache key it loaded
+    error: str = ""  # what failed, for the message
+    seconds: float = 0.0
+
+
+def _attempt_image(
+    s: _Session, index: int, seed: int, token: CancelToken, attempt: _Attempt
+) -> Generator[Progress, None, Any]:
+    """Load (or reuse) the pipeline, fit it to the memory plan, run the sampler once."""
+    request, source, base = s.request, s.source, index * s.per_image
+    yield Progress("load", base, s.total, message=f"Loading {source.name}")
+    pipe, attempt.key, loaded = _load(
+        source, request, s.device, s.dtype, s.plan, s.cache, s.allow_pickle
+    )
+    if loaded:
+        yield Progress("load", base, s.total, message=f"Loaded {source.name}")
+    if s.plan is None:
+        s.plan = mem.choose_plan("auto", s.device, s.inputs.width, s.inputs.height, s.dtype)
+    mem.apply_plan(pipe, s.plan)
+    if request.compile and not s.compile_failed and not s.plan.cpu_offload:
+        attempt.compiled = mem.compile_unet(pipe)
+    elif not request.compile:
+        mem.uncompile_unet(pipe)
+    pipe.scheduler = make_scheduler(pipe, request.scheduler)
+    token.check()
+    started = time.perf_counter()
+    on_step = _step_reporter(request, index, seed, s.per_image, s.total, started)
+    output = yield from run_pipeline(
+        pipe,
+        pipeline_kwargs(request, s.inputs, seed, inpainting_unet=native_inpainting(pipe)),
+        token,
+        preview_every=request.preview_every,
+        on_step=on_step,
+    )
+    attempt.seconds = time.perf_counter() - started
+    return output
+
+
+def _classify(err: Exception, request: GenerateRequest, attempt: _Attempt) -> _Failure | None:
+    """A failure the job recovers from, or None (then the error stands)."""
+    if is_out_of_memory(err):
+        return _Failure.OUT_OF_MEMORY
+    if request.compile and attempt.compiled:
+        attempt.error = f"{type(err).__name__}: {err}"
+        return _Failure.COMPILE
+    return None
+
+
+def _recover(s: _Session, index: int, failure: _Failure, attempt: _Attempt) -> Progress:
+    """Change what made the attempt fail; the report that says so."""
+    base = index * s.per_image
+    if failure is _Failure.OUT_OF_MEMORY:
+        assert s.plan is not None
+        lighter = mem.lighter(s.plan, s.device)
+        if lighter is None:
+            raise mem.out_of_memory_error(s.inputs.width, s.inputs.height, s.plan, s.device)
+        message = (
+            f"Out of memory at memory={s.plan.rung}; retrying with "
+            f"memory={lighter.rung} ({lighter.describe()})"
+        )
+        s.plan = lighter
+        return Progress("generate", base, s.total, message=message)
+    s.compile_failed = True
+    cached = s.cache.get(attempt.key) if attempt.key is not None else None
+    if cached is not None:
+        mem.uncompile_unet(cached)
+    return Progress(
+        "generate", base, s.total,
+        message=f"torch.compile failed ({attempt.error[:200]}); running eager",
+    )  # fmt: skip

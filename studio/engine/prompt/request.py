@@ -214,6 +214,18 @@ class GenerateRequest:
         d["studio_version"] = __version__
         return d
 
+    def image_metadata(
+        self, source_name: str, seed: int, index: int, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One image's metadata: this request with that image's seed, as a batch of one."""
+        meta = dataclasses.replace(self, seed=seed, batch_count=1).to_metadata()
+        meta.update(
+            model_name=source_name,
+            batch={"index": index, "count": self.batch_count, "first_seed": self.seed},
+            **extra,
+        )
+        return meta
+
     @classmethod
     def from_metadata(cls, d: dict[str, Any]) -> GenerateRequest:
         """The request that :meth:`to_metadata` described (image and mask not included).

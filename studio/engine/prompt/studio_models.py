@@ -141,7 +141,6 @@ def generate_with_run(
     """Generate ``request.batch_count`` images (seeds ``seed``, ``seed + 1``, ...) with a
     prompt-conditioned run. Yields a Progress per sampler step (with previews); cancel raises
     at the next step and nothing is returned."""
-    from studio.engine.prompt.generate import image_metadata
 
     request.require_inputs()
     device = resolve_device(request.device)
@@ -201,7 +200,7 @@ def generate_with_run(
         token.check()
         images.append(out)
         metadata.append(
-            image_metadata(request, Path(run_dir).name, seed, index, {
+            request.image_metadata(Path(run_dir).name, seed, index, {
                 "model_family": model.info.key,
                 "scheduler_used": SCHEDULER_LABELS[request.scheduler],
                 "generation_size": [res, res],
