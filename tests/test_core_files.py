@@ -98,3 +98,15 @@ def test_atomic_writes_get_the_mode_an_ordinary_write_would(tmp_path, umask):
     for name in ["new/config.json", "a.txt", "b.bin", "c.bin", "d.bin", "old.txt"]:
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert (tmp_path / "new").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_the_umask_is_read_without_proc_too(umask, monkeypatch):
+    """Where /proc/self/status is missing (macOS, say), the umask is set and restored."""
+
+    def no_proc(*_args, **_kwargs):
+        raise FileNotFoundError("/proc/self/status")
+
+    monkeypatch.setattr(atomic, "open", no_proc, raising=False)
+    assert atomic.current_umask() == umask
+    monkeypatch.undo()
+    assert atomic.current_umask() == umask  # and left as it was
