@@ -1,7 +1,7 @@
 """Projection: find the latent whose decoded image best matches a given image.
 
 A GAN has no encoder, so its latent for a picture is found by optimisation, as latent
-inpainting does (:mod:`studio.engine.inpaint_latent`), with every pixel known:
+inpainting does (:mod:`studio.models.latent_inpaint`), with every pixel known:
 
     loss(z) = mean (decode(z) - x)^2 + prior_weight * mean(z^2) / 2
 
