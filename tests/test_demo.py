@@ -269,3 +269,38 @@ def test_a_bad_count_is_one_clear_message_and_writes_nothing(tmp_path: Path, cap
     err = capsys.readouterr().err
     assert "count of 1 or more" in err and "Traceback" not in err
     assert not (tmp_path / "d").exists()
+
+
+def test_a_crash_while_clearing_an_old_demo_keeps_the_proof(tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "demo"
+    make(folder, count=12, size=16)
+    real_unlink = Path.unlink
+    calls = {"n": 0}
+
+    def failing_unlink(self: Path, missing_ok: bool = False) -> None:
+        calls["n"] += 1
+        if calls["n"] == 6:  # the manifest and a few old files are gone; then the disk fails
+            raise OSError("simulated I/O error")
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", failing_unlink)
+    assert run_sync(make_demo_dataset(folder, count=12, size=16)).status is Status.FAILED
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert not demo_is_complete(folder) and (folder / JOURNAL_NAME).is_file()
+    make(folder, count=12, size=16)  # the old files left are still provably the demo's
+    assert demo_is_complete(folder, count=12)
+
+
+def test_the_default_location_skips_a_demo_whose_names_are_taken(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path / "home"))
+    default = tmp_path / "home" / "demo-shapes"
+    token = CancelToken()
+    run_sync(make_demo_dataset(default, count=100, size=16), token,
+             lambda p: token.cancel() if p.step >= 50 else None)  # fmt: skip
+    (default / "circle" / "00000.png").write_bytes(b"changed since")  # not provably ours now
+    before = _snapshot(default)
+    outcome = run_sync(ensure_demo_dataset(count=12, size=16))
+    assert outcome.result == tmp_path / "home" / "demo-shapes-2"
+    assert _snapshot(default) == before

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import secrets
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from studio.core.atomic import fsync_dir, write_json
+from studio.core.atomic import fsync_dir, write_json, write_text
 from studio.core.errors import StudioError
 from studio.core.jobs import Progress
 from studio.core.paths import demo_dir
@@ -231,43 +232,68 @@ def _target_names(count: int) -> list[tuple[int, str]]:
     return [(i, f"{SHAPES[i % len(SHAPES)]}/{i:0{width}d}") for i in range(count)]
 
 
+def _ours(folder: Path) -> dict[str, Entry]:
+    """The files in ``folder`` the demo can prove it wrote: claimed, and still matching."""
+    if not folder.is_dir():
+        return {}
+    return {rel: e for rel, e in _claimed(folder).items() if _matches(folder / rel, e)}
+
+
+def _in_the_way(folder: Path, count: int, ours: dict[str, Entry]) -> Path | None:
+    """The first file at a name a demo of ``count`` images writes that is not provably ours."""
+    for _i, stem in _target_names(count):
+        for rel in (f"{stem}.png", f"{stem}.txt"):
+            path = folder / rel
+            if (path.exists() or path.is_symlink()) and rel not in ours:
+                return path
+    return None
+
+
 def _prepare(folder: Path, count: int) -> None:
     """Check ``folder`` can take a demo of ``count`` images without touching a file the demo
     cannot prove it wrote, then remove the provable files of an earlier demo."""
     if not _usable(folder):
         raise _refusal(folder)
-    claimed = _claimed(folder) if folder.is_dir() else {}
-    ours = {rel for rel, entry in claimed.items() if _matches(folder / rel, entry)}
-    for _i, stem in _target_names(count):
-        for rel in (f"{stem}.png", f"{stem}.txt"):
-            path = folder / rel
-            if (path.exists() or path.is_symlink()) and rel not in ours:
-                raise StudioError(
-                    f"{path} is in the way of the demo and Studio cannot prove it wrote it, so "
-                    "nothing was changed; choose an empty or new folder for the demo."
-                )
-    if folder.is_dir():
-        # The manifest goes first (the folder no longer looks complete); the journal keeps
-        # listing the old files until they are gone, so a crash here loses no proof.
-        with contextlib.suppress(FileNotFoundError):
-            (folder / MARKER_NAME).unlink()
-        for rel in sorted(ours):
-            if _matches(folder / rel, claimed[rel]):  # checked again just before removal
-                (folder / rel).unlink()
-        with contextlib.suppress(FileNotFoundError):
-            (folder / JOURNAL_NAME).unlink()
+    ours = _ours(folder)
+    blocker = _in_the_way(folder, count, ours)
+    if blocker is not None:
+        raise StudioError(
+            f"{blocker} is in the way of the demo and Studio cannot prove it wrote it, so "
+            "nothing was changed; choose an empty or new folder for the demo."
+        )
+    if not folder.is_dir():
+        return
+    # The journal lists the old files until they are gone (a crash here loses no proof);
+    # then the manifest goes, so the folder no longer looks complete.
+    lines = "".join(json.dumps([rel, *entry]) + "\n" for rel, entry in sorted(ours.items()))
+    write_text(folder / JOURNAL_NAME, lines)
+    with contextlib.suppress(FileNotFoundError):
+        (folder / MARKER_NAME).unlink()
+    for rel, entry in sorted(ours.items()):
+        if _matches(folder / rel, entry):  # checked again just before removal
+            (folder / rel).unlink()
+    (folder / JOURNAL_NAME).unlink()
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (never replacing anything: O_EXCL, no link followed) holding ``data``."""
+    """Create ``path`` holding ``data``, whole or not at all (a hidden temp file linked into
+    place), and never replacing anything already there."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
     try:
-        with open(path, "xb") as fh:
+        with open(tmp, "xb") as fh:
             fh.write(data)
-    except FileExistsError:
-        raise StudioError(
-            f"{path} appeared while the demo was being written; it was left alone. Choose an "
-            "empty or new folder for the demo."
-        ) from None
+        try:
+            os.link(tmp, path)  # fails when ``path`` exists, link or not
+        except FileExistsError:
+            raise StudioError(
+                f"{path} appeared while the demo was being written; it was left alone. Choose "
+                "an empty or new folder for the demo."
+            ) from None
+        except OSError:  # a file system without hard links
+            with open(path, "xb") as fh:
+                fh.write(data)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def make_demo_dataset(
@@ -372,7 +398,9 @@ def default_demo_folder(
         if demo_is_complete(candidate, count=count, size=size, seed=seed):
             return candidate
     for candidate in candidates:
-        if _usable(candidate):
+        if _usable(candidate) and (
+            count is None or _in_the_way(candidate, count, _ours(candidate)) is None
+        ):
             return candidate
     raise StudioError(
         f"{candidates[0]} and its siblings hold files Studio did not write; move them away "
