@@ -304,3 +304,34 @@ def test_the_default_location_skips_a_demo_whose_names_are_taken(
     outcome = run_sync(ensure_demo_dataset(count=12, size=16))
     assert outcome.result == tmp_path / "home" / "demo-shapes-2"
     assert _snapshot(default) == before
+
+
+def test_a_demo_killed_mid_write_is_rebuilt_and_loses_nothing(tmp_path: Path, capsys) -> None:
+    """kill -9 while `studio demo` writes: every file it left is whole and provably its own."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from studio.cli.main import main
+
+    folder = tmp_path / "demo"
+    env = {**os.environ, "STUDIO_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studio", "demo", "--out", str(folder), "--count", "3000"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(folder.glob("*/*.png"))) < 30:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (folder / JOURNAL_NAME).is_file() and not demo_is_complete(folder)
+    (folder / "circle" / "99990.png").write_bytes(b"the user's")
+    assert main(["demo", "--out", str(folder), "--count", "24"]) == 0, capsys.readouterr().err
+    assert demo_is_complete(folder, count=24)
+    assert len(list(folder.glob("*/0*.png"))) == 24  # the killed run's other files went
+    assert (folder / "circle" / "99990.png").read_bytes() == b"the user's"
