@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="label", help="class name or index, for conditional models "
                    "(default: cycle through all classes)")
     p.add_argument("--steps", type=int, help="sampler steps (diffusion)")
-    p.add_argument("--sampler", help="ddpm, ddim or dpm++ (diffusion)")
+    p.add_argument("--sampler", help=f"diffusion: {', '.join(options.SAMPLERS)} (default "
+                   f"{options.DEFAULT_SAMPLER})")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (diffusion)")
     p.add_argument("--temperature", type=float, help="sampling temperature (flows)")
     p.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME=VALUE",

@@ -40,11 +40,6 @@ RESOLUTIONS = (32, 64, 128)  # the sizes the command line and the window offer
 SAMPLERS = ("ddpm", "ddim", "dpm++")
 DEFAULT_SAMPLER = "dpm++"
 DEFAULT_STEPS = {"ddpm": 1000, "ddim": 50, "dpm++": 20}
-SAMPLER_HELP = {
-    "ddpm": "DDPM: ancestral, slow, the reference",
-    "ddim": "DDIM: deterministic, about 50 steps",
-    "dpm++": "DPM-Solver++: deterministic, about 20 steps",
-}
 
 #: How the command line sets an option: its own ``studio train`` flag, ``--option NAME=VALUE``,
 #: or neither (the family comes from ``--family``, the device from the common ``--device``).
