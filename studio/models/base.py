@@ -107,7 +107,7 @@ def setting(
 class ModelConfig:
     """Fields every family shares. ``resolution`` and ``num_classes`` come from the dataset."""
 
-    resolution: int = setting(32, label="Resolution", minimum=8, maximum=128, main=True)
+    resolution: int = setting(32, label="Resolution", minimum=4, maximum=128, main=True)
     channels: int = setting(3, label="Channels", choices=(1, 3))
     num_classes: int = setting(0, label="Classes", help="0 = unconditional; set from subfolders")
 
