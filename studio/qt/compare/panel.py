@@ -193,15 +193,16 @@ class SamplingControls(QWidget):
             return None  # "the model's own": nothing sensible to show before it loads
         if option.type == "int":
             spin = QSpinBox()
-            spin.setRange(int(option.minimum or 0), int(option.maximum or 1_000_000))
+            low = int(option.minimum if option.minimum is not None else 0)
+            spin.setRange(low, int(option.maximum if option.maximum is not None else 1_000_000))
             if option.default is not None:
                 spin.setValue(int(option.default))
             return spin
         if option.type == "float":
             from studio.qt.forms import FloatSpinBox
 
-            fspin = FloatSpinBox()
-            fspin.setRange(float(option.minimum or 0.0), float(option.maximum or 1e6))
+            low = float(option.minimum if option.minimum is not None else 0.0)
+            fspin = FloatSpinBox(low, float(option.maximum if option.maximum is not None else 1e6))
             fspin.setValue(float(option.default))
             return fspin
         return None
