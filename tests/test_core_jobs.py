@@ -15,7 +15,7 @@ from studio.core.jobs import CancelToken, Progress, ProgressMailbox, Status, run
 def counting_job(n: int, log: list[int]):
     for i in range(n):
         log.append(i)
-        yield Progress("count", i + 1, n, metrics={"value": float(i)})
+        yield Progress("work", i + 1, n, metrics={"value": float(i)})
     return "done"
 
 
@@ -50,11 +50,11 @@ def test_cancel_before_start_runs_nothing():
 
 def test_failures_become_outcomes_with_messages():
     def bad():
-        yield Progress("x")
+        yield Progress("work")
         raise StudioError("The folder is empty.")
 
     def crash():
-        yield Progress("x")
+        yield Progress("work")
         raise ZeroDivisionError("boom")
 
     user = run_sync(bad())
@@ -71,7 +71,7 @@ def test_job_is_closed_so_its_finally_blocks_run():
     def job():
         try:
             while True:
-                yield Progress("x")
+                yield Progress("work")
         finally:
             closed.append(True)
 
@@ -148,4 +148,25 @@ def test_mailbox_points_are_bounded():
 
 @pytest.mark.parametrize("total,step,expected", [(None, 3, None), (0, 0, None), (10, 5, 0.5), (10, 20, 1.0)])
 def test_progress_fraction(total, step, expected):
-    assert Progress("x", step, total).fraction == expected
+    assert Progress("work", step, total).fraction == expected
+
+
+def test_stages_come_from_one_enumeration() -> None:
+    import ast
+    from pathlib import Path
+
+    from studio.core.jobs import Stage
+
+    assert Progress("train").stage is Stage.TRAIN and Progress("train").stage == "train"
+    with pytest.raises(ValueError, match="unknown progress stage"):
+        Progress("trian")
+    # Every stage the code names is a member (a typo fails here, not in a user's window).
+    named = set()
+    for path in (Path(__file__).resolve().parents[1] / "studio").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Progress":
+                arg = node.args[0] if node.args else None
+                arg = arg or next((k.value for k in node.keywords if k.arg == "stage"), None)
+                if isinstance(arg, ast.Constant):
+                    named.add(arg.value)
+    assert named and named <= {s.value for s in Stage}, named - {s.value for s in Stage}

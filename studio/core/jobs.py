@@ -23,6 +23,49 @@ class Cancelled(Exception):
     """Raised inside a job when its token was cancelled."""
 
 
+class Stage(str, enum.Enum):
+    """What a job is doing when it reports (a ``str`` enum: ``Stage.TRAIN == "train"``).
+
+    Jobs may pass the plain name (``Progress("load", ...)``); :class:`Progress` turns it into
+    the member and refuses a name that is not here, so every reader can switch on the stage.
+    """
+
+    WORK = "work"  # a job with no stage of its own (tests, small helpers)
+    LOAD = "load"  # reading a dataset, a model or a run; messages for the log
+    SCAN = "scan"
+    DEMO = "demo"
+    TRAIN = "train"
+    PAUSED = "paused"
+    SAVE = "save"
+    SAMPLE = "sample"
+    DECODE = "decode"
+    ENCODE = "encode"
+    INPAINT = "inpaint"
+    GENERATE = "generate"  # a Stable Diffusion (or prompt-run) image
+    GRID = "grid"  # an X/Y grid of generations
+    MODELS = "models"  # the prompt model library
+    HISTORY = "history"
+    SETTINGS = "settings"
+    READ = "read"
+    PROJECT = "project"  # a GAN's latent projection of an image
+    INVERT = "invert"  # DDIM inversion
+    DIRECTIONS = "directions"
+    INTERPOLATE = "interpolate"
+    ARITHMETIC = "arithmetic"
+    LABEL = "label"
+    SLIDERS = "sliders"
+    FIT = "fit"
+    FEATURES = "features"  # the comparison's feature extractor
+    WARMUP = "warmup"
+    PANEL = "panel"  # one comparison panel finished
+    SCORE = "score"
+    REPORT = "report"
+    EXPORT = "export"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Progress:
     """One report from a running job. Holds plain values and CPU numpy arrays only.
@@ -33,13 +76,20 @@ class Progress:
     status values such as images/s, ETA, device and memory.
     """
 
-    stage: str
+    stage: Stage
     step: int = 0
     total: int | None = None
     message: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
     image: Any = None
     info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.stage, Stage):
+            try:
+                object.__setattr__(self, "stage", Stage(self.stage))
+            except ValueError:
+                raise ValueError(f"unknown progress stage {self.stage!r}") from None
 
     @property
     def fraction(self) -> float | None:

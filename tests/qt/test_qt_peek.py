@@ -53,7 +53,7 @@ def test_interactive_job_runs_between_steps_and_finishes_first(qtbot, runner) ->
         seen["thread"], seen["step_at_start"] = threading.get_ident(), long.step
         for i in range(3):
             time.sleep(0.02)
-            yield Progress("peek", i + 1, 3, message=f"peek {i + 1}")
+            yield Progress("work", i + 1, 3, message=f"peek {i + 1}")
         seen["step_at_end"] = long.step  # the long job did not move meanwhile
         return "short"
 
@@ -84,7 +84,7 @@ def test_interactive_job_runs_when_idle_and_can_be_cancelled(qtbot, runner) -> N
     _, outcomes = _recorder(runner)
 
     def short(token: CancelToken) -> Generator[Progress, None, int]:
-        yield Progress("peek")
+        yield Progress("work")
         return 7
 
     handle = runner.submit("Peek", short, interactive=True)
@@ -100,7 +100,7 @@ def test_interactive_job_runs_when_idle_and_can_be_cancelled(qtbot, runner) -> N
         started.set()
         for i in range(10_000):
             time.sleep(0.002)
-            yield Progress("peek", i)
+            yield Progress("work", i)
         return 1
 
     slow_handle = runner.submit("Slow peek", slow, interactive=True)

@@ -49,7 +49,7 @@ def test_the_engine_thread_runs_below_the_gui_thread(qtbot, runner: JobRunner) -
     assert engine_thread.ENGINE_NICE > 0
 
     def factory(token: CancelToken) -> Generator[Progress, None, tuple[int, int | None]]:
-        yield Progress("probe")
+        yield Progress("work")
         return threading.get_native_id(), thread_nice()
 
     tid, nice = _run(qtbot, runner, factory)
@@ -66,7 +66,7 @@ def test_torch_workers_started_by_the_engine_inherit_its_priority(qtbot, runner)
     assert gui is not None
 
     def factory(token: CancelToken) -> Generator[Progress, None, dict[int, int]]:
-        yield Progress("probe")
+        yield Progress("work")
         before = set(_tasks())
         threads = torch.get_num_threads()
         torch.set_num_threads(2)
@@ -93,7 +93,7 @@ def test_no_priority_change_when_turned_off(
     gui = thread_nice()
 
     def factory(token: CancelToken) -> Generator[Progress, None, int | None]:
-        yield Progress("probe")
+        yield Progress("work")
         return thread_nice()
 
     assert _run(qtbot, runner, factory) == gui
