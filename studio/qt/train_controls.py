@@ -22,6 +22,11 @@ DEVICE_CHOICES = tuple(
 TrainingOptions = options.form_dataclass(DEVICE_CHOICES)
 
 
+def _group(spec: FamilySpec) -> str:
+    """The heading a family is listed under: its FamilyInfo's group title, else its kind."""
+    return spec.group_title or spec.kind.title()
+
+
 class ModelPicker(QWidget):
     """A combo box of every registered model, grouped under a header per kind, with the
     chosen model's one-line summary below it."""
@@ -49,7 +54,7 @@ class ModelPicker(QWidget):
         self.combo.blockSignals(True)
         self.combo.clear()
         self._specs = {spec.key: spec for spec in families}
-        kinds = list(dict.fromkeys(s.group_title or s.kind for s in families))
+        kinds = list(dict.fromkeys(_group(s) for s in families))
         model = self.combo.model()
         bold = QFont(self.combo.font())
         bold.setBold(True)
@@ -63,7 +68,7 @@ class ModelPicker(QWidget):
                 item.setFlags(Qt.ItemFlag.NoItemFlags)  # a header, not a choice
                 item.setFont(bold)
             # Registry order within a kind: it is curated (the simplest model first).
-            for spec in (s for s in families if (s.group_title or s.kind) == kind):
+            for spec in (s for s in families if _group(s) == kind):
                 self.combo.addItem(f"  {spec.display_name}", spec.key)
                 self.combo.setItemData(
                     self.combo.count() - 1, spec.summary, Qt.ItemDataRole.ToolTipRole

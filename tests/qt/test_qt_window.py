@@ -73,8 +73,8 @@ class _Cfg:
     pass
 
 
-def _spec(key: str, kind: str, name: str) -> FamilySpec:
-    return FamilySpec(key, kind, name, f"{name}: a summary", _Cfg)
+def _spec(key: str, kind: str, name: str, title: str = "") -> FamilySpec:
+    return FamilySpec(key, kind, name, f"{name}: a summary", _Cfg, group_title=title)
 
 
 def test_model_picker_groups_by_kind(qtbot) -> None:
@@ -82,11 +82,11 @@ def test_model_picker_groups_by_kind(qtbot) -> None:
     qtbot.addWidget(picker)
     picker.set_families(
         [
-            _spec("diffusion.ddpm", "diffusion", "DDPM"),
-            _spec("gan.wgan_gp", "gan", "WGAN-GP"),
-            _spec("vae.vae", "vae", "VAE"),
-            _spec("gan.dcgan", "gan", "DCGAN"),
-            _spec("odd.thing", "odd", "Thing"),
+            _spec("gan.wgan_gp", "gan", "WGAN-GP", "GANs"),
+            _spec("vae.vae", "vae", "VAE", "Variational autoencoders"),
+            _spec("gan.dcgan", "gan", "DCGAN", "GANs"),
+            _spec("diffusion.ddpm", "diffusion", "DDPM", "Diffusion models"),
+            _spec("odd.thing", "odd", "Thing"),  # a plug-in with no title: its kind
         ]
     )
     combo = picker.combo
@@ -101,7 +101,7 @@ def test_model_picker_groups_by_kind(qtbot) -> None:
         "DDPM",
         "Odd",
         "Thing",
-    ]  # kinds in a fixed order, models in registry order
+    ]  # groups titled by FamilyInfo, in the registry's order of first appearance
     headers = [i for i in range(combo.count()) if combo.itemText(i) == "GANs"]
     assert not combo.model().item(headers[0]).isEnabled()  # a header cannot be chosen
     assert picker.current_key() == "gan.wgan_gp"  # the first model, not a header
