@@ -5,15 +5,19 @@ safetensors headers too large, too many or too deep to be real."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import struct
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import make_tiny_dataset, train_tiny_run
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prompt_fixtures import (
     build_tiny_sd,
     config_only_copy,
@@ -185,3 +189,34 @@ def test_a_deeply_nested_header_is_refused_without_recursion_error(
         files.read_safetensors_header(path)
     assert _generate(path, tmp_path / "o.png") == 1
     assert "nests too deeply" in _one_sentence(capsys.readouterr().err)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8)
+    | st.sampled_from(["F32", "U8", "BF16", "dtype", "shape", "data_offsets", "__metadata__"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    header=st.one_of(
+        st.binary(max_size=120),
+        _JSON.map(lambda v: json.dumps(v).encode()),
+        st.integers(0, 20_000).map(lambda d: b'{"a":' + b"[" * d + b"]" * d + b"}"),
+    ),
+    data=st.integers(0, 64),
+    claimed=st.sampled_from([None, 0, 7, 2**63 - 1]),
+)
+def test_any_header_is_read_or_refused_with_a_message(
+    header: bytes, data: int, claimed: int | None
+) -> None:
+    # Found by fuzzing once: a nested header raised RecursionError. Now every header either
+    # reads or fails with a ModelFileError, the exception the CLI and the window turn into a line.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fuzz.safetensors"
+        length = len(header) if claimed is None else claimed
+        path.write_bytes(struct.pack("<Q", length) + header + bytes(data))
+        with contextlib.suppress(files.ModelFileError):
+            files.read_safetensors_header(path)
