@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -331,5 +330,18 @@ def test_a_pickled_folder_is_refused_on_torch_before_2_6(
         load_pipeline(folder, "txt2img", allow_pickle=True)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_library_entry_whose_file_became_a_fifo_is_refused_not_opened(tmp_path: Path) -> None:
+    from studio.engine.prompt.library import ModelEntry
+
+    fifo = tmp_path / "sd.safetensors"
+    os.mkfifo(fifo)
+    entry = ModelEntry(id="x", name="sd", path=str(fifo), kind="single-file", arch="sd1",
+                       file_format="safetensors")
+    with _watchdog(fifo):
+        for read in (files.sniff_format, files.read_safetensors_header, files.read_state_dict):
+            with pytest.raises(files.ModelFileError, match="not a regular file"):
+                read(fifo)
+        with pytest.raises(files.ModelFileError, match="not a regular file"):
+            load_pipeline(entry, "txt2img")

@@ -18,11 +18,12 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from studio.core.errors import StudioError
 
@@ -90,14 +91,38 @@ class UnsafeModelError(ModelFileError):
 # -- sniffing ---------------------------------------------------------------------------------
 
 
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """``open(path, "rb")`` for a regular file only; anything else is a :class:`ModelFileError`.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO (which
+    would wait forever for a writer), a socket or a device is refused, never read.
+    """
+    path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelFileError(
+                f"{path.name} is not a regular file (a pipe, socket, device or folder), so "
+                "Studio does not read it.",
+                path,
+            )
+        if flags & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def sniff_format(path: str | os.PathLike[str]) -> FileFormat:
     """The file's format from its first bytes (and, for a zip, its member names)."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except IsADirectoryError:
+    if path.is_dir():
         return FileFormat.UNKNOWN
+    try:
+        with open_regular(path) as fh:
+            head = fh.read(16)
     except OSError as err:
         raise ModelFileError(f"Cannot read {path.name}: {err.strerror or err}.", path) from err
     if head[:4] == b"PK\x03\x04":
@@ -149,7 +174,7 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     """Read and validate a safetensors header without reading any tensor data."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             size = os.fstat(fh.fileno()).st_size
             prefix = fh.read(8)
             if len(prefix) < 8:
@@ -290,7 +315,7 @@ def _weights_only_load(path: Path, fmt: FileFormat) -> dict[str, torch.Tensor]:
     # torch.load picks safetensors by a ".safetensors" name; a file object keeps it on content.
     by_name = path.suffix.lower() != ".safetensors"
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             obj = torch.load(
                 path if by_name else fh,
                 map_location="cpu",

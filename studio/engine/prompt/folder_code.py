@@ -25,7 +25,12 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from studio.engine.prompt.files import CorruptModelFile, UnsafeModelError
+from studio.engine.prompt.files import (
+    CorruptModelFile,
+    ModelFileError,
+    UnsafeModelError,
+    open_regular,
+)
 
 SAFE_LIBRARIES = frozenset({"diffusers", "transformers"})
 CODE_KEYS = ("auto_map", "custom_pipeline")
@@ -130,8 +135,10 @@ def _check_name(folder: Path, rel: str, name: str | None = None) -> None:
 def _read_json(folder: Path, rel: str, path: Path) -> Any:
     damaged = f"{folder.name}/{rel} is damaged"
     try:
-        with open(path, "rb") as fh:  # a regular file: _entries checked it
+        with open_regular(path) as fh:  # checked again on the open file: never a FIFO
             raw = fh.read(MAX_JSON_BYTES + 1)
+    except ModelFileError:
+        raise _refuse(folder, f"{rel} is not a regular file, so Studio does not open it") from None
     except OSError as err:
         raise _refuse(folder, f"{rel} cannot be read ({err.strerror})") from None
     if len(raw) > MAX_JSON_BYTES:
