@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from studio.core.options import DEFAULT_SAMPLER, SAMPLERS
 
@@ -41,6 +42,9 @@ def add_parser(
     p.add_argument("--sampler", default=DEFAULT_SAMPLER,
                    help=f"diffusion runs: {', '.join(SAMPLERS)} (default {DEFAULT_SAMPLER})")
     p.add_argument("--steps", type=int, help="diffusion runs: sampler steps (default per sampler)")
+    p.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME=VALUE",
+                   help="a sampling option for every run whose family declares it "
+                   "(e.g. temperature=0.7; see 'studio families')")
     p.add_argument(
         "--extractor-steps",
         type=int,
@@ -60,9 +64,40 @@ def settings_from_args(args: argparse.Namespace):  # -> CompareSettings (importe
         seed=args.seed,
         diffusion_sampler=args.sampler,
         diffusion_steps=args.steps,
+        overrides=with_overrides(args.runs, getattr(args, "with_", [])),
         device=args.device,
         extractor_steps=args.extractor_steps,
     )
+
+
+def with_overrides(runs: list[str], pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """``--with NAME=VALUE`` as per-run sampling values, for the runs whose family declares
+    NAME (studio.models.capabilities.SamplingOption); a NAME no run declares is refused."""
+    if not pairs:
+        return {}
+    from studio.core.errors import StudioError
+    from studio.engine.runs import RunFolder
+    from studio.models.capabilities import parse_sampling
+    from studio.models.registry import get_family
+
+    names = {pair.partition("=")[0].strip() for pair in pairs}
+    out: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        try:
+            family = get_family(str(RunFolder(run).read_config().get("family", "")))
+        except KeyError:
+            continue  # the compare job names the unknown family
+        options = tuple(o for o in family.sampling_options if o.name in names)
+        mine = [p for p in pairs if p.partition("=")[0].strip() in {o.name for o in options}]
+        if mine:
+            try:
+                out[str(run)] = parse_sampling(options, mine)
+            except ValueError as err:
+                raise StudioError(str(err)) from None
+    unused = names - {name for values in out.values() for name in values}
+    if unused:
+        raise StudioError(f"--with {', '.join(sorted(unused))}: no run's family takes it")
+    return out
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

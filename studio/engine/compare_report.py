@@ -120,8 +120,12 @@ def panel_lines(panel: PanelResult) -> list[str]:
     ]
     if panel.bits_per_dim is not None:
         lines.append(f"bits/dim {panel.bits_per_dim:.3f} on {ref} held-out images")
-    if panel.conditions:
-        lines.append(f"{panel.conditions['sampler']}, {panel.conditions['steps']} steps")
+    conditions = dict(panel.conditions)  # the family's declared sampling options
+    if "sampler" in conditions and "steps" in conditions:
+        lines.append(f"{conditions.pop('sampler')}, {conditions.pop('steps')} steps")
+    if conditions:
+        lines.append(", ".join(f"{name} {value:g}" if isinstance(value, float) else
+                               f"{name} {value}" for name, value in conditions.items()))
     lines.append(f"{panel.seconds_per_image * 1000:.1f} ms/image, step {panel.step}")
     return lines
 

@@ -5,6 +5,7 @@ with no edit anywhere else (docs/writing-a-family.md walks through it)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -266,5 +267,6 @@ def test_the_toy_through_the_command_line(tmp_path, capsys, toy_run):
 
     report = tmp_path / "compare"  # a run with held-out images (the CLI run keeps one)
     assert main(["compare", "--runs", str(toy_run), "-n", "4", "--out", str(report),
-                 "--extractor-steps", "5", "--device", "cpu"]) == 0
-    assert (report / "report.json").is_file()
+                 "--extractor-steps", "5", "--device", "cpu", "--with", "temperature=0.5"]) == 0
+    saved = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert saved["panels"][0]["conditions"] == {"temperature": 0.5}
