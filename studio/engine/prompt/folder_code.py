@@ -35,7 +35,7 @@ from studio.engine.prompt.files import (
 SAFE_LIBRARIES = frozenset({"diffusers", "transformers"})
 CODE_KEYS = ("auto_map", "custom_pipeline")
 CODE_SUFFIXES = (".py", ".pyc", ".pyd", ".so")
-MAX_JSON_BYTES = 64 * 1024 * 1024  # the largest tokenizer.json of a text encoder is ~20 MB
+MAX_JSON_BYTES = 64 * 1024 * 1024  # CLIP's tokenizer.json is ~2 MB, the largest known ~35 MB
 MAX_ENTRIES = 20_000  # files and folders; a diffusers folder has a few dozen
 _NEVER = "and Studio never runs code that comes with a model"
 

@@ -10,6 +10,12 @@
   pipeline's ``studio_entry`` then carries the architecture its tensors tell (the library lists
   an unread pickle as "unknown").
 - The hub is never contacted: ``HF_HUB_OFFLINE`` is forced on for the duration of the call.
+- Every loaded pipeline's weights are checked for NaN and infinity before it is used
+  (:func:`studio.engine.finite.check_finite`): such a model could only draw black or noise, and
+  the message names the tensors. Pickled weights in a folder load only on torch >= 2.6
+  (:func:`files.require_safe_torch`); one that needs code is refused naming the file, without
+  torch's advice to load it unsafely. A single file missing a part (its text encoder, say) is
+  refused in one sentence.
 
 ``task`` is "txt2img", "img2img" or "inpaint". For "inpaint" on a model whose UNet is not an
 inpainting one (4 input channels), the image-to-image pipeline is returned and
