@@ -35,10 +35,17 @@ def workspace(qtbot, app_settings):
 
 
 def test_regenerate_fills_panels_and_export_writes_files(qtbot, workspace, runs_root, tmp_path):
+    from studio.core.jobs import CancelToken, run_sync
+    from studio.qt.engine_jobs import describe_families
+
+    assert run_sync(describe_families()(CancelToken())).ok  # the window lists them at start
     workspace.load_default_runs(runs_root)
     qtbot.waitUntil(lambda: len(workspace.panels) == 2, timeout=20_000)
     assert {p.kind for p in workspace.panels} == {"gan", "vae"}
-    assert not any(p.sampling_row.isVisibleTo(workspace) for p in workspace.panels)
+    # Each panel offers exactly the sampling options its family declares.
+    rows = {p.kind: p.sampling_row for p in workspace.panels}
+    assert not rows["gan"].isVisibleTo(workspace) and not rows["gan"].controls
+    assert rows["vae"].isVisibleTo(workspace) and set(rows["vae"].controls) == {"temperature"}
 
     workspace.n.setValue(4)
     workspace.seed.setValue(5)
