@@ -125,6 +125,14 @@ def toy() -> Iterator[type]:
     unregister_family("toy.linear")
 
 
+@pytest.fixture
+def broken_family() -> Iterator[str]:
+    """A family whose module cannot be imported (as a plug-in with a missing dependency)."""
+    register_family("toy.broken", "studio_no_such_plugin_module:Missing")
+    yield "toy.broken"
+    unregister_family("toy.broken")
+
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory) -> Path:
     """A six-step toy run on 16 px images (trained once for the module)."""
@@ -142,7 +150,7 @@ def toy_run(tmp_path_factory) -> Path:
 
 
 def test_the_toy_trains_from_the_train_form_with_its_own_settings(
-    qtbot, window, tiny_dataset
+    qtbot, broken_family, window, tiny_dataset
 ) -> None:
     from qt_steps import load_dataset
 
@@ -153,6 +161,11 @@ def test_the_toy_trains_from_the_train_form_with_its_own_settings(
     panel = window.train_panel
     combo = panel.picker.combo
     assert "Toy models" in [combo.itemText(i) for i in range(combo.count())]
+    # A family that cannot be imported is skipped with a note; the others are all there.
+    listed = set(panel.picker.keys())
+    assert broken_family not in listed and "gan.dcgan" in listed
+    notes = [line for line in panel.view.log_lines() if broken_family in line]
+    assert notes and "unavailable" in notes[0] and "studio_no_such_plugin_module" in notes[0]
     assert panel.picker.set_current_key("toy.linear")
     assert "latent_dim" in panel.model_form.values()
     panel.model_form.set_values({"latent_dim": 3})
