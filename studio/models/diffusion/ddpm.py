@@ -49,7 +49,6 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
-from studio.models.capabilities import SamplingOption
 from studio.models.configs import learning_rate, lr_warmup, network_width
 from studio.models.diffusion.inpaint import DiffusionInpainting
 from studio.models.diffusion.latent import DDIMLatent
@@ -57,6 +56,7 @@ from studio.models.diffusion.samplers import (
     DEFAULT_SAMPLER,
     DEFAULT_STEPS,
     SAMPLERS,
+    SAMPLING_OPTIONS,
     guided_output,
     make_sampler,
     predicted_x0,
@@ -232,38 +232,6 @@ def build_scheduler(c: DDPMConfig) -> DDPMScheduler:
         # "trailing" makes short schedules start at the last (pure-noise) step.
         timestep_spacing="trailing",
     )
-
-
-SAMPLING_OPTIONS = (
-    SamplingOption(
-        "sampler",
-        "choice",
-        DEFAULT_SAMPLER,
-        "Sampler",
-        "ddpm: the full chain; ddim and dpm++ take far fewer steps",
-        choices=tuple(SAMPLERS),
-    ),
-    SamplingOption(
-        "steps",
-        "int",
-        None,
-        "Steps",
-        "sampler steps (more is slower and usually cleaner)",
-        minimum=1,
-        maximum=1000,
-        defaults_by="sampler",
-        defaults=tuple(DEFAULT_STEPS.items()),
-    ),
-    SamplingOption(
-        "guidance",
-        "float",
-        None,
-        "Guidance",
-        "classifier-free guidance of class-conditional models (default: the model's)",
-        minimum=0.0,
-        maximum=20.0,
-    ),
-)
 
 
 class UNetDiffusion(GenerativeModel):

@@ -16,8 +16,41 @@ from torch import Tensor, nn
 
 from studio.core.options import DEFAULT_SAMPLER, DEFAULT_STEPS, SAMPLERS  # noqa: F401 (re-exported)
 from studio.models.base import SampleStep
+from studio.models.capabilities import SamplingOption
 
 # The names, the default and the step counts are declared once, in studio.core.options.
+
+#: The diffusion families' sampling knobs, as data (Compare's sampling row, --with).
+SAMPLING_OPTIONS = (
+    SamplingOption(
+        "sampler",
+        "choice",
+        DEFAULT_SAMPLER,
+        "Sampler",
+        "ddpm: the full chain; ddim and dpm++ take far fewer steps",
+        choices=tuple(SAMPLERS),
+    ),
+    SamplingOption(
+        "steps",
+        "int",
+        None,
+        "Steps",
+        "sampler steps (more is slower and usually cleaner)",
+        minimum=1,
+        maximum=1000,
+        defaults_by="sampler",
+        defaults=tuple(DEFAULT_STEPS.items()),
+    ),
+    SamplingOption(
+        "guidance",
+        "float",
+        None,
+        "Guidance",
+        "classifier-free guidance of class-conditional models (default: the model's)",
+        minimum=0.0,
+        maximum=20.0,
+    ),
+)
 
 
 def make_sampler(name: str, train_config: Any) -> Any:
