@@ -108,7 +108,7 @@ class _PromptAsClasses(nn.Module):
 
 
 class _InpaintView:
-    """What ``inpaint_diffusion.masked_sample`` reads from a model."""
+    """What ``studio.models.diffusion.inpaint.masked_sample`` reads from a model."""
 
     def __init__(self, model: Any, prompt: str, negative: str) -> None:
         from types import SimpleNamespace
