@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
@@ -40,6 +41,11 @@ def no_tqdm_monitor() -> None:
     tqdm.tqdm.monitor_interval = 0
 
 
+def _close_without_asking(window: Any) -> None:
+    window.ask_before_quitting = False  # the terminal or a script asked: no question
+    window.close()
+
+
 def run_app(argv: Sequence[str] | None = None) -> int:
     """Show the main window and run the event loop; returns the exit code."""
     app = create_application(list(argv or []))
@@ -51,11 +57,11 @@ def run_app(argv: Sequence[str] | None = None) -> int:
     window.show()
     # Ctrl-C in the terminal closes the window (which stops training gracefully). Python
     # handles signals only between bytecodes, so a timer lets the interpreter run now and then.
-    signal.signal(signal.SIGINT, lambda *_: window.close())
+    signal.signal(signal.SIGINT, lambda *_: _close_without_asking(window))
     tick = QTimer()
     tick.timeout.connect(lambda: None)
     tick.start(250)
     quit_after = os.environ.get("STUDIO_QUIT_AFTER_MS")  # packaging smoke tests
     if quit_after:
-        QTimer.singleShot(int(quit_after), window.close)
+        QTimer.singleShot(int(quit_after), lambda: _close_without_asking(window))
     return app.exec()

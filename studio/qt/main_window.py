@@ -1,7 +1,8 @@
 """The main window: a workspace switcher, menus and a status bar around the panels.
 
 It owns the one engine thread (through a :class:`JobRunner`) and makes sure it has stopped
-before the window closes: a running training job is asked to stop, which saves a checkpoint.
+before the window closes: a running training job is asked to stop, which saves a checkpoint
+(after the user agrees: a close while training asks first).
 The Dataset workspace scans folders on a lane of its own (a second runner), stopped first.
 """
 
@@ -42,6 +43,7 @@ class MainWindow(QMainWindow):
     """The workspaces (Dataset, Train, Canvas, ...), menus, and one engine thread."""
 
     DATASET, TRAIN, COMPARE, EXPLORE, CANVAS, PROMPT = 0, 1, 2, 3, 4, 5
+    ask_before_quitting = True  # a close while training asks first (confirm_stop_training)
 
     def __init__(self, settings: AppSettings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -212,6 +214,20 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
 
+    def confirm_stop_training(self) -> bool:
+        """Ask before a close stops the run that is training (False: keep the window open).
+        Not asked when ``ask_before_quitting`` is off (Ctrl-C in the terminal, smoke tests)."""
+        if not self.ask_before_quitting:
+            return True
+        answer = QMessageBox.question(
+            self,
+            "Quit Studio",
+            "Training is running: stop it (a checkpoint is saved) and quit?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         if self._closed:
             event.accept()
@@ -220,6 +236,10 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         self._closing = True
+        if self.train_panel.is_training() and not self.confirm_stop_training():
+            self._closing = False
+            event.ignore()
+            return
         if not self.canvas.confirm_close(self):  # unsaved canvas edits: Save / Discard / Cancel
             self._closing = False
             event.ignore()

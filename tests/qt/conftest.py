@@ -99,6 +99,13 @@ def empty_folder(tmp_path: Path) -> Path:
 # -- the main window -------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def quit_without_asking(monkeypatch) -> None:
+    """A window closed mid-training (by a test or by pytest-qt's teardown) quits without its
+    question (a modal box nobody answers offscreen); a test of the question turns it back on."""
+    monkeypatch.setattr("studio.qt.main_window.MainWindow.ask_before_quitting", False)
+
+
 @pytest.fixture
 def window(qtbot, app_settings: AppSettings):
     """A shown MainWindow whose model list has loaded (torch imported on the engine thread)."""

@@ -83,6 +83,33 @@ def test_closing_the_window_mid_training_saves_and_exits_cleanly(qtbot, trainabl
     assert max(r["step"] for r in records) <= step
 
 
+def test_closing_mid_training_asks_first_and_no_keeps_training(
+    qtbot, trainable_window, monkeypatch
+) -> None:
+    from PySide6.QtWidgets import QMessageBox
+
+    win = trainable_window
+    panel = win.train_panel
+    asked: list[str] = []
+    answers = iter([QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes])
+
+    def question(_parent, _title, text, *_a, **_k):
+        asked.append(text)
+        return next(answers)
+
+    monkeypatch.setattr(QMessageBox, "question", staticmethod(question))
+    win.ask_before_quitting = True  # (conftest turns the question off for every other test)
+    panel.start()
+    run = panel.run_path
+    qtbot.waitUntil(lambda: panel.view.plot.point_count() >= 2, timeout=60_000)
+    assert not win.close()  # "No": the window stays and the run goes on
+    assert asked == ["Training is running: stop it (a checkpoint is saved) and quit?"]
+    assert win.isVisible() and panel.is_training()
+    assert win.close()  # "Yes": stopped with a checkpoint, then closed
+    assert len(asked) == 2 and not win.runner.engine.isRunning()
+    assert _checkpoint_step(run)
+
+
 def test_reopen_a_run_and_resume_it(qtbot, window, tiny_dataset: Path) -> None:
     assert load_dataset(qtbot, window, tiny_dataset) == 32
     window.show_workspace(window.TRAIN)
