@@ -208,7 +208,7 @@ def test_the_toy_compares_in_compare_with_its_sampling_option(qtbot, app_setting
         assert runner.shutdown(20_000, grace_ms=5_000)
 
 
-def test_the_toy_moves_on_explore_sliders_and_encodes(qtbot, app_settings, runner, toy_run):
+def test_the_toy_moves_on_explore_sliders(qtbot, app_settings, runner, toy_run):
     from qt_steps import small_latent_workspace
     from test_qt_latent import open_and_wait, settle
 
