@@ -142,7 +142,7 @@ def test_cancel_mid_run_keeps_nothing_and_leaves_the_canvas_alone(qtbot, workspa
     seen: list[int] = []
 
     def on_progress(handle, progress, image, points) -> None:
-        if ws._job is not None and handle is ws._job and progress.total:
+        if ws.generation.job is not None and handle is ws.generation.job and progress.total:
             seen.append(progress.step)
             ws.cancel()
 

@@ -1,21 +1,24 @@
 """The Prompt workspace's generation: the request, the job and what comes back.
 
-:class:`GenerationMixin` is the part of :class:`~studio.qt.prompt.workspace.PromptWorkspace`
-that turns the form and the canvas into a checked request (on the GUI thread, with private
-copies of the canvas image and mask), submits :func:`studio.qt.prompt.jobs.generate` to the
-engine thread, shows its progress and previews, and handles its outcome: results shown and
-(for image-to-image and inpainting) staged on the canvas, a pickle consent asked and the job
-resubmitted, a failure on the banner, a cancel that keeps nothing.
+:class:`Generation` turns the request being edited (a
+:class:`~studio.qt.prompt.state.PromptRequestState`) and the canvas into a checked request (on
+the GUI thread, with private copies of the canvas image and mask), submits
+:func:`studio.qt.prompt.jobs.generate` to the engine thread through the window's
+:class:`~studio.qt.job_calls.JobCalls`, shows its progress and previews, and handles its
+outcome: results shown and (for image-to-image and inpainting) staged on the canvas, a pickle
+consent asked and the job resubmitted, a failure on the banner, a cancel that keeps nothing.
+Everything it uses is given to its constructor.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QTimer, SignalInstance
-from PySide6.QtWidgets import QLabel, QProgressBar
+from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtWidgets import QLabel, QProgressBar, QWidget
 
 from studio.core.errors import StudioError
 from studio.qt.canvas.jobs import InpaintResult
@@ -24,83 +27,96 @@ from studio.qt.job_calls import JobCalls
 from studio.qt.prompt import jobs, model_list
 from studio.qt.prompt.history_panel import HistoryPanel
 from studio.qt.prompt.model_list import ModelList
-from studio.qt.prompt.params import ParamsForm
 from studio.qt.prompt.results import ResultsStrip
+from studio.qt.prompt.state import PromptRequestState
 from studio.qt.prompt.xy_dialog import Prepared
-from studio.qt.settings import AppSettings
 from studio.qt.widgets import Banner, ImageView
 
+__all__ = ["Generation", "GenerationView", "canvas_document"]
 
-class GenerationMixin:
-    """Prepare, submit and follow one generation (a mixin of PromptWorkspace)."""
 
-    # Set up by PromptWorkspace.__init__ and its layout.
-    _settings: AppSettings
-    canvas: Any
-    calls: JobCalls
-    consents: model_list.PickleConsents
-    model_list: ModelList
-    params: ParamsForm
-    history: HistoryPanel
+def canvas_document(canvas: Any) -> Any:
+    """The document open on the Canvas workspace ``canvas`` (None: no canvas or no image)."""
+    return getattr(canvas, "document", None) if canvas is not None else None
+
+
+@dataclass(frozen=True)
+class GenerationView:
+    """The widgets a generation reports to."""
+
     banner: Banner
     progress: QProgressBar
     status_label: QLabel
     preview: ImageView
     results: ResultsStrip
-    result: jobs.PromptResult | None
-    _job: JobHandle | None
-    _job_doc: Any
-    _job_revision: int
-    _job_prepared: Prepared | None
-    status_message: SignalInstance
-    model_ended: SignalInstance
-    staged_on_canvas: SignalInstance
-    results_ready: SignalInstance
-    save_prefs: Callable[[], None]
-    _update_controls: Callable[[], None]
+    history: HistoryPanel
+
+
+class Generation(QObject):
+    """Prepare, submit and follow one generation at a time.
+
+    Signals: ``status_message(text)`` when results came; ``staged_on_canvas(count)``;
+    ``results_ready(result)``; ``model_ended(path)`` after a job with that model ended however
+    it did; ``running_changed(running)`` when a job starts or ends."""
+
+    status_message = Signal(str)
+    staged_on_canvas = Signal(int)
+    results_ready = Signal(object)
+    model_ended = Signal(str)
+    running_changed = Signal(bool)
+
+    def __init__(
+        self,
+        calls: JobCalls,
+        state: PromptRequestState,
+        models: ModelList,
+        consents: model_list.PickleConsents,
+        view: GenerationView,
+        *,
+        canvas: Any,
+        device: Callable[[], str],
+        before_submit: Callable[[], None],
+        parent: QWidget,
+    ) -> None:
+        super().__init__(parent)
+        self.calls, self.state, self.models, self.consents = calls, state, models, consents
+        self.view, self.canvas, self._device = view, canvas, device
+        self._before_submit, self._dialog_parent = before_submit, parent
+        self.result: jobs.PromptResult | None = None
+        self.job: JobHandle | None = None
+        self._job_doc: Any = None
+        self._job_revision = 0
+        self._job_prepared: Prepared | None = None
 
     # -- the request -------------------------------------------------------------------------
-    def _canvas_document(self) -> Any:
-        return getattr(self.canvas, "document", None) if self.canvas is not None else None
-
-    def use_canvas_size(self) -> None:
-        from studio.engine.prompt.request import snap8
-
-        doc = self._canvas_document()
-        if doc is None:
-            self.banner.show_message("Open an image on the Canvas first.", "info")
-            return
-        h, w = doc.shape
-        self.params.set_values({"width": snap8(w), "height": snap8(h)})
-
     def prepare(self, *, new_seed: bool = True) -> Prepared | None:
-        """The request as the form and the canvas stand now, checked; None (with a banner
+        """The request as the state and the canvas stand now, checked; None (with a banner
         saying what to do) when it cannot run. ``new_seed``: draw a seed unless locked."""
-        from studio.engine.prompt.request import GenerateRequest
-
-        entry = self.model_list.current()
+        banner = self.view.banner
+        entry = self.models.current()
         if entry is None:
-            self.banner.show_message(
+            banner.show_message(
                 "Choose a model: add a Stable Diffusion folder or .safetensors file with "
                 "Add folder… / Add file…, or train a prompt model in Train."
             )
             return None
         from studio.engine.prompt.modes import refusal
 
-        refused = refusal(self.params.mode, str(getattr(entry, "arch", "")), str(entry.name))
+        refused = refusal(self.state.mode, str(getattr(entry, "arch", "")), str(entry.name))
         if refused is not None:
-            self.banner.show_message(str(refused))
+            banner.show_message(str(refused))
             return None
         if new_seed:
-            self.params.seed_for_next_run()
-        fields = self.params.values()
+            self.state.seed_for_next_run()
+        self.state.set_model(str(entry.path))
+        fields = self.state.values()
         fields["model"] = str(entry.path)
-        fields["device"] = self._settings.device_preference()
+        fields["device"] = self._device()
         image = mask = None
         if fields["mode"] != "txt2img":
-            doc = self._canvas_document()
+            doc = canvas_document(self.canvas)
             if doc is None:
-                self.banner.show_message(
+                banner.show_message(
                     "Image to image and inpainting start from the picture on the Canvas: "
                     "open one there first (Canvas ▸ Open image…)."
                 )
@@ -109,49 +125,49 @@ class GenerationMixin:
             if fields["mode"] == "inpaint":
                 mask = np.round(np.clip(doc.mask, 0, 1) * 255).astype(np.uint8)
         try:
-            GenerateRequest(**fields, image=image, mask=mask).require_inputs()
+            self.state.to_request(image=image, mask=mask, device=fields["device"]).require_inputs()
         except StudioError as err:
-            self.banner.show_message(str(err))
+            banner.show_message(str(err))
             return None
-        allow = self.consents.allowed(self, entry)
+        allow = self.consents.allowed(self._dialog_parent, entry)
         if allow is None:
-            self.banner.show_message(
+            banner.show_message(
                 "Not loaded: the model is a pickled checkpoint. Convert it to .safetensors, or "
                 "Generate again and agree to load it in weights-only mode.",
                 "warning",
             )
             return None
-        self.banner.clear()
+        banner.clear()
         return Prepared(fields, image, mask, allow)
 
     def ask_consent(self, path: str, message: str) -> bool:
-        return self.consents.ask(self, path, message)
+        return self.consents.ask(self._dialog_parent, path, message)
 
-    # -- generation --------------------------------------------------------------------------
+    # -- the job -----------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._job is not None
+        return self.job is not None
 
     def generate(self) -> bool:
         """Submit a generation; False (with a banner saying why) when it cannot run."""
-        if self._job is not None:
+        if self.job is not None:
             return False
         prepared = self.prepare()
         if prepared is None:
             return False
-        self.save_prefs()
+        self._before_submit()
         self._submit(prepared)
         return True
 
     def _submit(self, prepared: Prepared) -> None:
-        doc = self._canvas_document() if prepared.image is not None else None
+        doc = canvas_document(self.canvas) if prepared.image is not None else None
         self._job_doc = doc
         self._job_revision = doc.image_revision if doc is not None else 0
         self._job_prepared = prepared
         factory = jobs.generate(
             prepared.fields, prepared.image, prepared.mask, allow_pickle=prepared.allow_pickle
         )
-        self._job = self.calls.submit(
+        self.job = self.calls.submit(
             f"Generate ({prepared.fields['mode']})",
             factory,
             self._on_generated,
@@ -160,27 +176,29 @@ class GenerationMixin:
             on_progress=self._on_progress,
             on_end=self._on_end,
         )
-        self.progress.setRange(0, 0)
-        self.preview.set_image(None)
+        self.view.progress.setRange(0, 0)
+        self.view.preview.set_image(None)
         busy = self.calls.engine_busy()
-        self.status_label.setText("Waiting for the engine (it is busy)…" if busy else "Starting…")
-        self._update_controls()
+        text = "Waiting for the engine (it is busy)…" if busy else "Starting…"
+        self.view.status_label.setText(text)
+        self.running_changed.emit(True)
 
     def cancel(self) -> None:
-        if self._job is not None:
-            self._job.token.cancel()
-            self.status_label.setText("Cancelling…")
+        if self.job is not None:
+            self.job.token.cancel()
+            self.view.status_label.setText("Cancelling…")
 
     def _on_progress(self, progress: Any, image: Any, _points: Any = None) -> None:
+        view = self.view
         if progress.total:
-            self.progress.setRange(0, int(progress.total))
-            self.progress.setValue(int(progress.step))
+            view.progress.setRange(0, int(progress.total))
+            view.progress.setValue(int(progress.step))
         if image is not None:
-            self.preview.set_image(image)
+            view.preview.set_image(image)
         if progress.message:
-            self.status_label.setText(progress.message)
+            view.status_label.setText(progress.message)
         elif progress.total:
-            self.status_label.setText(f"Step {progress.step} of {progress.total}")
+            view.status_label.setText(f"Step {progress.step} of {progress.total}")
 
     def _on_generated(self, result: Any) -> None:
         if isinstance(result, jobs.ConsentNeeded):
@@ -189,17 +207,17 @@ class GenerationMixin:
                 again = Prepared(prepared.fields, prepared.image, prepared.mask, True)
                 QTimer.singleShot(0, self, lambda: self._submit(again))  # after _on_end
             else:
-                self.status_label.setText("Not loaded: the pickled checkpoint was refused.")
+                self.view.status_label.setText("Not loaded: the pickled checkpoint was refused.")
             return
         self.result = result
-        self.results.set_result(result)
-        self.history.add_results(result)
+        self.view.results.set_result(result)
+        self.view.history.add_results(result)
         seeds = ", ".join(str(s) for s in result.seeds)
         text = f"{len(result.images)} image{'s' if len(result.images) != 1 else ''} (seed {seeds})"
         text += ", saved to the history."
         if self._stage_on_canvas(result):
             text += " Staged on the Canvas: preview and Accept them there."
-        self.status_label.setText(text)
+        self.view.status_label.setText(text)
         self.status_message.emit(text)
         self.results_ready.emit(result)
 
@@ -207,7 +225,7 @@ class GenerationMixin:
         """Image-to-image and inpainting results the size of the canvas image they came from
         go to its staging strip (Accept there is one undoable step)."""
         doc, canvas = self._job_doc, self.canvas
-        if doc is None or canvas is None or doc is not self._canvas_document():
+        if doc is None or canvas is None or doc is not canvas_document(canvas):
             return False
         if not result.images or any(im.shape != doc.image.shape for im in result.images):
             return False
@@ -217,17 +235,17 @@ class GenerationMixin:
         return True
 
     def _on_failed(self, message: str) -> None:
-        self.status_label.setText("Failed.")
-        self.banner.show_message(message)
+        self.view.status_label.setText("Failed.")
+        self.view.banner.show_message(message)
 
     def _on_cancelled(self) -> None:
-        self.preview.set_image(None)  # the partial image is discarded, not shown as a result
-        self.status_label.setText("Cancelled: nothing was kept and the canvas is unchanged.")
+        self.view.preview.set_image(None)  # the partial image is discarded, not shown
+        self.view.status_label.setText("Cancelled: nothing was kept and the canvas is unchanged.")
 
     def _on_end(self, _outcome: Any) -> None:
-        self._job, self._job_doc = None, None
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self._update_controls()
+        self.job, self._job_doc = None, None
+        self.view.progress.setRange(0, 1)
+        self.view.progress.setValue(0)
+        self.running_changed.emit(False)
         if self._job_prepared is not None:
             self.model_ended.emit(str(self._job_prepared.fields["model"]))

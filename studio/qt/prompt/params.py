@@ -2,7 +2,9 @@
 
 :class:`ParamsForm` is the one place that reads and writes these widgets: ``values()`` gives
 the :class:`~studio.engine.prompt.request.GenerateRequest` fields (all but the model and the
-arrays), ``set_values()`` restores them (from settings, the history or a dropped PNG).
+arrays), ``set_values()`` sets them. In the workspace the form is bound to a
+:class:`~studio.qt.prompt.state.PromptRequestState` (``bind``): it shows the state and writes
+every edit back, so the state, not the widgets, is what a generation reads and a recall sets.
 The prompt boxes live in ``prompt_area``, which the workspace places above the preview.
 """
 
@@ -27,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.engine.prompt.request import MEMORY_MODES, SCHEDULER_LABELS, SCHEDULERS
+from studio.qt.prompt.state import DEFAULTS, LIMITS, PromptRequestState
 from studio.qt.widgets import SeedRow
 
 MODES = (
@@ -42,24 +45,6 @@ _MEMORY_LABELS = {
     "low": "Low memory (offload, slowest)",
 }
 MEMORY = tuple((key, _MEMORY_LABELS.get(key, key)) for key in MEMORY_MODES)
-DEFAULTS: dict[str, Any] = {
-    "mode": "txt2img",
-    "prompt": "",
-    "negative_prompt": "",
-    "steps": 30,
-    "guidance": 7.5,
-    "scheduler": "dpmpp_2m",
-    "seed": 0,
-    "width": 512,
-    "height": 512,
-    "batch_count": 1,
-    "strength": 0.75,
-    "mask_blur": 4,
-    "only_masked": False,
-    "only_masked_padding": 32,
-    "memory": "auto",
-    "compile": False,
-}
 
 
 def _combo(items: tuple[tuple[str, str], ...]) -> QComboBox:
@@ -69,9 +54,9 @@ def _combo(items: tuple[tuple[str, str], ...]) -> QComboBox:
     return combo
 
 
-def _spin(lo: int, hi: int, value: int, step: int = 1, suffix: str = "") -> QSpinBox:
+def _spin(key: str, value: int, step: int = 1, suffix: str = "") -> QSpinBox:
     spin = QSpinBox()
-    spin.setRange(lo, hi)
+    spin.setRange(*LIMITS[key])
     spin.setSingleStep(step)
     spin.setValue(value)
     spin.setSuffix(suffix)
@@ -85,12 +70,14 @@ class ParamsForm(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self._state: PromptRequestState | None = None
+        self._showing = self._pushing = False
         self._build_prompt_area()
         self.mode_combo = _combo(MODES)
         self.mode_combo.setToolTip(
             "Image to image and inpaint start from the picture on the Canvas workspace"
         )
-        self.steps_spin = _spin(1, 500, 30)
+        self.steps_spin = _spin("steps", 30)
         self.guidance_spin = QDoubleSpinBox()
         self.guidance_spin.setRange(0.0, 30.0)
         self.guidance_spin.setSingleStep(0.5)
@@ -99,8 +86,8 @@ class ParamsForm(QWidget):
         self.scheduler_combo = _combo(SAMPLERS)
         self.seed_row = seed_row = SeedRow()
         self.seed_spin, self.lock_seed, self.dice_button = seed_row.spin, seed_row.lock, seed_row.dice
-        self.width_spin = _spin(8, 4096, 512, 8, " px")
-        self.height_spin = _spin(8, 4096, 512, 8, " px")
+        self.width_spin = _spin("width", 512, 8, " px")
+        self.height_spin = _spin("height", 512, 8, " px")
         for spin in (self.width_spin, self.height_spin):
             spin.setToolTip(
                 "The size the model draws at (a multiple of 8). Image to image and inpaint "
@@ -114,20 +101,20 @@ class ParamsForm(QWidget):
         size_row.addWidget(QLabel("\u00d7"))
         size_row.addWidget(self.height_spin, 1)
         size_row.addWidget(self.canvas_size_button)
-        self.batch_spin = _spin(1, 16, 1)
+        self.batch_spin = _spin("batch_count", 1)
         self.batch_spin.setToolTip("Images per Generate, with seeds seed, seed+1, …")
         self.strength_spin = QDoubleSpinBox()
         self.strength_spin.setRange(0.0, 1.0)
         self.strength_spin.setSingleStep(0.05)
         self.strength_spin.setDecimals(2)
         self.strength_spin.setToolTip("How much to change the canvas image (1 = ignore it)")
-        self.mask_blur_spin = _spin(0, 64, 4, 1, " px")
+        self.mask_blur_spin = _spin("mask_blur", 4, 1, " px")
         self.mask_blur_spin.setToolTip("Soften the mask's edge so the result blends in")
         self.only_masked = QCheckBox("Only the masked area")
         self.only_masked.setToolTip(
             "Generate a padded crop around the mask at full resolution and paste it back"
         )
-        self.padding_spin = _spin(0, 512, 32, 1, " px")
+        self.padding_spin = _spin("only_masked_padding", 32, 1, " px")
         self.padding_spin.setToolTip("Context around the mask that the model sees")
         self.memory_combo = _combo(MEMORY)
         self.memory_combo.setToolTip(
@@ -176,6 +163,50 @@ class ParamsForm(QWidget):
         column.setContentsMargins(0, 0, 0, 0)
         column.addWidget(self.prompt_edit)
         column.addWidget(self.negative_edit)
+
+    # -- the request state -------------------------------------------------------------------
+    def bind(self, state: PromptRequestState) -> None:
+        """Show ``state`` and write every edit back to it (the form holds nothing of its own:
+        what the widgets show is the state, as far as they can show it)."""
+        self._state = state
+        state.on_changed(self._show_state)
+        edits = (
+            self.mode_combo.currentIndexChanged, self.scheduler_combo.currentIndexChanged,
+            self.memory_combo.currentIndexChanged, self.prompt_edit.textChanged,
+            self.negative_edit.textChanged, self.steps_spin.valueChanged,
+            self.guidance_spin.valueChanged, self.seed_spin.valueChanged,
+            self.width_spin.valueChanged, self.height_spin.valueChanged,
+            self.batch_spin.valueChanged, self.strength_spin.valueChanged,
+            self.mask_blur_spin.valueChanged, self.only_masked.toggled,
+            self.padding_spin.valueChanged, self.compile_check.toggled, self.lock_seed.toggled,
+        )  # fmt: skip
+        for signal in edits:
+            signal.connect(self._push)
+        self._show_state()
+
+    def _show_state(self) -> None:
+        state = self._state
+        if state is None or self._pushing:
+            return
+        self._showing = True
+        try:
+            shown = self.values()  # only what differs: a prompt box keeps its cursor
+            self.set_values({k: v for k, v in state.values().items() if shown.get(k) != v})
+            self.lock_seed.setChecked(state.seed_locked)
+        finally:
+            self._showing = False
+        self._push()  # the state takes what the widgets show (their rounding)
+
+    def _push(self, *_: object) -> None:
+        state = self._state
+        if state is None or self._showing:
+            return
+        self._pushing = True
+        try:
+            state.update(self.values())
+            state.set_seed_locked(self.lock_seed.isChecked())
+        finally:
+            self._pushing = False
 
     # -- values ------------------------------------------------------------------------------
     @property

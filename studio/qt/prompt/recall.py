@@ -1,24 +1,25 @@
-"""The Prompt workspace's recall: a past generation's settings put back into the form.
+"""The Prompt workspace's recall: a past generation's settings put back into the request.
 
-:class:`RecallMixin` is the part of :class:`~studio.qt.prompt.workspace.PromptWorkspace` that
-restores settings from the history panel's metadata or from a PNG (opened or dropped on the
-workspace; its text chunks are read on the engine thread), locks the seed so Generate redoes
-the image, and says on the banner what could not be restored.
+:class:`Recall` restores settings from the history panel's metadata or from a PNG (opened or
+dropped on the workspace; its text chunks are read on the engine thread) into the
+:class:`~studio.qt.prompt.state.PromptRequestState` the settings form shows, locks the seed so
+Generate redoes the image, chooses the model it names, and says on the banner what could not be
+restored. Everything it uses is given to its constructor.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import SignalInstance
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QLabel
 
 from studio.qt.job_calls import JobCalls
 from studio.qt.prompt import jobs
 from studio.qt.prompt.model_list import ModelList
-from studio.qt.prompt.params import ParamsForm
+from studio.qt.prompt.state import PromptRequestState
 from studio.qt.widgets import Banner
 
 
@@ -33,23 +34,29 @@ def dropped_png(event: QDragEnterEvent | QDropEvent) -> str | None:
     return None
 
 
-class RecallMixin:
-    """Restore settings from the history or a PNG (a mixin of PromptWorkspace)."""
+class Recall:
+    """Restore settings from the history or a PNG into the request being edited.
 
-    # Set up by PromptWorkspace.__init__ and its layout.
-    calls: JobCalls
-    model_list: ModelList
-    params: ParamsForm
-    banner: Banner
-    status_label: QLabel
-    status_message: SignalInstance
-    params_restored: SignalInstance
+    ``announce(text, names)`` is called after settings were restored (the workspace puts
+    ``text`` on the status bar and emits ``params_restored(names)``)."""
+
+    def __init__(
+        self,
+        state: PromptRequestState,
+        calls: JobCalls,
+        models: ModelList,
+        banner: Banner,
+        status_label: QLabel,
+        announce: Callable[[str, list[str]], None],
+    ) -> None:
+        self.state, self.calls, self.models = state, calls, models
+        self.banner, self.status_label, self._announce = banner, status_label, announce
 
     def recall(self, metadata: dict[str, Any], source: str) -> list[str]:
         """Put a generation's settings back (seed locked, so Generate redoes it)."""
-        names = self.params.set_values(metadata)
+        names = self.state.update(metadata)
         if "seed" in metadata:
-            self.params.lock_seed.setChecked(True)
+            self.state.set_seed_locked(True)
         model = metadata.get("model")
         text = f"Restored {len(names)} settings from {source}."
         skipped = [
@@ -62,7 +69,7 @@ class RecallMixin:
                 f"Settings restored from {source}, except {', '.join(skipped)}: out of the range "
                 "this workspace takes, so the same image cannot be made here."
             )
-        elif model and not self.model_list.select(str(model)):
+        elif model and not self.models.select(str(model)):
             name = metadata.get("model_name") or Path(str(model)).name
             warnings.append(
                 f"Settings restored from {source}, but its model {name} is not in the list: "
@@ -77,8 +84,7 @@ class RecallMixin:
         else:
             self.banner.clear()
         self.status_label.setText(text)
-        self.status_message.emit(text)
-        self.params_restored.emit(names)
+        self._announce(text, names)
         return names
 
     def open_png(self, path: str | Path) -> None:
@@ -102,17 +108,3 @@ class RecallMixin:
             self.status_label.setText(text)
             return
         self.recall(metadata, name)
-
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
-        if dropped_png(event) is not None:
-            event.acceptProposedAction()
-        else:
-            event.ignore()
-
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
-        path = dropped_png(event)
-        if path is None:
-            event.ignore()
-            return
-        event.acceptProposedAction()
-        self.open_png(path)

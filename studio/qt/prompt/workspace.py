@@ -8,19 +8,22 @@ history by the job, shown as a strip of thumbnails and, for image-to-image and i
 staged on the canvas's staging strip. A cancelled job produces nothing, so the canvas and the
 results stay as they were.
 
-This module builds and wires the workspace; the request and the job's lifecycle are in
-:mod:`studio.qt.prompt.generation`, restoring settings (history, opened or dropped PNGs) in
-:mod:`studio.qt.prompt.recall`.
+This module builds and wires the workspace from plain objects split by responsibility: the
+request being edited is a :class:`~studio.qt.prompt.state.PromptRequestState` that the settings
+form shows and edits; :class:`~studio.qt.prompt.generation.Generation` prepares the request and
+follows the job; :class:`~studio.qt.prompt.recall.Recall` restores settings (history, opened or
+dropped PNGs) into the state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QShowEvent
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QShowEvent
 from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -33,16 +36,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.engine_thread import JobRunner
 from studio.qt.job_calls import JobCalls
 from studio.qt.prompt import jobs, model_list
-from studio.qt.prompt.generation import GenerationMixin
+from studio.qt.prompt.generation import Generation, GenerationView, canvas_document
 from studio.qt.prompt.history_panel import HistoryPanel
 from studio.qt.prompt.model_list import ModelList
 from studio.qt.prompt.params import ParamsForm
 from studio.qt.prompt.prefs import PromptPrefs
-from studio.qt.prompt.recall import RecallMixin, dropped_png
+from studio.qt.prompt.recall import Recall, dropped_png
 from studio.qt.prompt.results import ResultsStrip
+from studio.qt.prompt.state import PromptRequestState
 from studio.qt.prompt.xy_dialog import Prepared, XYGridDialog
 from studio.qt.settings import AppSettings
 from studio.qt.widgets import Banner, ImageView
@@ -52,7 +56,7 @@ __all__ = ["PromptWorkspace", "Send", "dropped_png"]
 Send = Callable[[np.ndarray, str], None]
 
 
-class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
+class PromptWorkspace(QWidget):
     """Prompt generation around one engine thread and (optionally) the Canvas workspace.
 
     ``canvas`` is the :class:`~studio.qt.canvas.CanvasWorkspace` whose image and mask
@@ -63,8 +67,9 @@ class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
     ``params_restored(names)`` after a recall or a dropped PNG set the settings;
     ``model_ended(path)`` after a generation with the model at ``path`` ended, however it did
     (the model list then shows what a load found out about an unread pickle).
-    Generation is :class:`~studio.qt.prompt.generation.GenerationMixin`; recall and PNG
-    drops are :class:`~studio.qt.prompt.recall.RecallMixin`.
+    ``state`` is the request being edited, ``generation`` the
+    :class:`~studio.qt.prompt.generation.Generation` and ``recaller`` the
+    :class:`~studio.qt.prompt.recall.Recall`; the methods below hand on to them.
     """
 
     status_message = Signal(str)
@@ -84,19 +89,28 @@ class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
         self._settings, self.canvas = settings, canvas
         self._send: Send | None = None
         self.calls = JobCalls(runner, self)
-        self._job: JobHandle | None = None
-        self._job_doc: Any = None
-        self._job_revision = 0
-        self._job_prepared: Prepared | None = None
         self.consents = model_list.PickleConsents()
         self._shown_once = False
         self._prefs = PromptPrefs(settings)
-        self.result: jobs.PromptResult | None = None
+        self.state = PromptRequestState()
         self.model_list = ModelList(self.calls)
         self.params = ParamsForm()
         self.history = HistoryPanel(self.calls)
         self.xy_dialog: XYGridDialog | None = None
         self._build()
+        view = GenerationView(
+            self.banner, self.progress, self.status_label, self.preview, self.results, self.history
+        )
+        self.generation = Generation(
+            self.calls, self.state, self.model_list, self.consents, view,
+            canvas=canvas, device=settings.device_preference, before_submit=self.save_prefs,
+            parent=self,
+        )  # fmt: skip
+        self.recaller = Recall(
+            self.state, self.calls, self.model_list, self.banner, self.status_label,
+            self._on_restored,
+        )  # fmt: skip
+        self.params.bind(self.state)
         self._connect()
         self._restore_prefs()
         self.setAcceptDrops(True)
@@ -172,6 +186,13 @@ class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
     def _connect(self) -> None:
         self.model_list.model_chosen.connect(self._on_model_chosen)
         self.model_ended.connect(self.model_list.refresh_entry)
+        gen = self.generation
+        for theirs, ours in (
+            (gen.status_message, self.status_message), (gen.staged_on_canvas, self.staged_on_canvas),
+            (gen.results_ready, self.results_ready), (gen.model_ended, self.model_ended),
+        ):  # fmt: skip
+            theirs.connect(ours)
+        gen.running_changed.connect(lambda _running: self._update_controls())
         self.history.recall_requested.connect(lambda md: self.recall(md, "the history"))
         self.params.mode_changed.connect(lambda _m: self._update_controls())
         self.params.canvas_size_button.clicked.connect(self.use_canvas_size)
@@ -179,27 +200,27 @@ class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
     def _on_model_chosen(self, entry: Any) -> None:
         from studio.engine.prompt.modes import modes_for
 
+        self.state.set_model(str(entry.path) if entry is not None else "")
         modes = modes_for(entry)
         self.params.allow_text_to_image(modes.allows("txt2img"), modes.why_not("txt2img"))
         size = int(getattr(entry, "resolution", 0) or 0)
-        if size and self.params.mode == "txt2img":  # a run trained here draws at its own size
-            self.params.width_spin.setValue(size)
-            self.params.height_spin.setValue(size)
+        if size and self.state.mode == "txt2img":  # a run trained here draws at its own size
+            self.state.update({"width": size, "height": size})
         self._update_controls()
 
     # -- preferences -------------------------------------------------------------------------
     def _restore_prefs(self) -> None:
         saved = self._prefs.params()
-        self.params.set_values(saved)
-        self.params.lock_seed.setChecked(bool(saved.get("seed_locked", False)))
+        self.state.update(saved)
+        self.state.set_seed_locked(bool(saved.get("seed_locked", False)))
         self.model_list.select(self._prefs.model())
         state = self._prefs.splitter_state()
         if state is not None:
             self.splitter.restoreState(state)
 
     def save_prefs(self) -> None:
-        values = self.params.values()
-        values["seed_locked"] = self.params.lock_seed.isChecked()
+        values = self.state.values()
+        values["seed_locked"] = self.state.seed_locked
         entry = self.model_list.current()
         self._prefs.save(
             values, str(entry.path) if entry is not None else None, self.splitter.saveState()
@@ -220,6 +241,65 @@ class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
         if self._send is not None:
             self._send(image, name)
 
+    # -- generation and recall (see Generation and Recall) -----------------------------------
+    @property
+    def result(self) -> jobs.PromptResult | None:
+        """The last finished generation's result."""
+        return self.generation.result
+
+    @property
+    def running(self) -> bool:
+        return self.generation.running
+
+    def generate(self) -> bool:
+        """Submit a generation; False (with a banner saying why) when it cannot run."""
+        return self.generation.generate()
+
+    def cancel(self) -> None:
+        self.generation.cancel()
+
+    def prepare(self, *, new_seed: bool = True) -> Prepared | None:
+        return self.generation.prepare(new_seed=new_seed)
+
+    def ask_consent(self, path: str, message: str) -> bool:
+        return self.generation.ask_consent(path, message)
+
+    def use_canvas_size(self) -> None:
+        from studio.engine.prompt.request import snap8
+
+        doc = canvas_document(self.canvas)
+        if doc is None:
+            self.banner.show_message("Open an image on the Canvas first.", "info")
+            return
+        h, w = doc.shape
+        self.state.update({"width": snap8(w), "height": snap8(h)})
+
+    def recall(self, metadata: dict[str, Any], source: str) -> list[str]:
+        """Put a generation's settings back (seed locked, so Generate redoes it)."""
+        return self.recaller.recall(metadata, source)
+
+    def open_png(self, path: str | Path) -> None:
+        """Read the settings a PNG carries (on the engine thread) and restore them."""
+        self.recaller.open_png(path)
+
+    def _on_restored(self, text: str, names: list[str]) -> None:
+        self.status_message.emit(text)
+        self.params_restored.emit(names)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
+        if dropped_png(event) is not None:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
+        path = dropped_png(event)
+        if path is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.open_png(path)
+
     # -- X/Y grid ----------------------------------------------------------------------------
     def open_xy_dialog(self) -> XYGridDialog:
         if self.xy_dialog is None:
@@ -233,7 +313,7 @@ class PromptWorkspace(GenerationMixin, RecallMixin, QWidget):
 
     # -- state -------------------------------------------------------------------------------
     def _update_controls(self) -> None:
-        running = self._job is not None
+        running = self.generation.running
         self.generate_button.setEnabled(not running and self.model_list.current() is not None)
         self.cancel_button.setEnabled(running)
 
