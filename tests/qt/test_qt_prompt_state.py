@@ -38,6 +38,12 @@ def test_the_state_round_trips_a_generate_request() -> None:
     assert again == request
     assert PromptRequestState.from_request(again).values() == state.values()
 
+    state.set_seed_locked(True)
+    assert state.seed_for_next_run() == 3_000_000_000  # locked: Generate redoes the image
+    state.set_seed_locked(False)
+    drawn = {state.seed_for_next_run() for _ in range(3)}
+    assert len(drawn) > 1 and all(0 <= seed < 2**32 for seed in drawn)
+
 
 def test_a_recall_sets_the_state_and_the_form_shows_it(qtbot) -> None:
     state = PromptRequestState()

@@ -308,12 +308,6 @@ class ParamsForm(QWidget):
     def randomise_seed(self) -> None:
         self.seed_row.randomise()
 
-    def seed_for_next_run(self) -> int:
-        """The seed Generate uses: a fresh one unless the seed is locked."""
-        if not self.lock_seed.isChecked():
-            self.randomise_seed()
-        return self.seed_spin.value()
-
     # -- visibility --------------------------------------------------------------------------
     def _on_mode_changed(self, *_: object) -> None:
         self._update_rows()
