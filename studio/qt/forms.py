@@ -30,6 +30,8 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible
 
+from studio.qt.wheel_guard import guard_field
+
 # Set from the dataset, never typed in.
 DATASET_FIELDS = ("resolution", "channels", "num_classes")
 INT_LIMIT = 2**31 - 1
@@ -229,6 +231,7 @@ class SettingsForm(QWidget):
             widget = QLineEdit()
             widget.textChanged.connect(self._on_edited)
         _write(widget, default)
+        guard_field(widget)  # the wheel scrolls the form, not an unfocused field
         return widget
 
     def _on_edited(self, *_args: Any) -> None:

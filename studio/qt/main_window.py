@@ -33,6 +33,7 @@ from studio.qt.latent import LatentWorkspace
 from studio.qt.prompt import PromptWorkspace
 from studio.qt.settings import AppSettings
 from studio.qt.train_panel import TrainPanel
+from studio.qt.wheel_guard import guard_wheel
 
 CLOSE_TIMEOUT_MS = 30_000
 # Jobs too small and frequent for the status bar (a slider drag decodes dozens of times).
@@ -97,12 +98,16 @@ class MainWindow(QMainWindow):
         for runner in (self.runner, self.dataset_panel.scan_runner):
             runner.job_started.connect(self._on_job_started)
             runner.job_finished.connect(self._on_job_finished)
+        guard_wheel(self)  # every workspace: the wheel changes only a focused field
         self.statusBar().showMessage("Loading the models…")
         self._restore_geometry()
         self.train_panel.load_families()
         QTimer.singleShot(0, self._offer_recovery)
 
     def _on_workspace_shown(self, index: int) -> None:
+        page = self.stack.widget(index)
+        if page is not None:
+            guard_wheel(page)  # (fields a workspace built since: guarded fields are skipped)
         if index == self.COMPARE and not self._compare_loaded:
             self._compare_loaded = True  # the latest run of each family, once, on first show
             self.compare_panel.load_default_runs()

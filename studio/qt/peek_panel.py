@@ -13,7 +13,7 @@ from collections.abc import Generator, Mapping
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
@@ -33,6 +33,7 @@ from studio.qt.settings import AppSettings
 from studio.qt.widgets import ImageView
 
 MAX_SAMPLES = 64  # studio.engine.peek.MAX_PEEK_SAMPLES (not imported here: it pulls in torch)
+GRID_HEIGHT = 300  # the result grid's fixed height (reserved before the first peek)
 
 
 def peek_samples(run_dir: Path, n: int, seed: int, device: str) -> Factory:
@@ -92,17 +93,23 @@ class PeekPanel(QGroupBox):
         row = QHBoxLayout()
         row.addLayout(form, 1)
         row.addWidget(self.sample_button)
+        # Every part has a fixed height, so a result, a caption or the cost line coming and
+        # going never moves the button or the grid (the next click would miss).
         self.grid = ImageView("Peek at the model while it trains.")
-        self.grid.setMinimumHeight(180)
+        self.grid.setFixedHeight(GRID_HEIGHT)
         self.caption = QLabel("")
         self.caption.setObjectName("caption")
         self.caption.setWordWrap(True)
         self.cost_label = QLabel("")
         self.cost_label.setObjectName("hint")
         self.cost_label.setWordWrap(True)
+        for label, lines in ((self.caption, 3), (self.cost_label, 2)):
+            label.ensurePolished()  # (the theme's font for its name)
+            label.setFixedHeight(lines * label.fontMetrics().lineSpacing() + 4)
+            label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
-        layout.addWidget(self.grid, 1)
+        layout.addWidget(self.grid)
         layout.addWidget(self.caption)
         layout.addWidget(self.cost_label)
 
