@@ -18,14 +18,19 @@ import json
 import math
 import os
 import re
-import stat
 import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-from studio.core.errors import StudioError
+from studio.engine.prompt.file_errors import (  # re-exported: they were defined here
+    CorruptModelFile,
+    ModelFileError,
+    PickleConsentRequired,
+    UnsafeModelError,
+    open_regular,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -54,65 +59,7 @@ class FileFormat(str, enum.Enum):
         return self in (FileFormat.TORCH_ZIP, FileFormat.PICKLE)
 
 
-class ModelFileError(StudioError):
-    """A model file cannot be read: truncated, corrupt, of an unknown type, or unsafe."""
-
-    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
-        super().__init__(message)
-        self.path = Path(path) if path is not None else None
-
-
-class CorruptModelFile(ModelFileError):
-    """The file is truncated or damaged."""
-
-
-class PickleConsentRequired(ModelFileError):
-    """A pickled checkpoint: ask the user, then retry with ``allow_pickle=True``.
-
-    ``path`` names the file. The GUI asks "this is a pickled checkpoint; load it in restricted
-    weights-only mode?" and the CLI suggests ``--allow-pickle``.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        name = Path(path).name
-        super().__init__(
-            f"{name} is a pickled checkpoint (not safetensors). Pickles can run code when they "
-            "are loaded, so Studio reads one only if you agree, and then only in restricted "
-            "weights-only mode, which refuses anything but tensors. Prefer a .safetensors "
-            "version of this model if there is one.",
-            path,
-        )
-
-
-class UnsafeModelError(ModelFileError):
-    """The file or folder needs code to load; it is refused."""
-
-
 # -- sniffing ---------------------------------------------------------------------------------
-
-
-def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
-    """``open(path, "rb")`` for a regular file only; anything else is a :class:`ModelFileError`.
-
-    The file is opened without blocking and checked on the open descriptor, so a FIFO (which
-    would wait forever for a writer), a socket or a device is refused, never read.
-    """
-    path = Path(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ModelFileError(
-                f"{path.name} is not a regular file (a pipe, socket, device or folder), so "
-                "Studio does not read it.",
-                path,
-            )
-        if flags & getattr(os, "O_NONBLOCK", 0):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def sniff_format(path: str | os.PathLike[str]) -> FileFormat:

@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from studio.engine.prompt.files import (
+from studio.engine.prompt.file_errors import (
     CorruptModelFile,
     ModelFileError,
     UnsafeModelError,
