@@ -4,7 +4,8 @@ Pure numpy, no Qt, so it is cheap to test. A million logged points must stay smo
 
 - values live in growing float64 buffers (amortised O(1) appends, no per-point objects);
 - smoothing is TensorBoard's debiased EMA, computed once per point as points arrive and in one
-  vectorised pass when the weight changes (a blocked scan: no Python loop per point);
+  vectorised pass when the weight changes (a blocked scan: no Python loop per point); it
+  starts afresh after a gap in the steps and where a resumed run continues;
 - what is drawn is at most a few thousand points: min/max ("peak") buckets over the visible
   range, read from a pyramid of per-block minima and maxima kept up to date as points arrive,
   so a redraw costs the same at a thousand points as at a million.
@@ -30,6 +31,12 @@ def metric_value(name: str, value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+# The smoothing restarts (a fresh debiased EMA) where a curve has a gap: a step interval more
+# than this many times the one before it (the log interval), as where a run was resumed from
+# an older checkpoint or lines are missing. Carried across a gap, the EMA starts the new
+# stretch from values the model had long ago (36k against 60.6k raw after a Stop and Resume).
+GAP_FACTOR = 4.0
+
 PYRAMID_FACTOR = 16
 PYRAMID_LEVELS = 4  # blocks of 16, 256, 4096 and 65536 points
 # Min/max pairs go min-max, max-min, min-max, ...: the line from one bucket to the next then
@@ -168,6 +175,7 @@ class Series:
         self.pyramid = PeakPyramid()
         self._weight = 0.0
         self._s_n, self._s_state, self._s_count = 0, 0.0, 0
+        self.restarts: list[int] = []  # indices where the smoothing starts afresh (resumes)
 
     # -- feeding ---------------------------------------------------------------------------
     def _reserve(self, extra: int) -> None:
@@ -217,6 +225,10 @@ class Series:
         self.hi = float(finite.max()) if finite.size else -math.inf
         self.pyramid.reset()
         self._s_n = 0  # recomputed on the next read
+        # The run goes on from here (a resume): the points that follow are smoothed afresh.
+        self.restarts = [i for i in self.restarts if i < keep]
+        if keep and (not self.restarts or self.restarts[-1] != keep):
+            self.restarts.append(keep)
 
     # -- reading ---------------------------------------------------------------------------
     def bounds(self) -> tuple[float, float, float, float] | None:
@@ -232,12 +244,28 @@ class Series:
         if weight != self._weight:
             self._weight, self._s_n, self._s_state, self._s_count = weight, 0, 0.0, 0
         if self._s_n < self.n:
-            part, self._s_state, self._s_count = ema(
-                self.y[self._s_n : self.n], weight, self._s_state, self._s_count
-            )
-            self.s[self._s_n : self.n] = part
-            self._s_n = self.n
+            lo, hi = self._s_n, self.n
+            cuts = self.smoothing_restarts(lo, hi)
+            state, count = self._s_state, self._s_count
+            edges = sorted({lo, *cuts, hi})
+            for a, b in zip(edges, edges[1:]):
+                if a in cuts:
+                    state, count = 0.0, 0  # a fresh EMA: its first point is the raw value
+                self.s[a:b], state, count = ema(self.y[a:b], weight, state, count)
+            self._s_state, self._s_count, self._s_n = state, count, hi
         return self.s[: self.n]
+
+    def smoothing_restarts(self, lo: int, hi: int) -> list[int]:
+        """The indices in ``[lo, hi)`` where the smoothing starts afresh: marked restarts
+        (:meth:`truncate_after`) and gaps (an interval over ``GAP_FACTOR`` times the one
+        before it)."""
+        cuts = {i for i in self.restarts if lo <= i < hi}
+        start = max(lo, 2)
+        if hi > start:
+            d = np.diff(self.x[start - 2 : hi])  # d[k] = x[start-1+k] - x[start-2+k]
+            prev, cur = d[:-1], d[1:]
+            cuts.update((np.nonzero((prev > 0) & (cur > GAP_FACTOR * prev))[0] + start).tolist())
+        return sorted(cuts)
 
     def visible(self, x_lo: float, x_hi: float) -> tuple[int, int]:
         """Index range covering ``[x_lo, x_hi]`` plus one point either side (lines run off)."""
