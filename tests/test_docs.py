@@ -52,3 +52,31 @@ def test_every_place_that_lists_training_options_derives_them_from_the_schema():
     assert shown == [o.name for o in options.OPTIONS if o.label]
     for f in dataclasses.fields(form):
         assert f.metadata["minimum"] == options.BY_NAME[f.name].minimum
+
+
+def test_every_test_named_in_the_reliability_doc_exists():
+    """docs/reliability.md maps each reliability case to tests: every `tests/...py::name` it
+    names is a file that defines that test (a top-level function or a method of a class)."""
+    import ast
+    import re
+
+    doc = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    refs = re.findall(r"(tests/[\w/]+\.py)::(\w+)(?:\[[^\]]*\])?", doc)
+    assert len(refs) > 50, "docs/reliability.md names too few tests: the pattern broke?"
+    defined: dict[str, set[str]] = {}
+    missing = []
+    for path, name in refs:
+        if path not in defined:
+            file = ROOT / path
+            if not file.is_file():
+                missing.append(f"{path} (no such file)")
+                defined[path] = set()
+                continue
+            tree = ast.parse(file.read_text(encoding="utf-8"))
+            names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+            for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+                names |= {m.name for m in cls.body if isinstance(m, ast.FunctionDef)}
+            defined[path] = names
+        if name not in defined[path] and (ROOT / path).is_file():
+            missing.append(f"{path}::{name}")
+    assert not missing, "docs/reliability.md names tests that do not exist: " + ", ".join(missing)
