@@ -14,11 +14,11 @@ from PIL import Image
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine.latent import (
-    LatentSpace,
     arithmetic,
     describe_run,
     interpolate,
     open_latent_space,
+    open_space,
 )
 from studio.engine.latent_directions import (
     fit_attribute_direction,
@@ -89,7 +89,7 @@ def picture(seed: int = 0, size: int = 16) -> np.ndarray:
 
 @pytest.mark.parametrize("key", list(TINY))
 def test_every_latent_family_samples_decodes_and_says_how_it_encodes(key):
-    space = LatentSpace(build(key))
+    space = open_space(build(key))
     z = space.prior_sample(3, seed=5)
     assert z.shape == (3, space.dim) and z.dtype == np.float32
     assert np.array_equal(z, space.prior_sample(3, seed=5))  # same seed, same latents
@@ -108,7 +108,7 @@ def test_every_latent_family_samples_decodes_and_says_how_it_encodes(key):
 
 def test_vae_encodes_to_the_posterior_mean():
     model = build("vae.conv")
-    space = LatentSpace(model)
+    space = open_space(model)
     img = picture(1)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
     mean = model.posterior(x)[0][0].detach().numpy()
@@ -117,7 +117,7 @@ def test_vae_encodes_to_the_posterior_mean():
 
 @pytest.mark.parametrize("key", ["flow.realnvp", "flow.glow"])
 def test_flow_encode_then_decode_reproduces_the_image(key):
-    space = LatentSpace(build(key))
+    space = open_space(build(key))
     img = picture(2)
     back = space.decode(space.encode(img))
     assert np.abs(back.astype(int) - img.astype(int)).max() <= 1
@@ -125,7 +125,7 @@ def test_flow_encode_then_decode_reproduces_the_image(key):
 
 
 def test_conditional_models_take_a_class():
-    space = LatentSpace(build("gan.cgan"))
+    space = open_space(build("gan.cgan"))
     assert space.num_classes == 2 and space.label == 0
     z = space.prior_sample(1, 0)[0]
     a = space.decode(z)
@@ -133,10 +133,10 @@ def test_conditional_models_take_a_class():
     assert not np.array_equal(a, space.decode(z))
     with pytest.raises(StudioError, match="class"):
         space.label = 5
-    cvae = LatentSpace(build("vae.cvae"), label=1)
+    cvae = open_space(build("vae.cvae"), label=1)
     assert cvae.encode(picture()).shape == (cvae.dim,)
     with pytest.raises(StudioError):
-        LatentSpace(build("vae.conv"), label=1)
+        open_space(build("vae.conv"), label=1)
 
 
 def test_non_latent_runs_are_refused_clearly(tmp_path):
@@ -166,7 +166,7 @@ def test_a_trained_run_opens_as_a_latent_space(tmp_path):
 
 @pytest.mark.parametrize("key", ["gan.dcgan", "vae.conv", "vae.vqvae", "flow.realnvp"])
 def test_pca_directions_are_orthonormal_with_a_spread_each(key):
-    space = LatentSpace(build(key))
+    space = open_space(build(key))
     d = pca_directions(space, n_samples=120, k=4, seed=3)
     assert d.vectors.shape == (4, space.dim) and d.names == ("PC1", "PC2", "PC3", "PC4")
     assert np.allclose(d.vectors @ d.vectors.T, np.eye(4), atol=1e-4)
@@ -177,7 +177,7 @@ def test_pca_directions_are_orthonormal_with_a_spread_each(key):
 
 
 def test_vae_directions_skip_dimensions_the_encoder_ignores():
-    space = LatentSpace(build("vae.conv"))
+    space = open_space(build("vae.conv"))
     # Make the encoder ignore latent 0: its posterior mean is then constant.
     with torch.no_grad():
         space.model.encoder.head.weight[0].zero_()
@@ -187,7 +187,7 @@ def test_vae_directions_skip_dimensions_the_encoder_ignores():
 
 
 def test_raw_dimensions_on_request():
-    space = LatentSpace(build("gan.dcgan"))
+    space = open_space(build("gan.dcgan"))
     d = raw_directions(space, k=3, start=2)
     assert d.names == ("z2", "z3", "z4")
     assert np.array_equal(d.vectors, np.eye(8, dtype=np.float32)[2:5])
@@ -240,7 +240,7 @@ def test_latent_arithmetic():
 
 
 def test_gan_projection_reduces_the_error_and_honours_cancel():
-    space = LatentSpace(build("gan.dcgan", seed=4))
+    space = open_space(build("gan.dcgan", seed=4))
     target = space.decode(space.prior_sample(1, seed=99)[0])  # reachable: made by the model
     reports: list[Progress] = []
     out = run_sync(project_job(space, target, steps=60, seed=0, lr=0.1), None, reports.append)

@@ -22,11 +22,11 @@ from PIL import Image
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine.latent import (
-    LatentSpace,
     arithmetic,
     describe_run,
     interpolate,
     open_latent_space,
+    open_space,
 )
 from studio.engine.latent_diffusion import (
     DiffusionLatentSpace,
@@ -151,7 +151,7 @@ def test_ddim_path_refuses_timesteps_out_of_order():
 
 
 def test_a_ddpm_is_a_latent_space_of_its_start_noise():
-    space = LatentSpace(tiny_ddpm())
+    space = open_space(tiny_ddpm())
     assert isinstance(space, DiffusionLatentSpace) and space.ode and not space.discrete
     assert space.dim == 3 * 16 * 16 and space.can_encode and "DDIM inversion" in space.encoder
     space.steps = 3
@@ -167,7 +167,7 @@ def test_a_ddpm_is_a_latent_space_of_its_start_noise():
 
 def test_encode_then_decode_reproduces_a_training_image():
     model, x0 = cluster_model()
-    space = LatentSpace(model)
+    space = open_space(model)
     space.steps, space.refine = 20, 3
     picture = as_uint8(x0)[0]
     z = space.encode(picture)
@@ -181,7 +181,7 @@ def test_encode_then_decode_reproduces_a_training_image():
 
 def test_inversion_job_reports_progress_reconstructs_and_cancels():
     model, x0 = cluster_model()
-    space = LatentSpace(model)
+    space = open_space(model)
     space.steps, space.refine = 20, 3
     picture = as_uint8(x0)[1]
     reports: list[Progress] = []
@@ -207,7 +207,7 @@ def test_inversion_job_reports_progress_reconstructs_and_cancels():
 
 
 def test_a_conditional_ddpm_takes_a_class_and_inverts_with_it():
-    space = LatentSpace(tiny_ddpm(classes=2), label=1)
+    space = open_space(tiny_ddpm(classes=2), label=1)
     space.steps, space.refine = 3, 1
     assert space.num_classes == 2 and space.label == 1 and space.guidance == 3.0
     z = space.prior_sample(1, 0)[0]
@@ -218,7 +218,7 @@ def test_a_conditional_ddpm_takes_a_class_and_inverts_with_it():
 
 
 def test_slerp_between_noises_keeps_its_ends_and_the_typical_norm():
-    space = LatentSpace(tiny_ddpm())
+    space = open_space(tiny_ddpm())
     a, b = space.prior_sample(2, seed=4)
     frames = interpolate(a, b, 7, "spherical")
     assert np.array_equal(frames[0], a) and np.array_equal(frames[-1], b)
@@ -278,7 +278,7 @@ def test_other_diffusion_families_are_refused_with_a_reason(tmp_path):
 
 def test_an_encoded_file_round_trips_through_the_space(tmp_path):
     model, x0 = cluster_model()
-    space = LatentSpace(model)
+    space = open_space(model)
     space.steps, space.refine = 12, 3
     path = tmp_path / "cluster.png"
     Image.fromarray(as_uint8(x0)[0]).save(path)

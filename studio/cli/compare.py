@@ -102,7 +102,7 @@ def with_overrides(runs: list[str], pairs: list[str]) -> dict[str, dict[str, Any
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run ``studio compare``; returns the exit code (errors raise StudioError)."""
-    from studio.cli.main import run_job
+    from studio.cli.running import run_job
     from studio.engine.compare import compare_job, report_table, write_report
 
     report = run_job(compare_job(settings_from_args(args)))

@@ -84,7 +84,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from studio.cli.inpaint import read_mask
-    from studio.cli.main import run_job
+    from studio.cli.running import run_job
     from studio.core.errors import StudioError
     from studio.core.jobs import CancelToken
     from studio.engine.images import ImageRejected, open_image

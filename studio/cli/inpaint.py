@@ -99,7 +99,7 @@ def output_paths(out: str | Path, n: int) -> list[Path]:
 
 def cmd_inpaint(args: argparse.Namespace) -> int:
     """Run ``studio inpaint``; returns the exit code (errors raise StudioError)."""
-    from studio.cli.main import class_index, run_job
+    from studio.cli.running import class_index, run_job
     from studio.core.errors import StudioError
     from studio.engine.device import resolve_device
     from studio.engine.images import ImageRejected, open_image

@@ -43,7 +43,16 @@ from torch import Tensor
 
 from studio.core.errors import StudioError
 from studio.core.jobs import Progress
-from studio.engine.latent import LatentSpace, image_error, psnr, to_uint8
+from studio.engine.latent_base import (
+    Directions,
+    LatentSpace,
+    _orthonormal_rows,
+    _pca,
+    _pooled,
+    image_error,
+    psnr,
+    to_uint8,
+)
 from studio.models.base import GenerativeModel
 from studio.models.capabilities import OdeLatentFamily
 
@@ -61,6 +70,8 @@ class DiffusionLatentSpace(LatentSpace):
     notes). ``steps`` and ``refine`` may be changed at any time; ``guidance`` is the model's
     default for a class-conditional model (decode and inversion use the same one)."""
 
+    handles_ode = True
+
     def __init__(
         self,
         model: GenerativeModel,
@@ -76,6 +87,12 @@ class DiffusionLatentSpace(LatentSpace):
         self.refine = int(refine)
         self._steps = 0
         self.steps = steps
+
+    def directions_job(
+        self, n_samples: int | None, k: int, seed: int, images: np.ndarray | None
+    ) -> Generator[Progress, None, Directions]:
+        """Principal directions of x_T (see :func:`diffusion_directions_job`)."""
+        return diffusion_directions_job(self, n_samples, k, seed, images)
 
     # -- settings ----------------------------------------------------------------------------
     @property
@@ -254,8 +271,6 @@ def diffusion_directions_job(
     noise of ``images``, by default of the run's own training images; without them, PCA of
     the pixels of decoded samples mapped back to x_T by regression. One report per network
     pass; cancellable at each."""
-    from studio.engine.latent_directions import Directions, _orthonormal_rows, _pca, _pooled
-
     k = max(1, min(int(k), space.dim))
     n = DEFAULT_ANALYSED if n_samples is None else int(n_samples)
     labels = None

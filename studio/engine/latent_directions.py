@@ -37,8 +37,12 @@ import torch.nn.functional as F
 
 from studio.core.errors import StudioError
 from studio.core.jobs import Progress
-from studio.engine.latent import LatentSpace
-from studio.models.pooling import MAX_FEATURES, pooled
+from studio.engine.latent_base import (  # Directions re-exported: it was defined here
+    Directions,
+    LatentSpace,
+    _orthonormal_rows,
+    _pca,
+)
 
 BATCH = 100  # latents per decode/encode batch: bounded memory, one progress report each
 
@@ -48,31 +52,6 @@ def default_samples(space: LatentSpace) -> int:
     family's ``LatentSpec.analysed``: a GAN needs only its first layer per sample, VAEs and
     flows decode whole images and ten directions are stable from a few hundred)."""
     return int(space.spec.analysed)
-
-
-@dataclass(frozen=True)
-class Directions:
-    """``k`` orthonormal directions (rows of ``vectors``, k x dim) and the spread of the
-    analysed latents along each (``std``). ``method`` says in words how they were found."""
-
-    vectors: np.ndarray
-    std: np.ndarray
-    names: tuple[str, ...]
-    method: str
-    explained: np.ndarray | None = None  # share of the analysed features' variance, per row
-
-    @property
-    def k(self) -> int:
-        return int(self.vectors.shape[0])
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-    def offset(self, values: np.ndarray) -> np.ndarray:
-        """The latent offset for slider ``values`` given in standard deviations."""
-        values = np.asarray(values, np.float32)
-        return (values * self.std.astype(np.float32)) @ self.vectors.astype(np.float32)
 
 
 def _batches(n: int) -> list[slice]:
@@ -99,39 +78,6 @@ def _features(
     return np.concatenate(zs), np.concatenate(feats)
 
 
-def _pooled(maps: torch.Tensor) -> np.ndarray:
-    """N x C x H x W maps, average-pooled to at most MAX_FEATURES numbers each, flattened."""
-    return pooled(maps, MAX_FEATURES).cpu().numpy()
-
-
-def _pca(features: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(coordinates N x k, components k x F, explained variance share k) of ``features``."""
-    small = min(features.shape) <= 1024
-    x = torch.from_numpy(features).to(torch.float64 if small else torch.float32)
-    x = x - x.mean(0)
-    total = float(x.double().square().sum()) or 1.0
-    if small:
-        _, s, vt = torch.linalg.svd(x, full_matrices=False)
-        v = vt[:k].T
-    else:  # randomised, for thousands of features: the top few are all we need
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            _, s, v = torch.pca_lowrank(x, q=min(k + 10, *x.shape), center=False, niter=6)
-        v = v[:, :k]
-    coords = x @ v
-    share = (s[:k].double().square() / total).numpy()
-    return coords.double().numpy(), v.T.double().numpy(), share
-
-
-def _orthonormal_rows(u: np.ndarray) -> np.ndarray:
-    """Gram-Schmidt in order (by QR): row i stays in the span of rows 0..i, same sign."""
-    q, _ = np.linalg.qr(u.T)
-    q = q.T[: len(u)]
-    signs = np.sign(np.sum(q * u, axis=1))
-    signs[signs == 0] = 1
-    return q * signs[:, None]
-
-
 def directions_job(
     space: LatentSpace,
     n_samples: int | None = None,
@@ -142,10 +88,8 @@ def directions_job(
     """Principal directions of ``space`` (see the module notes for the method per family),
     as a job: one progress report per batch, cancellable between batches. ``n_samples``
     None: :func:`default_samples`."""
-    if space.ode:  # inverted training images: see latent_diffusion
-        from studio.engine.latent_diffusion import diffusion_directions_job
-
-        return (yield from diffusion_directions_job(space, n_samples, k, seed, images))
+    if space.ode:  # its own method (DDIM-inverted training images: see latent_diffusion)
+        return (yield from space.directions_job(n_samples, k, seed, images))
     k = max(1, min(int(k), space.dim))
     n_samples = default_samples(space) if n_samples is None else int(n_samples)
     n = len(images) if images is not None else n_samples

@@ -22,7 +22,7 @@ import torch
 
 from studio.core.errors import StudioError
 from studio.core.jobs import Progress
-from studio.engine.latent import LatentSpace, image_error, psnr, to_uint8
+from studio.engine.latent_base import LatentSpace, image_error, psnr, to_uint8
 
 PREVIEWS = 20  # about this many preview images per projection
 

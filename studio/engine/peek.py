@@ -119,7 +119,7 @@ def decode_peek(
     """Decode latents (``dim`` or ``N x dim``) with the run's current weights: the Explore
     workspace's decodes while its run trains. Returns uint8 image(s), as ``LatentSpace.decode``.
     ``options``: the latent space's own settings (a diffusion run's DDIM ``steps``/``refine``)."""
-    from studio.engine.latent import LatentSpace, open_latent_space
+    from studio.engine.latent import open_latent_space, open_space
 
     entry = live.get(run_dir)
     if entry is None:  # not training here (any more): the run's saved model
@@ -131,7 +131,7 @@ def decode_peek(
     yield Progress("decode")
     with borrowed(entry.model) as model:
         # LatentSpace switches the model to eval and freezes its weights; borrowed() undoes both.
-        return LatentSpace(model, label=label, **(options or {})).decode(z)
+        return open_space(model, label=label, **(options or {})).decode(z)
 
 
 def inpaint_peek(
@@ -196,7 +196,7 @@ def latent_peek(
     ``options``: the space's own settings (a diffusion run's DDIM ``steps``/``refine``).
 
     The space is built for this job alone and dropped after it: the task must not keep it."""
-    from studio.engine.latent import LatentSpace, open_latent_space
+    from studio.engine.latent import open_latent_space, open_space
 
     entry = live.get(run_dir)
     if entry is None:
@@ -208,7 +208,7 @@ def latent_peek(
         return LatentPeekResult(value, Weights(False, saved_step(run_dir)))
     with borrowed(entry.model) as model:
         # LatentSpace switches the model to eval and freezes its weights; borrowed() undoes both.
-        space = LatentSpace(model, label=label, **(options or {}))
+        space = open_space(model, label=label, **(options or {}))
         space.run_dir = Path(run_dir)
         value = yield from task(space)
     return LatentPeekResult(value, Weights(True, entry.step))
