@@ -51,6 +51,7 @@ from studio.qt.plot_parts import (
     colour_for,
     group_of,
     is_diagnostic,
+    plot_title,
 )
 from studio.qt.plot_view import ViewKeeper
 
@@ -100,6 +101,10 @@ class MetricsPlot(QWidget):
         self.controls.smoothing_settled.connect(self._apply_smoothing)
         self.controls.group_picked.connect(self._on_group_picked)
         self.controls.overlay_requested.connect(self.overlay_requested)
+        self.controls.log_toggled.connect(self.set_log_values)
+        self.controls.normalise_toggled.connect(self.set_normalised)
+        self._normalised = False  # each curve drawn over its median (Series.scale)
+        self._titles: dict[int, str] = {}  # each plot's title, with its scale hint
         # (the bar's widgets are reachable as the plot's own, as they always were)
         self.smoothing_slider = self.controls.smoothing_slider
         self.smoothing_label = self.controls.smoothing_label
@@ -112,6 +117,7 @@ class MetricsPlot(QWidget):
             id(p): ViewKeeper(p, lambda p=p: self._fit(p)) for p in (self.loss_plot, self.diag_plot)
         }
         self._next_plot = self.loss_plot
+        self._titles.update({id(self.loss_plot): "Loss", id(self.diag_plot): ""})
         for plot in (self.loss_plot, self.diag_plot):
             item = plot.getPlotItem()
             item.legend.sigSampleClicked.connect(self._on_legend_clicked)
@@ -234,6 +240,23 @@ class MetricsPlot(QWidget):
 
     def smoothing(self) -> float:
         return self._weight
+
+    def set_log_values(self, on: bool) -> None:
+        """A logarithmic value axis on both plots (the bar's Log switch; the views refit)."""
+        for plot in (self.loss_plot, self.diag_plot):
+            plot.getPlotItem().setLogMode(y=bool(on))
+        self.controls.show_switches(bool(on), self._normalised)
+
+    def set_normalised(self, on: bool) -> None:
+        """Draw each curve divided by its median (the bar's Normalise switch)."""
+        self._normalised = bool(on)
+        self.controls.show_switches(self.controls.log_box.isChecked(), self._normalised)
+        self._dirty.update(k for k, c in self._curves.items() if self._on_screen(c))
+        self.set_step_range(next(iter(self._views.values())).total)  # (refits both views)
+        self._schedule()
+
+    def _scale_of(self, curve: Curve) -> float:
+        return curve.series.scale() if self._normalised else 1.0
 
     def set_group(self, group: str) -> None:
         """Show ``group`` in the lower plot (one of :meth:`groups`)."""
@@ -391,6 +414,7 @@ class MetricsPlot(QWidget):
                 self._detach(curve)
         self._group = group
         self.diag_plot.getPlotItem().setTitle(group, size="9pt")
+        self._titles[id(self.diag_plot)] = group
         for curve in self._curves.values():
             if curve.group == group and group != LOSSES:
                 self._attach(curve)
@@ -438,13 +462,19 @@ class MetricsPlot(QWidget):
         """Fit ``plot``'s view to its visible curves (if the data asks for it)."""
         view = self._views[id(plot)]
         shown = [
-            (c, b)
+            (c, (b[0], b[1], b[2] / k, b[3] / k))  # (values over the Normalise scale)
             for c in self._curves.values()
             if self._on_screen(c)
             and self._plot_of(c) is plot
             and c.smooth.isVisible()
             and (b := c.series.bounds()) is not None
+            and (k := self._scale_of(c))
         ]
+        base = "Loss" if plot is self.loss_plot else self._group
+        title = plot_title(base, self._normalised, [c.series.scale() for c, _ in shown])
+        if self._titles.get(id(plot)) != title:  # (a new title re-lays the plot out)
+            self._titles[id(plot)] = title
+            plot.getPlotItem().setTitle(title, size="9pt")
         if not shown:
             return
         y_lo = min(b[2] for _, b in shown)
@@ -452,7 +482,7 @@ class MetricsPlot(QWidget):
             # A log axis shows the positive values only: their minimum (a pass over the
             # points, only while a log axis shows a curve that goes to 0 or below).
             positive = [
-                float(ys[ys > 0].min())
+                float(ys[ys > 0].min()) / self._scale_of(c)
                 for c, _ in shown
                 if ((ys := c.series.y[: c.series.n]) > 0).any()
             ]
@@ -489,7 +519,7 @@ class MetricsPlot(QWidget):
         buckets = int(min(BUCKETS, max(MIN_BUCKETS, vb.width())))
         for curve in by_plot[id(plot)]:
             self._dirty.discard(curve.key)
-            curve.draw(x_range, buckets, self._weight)  # type: ignore[arg-type]
+            curve.draw(x_range, buckets, self._weight, self._scale_of(curve))  # type: ignore[arg-type]
         self._next_plot = self.diag_plot if plot is self.loss_plot else self.loss_plot
         if self._dirty:
             self._timer.start(STAGGER_MS)

@@ -1,8 +1,9 @@
 """The metrics plot's controls and plot widgets: the bar above the plots (smoothing, what the lower
-plot shows, "Overlay runs…") and one pyqtgraph plot set up for fast repaints.
+plot shows, the Log and Normalise switches, "Overlay runs…") and one pyqtgraph plot set up for
+fast repaints.
 
 The bar only reports what the user did (``smoothing_settled``, ``group_picked``,
-``overlay_requested``); the plot (``plot.py``) decides what follows and tells the bar what to
+``log_toggled``, ``normalise_toggled``, ``overlay_requested``); the plot (``plot.py``) decides what follows and tells the bar what to
 show, so no widget reads another's state.
 """
 
@@ -12,6 +13,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QPainter, QPicture
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QGraphicsItem,
     QHBoxLayout,
@@ -79,11 +81,14 @@ def measure_tick_text(item: pg.PlotItem) -> None:
 
 
 class PlotControls(QWidget):
-    """Smoothing slider (debounced), the lower plot's group selector, "Overlay runs…"."""
+    """Smoothing slider (debounced), the lower plot's group selector, Log and Normalise,
+    "Overlay runs…"."""
 
     smoothing_settled = Signal(float)  # the slider came to rest at this weight
     group_picked = Signal(str)  # the user chose a group in the selector
     overlay_requested = Signal()
+    log_toggled = Signal(bool)  # the Log switch: a logarithmic value axis
+    normalise_toggled = Signal(bool)  # the Normalise switch: each curve over its median
 
     def __init__(self, weight: float, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -106,6 +111,16 @@ class PlotControls(QWidget):
         self.group_box.setToolTip("What the lower plot shows")
         self.group_box.setMinimumContentsLength(12)
         self.group_box.currentTextChanged.connect(self.group_picked)
+        self.log_box = QCheckBox("Log")
+        self.log_box.setToolTip("A logarithmic value axis (shows positive values only)")
+        self.log_box.toggled.connect(self.log_toggled)
+        self.normalise_box = QCheckBox("Normalise")
+        self.normalise_box.setToolTip(
+            "Draw each curve divided by its median, so curves of very different sizes (a "
+            "reconstruction loss of 50,000 beside a KL of 10) share a plot; the legend's "
+            "values are then relative"
+        )
+        self.normalise_box.toggled.connect(self.normalise_toggled)
         self.overlay_button = QPushButton("Overlay runs…")
         self.overlay_button.setToolTip("Draw other runs' metrics of the same names for comparison")
         self.overlay_button.clicked.connect(self.overlay_requested)
@@ -117,6 +132,9 @@ class PlotControls(QWidget):
         bar.addSpacing(12)
         bar.addWidget(QLabel("Below:"))
         bar.addWidget(self.group_box)
+        bar.addSpacing(12)
+        bar.addWidget(self.log_box)
+        bar.addWidget(self.normalise_box)
         bar.addStretch(1)
         bar.addWidget(self.overlay_button)
 
@@ -124,6 +142,13 @@ class PlotControls(QWidget):
         """Move the slider to ``weight`` without a ``smoothing_settled`` (the caller applies it)."""
         self.smoothing_slider.setValue(round(weight * 100))  # label follows
         self._smooth_timer.stop()
+
+    def show_switches(self, log: bool, normalised: bool) -> None:
+        """Tick the Log and Normalise switches (no signals: the caller applies them)."""
+        for box, on in ((self.log_box, log), (self.normalise_box, normalised)):
+            box.blockSignals(True)
+            box.setChecked(on)
+            box.blockSignals(False)
 
     def show_groups(self, groups: list[str], current: str) -> None:
         """The selector's entries, ``current`` selected (no ``group_picked``)."""

@@ -1,7 +1,7 @@
 """The curve store of the live plots: every curve's points and pyqtgraph items, by metric and run.
 
 A curve is one metric of one run: ``(name, None)`` for the run being shown (a faint raw curve
-and a smoothed one, in the metric's colour), ``(name, label)`` for an overlaid run (one dashed
+and a smoothed one, in a colour no other curve of its plot has), ``(name, label)`` for an overlaid run (one dashed
 curve in the run's colour; the order in which runs were overlaid is their colour, and a run's
 metrics in one group differ by dash pattern). :class:`CurveStore` takes the points as they
 arrive, queues the curves :meth:`CurveStore.queue` announces so they can be built one at a time,
@@ -22,7 +22,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QColor
 
-from studio.qt.plot_parts import RUN_DASHES, RUN_PALETTE, colour_for, group_of
+from studio.qt.plot_parts import RUN_DASHES, RUN_PALETTE, group_of, pick_colour
 from studio.qt.series import NON_METRICS, Series, metric_value
 
 Key = tuple[str, str | None]  # (metric name, None or an overlaid run's label)
@@ -44,6 +44,7 @@ class Curve:
     smooth: pg.PlotDataItem  # named: the legend entry
     raw: pg.PlotDataItem | None  # faint; overlays have none
     attached: bool = False  # its items are in a plot
+    colour: str = ""  # the shown run's curves: distinct within the plot (pick_colour)
 
     @property
     def key(self) -> Key:
@@ -58,19 +59,22 @@ class Curve:
         for item in self.items():
             item.setData([], [])
 
-    def draw(self, x_range: tuple[float, float], buckets: int, weight: float) -> None:
+    def draw(
+        self, x_range: tuple[float, float], buckets: int, weight: float, scale: float = 1.0
+    ) -> None:
         """Hand the items the points inside ``x_range``, decimated to ``buckets`` min/max
-        pairs; the raw values faint under the EMA of ``weight`` (raw only when it is 0)."""
+        pairs; the raw values faint under the EMA of ``weight`` (raw only when it is 0);
+        every value divided by ``scale`` (the Normalise view)."""
         series = self.series
         i0, i1 = series.visible(*x_range)
         if self.raw is None or weight <= 0:
             if self.raw is None and weight > 0:
-                _set_data(self.smooth, series.smoothed_decimated(i0, i1, buckets, weight))
+                _set_data(self.smooth, series.smoothed_decimated(i0, i1, buckets, weight), scale)
             else:
-                _set_data(self.smooth, series.decimated(i0, i1, buckets))
+                _set_data(self.smooth, series.decimated(i0, i1, buckets), scale)
             return
-        _set_data(self.raw, series.decimated(i0, i1, buckets))
-        _set_data(self.smooth, series.smoothed_decimated(i0, i1, buckets, weight))
+        _set_data(self.raw, series.decimated(i0, i1, buckets), scale)
+        _set_data(self.smooth, series.smoothed_decimated(i0, i1, buckets, weight), scale)
 
     def displayed(self, weight: float) -> tuple[np.ndarray, np.ndarray]:
         """What the curve item holds (decimated raw values; smoothed for overlays)."""
@@ -94,10 +98,13 @@ def reusable(old: Iterable[str], new: Iterable[str]) -> set[str]:
     return keep
 
 
-def _set_data(item: pg.PlotDataItem, xy: tuple[np.ndarray, np.ndarray]) -> None:
-    """Hand a curve its points; pyqtgraph's checks for NaN are skipped when there are none
-    (one check here instead of several in pyqtgraph's path building and bounds)."""
+def _set_data(item: pg.PlotDataItem, xy: tuple[np.ndarray, np.ndarray], scale: float) -> None:
+    """Hand a curve its points (values divided by ``scale``); pyqtgraph's checks for NaN
+    are skipped when there are none (one check here instead of several in pyqtgraph's path
+    building and bounds)."""
     x, y = xy
+    if scale != 1.0:
+        y = y / scale
     item.setData(x, y, skipFiniteCheck=bool(np.isfinite(y).all()))
 
 
@@ -204,7 +211,9 @@ class CurveStore:
         if run is None:
             if name in self.pending:
                 self.pending.remove(name)
-            colour = QColor(colour_for(name))
+            taken = [c.colour for c in self.curves.values() if c.run is None and c.group == group]
+            name_colour = pick_colour(name, taken)
+            colour = QColor(name_colour)
             smooth = pg.PlotDataItem(name=name, pen=pg.mkPen(colour, width=1))
             faint = QColor(colour)
             faint.setAlpha(RAW_ALPHA)
@@ -223,6 +232,8 @@ class CurveStore:
                 item.setClipToView(True)
                 item.setDownsampling(auto=True, method="peak")
         curve = self.curves[(name, run)] = Curve(name, run, group, Series(), smooth, raw)
+        if run is None:
+            curve.colour = name_colour
         self._on_created(curve)
         return curve
 

@@ -2,12 +2,15 @@
 
 Names decide where a metric goes: losses share the top plot, anything else joins a group of
 the lower plot (diagnostics, gradient norm, learning rate, images/s, memory, ...). Known names
-keep a fixed colour, so a loss looks the same across runs and families.
+prefer a fixed colour, so a loss looks the same across runs and families, but no two curves of
+one plot share a colour (``pick_colour``).
 """
 
 from __future__ import annotations
 
+import math
 import zlib
+from collections.abc import Iterable
 
 from PySide6.QtCore import Qt
 
@@ -51,8 +54,40 @@ GROUP_PREFIXES = (
 
 
 def colour_for(name: str) -> str:
-    """The curve colour of a metric: fixed for known names, hashed (stable) for the rest."""
+    """The preferred colour of a metric: fixed for known names, hashed (stable) for the rest.
+    A plot gives a curve this colour only if no other curve of the plot has it
+    (:func:`pick_colour`)."""
     return KNOWN_COLOURS.get(name) or PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
+
+
+def pick_colour(name: str, taken: Iterable[str]) -> str:
+    """The colour of a new curve in a plot whose curves already have ``taken``: the metric's
+    own (:func:`colour_for`) when free, else the first palette colour no curve has (or, with
+    more curves than colours, the least used), so no two curves of a plot share one."""
+    used = [t.lower() for t in taken]
+    own = colour_for(name)
+    if own.lower() not in used:
+        return own
+    return min(PALETTE, key=lambda c: (used.count(c.lower()), PALETTE.index(c)))
+
+
+# A plot whose curves' typical magnitudes differ by more than this factor says so in its
+# title and points to the Normalise and Log switches (a 50k reconstruction flattens a KL of
+# 10 into a line at zero).
+SPREAD_HINT = 100.0
+
+
+def plot_title(base: str, normalised: bool, scales: Iterable[float]) -> str:
+    """A plot's title: what it shows, and how its curves are scaled or what would help."""
+    return base + (" · each curve ÷ its median" if normalised else scale_hint(scales))
+
+
+def scale_hint(scales: Iterable[float]) -> str:
+    """`` · scales differ 5,000×: Normalise or Log shows them all``, or "" (one scale)."""
+    mags = [abs(v) for v in scales if v and math.isfinite(v)]
+    if len(mags) < 2 or max(mags) <= SPREAD_HINT * min(mags):
+        return ""
+    return f" · scales differ {max(mags) / min(mags):,.0f}×: Normalise or Log shows them all"
 
 
 def group_of(name: str) -> str:

@@ -31,6 +31,8 @@ def metric_value(name: str, value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
 # The smoothing restarts (a fresh debiased EMA) where a curve has a gap: a step interval more
 # than this many times the one before it (the log interval), as where a run was resumed from
 # an older checkpoint or lines are missing. Carried across a gap, the EMA starts the new
@@ -176,6 +178,7 @@ class Series:
         self._weight = 0.0
         self._s_n, self._s_state, self._s_count = 0, 0.0, 0
         self.restarts: list[int] = []  # indices where the smoothing starts afresh (resumes)
+        self._scale, self._scale_n = 1.0, 0  # scale() and the point count it was taken at
 
     # -- feeding ---------------------------------------------------------------------------
     def _reserve(self, extra: int) -> None:
@@ -266,6 +269,19 @@ class Series:
             prev, cur = d[:-1], d[1:]
             cuts.update((np.nonzero((prev > 0) & (cur > GAP_FACTOR * prev))[0] + start).tolist())
         return sorted(cuts)
+
+    def scale(self) -> float:
+        """The curve's typical size: the median of its finite absolute values (1 when there
+        are none or it is 0). The Normalise view divides by it. Recomputed when the number of
+        points has doubled since (or shrunk), so it holds still as a run goes on."""
+        if self._scale_n and self._scale_n <= self.n < 2 * self._scale_n:
+            return self._scale
+        ys = np.abs(self.y[: self.n])
+        ys = ys[np.isfinite(ys)]
+        median = float(np.median(ys)) if ys.size else 0.0
+        self._scale = median if median > 0 else 1.0
+        self._scale_n = self.n
+        return self._scale
 
     def visible(self, x_lo: float, x_hi: float) -> tuple[int, int]:
         """Index range covering ``[x_lo, x_hi]`` plus one point either side (lines run off)."""

@@ -64,3 +64,76 @@ def test_the_plot_draws_a_resumed_runs_smoothing_from_the_raw_values(qtbot) -> N
     assert drawn[310.0] == pytest.approx(60_600.0, rel=1e-12) and drawn[300.0] == pytest.approx(
         36_000.0
     )
+
+
+# -- colours, log values and normalised curves (point 9) -------------------------------------
+
+
+def _settle(qtbot) -> None:
+    qtbot.wait(REDRAW_MS * 4)
+
+
+def _pen_colour(item) -> str:
+    return item.opts["pen"].color().name()
+
+
+def test_curves_of_one_plot_never_share_a_colour(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    names = ["loss", "heldout_bpd", "recon", "kl", "bpd", "nll", "extra_a", "extra_b"]
+    plot.add_points([(1, {name: 1.0 for name in names})])
+    colours = [_pen_colour(plot.curve_items(name)[0]) for name in names]
+    assert len(set(colours)) == len(names)  # (hashed, "loss" and "heldout_bpd" were both blue)
+    # A new run keeps the colours its curves had, and a newcomer takes a free one.
+    plot.clear(keep=["loss", "heldout_bpd"])
+    plot.add_points([(1, {"loss": 1.0, "heldout_bpd": 2.0, "kl": 3.0})])
+    again = [_pen_colour(plot.curve_items(n)[0]) for n in ("loss", "heldout_bpd", "kl")]
+    assert again[:2] == colours[:2] and len(set(again)) == 3
+
+
+def test_the_log_switch_puts_both_value_axes_on_a_log_scale(qtbot) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    plot.add_points([(s, {"loss": 10.0 ** (-s / 25), "lr": 1e-3}) for s in range(1, 101)])
+    _settle(qtbot)
+    plot.controls.log_box.setChecked(True)  # the user ticks Log
+    _settle(qtbot)
+    for p in (plot.loss_plot, plot.diag_plot):
+        assert p.getPlotItem().getViewBox().state["logMode"][1]
+    y0, y1 = plot.loss_plot.getPlotItem().getViewBox().viewRange()[1]
+    assert y0 < -3.5 and y1 < 0.5  # 1e-4 .. 1 in log10: the small values are not squashed
+    plot.set_log_values(False)
+    assert not plot.controls.log_box.isChecked()
+    assert not plot.loss_plot.getPlotItem().getViewBox().state["logMode"][1]
+
+
+def test_a_large_component_no_longer_flattens_the_small_ones(qtbot, tmp_path) -> None:
+    plot = MetricsPlot()
+    qtbot.addWidget(plot)
+    plot.resize(700, 500)
+    plot.show()
+    rng = np.random.default_rng(0)
+    steps = range(1, 201)
+    plot.add_points(
+        (s, {"recon": 50_000 - 100 * s + rng.normal(0, 500), "kl": 5 + s / 20 + rng.normal(0, 0.3)})
+        for s in steps
+    )
+    _settle(qtbot)
+    title = plot.loss_plot.getPlotItem().titleLabel.text
+    assert "scales differ" in title and "Normalise" in title  # the plot says what helps
+    plot.grab().save(str(tmp_path / "flat.png"))
+    plot.controls.normalise_box.setChecked(True)
+    _settle(qtbot)
+    plot.grab().save(str(tmp_path / "normalised.png"))
+    assert "scales differ" not in plot.loss_plot.getPlotItem().titleLabel.text
+    y0, y1 = plot.loss_plot.getPlotItem().getViewBox().viewRange()[1]
+    assert 0.0 < y0 < 0.7 and 1.3 < y1 < 3.0  # both curves around 1, the view fits them
+    for name in ("recon", "kl"):
+        _x, y = plot.displayed(name)
+        raw = plot.series(name)[1]
+        assert np.median(y) == pytest.approx(1.0, abs=0.05)  # each over its own median
+        np.testing.assert_allclose(y * np.median(np.abs(raw)), raw, rtol=1e-9)
+        assert np.ptp(y) > 0.5  # the small curve's trend is visible, not a line at zero
+    plot.set_normalised(False)
+    _settle(qtbot)
+    np.testing.assert_allclose(plot.displayed("kl")[1], plot.series("kl")[1])
