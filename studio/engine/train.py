@@ -13,9 +13,7 @@ import numpy as np
 import torch
 
 from studio import __version__
-from studio.core import atomic
 from studio.core.errors import NonFiniteLoss, StudioError
-from studio.core.imaging import make_grid
 from studio.core.jobs import CancelToken, Progress
 from studio.engine import checkpoint as ckpt
 from studio.engine import live, tensorboard
@@ -24,7 +22,6 @@ from studio.engine.batches import DeviceImages
 from studio.engine.data import ImageDataset, load_dataset, scan_folder, split_holdout
 from studio.engine.device import (
     autocast_factory,
-    cpu_generator,
     device_name,
     memory_in_use,
     precision_message,
@@ -33,10 +30,12 @@ from studio.engine.device import (
     step_generator,
 )
 from studio.engine.distributed import Distributed
+from studio.engine.monitor import Monitor
+from studio.engine.monitor import save_png as save_png  # re-exported: it was defined here
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.schedule import StepRunner
 from studio.engine.speed import apply_speed, release_freed_memory
-from studio.models.base import Capability, GenerativeModel, images_to_uint8
+from studio.models.base import Capability, GenerativeModel
 from studio.models.registry import get_family
 
 
@@ -47,13 +46,6 @@ class TrainResult:
     steps: int
     stopped_early: bool
     metrics: dict[str, float]
-
-
-def save_png(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic.atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
 
 
 def build_model(
@@ -159,9 +151,33 @@ def _train(
     distributed: Distributed,
     cleanup: list[Callable[[], None]],
 ) -> Generator[Progress, None, TrainResult]:
-    is_main = distributed.is_main
+    """The run, as its named steps: settle the settings, read the images, build the model,
+    resume it or start the folder, set up the loop, train."""
     resuming = config is None
+    config = _settle_config(run, config, steps, device_override)
+    device = distributed.device or resolve_device(config.device)
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes to it
+    data = yield from _read_data(config, dataset, cache_dir)
+    previous = run.read_config().get("model") if resuming else None
+    if config.auto_batch and not resuming:  # CUDA: the largest batch that fits (batch_finder)
+        config = yield from fit_batch_size(config, lambda c: data.build(c, device, previous), device, distributed.enabled)
+    model = data.build(config, device, previous)
     if resuming:
+        start_step, trainer_state = yield from _resume(run, model, data.dataset, distributed)
+    else:
+        start_step, trainer_state = 0, {}
+        _start_folder(run, config, model, data, distributed)
+    trainer = _Trainer(run, token, config, model, data, device, distributed, start_step, trainer_state, cleanup)
+    return (yield from trainer.train())
+
+
+def _settle_config(
+    run: RunFolder, config: TrainConfig | None, steps: int | None, device_override: str | None
+) -> TrainConfig:
+    """The settings this run trains with: a new run's (its folder missing or empty) or those
+    saved in a resumed run's folder, with the new total and device; all checked."""
+    resuming = config is None
+    if config is None:
         config = run.train_config()
     else:
         run.check_new()  # missing or empty: never write over files that are not this run's
@@ -170,9 +186,26 @@ def _train(
     if device_override:
         config = replace(config, device=device_override)
     _check_config(config, run, resuming)  # every option in range before anything is written
-    device = distributed.device or resolve_device(config.device)
-    distributed.barrier()  # every rank has checked the folder before rank 0 writes to it
+    return config
 
+
+@dataclass
+class _Data:
+    """The run's images, split into training and held-out ones."""
+
+    dataset: ImageDataset
+    train_idx: np.ndarray
+    held_idx: np.ndarray
+    labels: np.ndarray | None
+    captions: tuple[str, ...]
+
+    def build(self, config: TrainConfig, device: torch.device, previous: dict[str, Any] | None) -> GenerativeModel:
+        return build_model(config, len(self.dataset.class_names), device, self.captions, previous)
+
+
+def _read_data(
+    config: TrainConfig, dataset: ImageDataset | None, cache_dir: Path | None
+) -> Generator[Progress, None, _Data]:
     yield Progress("load", message=f"Reading images from {config.data}")
     if dataset is None:
         dataset = yield from prepare_dataset(config.data, config.resolution, cache_dir)
@@ -181,144 +214,188 @@ def _train(
         train_idx = np.arange(len(dataset))
     labels = dataset.labels[train_idx] if dataset.labels is not None else None
     captions = tuple(dataset.captions[i] or "" for i in train_idx)
-    previous = run.read_config().get("model") if resuming else None
-    if config.auto_batch and not resuming:  # CUDA: the largest batch that fits (batch_finder)
-        config = yield from fit_batch_size(config, lambda c: build_model(c, len(dataset.class_names), device, captions, previous), device, distributed.enabled)
-    model = build_model(config, len(dataset.class_names), device, captions, previous)
-    seed = distributed.seed(config.seed)
+    return _Data(dataset, train_idx, held_idx, labels, captions)
 
+
+def _resume(
+    run: RunFolder, model: GenerativeModel, dataset: ImageDataset, distributed: Distributed
+) -> Generator[Progress, None, tuple[int, dict[str, Any]]]:
+    """Load the newest checkpoint that verifies (saying which were skipped and why) and drop
+    the metrics logged after it; (its step, the trainer's saved state)."""
     start_step, trainer_state = 0, {}
-    if resuming:
-        meta, skipped = ckpt.load_latest(run.state_dir, model)  # the newest one that verifies
-        for line in skipped:
-            yield Progress("load", message=line)
-        if meta is not None:
-            start_step, trainer_state = int(meta["step"]), dict(meta.get("trainer", {}))
-        if is_main:
-            run.truncate_metrics(start_step)
-        if run.read_config().get("dataset", {}).get("fingerprint") != dataset.fingerprint:
-            yield Progress("load", message="Note: the dataset folder changed since this run began.")
-    elif is_main:
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(
-            {
-                "family": config.family,
-                "train": config.to_dict(),
-                "model": model.config.to_dict(),
-                "dataset": {
-                    "path": str(config.data),
-                    "fingerprint": dataset.fingerprint,
-                    "images": len(dataset),
-                    "train_images": int(len(train_idx)),
-                    "held_out_images": int(len(held_idx)),
-                    "class_names": list(dataset.class_names),
-                    "skipped": len(dataset.skipped),
-                },
-                "versions": {"studio": __version__, "torch": torch.__version__},
-                "world_size": distributed.world_size,
-            }
-        )
-    speed = apply_speed(model, config, device)  # after the checkpoint: converted optimizers keep their state
-    cleanup.append(speed.close)  # the shard threads
-    distributed.prepare(model, model.optimizers)
-    live_run = live.register(run.path, model, token)  # peeks use these weights between steps
+    meta, skipped = ckpt.load_latest(run.state_dir, model)
+    for line in skipped:
+        yield Progress("load", message=line)
+    if meta is not None:
+        start_step, trainer_state = int(meta["step"]), dict(meta.get("trainer", {}))
+    if distributed.is_main:
+        run.truncate_metrics(start_step)
+    if run.read_config().get("dataset", {}).get("fingerprint") != dataset.fingerprint:
+        yield Progress("load", message="Note: the dataset folder changed since this run began.")
+    return start_step, trainer_state
 
-    images = DeviceImages(
-        dataset.images[train_idx], labels, device, config.seed, config.batch_size, config.flip,
-        captions=captions if Capability.TEXT in model.info.capabilities else None,
+
+def _start_folder(
+    run: RunFolder, config: TrainConfig, model: GenerativeModel, data: _Data, distributed: Distributed
+) -> None:
+    """A new run's folder and its config.json (rank 0 alone writes)."""
+    if not distributed.is_main:
+        return
+    dataset = data.dataset
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(
+        {
+            "family": config.family,
+            "train": config.to_dict(),
+            "model": model.config.to_dict(),
+            "dataset": {
+                "path": str(config.data),
+                "fingerprint": dataset.fingerprint,
+                "images": len(dataset),
+                "train_images": int(len(data.train_idx)),
+                "held_out_images": int(len(data.held_idx)),
+                "class_names": list(dataset.class_names),
+                "skipped": len(dataset.skipped),
+            },
+            "versions": {"studio": __version__, "torch": torch.__version__},
+            "world_size": distributed.world_size,
+        }
     )
-    if images.batch_size < config.batch_size:
-        yield Progress("load", message=f"Batch size lowered to {images.batch_size}: that is every training image.")
-    autocast = autocast_factory(device, config.precision)
-    fp16 = resolve_precision(device, config.precision) == "fp16"  # needs loss scaling
-    runner = StepRunner(model, config, autocast, images.batch_size, speed, grad_scaling=fp16)  # schedule, clipping, accumulation
-    runner.load_scaler_state(trainer_state.get("grad_scalers", {}))  # a resumed fp16 run's loss scales
-    if (line := precision_message(device, config.precision)) is not None:
-        yield Progress("load", message=line)
-    for line in runner.take_messages():
-        yield Progress("load", message=line)
-    dev_name = device_name(device)
-    total = max(config.steps, start_step)
-    held = dataset.images[held_idx[:256]] if len(held_idx) else None
-    monitor = Monitor(run, config, images.data[: min(64, images.n)], held, device, enabled=is_main)
 
-    step = start_step
-    last_ckpt_time = time.monotonic()
-    window: list[dict[str, torch.Tensor]] = []
-    throughput: float | None = trainer_state.get("throughput")
-    t_log, step_log = time.monotonic(), step
-    last_metrics: dict[str, float] = {}
-    stopped_early = False
 
-    def save(step_now: int) -> Progress:
-        distributed.broadcast_state(model)  # batch-norm statistics may differ between ranks
-        if is_main:
-            state = {"throughput": throughput, "grad_scalers": runner.scaler_state()}
-            ckpt.save_checkpoint(run.state_dir, model, step_now, state)
-            model.save(run.model_dir)
-        distributed.barrier()
-        return Progress("train", step_now, total, message=f"Checkpoint saved at step {step_now}")
+class _Trainer:
+    """The step loop of one run and what it keeps between steps."""
 
-    yield Progress("train", step, total, message=f"Training {model.info.display_name} on {dev_name}")
-    if step == 0 and total > 0:
-        yield from monitor.evaluate(model, step, total)
+    def __init__(
+        self,
+        run: RunFolder,
+        token: CancelToken,
+        config: TrainConfig,
+        model: GenerativeModel,
+        data: _Data,
+        device: torch.device,
+        distributed: Distributed,
+        start_step: int,
+        trainer_state: dict[str, Any],
+        cleanup: list[Callable[[], None]],
+    ) -> None:
+        self.run, self.token, self.config, self.model = run, token, config, model
+        self.device, self.distributed = device, distributed
+        self.seed = distributed.seed(config.seed)
+        self.speed = apply_speed(model, config, device)  # after the checkpoint: converted optimizers keep their state
+        cleanup.append(self.speed.close)  # the shard threads
+        distributed.prepare(model, model.optimizers)
+        self.live_run = live.register(run.path, model, token)  # peeks use these weights between steps
+        dataset = data.dataset
+        self.images = DeviceImages(
+            dataset.images[data.train_idx], data.labels, device, config.seed, config.batch_size, config.flip,
+            captions=data.captions if Capability.TEXT in model.info.capabilities else None,
+        )
+        self.autocast = autocast_factory(device, config.precision)
+        fp16 = resolve_precision(device, config.precision) == "fp16"  # needs loss scaling
+        self.runner = StepRunner(model, config, self.autocast, self.images.batch_size, self.speed, grad_scaling=fp16)  # schedule, clipping, accumulation
+        self.runner.load_scaler_state(trainer_state.get("grad_scalers", {}))  # a resumed fp16 run's loss scales
+        self.dev_name = device_name(device)
+        self.start_step = self.step = start_step
+        self.total = max(config.steps, start_step)
+        held = dataset.images[data.held_idx[:256]] if len(data.held_idx) else None
+        self.monitor = Monitor(run, config, self.images.data[: min(64, self.images.n)], held, device, enabled=distributed.is_main)
+        self.window: list[dict[str, torch.Tensor]] = []
+        self.throughput: float | None = trainer_state.get("throughput")
+        self.t_log, self.step_log = time.monotonic(), self.step
+        self.last_ckpt_time = time.monotonic()
+        self.last_metrics: dict[str, float] = {}
 
-    def evaluate(step_now: int) -> Generator[Progress, None, None]:
-        _check_weights(model, run, step_now, distributed)  # no black grid from non-finite weights
-        yield from monitor.evaluate(model, step_now, total)
+    def train(self) -> Generator[Progress, None, TrainResult]:
+        config, step, total = self.config, self.step, self.total
+        if self.images.batch_size < config.batch_size:
+            yield Progress("load", message=f"Batch size lowered to {self.images.batch_size}: that is every training image.")
+        if (line := precision_message(self.device, config.precision)) is not None:
+            yield Progress("load", message=line)
+        for line in self.runner.take_messages():
+            yield Progress("load", message=line)
+        yield Progress("train", step, total, message=f"Training {self.model.info.display_name} on {self.dev_name}")
+        if step == 0 and total > 0:
+            yield from self.monitor.evaluate(self.model, step, total)
+        stopped_early = False
+        while self.step < total:
+            if self.distributed.any(self.token.stop_requested):
+                self.token.check()
+                stopped_early = True
+                break
+            if self.token.paused:
+                yield from self._pause()
+                continue
+            yield from self._one_step()
+        self.token.check()
+        if self.step > self.start_step or not ckpt.latest_checkpoint(self.run.state_dir):
+            _check_weights(self.model, self.run, self.step, self.distributed)
+            if stopped_early:
+                yield from self._evaluate(self.step)
+            yield self._save(self.step)
+        return TrainResult(self.run.path, self.step, total, stopped_early, self.last_metrics)
 
-    while step < total:
-        if distributed.any(token.stop_requested):
-            token.check()
-            stopped_early = True
-            break
-        if token.paused:
-            yield Progress("paused", step, total, message="Paused", info=_info(dev_name, device, throughput, step, total, images.batch_size))
-            yield from live_run.while_paused(token, Progress("paused", step, total))  # peeks run meanwhile
-            t_log, step_log = time.monotonic(), step
-            continue
+    def _pause(self) -> Generator[Progress, None, None]:
+        step, total = self.step, self.total
+        yield Progress("paused", step, total, message="Paused", info=self._info())
+        yield from self.live_run.while_paused(self.token, Progress("paused", step, total))  # peeks run meanwhile
+        self.t_log, self.step_log = time.monotonic(), step
 
-        gen = step_generator(device, seed, step)
-        batch = images.batch(step, gen, distributed.shard)
-        model.train()
-        window.extend(runner.run(batch, step, gen))  # one dict of losses per micro-batch
-        for line in runner.take_messages():  # e.g. a compile that fell back to eager
-            yield Progress("train", step, total, message=line)
-        step += 1
-
+    def _one_step(self) -> Generator[Progress, None, None]:
+        config, total = self.config, self.total
+        gen = step_generator(self.device, self.seed, self.step)
+        batch = self.images.batch(self.step, gen, self.distributed.shard)
+        self.model.train()
+        self.window.extend(self.runner.run(batch, self.step, gen))  # one dict of losses per micro-batch
+        for line in self.runner.take_messages():  # e.g. a compile that fell back to eager
+            yield Progress("train", self.step, total, message=line)
+        self.step += 1
+        step = self.step
         logged = step % config.log_every == 0 or step == total
-        metrics: dict[str, float] = {}
-        if logged:
-            metrics = distributed.mean_metrics(_reduce(window))
-            window = []
-            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-            if bad:
-                raise NonFiniteLoss(_diverged_message(run, step, bad))
-            now = time.monotonic()
-            rate = (step - step_log) * images.batch_size / max(now - t_log, 1e-9)
-            throughput = rate if throughput is None else 0.7 * throughput + 0.3 * rate
-            t_log, step_log = now, step
-            metrics.update(images_per_s=rate, memory_mb=memory_in_use(device) / 2**20)  # plotted too
-            if is_main:
-                run.append_metrics([{"step": step, "time": time.time(), **metrics}])
-            last_metrics = metrics
-        yield Progress("train", step, total, metrics=metrics, info={**_info(dev_name, device, throughput, step, total, images.batch_size), **live_run.info(step)} if logged else {})
-
+        metrics = self._log(step) if logged else {}
+        info = {**self._info(), **self.live_run.info(step)} if logged else {}
+        yield Progress("train", step, total, metrics=metrics, info=info)
         if step % config.sample_every == 0 or step == total:
-            yield from evaluate(step)
-        minutes = (time.monotonic() - last_ckpt_time) / 60
+            yield from self._evaluate(step)
+        minutes = (time.monotonic() - self.last_ckpt_time) / 60
         if step % config.checkpoint_every == 0 or minutes >= config.checkpoint_minutes:
-            _check_weights(model, run, step, distributed)
-            yield save(step)
-            last_ckpt_time = time.monotonic()
+            _check_weights(self.model, self.run, step, self.distributed)
+            yield self._save(step)
+            self.last_ckpt_time = time.monotonic()
 
-    token.check()
-    if step > start_step or not ckpt.latest_checkpoint(run.state_dir):
-        _check_weights(model, run, step, distributed)
-        if stopped_early:
-            yield from evaluate(step)
-        yield save(step)
-    return TrainResult(run.path, step, total, stopped_early, last_metrics)
+    def _log(self, step: int) -> dict[str, float]:
+        """The logged interval's mean losses (one host sync), checked finite, with speed and
+        memory; appended to metrics.jsonl."""
+        metrics = self.distributed.mean_metrics(_reduce(self.window))
+        self.window = []
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLoss(_diverged_message(self.run, step, bad))
+        now = time.monotonic()
+        rate = (step - self.step_log) * self.images.batch_size / max(now - self.t_log, 1e-9)
+        self.throughput = rate if self.throughput is None else 0.7 * self.throughput + 0.3 * rate
+        self.t_log, self.step_log = now, step
+        metrics.update(images_per_s=rate, memory_mb=memory_in_use(self.device) / 2**20)  # plotted too
+        if self.distributed.is_main:
+            self.run.append_metrics([{"step": step, "time": time.time(), **metrics}])
+        self.last_metrics = metrics
+        return metrics
+
+    def _info(self) -> dict[str, Any]:
+        return _info(self.dev_name, self.device, self.throughput, self.step, self.total, self.images.batch_size)
+
+    def _evaluate(self, step: int) -> Generator[Progress, None, None]:
+        _check_weights(self.model, self.run, step, self.distributed)  # no black grid from non-finite weights
+        yield from self.monitor.evaluate(self.model, step, self.total)
+
+    def _save(self, step: int) -> Progress:
+        self.distributed.broadcast_state(self.model)  # batch-norm statistics may differ between ranks
+        if self.distributed.is_main:
+            state = {"throughput": self.throughput, "grad_scalers": self.runner.scaler_state()}
+            ckpt.save_checkpoint(self.run.state_dir, self.model, step, state)
+            self.model.save(self.run.model_dir)
+        self.distributed.barrier()
+        return Progress("train", step, self.total, message=f"Checkpoint saved at step {step}")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -343,62 +420,6 @@ def _info(
         "images_per_s": throughput,
         "eta_s": eta,
     }
-
-
-def _diversity(images: torch.Tensor) -> float:
-    """Mean pairwise distance of a batch of images in [-1, 1] (a cheap mode-collapse signal)."""
-    flat = images.flatten(1).float()
-    if len(flat) < 2:
-        return 0.0
-    d = torch.cdist(flat, flat)
-    n = len(flat)
-    return float(d.sum() / (n * (n - 1)))
-
-
-class Monitor:
-    """What the trainer measures every ``sample_every`` steps: a sample grid from a fixed seed,
-    its diversity, and held-out bits/dim for families with a likelihood."""
-
-    def __init__(
-        self,
-        run: RunFolder,
-        config: TrainConfig,
-        real: torch.Tensor,
-        held_out: np.ndarray | None,
-        device: torch.device,
-        enabled: bool = True,
-    ) -> None:
-        self.run, self.config, self.enabled = run, config, enabled
-        self.last_step: int | None = None
-        self.real_ref = _diversity(real.float().div(127.5).sub(1).cpu())
-        self.held_out = None
-        if held_out is not None and len(held_out):
-            x = torch.from_numpy(np.ascontiguousarray(held_out)).permute(0, 3, 1, 2)
-            self.held_out = x.to(device).float().div(127.5).sub(1)
-
-    def evaluate(self, model: GenerativeModel, step: int, total: int) -> Generator[Progress, None, None]:
-        # Only rank 0 of a data-parallel run samples and writes; and each step once (a stop
-        # right after a sample step would otherwise draw the same grid twice).
-        if not self.enabled or step == self.last_step:
-            return
-        self.last_step = step
-        model.eval()
-        try:
-            with torch.no_grad():
-                samples = model.sample(self.config.samples, cpu_generator(self.config.seed + 1))
-                metrics: dict[str, float] = {}
-                if self.real_ref > 0:
-                    metrics["diversity"] = _diversity(samples.float().cpu()) / self.real_ref
-                if self.held_out is not None and Capability.LIKELIHOOD in model.info.capabilities:
-                    bpd = torch.cat([model.bits_per_dim(chunk) for chunk in self.held_out.split(64)])
-                    metrics["heldout_bpd"] = float(bpd.mean())
-        finally:
-            model.train()
-        grid = make_grid(images_to_uint8(samples).numpy())
-        save_png(self.run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
-        if metrics:
-            self.run.append_metrics([{"step": step, "time": time.time(), **metrics}])
-        yield Progress("train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}")
 
 
 def _check_weights(model: GenerativeModel, run: RunFolder, step: int, distributed: Distributed) -> None:

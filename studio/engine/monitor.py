@@ -1,0 +1,82 @@
+"""What the trainer measures every ``sample_every`` steps: a sample grid, its diversity, and
+held-out bits/dim where the family has a likelihood."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from studio.core import atomic
+from studio.core.imaging import make_grid
+from studio.core.jobs import Progress
+from studio.engine import checkpoint as ckpt
+from studio.engine.device import cpu_generator
+from studio.engine.runs import RunFolder, TrainConfig
+from studio.models.base import Capability, GenerativeModel, images_to_uint8
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic.atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+
+
+def _diversity(images: torch.Tensor) -> float:
+    """Mean pairwise distance of a batch of images in [-1, 1] (a cheap mode-collapse signal)."""
+    flat = images.flatten(1).float()
+    if len(flat) < 2:
+        return 0.0
+    d = torch.cdist(flat, flat)
+    n = len(flat)
+    return float(d.sum() / (n * (n - 1)))
+
+
+class Monitor:
+    """What the trainer measures every ``sample_every`` steps: a sample grid from a fixed seed,
+    its diversity, and held-out bits/dim for families with a likelihood."""
+
+    def __init__(
+        self,
+        run: RunFolder,
+        config: TrainConfig,
+        real: torch.Tensor,
+        held_out: np.ndarray | None,
+        device: torch.device,
+        enabled: bool = True,
+    ) -> None:
+        self.run, self.config, self.enabled = run, config, enabled
+        self.last_step: int | None = None
+        self.real_ref = _diversity(real.float().div(127.5).sub(1).cpu())
+        self.held_out = None
+        if held_out is not None and len(held_out):
+            x = torch.from_numpy(np.ascontiguousarray(held_out)).permute(0, 3, 1, 2)
+            self.held_out = x.to(device).float().div(127.5).sub(1)
+
+    def evaluate(self, model: GenerativeModel, step: int, total: int) -> Generator[Progress, None, None]:
+        # Only rank 0 of a data-parallel run samples and writes; and each step once (a stop
+        # right after a sample step would otherwise draw the same grid twice).
+        if not self.enabled or step == self.last_step:
+            return
+        self.last_step = step
+        model.eval()
+        try:
+            with torch.no_grad():
+                samples = model.sample(self.config.samples, cpu_generator(self.config.seed + 1))
+                metrics: dict[str, float] = {}
+                if self.real_ref > 0:
+                    metrics["diversity"] = _diversity(samples.float().cpu()) / self.real_ref
+                if self.held_out is not None and Capability.LIKELIHOOD in model.info.capabilities:
+                    bpd = torch.cat([model.bits_per_dim(chunk) for chunk in self.held_out.split(64)])
+                    metrics["heldout_bpd"] = float(bpd.mean())
+        finally:
+            model.train()
+        grid = make_grid(images_to_uint8(samples).numpy())
+        save_png(self.run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
+        if metrics:
+            self.run.append_metrics([{"step": step, "time": time.time(), **metrics}])
+        yield Progress("train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}")
