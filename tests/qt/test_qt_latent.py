@@ -16,7 +16,6 @@ from studio.engine.runs import RunFolder
 from studio.models.registry import get_family
 from studio.qt.engine_thread import JobRunner
 from studio.qt.latent import LatentWorkspace
-from studio.qt.latent.worker import live_latent_workers
 
 TINY = {
     "gan.dcgan": {"latent_dim": 8, "width": 8},
@@ -74,9 +73,9 @@ def open_and_wait(qtbot, ws: LatentWorkspace, run: Path) -> None:
 
 
 def settle(qtbot, ws: LatentWorkspace) -> None:
-    """Wait until the newest decode asked for is the one on show, and the worker is idle."""
+    """Wait until the newest decode asked for is the one on show, and Explore's jobs ended."""
     qtbot.waitUntil(
-        lambda: ws.displayed_request == ws.last_request and not ws.worker.is_busy(),
+        lambda: ws.displayed_request == ws.last_request and not ws.jobs.is_busy(),
         timeout=10_000,
     )
 
@@ -124,16 +123,16 @@ def test_every_latent_kind_opens_and_slides(qtbot, workspace, tmp_path, key):
 def test_a_fast_drag_decodes_latest_wins_and_ends_on_the_last_value(qtbot, workspace, tmp_path):
     ws = workspace
     open_and_wait(qtbot, ws, make_run(tmp_path, "gan.dcgan"))
-    worker, slider = ws.worker, ws.slider_panel.sliders[1]
-    decodes, requests = worker.decode_count, worker.requested_count
+    jobs, slider = ws.jobs, ws.slider_panel.sliders[1]
+    decodes, requests = jobs.decode_count, jobs.requested_count
     for i in range(100):  # one event-loop turn's worth of drag events
         slider.setValue(-300 + 6 * i)
     settle(qtbot, ws)
-    assert worker.requested_count - requests == 100
-    ran = worker.decode_count - decodes
+    assert jobs.requested_count - requests == 100
+    ran = jobs.decode_count - decodes
     assert 1 <= ran <= 25, f"{ran} decodes for 100 slider events: a backlog"
     assert slider.value() == 294
-    expected = worker.context.space.decode(ws.current_z())  # the worker is idle now
+    expected = jobs.holder.space.decode(ws.current_z())  # the engine is idle now
     assert np.array_equal(ws.image, expected)
 
 
@@ -295,12 +294,12 @@ def test_a_diffusion_run_slides_and_encodes_by_ddim_inversion(qtbot, workspace, 
     before = ws.image.copy()
     qtbot.waitUntil(lambda: not np.array_equal(before, ws.image), timeout=10_000)
     settle(qtbot, ws)
-    assert ws.worker.context.space.steps == 4
+    assert ws.jobs.holder.space.steps == 4
     before, before_z = ws.image.copy(), ws.current_z()
     sp.sliders[0].setValue(300)
     settle(qtbot, ws)
     assert not np.array_equal(before, ws.image)
-    assert np.array_equal(ws.image, ws.worker.context.space.decode(ws.current_z()))
+    assert np.array_equal(ws.image, ws.jobs.holder.space.decode(ws.current_z()))
     ws.reset()
     settle(qtbot, ws)
     assert np.array_equal(before, ws.image) and np.array_equal(ws.current_z(), before_z)
@@ -332,12 +331,13 @@ def test_shutdown_leaves_no_running_thread(qtbot, workspace, tmp_path):
     ws = workspace
     open_and_wait(qtbot, ws, make_run(tmp_path, "vae.conv"))
     ws.slider_panel.sliders[0].setValue(100)
-    assert ws.worker.isRunning()
+    assert ws.jobs.is_busy() or ws.displayed_request == ws.last_request
     assert ws.shutdown(5_000)
-    assert not ws.worker.isRunning()
-    assert not [w for w in live_latent_workers() if w.isRunning()]
-    ws.slider_panel.sliders[0].setValue(-100)  # after shutdown: ignored, nothing restarts
-    assert not ws.worker.isRunning()
+    assert not ws.jobs.is_busy()  # forgotten: nothing of Explore's is heard any more
+    requests = ws.jobs.requested_count
+    ws.slider_panel.sliders[0].setValue(-100)  # after shutdown: ignored, nothing is submitted
+    assert ws.jobs.requested_count == requests and not ws.jobs.is_busy()
+
 
 
 @pytest.mark.timeout(900 if os.environ.get("STUDIO_SCREENSHOT_DIR") else 300)
@@ -394,7 +394,7 @@ def test_screenshot(qtbot, app_settings, tmp_path) -> None:
         # Make a "bright" slider: the four brightest samples of the grid against the four darkest.
         panel = ws.attribute_panel
         qtbot.waitUntil(lambda: panel._z is not None, timeout=10_000)
-        brightness = ws.worker.context.space.decode(panel._z).mean(axis=(1, 2, 3))
+        brightness = ws.jobs.holder.space.decode(panel._z).mean(axis=(1, 2, 3))
         order = np.argsort(brightness)
         for i in order[-4:]:
             panel.tiles[i].set_mark(1)

@@ -113,24 +113,24 @@ def test_explore_tools_use_the_live_weights_while_paused(qtbot, app_settings, tm
         )
 
         # Samples for a home-made slider and the principal directions (Reload finds them anew).
-        count = ws.live_tasks.count
+        count = ws.jobs.live_count
         ws.new_attribute_samples()
-        qtbot.waitUntil(lambda: ws.live_tasks.count == count + 1, timeout=30_000)
+        qtbot.waitUntil(lambda: ws.jobs.live_count == count + 1, timeout=30_000)
         ws.reload()
         qtbot.waitUntil(lambda: ws.directions_ready() and ws.loaded is not None, timeout=30_000)
         assert f"Live weights: training step {step}" in ws.slider_panel.method_label.text()
-        assert ws.live_tasks.count >= count + 2
+        assert ws.jobs.live_count >= count + 2
         assert training.handle.token.paused and training.outcome is None  # still paused
 
         training.resume()
         training.wait_steps(3)  # training goes on afterwards
         training.stop()
-        # Training over: the worker loads what it saved, and says so.
+        # Training over: Explore loads what it saved, and says so.
         final = training.step
         qtbot.waitUntil(lambda: ws.weights == (False, final), timeout=30_000)
         assert ws.weights_label.text() == f"Saved weights: checkpoint of step {final}"
         qtbot.waitUntil(
-            lambda: not ws.worker.is_busy() and ws.displayed_request == ws.last_request,
+            lambda: not ws.jobs.is_busy() and ws.displayed_request == ws.last_request,
             timeout=30_000,
         )
         newest = open_latent_space(run).decode(ws.current_z())  # the final saved weights

@@ -168,19 +168,19 @@ def test_explore_decodes_a_training_run_with_its_live_weights(qtbot, app_setting
     try:
         ws.open_run(run)
         qtbot.waitUntil(lambda: ws.directions_ready() and ws.image is not None, timeout=30_000)
-        qtbot.waitUntil(lambda: not ws.worker.is_busy(), timeout=10_000)
-        worker_decodes = ws.worker.decode_count
+        qtbot.waitUntil(lambda: not ws.jobs.is_busy(), timeout=10_000)
+        saved_decodes = ws.jobs.decode_count
 
         train = runner.submit("Resume", engine_jobs.train_resume(run, 100_000, "cpu"))
         qtbot.waitUntil(lambda: live.is_live(run), timeout=30_000)
         for value in (100, 150, 200):  # a quick drag: latest wins
             ws.slider_panel.sliders[0].setValue(value)
         qtbot.waitUntil(
-            lambda: ws.displayed_request == ws.last_request and not ws.live_decoder.is_busy(),
+            lambda: ws.displayed_request == ws.last_request and not ws.jobs.is_busy(),
             timeout=30_000,
         )
-        assert 1 <= ws.live_decoder.decode_count <= 3
-        assert ws.worker.decode_count == worker_decodes  # the worker's copy was not used
+        assert 1 <= ws.jobs.live_decode_count <= 3
+        assert ws.jobs.decode_count == saved_decodes  # the saved copy was not used
         assert ws.image is not None and ws.image.shape == (16, 16, 3)
         assert runner.engine.running_job() is train  # training went on
         with qtbot.waitSignal(runner.job_finished, timeout=60_000):

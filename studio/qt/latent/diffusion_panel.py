@@ -3,22 +3,20 @@
 A diffusion run's latent is DDIM's starting noise (see :mod:`studio.engine.latent_diffusion`).
 Each decode is a whole DDIM run, so the box offers the step count (fewer: faster sliders; more:
 closer to the 50-step samples of the Sample workspace) and the inversion's refinements, and
-says why the sliders are what they are. :class:`DiffusionMixin` is the workspace's side.
+says why the sliders are what they are; :func:`set_diffusion` applies a change to the loaded
+space (a job on the engine thread).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import Any
+from collections.abc import Generator
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QLabel, QSpinBox, QVBoxLayout, QWidget
 
 from studio.core.jobs import CancelToken, Progress
 from studio.qt.latent import tasks
-from studio.qt.latent.encode_panel import EncodePanel
-from studio.qt.latent.sliders import SliderPanel
-from studio.qt.latent.worker import TaskFactory, WorkerContext
+from studio.qt.latent.engine_side import SpaceHolder, TaskFactory
 
 EXPLAIN = (
     "The latent is the noise a deterministic DDIM run starts from; every picture is a whole "
@@ -81,39 +79,10 @@ def set_diffusion(steps: int, refine: int) -> TaskFactory:
     """Change the loaded diffusion space's DDIM steps and refinements; returns its encoder
     description."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, str]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, str]:
         yield Progress("settings")
         space = tasks._space(context)
         space.steps, space.refine = steps, refine
         return str(space.encoder)
 
     return factory
-
-
-class DiffusionMixin:
-    """The workspace's handling of diffusion runs (a mixin of LatentWorkspace)."""
-
-    loaded: tasks.Loaded | None
-    slider_panel: SliderPanel
-    encode_panel: EncodePanel
-    diffusion_settings: DiffusionSettings
-    _submit: Callable[..., Any]
-    _request_decode: Callable[[], None]
-
-    def _show_diffusion(self, result: tasks.Loaded) -> None:
-        """Show the DDIM box for a diffusion run; raw dimensions only for the others."""
-        diffusion = result.ode  # decodes are ODE runs (DDIM): steps and refinements to set
-        self.diffusion_settings.setVisible(diffusion)
-        self.slider_panel.raw_toggle.setVisible(not diffusion)
-        if diffusion:
-            self.diffusion_settings.show_values(result.steps, result.refine)
-
-    def _on_diffusion_settings(self, steps: int, refine: int) -> None:
-        if self.loaded is None or not self.loaded.ode:
-            return
-
-        def done(encoder: Any) -> None:
-            self.encode_panel.set_method(True, str(encoder))
-            self._request_decode()  # the same noise, decoded with the new steps
-
-        self._submit("DDIM settings", set_diffusion(steps, refine), done)

@@ -1,14 +1,15 @@
-"""Tasks the explorer runs on its worker (see :mod:`studio.qt.latent.worker`).
+"""Tasks the explorer runs as engine jobs (see :mod:`studio.qt.latent.explore_jobs`).
 
-Each function returns a factory ``f(context, token) -> job generator``. The body runs on the
-worker thread, so the engine (and torch) is imported there, and the loaded
-:class:`~studio.engine.latent.LatentSpace` lives in ``context.space``. Results are plain values
-and numpy arrays; nothing here touches a widget.
+Each function returns a factory ``f(context, token) -> job generator``, ``context`` being the
+:class:`~studio.qt.latent.engine_side.SpaceHolder` whose ``space`` is the loaded
+:class:`~studio.engine.latent.LatentSpace`. The body runs on the engine thread, so the engine
+(and torch) is imported there. Results are plain values and numpy arrays; nothing here touches
+a widget.
 
-Factories marked :func:`~studio.qt.latent.live_tasks.uses_model` run the model; while the run
-trains in this window the workspace runs them on the engine thread instead, between training
-steps, with a context whose space is over the run's current weights
-(:mod:`studio.qt.latent.live_tasks`). Their bodies use ``context.space`` only.
+Factories marked :func:`~studio.qt.latent.engine_side.uses_model` run the model; while the run
+trains in this window the workspace runs them between training steps with a holder whose
+space is over the run's current weights (:func:`~studio.qt.latent.engine_side.live_task_job`).
+Their bodies use ``context.space`` only.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ import numpy as np
 
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress
-from studio.qt.latent.live_tasks import uses_model
-from studio.qt.latent.worker import TaskFactory, WorkerContext
+from studio.qt.latent.engine_side import SpaceHolder, TaskFactory, uses_model
 
 RAW_SHOWN = 32  # raw dimensions offered as sliders (a flow has thousands)
 
@@ -53,7 +53,7 @@ class Loaded:
     step: int | None = None  # the training step of the loaded (saved) weights
 
 
-def _space(context: WorkerContext) -> Any:
+def _space(context: SpaceHolder) -> Any:
     if context.space is None:
         raise StudioError("Open a run to explore first.")
     return context.space
@@ -64,7 +64,7 @@ def load_run(path: str | Path, device: str, seed: int) -> TaskFactory:
     sample. The principal directions come after (:func:`find_directions`): the picture can
     show while they are found."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Loaded]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Loaded]:
         from studio.engine.device import resolve_device
         from studio.engine.latent import describe_run, open_latent_space
         from studio.engine.latent_directions import raw_directions
@@ -108,10 +108,10 @@ def load_run(path: str | Path, device: str, seed: int) -> TaskFactory:
 
 
 def refresh_weights(path: str | Path, device: str) -> TaskFactory:
-    """Load the run's newest saved weights into the worker (after its training ended), keeping
+    """Load the run's newest saved weights into the holder (after its training ended), keeping
     the class and DDIM settings; returns their training step (or None)."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Any]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
         from studio.engine.device import resolve_device
         from studio.engine.latent import open_latent_space
         from studio.engine.peek import saved_step
@@ -141,7 +141,7 @@ def _describe_device(device: Any) -> str:
 def find_directions(n_samples: int | None, k: int, seed: int) -> TaskFactory:
     """The loaded space's principal directions (a Directions)."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Any]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
         from studio.engine.latent_directions import directions_job
 
         return (yield from directions_job(_space(context), n_samples, k, seed))
@@ -150,7 +150,7 @@ def find_directions(n_samples: int | None, k: int, seed: int) -> TaskFactory:
 
 
 def set_label(label: int) -> TaskFactory:
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, int]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, int]:
         yield Progress("label")
         _space(context).label = label
         return label
@@ -161,7 +161,7 @@ def set_label(label: int) -> TaskFactory:
 def prior_sample(seed: int) -> TaskFactory:
     """One latent from the prior."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Any]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
         yield Progress("sample")
         return _space(context).prior_sample(1, seed)[0]
 
@@ -171,7 +171,7 @@ def prior_sample(seed: int) -> TaskFactory:
 def sample_grid(n: int, seed: int) -> TaskFactory:
     """``n`` prior latents and their images: ``(z N x dim, images N x H x W x 3)``."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Any]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
         yield Progress("sample", message="Drawing samples")
         space = _space(context)
         z = space.prior_sample(n, seed)
@@ -183,7 +183,7 @@ def sample_grid(n: int, seed: int) -> TaskFactory:
 def interpolation_strip(z0: np.ndarray, z1: np.ndarray, n: int, mode: str) -> TaskFactory:
     """The frames between two latents: ``(z N x dim, frames N x H x W x 3)``."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Any]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
         from studio.engine.latent import interpolate
 
         yield Progress("interpolate", message="Decoding the frames")
@@ -196,7 +196,7 @@ def interpolation_strip(z0: np.ndarray, z1: np.ndarray, n: int, mode: str) -> Ta
 def combine(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> TaskFactory:
     """Latent arithmetic ``a - b + c``: ``(z, image)``."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Any]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
         from studio.engine.latent import arithmetic
 
         yield Progress("arithmetic")
@@ -222,7 +222,7 @@ def encode_image(source: str | Path | np.ndarray, name: str, steps: int, seed: i
     """Encode (VAE, VQ-VAE), invert (flow, diffusion) or project (GAN) an image file or
     array."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Encoded]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Encoded]:
         from studio.engine.images import ImageRejected, open_image
         from studio.engine.latent import image_error
         from studio.engine.latent_project import project_job
@@ -270,7 +270,7 @@ def fit_slider(
     """Fit an attribute direction from marked latents and save it with the run:
     ``(fit, all named sliders)``."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Any]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
         from studio.engine.latent_directions import fit_attribute_direction
         from studio.engine.latent_io import NamedSlider, add_slider
 
@@ -283,7 +283,7 @@ def fit_slider(
 
 
 def remove_slider(run_dir: Path, name: str, family: str) -> TaskFactory:
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Any]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
         from studio.engine.latent_io import remove_slider as remove
 
         yield Progress("sliders")
@@ -295,7 +295,7 @@ def remove_slider(run_dir: Path, name: str, family: str) -> TaskFactory:
 def export_frames(frames: np.ndarray, path: Path) -> TaskFactory:
     """Save frames as a PNG strip or a GIF/WebP animation, by the path's suffix."""
 
-    def factory(context: WorkerContext, token: CancelToken) -> Generator[Progress, None, Path]:
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Path]:
         from studio.engine.latent_io import export_animation, export_strip_png
 
         yield Progress("export", message=f"Saving {path.name}")

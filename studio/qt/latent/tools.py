@@ -1,19 +1,21 @@
 """The actions of the explorer's tool tabs: interpolate, combine, encode, make a slider.
 
-A mixin of :class:`~studio.qt.latent.workspace.LatentWorkspace`, kept apart so each file
-stays readable. It turns the tabs' requests into worker tasks and their results into views;
-it relies on the workspace's panels, tray, ``loaded`` run, ``_submit`` and ``_set_origin``.
+:class:`ExploreTools` is the workspace's helper for its tabs, kept apart so each file stays
+readable. It turns the tabs' requests into Explore jobs and their results into views; it is
+given the widgets it drives (:class:`ToolViews`) and the workspace's few operations it needs
+(submit a job, the open run, set the edited latent's origin, replace the named sliders).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QFileDialog, QLabel, QTabWidget
+from PySide6.QtWidgets import QFileDialog, QLabel, QTabWidget, QWidget
 
 from studio.core.jobs import Progress
 from studio.qt.latent import tasks
@@ -28,11 +30,10 @@ GRID_TILES = 16
 ENCODE_TAB = 2
 
 
-class LatentToolsMixin:
-    """Interpolation, arithmetic, encoding and slider making (see the module notes)."""
+@dataclass(frozen=True)
+class ToolViews:
+    """The widgets the tools read and fill."""
 
-    # Provided by the workspace.
-    loaded: tasks.Loaded | None
     tray: ItemTray
     tabs: QTabWidget
     caption: QLabel
@@ -41,15 +42,32 @@ class LatentToolsMixin:
     arithmetic_panel: ArithmeticPanel
     encode_panel: EncodePanel
     attribute_panel: AttributePanel
-    _encode_task: Any  # a worker TaskHandle or an engine JobHandle
-    _grid_seed: int
-    _submit: Callable[..., Any]
-    _set_origin: Callable[[np.ndarray, str], None]
-    _set_named: Callable[..., None]
+
+
+class ExploreTools:
+    """Interpolation, arithmetic, encoding and slider making (see the module notes).
+
+    ``submit(name, factory, done, progress=None, on_end=None)`` runs a task (returns its
+    handle); ``loaded()`` is the open run (None: none)."""
+
+    def __init__(
+        self,
+        parent: QWidget,
+        views: ToolViews,
+        submit: Callable[..., Any],
+        loaded: Callable[[], tasks.Loaded | None],
+        set_origin: Callable[[np.ndarray, str], None],
+        set_named: Callable[..., None],
+    ) -> None:
+        self._parent, self._views = parent, views
+        self._submit, self._loaded = submit, loaded
+        self._set_origin, self._set_named = set_origin, set_named
+        self._encode_task: Any = None  # the running encode's JobHandle
+        self._grid_seed = 10_000
 
     # -- interpolation and arithmetic -----------------------------------------------------------
     def make_strip(self) -> None:
-        panel = self.interpolate_panel
+        panel = self._views.interpolate_panel
         a, b = panel.pick_a.selected(), panel.pick_b.selected()
         if a is None or b is None:
             return
@@ -60,24 +78,24 @@ class LatentToolsMixin:
 
     def export_strip(self, path: str | Path) -> None:
         """Save the strip on show: ``.png`` a strip, ``.gif``/``.webp`` an animation."""
-        frames = self.interpolate_panel.frames
+        frames = self._views.interpolate_panel.frames
         if frames is not None:
             self._submit(
                 "Export",
                 tasks.export_frames(frames, Path(path)),
-                lambda p: self.caption.setText(f"Saved {p}"),
+                lambda p: self._views.caption.setText(f"Saved {p}"),
             )
 
-    def _on_export_requested(self, kind: str) -> None:
+    def ask_export(self, kind: str) -> None:
         filters = "PNG strip (*.png)" if kind == "png" else "GIF (*.gif);;WebP (*.webp)"
-        path, chosen = QFileDialog.getSaveFileName(self, "Save the interpolation", "", filters)
+        path, chosen = QFileDialog.getSaveFileName(self._parent, "Save the interpolation", "", filters)
         if path:
             if not Path(path).suffix:
                 path += ".png" if kind == "png" else (".webp" if "WebP" in chosen else ".gif")
             self.export_strip(path)
 
     def compute_arithmetic(self) -> None:
-        panel = self.arithmetic_panel
+        panel = self._views.arithmetic_panel
         a, b, c = panel.pick_a.selected(), panel.pick_b.selected(), panel.pick_c.selected()
         if a is None or b is None or c is None:
             return
@@ -86,15 +104,15 @@ class LatentToolsMixin:
         def done(result: tuple[np.ndarray, np.ndarray]) -> None:
             z, image = result
             panel.result_view.set_image(image)
-            self.tray.add(LatentItem(name, z, image))
+            self._views.tray.add(LatentItem(name, z, image))
             self._set_origin(z, name)
 
         self._submit("Arithmetic", tasks.combine(a.z, b.z, c.z), done)
 
     # -- encoding your own image ---------------------------------------------------------------
-    def _on_open_image(self) -> None:
+    def ask_image(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self,
+            self._parent,
             "Encode an image",
             "",
             "Images (*.png *.jpg *.jpeg *.webp *.bmp *.gif *.tif *.tiff)",
@@ -104,14 +122,15 @@ class LatentToolsMixin:
 
     def encode_file(self, source: str | Path | np.ndarray, name: str = "") -> None:
         """Encode, invert or project an image file (or H x W x 3 array) into the latent."""
-        if self.loaded is None:
+        loaded = self._loaded()
+        if loaded is None:
             return
         self.cancel_encode()
         name = name or (Path(source).name if not isinstance(source, np.ndarray) else "image")
-        panel = self.encode_panel
+        panel = self._views.encode_panel
         steps = panel.steps_spin.value()
-        panel.set_busy(True, None if self.loaded.can_encode else steps)
-        self.tabs.setCurrentIndex(ENCODE_TAB)
+        panel.set_busy(True, None if loaded.can_encode else steps)
+        self._views.tabs.setCurrentIndex(ENCODE_TAB)
 
         def progress(p: Progress) -> None:
             panel.set_progress(p.step, p.total, p.metrics.get("mse"))
@@ -120,21 +139,27 @@ class LatentToolsMixin:
 
         def done(result: tasks.Encoded) -> None:
             panel.show_result(result.target, result.reconstruction, result.error, result.method)
-            self.tray.add(LatentItem(f"Encoded {result.name}", result.z, result.reconstruction))
+            self._views.tray.add(LatentItem(f"Encoded {result.name}", result.z, result.reconstruction))
             self._set_origin(result.z, f"Encoded {result.name}")
 
-        factory = tasks.encode_image(source, name, steps, self.slider_panel.seed_spin.value())
-        self._encode_task = self._submit(f"Encode {name}", factory, done, progress)
+        factory = tasks.encode_image(source, name, steps, self._views.slider_panel.seed_spin.value())
+        def end(_outcome: Any) -> None:
+            if self._encode_task is handle:
+                self._encode_task = None
+                panel.set_busy(False)
+
+        handle = self._submit(f"Encode {name}", factory, done, progress, end)
+        self._encode_task = handle
 
     def cancel_encode(self) -> None:
         if self._encode_task is not None:
             self._encode_task.token.cancel()
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
-        if self.loaded is not None and self._dropped_image(event) is not None:
+    def drag_enter(self, event: QDragEnterEvent) -> None:
+        if self._loaded() is not None and self._dropped_image(event) is not None:
             event.acceptProposedAction()
 
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
+    def drop(self, event: QDropEvent) -> None:
         path = self._dropped_image(event)
         if path is not None:
             event.acceptProposedAction()
@@ -154,16 +179,16 @@ class LatentToolsMixin:
         self._submit(
             "Samples",
             tasks.sample_grid(GRID_TILES, self._grid_seed),
-            lambda r: self.attribute_panel.set_samples(*r),
+            lambda r: self._views.attribute_panel.set_samples(*r),
         )
 
     def fit_slider(self) -> None:
-        panel, loaded = self.attribute_panel, self.loaded
+        panel, loaded = self._views.attribute_panel, self._loaded()
         name = panel.slider_name()
         if loaded is None or not name:
             return
         pos, neg = panel.positives(), panel.negatives()
-        label = self.slider_panel.class_combo.currentIndex() if loaded.num_classes else None
+        label = self._views.slider_panel.class_combo.currentIndex() if loaded.num_classes else None
 
         def done(result: tuple[Any, tuple[Any, ...]]) -> None:
             fit, sliders = result
@@ -177,7 +202,8 @@ class LatentToolsMixin:
         factory = tasks.fit_slider(loaded.path, name, pos, neg, loaded.family, label)
         self._submit(f"Fit {name}", factory, done)
 
-    def _on_remove_slider(self, name: str) -> None:
-        if self.loaded is not None:
-            factory = tasks.remove_slider(self.loaded.path, name, self.loaded.family)
+    def remove_slider(self, name: str) -> None:
+        loaded = self._loaded()
+        if loaded is not None:
+            factory = tasks.remove_slider(loaded.path, name, loaded.family)
             self._submit("Delete slider", factory, self._set_named)

@@ -2,27 +2,28 @@
 arithmetic and home-made sliders.
 
 The latent being edited is ``base + Σ value_i · std_i · direction_i`` (plus the named sliders),
-computed here in numpy on every slider change and handed to the workspace's own
-:class:`~studio.qt.latent.worker.LatentWorker`, which decodes latest-wins on a model loaded for
-this workspace alone (the shared engine thread may be busy training for hours).
+kept in a plain :class:`~studio.qt.latent.edit_state.EditState` the sliders show, computed in
+numpy on every slider change and decoded on the window's engine thread: every decode and task is
+a job there (:mod:`~studio.qt.latent.explore_jobs`), decodes on a latest-wins lane that runs
+between training steps when a run trains, on a model loaded for this workspace alone and held
+on the engine side (:class:`~studio.qt.latent.engine_side.SpaceHolder`).
 
-While the open run trains in this window, everything that runs its model goes to the engine
-thread instead, between training steps, on its current weights: slider decodes
-(:mod:`~studio.qt.latent.live_decode`) and the tasks marked ``uses_model`` (directions, samples,
-strips, arithmetic, encoding; :mod:`~studio.qt.latent.live_tasks`). The weights line under the
-picture says which weights the newest result used; when the training ends the worker loads the
-run's newest saved weights.
+While the open run trains in this window, everything that runs its model uses its current
+weights instead: slider decodes and the tasks marked ``uses_model`` (directions, samples,
+strips, arithmetic, encoding). The weights line under the picture says which weights the
+newest result used; when the training ends the holder loads the run's newest saved weights.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QCoreApplication, Qt
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -35,34 +36,34 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.core.jobs import Outcome, Progress, Status
+from studio.core.jobs import Outcome, Progress
 from studio.core.paths import runs_dir
 from studio.engine.live import is_live
 from studio.qt.engine_thread import JobRunner
 from studio.qt.latent import tasks
 from studio.qt.latent.attribute_panel import AttributePanel
-from studio.qt.latent.diffusion_panel import DiffusionMixin, DiffusionSettings
+from studio.qt.latent.diffusion_panel import DiffusionSettings, set_diffusion
+from studio.qt.latent.edit_state import EditState
 from studio.qt.latent.encode_panel import EncodePanel
+from studio.qt.latent.engine_side import DecodeResult, LiveArgs, needs_model
+from studio.qt.latent.explore_jobs import ExploreJobs
 from studio.qt.latent.header import RunHeader
 from studio.qt.latent.items import ItemTray, LatentItem
-from studio.qt.latent.live_decode import LiveDecoder
-from studio.qt.latent.live_tasks import LiveTasks, needs_model
-from studio.qt.latent.live_weights import LiveWeightsMixin
+from studio.qt.latent.live_weights import TrainingEnds, WeightsLine, live_args
 from studio.qt.latent.panels import ArithmeticPanel, InterpolatePanel
 from studio.qt.latent.sliders import SliderPanel
-from studio.qt.latent.tools import GRID_TILES, LatentToolsMixin
-from studio.qt.latent.worker import DecodeResult, LatentWorker
+from studio.qt.latent.tools import GRID_TILES, ExploreTools, ToolViews
 from studio.qt.settings import AppSettings
 from studio.qt.widgets import Banner, ImageView
 
 Done = Callable[[Any], None]
 
 
-class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidget):
+class LatentWorkspace(QWidget):
     """Explore a run's latent space. Call :meth:`shutdown` before the window closes.
 
     The tool tabs' actions (interpolate, arithmetic, encode, make a slider) live in
-    :class:`~studio.qt.latent.tools.LatentToolsMixin`.
+    :class:`~studio.qt.latent.tools.ExploreTools` (``self.tools``).
     """
 
     INTERPOLATE, ARITHMETIC, ENCODE, MAKE_SLIDER = range(4)
@@ -76,39 +77,28 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
         # how many directions; tests and the benchmark lower them.
         self.pca_samples: int | None = None
         self.pca_k = 10
-        self.worker = LatentWorker(self)
-        self.live_decoder = LiveDecoder(runner, self)  # decodes while the run trains here
-        self.live_tasks = LiveTasks(runner, self)  # model tasks while the run trains here
+        self.jobs = ExploreJobs(runner, self)  # every decode and task: engine-thread jobs
         self.loaded: tasks.Loaded | None = None
-        self._base = self._origin = np.zeros(0, np.float32)
-        self._origin_name = ""
-        self._dirs: Any = None  # the Directions on the sliders (PCA or raw)
+        self.edit = EditState()  # the latent being edited; the sliders show it
         self._pca: Any = None  # the principal directions, once found
-        self._named: tuple[Any, ...] = ()
-        self._named_vecs = np.zeros((0, 0), np.float32)
-        self._named_std = np.zeros(0, np.float32)
-        # Keyed by handle (a worker TaskHandle or an engine JobHandle: their ids may clash).
-        self._callbacks: dict[object, tuple[Done, Callable[[Progress], None] | None]] = {}
-        self._saved_tasks: set[object] = set()  # model tasks the worker's saved copy runs
-        self._encode_task: Any = None  # TaskHandle or JobHandle
-        self.weights: tuple[bool, int | None] | None = None  # (live, step) of the newest result
-        self._saw_live = False  # a result came from the live weights since the run opened
         self._pca_weights = ""
-        self._grid_seed = 10_000
         self._rng = np.random.default_rng()
         self.last_request = self.displayed_request = 0
         self.image: np.ndarray | None = None  # the image on show
-        self.last_decode_ms = 0.0  # how long the worker took to decode it
+        self.last_decode_ms = 0.0  # how long the engine took to decode it
         self._build()
-        queued = Qt.ConnectionType.QueuedConnection
-        self.worker.decoded.connect(self._on_decoded, queued)
-        self.live_decoder.decoded.connect(self._on_decoded)
-        self.worker.task_progress.connect(self._on_task_progress, queued)
-        self.worker.task_done.connect(self._on_task_done, queued)
-        self.live_tasks.task_progress.connect(self._on_task_progress)
-        self.live_tasks.task_done.connect(self._on_task_done)
-        self.live_tasks.weights_used.connect(self._note_weights)
-        runner.job_finished.connect(self._on_engine_job_finished)
+        self.weights_line = WeightsLine(self.weights_label)
+        self.tools = ExploreTools(
+            self,
+            ToolViews(
+                self.tray, self.tabs, self.caption, self.slider_panel, self.interpolate_panel,
+                self.arithmetic_panel, self.encode_panel, self.attribute_panel,
+            ),
+            self._submit, lambda: self.loaded, self._set_origin, self._set_named,
+        )  # fmt: skip
+        self._connect_tools()
+        self.training_ends = TrainingEnds(runner, self)
+        self.training_ends.ended.connect(self._on_training_ended)
         app = QCoreApplication.instance()
         if app is not None:  # a safety net; the window should call shutdown() itself
             app.aboutToQuit.connect(self.shutdown)
@@ -125,9 +115,8 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
 
         self.slider_panel = SliderPanel()
         sp = self.slider_panel
-        sp.rows.values_changed.connect(self._request_decode)
-        sp.named_rows.values_changed.connect(self._request_decode)
-        sp.named_rows.remove_requested.connect(self._on_remove_slider)
+        sp.rows.values_changed.connect(self._on_sliders_moved)
+        sp.named_rows.values_changed.connect(self._on_sliders_moved)
         sp.reset_button.clicked.connect(self.reset)
         sp.randomise_button.clicked.connect(self.randomise)
         sp.seed_spin.valueChanged.connect(self._on_seed_changed)
@@ -168,16 +157,9 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
         self._tray_run: tuple[Path, int] | None = None  # whose latents the tray holds
         self.tray.item_activated.connect(self.edit_item)
         self.interpolate_panel = InterpolatePanel(self.tray)
-        self.interpolate_panel.make_requested.connect(self.make_strip)
-        self.interpolate_panel.export_requested.connect(self._on_export_requested)
         self.arithmetic_panel = ArithmeticPanel(self.tray)
-        self.arithmetic_panel.compute_requested.connect(self.compute_arithmetic)
         self.encode_panel = EncodePanel()
-        self.encode_panel.open_requested.connect(self._on_open_image)
-        self.encode_panel.cancel_requested.connect(self.cancel_encode)
         self.attribute_panel = AttributePanel(GRID_TILES)
-        self.attribute_panel.samples_requested.connect(self.new_attribute_samples)
-        self.attribute_panel.fit_requested.connect(self.fit_slider)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.interpolate_panel, "Interpolate")
         self.tabs.addTab(self.arithmetic_panel, "A − B + C")
@@ -207,6 +189,33 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
             widget.setEnabled(on)
         self.header.reload_button.setEnabled(self.loaded is not None)
 
+    def _connect_tools(self) -> None:
+        tools, sp = self.tools, self.slider_panel
+        sp.named_rows.remove_requested.connect(tools.remove_slider)
+        self.interpolate_panel.make_requested.connect(tools.make_strip)
+        self.interpolate_panel.export_requested.connect(tools.ask_export)
+        self.arithmetic_panel.compute_requested.connect(tools.compute_arithmetic)
+        self.encode_panel.open_requested.connect(tools.ask_image)
+        self.encode_panel.cancel_requested.connect(tools.cancel_encode)
+        self.attribute_panel.samples_requested.connect(tools.new_attribute_samples)
+        self.attribute_panel.fit_requested.connect(tools.fit_slider)
+
+    # The tools' actions, for scripts and tests.
+    def make_strip(self) -> None:
+        self.tools.make_strip()
+
+    def export_strip(self, path: str | Path) -> None:
+        self.tools.export_strip(path)
+
+    def encode_file(self, source: str | Path | np.ndarray, name: str = "") -> None:
+        self.tools.encode_file(source, name)
+
+    def new_attribute_samples(self) -> None:
+        self.tools.new_attribute_samples()
+
+    def fit_slider(self) -> None:
+        self.tools.fit_slider()
+
     # -- tasks -----------------------------------------------------------------------------
     def _submit(
         self,
@@ -214,41 +223,39 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
         factory: Any,
         done: Done,
         progress: Callable[[Progress], None] | None = None,
+        on_end: Callable[[Outcome[Any]], None] | None = None,
     ) -> Any:
-        """Run a task on the worker, or, when it runs the model and the run is training here,
-        on the engine thread between steps with the current weights. Returns its handle."""
-        handle: Any
-        if needs_model(factory) and self.loaded is not None and is_live(self.loaded.path):
-            label, options = self._live_settings()
-            device = self._settings.device_preference()
-            handle = self.live_tasks.submit(name, self.loaded.path, factory, label, options, device)
-        else:
-            handle = self.worker.submit(name, factory)
-            if needs_model(factory):
-                self._saved_tasks.add(handle)
-        self._callbacks[handle] = (done, progress)
-        return handle
+        """Run a task as an engine job; when it runs the model and the run is training here,
+        on its current weights, between steps. Returns its handle (None: shut down)."""
+        live, on_done = self._live(), done
+        if live is None and needs_model(factory):
 
-    def _on_task_progress(self, handle: Any, report: Progress) -> None:
-        callbacks = self._callbacks.get(handle)
-        if callbacks is not None and callbacks[1] is not None:
-            callbacks[1](report)
+            def on_done(result: Any) -> None:  # the holder's saved copy made it
+                if self.loaded is not None:
+                    self.weights_line.note(False, self.loaded.step)
+                done(result)
 
-    def _on_task_done(self, handle: Any, outcome: Outcome[Any]) -> None:
-        done, _ = self._callbacks.pop(handle, (None, None))
-        if handle in self._saved_tasks:
-            self._saved_tasks.discard(handle)
-            if outcome.ok and self.loaded is not None:
-                self._note_weights(False, self.loaded.step)
-        if handle is self._encode_task:
-            self._encode_task = None
-            self.encode_panel.set_busy(False)
-        if outcome.status is Status.FAILED:
-            self.banner.show_message(f"{handle.name}: {outcome.error}", "error")
+        def failed(message: str) -> None:
+            self.banner.show_message(f"{name}: {message}", "error")
             if self.loaded is None:  # the run did not open
                 self.header.show_run("No run open", "Open a GAN, VAE, flow or diffusion run.")
-        elif outcome.ok and done is not None:
-            done(outcome.result)
+
+        return self.jobs.submit(
+            name, factory, on_done, failed, on_progress=progress, on_end=on_end,
+            live=live if needs_model(factory) else None, on_weights=self.weights_line.note,
+        )  # fmt: skip
+
+    def _live(self) -> LiveArgs | None:
+        """What a job on the live weights needs, when the open run trains here now."""
+        if self.loaded is None or not is_live(self.loaded.path):
+            return None
+        device = self._settings.device_preference()
+        return live_args(self.loaded, self.slider_panel, self.diffusion_settings, device)
+
+    @property
+    def weights(self) -> tuple[bool, int | None] | None:
+        """(live, step) of the weights the newest result used."""
+        return self.weights_line.weights
 
     # -- runs ------------------------------------------------------------------------------
     def choose_run(self) -> None:
@@ -258,13 +265,12 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
             self.open_run(folder)
 
     def open_run(self, path: str | Path) -> None:
-        """Load a run for exploring (on the workspace's worker); a run that cannot be explored
+        """Load a run for exploring (a job on the engine thread); a run that cannot be explored
         is shown with the reason."""
-        self.worker.cancel_all()
-        self.live_tasks.cancel_all()
-        self.loaded, self._dirs, self._pca = None, None, None
-        self.weights, self._saw_live = None, False
-        self.weights_label.clear()
+        self.jobs.cancel_all()
+        self.loaded, self._pca = None, None
+        self.edit.set_directions(None)
+        self.weights_line.clear()
         self.banner.clear()
         self._set_enabled(False)
         self.header.show_run(f"Opening {Path(path).name}…", "")
@@ -304,7 +310,11 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
         )
         sp = self.slider_panel
         sp.set_classes(result.num_classes)
-        self._show_diffusion(result)
+        diffusion = result.ode  # decodes are ODE runs (DDIM): steps and refinements to set
+        self.diffusion_settings.setVisible(diffusion)
+        sp.raw_toggle.setVisible(not diffusion)
+        if diffusion:
+            self.diffusion_settings.show_values(result.steps, result.refine)
         sp.raw_toggle.blockSignals(True)
         sp.raw_toggle.setChecked(False)
         sp.raw_toggle.blockSignals(False)
@@ -326,7 +336,7 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
             if result.discrete:  # its prior is the codebook: draw from the live one
                 self._on_seed_changed(result.seed)
         else:
-            self._note_weights(False, result.step)
+            self.weights_line.note(False, result.step)
         self._submit(
             "Find directions",
             tasks.find_directions(self.pca_samples, self.pca_k, result.seed),
@@ -349,8 +359,7 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
 
     def _show_directions(self, dirs: Any) -> None:
         """Put ``dirs`` on the sliders, at 0; the current edit is kept in the base latent."""
-        self._base = self._base + self._direction_offset()
-        self._dirs = dirs
+        self.edit.set_directions(dirs)
         if dirs is None:
             self.slider_panel.set_directions([], "Finding the principal directions…")
             return
@@ -364,12 +373,8 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
         self.slider_panel.set_directions(dirs.names, found, tips)
 
     def _set_named(self, sliders: tuple[Any, ...], keep_edit: bool = True) -> None:
-        if keep_edit and self.loaded is not None:
-            self._base = self._base + self._named_offset()  # the picture stays; sliders at 0
-        self._named = tuple(sliders)
         dim = self.loaded.dim if self.loaded else 0
-        self._named_vecs = np.array([s.direction for s in sliders], np.float32).reshape(-1, dim)
-        self._named_std = np.array([s.std for s in sliders], np.float32)
+        self.edit.set_named(sliders, dim, keep_edit and self.loaded is not None)
         tips = [
             f"Fitted on marked samples; training accuracy {s.accuracy:.0%}" if s.accuracy else ""
             for s in sliders
@@ -380,35 +385,27 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
     def current_z(self) -> np.ndarray:
         """The latent the sliders describe now."""
         if self.loaded is None:
-            return self._base.copy()
-        return (self._base + self._direction_offset() + self._named_offset()).astype(np.float32)
-
-    def _direction_offset(self) -> np.ndarray | float:
-        rows = self.slider_panel.rows
-        if self._dirs is None or not rows.sliders:
-            return 0.0
-        return self._dirs.offset(rows.values())
-
-    def _named_offset(self) -> np.ndarray | float:
-        if not len(self._named):
-            return 0.0
-        values = self.slider_panel.named_rows.values()
-        return (values * self._named_std) @ self._named_vecs
+            return self.edit.base.copy()
+        return self.edit.current_z()
 
     def named_slider_names(self) -> list[str]:
-        return [s.name for s in self._named]
+        return self.edit.named_names()
+
+    def _on_sliders_moved(self) -> None:
+        sp = self.slider_panel
+        self.edit.set_values(sp.rows.values(), sp.named_rows.values())
+        self._request_decode()
 
     def _request_decode(self) -> None:
-        if self.loaded is None:
+        if self.loaded is None or self.jobs.closed:
             return
-        if is_live(self.loaded.path):  # training right now: its current weights, between steps
-            label, options = self._live_settings()
-            self.last_request = self.live_decoder.request(
-                self.worker.next_request_id(), self.loaded.path, self.current_z(), label,
-                self._settings.device_preference(), options,
-            )  # fmt: skip
-        else:
-            self.last_request = self.worker.request_decode(self.current_z())
+        # Training right now: its current weights, between steps; else the holder's copy.
+        self.last_request = self.jobs.decode(
+            self.current_z(), self._on_decoded, self._on_decode_failed, self._live()
+        )
+
+    def _on_decode_failed(self, message: str) -> None:
+        self.caption.setText(f"Could not decode this latent: {message}")
 
     def _on_decoded(self, result: DecodeResult) -> None:
         if result.request < self.displayed_request:
@@ -416,19 +413,18 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
         self.displayed_request = result.request
         self.image, self.last_decode_ms = result.array, result.decode_ms
         self.image_view.set_image(result.image)
-        self.caption.setText(f"{self._origin_name} · decoded in {result.decode_ms:.1f} ms")
+        self.caption.setText(f"{self.edit.origin_name} · decoded in {result.decode_ms:.1f} ms")
         if result.live:
-            self._note_weights(True, result.step)
+            self.weights_line.note(True, result.step)
         elif self.loaded is not None and (self.weights is None or self.weights[0]):
-            self._note_weights(False, self.loaded.step)  # back on the saved copy
+            self.weights_line.note(False, self.loaded.step)  # back on the saved copy
 
     def _set_origin(self, z: np.ndarray, name: str) -> None:
         """Make ``z`` the latent the sliders start from, all sliders at 0."""
-        self._origin = self._base = np.asarray(z, np.float32).copy()
-        self._origin_name = name
-        self._zero_sliders()
+        self.edit.set_origin(z, name)
+        self._show_zeroed_sliders()
 
-    def _zero_sliders(self) -> None:
+    def _show_zeroed_sliders(self) -> None:
         sp = self.slider_panel
         sp.named_rows.blockSignals(True)
         sp.named_rows.set_values(np.zeros(len(sp.named_rows.sliders)))
@@ -436,8 +432,8 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
         sp.rows.set_values(np.zeros(len(sp.rows.sliders)))  # emits once: one decode
 
     def reset(self) -> None:
-        self._base = self._origin.copy()
-        self._zero_sliders()
+        self.edit.reset()
+        self._show_zeroed_sliders()
 
     def randomise(self) -> None:
         """A new sample (the next seed), or with the seed locked random slider positions."""
@@ -469,10 +465,8 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
         """Keep the latent on show in the tray; returns its index."""
         if self.loaded is None or self.image is None:
             return -1
-        edited = bool(np.any(self.slider_panel.rows.values())) or bool(
-            np.any(self.slider_panel.named_rows.values())
-        )
-        name = f"{self._origin_name} (edited)" if edited else self._origin_name
+        origin = self.edit.origin_name
+        name = f"{origin} (edited)" if self.edit.edited() else origin
         return self.tray.add(LatentItem(name, self.current_z(), self.image))
 
     def edit_item(self, index: int) -> None:
@@ -482,12 +476,51 @@ class LatentWorkspace(LatentToolsMixin, DiffusionMixin, LiveWeightsMixin, QWidge
 
     # -- the engine thread and closing ----------------------------------------------------------
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
-        """Stop the workspace's worker thread (cancels its tasks); True once it has stopped."""
-        self._callbacks.clear()
-        self.live_decoder.shutdown()
-        self.live_tasks.cancel_all()
-        return self.worker.shutdown(timeout_ms)
+        """Cancel and forget the workspace's jobs and free its model (on the engine thread);
+        later slider moves are ignored. Explore has no thread of its own: always True."""
+        self.jobs.shutdown()
+        return True
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.shutdown()
         super().closeEvent(event)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
+        self.tools.drag_enter(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
+        self.tools.drop(event)
+
+    # -- a run training in this window -------------------------------------------------------
+    def _on_training_ended(self, trained: Path | None) -> None:
+        if self.loaded is None:
+            return
+        if trained is not None and Path(trained).resolve() != Path(self.loaded.path).resolve():
+            return  # another run's training ended: nothing new for the one on show
+        self.header.reload_button.setEnabled(True)
+        if self.weights_line.saw_live and not is_live(self.loaded.path):
+            # The pictures showed the live weights; the holder's copy is older. Load the
+            # newest saved ones (what training just wrote), keeping the edit on show.
+            self.weights_line.saw_live = False
+            path, device = self.loaded.path, self._settings.device_preference()
+            self._submit("Load weights", tasks.refresh_weights(path, device), self._on_refreshed)
+        else:
+            self.caption.setText("Training finished: Reload for the newest weights")
+
+    def _on_refreshed(self, step: int | None) -> None:
+        if self.loaded is None:
+            return
+        self.loaded = replace(self.loaded, step=step)
+        self.weights_line.note(False, step)
+        self.caption.setText("Training finished: showing its newest saved weights")
+        self._request_decode()
+
+    def _on_diffusion_settings(self, steps: int, refine: int) -> None:
+        if self.loaded is None or not self.loaded.ode:
+            return
+
+        def done(encoder: Any) -> None:
+            self.encode_panel.set_method(True, str(encoder))
+            self._request_decode()  # the same noise, decoded with the new steps
+
+        self._submit("DDIM settings", set_diffusion(steps, refine), done)
