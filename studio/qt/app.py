@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -23,7 +24,33 @@ def create_application(argv: Sequence[str] = ()) -> QApplication:
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     no_tqdm_monitor()
+    quiet_known_warnings()
     return app  # type: ignore[return-value]
+
+
+# Third-party warnings every launch printed to the console that ask nothing of the user:
+# (logger name, text in the message). transformers warns for each image processor diffusers
+# imports that it "requires torchvision (not installed)" and falls back to its PIL version,
+# which is the one the studio uses anyway.
+KNOWN_WARNINGS = (("transformers.utils.import_utils", "requires torchvision"),)
+
+
+class _DropKnown(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_known_warnings() -> None:
+    """Silence the known third-party warnings (``KNOWN_WARNINGS``) and only those: a
+    filter on each logger drops the messages with that text; every other warning shows."""
+    for name, text in KNOWN_WARNINGS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnown) and f.text == text for f in logger.filters):
+            logger.addFilter(_DropKnown(text))
 
 
 def no_tqdm_monitor() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QTextCursor
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter, QVBoxLayout, QWidget
 
 from studio.qt.overlay_picker import OverlayPicker
@@ -75,6 +75,7 @@ class RunView(QWidget):
         self.log.setMaximumBlockCount(LOG_LINES)
         self.log.setPlaceholderText("Messages: skipped files, checkpoints, errors.")
         self.log.setObjectName("log")
+        self._progress_key: str | None = None  # what the last line counts (log_message)
 
         # Plots take the full height on the left; the square sample grid and the log share
         # the right column, so neither leaves an empty band under the grid.
@@ -113,6 +114,7 @@ class RunView(QWidget):
         self.timeline.clear()
         self.status_label.clear()
         self.log.clear()
+        self._progress_key = None
 
     def set_run_name(self, text: str) -> None:
         self.run_label.setText(text)
@@ -126,8 +128,18 @@ class RunView(QWidget):
     def add_points(self, points: Iterable[tuple[int, Mapping[str, Any]]]) -> None:
         self.plot.add_points(points)
 
-    def log_message(self, text: str) -> None:
-        self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
+    def log_message(self, text: str, progress: str | None = None) -> None:
+        """Append ``text`` to the log. A ``progress`` line (its key: what it counts) replaces
+        the last line when that one counted the same thing, so a count of 3,000 images is
+        one line that updates, not 150."""
+        line = f"{time.strftime('%H:%M:%S')}  {text}"
+        if progress is not None and progress == self._progress_key:
+            cursor = self.log.textCursor()
+            cursor.movePosition(QTextCursor.MoveOperation.End)
+            cursor.select(QTextCursor.SelectionType.BlockUnderCursor)
+            cursor.removeSelectedText()  # (the line and the line break before it)
+        self.log.appendPlainText(line)
+        self._progress_key = progress
 
     def log_lines(self) -> list[str]:
         return self.log.toPlainText().splitlines()

@@ -43,6 +43,18 @@ TRAINING = ("train", "resume")
 TRAINER_METRICS = ("diversity", "images_per_s", "memory_mb")
 
 
+def progress_key(report: Progress) -> str | None:
+    """What a report's message counts (``scan: Checking images``) when it is a counter
+    ("Checking images: 120/3000"): the log then updates that line in place. None otherwise."""
+    text, total = report.message or "", report.total
+    if not total or report.stage in ("train", "paused"):
+        return None
+    for counter in (f"{report.step}/{total}", f"{report.step:,}/{total:,}"):
+        if text.endswith(counter):
+            return f"{report.stage}: {text[: -len(counter)].rstrip(' :')}"
+    return None
+
+
 class TrainPanel(QWidget):
     """Model picker and settings on the left, the run's plots, samples and log on the right.
 
@@ -353,7 +365,7 @@ class TrainPanel(QWidget):
                 # logged after it; drop them from the plot too.
                 self.view.plot.truncate_after(report.step)
                 self._resume_from = None
-            self.view.log_message(report.message)
+            self.view.log_message(report.message, progress_key(report))
 
     def _on_job_ended(self, outcome: Outcome[Any]) -> None:
         kind, self._job, self._job_kind = self._job_kind, None, ""
