@@ -14,6 +14,7 @@ from helpers import make_tiny_dataset, train_tiny_run
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine.compare import (
     CompareSettings,
+    PanelDone,
     compare_job,
     nearest_training_images,
     write_report,
@@ -58,6 +59,11 @@ def report(runs, cache):
     assert [p.info["panel"] for p in panel_reports] == [0, 1, 2]
     assert all(p.image is not None and p.image.ndim == 3 for p in panel_reports)
     assert [p.info["run"] for p in panel_reports] == [str(r) for r in runs.values()]
+    # Each finished panel comes as a typed payload, the same PanelResult the report holds.
+    assert all(isinstance(p.payload, PanelDone) for p in panel_reports)
+    assert [p.payload.index for p in panel_reports] == [0, 1, 2]
+    assert all(p.payload.result is r for p, r in zip(panel_reports, out.result.panels))
+    assert {p.payload.extractor for p in panel_reports} == {out.result.extractor}
     return out.result
 
 

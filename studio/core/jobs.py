@@ -73,7 +73,12 @@ class Progress:
     ``step``/``total`` count the job's unit of work (images scanned, training steps, sampler
     steps). ``metrics`` are the named scalar values measured at ``step`` (loss components);
     ``image`` is an ``H x W x 3`` uint8 array (a sample grid or a preview); ``info`` carries
-    status values such as images/s, ETA, device and memory.
+    status values such as images/s, ETA, device and memory (the mailbox keeps the newest).
+
+    ``payload`` is what a job hands its caller mid-job: a typed, frozen dataclass defined
+    beside the job (one finished comparison panel, :class:`studio.engine.compare.PanelDone`;
+    one scanned thumbnail, :class:`studio.engine.data.Thumbnail`). A caller reads it with
+    ``isinstance``; a ``keep`` filter delivers such reports one by one, payload intact.
     """
 
     stage: Stage
@@ -83,6 +88,7 @@ class Progress:
     metrics: Mapping[str, float] = field(default_factory=dict)
     image: Any = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    payload: object | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.stage, Stage):

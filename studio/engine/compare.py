@@ -212,8 +212,8 @@ def compare_job(settings: CompareSettings) -> Generator[Progress, None, CompareR
     """Job: sample and score every run in ``settings`` under identical conditions.
 
     Yields sampling progress with ``info={"run", "panel", "panels"}``, and once per finished
-    run a ``"panel"`` report whose image is its sample grid and whose ``info`` also holds the
-    :class:`PanelResult` under ``"result"``. Returns the :class:`CompareReport`.
+    run a ``"panel"`` report whose image is its sample grid and whose ``payload`` is a
+    :class:`PanelDone` (the :class:`PanelResult`). Returns the :class:`CompareReport`.
     """
     prep = yield from prepare_compare(settings)
     panels: list[PanelResult] = []
@@ -226,13 +226,8 @@ def compare_job(settings: CompareSettings) -> Generator[Progress, None, CompareR
             len(prep.runs),
             message=f"Panel {i + 1}/{len(prep.runs)}: {panel.title} done",
             image=panel.grid,
-            info={
-                "run": str(path),
-                "panel": i,
-                "panels": len(prep.runs),
-                "result": panel,
-                "extractor": prep.extractor.describe(),
-            },
+            info={"run": str(path), "panel": i, "panels": len(prep.runs)},
+            payload=PanelDone(i, panel, prep.extractor.describe()),
         )
     return build_report(prep, panels)
 
@@ -484,6 +479,7 @@ def _display_name(key: str) -> str:
 # Writing and on-demand views live in their own module to keep this one short.
 from studio.engine.compare_report import (  # noqa: E402
     NearestPair,
+    PanelDone,
     machine,
     nearest_training_images,
     report_table,
@@ -495,6 +491,7 @@ __all__ = [
     "CompareReport",
     "CompareSettings",
     "NearestPair",
+    "PanelDone",
     "PanelResult",
     "check_runs",
     "compare_job",

@@ -30,6 +30,20 @@ CSV_FIELDS = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class PanelDone:
+    """The payload of the compare job's ``"panel"`` report: panel ``index`` is finished.
+
+    ``result`` is its :class:`studio.engine.compare.PanelResult`, ``extractor`` describes the
+    feature extractor that scored it. Defined here (numpy only), so the GUI can check for it
+    without importing torch; :mod:`studio.engine.compare` re-exports it.
+    """
+
+    index: int
+    result: PanelResult
+    extractor: str
+
+
 def _finite(value: Any) -> Any:
     """NaN and infinities become None: strict JSON has no spelling for them."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -65,6 +65,14 @@ class SkippedFile:
 
 
 @dataclass(frozen=True)
+class Thumbnail:
+    """The payload of a scan report whose ``image`` is a thumbnail: the image at ``path``
+    (relative to the scanned folder, ``/``-separated, as :attr:`ImageEntry.path`)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
 class ImageEntry:
     """One usable image. ``width``/``height`` are after EXIF rotation; ``mode`` and ``format``
     describe the file as stored. ``class_name`` is the first folder below the root, or None."""
@@ -220,7 +228,7 @@ def scan_folder(
     """Job: list and fully verify every image below ``root``.
 
     Yields ``Progress(stage="scan")``; the first ``thumbnails`` usable images also come as a
-    ``thumb_size`` thumbnail in ``Progress.image`` with ``info["thumbnail_path"]``. Images in a
+    ``thumb_size`` thumbnail in ``Progress.image`` with a :class:`Thumbnail` payload. Images in a
     subfolder get the subfolder's name as class; images at the root get no class (so when both
     exist, the root images have no label). A missing root, or a file, raises
     :class:`NoUsableImages`; an empty result does not (see :meth:`ScanResult.require_usable`).
@@ -303,7 +311,7 @@ def scan_folder(
                     total=total,
                     message=f"Checking images: {i + 1}/{total}",
                     image=np.asarray(thumb, dtype=np.uint8).copy(),
-                    info={"thumbnail_path": item.rel},
+                    payload=Thumbnail(item.rel),
                 )
                 last = time.monotonic()
                 continue

@@ -343,9 +343,13 @@ class DatasetPanel(QWidget):
             self.progress_label.setText(progress.message)
 
     def _on_job_events(self, reports: list[Progress]) -> None:
+        from studio.engine.data import Thumbnail  # the scan imported it on the engine thread
+
         self.thumbnails.setUpdatesEnabled(False)
         for report in reports:
-            rel = str(report.info.get("thumbnail_path", ""))
+            if not isinstance(report.payload, Thumbnail):
+                continue
+            rel = report.payload.path
             icon = QIcon(QPixmap.fromImage(_fit_thumbnail(numpy_to_qimage(report.image))))
             item = QListWidgetItem(icon, Path(rel).name)
             item.setToolTip(rel)

@@ -28,7 +28,10 @@ def keep_messages(progress: Progress) -> bool:
 
 
 def keep_thumbnails(progress: Progress) -> bool:
-    return progress.image is not None and "thumbnail_path" in progress.info
+    """A scan's thumbnails (a :class:`studio.engine.data.Thumbnail` payload), one by one."""
+    from studio.engine.data import Thumbnail  # numpy and Pillow: imported by the scan anyway
+
+    return progress.image is not None and isinstance(progress.payload, Thumbnail)
 
 
 # -- model families ----------------------------------------------------------------------------

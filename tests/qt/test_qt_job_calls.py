@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Generator
+from dataclasses import dataclass
 
 from studio.core.errors import StudioError
-from studio.core.jobs import CancelToken, Progress
+from studio.core.jobs import CancelToken, Progress, Stage
 from studio.qt.engine_thread import JobRunner
 from studio.qt.job_calls import JobCalls
 
@@ -88,3 +89,38 @@ def test_forget_drops_a_job_unheard(qtbot, runner: JobRunner) -> None:
     gate.set()
     qtbot.waitUntil(lambda: not runner.is_busy(), timeout=20_000)
     assert heard == [] and handle.token.cancelled and calls.pending() == 0
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A typed payload, as a job hands its caller one finished piece of work."""
+
+    index: int
+    values: tuple[float, ...]
+
+
+def test_a_kept_reports_payload_reaches_on_events_unchanged(qtbot, runner: JobRunner) -> None:
+    sent: list[_Found] = []
+
+    def factory(token: CancelToken) -> Generator[Progress, None, str]:
+        for i in range(5):
+            yield Progress("sample", i, 5, message="between")  # coalesced away, never kept
+            found = _Found(i, (float(i), 0.5))
+            sent.append(found)
+            yield Progress("panel", i + 1, 5, info={"panel": i}, payload=found)
+        return "done"
+
+    calls = JobCalls(runner)
+    events: list[Progress] = []
+    ends: list[str] = []
+    calls.submit(
+        "payloads",
+        factory,
+        on_events=events.extend,
+        on_end=lambda o: ends.append(o.status.value),
+        keep=lambda p: isinstance(p.payload, _Found),
+    )
+    qtbot.waitUntil(lambda: ends == ["finished"], timeout=20_000)
+    assert [report.payload for report in events] == sent
+    assert all(r.payload is s for r, s in zip(events, sent, strict=True))  # the very objects
+    assert [r.stage for r in events] == [Stage.PANEL] * 5

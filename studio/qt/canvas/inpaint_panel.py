@@ -37,6 +37,7 @@ from studio.qt.canvas import jobs
 from studio.qt.canvas.run_info import RunInfo, describe_run
 from studio.qt.canvas.tasks import TaskPool
 from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.job_calls import JobCalls
 from studio.qt.settings import AppSettings
 from studio.qt.widgets import Banner, ImageView, SeedRow
 
@@ -68,15 +69,13 @@ class InpaintPanel(QWidget):
     ) -> None:
         super().__init__(parent)
         self._runner, self._settings, self._document = runner, settings, document
+        self._calls = JobCalls(runner, self)
         self._tasks = TaskPool(self)
         self._run: RunInfo | None = None
         self._job: JobHandle | None = None
         self._job_doc: CanvasDocument | None = None
         self._job_revision = 0  # the document's image_revision the job started from
         self._build()
-        runner.job_started.connect(self._on_job_started)
-        runner.job_progress.connect(self._on_job_progress)
-        runner.job_finished.connect(self._on_job_finished)
         self.refresh_runs()
         self._update_controls()
 
@@ -332,7 +331,14 @@ class InpaintPanel(QWidget):
         # A run training right now: inpaint with its current weights, between its steps.
         live_run = is_live(run.path)
         name = f"Inpaint with {run.path.name}"
-        self._job = self._runner.submit(name, factory, interactive=live_run)
+        self._job = self._calls.submit(
+            name,
+            factory,
+            on_started=self._on_job_started,
+            on_progress=self._on_job_progress,
+            on_end=self._on_job_ended,
+            interactive=live_run,
+        )
         self.progress.setRange(0, 0)
         busy = self._runner.engine.running_job() is not None and not live_run
         self.status_label.setText("Waiting for the engine (it is busy)…" if busy else "Starting…")
@@ -350,13 +356,10 @@ class InpaintPanel(QWidget):
     def _device(self) -> str:
         return self._settings.device_preference()
 
-    def _on_job_started(self, handle: JobHandle) -> None:
-        if handle is self._job:
-            self.status_label.setText("Loading the model…")
+    def _on_job_started(self, _handle: JobHandle) -> None:
+        self.status_label.setText("Loading the model…")
 
-    def _on_job_progress(self, handle: JobHandle, progress: Progress, image: Any, _p: Any) -> None:
-        if handle is not self._job:
-            return
+    def _on_job_progress(self, progress: Progress, image: Any, _points: Any) -> None:
         if progress.total:
             self.progress.setRange(0, progress.total)
             self.progress.setValue(progress.step)
@@ -369,9 +372,7 @@ class InpaintPanel(QWidget):
         if image is not None:
             self.preview.set_image(image)
 
-    def _on_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
-        if handle is not self._job:
-            return
+    def _on_job_ended(self, outcome: Outcome[Any]) -> None:
         doc, self._job, self._job_doc = self._job_doc, None, None
         self.progress.setRange(0, 1)
         self.progress.setValue(0)

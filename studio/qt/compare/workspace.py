@@ -1,8 +1,10 @@
 """The Compare workspace: up to six runs of one dataset side by side.
 
 Regenerate submits :func:`studio.engine.compare.compare_job` to the engine thread; each panel
-fills in as its run finishes (the job's ``"panel"`` reports are kept, not coalesced), and the
-report from the finished job is what Export writes. Nothing here samples or scores: the GUI
+fills in as its run finishes (the job's ``"panel"`` reports, each with a
+:class:`~studio.engine.compare.PanelDone` payload, are kept, not coalesced), and the report from
+the finished job is what Export writes. Every job goes through :class:`JobCalls`, with the
+callbacks of its kind (the comparison, a step of a live chain, the export, finding runs). Nothing here samples or scores: the GUI
 thread only shows what the engine measured.
 
 When a run in the comparison is training in this window, waiting for the engine would mean
@@ -32,12 +34,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.core.jobs import Outcome, Progress, Status
+from studio.core.jobs import Progress, Stage
+from studio.engine.compare_report import PanelDone  # numpy only: the finished-panel payload
 from studio.engine.live import is_live  # no torch: which runs train in this process
 from studio.qt.compare import jobs
 from studio.qt.compare.panel import ComparePanel, NearestDialog
 from studio.qt.engine_jobs import known_family
 from studio.qt.engine_thread import JobHandle, JobRunner
+from studio.qt.job_calls import JobCalls
 from studio.qt.settings import AppSettings
 from studio.qt.widgets import Banner
 
@@ -66,10 +70,10 @@ class CompareWorkspace(QWidget):
     ) -> None:
         super().__init__(parent)
         self._runner, self._settings = runner, settings
-        self._job: JobHandle | None = None
-        self._job_kind = ""
+        self._calls = JobCalls(runner, self)
+        self._job: JobHandle | None = None  # the comparison's (or export's) job, one at a time
+        self._cancellable = False  # a comparison can be cancelled, an export cannot
         self._chain: _LiveChain | None = None  # a comparison run between training steps
-        self._defaults_job: JobHandle | None = None
         self.report: Any = None  # the last CompareReport
         self.panels: list[ComparePanel] = []
         self.extractor_steps = 600  # tests lower it; the extractor is cached per dataset
@@ -125,18 +129,20 @@ class CompareWorkspace(QWidget):
         layout.addWidget(scroll, 1)
         layout.addWidget(self.extractor_label)
 
-        runner.job_progress.connect(self._on_job_progress)
-        runner.job_events.connect(self._on_job_events)
-        runner.job_finished.connect(self._on_job_finished)
         self._update_controls()
 
     # -- runs ----------------------------------------------------------------------------------
     def load_default_runs(self, base: Path | None = None) -> None:
         """Fill empty panels with the newest GAN, VAE, flow and diffusion runs (one dataset)."""
         # Interactive: listing run folders is short, so it need not wait for a training run.
-        self._defaults_job = self._runner.submit(
-            "Find runs", jobs.default_runs(base), interactive=True
+        self._calls.submit(
+            "Find runs", jobs.default_runs(base), on_done=self._add_default_runs, interactive=True
         )
+
+    def _add_default_runs(self, found: list[Path]) -> None:
+        for run in found:
+            if not any(p.run == run for p in self.panels):
+                self.add_run(run)
 
     def runs(self) -> list[Path]:
         return [p.run for p in self.panels]
@@ -228,21 +234,50 @@ class CompareWorkspace(QWidget):
             # Waiting for the engine would wait for the training: run between its steps.
             self._chain = _LiveChain(settings)
             self.status.setText("Preparing the comparison between training steps…")
-            self._submit("live", "Compare runs: prepare", jobs.prepare(settings))
+            self._submit_live("Compare runs: prepare", jobs.prepare(settings))
         else:
-            self._submit("compare", "Compare runs", jobs.compare(settings))
+            self._submit(
+                "Compare runs",
+                jobs.compare(settings),
+                self._on_compared,
+                cancellable=True,
+                on_progress=self._on_compare_progress,
+                on_events=self._on_panels_done,
+                keep=jobs.keep_panels,
+            )
 
     def cancel(self) -> None:
         if self._job is not None:
             self._job.token.cancel()
             self.status.setText("Cancelling…")
 
-    def _submit(self, kind: str, name: str, factory: Any) -> None:
-        self._job_kind = kind
-        keep = jobs.keep_panels if kind == "compare" else None
-        interactive = kind == "live"  # short jobs between a training run's steps
-        self._job = self._runner.submit(name, factory, keep=keep, interactive=interactive)
+    def _submit(
+        self, name: str, factory: Any, on_done: Any, *, cancellable: bool, **more: Any
+    ) -> None:
+        """Submit this workspace's one job; ``more`` are further :meth:`JobCalls.submit`
+        arguments. Every ending clears ``_job`` first (a chain's next job may follow)."""
+        self._cancellable = cancellable
+        self._job = self._calls.submit(
+            name,
+            factory,
+            on_done=on_done,
+            on_failed=self._on_failed,
+            on_cancelled=self._on_cancelled,
+            on_end=lambda _outcome: self._update_controls(),
+            **more,
+        )
         self._update_controls()
+
+    def _submit_live(self, name: str, factory: Any) -> None:
+        """One short job of a comparison run between a training run's steps."""
+        self._submit(
+            name,
+            factory,
+            self._on_live_step,
+            cancellable=True,
+            on_progress=self._on_compare_progress,
+            interactive=True,
+        )
 
     def is_busy(self) -> bool:
         return self._job is not None
@@ -266,7 +301,7 @@ class CompareWorkspace(QWidget):
             write_report(report, out)
             return str(out)
 
-        self._submit("export", "Export comparison", factory)
+        self._submit("Export comparison", factory, self._on_exported, cancellable=False)
 
     def show_nearest(self, panel: ComparePanel, k: int = 8) -> NearestDialog | None:
         """Open the memorisation view of ``panel`` (closest samples beside training images)."""
@@ -279,61 +314,51 @@ class CompareWorkspace(QWidget):
         dialog.show()
         return dialog
 
-    # -- engine signals ----------------------------------------------------------------------
-    def _on_job_progress(
-        self, handle: JobHandle, progress: Progress, image: Any, _pts: Any
-    ) -> None:
-        if handle is not self._job or self._job_kind not in ("compare", "live"):
-            return
+    # -- the jobs' callbacks (JobCalls: each hears only its own job) -------------------------
+    def _on_compare_progress(self, progress: Progress, _image: Any, _points: Any) -> None:
         info = progress.info
         panels = int(info.get("panels") or max(1, len(self.panels)))
         i = info.get("panel")
-        done = (i or 0) + (1.0 if progress.stage == "panel" else 0.0)
-        if progress.stage == "sample" and progress.fraction is not None and i is not None:
+        done = (i or 0) + (1.0 if progress.stage is Stage.PANEL else 0.0)
+        if progress.stage is Stage.SAMPLE and progress.fraction is not None and i is not None:
             done = i + 0.8 * progress.fraction  # scoring is the last fifth of a panel
         self.progress.setValue(int(1000 * min(1.0, done / panels)))
         if progress.message:
             self.status.setText(progress.message)
-        if i is not None and i < len(self.panels) and progress.stage in ("sample", "score"):
-            self.panels[i].set_status(progress.stage.capitalize() + "…")
+        if i is not None and i < len(self.panels) and progress.stage in (Stage.SAMPLE, Stage.SCORE):
+            self.panels[i].set_status(progress.stage.value.capitalize() + "…")
 
-    def _on_job_events(self, handle: JobHandle, reports: list[Progress]) -> None:
-        if handle is not self._job:
-            return
+    def _on_panels_done(self, reports: list[Progress]) -> None:
         for report in reports:  # one per finished panel, in order
-            i, result = report.info.get("panel"), report.info.get("result")
-            if result is not None and i is not None and i < len(self.panels):
-                self.panels[i].set_result(result, str(report.info.get("extractor", "")))
+            done = report.payload
+            if isinstance(done, PanelDone) and done.index < len(self.panels):
+                self.panels[done.index].set_result(done.result, done.extractor)
 
-    def _on_job_finished(self, handle: JobHandle, outcome: Outcome[Any]) -> None:
-        if handle is self._defaults_job:
-            self._defaults_job = None
-            if outcome.ok:
-                for run in outcome.result:
-                    if not any(p.run == run for p in self.panels):
-                        self.add_run(run)
-            return
-        if handle is not self._job:
-            return
-        kind, self._job, self._job_kind = self._job_kind, None, ""
-        if kind == "live" and outcome.ok and self._next_live(outcome.result):
-            return  # the chain's next job is on its way
-        if kind == "live":
-            self._chain = None
-        if outcome.status is Status.CANCELLED:
-            self.status.setText("Cancelled.")
-            for panel in self.panels:
-                if panel.result is None:
-                    panel.set_status("Cancelled")
-        elif not outcome.ok:
-            self.banner.show_message(outcome.error or "The comparison failed.")
-            self.status.setText("")
-        elif kind == "compare":
-            self._show_report(outcome.result)
-        elif kind == "export":
-            self.status.setText(f"Exported to {outcome.result}")
-            self.exported.emit(str(outcome.result))
-        self._update_controls()
+    def _on_compared(self, report: Any) -> None:
+        self._job = None
+        self._show_report(report)
+
+    def _on_live_step(self, result: Any) -> None:
+        self._job = None
+        if not self._next_live(result):
+            self._chain = None  # the report is shown: the chain is over
+
+    def _on_exported(self, folder: str) -> None:
+        self._job = None
+        self.status.setText(f"Exported to {folder}")
+        self.exported.emit(str(folder))
+
+    def _on_failed(self, message: str) -> None:
+        self._job, self._chain = None, None
+        self.banner.show_message(message or "The comparison failed.")
+        self.status.setText("")
+
+    def _on_cancelled(self) -> None:
+        self._job, self._chain = None, None
+        self.status.setText("Cancelled.")
+        for panel in self.panels:
+            if panel.result is None:
+                panel.set_status("Cancelled")
 
     def _next_live(self, result: Any) -> bool:
         """Take a chain job's result and submit the next job; False when the chain is done."""
@@ -362,11 +387,11 @@ class CompareWorkspace(QWidget):
         if i < len(runs):
             name = Path(runs[i]).name
             self.panels[i].set_status("Waiting for a training step…" if is_live(runs[i]) else "")
-            self._submit("live", f"Compare runs: {name}", jobs.panel(chain.prep, i))
+            self._submit_live(f"Compare runs: {name}", jobs.panel(chain.prep, i))
         else:
             chain.reported = True
-            self._submit(
-                "live", "Compare runs: report", jobs.report(chain.prep, chain.panels, chain.notes)
+            self._submit_live(
+                "Compare runs: report", jobs.report(chain.prep, chain.panels, chain.notes)
             )
         return True
 
@@ -386,7 +411,7 @@ class CompareWorkspace(QWidget):
     def _update_controls(self) -> None:
         busy = self._job is not None
         self.regenerate_button.setEnabled(not busy and bool(self.panels))
-        self.cancel_button.setEnabled(busy and self._job_kind in ("compare", "live"))
+        self.cancel_button.setEnabled(busy and self._cancellable)
         self.add_button.setEnabled(not busy and len(self.panels) < MAX_PANELS)
         self.export_button.setEnabled(not busy and self.report is not None)
         self.seed.setEnabled(not busy)
