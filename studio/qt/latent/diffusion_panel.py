@@ -71,6 +71,12 @@ class DiffusionSettings(QGroupBox):
             spin.setValue(value)
             spin.blockSignals(False)
 
+    def show_for(self, diffusion: bool, steps: int, refine: int) -> None:
+        """Shown for a diffusion run (with its settings), hidden for the others."""
+        self.setVisible(diffusion)
+        if diffusion:
+            self.show_values(steps, refine)
+
     def _on_changed(self, _value: int) -> None:
         self.settings_changed.emit(self.steps_spin.value(), self.refine_spin.value())
 

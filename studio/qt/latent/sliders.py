@@ -7,6 +7,7 @@ runs from -3 to +3 standard deviations of the latents along its direction, in st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
@@ -202,3 +203,24 @@ class SliderPanel(QWidget):
     def set_named(self, names: Sequence[str], tooltips: Sequence[str] = ()) -> None:
         self.named_rows.set_rows(names, tooltips)
         self.named_hint.setVisible(not names)
+
+    def show_directions(self, dirs: Any, weights: str = "") -> None:
+        """Show a ``Directions`` (None: being found) at 0; ``weights``: which weights found
+        them."""
+        if dirs is None:
+            self.set_directions([], "Finding the principal directions…")
+            return
+        tips = []
+        for i, name in enumerate(dirs.names):
+            share = "" if dirs.explained is None else f" ({dirs.explained[i]:.0%} of the variance)"
+            tips.append(f"{name}{share}; ±3 standard deviations ({dirs.std[i]:.2f} each)")
+        found = f"Found by {dirs.method}." + (f" {weights}." if weights else "")
+        self.set_directions(dirs.names, found, tips)
+
+    def show_named(self, sliders: Sequence[Any]) -> None:
+        """Show the run's named sliders (``latent_io.NamedSlider``) at 0."""
+        tips = [
+            f"Fitted on marked samples; training accuracy {s.accuracy:.0%}" if s.accuracy else ""
+            for s in sliders
+        ]
+        self.set_named([s.name for s in sliders], tips)

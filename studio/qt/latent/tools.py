@@ -64,6 +64,14 @@ class ExploreTools:
         self._set_origin, self._set_named = set_origin, set_named
         self._encode_task: Any = None  # the running encode's JobHandle
         self._grid_seed = 10_000
+        views.slider_panel.named_rows.remove_requested.connect(self.remove_slider)
+        views.interpolate_panel.make_requested.connect(self.make_strip)
+        views.interpolate_panel.export_requested.connect(self.ask_export)
+        views.arithmetic_panel.compute_requested.connect(self.compute_arithmetic)
+        views.encode_panel.open_requested.connect(self.ask_image)
+        views.encode_panel.cancel_requested.connect(self.cancel_encode)
+        views.attribute_panel.samples_requested.connect(self.new_attribute_samples)
+        views.attribute_panel.fit_requested.connect(self.fit_slider)
 
     # -- interpolation and arithmetic -----------------------------------------------------------
     def make_strip(self) -> None:

@@ -96,7 +96,6 @@ class LatentWorkspace(QWidget):
             ),
             self._submit, lambda: self.loaded, self._set_origin, self._set_named,
         )  # fmt: skip
-        self._connect_tools()
         self.training_ends = TrainingEnds(runner, self)
         self.training_ends.ended.connect(self._on_training_ended)
         app = QCoreApplication.instance()
@@ -188,17 +187,6 @@ class LatentWorkspace(QWidget):
         for widget in (self.slider_panel, self.keep_button, self.tabs, self.tray):
             widget.setEnabled(on)
         self.header.reload_button.setEnabled(self.loaded is not None)
-
-    def _connect_tools(self) -> None:
-        tools, sp = self.tools, self.slider_panel
-        sp.named_rows.remove_requested.connect(tools.remove_slider)
-        self.interpolate_panel.make_requested.connect(tools.make_strip)
-        self.interpolate_panel.export_requested.connect(tools.ask_export)
-        self.arithmetic_panel.compute_requested.connect(tools.compute_arithmetic)
-        self.encode_panel.open_requested.connect(tools.ask_image)
-        self.encode_panel.cancel_requested.connect(tools.cancel_encode)
-        self.attribute_panel.samples_requested.connect(tools.new_attribute_samples)
-        self.attribute_panel.fit_requested.connect(tools.fit_slider)
 
     # The tools' actions, for scripts and tests.
     def make_strip(self) -> None:
@@ -310,11 +298,9 @@ class LatentWorkspace(QWidget):
         )
         sp = self.slider_panel
         sp.set_classes(result.num_classes)
-        diffusion = result.ode  # decodes are ODE runs (DDIM): steps and refinements to set
-        self.diffusion_settings.setVisible(diffusion)
-        sp.raw_toggle.setVisible(not diffusion)
-        if diffusion:
-            self.diffusion_settings.show_values(result.steps, result.refine)
+        # Decodes are ODE runs (DDIM): steps and refinements to set, no raw dimensions.
+        self.diffusion_settings.show_for(result.ode, result.steps, result.refine)
+        sp.raw_toggle.setVisible(not result.ode)
         sp.raw_toggle.blockSignals(True)
         sp.raw_toggle.setChecked(False)
         sp.raw_toggle.blockSignals(False)
@@ -360,26 +346,13 @@ class LatentWorkspace(QWidget):
     def _show_directions(self, dirs: Any) -> None:
         """Put ``dirs`` on the sliders, at 0; the current edit is kept in the base latent."""
         self.edit.set_directions(dirs)
-        if dirs is None:
-            self.slider_panel.set_directions([], "Finding the principal directions…")
-            return
-        tips = []
-        for i, name in enumerate(dirs.names):
-            share = "" if dirs.explained is None else f" ({dirs.explained[i]:.0%} of the variance)"
-            tips.append(f"{name}{share}; ±3 standard deviations ({dirs.std[i]:.2f} each)")
-        found = f"Found by {dirs.method}."
-        if dirs is self._pca and self._pca_weights:
-            found += f" {self._pca_weights}."
-        self.slider_panel.set_directions(dirs.names, found, tips)
+        weights = self._pca_weights if dirs is not None and dirs is self._pca else ""
+        self.slider_panel.show_directions(dirs, weights)
 
     def _set_named(self, sliders: tuple[Any, ...], keep_edit: bool = True) -> None:
         dim = self.loaded.dim if self.loaded else 0
         self.edit.set_named(sliders, dim, keep_edit and self.loaded is not None)
-        tips = [
-            f"Fitted on marked samples; training accuracy {s.accuracy:.0%}" if s.accuracy else ""
-            for s in sliders
-        ]
-        self.slider_panel.set_named([s.name for s in sliders], tips)
+        self.slider_panel.show_named(sliders)
 
     # -- the edited latent -------------------------------------------------------------------
     def current_z(self) -> np.ndarray:
