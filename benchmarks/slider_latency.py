@@ -4,8 +4,9 @@ For each decoder (GAN, VAE, flow at 32 and 64 px, default model sizes, random we
 speed does not depend on training) a run folder is written, opened in the Explore workspace
 offscreen, and a slider is moved ``--moves`` times, one move at a time. Each latency runs from
 ``QSlider.setValue`` to the end of the image view's ``paintEvent`` showing the answer: latent
-arithmetic on the GUI thread, the request to the workspace's worker, the decode there, the
-QImage sent back, set on the view, painted. Targets: p95 < 50 ms on a CPU, < 16 ms on a GPU.
+arithmetic on the GUI thread, the decode job submitted on the latest-wins lane of the window's
+engine thread, the decode there, the QImage sent back, set on the view, painted. Targets:
+p95 < 50 ms on a CPU, < 16 ms on a GPU.
 
 Diffusion (DDPM, default size, its latent the start noise of deterministic DDIM) is measured
 the same way with ``--diffusion-steps`` DDIM steps per picture (default 20, the explorer's
@@ -137,7 +138,7 @@ class PaintClock:
 
 
 def measure(ws, moves: int) -> tuple[list[float], list[float]]:  # noqa: ANN001
-    """Per-move latency (ms) and the worker's decode times (ms)."""
+    """Per-move latency (ms) and the engine's decode times (ms)."""
     clock = ws._clock
     slider = ws.slider_panel.sliders[0]
     latencies, decodes = [], []
@@ -164,10 +165,10 @@ def drag(ws, paced_ms: int | None) -> tuple[int, bool, float]:  # noqa: ANN001
     on show, ms from the last event to its image painted)."""
     from PySide6.QtCore import QEventLoop, Qt, QTimer
 
-    clock, worker = ws._clock, ws.worker
+    clock, jobs = ws._clock, ws.jobs
     slider = ws.slider_panel.sliders[1]
     clock.idle(50)
-    before = worker.decode_count
+    before = jobs.decode_count
     values = iter(range(-290, 310, 6))
     if paced_ms is None:
         for value in values:
@@ -189,11 +190,11 @@ def drag(ws, paced_ms: int | None) -> tuple[int, bool, float]:  # noqa: ANN001
         timer.start()
         loop.exec()
     last_event = time.perf_counter()
-    clock.wait_for(lambda: ws.displayed_request == ws.last_request and not worker.is_busy())
+    clock.wait_for(lambda: ws.displayed_request == ws.last_request and not jobs.is_busy())
     clock.wait_for(lambda: clock.painted_generation == ws.image_view.generation)
     shown_ms = (max(clock.painted_at, last_event) - last_event) * 1000
-    expected = worker.context.space.decode(ws.current_z())  # the worker is idle now
-    return worker.decode_count - before, bool(np.array_equal(ws.image, expected)), shown_ms
+    expected = jobs.holder.space.decode(ws.current_z())  # the engine is idle now
+    return jobs.decode_count - before, bool(np.array_equal(ws.image, expected)), shown_ms
 
 
 def bench(
@@ -226,9 +227,9 @@ def bench(
                 raise RuntimeError(ws.banner.text() or "the run did not open")
         if steps:  # a diffusion run: set its DDIM steps as a user would, and let it redraw
             ws.diffusion_settings.steps_spin.setValue(steps)
-            ws._clock.wait_for(lambda: ws.worker.context.space.steps == steps, 300)
+            ws._clock.wait_for(lambda: ws.jobs.holder.space.steps == steps, 300)
             ws._clock.wait_for(
-                lambda: ws.displayed_request == ws.last_request and not ws.worker.is_busy(), 300
+                lambda: ws.displayed_request == ws.last_request and not ws.jobs.is_busy(), 300
             )
         latencies, decodes = measure(ws, moves)
         burst = drag(ws, None)
