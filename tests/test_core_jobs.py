@@ -170,3 +170,32 @@ def test_stages_come_from_one_enumeration() -> None:
                 if isinstance(arg, ast.Constant):
                     named.add(arg.value)
     assert named and named <= {s.value for s in Stage}, named - {s.value for s in Stage}
+
+
+def test_a_payload_rides_a_report_through_the_mailbox_unchanged() -> None:
+    from dataclasses import FrozenInstanceError, dataclass
+
+    @dataclass(frozen=True)
+    class Piece:
+        index: int
+
+    assert Progress("work").payload is None
+    piece = Piece(3)
+    box = ProgressMailbox()
+    box.put(Progress("panel", 1, 2, payload=piece))
+    latest, _image, _points = box.take()
+    assert latest is not None and latest.payload is piece
+    with pytest.raises(FrozenInstanceError):
+        latest.payload = Piece(4)  # type: ignore[misc]
+
+
+def test_train_status_reads_the_trainers_info_with_defaults() -> None:
+    from studio.core.jobs import TrainStatus
+
+    info = {"images_per_s": np.float32(812.5), "eta_s": 83, "device": "CPU", "memory": 1.5e9}
+    status = TrainStatus.read({**info, "peek_cost": 0.021, "peek_s": 1.3})
+    assert status == TrainStatus(812.5, 83.0, "CPU", 1_500_000_000, 0.021, 1.3)
+    # Missing or malformed values (an older run's reports) fall back to "unknown".
+    assert TrainStatus.read({"images_per_s": "fast", "eta_s": None, "memory": True}) == (
+        TrainStatus()
+    )

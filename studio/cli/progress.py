@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TextIO
 
-from studio.core.jobs import Progress
+from studio.core.jobs import Progress, TrainStatus
 
 
 def safe_console() -> None:
@@ -66,12 +66,11 @@ class ProgressPrinter:
         else:
             parts.append(str(p.step))
         if p.stage == "train":
-            rate = self._info.get("images_per_s")
-            if rate:
-                parts.append(f"{rate:,.0f} img/s")
-            eta = self._info.get("eta_s")
-            if eta is not None:
-                parts.append(f"ETA {format_duration(eta)}")
+            status = TrainStatus.read(self._info)
+            if status.images_per_s:
+                parts.append(f"{status.images_per_s:,.0f} img/s")
+            if status.eta_s is not None:
+                parts.append(f"ETA {format_duration(status.eta_s)}")
             parts.extend(f"{k}={v:.4g}" for k, v in list(self._metrics.items())[:4])
         return "  ".join(parts)
 

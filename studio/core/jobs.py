@@ -8,6 +8,7 @@ thread all run jobs through :func:`run_sync`, so a job behaves the same everywhe
 from __future__ import annotations
 
 import enum
+import numbers
 import threading
 import traceback
 from collections.abc import Callable, Generator, Mapping
@@ -102,6 +103,42 @@ class Progress:
         if not self.total:
             return None
         return min(1.0, max(0.0, self.step / self.total))
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a real number (numpy's included), else None."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return float(value) if real else None
+
+
+@dataclass(frozen=True)
+class TrainStatus:
+    """The training job's status values, read from ``Progress.info`` in one place.
+
+    They stay in ``info`` (the mailbox keeps the newest, so a report without them does not
+    blank the status line); :meth:`read` turns them into typed fields, a missing or malformed
+    value into its default. ``peek_cost`` is the share of wall time spent on interleaved work
+    (peeks, live decodes), ``peek_s`` its seconds so far.
+    """
+
+    images_per_s: float | None = None
+    eta_s: float | None = None
+    device: str = ""
+    memory: int | None = None  # bytes in use on the device
+    peek_cost: float = 0.0
+    peek_s: float = 0.0
+
+    @classmethod
+    def read(cls, info: Mapping[str, Any]) -> TrainStatus:
+        memory = _number(info.get("memory"))
+        return cls(
+            images_per_s=_number(info.get("images_per_s")),
+            eta_s=_number(info.get("eta_s")),
+            device=str(info.get("device") or ""),
+            memory=int(memory) if memory else None,
+            peek_cost=_number(info.get("peek_cost")) or 0.0,
+            peek_s=_number(info.get("peek_s")) or 0.0,
+        )
 
 
 class CancelToken:

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.core.jobs import CancelToken, Outcome, Progress, Status
+from studio.core.jobs import CancelToken, Outcome, Progress, Status, TrainStatus
 from studio.qt.engine_jobs import Factory
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.job_calls import JobCalls
@@ -49,11 +49,12 @@ def peek_samples(run_dir: Path, n: int, seed: int, device: str) -> Factory:
 
 def format_cost(info: Mapping[str, Any]) -> str:
     """``Peeks cost 2.1% of training time (1.3 s so far)``, or "" before any peek."""
-    seconds = float(info.get("peek_s") or 0.0)
-    if seconds <= 0:
+    status = TrainStatus.read(info)
+    if status.peek_s <= 0:
         return ""
-    cost = float(info.get("peek_cost") or 0.0)
-    return f"Peeks cost {cost:.1%} of training time ({seconds:,.1f} s so far)"
+    return (
+        f"Peeks cost {status.peek_cost:.1%} of training time ({status.peek_s:,.1f} s so far)"
+    )
 
 
 class PeekPanel(QGroupBox):

@@ -11,7 +11,7 @@ from PySide6.QtGui import QFont, QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QLabel, QVBoxLayout, QWidget
 
 from studio.core import options
-from studio.core.jobs import Progress
+from studio.core.jobs import Progress, TrainStatus
 from studio.qt.engine_jobs import FamilySpec
 
 DEVICE_CHOICES = tuple(
@@ -135,21 +135,19 @@ def format_status(progress: Progress, info: Mapping[str, Any] | None = None) -> 
         parts.append(f"Step {progress.step:,}")
     if progress.stage == "paused":
         parts.append("paused")
-    rate = info.get("images_per_s")
-    if rate:
-        parts.append(f"{rate:,.0f} img/s")
-    eta = info.get("eta_s")
-    if eta is not None and progress.stage != "paused":
-        parts.append(f"ETA {format_duration(eta)}")
-    if info.get("device"):
-        parts.append(str(info["device"]))
-    memory = info.get("memory")
-    if memory:
+    status = TrainStatus.read(info)
+    if status.images_per_s:
+        parts.append(f"{status.images_per_s:,.0f} img/s")
+    if status.eta_s is not None and progress.stage != "paused":
+        parts.append(f"ETA {format_duration(status.eta_s)}")
+    if status.device:
+        parts.append(status.device)
+    if status.memory:
         # Loaded here, not at import: the engine thread has imported torch by the time a
         # report carries memory figures.
         from studio.engine.device import format_bytes
 
-        parts.append(format_bytes(int(memory)))
+        parts.append(format_bytes(status.memory))
     if not parts and progress.message:
         return progress.message
     return " · ".join(parts)
