@@ -10,7 +10,9 @@ are off. Clicking a legend entry hides or shows its curve.
 
 The lower plot shows one group at a time (diagnostics, gradient norm, learning rate, images/s,
 memory, ...), chosen in a selector: each has a scale of its own. Other runs can be overlaid
-(dashed, one colour per run) on both plots.
+(dashed, one colour per run) on both plots. *Log* puts both value axes on a log scale;
+*Normalise* draws each curve over its median, and a plot whose curves differ over 100x in size
+says so in its title.
 
 The view ranges are kept by ``plot_view.ViewKeeper`` rather than by pyqtgraph's auto-range:
 that one refits on every new point, which rebuilds the axes (an update where an axis changes
@@ -104,7 +106,6 @@ class MetricsPlot(QWidget):
         self.controls.log_toggled.connect(self.set_log_values)
         self.controls.normalise_toggled.connect(self.set_normalised)
         self._normalised = False  # each curve drawn over its median (Series.scale)
-        self._titles: dict[int, str] = {}  # each plot's title, with its scale hint
         # (the bar's widgets are reachable as the plot's own, as they always were)
         self.smoothing_slider = self.controls.smoothing_slider
         self.smoothing_label = self.controls.smoothing_label
@@ -117,7 +118,7 @@ class MetricsPlot(QWidget):
             id(p): ViewKeeper(p, lambda p=p: self._fit(p)) for p in (self.loss_plot, self.diag_plot)
         }
         self._next_plot = self.loss_plot
-        self._titles.update({id(self.loss_plot): "Loss", id(self.diag_plot): ""})
+        self._titles = {id(self.loss_plot): "Loss", id(self.diag_plot): ""}  # (+ scale hint)
         for plot in (self.loss_plot, self.diag_plot):
             item = plot.getPlotItem()
             item.legend.sigSampleClicked.connect(self._on_legend_clicked)
