@@ -293,7 +293,13 @@ def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="unknown settings"):
         NICE.Config.from_dict({"levels": 2})
     for cls in MODELS.values():
-        want = Capability.TRAIN | Capability.SAMPLE | Capability.LATENT | Capability.LIKELIHOOD
+        want = (
+            Capability.TRAIN
+            | Capability.SAMPLE
+            | Capability.LATENT
+            | Capability.LIKELIHOOD
+            | Capability.INPAINT  # by latent optimisation (studio.models.latent_inpaint)
+        )
         assert cls.info.capabilities == want and cls.conditions == ("temperature",)
 
 
