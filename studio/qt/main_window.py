@@ -36,6 +36,7 @@ from studio.qt.train_panel import TrainPanel
 from studio.qt.wheel_guard import guard_wheel
 
 CLOSE_TIMEOUT_MS = 30_000
+GUARD_MS = 1000  # how often the page in view has fields built since guarded (wheel_guard)
 # Jobs too small and frequent for the status bar (a slider drag decodes dozens of times).
 QUIET_JOBS = frozenset({"Decode"})
 
@@ -99,6 +100,12 @@ class MainWindow(QMainWindow):
             runner.job_started.connect(self._on_job_started)
             runner.job_finished.connect(self._on_job_finished)
         guard_wheel(self)  # every workspace: the wheel changes only a focused field
+        # Fields a workspace builds later (Explore's sliders, Compare's panels) are guarded
+        # when shown and by this timer on the page in view (< 1 ms a look).
+        self._guard_timer = QTimer(self)
+        self._guard_timer.setInterval(GUARD_MS)
+        self._guard_timer.timeout.connect(lambda: guard_wheel(self.stack.currentWidget()))
+        self._guard_timer.start()
         self.statusBar().showMessage("Loading the models…")
         self._restore_geometry()
         self.train_panel.load_families()

@@ -96,6 +96,13 @@ def test_every_field_of_the_window_is_guarded(qtbot, window) -> None:
     assert len(fields) > 20
     unguarded = [f for f in fields if f.focusPolicy() == Qt.FocusPolicy.WheelFocus]
     assert not unguarded, [f.objectName() or type(f).__name__ for f in unguarded]
+    # A field a workspace builds later is guarded within a second (and when its page shows).
+    late = QSpinBox(window.train_panel.peek_panel)
+    late.setValue(5)
+    late.show()
+    qtbot.waitUntil(lambda: late.focusPolicy() == Qt.FocusPolicy.StrongFocus, timeout=3000)
+    wheel(late)
+    assert late.value() == 5
     # The Train form's fields, rebuilt when the family changes, are guarded too.
     form = window.train_panel.options_form
     for name in form.names():
