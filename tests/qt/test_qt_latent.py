@@ -337,7 +337,8 @@ def test_shutdown_leaves_no_running_thread(qtbot, workspace, tmp_path):
     requests = ws.jobs.requested_count
     ws.slider_panel.sliders[0].setValue(-100)  # after shutdown: ignored, nothing is submitted
     assert ws.jobs.requested_count == requests and not ws.jobs.is_busy()
-
+    # Explore has no thread of its own; its model is freed by a job on the engine thread.
+    qtbot.waitUntil(lambda: ws.jobs.holder.space is None, timeout=10_000)
 
 
 @pytest.mark.timeout(900 if os.environ.get("STUDIO_SCREENSHOT_DIR") else 300)

@@ -4,15 +4,52 @@
 ``base`` starts as the *origin* (a sample, a kept latent, an encoded image) and absorbs the
 current offsets whenever the sliders under them change (other directions, a new named slider),
 so the picture stays while the new sliders start at 0. The slider widgets show ``values`` and
-``named_values`` and report a user's change back with :meth:`set_values`.
+``named_values`` and report a user's change back with :meth:`set_values`. The latents kept for
+the tools (:class:`KeptLatents`) are here too; the tray widget shows them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class LatentItem:
+    """A kept latent: its name, the latent and its image (H x W x 3 uint8)."""
+
+    name: str
+    z: np.ndarray
+    image: np.ndarray
+
+
+class KeptLatents:
+    """The latents kept for interpolation and arithmetic, in the order kept."""
+
+    def __init__(self) -> None:
+        self._items: list[LatentItem] = []
+
+    def add(self, item: LatentItem) -> LatentItem:
+        """Keep ``item`` under a name no other kept latent has; returns what was kept."""
+        taken = {i.name for i in self._items}
+        name, n = item.name, 2
+        while name in taken:
+            name, n = f"{item.name} ({n})", n + 1
+        kept = LatentItem(name, np.array(item.z, np.float32), item.image)
+        self._items.append(kept)
+        return kept
+
+    def items(self) -> list[LatentItem]:
+        return list(self._items)
+
+    def at(self, index: int) -> LatentItem | None:
+        return self._items[index] if 0 <= index < len(self._items) else None
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 def _zeros(n: int) -> np.ndarray:
@@ -31,6 +68,7 @@ class EditState:
         self.named_vecs = np.zeros((0, 0), np.float32)
         self.named_std = _zeros(0)
         self.named_values = _zeros(0)
+        self.kept = KeptLatents()
 
     # -- the latent --------------------------------------------------------------------------
     def current_z(self) -> np.ndarray:

@@ -1,12 +1,11 @@
 """Kept latents: the tray of samples and encoded images the other tools pick from.
 
 Interpolation, arithmetic and "show" all work on these items. Each holds its latent (a numpy
-vector) and a thumbnail of its image; the tray shows them in a row.
+vector) and its image; the tray shows a :class:`~studio.qt.latent.edit_state.KeptLatents` in a
+row, as thumbnails.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
@@ -14,15 +13,11 @@ from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import QComboBox, QListView, QListWidget, QListWidgetItem, QWidget
 
 from studio.qt.imaging import numpy_to_qimage
+from studio.qt.latent.edit_state import KeptLatents, LatentItem
+
+__all__ = ["ItemPicker", "ItemTray", "LatentItem", "thumbnail"]
 
 THUMB = 64
-
-
-@dataclass(frozen=True)
-class LatentItem:
-    name: str
-    z: np.ndarray
-    image: np.ndarray  # H x W x 3 uint8
 
 
 def thumbnail(image: np.ndarray, size: int = THUMB) -> QPixmap:
@@ -39,8 +34,9 @@ class ItemTray(QListWidget):
     items_changed = Signal()
     item_activated = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, kept: KeptLatents | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.kept = kept if kept is not None else KeptLatents()
         self.setObjectName("latentTray")
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setFlow(QListView.Flow.LeftToRight)
@@ -52,33 +48,27 @@ class ItemTray(QListWidget):
         self.setFixedHeight(THUMB + 48)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.setToolTip("Kept latents: double-click one to edit it with the sliders")
-        self._items: list[LatentItem] = []
         self.itemDoubleClicked.connect(lambda it: self.item_activated.emit(self.row(it)))
 
     def add(self, item: LatentItem) -> int:
         """Keep ``item`` (names are made unique); returns its index."""
-        taken = {i.name for i in self._items}
-        name, n = item.name, 2
-        while name in taken:
-            name, n = f"{item.name} ({n})", n + 1
-        item = LatentItem(name, np.array(item.z, np.float32), item.image)
-        self._items.append(item)
-        entry = QListWidgetItem(QIcon(thumbnail(item.image)), name)
-        entry.setToolTip(name)
+        item = self.kept.add(item)
+        entry = QListWidgetItem(QIcon(thumbnail(item.image)), item.name)
+        entry.setToolTip(item.name)
         entry.setTextAlignment(Qt.AlignmentFlag.AlignHCenter)
         self.addItem(entry)
         self.scrollToItem(entry)
         self.items_changed.emit()
-        return len(self._items) - 1
+        return len(self.kept.items()) - 1
 
     def items(self) -> list[LatentItem]:  # type: ignore[override]
-        return list(self._items)
+        return self.kept.items()
 
     def item_at(self, index: int) -> LatentItem | None:
-        return self._items[index] if 0 <= index < len(self._items) else None
+        return self.kept.at(index)
 
     def clear_items(self) -> None:
-        self._items.clear()
+        self.kept.clear()
         self.clear()
         self.items_changed.emit()
 

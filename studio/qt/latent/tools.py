@@ -96,7 +96,9 @@ class ExploreTools:
 
     def ask_export(self, kind: str) -> None:
         filters = "PNG strip (*.png)" if kind == "png" else "GIF (*.gif);;WebP (*.webp)"
-        path, chosen = QFileDialog.getSaveFileName(self._parent, "Save the interpolation", "", filters)
+        path, chosen = QFileDialog.getSaveFileName(
+            self._parent, "Save the interpolation", "", filters
+        )
         if path:
             if not Path(path).suffix:
                 path += ".png" if kind == "png" else (".webp" if "WebP" in chosen else ".gif")
@@ -147,10 +149,15 @@ class ExploreTools:
 
         def done(result: tasks.Encoded) -> None:
             panel.show_result(result.target, result.reconstruction, result.error, result.method)
-            self._views.tray.add(LatentItem(f"Encoded {result.name}", result.z, result.reconstruction))
+            self._views.tray.add(
+                LatentItem(f"Encoded {result.name}", result.z, result.reconstruction)
+            )
             self._set_origin(result.z, f"Encoded {result.name}")
 
-        factory = tasks.encode_image(source, name, steps, self._views.slider_panel.seed_spin.value())
+        factory = tasks.encode_image(
+            source, name, steps, self._views.slider_panel.seed_spin.value()
+        )
+
         def end(_outcome: Any) -> None:
             if self._encode_task is handle:
                 self._encode_task = None

@@ -152,7 +152,7 @@ class LatentWorkspace(QWidget):
         centre_layout.addLayout(under)
         centre_layout.addWidget(self.weights_label)
 
-        self.tray = ItemTray()
+        self.tray = ItemTray(self.edit.kept)  # shows the kept latents
         self._tray_run: tuple[Path, int] | None = None  # whose latents the tray holds
         self.tray.item_activated.connect(self.edit_item)
         self.interpolate_panel = InterpolatePanel(self.tray)
