@@ -120,7 +120,6 @@ class DatasetPanel(QWidget):
         self.scan_runner.engine.setObjectName("studio-scans")
         self._settings = settings
         self._job: JobHandle | None = None
-        self._job_kind = ""
         self._folder = ""
         self._n_images = 0
         self._scan: Any = None
@@ -270,17 +269,18 @@ class DatasetPanel(QWidget):
         self._clear_results()
         self.scan_started.emit(self._folder)
         self._start_job(
-            "scan",
             f"Scan {self._folder}",
             gentle(engine_jobs.scan(self._folder)),
-            engine_jobs.keep_thumbnails,
+            self._on_scan_ended,
+            keep=engine_jobs.keep_thumbnails,
+            on_events=self._on_job_events,
         )
 
     def use_demo(self) -> None:
         """Make (or reuse) the demo dataset, then scan it."""
         self._cancel_job()
         self.banner.clear()
-        self._start_job("demo", "Demo dataset", gentle(engine_jobs.demo_dataset()), None)
+        self._start_job("Demo dataset", gentle(engine_jobs.demo_dataset()), self._on_demo_ended)
 
     def cancel(self) -> None:
         if self._job is not None:
@@ -300,16 +300,24 @@ class DatasetPanel(QWidget):
         return self.scan_runner.shutdown(timeout_ms, grace_ms=0, process_events=process_events)
 
     # -- jobs ------------------------------------------------------------------------------
-    def _start_job(self, kind: str, name: str, factory: Any, keep: Any) -> None:
-        self._job_kind = kind
+    def _start_job(
+        self,
+        name: str,
+        factory: Any,
+        on_end: Callable[[Outcome[Any]], None],
+        *,
+        keep: Any = None,
+        on_events: Callable[[list[Progress]], None] | None = None,
+    ) -> None:
+        """Submit the panel's one job (a scan or the demo dataset) with its own ending."""
         self._job = self._calls.submit(
             name,
             factory,
             keep=keep,
             on_started=self._on_job_started,
             on_progress=self._on_job_progress,
-            on_events=self._on_job_events if kind == "scan" else None,
-            on_end=self._on_job_ended,
+            on_events=on_events,
+            on_end=on_end,
         )
         self.progress.setRange(0, 0)
         # A scan just cancelled ends at its next report, a fraction of a second.
@@ -356,15 +364,17 @@ class DatasetPanel(QWidget):
             self.thumbnails.addItem(item)
         self.thumbnails.setUpdatesEnabled(True)
 
-    def _on_job_ended(self, outcome: Outcome[Any]) -> None:
-        kind, self._job = self._job_kind, None
+    def _on_demo_ended(self, outcome: Outcome[Any]) -> None:
+        self._job = None
         self.busy_row.hide()
-        if kind == "demo":
-            if outcome.status is Status.FINISHED:
-                self.set_folder(outcome.result)
-            elif outcome.status is Status.FAILED:
-                self.banner.show_message(f"The demo dataset could not be made: {outcome.error}")
-            return
+        if outcome.status is Status.FINISHED:
+            self.set_folder(outcome.result)
+        elif outcome.status is Status.FAILED:
+            self.banner.show_message(f"The demo dataset could not be made: {outcome.error}")
+
+    def _on_scan_ended(self, outcome: Outcome[Any]) -> None:
+        self._job = None
+        self.busy_row.hide()
         if outcome.status is Status.FINISHED:
             self._show_scan(outcome.result)
         else:
