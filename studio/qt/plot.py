@@ -472,7 +472,8 @@ class MetricsPlot(QWidget):
             and (k := self._scale_of(c))
         ]
         base = "Loss" if plot is self.loss_plot else self._group
-        title = plot_title(base, self._normalised, [c.series.scale() for c, _ in shown])
+        scales = [c.series.scale() for c, _ in shown]
+        title = plot_title(base, self._normalised, scales, view.log_mode()[1])
         if self._titles.get(id(plot)) != title:  # (a new title re-lays the plot out)
             self._titles[id(plot)] = title
             plot.getPlotItem().setTitle(title, size="9pt")

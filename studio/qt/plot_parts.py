@@ -77,9 +77,12 @@ def pick_colour(name: str, taken: Iterable[str]) -> str:
 SPREAD_HINT = 100.0
 
 
-def plot_title(base: str, normalised: bool, scales: Iterable[float]) -> str:
-    """A plot's title: what it shows, and how its curves are scaled or what would help."""
-    return base + (" · each curve ÷ its median" if normalised else scale_hint(scales))
+def plot_title(base: str, normalised: bool, scales: Iterable[float], log: bool = False) -> str:
+    """A plot's title: what it shows, and how its curves are scaled or what would help (no
+    hint on a log axis: it shows them all already)."""
+    if normalised:
+        return base + " · each curve ÷ its median"
+    return base if log else base + scale_hint(scales)
 
 
 def scale_hint(scales: Iterable[float]) -> str:

@@ -122,6 +122,10 @@ def test_a_large_component_no_longer_flattens_the_small_ones(qtbot, tmp_path) ->
     title = plot.loss_plot.getPlotItem().titleLabel.text
     assert "scales differ" in title and "Normalise" in title  # the plot says what helps
     plot.grab().save(str(tmp_path / "flat.png"))
+    plot.set_log_values(True)  # a log axis shows both: no hint
+    _settle(qtbot)
+    assert plot.loss_plot.getPlotItem().titleLabel.text == "Loss"
+    plot.set_log_values(False)
     plot.controls.normalise_box.setChecked(True)
     _settle(qtbot)
     plot.grab().save(str(tmp_path / "normalised.png"))
