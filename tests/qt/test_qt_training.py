@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 from qt_steps import configure_tiny_dcgan, load_dataset
 
@@ -154,6 +155,10 @@ def test_reopen_a_run_and_resume_it(qtbot, window, tiny_dataset: Path) -> None:
     assert x2[: len(x)].tolist() == x.tolist()  # the stored history is kept ...
     assert x2[-1] == 40 and np.all(np.diff(x2) > 0)  # ... and continued, without repeats
     assert _checkpoint_step(run) == 40
+    # The smoothing starts afresh where the resumed run continues: its first point is raw.
+    _x2, y2 = plot.series("loss_g")
+    resumed = len(x)
+    assert plot.smoothed("loss_g")[resumed] == pytest.approx(y2[resumed], rel=1e-9)
 
 
 def test_opening_a_folder_that_is_not_a_run(qtbot, window, tmp_path: Path) -> None:
