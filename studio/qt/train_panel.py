@@ -51,7 +51,8 @@ def progress_key(report: Progress) -> str | None:
         return None
     for counter in (f"{report.step}/{total}", f"{report.step:,}/{total:,}"):
         if text.endswith(counter):
-            return f"{report.stage}: {text[: -len(counter)].rstrip(' :')}"
+            stage = getattr(report.stage, "value", report.stage)  # (a str enum: its name)
+            return f"{stage}: {text[: -len(counter)].rstrip(' :')}"
     return None
 
 
