@@ -273,18 +273,19 @@ def test_trains_through_the_studio_trainer(tmp_path, monkeypatch):
 
 
 def test_learns_a_tiny_dataset():
+    # One channel of four ramps: the same structure to find as in colour, a third of the work.
     torch.manual_seed(0)
-    model = make(attention_res=0, lr=2e-3, dropout=0.0)
+    model = make(attention_res=0, lr=3e-3, dropout=0.0, channels=1)
     ramp = torch.linspace(-1, 1, 8)
     data = torch.stack(
         [
-            ramp.view(1, 8, 1).expand(3, 8, 8),
-            ramp.view(1, 1, 8).expand(3, 8, 8),
-            -ramp.view(1, 8, 1).expand(3, 8, 8),
-            -ramp.view(1, 1, 8).expand(3, 8, 8),
+            ramp.view(1, 8, 1).expand(1, 8, 8),
+            ramp.view(1, 1, 8).expand(1, 8, 8),
+            -ramp.view(1, 8, 1).expand(1, 8, 8),
+            -ramp.view(1, 1, 8).expand(1, 8, 8),
         ]
     ).repeat(4, 1, 1, 1)
-    losses = torch.stack([out["loss"] for out in train(model, 200, data)])
-    first, last = losses[:20].mean().item(), losses[-20:].mean().item()
-    # Measured: about 0.8 -> 0.13 over 200 steps (seeds 0, 1); predicting zero scores 1.0.
+    losses = torch.stack([out["loss"] for out in train(model, 100, data)])
+    first, last = losses[:10].mean().item(), losses[-10:].mean().item()
+    # Measured: about 0.56 -> 0.09 over 100 steps (seeds 0, 1); predicting zero scores 1.0.
     assert last < 0.4 * first and last < 0.25, (first, last)
