@@ -1,4 +1,5 @@
-"""Prompt generation with text-to-image models trained in the studio (``diffusion.text`` runs).
+"""Prompt generation with text-to-image models trained in the studio (runs of a family with
+``Capability.TEXT``).
 
 :func:`studio.engine.prompt.generate.generate_job` hands a request whose model is a Studio run
 folder to :func:`generate_with_run`. The run's model generates at its own resolution (e.g.
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
-from torch import Tensor, nn
+from torch import Tensor
 
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress
@@ -31,14 +32,6 @@ from studio.engine.device import cpu_generator, resolve_device
 from studio.engine.prompt.request import SCHEDULER_LABELS, GenerateRequest, GenerateResult
 from studio.models.base import Capability, GenerativeModel, images_to_uint8
 
-# Request scheduler -> the family's own sampler name, where the family has one (those keep the
-# x0 clipping the model was trained with); the rest are diffusers classes built from_config.
-_OWN_SAMPLERS = {"ddim": "ddim", "dpmpp_2m": "dpm++"}
-_DIFFUSERS = {
-    "euler": "EulerDiscreteScheduler",
-    "euler_a": "EulerAncestralDiscreteScheduler",
-    "unipc": "UniPCMultistepScheduler",
-}
 _cache: dict[str, Any] = {}
 
 
@@ -60,20 +53,26 @@ def load_text_run(run_dir: str | Path, device: torch.device) -> GenerativeModel:
         if Capability.TEXT not in model.info.capabilities:
             raise StudioError(
                 f"The run at {run.path} is a {model.info.display_name} model, which does not "
-                "read prompts. Train a 'Text-to-image diffusion' model (diffusion.text) on "
-                "captioned images to generate from prompts, or sample this run from its own "
-                "workspace."
+                f"read prompts. Train a model that does ({_prompt_families()}) on captioned "
+                "images to generate from prompts, or sample this run from its own workspace."
             )
         _cache.update(key=key, model=model)
     return _cache["model"]
 
 
-def _scheduler(model: Any, name: str) -> Any:
-    if name in _OWN_SAMPLERS:
-        return _OWN_SAMPLERS[name]
-    import diffusers
+def _prompt_families() -> str:
+    """The display names of the families that learn from captions (Capability.TEXT)."""
+    from studio.models.registry import family_keys, get_family
 
-    return getattr(diffusers, _DIFFUSERS[name]).from_config(model.scheduler.config)
+    names = []
+    for key in family_keys():
+        try:
+            info = get_family(key).info
+        except Exception:  # noqa: BLE001 - a broken plug-in is listed elsewhere, not here
+            continue
+        if Capability.TEXT in info.capabilities:
+            names.append(f"'{info.display_name}'")
+    return ", ".join(names) or "none is installed"
 
 
 def _to_model(image: np.ndarray, res: int, device: torch.device) -> Tensor:
@@ -86,44 +85,6 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (image.shape[1], image.shape[0]) == size:
         return image
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-
-
-class _PromptAsClasses(nn.Module):
-    """A prompt-conditioned UNet presented as a class-conditional one: class 0 is the prompt,
-    class 1 (the "null" class) the negative prompt. The class-label inpainting samplers in
-    :mod:`studio.models.diffusion.inpaint` can then drive it with guidance unchanged."""
-
-    def __init__(self, unet: nn.Module, hidden: Tensor, mask: Tensor) -> None:
-        super().__init__()
-        self.unet, self.hidden, self.mask = unet, hidden, mask
-
-    def forward(self, x: Tensor, t: Tensor, class_labels: Tensor | None = None) -> Any:
-        if class_labels is None:
-            class_labels = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        from studio.models.diffusion.text import TextDiffusion
-
-        pick = class_labels.long().to(self.hidden.device)
-        hidden, mask = self.hidden.index_select(0, pick), self.mask.index_select(0, pick)
-        return self.unet(x, t, **TextDiffusion.unet_inputs(hidden, mask))
-
-
-class _InpaintView:
-    """What ``studio.models.diffusion.inpaint.masked_sample`` reads from a model."""
-
-    def __init__(self, model: Any, prompt: str, negative: str) -> None:
-        from types import SimpleNamespace
-
-        c = model.config
-        self.config = SimpleNamespace(
-            num_train_timesteps=c.num_train_timesteps,
-            num_classes=1,
-            prediction_type=c.prediction_type,
-        )
-        self.device = model.device
-        self.scheduler = model.scheduler
-        with torch.no_grad():
-            hidden, mask = model.encode_prompts([prompt, negative])
-        self.ema_unet = _PromptAsClasses(model.ema["unet"], hidden, mask)
 
 
 def _feathered(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -225,11 +186,7 @@ def _one_image(
     device: torch.device,
 ) -> Generator[tuple[int, int, Tensor | None], None, np.ndarray]:
     """One image for ``request`` as H x W x 3 uint8; yields (step, steps, preview)."""
-    from studio.models.diffusion.samplers import denoise_iter
-
-    c = model.config
-    res = int(c.resolution)
-    shape = (1, c.channels, res, res)
+    res = int(model.config.resolution)
     prompt, negative = request.prompt, request.negative_prompt
     if request.mode == "inpaint":
         result = yield from _inpaint(model, request, generator, guidance, device)
@@ -237,10 +194,9 @@ def _one_image(
     init, strength = None, 1.0
     if request.mode == "img2img":
         init, strength = _to_model(request.image, res, device), float(request.strength)
-    denoise = model.guided_denoiser([prompt], negative, guidance)
-    steps = denoise_iter(
-        denoise, _scheduler(model, request.scheduler), int(request.steps), model.scheduler,
-        shape, generator, device, c.prediction_type, init=init, strength=strength,
+    steps = model.prompt_sample_iter(
+        prompt, negative, guidance, request.scheduler, int(request.steps), generator,
+        init=init, strength=strength,
     )  # fmt: skip
     while True:
         try:
@@ -263,8 +219,6 @@ def _inpaint(
     guidance: float,
     device: torch.device,
 ) -> Generator[tuple[int, int, Tensor | None], None, np.ndarray]:
-    from studio.models.diffusion import inpaint as diff
-
     original = np.asarray(request.image)
     h, w = original.shape[:2]
     res = int(model.config.resolution)
@@ -272,24 +226,17 @@ def _inpaint(
     small = Image.fromarray(((np.asarray(request.mask) > 0) * 255).astype(np.uint8))
     hole = np.asarray(small.resize((res, res), Image.Resampling.BILINEAR)) > 0
     hole_t = torch.from_numpy(hole.astype(np.float32))[None, None].to(device)
-    sampler = "ddim" if request.scheduler == "ddim" else "dpm++"
-    plan = diff.DiffusionPlan(diff.MASKED, steps=int(request.steps), sampler=sampler)
-    view = _InpaintView(model, request.prompt, request.negative_prompt)
-    labels = torch.zeros(1, dtype=torch.long, device=device)
-    previews: list[Tensor] = []
-
-    def keep(images: Tensor) -> np.ndarray:
-        previews.append(images)
-        return np.zeros((1, 1, 3), np.uint8)  # the progress image is made by the caller
-
-    run = diff.masked_sample(view, x0, hole_t, 1, generator, plan, labels, guidance, keep)  # type: ignore[arg-type]
+    run = model.prompt_inpaint_iter(
+        request.prompt, request.negative_prompt, guidance, request.scheduler,
+        int(request.steps), generator, x0, hole_t,
+    )  # fmt: skip
     while True:
         try:
-            p = next(run)
+            report = next(run)
         except StopIteration as done:
             x = done.value
             break
-        yield int(p.step), int(p.total or plan.steps), previews.pop() if previews else None
+        yield report.step, report.total, report.preview
     generated = _resize(images_to_uint8(x)[0].numpy(), (w, h)).astype(np.float32)
     m = _feathered(request.mask, int(request.mask_blur))[..., None]
     blended = original.astype(np.float32) * (1 - m) + generated * m

@@ -46,6 +46,7 @@ from studio.models.diffusion.ddpm import (
     step_rng,
     unet_levels,
 )
+from studio.models.diffusion.prompting import PromptSampling
 from studio.models.diffusion.samplers import denoise_iter
 from studio.models.diffusion.text_encoder import (
     PretrainedTextEncoder,
@@ -163,7 +164,7 @@ def build_cond_unet(c: TextDiffusionConfig, cross_dim: int) -> UNet2DConditionMo
     )
 
 
-class TextDiffusion(UNetDiffusion):
+class TextDiffusion(PromptSampling, UNetDiffusion):
     info = FamilyInfo(
         key="diffusion.text",
         kind="diffusion",
