@@ -19,8 +19,7 @@ CLASSES = {target.partition(":")[2] for target in FAMILIES.values()} | {
     "FlowModel",
     "UNetDiffusion",
 }
-# The Prompt workspace's bridge to runs of the text-prompt family is that family's own
-# inference path (prompt pipeline, samplers, text encoder): it is not a dispatch.
+# Files allowed to name a family (none: keep it so; a family's own code lives in studio/models).
 ALLOWED: set[str] = set()
 
 
