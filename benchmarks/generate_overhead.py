@@ -64,36 +64,66 @@ def build_pipeline(sd15: bool, device, dtype):  # noqa: ANN001, ANN201
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = _tokenizer(Path(tmp))
     if sd15:
-        text = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
-                              num_hidden_layers=12, num_attention_heads=12,
-                              max_position_embeddings=77, hidden_act="quick_gelu")
+        text = CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+        )
         unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
         vae = AutoencoderKL(
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=4,
             sample_size=512,
         )
     else:
-        text = CLIPTextConfig(vocab_size=514, hidden_size=32, intermediate_size=64,
-                              num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
-                              bos_token_id=512, eos_token_id=513, pad_token_id=513)
+        text = CLIPTextConfig(
+            vocab_size=514,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=512,
+            eos_token_id=513,
+            pad_token_id=513,
+        )
         unet = UNet2DConditionModel(
-            sample_size=16, block_out_channels=(32, 64), layers_per_block=1,
+            sample_size=16,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
+            cross_attention_dim=32,
+            attention_head_dim=4,
+            norm_num_groups=8,
         )
         vae = AutoencoderKL(
-            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-            block_out_channels=(16, 32), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
             sample_size=32,
         )
     scheduler = DPMSolverMultistepScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1
     )
     pipe = StableDiffusionPipeline(
-        vae=vae.eval(), text_encoder=CLIPTextModel(text).eval(), tokenizer=tokenizer,
-        unet=unet.eval(), scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        vae=vae.eval(),
+        text_encoder=CLIPTextModel(text).eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
@@ -141,9 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     cache.put(PipelineCache.key_for(folder, "txt2img", device, dtype), pipe)
     pipe._studio_scheduler_config = dict(pipe.scheduler.config)
     request = GenerateRequest(
-        str(folder), prompt="a photo of a red fox in the snow", steps=steps, guidance=7.5,
-        scheduler="dpmpp_2m", seed=1, width=size, height=size, memory="full",
-        device=str(device), dtype=mem.dtype_name(dtype),
+        str(folder),
+        prompt="a photo of a red fox in the snow",
+        steps=steps,
+        guidance=7.5,
+        scheduler="dpmpp_2m",
+        seed=1,
+        width=size,
+        height=size,
+        memory="full",
+        device=str(device),
+        dtype=mem.dtype_name(dtype),
     )
 
     def direct() -> float:
@@ -152,9 +190,15 @@ def main(argv: list[str] | None = None) -> int:
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe._studio_scheduler_config)
         _sync(device)
         t = time.perf_counter()
-        pipe(prompt=request.prompt, num_inference_steps=steps, guidance_scale=request.guidance,
-             width=size, height=size, generator=torch.Generator("cpu").manual_seed(1),
-             output_type="np")
+        pipe(
+            prompt=request.prompt,
+            num_inference_steps=steps,
+            guidance_scale=request.guidance,
+            width=size,
+            height=size,
+            generator=torch.Generator("cpu").manual_seed(1),
+            output_type="np",
+        )
         _sync(device)
         return steps / (time.perf_counter() - t)
 
@@ -170,12 +214,17 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"generate_job failed: {out.error}\n{out.details or ''}")
         return steps / (time.perf_counter() - t)
 
-    variants = {"studio generate_job (preview every step)": {},
-                "studio generate_job (no previews)": {"preview_every": 0}}
+    variants = {
+        "studio generate_job (preview every step)": {},
+        "studio generate_job (no previews)": {"preview_every": 0},
+    }
     print(f"# {describe()}", file=sys.stderr)
-    print(f"# {'SD1.5-shaped' if sd15 else 'tiny'} UNet ({params / 1e6:.1f} M params), "
-          f"{size}x{size}, {steps} steps DPM++ 2M, CFG 7.5, batch 1, {mem.dtype_name(dtype)}, "
-          f"{device}", file=sys.stderr)
+    print(
+        f"# {'SD1.5-shaped' if sd15 else 'tiny'} UNet ({params / 1e6:.1f} M params), "
+        f"{size}x{size}, {steps} steps DPM++ 2M, CFG 7.5, batch 1, {mem.dtype_name(dtype)}, "
+        f"{device}",
+        file=sys.stderr,
+    )
     direct(), studio()  # warm-up (allocator, kernels, first-call costs)
     rates: dict[str, list[float]] = {"diffusers pipeline, called directly": []}
     ratios: dict[str, list[float]] = {name: [] for name in variants}
@@ -202,11 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'diffusers pipeline, called directly':<46} | {base:>13.2f} | 1.00")
     for name in variants:
         spread = f" (min {min(ratios[name]):.3f}, max {max(ratios[name]):.3f})"
-        print(f"{name:<46} | {statistics.median(rates[name]):>13.2f} | "
-              f"{statistics.median(ratios[name]):.3f}{spread}")
+        print(
+            f"{name:<46} | {statistics.median(rates[name]):>13.2f} | "
+            f"{statistics.median(ratios[name]):.3f}{spread}"
+        )
     if compile_row is not None:
-        print(f"{compile_row[0]:<46} | {compile_row[1]:>13.2f} | {compile_row[1] / base:.2f}x "
-              "vs eager direct")
+        print(
+            f"{compile_row[0]:<46} | {compile_row[1]:>13.2f} | {compile_row[1] / base:.2f}x "
+            "vs eager direct"
+        )
     print(f"\n{repeats} interleaved pairs per row; target ratio >= 0.98.")
     return 0
 

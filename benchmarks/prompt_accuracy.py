@@ -194,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         base["colour"] += got_c == want_c
         base["shape"] += got_s == want_s
         base["both"] += got_c == want_c and got_s == want_s
-    log(f"checker on {len(pick)} real images: " + ", ".join(f"{k} {v / len(pick):.0%}" for k, v in base.items()))
+    log(
+        f"checker on {len(pick)} real images: "
+        + ", ".join(f"{k} {v / len(pick):.0%}" for k, v in base.items())
+    )
 
     run = args.run
     steps_done, train_s = None, 0.0
@@ -211,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_progress(p: Progress) -> None:
             if p.metrics and "loss" in p.metrics:
-                log(f"step {p.step}/{p.total} loss {p.metrics['loss']:.4f} ({time.monotonic() - t0:.0f} s)")
+                log(
+                    f"step {p.step}/{p.total} loss {p.metrics['loss']:.4f} ({time.monotonic() - t0:.0f} s)"
+                )
             if time.monotonic() - t0 > args.minutes * 60 and not token.stop_requested:
                 log(f"time cap reached at step {p.step}: stopping (a checkpoint is kept)")
                 token.stop()
@@ -242,17 +247,27 @@ def main(argv: list[str] | None = None) -> int:
             "seen": [f"{c} {s}" for c, s in seen],
         }
         rows.append(row)
-        log(f"{prompt!r}: colour {row['colour']:.0%} shape {row['shape']:.0%} both {row['both']:.0%}  {row['seen']}")
+        log(
+            f"{prompt!r}: colour {row['colour']:.0%} shape {row['shape']:.0%} both {row['both']:.0%}  {row['seen']}"
+        )
     sample_s = time.monotonic() - t1
 
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("colour", "shape", "both")}
     table = ["| prompt | n | colour | shape | both |", "|---|---|---|---|---|"]
     for r in rows:
-        table.append(f"| {r['prompt']} | {r['n']} | {r['colour']:.0%} | {r['shape']:.0%} | {r['both']:.0%} |")
-    table.append(f"| **mean of prompts** | {sum(r['n'] for r in rows)} | {mean['colour']:.0%} | {mean['shape']:.0%} | {mean['both']:.0%} |")
+        table.append(
+            f"| {r['prompt']} | {r['n']} | {r['colour']:.0%} | {r['shape']:.0%} | {r['both']:.0%} |"
+        )
+    table.append(
+        f"| **mean of prompts** | {sum(r['n'] for r in rows)} | {mean['colour']:.0%} | {mean['shape']:.0%} | {mean['both']:.0%} |"
+    )
     nb = len(pick)
-    table.append(f"| baseline: checker on real demo images | {nb} | {base['colour'] / nb:.0%} | {base['shape'] / nb:.0%} | {base['both'] / nb:.0%} |")
-    table.append(f"| chance (uniform guess) | | {1 / len(PALETTE):.0%} | {1 / len(SHAPES):.0%} | {1 / (len(PALETTE) * len(SHAPES)):.1%} |")
+    table.append(
+        f"| baseline: checker on real demo images | {nb} | {base['colour'] / nb:.0%} | {base['shape'] / nb:.0%} | {base['both'] / nb:.0%} |"
+    )
+    table.append(
+        f"| chance (uniform guess) | | {1 / len(PALETTE):.0%} | {1 / len(SHAPES):.0%} | {1 / (len(PALETTE) * len(SHAPES)):.1%} |"
+    )
     log("\n".join(table))
     machine = {
         "cpu": platform.processor() or platform.machine(),
@@ -270,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         "run": str(run),
     }  # fmt: skip
     (args.out / "results.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    log(f"steps {steps_done}, training {train_s:.0f} s, sampling {sample_s:.0f} s, total {result['total_s']:.0f} s")
+    log(
+        f"steps {steps_done}, training {train_s:.0f} s, sampling {sample_s:.0f} s, total {result['total_s']:.0f} s"
+    )
     return 0
 
 

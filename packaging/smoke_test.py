@@ -31,7 +31,9 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--pip-args", nargs=argparse.REMAINDER, default=[])
     args = ap.parse_args()
@@ -48,10 +50,30 @@ def main() -> None:
         print(run([studio, "--version"], env=env).stdout.strip())
         assert "gan.dcgan" in run([studio, "families"], env=env).stdout
         run([studio, "demo", "--count", "200"], env=env)
-        out = run([studio, "train", "--data", "demo", "--steps", "5", "--batch-size", "16",
-                   "--set", "width=8", "--out", str(tmp / "run"), "--device", "cpu"], env=env)
+        out = run(
+            [
+                studio,
+                "train",
+                "--data",
+                "demo",
+                "--steps",
+                "5",
+                "--batch-size",
+                "16",
+                "--set",
+                "width=8",
+                "--out",
+                str(tmp / "run"),
+                "--device",
+                "cpu",
+            ],
+            env=env,
+        )
         assert "step 5/5" in out.stdout, out.stdout
-        run([studio, "sample", "--run", str(tmp / "run"), "-n", "4", "--out", str(tmp / "g.png")], env=env)
+        run(
+            [studio, "sample", "--run", str(tmp / "run"), "-n", "4", "--out", str(tmp / "g.png")],
+            env=env,
+        )
         assert (tmp / "g.png").stat().st_size > 0
         # The window opens offscreen and closes cleanly.
         run([studio], env=dict(env, STUDIO_QUIT_AFTER_MS="3000"), timeout=120)

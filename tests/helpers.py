@@ -204,7 +204,11 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     "flow.glow": {"levels": 2, "steps": 2, "hidden": 16, "warmup_steps": 10},
     "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
     "diffusion.text": {
-        "width": 8, "layers_per_block": 1, "attention_res": 4, "text_dim": 16, "text_layers": 1,
+        "width": 8,
+        "layers_per_block": 1,
+        "attention_res": 4,
+        "text_dim": 16,
+        "text_layers": 1,
         "text_heads": 2,
     },
 }

@@ -178,7 +178,10 @@ def test_saved_files_and_folders_get_ordinary_permissions(tmp_path, mask):
     finally:
         os.umask(old)
     modes = modes_under(tmp_path)
-    assert "ddpm/unet/diffusion_pytorch_model.safetensors" in modes and "ddpm/model_index.json" in modes
+    assert (
+        "ddpm/unet/diffusion_pytorch_model.safetensors" in modes
+        and "ddpm/model_index.json" in modes
+    )
     wrong = {
         name: oct(mode) for name, mode in modes.items()
         if mode != (0o777 if (tmp_path / name).is_dir() else 0o666) & ~mask

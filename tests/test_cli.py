@@ -36,8 +36,24 @@ def test_help_documents_every_command(capsys):
 
 def test_train_resume_and_sample(data_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["train", "--family", "gan.dcgan", "--data", str(data_dir), "--resolution", "32",
-            "--steps", "6", "--batch-size", "8", "--out", str(run), "--device", "cpu", *TINY]
+    args = [
+        "train",
+        "--family",
+        "gan.dcgan",
+        "--data",
+        str(data_dir),
+        "--resolution",
+        "32",
+        "--steps",
+        "6",
+        "--batch-size",
+        "8",
+        "--out",
+        str(run),
+        "--device",
+        "cpu",
+        *TINY,
+    ]
     assert main(args) == 0
     assert "step 6/6" in capsys.readouterr().out
     assert main(["train", "--resume", str(run), "--steps", "9"]) == 0
@@ -51,7 +67,9 @@ def test_train_resume_and_sample(data_dir, tmp_path, capsys):
     assert img.ndim == 3 and img.shape[2] == 3 and img.shape[0] > 32
 
     out_dir = tmp_path / "each"
-    assert main(["sample", "--run", str(run), "-n", "3", "--seed", "5", "--out", f"{out_dir}/"]) == 0
+    assert (
+        main(["sample", "--run", str(run), "-n", "3", "--seed", "5", "--out", f"{out_dir}/"]) == 0
+    )
     files = sorted(out_dir.glob("*.png"))
     assert len(files) == 3 and Image.open(files[0]).size == (32, 32)
     # The same seed gives the same first image, in the grid and alone.
@@ -70,33 +88,86 @@ def test_scan_lists_skipped_files_and_fails_when_nothing_is_usable(tmp_path, cap
     assert "error:" in err.err and "Traceback" not in err.err
 
     (tmp_path / "empty").mkdir()
-    assert main(["train", "--data", str(tmp_path / "empty"), "--steps", "2",
-                 "--out", str(tmp_path / "r")]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "empty"),
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 1
+    )
     assert "empty" in capsys.readouterr().err.lower()
 
 
 def test_bad_settings_and_unknown_family_are_refused_clearly(data_dir, tmp_path, capsys):
-    assert main(["train", "--data", str(data_dir), "--set", "nope=1", "--out", str(tmp_path / "r")]) == 1
+    assert (
+        main(["train", "--data", str(data_dir), "--set", "nope=1", "--out", str(tmp_path / "r")])
+        == 1
+    )
     assert "NAME one of" in capsys.readouterr().err
-    assert main(["train", "--data", str(data_dir), "--set", "latent_dim=1", "--out", str(tmp_path / "r")]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data_dir),
+                "--set",
+                "latent_dim=1",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 1
+    )
     assert "between 2 and 512" in capsys.readouterr().err
     assert main(["train", "--family", "gan.nope", "--data", str(data_dir)]) == 1
     assert "unknown family" in capsys.readouterr().err
-    assert main(["sample", "--run", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]) == 1
+    assert (
+        main(["sample", "--run", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")]) == 1
+    )
     assert "no run folder" in capsys.readouterr().err.lower()
 
 
 def test_entry_point_runs_as_a_module(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "studio", "families"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "studio", "families"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "gan.dcgan" in out.stdout
 
 
 def test_conditional_sampling_by_class_name(data_dir, tmp_path, capsys):
     run = tmp_path / "cgan"
-    assert main(["train", "--family", "gan.cgan", "--data", str(data_dir), "--resolution", "32",
-                 "--steps", "2", "--batch-size", "8", "--out", str(run), *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--family",
+                "gan.cgan",
+                "--data",
+                str(data_dir),
+                "--resolution",
+                "32",
+                "--steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--out",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "c1.png"
-    assert main(["sample", "--run", str(run), "-n", "2", "--class", "class_1", "--out", str(out)]) == 0
+    assert (
+        main(["sample", "--run", str(run), "-n", "2", "--class", "class_1", "--out", str(out)]) == 0
+    )
     assert out.is_file()
     assert main(["sample", "--run", str(run), "-n", "2", "--class", "dog", "--out", str(out)]) == 1
     assert "classes: class_0, class_1" in capsys.readouterr().err
@@ -107,8 +178,23 @@ def test_a_conditional_model_on_unlabelled_images_says_what_to_do(tmp_path, caps
     flat.mkdir()
     for i in range(4):
         Image.new("RGB", (16, 16), (i * 60, 0, 0)).save(flat / f"{i}.png")
-    assert main(["train", "--family", "gan.cgan", "--data", str(flat), "--steps", "2",
-                 "--out", str(tmp_path / "r"), *TINY]) == 1
+    assert (
+        main(
+            [
+                "train",
+                "--family",
+                "gan.cgan",
+                "--data",
+                str(flat),
+                "--steps",
+                "2",
+                "--out",
+                str(tmp_path / "r"),
+                *TINY,
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "subfolder" in err and "Traceback" not in err
 
@@ -118,8 +204,23 @@ def test_demo_command_and_data_demo_reuse_the_same_dataset(tmp_path, capsys):
     assert "demo dataset ready" in capsys.readouterr().out
     assert main(["data", "scan", "demo"]) == 0
     assert "30 usable images" in capsys.readouterr().out
-    assert main(["train", "--data", "demo", "--steps", "1", "--batch-size", "4",
-                 "--out", str(tmp_path / "r"), *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "demo",
+                "--steps",
+                "1",
+                "--batch-size",
+                "4",
+                "--out",
+                str(tmp_path / "r"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     cfg = RunFolder(tmp_path / "r").read_config()
     assert cfg["dataset"]["images"] == 30
 
@@ -136,8 +237,22 @@ def test_train_refuses_a_non_empty_folder_that_is_not_a_run(data_dir, tmp_path, 
     }
     for path, data in mine.items():
         path.write_bytes(data)
-    args = ["train", "--data", str(data_dir), "--steps", "2", "--batch-size", "4",
-            "--sample-every", "1", "--checkpoint-every", "1", "--out", str(out), *TINY]
+    args = [
+        "train",
+        "--data",
+        str(data_dir),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--sample-every",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--out",
+        str(out),
+        *TINY,
+    ]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "not empty and is not a Studio run" in err and "Traceback" not in err
@@ -178,8 +293,25 @@ def test_settings_read_back_from_a_run_folder_are_range_checked(data_dir, tmp_pa
     import json
 
     run = tmp_path / "run"
-    assert main(["train", "--data", str(data_dir), "--steps", "2", "--batch-size", "4",
-                 "--out", str(run), "--device", "cpu", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data_dir),
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--out",
+                str(run),
+                "--device",
+                "cpu",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     config_path = run / "config.json"
     original = config_path.read_text(encoding="utf-8")

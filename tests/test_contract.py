@@ -124,7 +124,9 @@ def test_family_cancels_mid_training_and_mid_sampling(key, data_dir, tmp_path):
         if p.stage == "sample":
             token.cancel()
 
-    out = run_sync(sample_job(tmp_path, 2, model=model, **sample_kwargs(model)), token, cancel_at_first)
+    out = run_sync(
+        sample_job(tmp_path, 2, model=model, **sample_kwargs(model)), token, cancel_at_first
+    )
     assert out.status is Status.CANCELLED and out.result is None
     assert any(p.stage == "sample" for p in seen)
     # The model still samples normally afterwards.

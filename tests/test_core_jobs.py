@@ -128,7 +128,9 @@ def test_mailbox_coalesces_but_keeps_every_metric_point_and_the_newest_image():
     wakes = 0
     img = np.zeros((2, 2, 3), np.uint8)
     for i in range(1000):
-        wakes += box.put(Progress("train", i, 1000, metrics={"loss": float(i)}, image=img if i == 10 else None))
+        wakes += box.put(
+            Progress("train", i, 1000, metrics={"loss": float(i)}, image=img if i == 10 else None)
+        )
     assert wakes == 1  # one wake-up while the consumer was away
     latest, image, points = box.take()
     assert latest.step == 999
@@ -146,7 +148,9 @@ def test_mailbox_points_are_bounded():
     assert [s for s, _ in points] == list(range(90, 100))
 
 
-@pytest.mark.parametrize("total,step,expected", [(None, 3, None), (0, 0, None), (10, 5, 0.5), (10, 20, 1.0)])
+@pytest.mark.parametrize(
+    "total,step,expected", [(None, 3, None), (0, 0, None), (10, 5, 0.5), (10, 20, 1.0)]
+)
 def test_progress_fraction(total, step, expected):
     assert Progress("work", step, total).fraction == expected
 

@@ -34,7 +34,9 @@ def _png(path: Path, colour: int = 120) -> Path:
     return path
 
 
-def _studio(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+def _studio(
+    *args: str, timeout: float = 60, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "studio", *args],
         capture_output=True,

@@ -140,7 +140,9 @@ def test_a_tidied_demo_is_not_complete(tmp_path: Path) -> None:
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
 
 
 def _users_folder(folder: Path) -> dict[str, bytes]:

@@ -52,12 +52,41 @@ def test_two_gloo_processes_train_in_sync_and_write_one_checkpoint(tmp_path):
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", STUDIO_HOME=str(tmp_path / "home"))
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(script),
-        "train", "--family", "gan.dcgan", "--data", str(data), "--resolution", "32",
-        "--steps", "6", "--batch-size", "8", "--checkpoint-every", "3", "--log-every", "1",
-        "--sample-every", "3", "--out", str(run), "--device", "cpu",
-        "--set", "latent_dim=8", "--set", "width=8",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(script),
+        "train",
+        "--family",
+        "gan.dcgan",
+        "--data",
+        str(data),
+        "--resolution",
+        "32",
+        "--steps",
+        "6",
+        "--batch-size",
+        "8",
+        "--checkpoint-every",
+        "3",
+        "--log-every",
+        "1",
+        "--sample-every",
+        "3",
+        "--out",
+        str(run),
+        "--device",
+        "cpu",
+        "--set",
+        "latent_dim=8",
+        "--set",
+        "width=8",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=220)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -102,7 +131,11 @@ def test_without_out_every_rank_reports_rank_0s_run_folder(tmp_path):
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=220)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    reported = {line.rsplit("run folder ", 1)[1] for line in proc.stdout.splitlines() if "run folder " in line}
+    reported = {
+        line.rsplit("run folder ", 1)[1]
+        for line in proc.stdout.splitlines()
+        if "run folder " in line
+    }
     runs = [p for p in (home / "runs").iterdir()] if (home / "runs").is_dir() else []
     assert len(runs) == 1 and "rank-1-clock" not in runs[0].name, runs
     assert reported == {str(runs[0])}, proc.stdout[-2000:]

@@ -12,7 +12,7 @@ import pytest
 
 from studio.models import registry
 
-GOOD = '''
+GOOD = """
 import dataclasses
 
 from studio.models.gan.dcgan import DCGAN
@@ -22,7 +22,7 @@ class PluginGAN(DCGAN):
     info = dataclasses.replace(
         DCGAN.info, key="plugin.gan", display_name="Plug-in GAN", kind_title="Plug-in models"
     )
-'''
+"""
 
 
 @pytest.fixture

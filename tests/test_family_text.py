@@ -97,7 +97,10 @@ def test_batches_carry_the_captions_of_their_images():
             assert cap == (f"caption {index}" if index < 5 else "")
             seen.append(index)
     assert sorted(seen[:6]) == list(range(6))  # one epoch sees every image once
-    assert DeviceImages(images, None, torch.device("cpu"), 0, 3, False).batch(0, seeded()).captions is None
+    assert (
+        DeviceImages(images, None, torch.device("cpu"), 0, 3, False).batch(0, seeded()).captions
+        is None
+    )
 
 
 def test_tokenizer_vocabulary_and_unknown_words():
@@ -143,7 +146,9 @@ def test_family_declares_text_and_builds_its_vocabulary_from_captions():
     settings = TextDiffusion.config_for_data({"resolution": 8}, ["a red square", "blue square"])
     assert settings["vocab"].split() == ["square", "a", "blue", "red"]
     assert settings["sample_prompts"] == "a red square|blue square"
-    kept = TextDiffusion.config_for_data({}, ["green"], previous={"vocab": "red", "sample_prompts": "x"})
+    kept = TextDiffusion.config_for_data(
+        {}, ["green"], previous={"vocab": "red", "sample_prompts": "x"}
+    )
     assert kept["vocab"] == "red" and kept["sample_prompts"] == "x"  # a resumed run keeps its own
     with pytest.raises(ValueError, match="text width"):
         TextDiffusionConfig(resolution=8, text_dim=10, text_heads=4)
@@ -155,7 +160,9 @@ def test_sample_with_prompt_gives_images_of_the_right_shape_and_seed_decides():
     assert a.shape == (3, 3, 8, 8) and a.min() >= -1 and a.max() <= 1
     b = model.sample(3, seeded(1), prompt="red square", steps=3, guidance=2.0)
     assert torch.equal(a, b)
-    assert not torch.equal(a, model.sample(3, seeded(2), prompt="red square", steps=3, guidance=2.0))
+    assert not torch.equal(
+        a, model.sample(3, seeded(2), prompt="red square", steps=3, guidance=2.0)
+    )
     per_image = model.sample(2, seeded(1), prompt=["red", "blue"], steps=2, sampler="ddim")
     assert per_image.shape == (2, 3, 8, 8)
     assert model.sample(2, seeded(1), steps=2).shape == (2, 3, 8, 8)  # sample prompts in turn
@@ -267,7 +274,10 @@ def test_training_run_learns_the_vocabulary_and_resumes_with_it(text_run, captio
     try:
         out = run_sync(train_job(text_run, CancelToken(), steps=4))
         assert out.ok, out.error or out.details
-        assert json.loads((text_run / "model" / "studio.json").read_text())["config"]["vocab"] == saved["vocab"]
+        assert (
+            json.loads((text_run / "model" / "studio.json").read_text())["config"]["vocab"]
+            == saved["vocab"]
+        )
     finally:
         (captioned / "000.txt").write_text("a red square\n", encoding="utf-8")
 
@@ -287,17 +297,29 @@ def test_generate_with_run_gives_images_and_metadata(text_run):
     assert len(result.images) == 2 and result.seeds == [5, 6]
     assert all(img.shape == (16, 16, 3) and img.dtype == np.uint8 for img in result.images)
     assert [m["seed"] for m in result.metadata] == [5, 6]
-    assert all(m["prompt"] == "a red square" and m["model_family"] == "diffusion.text" for m in result.metadata)
+    assert all(
+        m["prompt"] == "a red square" and m["model_family"] == "diffusion.text"
+        for m in result.metadata
+    )
     assert result.metadata[0]["generation_size"] == [16, 16]
     assert any(p.stage == "generate" and p.image is not None for p in seen)
     # The same seed alone gives the same image as in the batch.
-    again = run_sync(generate_with_run(text_run, request(text_run, seed=6, batch_count=1), CancelToken()))
+    again = run_sync(
+        generate_with_run(text_run, request(text_run, seed=6, batch_count=1), CancelToken())
+    )
     assert np.array_equal(again.result.images[0], result.images[1])
 
     # Other sizes are resized from the model's resolution, and said so.
     seen.clear()
-    big = run_sync(generate_with_run(text_run, request(text_run, width=32, height=24, batch_count=1,
-                                                       scheduler="euler_a"), CancelToken()), None, seen.append)
+    big = run_sync(
+        generate_with_run(
+            text_run,
+            request(text_run, width=32, height=24, batch_count=1, scheduler="euler_a"),
+            CancelToken(),
+        ),
+        None,
+        seen.append,
+    )
     assert big.ok, big.error or big.details
     assert big.result.images[0].shape == (24, 32, 3)
     assert any("resized to 32x24" in (p.message or "") for p in seen)
@@ -328,12 +350,22 @@ def test_image_to_image_and_inpainting(text_run):
     image = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
     mask = np.zeros((48, 64), bool)
     mask[16:26, 20:32] = True
-    i2i = run_sync(generate_with_run(text_run, request(text_run, mode="img2img", image=image,
-                                                       strength=0.5, batch_count=1), CancelToken()))
+    i2i = run_sync(
+        generate_with_run(
+            text_run,
+            request(text_run, mode="img2img", image=image, strength=0.5, batch_count=1),
+            CancelToken(),
+        )
+    )
     assert i2i.ok, i2i.error or i2i.details
     assert i2i.result.images[0].shape == image.shape
-    inp = run_sync(generate_with_run(text_run, request(text_run, mode="inpaint", image=image, mask=mask,
-                                                       mask_blur=2, batch_count=1), CancelToken()))
+    inp = run_sync(
+        generate_with_run(
+            text_run,
+            request(text_run, mode="inpaint", image=image, mask=mask, mask_blur=2, batch_count=1),
+            CancelToken(),
+        )
+    )
     assert inp.ok, inp.error or inp.details
     out = inp.result.images[0]
     assert out.shape == image.shape

@@ -40,8 +40,26 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _generate(model: Path, out: Path, *extra: str) -> int:
-    return main(["generate", "--model", str(model), "--prompt", "a red circle", "--steps", "1",
-                 "--width", "16", "--height", "16", "--device", "cpu", "--out", str(out), *extra])
+    return main(
+        [
+            "generate",
+            "--model",
+            str(model),
+            "--prompt",
+            "a red circle",
+            "--steps",
+            "1",
+            "--width",
+            "16",
+            "--height",
+            "16",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def _one_sentence(err: str) -> str:
@@ -157,7 +175,9 @@ def test_a_header_over_the_safetensors_limit_fails_at_once(tmp_path: Path) -> No
         fh.truncate(8 + n)  # sparse: nothing real is written
     tracemalloc.start()
     try:
-        with pytest.raises(files.CorruptModelFile, match="more than the 100,000,000 the safetensors"):
+        with pytest.raises(
+            files.CorruptModelFile, match="more than the 100,000,000 the safetensors"
+        ):
             files.read_safetensors_header(path)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -173,6 +193,7 @@ def test_a_header_with_too_many_tensors_fails_fast(
         f'"t{i}":{{"dtype":"U8","shape":[1],"data_offsets":[{i},{i + 1}]}}' for i in range(n)
     )
     path = _header_file(tmp_path / "many.safetensors", f"{{{entries}}}".encode(), data=n)
+
     def never(*_a: object, **_k: object) -> None:
         raise AssertionError("the header was parsed before its tensors were counted")
 
@@ -199,9 +220,14 @@ def test_a_deeply_nested_header_is_refused_without_recursion_error(
 
 
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.text(max_size=8)
     | st.sampled_from(["F32", "U8", "BF16", "dtype", "shape", "data_offsets", "__metadata__"]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 

@@ -119,7 +119,9 @@ def test_peek_sees_current_weights_not_the_files(tmp_path, data):
 
 
 def test_borrowed_restores_modes_flags_and_global_rng():
-    model_cls = __import__("studio.models.registry", fromlist=["get_family"]).get_family("gan.dcgan")
+    model_cls = __import__("studio.models.registry", fromlist=["get_family"]).get_family(
+        "gan.dcgan"
+    )
     model = model_cls(model_cls.Config.from_dict({"resolution": 16, "latent_dim": 8, "width": 8}))
     model.train()
     list(model.parameters())[0].requires_grad_(False)  # a frozen one stays frozen

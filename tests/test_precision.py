@@ -156,7 +156,9 @@ def test_fp16_loss_scales_are_checkpointed_and_resumed(data_dir, tmp_path, monke
     run_dir = tmp_path / "run"
     cfg = tiny_train_config("vae.conv", data_dir, steps=2, checkpoint_every=2, **EAGER)
     with monkeypatch.context() as m:  # a scale that had backed off to 1024
-        m.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=1024.0))
+        m.setattr(
+            torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=1024.0)
+        )
         assert run_sync(train_job(run_dir, CancelToken(), cfg)).ok
     state_dir = RunFolder(run_dir).state_dir
     meta = json.loads((latest_checkpoint(state_dir) / "trainer.json").read_text())

@@ -24,10 +24,33 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_generate_writes_pngs_with_metadata(model, tmp_path, capsys):
     out = tmp_path / "out.png"
-    code = main(["generate", "--model", str(model), "--prompt", "a blue square",
-                 "--negative", "red", "--steps", "2", "--width", "16", "--height", "24",
-                 "--seed", "9", "--batch", "2", "--scheduler", "euler", "--device", "cpu",
-                 "--out", str(out)])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(model),
+            "--prompt",
+            "a blue square",
+            "--negative",
+            "red",
+            "--steps",
+            "2",
+            "--width",
+            "16",
+            "--height",
+            "24",
+            "--seed",
+            "9",
+            "--batch",
+            "2",
+            "--scheduler",
+            "euler",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     paths = [tmp_path / "out-1.png", tmp_path / "out-2.png"]
     assert f"wrote {paths[0]}" in capsys.readouterr().out
@@ -48,9 +71,27 @@ def test_generate_inpaint_from_files(model, tmp_path):
     mask = np.zeros((20, 20), np.uint8)
     mask[4:10, 4:10] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
-    code = main(["generate", "--model", str(model), "--prompt", "a red circle", "--steps", "2",
-                 "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"),
-                 "--mask-blur", "1", "--device", "cpu", "--out", str(tmp_path / "filled")])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(model),
+            "--prompt",
+            "a red circle",
+            "--steps",
+            "2",
+            "--image",
+            str(tmp_path / "in.png"),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--mask-blur",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "filled"),
+        ]
+    )
     assert code == 0
     meta = read_png_metadata(tmp_path / "filled.png")
     assert meta["mode"] == "inpaint" and (meta["width"], meta["height"]) == (24, 24)
@@ -69,16 +110,39 @@ def test_generate_inpaint_from_files(model, tmp_path):
     ],
 )
 def test_generate_errors_are_clear_and_nonzero(model, tmp_path, capsys, extra, message):
-    code = main(["generate", "--model", str(model), "--prompt", "x", "--steps", "2",
-                 "--device", "cpu", "--out", str(tmp_path / "o.png"), *extra])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(model),
+            "--prompt",
+            "x",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "o.png"),
+            *extra,
+        ]
+    )
     assert code == 1
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
 
 
 def test_unknown_model_is_an_error(tmp_path, capsys):
-    code = main(["generate", "--model", str(tmp_path / "nope"), "--prompt", "x",
-                 "--out", str(tmp_path / "o.png")])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(tmp_path / "nope"),
+            "--prompt",
+            "x",
+            "--out",
+            str(tmp_path / "o.png"),
+        ]
+    )
     assert code == 1 and "model library" in capsys.readouterr().err
 
 
@@ -89,9 +153,29 @@ def test_output_paths():
 
 def test_generate_takes_a_seed_beyond_32_bits_and_writes_it_as_a1111_does(model, tmp_path):
     out = tmp_path / "big.png"
-    code = main(["generate", "--model", str(model), "--prompt", "a fox, at dawn", "--steps", "2",
-                 "--width", "16", "--height", "16", "--seed", "3000000000", "--scheduler",
-                 "euler_a", "--device", "cpu", "--out", str(out)])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(model),
+            "--prompt",
+            "a fox, at dawn",
+            "--steps",
+            "2",
+            "--width",
+            "16",
+            "--height",
+            "16",
+            "--seed",
+            "3000000000",
+            "--scheduler",
+            "euler_a",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert read_png_metadata(out)["seed"] == 3_000_000_000
     with Image.open(out) as img:
@@ -104,16 +188,30 @@ def test_generate_settings_from_an_a1111_png_say_what_was_not_restored(model, tm
     from PIL import PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", (
-        "a castle\nNegative prompt: blurry\n"
-        "Steps: 2, Sampler: DPM++ SDE Karras, CFG scale: 3.5, Seed: 4000000000, Size: 16x24, "
-        f'Model: {model.name}, ControlNet 0: "Module: canny, Model: cn, Weight: 1", '
-        "Version: v1.9.4"
-    ))
+    info.add_text(
+        "parameters",
+        (
+            "a castle\nNegative prompt: blurry\n"
+            "Steps: 2, Sampler: DPM++ SDE Karras, CFG scale: 3.5, Seed: 4000000000, Size: 16x24, "
+            f'Model: {model.name}, ControlNet 0: "Module: canny, Model: cn, Weight: 1", '
+            "Version: v1.9.4"
+        ),
+    )
     Image.new("RGB", (8, 8)).save(tmp_path / "a1111.png", pnginfo=info)
     out = tmp_path / "again.png"
-    code = main(["generate", "--settings-from", str(tmp_path / "a1111.png"), "--model",
-                 str(model), "--device", "cpu", "--out", str(out)])
+    code = main(
+        [
+            "generate",
+            "--settings-from",
+            str(tmp_path / "a1111.png"),
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert "not restored from a1111.png: Sampler: DPM++ SDE Karras (not available here)" in err

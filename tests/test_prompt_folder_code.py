@@ -80,8 +80,9 @@ def _edit_json(path: Path, edit: Callable[[dict], None]) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
-def _assert_refused_everywhere(folder: Path, canary: Path, message: str, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def _assert_refused_everywhere(
+    folder: Path, canary: Path, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(files.UnsafeModelError, match=message):
         files.check_folder_code(folder)
     with pytest.raises(files.UnsafeModelError, match=message):
@@ -89,9 +90,25 @@ def _assert_refused_everywhere(folder: Path, canary: Path, message: str, tmp_pat
     with pytest.raises(files.UnsafeModelError, match=message):
         load_pipeline(folder, "txt2img")
     capsys.readouterr()
-    code = main(["generate", "--model", str(folder), "--prompt", "a red circle", "--steps", "1",
-                 "--width", "16", "--height", "16", "--device", "cpu",
-                 "--out", str(tmp_path / "out.png")])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(folder),
+            "--prompt",
+            "a red circle",
+            "--steps",
+            "1",
+            "--width",
+            "16",
+            "--height",
+            "16",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "out.png"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "refused" in err and "Traceback" not in err
     assert not (tmp_path / "out.png").exists()
@@ -135,7 +152,9 @@ def test_code_in_a_symlinked_subfolder_is_refused(
     _payload(outside / "unet_custom.py", canary)
     shutil.rmtree(folder / "unet")
     (folder / "unet").symlink_to(outside, target_is_directory=True)
-    _edit_json(folder / "model_index.json", lambda d: d.update(unet=["unet_custom", "EvilPipeline"]))
+    _edit_json(
+        folder / "model_index.json", lambda d: d.update(unet=["unet_custom", "EvilPipeline"])
+    )
     _assert_refused_everywhere(folder, canary, "leads out of the folder", tmp_path, capsys)
 
     # A link that stays inside the folder is followed, and what it leads to is checked.
@@ -200,7 +219,9 @@ def test_auto_map_nested_anywhere_is_refused(tiny_sd: Path, tmp_path: Path) -> N
         folder / "tokenizer" / "tokenizer_config.json",
         lambda d: d.update(extra={"deeper": [{"auto_map": ["evil.Tok", None]}]}),
     )
-    with pytest.raises(files.UnsafeModelError, match=r"tokenizer/tokenizer_config.json .*'auto_map'"):
+    with pytest.raises(
+        files.UnsafeModelError, match=r"tokenizer/tokenizer_config.json .*'auto_map'"
+    ):
         files.check_folder_code(folder)
 
 
@@ -277,8 +298,21 @@ def test_a_fifo_in_a_model_folder_is_refused_not_opened(
     with _watchdog(fifo):
         with pytest.raises(files.UnsafeModelError, match="not a regular file"):
             files.check_folder_code(folder)
-        code = main(["generate", "--model", str(folder), "--prompt", "x", "--steps", "1",
-                     "--device", "cpu", "--out", str(tmp_path / "o.png")])
+        code = main(
+            [
+                "generate",
+                "--model",
+                str(folder),
+                "--prompt",
+                "x",
+                "--steps",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "o.png"),
+            ]
+        )
     assert code == 1 and "not a regular file" in capsys.readouterr().err
 
 
@@ -289,8 +323,21 @@ def test_a_fifo_given_as_the_model_is_refused_not_opened(
     fifo = tmp_path / "model.safetensors"
     os.mkfifo(fifo)
     with _watchdog(fifo):
-        code = main(["generate", "--model", str(fifo), "--prompt", "x", "--steps", "1",
-                     "--device", "cpu", "--out", str(tmp_path / "o.png")])
+        code = main(
+            [
+                "generate",
+                "--model",
+                str(fifo),
+                "--prompt",
+                "x",
+                "--steps",
+                "1",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "o.png"),
+            ]
+        )
     assert code == 1 and "model.safetensors is not a regular file" in capsys.readouterr().err
 
 
@@ -330,15 +377,15 @@ def test_a_pickled_folder_is_refused_on_torch_before_2_6(
         load_pipeline(folder, "txt2img", allow_pickle=True)
 
 
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 def test_a_library_entry_whose_file_became_a_fifo_is_refused_not_opened(tmp_path: Path) -> None:
     from studio.engine.prompt.library import ModelEntry
 
     fifo = tmp_path / "sd.safetensors"
     os.mkfifo(fifo)
-    entry = ModelEntry(id="x", name="sd", path=str(fifo), kind="single-file", arch="sd1",
-                       file_format="safetensors")
+    entry = ModelEntry(
+        id="x", name="sd", path=str(fifo), kind="single-file", arch="sd1", file_format="safetensors"
+    )
     with _watchdog(fifo):
         for read in (files.sniff_format, files.read_safetensors_header, files.read_state_dict):
             with pytest.raises(files.ModelFileError, match="not a regular file"):

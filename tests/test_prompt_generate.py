@@ -39,14 +39,17 @@ def cache() -> PipelineCache:
     return PipelineCache(max_models=2)
 
 
-
 def request(model: Path, **kw) -> GenerateRequest:
     defaults = dict(prompt="a red circle", width=16, height=16, steps=3, mask_blur=1)
     return GenerateRequest(str(model), **{**defaults, **kw})
 
 
-def run(req: GenerateRequest, cache: PipelineCache, token: CancelToken | None = None,
-        progress: list[Progress] | None = None):
+def run(
+    req: GenerateRequest,
+    cache: PipelineCache,
+    token: CancelToken | None = None,
+    progress: list[Progress] | None = None,
+):
     on = progress.append if progress is not None else None
     return run_sync(generate_job(req, token or CancelToken(), pipeline_cache=cache), token, on)
 
@@ -80,8 +83,14 @@ def test_modes_give_images_of_the_requested_size(models, cache, which, mode):
 def test_only_masked_area_keeps_the_rest_and_the_size(models, cache):
     image, mask = picture(40, 40), np.zeros((40, 40), np.uint8)
     mask[30:34, 30:34] = 1
-    req = request(models["sd"], mode="inpaint", image=image, mask=mask, only_masked=True,
-                  only_masked_padding=2)
+    req = request(
+        models["sd"],
+        mode="inpaint",
+        image=image,
+        mask=mask,
+        only_masked=True,
+        only_masked_padding=2,
+    )
     out = run(req, cache)
     assert out.ok, out.details
     result = out.result.images[0]
@@ -157,8 +166,11 @@ def test_cancel_mid_run_returns_nothing_and_decodes_nothing(models, cache, monke
             steps.append(p.step)
             token.cancel()
 
-    out = run_sync(generate_job(request(models["sd"], steps=3), token, pipeline_cache=cache),
-                   token, on_progress)
+    out = run_sync(
+        generate_job(request(models["sd"], steps=3), token, pipeline_cache=cache),
+        token,
+        on_progress,
+    )
     assert out.status is Status.CANCELLED and out.result is None
     assert steps == [1]
     assert decodes == []  # the image was never finished
@@ -313,7 +325,10 @@ def test_png_metadata_round_trips_and_restores_the_request(models, cache, tmp_pa
     from PIL import Image
 
     with Image.open(path) as img:
-        assert "Seed: 4" in img.text["parameters"] and "Negative prompt: blurry" in img.text["parameters"]
+        assert (
+            "Seed: 4" in img.text["parameters"]
+            and "Negative prompt: blurry" in img.text["parameters"]
+        )
     assert read_png_metadata(png_bytes(out.result.images[0], None)) is None
     assert read_png_metadata(b"not a png") is None
 
@@ -322,15 +337,23 @@ def test_parameters_from_other_tools_are_read():
     from PIL import Image, PngImagePlugin
 
     info = PngImagePlugin.PngInfo()
-    info.add_text("parameters", "a cat\nNegative prompt: dog\n"
-                  "Steps: 20, Sampler: Euler a, CFG scale: 6.5, Seed: 42, Size: 64x48")
+    info.add_text(
+        "parameters",
+        "a cat\nNegative prompt: dog\n"
+        "Steps: 20, Sampler: Euler a, CFG scale: 6.5, Seed: 42, Size: 64x48",
+    )
     import io
 
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, format="PNG", pnginfo=info)
     meta = read_png_metadata(buf.getvalue())
     assert meta["prompt"] == "a cat" and meta["negative_prompt"] == "dog"
-    assert (meta["steps"], meta["scheduler"], meta["guidance"], meta["seed"]) == (20, "euler_a", 6.5, 42)
+    assert (meta["steps"], meta["scheduler"], meta["guidance"], meta["seed"]) == (
+        20,
+        "euler_a",
+        6.5,
+        42,
+    )
     assert (meta["width"], meta["height"]) == (64, 48)
 
 
@@ -339,8 +362,12 @@ def test_history_saves_atomically_and_lists_newest_first(tmp_path):
 
     root = tmp_path / "generations"
     when = dt.datetime(2026, 11, 5, 12, 0, 0)
-    paths = [save_generation(picture(), {"model": "m", "prompt": f"p{i}", "seed": i}, root=root,
-                             now=when) for i in range(3)]
+    paths = [
+        save_generation(
+            picture(), {"model": "m", "prompt": f"p{i}", "seed": i}, root=root, now=when
+        )
+        for i in range(3)
+    ]
     assert [p.name for p in paths] == ["00001.png", "00002.png", "00003.png"]
     assert paths[0].parent == root / "2026-11-05"
     with open(root / "index.jsonl", "a") as fh:
@@ -356,9 +383,15 @@ def test_history_saves_atomically_and_lists_newest_first(tmp_path):
 
 def test_xy_grid_has_rows_times_cols_labelled_cells(models, cache):
     req = request(models["sd"], prompt="a red circle", steps=2)
-    result = run_sync(xy_grid_job(req, ("seed", ["1", "2", "3"]),
-                                  ("prompt_sr", ["red", "blue"]), CancelToken(),
-                                  pipeline_cache=cache))
+    result = run_sync(
+        xy_grid_job(
+            req,
+            ("seed", ["1", "2", "3"]),
+            ("prompt_sr", ["red", "blue"]),
+            CancelToken(),
+            pipeline_cache=cache,
+        )
+    )
     assert result.ok, result.details
     grid = result.result
     assert (grid.rows, grid.cols) == (2, 3) and len(grid.cells) == 6
@@ -373,8 +406,12 @@ def test_xy_grid_has_rows_times_cols_labelled_cells(models, cache):
 
 def test_xy_grid_checks_axes_before_running():
     req = GenerateRequest("m", prompt="a red circle")
-    bad = [(("colour", [1]), "cannot vary"), (("prompt_sr", ["green", "blue"]), "not in the prompt"),
-           (("steps", ["many"]), "not a valid steps"), (("scheduler", ["warp"]), "unknown scheduler")]
+    bad = [
+        (("colour", [1]), "cannot vary"),
+        (("prompt_sr", ["green", "blue"]), "not in the prompt"),
+        (("steps", ["many"]), "not a valid steps"),
+        (("scheduler", ["warp"]), "unknown scheduler"),
+    ]
     for axis, message in bad:
         with pytest.raises(StudioError, match=message):
             next(xy_grid_job(req, axis, None, CancelToken()))

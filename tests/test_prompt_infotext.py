@@ -30,7 +30,7 @@ A1111 = (
     "Steps: 28, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 3000000000, "
     "Size: 640x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, "
     'ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 1.0, '
-    'Resize Mode: Crop and Resize, Low Vram: False, Processor Res: 512, Guidance Start: 0.0, '
+    "Resize Mode: Crop and Resize, Low Vram: False, Processor Res: 512, Guidance Start: 0.0, "
     'Guidance End: 1.0, Pixel Perfect: False, Control Mode: Balanced", '
     "Clip skip: 2, Version: v1.9.4"
 )
@@ -192,8 +192,11 @@ def test_settings_are_read_without_decoding_the_pixels(monkeypatch) -> None:
 
 def test_text_after_the_image_data_is_read_too() -> None:
     png = _raw_png(4, 4)
-    text = _chunk(b"iTXt", b"parameters\x00\x01\x00\x00\x00" + zlib.compress(b"x\nSteps: 1, Seed: 5, CFG scale: 2"))
-    data = png[: -12] + text + png[-12:]  # before IEND
+    text = _chunk(
+        b"iTXt",
+        b"parameters\x00\x01\x00\x00\x00" + zlib.compress(b"x\nSteps: 1, Seed: 5, CFG scale: 2"),
+    )
+    data = png[:-12] + text + png[-12:]  # before IEND
     assert read_png_metadata(data)["seed"] == 5
 
 

@@ -162,7 +162,9 @@ def test_adding_a_pickle_does_not_open_it(tmp_path: Path) -> None:
 
 def _fake_run(folder: Path, family: str) -> Path:
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"train": {"family": family, "steps": 10, "resolution": 24}}))
+    (folder / "config.json").write_text(
+        json.dumps({"train": {"family": family, "steps": 10, "resolution": 24}})
+    )
     (folder / "model").mkdir()
     write_safetensors_header(folder / "model" / "model.safetensors", {"w": ("F32", [4])})
     return folder

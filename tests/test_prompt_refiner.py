@@ -54,9 +54,6 @@ def refiner(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"folder": folder, "file": file}
 
 
-
-
-
 def _request(model: Path | str, mode: str, seed: int = 3, **kw: Any) -> GenerateRequest:
     if mode != "txt2img":
         kw.setdefault("image", picture())

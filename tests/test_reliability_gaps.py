@@ -63,7 +63,10 @@ def test_training_on_a_mixed_folder_uses_the_good_images_and_lists_the_rest(tmp_
     assert "Traceback" not in out.err
     for name, reason in (("corrupt.png", "unreadable"), ("truncated.png", "truncated"),
                          ("empty.jpg", "zero bytes"), ("notes.md", "not an image")):  # fmt: skip
-        assert any(name in line and reason in line for line in out.err.splitlines()), (name, out.err)
+        assert any(name in line and reason in line for line in out.err.splitlines()), (
+            name,
+            out.err,
+        )
     assert RunFolder(run).read_config()["dataset"]["images"] == 8
 
 
@@ -101,7 +104,9 @@ def test_cancel_while_the_training_images_load_writes_no_checkpoint(data_dir, tm
         if p.stage.value in ("load", "scan"):
             token.cancel()
 
-    out = run_sync(train_job(tmp_path / "run", token, _config(data_dir)), token, cancel_while_loading)
+    out = run_sync(
+        train_job(tmp_path / "run", token, _config(data_dir)), token, cancel_while_loading
+    )
     assert out.status is Status.CANCELLED and out.result is None
     assert "train" not in stages
     assert not ckpt.list_checkpoints(RunFolder(tmp_path / "run").state_dir)

@@ -26,8 +26,17 @@ def data_dir(tmp_path_factory):
 
 def config(data_dir, **kw) -> TrainConfig:
     base = dict(
-        family="gan.dcgan", data=str(data_dir), resolution=16, batch_size=8, steps=20, seed=3,
-        sample_every=10, checkpoint_every=10, log_every=1, samples=8, model=dict(TINY_GAN),
+        family="gan.dcgan",
+        data=str(data_dir),
+        resolution=16,
+        batch_size=8,
+        steps=20,
+        seed=3,
+        sample_every=10,
+        checkpoint_every=10,
+        log_every=1,
+        samples=8,
+        model=dict(TINY_GAN),
     )
     base.update(kw)
     return TrainConfig(**base)
@@ -60,7 +69,9 @@ def test_dcgan_trains_and_writes_a_complete_run_folder(data_dir, tmp_path):
     # The losses move: the discriminator learns to tell real from fake at first.
     first, last = recs[0], recs[-1]
     assert all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in recs)
-    assert abs(last["loss_g"] - first["loss_g"]) > 0.05 or abs(last["loss_d"] - first["loss_d"]) > 0.05
+    assert (
+        abs(last["loss_g"] - first["loss_g"]) > 0.05 or abs(last["loss_d"] - first["loss_d"]) > 0.05
+    )
     # Progress carried metrics, sample grids and status info.
     assert any(p.image is not None for p in seen)
     info = next(p.info for p in reversed(seen) if p.info)
@@ -77,7 +88,9 @@ def test_cancel_stops_within_one_step_and_saves_nothing(data_dir, tmp_path):
             if p.step == 5:
                 token.cancel()
 
-    out = train(tmp_path / "run", config(data_dir, steps=1000, checkpoint_every=1000), token, on_progress)
+    out = train(
+        tmp_path / "run", config(data_dir, steps=1000, checkpoint_every=1000), token, on_progress
+    )
     assert out.status is Status.CANCELLED and out.result is None
     assert max(steps_seen) == 5
     assert max(r["step"] for r in losses(tmp_path / "run")) <= 6
@@ -91,7 +104,9 @@ def test_stop_keeps_a_final_checkpoint(data_dir, tmp_path):
         if p.stage == "train" and p.step == 7:
             token.stop()
 
-    out = train(tmp_path / "run", config(data_dir, steps=1000, checkpoint_every=1000), token, on_progress)
+    out = train(
+        tmp_path / "run", config(data_dir, steps=1000, checkpoint_every=1000), token, on_progress
+    )
     assert out.status is Status.FINISHED and out.result.stopped_early
     assert ckpt.latest_checkpoint(RunFolder(tmp_path / "run").state_dir).name == "step_00000007"
 
@@ -106,7 +121,9 @@ def test_resume_continues_bit_identically(data_dir, tmp_path):
         if p.stage == "train" and p.step == 8 and p.metrics:
             token.stop()
 
-    first = train(tmp_path / "b", config(data_dir, steps=20, checkpoint_every=100), token, stop_at_8)
+    first = train(
+        tmp_path / "b", config(data_dir, steps=20, checkpoint_every=100), token, stop_at_8
+    )
     assert first.result.step == 8
     # Simulate a crash after step 8 had been logged further: extra lines are dropped on resume.
     RunFolder(tmp_path / "b").append_metrics([{"step": 9, "loss_d": 99.0, "loss_g": 99.0}])
@@ -207,11 +224,16 @@ def test_a_nan_only_in_a_batchnorm_statistic_fails_the_run_and_keeps_the_good_ch
     assert out.status is Status.FAILED, out.error
     assert "diverged at step 15" in out.error and poisoned_buffer[0] in out.error
     assert "step 10" in out.error
-    assert [p.name for p in ckpt.list_checkpoints(run.state_dir)] == ["step_00000005", "step_00000010"]
+    assert [p.name for p in ckpt.list_checkpoints(run.state_dir)] == [
+        "step_00000005",
+        "step_00000010",
+    ]
     for folder in [*ckpt.list_checkpoints(run.state_dir), run.model_dir]:
         for file in folder.glob("*.safetensors"):
             tensors = ckpt.load_file(str(file))
-            assert all(torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()), file
+            assert all(
+                torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()
+            ), file
     assert [p.name for p in run.sample_grids()][-1] == "step_00000010.png"  # no black grid
 
 
@@ -224,7 +246,9 @@ def test_a_checkpoint_is_never_written_with_a_nan_anywhere(tmp_path):
     model = DCGAN(DCGANConfig(resolution=8, latent_dim=4, width=4))
     model.configure_optimizers()
     gen = torch.Generator().manual_seed(0)
-    model.train_step(Batch(torch.rand(4, 3, 8, 8, generator=gen) * 2 - 1), StepContext(step=0, generator=gen))
+    model.train_step(
+        Batch(torch.rand(4, 3, 8, 8, generator=gen) * 2 - 1), StepContext(step=0, generator=gen)
+    )
     ckpt.save_checkpoint(tmp_path, model, 1, {})
     opt = next(iter(model.optimizers.values()))
     state = next(iter(opt.state.values()))
@@ -263,7 +287,9 @@ def test_the_engine_refuses_a_non_empty_folder_that_is_not_a_run(data_dir, tmp_p
      ("steps", -5), ("batch_size", -3), ("accumulate", 0), ("lr_schedule", "fast"),
      ("holdout_fraction", 2.0), ("device", "gpu")],
 )  # fmt: skip
-def test_the_engine_checks_every_option_before_the_folder_exists(data_dir, tmp_path, setting, value):
+def test_the_engine_checks_every_option_before_the_folder_exists(
+    data_dir, tmp_path, setting, value
+):
     """Issue 15.10: the window's path (train_job) validates like the command line."""
     out = tmp_path / "run"
     result = train(out, config(data_dir, **{setting: value}))
@@ -296,8 +322,13 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_says_so(data_dir, tmp_path
     )
     assert [r["step"] for r in losses(run.path)] == list(range(1, 13))  # steps 6-10 trained again
     # Step 10 was saved again over the corrupt copy; everything kept verifies.
-    assert [p.name for p in ckpt.list_checkpoints(run.state_dir)] == ["step_00000010", "step_00000012"]
-    assert all(ckpt.is_complete(p, verify_hashes=True) for p in ckpt.list_checkpoints(run.state_dir))
+    assert [p.name for p in ckpt.list_checkpoints(run.state_dir)] == [
+        "step_00000010",
+        "step_00000012",
+    ]
+    assert all(
+        ckpt.is_complete(p, verify_hashes=True) for p in ckpt.list_checkpoints(run.state_dir)
+    )
 
 
 def test_resume_with_no_usable_checkpoint_fails_naming_each(data_dir, tmp_path):
@@ -314,7 +345,9 @@ def test_resume_with_no_usable_checkpoint_fails_naming_each(data_dir, tmp_path):
 def test_an_unknown_family_is_refused_before_the_folder_exists(data_dir, tmp_path):
     out = tmp_path / "run"
     result = train(out, config(data_dir, family="gan.nope"))
-    assert result.status is Status.FAILED and result.error.startswith("unknown model family 'gan.nope'")
+    assert result.status is Status.FAILED and result.error.startswith(
+        "unknown model family 'gan.nope'"
+    )
     assert result.details is None and not out.exists()
 
 
@@ -326,7 +359,9 @@ def test_a_run_folder_gets_ordinary_permissions(data_dir, tmp_path, mask):
 
     old = os.umask(mask)
     try:
-        assert train(tmp_path / "run", config(data_dir, steps=2, sample_every=2, checkpoint_every=2)).ok
+        assert train(
+            tmp_path / "run", config(data_dir, steps=2, sample_every=2, checkpoint_every=2)
+        ).ok
     finally:
         os.umask(old)
     paths = [tmp_path / "run", *sorted((tmp_path / "run").rglob("*"))]

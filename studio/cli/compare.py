@@ -39,12 +39,21 @@ def add_parser(
     p.add_argument("--n", "-n", type=int, default=64, help="samples per run (same for every run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for report.json, report.csv, sheet.png")
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER,
-                   help=f"diffusion runs: {', '.join(SAMPLERS)} (default {DEFAULT_SAMPLER})")
+    p.add_argument(
+        "--sampler",
+        default=DEFAULT_SAMPLER,
+        help=f"diffusion runs: {', '.join(SAMPLERS)} (default {DEFAULT_SAMPLER})",
+    )
     p.add_argument("--steps", type=int, help="diffusion runs: sampler steps (default per sampler)")
-    p.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME=VALUE",
-                   help="a sampling option for every run whose family declares it "
-                   "(e.g. temperature=0.7; see 'studio families')")
+    p.add_argument(
+        "--with",
+        dest="with_",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a sampling option for every run whose family declares it "
+        "(e.g. temperature=0.7; see 'studio families')",
+    )
     p.add_argument(
         "--extractor-steps",
         type=int,

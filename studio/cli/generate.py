@@ -40,9 +40,12 @@ def add_parser(
     )
     p.add_argument("--model", help="model folder or file, or a library id")
     p.add_argument("--prompt", help="what to draw")
-    p.add_argument("--settings-from", metavar="PNG",
-                   help="take the model, prompts, steps, guidance, sampler, seed and size from a "
-                   "PNG's settings (Studio's or AUTOMATIC1111's); options given here win")
+    p.add_argument(
+        "--settings-from",
+        metavar="PNG",
+        help="take the model, prompts, steps, guidance, sampler, seed and size from a "
+        "PNG's settings (Studio's or AUTOMATIC1111's); options given here win",
+    )
     p.add_argument("--negative", help="what to avoid (negative prompt)")
     p.add_argument("--steps", type=int, help="sampler steps (default 30)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 7.5)")
@@ -53,19 +56,39 @@ def add_parser(
     p.add_argument("--batch", type=int, default=1, help="how many images (seeds seed, seed+1, ...)")
     p.add_argument("--image", help="start from this image (image-to-image / inpainting)")
     p.add_argument("--mask", help="inpainting mask: white = repaint, black = keep")
-    p.add_argument("--strength", type=float, default=0.75,
-                   help="how much of the image to change, 0..1 (image-to-image, inpainting)")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=0.75,
+        help="how much of the image to change, 0..1 (image-to-image, inpainting)",
+    )
     p.add_argument("--mask-blur", type=int, default=4, help="seam blend radius in pixels")
-    p.add_argument("--only-masked", action="store_true",
-                   help="inpaint a window around the mask at full resolution and paste it back")
-    p.add_argument("--padding", type=int, default=32, help="context pixels around the mask (--only-masked)")
-    p.add_argument("--memory", choices=MEMORY_MODES, default="auto",
-                   help="auto picks from free GPU memory; low = slicing, tiling and CPU offload")
+    p.add_argument(
+        "--only-masked",
+        action="store_true",
+        help="inpaint a window around the mask at full resolution and paste it back",
+    )
+    p.add_argument(
+        "--padding", type=int, default=32, help="context pixels around the mask (--only-masked)"
+    )
+    p.add_argument(
+        "--memory",
+        choices=MEMORY_MODES,
+        default="auto",
+        help="auto picks from free GPU memory; low = slicing, tiling and CPU offload",
+    )
     p.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
-    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPU; slow first image)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="agree to read a pickled .ckpt/.bin checkpoint (weights-only mode)")
-    p.add_argument("--out", required=True, help="OUT.png (OUT-1.png, OUT-2.png ... with --batch > 1)")
+    p.add_argument(
+        "--compile", action="store_true", help="torch.compile the UNet (GPU; slow first image)"
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="agree to read a pickled .ckpt/.bin checkpoint (weights-only mode)",
+    )
+    p.add_argument(
+        "--out", required=True, help="OUT.png (OUT-1.png, OUT-2.png ... with --batch > 1)"
+    )
     return p
 
 

@@ -51,32 +51,61 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"studio {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", parents=[common], help="train a model, or resume a run",
-                       description="Train a new run from an image folder, or resume one.")
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a model, or resume a run",
+        description="Train a new run from an image folder, or resume one.",
+    )
     add_train_flags(p)
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="a model setting, e.g. --set latent_dim=64 --set lr_g=1e-4")
-    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                   help="a training option, e.g. --option compile=on --option accumulate=2 "
-                   "(see the README's training options)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a model setting, e.g. --set latent_dim=64 --set lr_g=1e-4",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a training option, e.g. --option compile=on --option accumulate=2 "
+        "(see the README's training options)",
+    )
     p.add_argument("--out", help="new run folder (default: a fresh folder under the runs folder)")
     p.add_argument("--resume", metavar="RUN", help="continue this run folder")
 
-    p = sub.add_parser("sample", parents=[common], help="draw samples from a run",
-                       description="Draw samples from a trained run.")
+    p = sub.add_parser(
+        "sample",
+        parents=[common],
+        help="draw samples from a run",
+        description="Draw samples from a trained run.",
+    )
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("-n", type=int, default=64, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="grid.png, or DIR/ for one PNG per sample")
-    p.add_argument("--class", dest="label", help="class name or index, for conditional models "
-                   "(default: cycle through all classes)")
+    p.add_argument(
+        "--class",
+        dest="label",
+        help="class name or index, for conditional models (default: cycle through all classes)",
+    )
     p.add_argument("--steps", type=int, help="sampler steps (diffusion)")
-    p.add_argument("--sampler", help=f"diffusion: {', '.join(options.SAMPLERS)} (default "
-                   f"{options.DEFAULT_SAMPLER})")
+    p.add_argument(
+        "--sampler",
+        help=f"diffusion: {', '.join(options.SAMPLERS)} (default {options.DEFAULT_SAMPLER})",
+    )
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (diffusion)")
     p.add_argument("--temperature", type=float, help="sampling temperature (flows)")
-    p.add_argument("--with", dest="with_", action="append", default=[], metavar="NAME=VALUE",
-                   help="any sampling option the run's family declares (see 'studio families')")
+    p.add_argument(
+        "--with",
+        dest="with_",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any sampling option the run's family declares (see 'studio families')",
+    )
 
     p = sub.add_parser("data", parents=[common], help="inspect an image folder")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -84,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("folder", help="image folder ('demo' = the built-in demo dataset)")
 
     p = sub.add_parser("demo", parents=[common], help="make the built-in demo dataset")
-    p.add_argument("--out", help=f"an empty or new folder, or an earlier demo made here "
-                   f"(default {demo_dir()})")
+    p.add_argument(
+        "--out", help=f"an empty or new folder, or an earlier demo made here (default {demo_dir()})"
+    )
     p.add_argument("--count", type=int, default=3000)
 
     p = sub.add_parser("families", parents=[common], help="list the model families")
@@ -107,17 +137,30 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     spec = options.BY_NAME
     p.add_argument("--family", help=f"{spec['family'].help} (default {spec['family'].default})")
     p.add_argument("--data", help=spec["data"].help)
-    p.add_argument("--resolution", type=int, choices=options.RESOLUTIONS,
-                   help=f"{spec['resolution'].help} (default {spec['resolution'].default})")
-    p.add_argument("--steps", type=int, help=f"total steps to reach (default "
-                   f"{spec['steps'].default} for a new run)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        choices=options.RESOLUTIONS,
+        help=f"{spec['resolution'].help} (default {spec['resolution'].default})",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        help=f"total steps to reach (default {spec['steps'].default} for a new run)",
+    )
     for opt in options.FLAG_OPTIONS:
         if opt.type is bool:
-            p.add_argument(opt.flag, dest=opt.name, action="store_const", const=not opt.default,
-                           help=f"{'no ' if opt.default else ''}{opt.help}")
+            p.add_argument(
+                opt.flag,
+                dest=opt.name,
+                action="store_const",
+                const=not opt.default,
+                help=f"{'no ' if opt.default else ''}{opt.help}",
+            )
         else:
-            p.add_argument(opt.flag, dest=opt.name, type=opt.type,
-                           help=f"{opt.help} (default {opt.default})")
+            p.add_argument(
+                opt.flag, dest=opt.name, type=opt.type, help=f"{opt.help} (default {opt.default})"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,11 +231,18 @@ def parse_settings(family_key: str, pairs: list[str]) -> dict[str, Any]:
             else:
                 value = raw
         except ValueError:
-            raise StudioError(f"--set {pair!r}: {raw!r} is not a valid {type(default).__name__}") from None
+            raise StudioError(
+                f"--set {pair!r}: {raw!r} is not a valid {type(default).__name__}"
+            ) from None
         meta = fields[name].metadata
         try:
-            options.check_setting(name, value, minimum=meta.get("minimum"),
-                                  maximum=meta.get("maximum"), choices=meta.get("choices"))
+            options.check_setting(
+                name,
+                value,
+                minimum=meta.get("minimum"),
+                maximum=meta.get("maximum"),
+                choices=meta.get("choices"),
+            )
         except options.SettingError as err:
             raise StudioError(f"--set {pair!r}: {err}") from None
         out[name] = value
@@ -211,11 +261,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     token = CancelToken()
     if args.resume:
         if args.option:
-            raise StudioError("--option sets up a new run; a resumed run keeps the options it began with")
+            raise StudioError(
+                "--option sets up a new run; a resumed run keeps the options it began with"
+            )
         if args.steps is not None:
             options.check_option(options.BY_NAME["steps"], args.steps)
-        job = train_job(args.resume, token, None, steps=args.steps, cache_dir=cache_dir(),
-                        device_override=None if args.device == "auto" else args.device)
+        job = train_job(
+            args.resume,
+            token,
+            None,
+            steps=args.steps,
+            cache_dir=cache_dir(),
+            device_override=None if args.device == "auto" else args.device,
+        )
         out = Path(args.resume)
     else:
         if not args.data:
@@ -230,9 +288,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             for name in ("resolution", "steps", *(o.name for o in options.FLAG_OPTIONS))
             if getattr(args, name) is not None
         }
-        config = TrainConfig(family=family, data=args.data, device=args.device.strip().lower(),
-                             model=parse_settings(family, args.set), **given,
-                             **parse_options(args.option))
+        config = TrainConfig(
+            family=family,
+            data=args.data,
+            device=args.device.strip().lower(),
+            model=parse_settings(family, args.set),
+            **given,
+            **parse_options(args.option),
+        )
         config.check()  # every option in range before anything is written
         out = Path(args.out) if args.out else new_run_path(runs_dir(), family)
         RunFolder(out).check_new()  # before the demo dataset is made, say
@@ -255,9 +318,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     args.label = class_index(Path(args.run), args.label)
     extra = sampling_values(Path(args.run), args.with_)
     images = run_job(
-        sample_job(args.run, args.n, args.seed, args.device, **{
-            "label": args.label, "steps": args.steps, "sampler": args.sampler,
-            "guidance": args.guidance, "temperature": args.temperature, **extra})
+        sample_job(
+            args.run,
+            args.n,
+            args.seed,
+            args.device,
+            **{
+                "label": args.label,
+                "steps": args.steps,
+                "sampler": args.sampler,
+                "guidance": args.guidance,
+                "temperature": args.temperature,
+                **extra,
+            },
+        )
     )
     out = Path(args.out)
     if args.out.endswith(("/", "\\")) or out.is_dir():

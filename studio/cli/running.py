@@ -63,4 +63,6 @@ def class_index(run: Path, value: str | None) -> int | None:
         return int(value)
     except ValueError:
         known = ", ".join(names) or "none"
-        raise StudioError(f"--class {value!r}: not a class of this run (classes: {known})") from None
+        raise StudioError(
+            f"--class {value!r}: not a class of this run (classes: {known})"
+        ) from None

@@ -56,7 +56,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def _create_temp(target: Path) -> tuple[Path, int]:
     """A new empty file beside ``target`` with the permissions an ordinary write gives, and
     that mode."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    flags = (
+        os.O_WRONLY
+        | os.O_CREAT
+        | os.O_EXCL
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_BINARY", 0)
+    )
     for _ in range(100):
         tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
         try:

@@ -7,7 +7,9 @@ import math
 import numpy as np
 
 
-def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, fill: int = 24) -> np.ndarray:
+def make_grid(
+    images: np.ndarray, nrow: int | None = None, pad: int = 2, fill: int = 24
+) -> np.ndarray:
     """Tile ``N x H x W x C`` uint8 images into one ``H' x W' x C`` grid, row by row.
 
     ``nrow`` is the number of images per row (default: about square).

@@ -241,7 +241,9 @@ def run_sync(
     except StudioError as err:
         return Outcome(Status.FAILED, error=str(err))
     except MemoryError:
-        return Outcome(Status.FAILED, error="Out of memory. Try a smaller batch size or resolution.")
+        return Outcome(
+            Status.FAILED, error="Out of memory. Try a smaller batch size or resolution."
+        )
     except Exception as err:  # noqa: BLE001 - a job must never take the engine thread down
         return Outcome(
             Status.FAILED,

@@ -324,7 +324,9 @@ def form_dataclass(device_choices: tuple[str, ...] = DEVICE_CHOICES) -> type:
         if not o.label:
             continue
         choices = device_choices if o.name == "device" else o.choices
-        fields.append((o.name, o.type, dataclasses.field(default=o.default, metadata=_metadata(o, choices))))
+        fields.append(
+            (o.name, o.type, dataclasses.field(default=o.default, metadata=_metadata(o, choices)))
+        )
     return dataclasses.make_dataclass("TrainingOptions", fields)
 
 

@@ -90,7 +90,10 @@ def state_tensors(model: GenerativeModel) -> Iterable[tuple[str, torch.Tensor]]:
         for param, entry in opt.state.items():
             for key, value in entry.items():
                 if isinstance(value, torch.Tensor):
-                    yield f"{key} of {names.get(id(param), 'a parameter')} (optimizer {opt_name})", value
+                    yield (
+                        f"{key} of {names.get(id(param), 'a parameter')} (optimizer {opt_name})",
+                        value,
+                    )
 
 
 def describe_names(names: list[str], limit: int = 4) -> str:
@@ -130,7 +133,9 @@ def save_checkpoint(
     """Write checkpoint ``step`` under ``state_dir``; return its folder."""
     bad = nonfinite(state_tensors(model))
     if bad:  # the trainer checks first; this keeps a non-finite checkpoint from ever counting
-        raise NonFiniteLoss(f"Not saving checkpoint {step}: {describe_names(bad)} hold NaN or infinite values.")
+        raise NonFiniteLoss(
+            f"Not saving checkpoint {step}: {describe_names(bad)} hold NaN or infinite values."
+        )
     state_dir.mkdir(parents=True, exist_ok=True)
     final = state_dir / checkpoint_name(step)
     if final.exists() and is_complete(final, verify_hashes=True):
@@ -255,7 +260,9 @@ def load_latest(
             meta = _restore(folder, model, restore_rng)
             bad = nonfinite(state_tensors(model))
             if not bad:
-                return meta, [f"Skipped checkpoint {s}; resuming from {folder.name}." for s in skipped]
+                return meta, [
+                    f"Skipped checkpoint {s}; resuming from {folder.name}." for s in skipped
+                ]
             why = f"not finite (NaN or infinite values in {describe_names(bad)})"
         skipped.append(f"{folder.name} is {why}")
     if skipped:
@@ -263,7 +270,9 @@ def load_latest(
     return None, []
 
 
-def load_checkpoint(folder: Path, model: GenerativeModel, restore_rng: bool = True) -> dict[str, Any]:
+def load_checkpoint(
+    folder: Path, model: GenerativeModel, restore_rng: bool = True
+) -> dict[str, Any]:
     """Restore model, optimizers, family state and RNG from ``folder``; return trainer.json."""
     why = problem(folder, verify_hashes=True)
     if why is not None:

@@ -138,8 +138,12 @@ def panel_lines(panel: PanelResult) -> list[str]:
     if "sampler" in conditions and "steps" in conditions:
         lines.append(f"{conditions.pop('sampler')}, {conditions.pop('steps')} steps")
     if conditions:
-        lines.append(", ".join(f"{name} {value:g}" if isinstance(value, float) else
-                               f"{name} {value}" for name, value in conditions.items()))
+        lines.append(
+            ", ".join(
+                f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+                for name, value in conditions.items()
+            )
+        )
     lines.append(f"{panel.seconds_per_image * 1000:.1f} ms/image, step {panel.step}")
     return lines
 

@@ -55,6 +55,7 @@ _CACHE_VERSION = 1
 _PROGRESS_SECONDS = 0.25  # also report on time, so cancel stays responsive on huge files
 _OUTSIDE_DETAIL = "a link to something outside the dataset folder; not followed"
 
+
 @dataclass(frozen=True)
 class SkippedFile:
     """A file left out of the dataset. ``path`` is relative to the root, with ``/``."""

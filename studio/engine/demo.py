@@ -307,7 +307,9 @@ def make_demo_dataset(
     cancelled or crashed run never looks complete (see :func:`demo_is_complete`).
     """
     if count < 1 or size < 8:
-        raise StudioError(f"The demo needs a count of 1 or more and a size of 8 px or more, not {count} and {size}.")
+        raise StudioError(
+            f"The demo needs a count of 1 or more and a size of 8 px or more, not {count} and {size}."
+        )
     folder = Path(folder)
     _prepare(folder, count)
     for shape in SHAPES:

@@ -28,12 +28,18 @@ def resolve_device(preference: str | None = "auto") -> torch.device:
     try:
         device = torch.device(pref)
     except RuntimeError:
-        raise StudioError(f"Unknown device {preference!r}; use auto, cpu, cuda, cuda:N or mps.") from None
+        raise StudioError(
+            f"Unknown device {preference!r}; use auto, cpu, cuda, cuda:N or mps."
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise StudioError("CUDA was asked for, but this torch build sees no NVIDIA GPU. Use --device cpu.")
+            raise StudioError(
+                "CUDA was asked for, but this torch build sees no NVIDIA GPU. Use --device cpu."
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise StudioError(f"There is no GPU {device.index}; this machine has {torch.cuda.device_count()}.")
+            raise StudioError(
+                f"There is no GPU {device.index}; this machine has {torch.cuda.device_count()}."
+            )
     if device.type == "mps" and not (torch.backends.mps.is_available()):
         raise StudioError("Apple MPS was asked for but is not available here. Use --device cpu.")
     return device
@@ -45,7 +51,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "mps":
         return "Apple GPU (MPS)"
     return f"CPU ({torch.get_num_threads()} threads)"
-
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -67,7 +72,9 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
     pre-Ampere cards. ``fp32`` forces full precision; ``fp16`` forces fp16.
     """
     if precision not in PRECISION_CHOICES:
-        raise StudioError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}.")
+        raise StudioError(
+            f"precision must be one of {', '.join(PRECISION_CHOICES)}, not {precision!r}."
+        )
     if precision == "fp32" or device.type != "cuda":
         return "fp32"
     if precision in ("auto", "bf16") and bf16_native(device):
@@ -131,7 +138,11 @@ def free_memory() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
     mps = getattr(torch, "mps", None)
-    if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if (
+        mps is not None
+        and getattr(torch.backends, "mps", None)
+        and torch.backends.mps.is_available()
+    ):
         mps.empty_cache()
 
 

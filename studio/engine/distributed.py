@@ -126,7 +126,9 @@ class Distributed:
         if not self.enabled or not metrics:
             return metrics
         names = sorted(metrics)
-        t = torch.tensor([metrics[k] for k in names], dtype=torch.float64, device=self._comm_device())
+        t = torch.tensor(
+            [metrics[k] for k in names], dtype=torch.float64, device=self._comm_device()
+        )
         dist.all_reduce(t)
         return dict(zip(names, (t / self.world_size).tolist()))
 
@@ -143,4 +145,8 @@ class Distributed:
             self._owns_group = False
 
     def _comm_device(self) -> torch.device:
-        return self.device if self.device is not None and self.device.type == "cuda" else torch.device("cpu")
+        return (
+            self.device
+            if self.device is not None and self.device.type == "cuda"
+            else torch.device("cpu")
+        )

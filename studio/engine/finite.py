@@ -37,7 +37,7 @@ def module_tensors(modules: Mapping[str, Any]) -> Iterable[tuple[str, torch.Tens
 
 
 def describe(names: list[str]) -> str:
-    """"unet.conv_in.weight, vae.decoder.conv_out.bias and 3 more"."""
+    """ "unet.conv_in.weight, vae.decoder.conv_out.bias and 3 more"."""
     shown = ", ".join(names[:SHOWN])
     return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 

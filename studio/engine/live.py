@@ -80,9 +80,7 @@ class LiveRun:
         self._window_start = time.monotonic() if now is None else now
         self._window_charged = self.interleaved_s
 
-    def while_paused(
-        self, token: CancelToken, report: Progress
-    ) -> Generator[Progress, None, None]:
+    def while_paused(self, token: CancelToken, report: Progress) -> Generator[Progress, None, None]:
         """Yield ``report`` every :data:`PAUSE_TICK_S` (at once when a peek is waiting) until
         the token is resumed, stopped or cancelled: the trainer's paused state, during which
         the engine thread can run interactive jobs."""

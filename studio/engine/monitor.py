@@ -57,7 +57,9 @@ class Monitor:
             x = torch.from_numpy(np.ascontiguousarray(held_out)).permute(0, 3, 1, 2)
             self.held_out = x.to(device).float().div(127.5).sub(1)
 
-    def evaluate(self, model: GenerativeModel, step: int, total: int) -> Generator[Progress, None, None]:
+    def evaluate(
+        self, model: GenerativeModel, step: int, total: int
+    ) -> Generator[Progress, None, None]:
         # Only rank 0 of a data-parallel run samples and writes; and each step once (a stop
         # right after a sample step would otherwise draw the same grid twice).
         if not self.enabled or step == self.last_step:
@@ -71,7 +73,9 @@ class Monitor:
                 if self.real_ref > 0:
                     metrics["diversity"] = _diversity(samples.float().cpu()) / self.real_ref
                 if self.held_out is not None and Capability.LIKELIHOOD in model.info.capabilities:
-                    bpd = torch.cat([model.bits_per_dim(chunk) for chunk in self.held_out.split(64)])
+                    bpd = torch.cat(
+                        [model.bits_per_dim(chunk) for chunk in self.held_out.split(64)]
+                    )
                     metrics["heldout_bpd"] = float(bpd.mean())
         finally:
             model.train()
@@ -79,4 +83,6 @@ class Monitor:
         save_png(self.run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
         if metrics:
             self.run.append_metrics([{"step": step, "time": time.time(), **metrics}])
-        yield Progress("train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}")
+        yield Progress(
+            "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
+        )

@@ -109,7 +109,9 @@ class RunFolder:
         try:
             return json.loads(self.config_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise CheckpointError(f"{self.path} is not a Studio run folder (no config.json).") from None
+            raise CheckpointError(
+                f"{self.path} is not a Studio run folder (no config.json)."
+            ) from None
         except ValueError as err:
             raise CheckpointError(f"The run's config.json is damaged: {err}") from err
 

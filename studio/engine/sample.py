@@ -37,7 +37,9 @@ def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> G
         fallback_reason = "no saved model"
     latest = ckpt.latest_checkpoint(run.state_dir)
     if latest is None:
-        raise CheckpointError(f"The run at {run.path} has no usable weights yet ({fallback_reason}).")
+        raise CheckpointError(
+            f"The run at {run.path} has no usable weights yet ({fallback_reason})."
+        )
     meta = ckpt.read_trainer_state(latest)
     family = get_family(meta["family"])
     model = family(family.Config.from_dict(meta["model_config"])).to(device)

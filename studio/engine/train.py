@@ -130,7 +130,9 @@ def train_job(
     run = tensorboard.mirror(RunFolder(run_dir))  # metrics also to <run>/tensorboard/ if installed
     cleanup: list[Callable[[], None]] = []  # what _train set up that must end with the run
     try:
-        result = yield from _train(run, token, config, steps, dataset, cache_dir, device_override, distributed, cleanup)
+        result = yield from _train(
+            run, token, config, steps, dataset, cache_dir, device_override, distributed, cleanup
+        )
     finally:
         for close in cleanup:
             close()
@@ -160,14 +162,18 @@ def _train(
     data = yield from _read_data(config, dataset, cache_dir)
     previous = run.read_config().get("model") if resuming else None
     if config.auto_batch and not resuming:  # CUDA: the largest batch that fits (batch_finder)
-        config = yield from fit_batch_size(config, lambda c: data.build(c, device, previous), device, distributed.enabled)
+        config = yield from fit_batch_size(
+            config, lambda c: data.build(c, device, previous), device, distributed.enabled
+        )
     model = data.build(config, device, previous)
     if resuming:
         start_step, trainer_state = yield from _resume(run, model, data.dataset, distributed)
     else:
         start_step, trainer_state = 0, {}
         _start_folder(run, config, model, data, distributed)
-    trainer = _Trainer(run, token, config, model, data, device, distributed, start_step, trainer_state, cleanup)
+    trainer = _Trainer(
+        run, token, config, model, data, device, distributed, start_step, trainer_state, cleanup
+    )
     return (yield from trainer.train())
 
 
@@ -199,7 +205,9 @@ class _Data:
     labels: np.ndarray | None
     captions: tuple[str, ...]
 
-    def build(self, config: TrainConfig, device: torch.device, previous: dict[str, Any] | None) -> GenerativeModel:
+    def build(
+        self, config: TrainConfig, device: torch.device, previous: dict[str, Any] | None
+    ) -> GenerativeModel:
         return build_model(config, len(self.dataset.class_names), device, self.captions, previous)
 
 
@@ -236,7 +244,11 @@ def _resume(
 
 
 def _start_folder(
-    run: RunFolder, config: TrainConfig, model: GenerativeModel, data: _Data, distributed: Distributed
+    run: RunFolder,
+    config: TrainConfig,
+    model: GenerativeModel,
+    data: _Data,
+    distributed: Distributed,
 ) -> None:
     """A new run's folder and its config.json (rank 0 alone writes)."""
     if not distributed.is_main:
@@ -282,24 +294,44 @@ class _Trainer:
         self.run, self.token, self.config, self.model = run, token, config, model
         self.device, self.distributed = device, distributed
         self.seed = distributed.seed(config.seed)
-        self.speed = apply_speed(model, config, device)  # after the checkpoint: converted optimizers keep their state
+        self.speed = apply_speed(
+            model, config, device
+        )  # after the checkpoint: converted optimizers keep their state
         cleanup.append(self.speed.close)  # the shard threads
         distributed.prepare(model, model.optimizers)
-        self.live_run = live.register(run.path, model, token)  # peeks use these weights between steps
+        self.live_run = live.register(
+            run.path, model, token
+        )  # peeks use these weights between steps
         dataset = data.dataset
         self.images = DeviceImages(
-            dataset.images[data.train_idx], data.labels, device, config.seed, config.batch_size, config.flip,
+            dataset.images[data.train_idx],
+            data.labels,
+            device,
+            config.seed,
+            config.batch_size,
+            config.flip,
             captions=data.captions if Capability.TEXT in model.info.capabilities else None,
         )
         self.autocast = autocast_factory(device, config.precision)
         fp16 = resolve_precision(device, config.precision) == "fp16"  # needs loss scaling
-        self.runner = StepRunner(model, config, self.autocast, self.images.batch_size, self.speed, grad_scaling=fp16)  # schedule, clipping, accumulation
-        self.runner.load_scaler_state(trainer_state.get("grad_scalers", {}))  # a resumed fp16 run's loss scales
+        self.runner = StepRunner(
+            model, config, self.autocast, self.images.batch_size, self.speed, grad_scaling=fp16
+        )  # schedule, clipping, accumulation
+        self.runner.load_scaler_state(
+            trainer_state.get("grad_scalers", {})
+        )  # a resumed fp16 run's loss scales
         self.dev_name = device_name(device)
         self.start_step = self.step = start_step
         self.total = max(config.steps, start_step)
         held = dataset.images[data.held_idx[:256]] if len(data.held_idx) else None
-        self.monitor = Monitor(run, config, self.images.data[: min(64, self.images.n)], held, device, enabled=distributed.is_main)
+        self.monitor = Monitor(
+            run,
+            config,
+            self.images.data[: min(64, self.images.n)],
+            held,
+            device,
+            enabled=distributed.is_main,
+        )
         self.window: list[dict[str, torch.Tensor]] = []
         self.throughput: float | None = trainer_state.get("throughput")
         self.t_log, self.step_log = time.monotonic(), self.step
@@ -309,12 +341,20 @@ class _Trainer:
     def train(self) -> Generator[Progress, None, TrainResult]:
         config, step, total = self.config, self.step, self.total
         if self.images.batch_size < config.batch_size:
-            yield Progress("load", message=f"Batch size lowered to {self.images.batch_size}: that is every training image.")
+            yield Progress(
+                "load",
+                message=f"Batch size lowered to {self.images.batch_size}: that is every training image.",
+            )
         if (line := precision_message(self.device, config.precision)) is not None:
             yield Progress("load", message=line)
         for line in self.runner.take_messages():
             yield Progress("load", message=line)
-        yield Progress("train", step, total, message=f"Training {self.model.info.display_name} on {self.dev_name}")
+        yield Progress(
+            "train",
+            step,
+            total,
+            message=f"Training {self.model.info.display_name} on {self.dev_name}",
+        )
         if step == 0 and total > 0:
             yield from self.monitor.evaluate(self.model, step, total)
         stopped_early = False
@@ -338,7 +378,9 @@ class _Trainer:
     def _pause(self) -> Generator[Progress, None, None]:
         step, total = self.step, self.total
         yield Progress("paused", step, total, message="Paused", info=self._info())
-        yield from self.live_run.while_paused(self.token, Progress("paused", step, total))  # peeks run meanwhile
+        yield from self.live_run.while_paused(
+            self.token, Progress("paused", step, total)
+        )  # peeks run meanwhile
         self.t_log, self.step_log = time.monotonic(), step
 
     def _one_step(self) -> Generator[Progress, None, None]:
@@ -346,7 +388,9 @@ class _Trainer:
         gen = step_generator(self.device, self.seed, self.step)
         batch = self.images.batch(self.step, gen, self.distributed.shard)
         self.model.train()
-        self.window.extend(self.runner.run(batch, self.step, gen))  # one dict of losses per micro-batch
+        self.window.extend(
+            self.runner.run(batch, self.step, gen)
+        )  # one dict of losses per micro-batch
         for line in self.runner.take_messages():  # e.g. a compile that fell back to eager
             yield Progress("train", self.step, total, message=line)
         self.step += 1
@@ -375,21 +419,34 @@ class _Trainer:
         rate = (step - self.step_log) * self.images.batch_size / max(now - self.t_log, 1e-9)
         self.throughput = rate if self.throughput is None else 0.7 * self.throughput + 0.3 * rate
         self.t_log, self.step_log = now, step
-        metrics.update(images_per_s=rate, memory_mb=memory_in_use(self.device) / 2**20)  # plotted too
+        metrics.update(
+            images_per_s=rate, memory_mb=memory_in_use(self.device) / 2**20
+        )  # plotted too
         if self.distributed.is_main:
             self.run.append_metrics([{"step": step, "time": time.time(), **metrics}])
         self.last_metrics = metrics
         return metrics
 
     def _info(self) -> dict[str, Any]:
-        return _info(self.dev_name, self.device, self.throughput, self.step, self.total, self.images.batch_size)
+        return _info(
+            self.dev_name,
+            self.device,
+            self.throughput,
+            self.step,
+            self.total,
+            self.images.batch_size,
+        )
 
     def _evaluate(self, step: int) -> Generator[Progress, None, None]:
-        _check_weights(self.model, self.run, step, self.distributed)  # no black grid from non-finite weights
+        _check_weights(
+            self.model, self.run, step, self.distributed
+        )  # no black grid from non-finite weights
         yield from self.monitor.evaluate(self.model, step, self.total)
 
     def _save(self, step: int) -> Progress:
-        self.distributed.broadcast_state(self.model)  # batch-norm statistics may differ between ranks
+        self.distributed.broadcast_state(
+            self.model
+        )  # batch-norm statistics may differ between ranks
         if self.distributed.is_main:
             state = {"throughput": self.throughput, "grad_scalers": self.runner.scaler_state()}
             ckpt.save_checkpoint(self.run.state_dir, self.model, step, state)
@@ -406,7 +463,10 @@ def _reduce(window: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     names = sorted({k for w in window for k in w})
     if not names:
         return {}
-    means = [torch.stack([w[k].detach().float().reshape(()) for w in window if k in w]).mean() for k in names]
+    means = [
+        torch.stack([w[k].detach().float().reshape(()) for w in window if k in w]).mean()
+        for k in names
+    ]
     return dict(zip(names, torch.stack(means).tolist()))
 
 
@@ -422,18 +482,28 @@ def _info(
     }
 
 
-def _check_weights(model: GenerativeModel, run: RunFolder, step: int, distributed: Distributed) -> None:
+def _check_weights(
+    model: GenerativeModel, run: RunFolder, step: int, distributed: Distributed
+) -> None:
     """Stop with a message naming them when any saved tensor is NaN or infinite: parameters,
     buffers (a batch-norm statistic can go bad while every loss stays finite), EMA copies and
     optimizer state. Every rank checks; all stop together."""
     bad = ckpt.nonfinite(ckpt.state_tensors(model))
     if distributed.any(bool(bad)):
-        raise NonFiniteLoss(_diverged_message(run, step, [ckpt.describe_names(bad or ["another process's weights"])]))
+        raise NonFiniteLoss(
+            _diverged_message(
+                run, step, [ckpt.describe_names(bad or ["another process's weights"])]
+            )
+        )
 
 
 def _diverged_message(run: RunFolder, step: int, names: list[str]) -> str:
     latest = ckpt.latest_checkpoint(run.state_dir)
-    kept = f"The last good checkpoint (step {int(latest.name[5:])}) is kept" if latest else "No checkpoint was written"
+    kept = (
+        f"The last good checkpoint (step {int(latest.name[5:])}) is kept"
+        if latest
+        else "No checkpoint was written"
+    )
     return (
         f"Training diverged at step {step}: {', '.join(names)} became NaN or infinite. "
         f"{kept}; no bad checkpoint was saved. Try a lower learning rate, then resume."

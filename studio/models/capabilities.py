@@ -223,4 +223,3 @@ class InpaintFamily(Protocol):
         labels: Tensor | None,
         preview: Preview | None,
     ) -> Generator[Progress, None, Tensor]: ...
-

@@ -53,8 +53,16 @@ def settings(key: str) -> list[SettingRow]:
             allowed = f"{_num(meta.get('minimum'))} to {_num(meta.get('maximum'))}"
         else:
             allowed = ""
-        rows.append(SettingRow(f.name, meta.get("label", f.name), f.default, allowed,
-                               meta.get("help", ""), bool(meta.get("main"))))
+        rows.append(
+            SettingRow(
+                f.name,
+                meta.get("label", f.name),
+                f.default,
+                allowed,
+                meta.get("help", ""),
+                bool(meta.get("main")),
+            )
+        )
     return rows
 
 
@@ -97,12 +105,18 @@ def render_markdown() -> str:
             out.append(f"- Sampling options: {', '.join(conds) if conds else 'none'}.")
             if info.loss_names:
                 shown = [n for n in info.loss_names if not n.startswith("kl_dim_")]
-                extra = " (and `kl_dim_00`... per latent dimension)" if len(shown) < len(info.loss_names) else ""
+                extra = (
+                    " (and `kl_dim_00`... per latent dimension)"
+                    if len(shown) < len(info.loss_names)
+                    else ""
+                )
                 out.append(f"- Plotted live: {', '.join(f'`{n}`' for n in shown)}{extra}.")
             out += ["", "| setting | name | default | range | notes |", "|---|---|---|---|---|"]
             for row in settings(key):
                 label = f"**{row.label}**" if row.main else row.label
-                out.append(f"| {label} | `{row.name}` | {row.default} | {row.allowed} | {row.help} |")
+                out.append(
+                    f"| {label} | `{row.name}` | {row.default} | {row.allowed} | {row.help} |"
+                )
             out.append("")
     return "\n".join(out)
 

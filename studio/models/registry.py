@@ -44,8 +44,6 @@ FAMILIES: dict[str, str] = {
 }
 
 
-
-
 @dataclass(frozen=True)
 class Source:
     """Where a family comes from: ``target`` ("module:Class") or the class itself, and

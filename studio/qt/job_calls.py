@@ -89,9 +89,7 @@ class JobCalls(QObject):
             previous = self._lanes.get(lane)
             if previous is not None and previous.id in self._calls:
                 previous.token.cancel()
-        handle = self.runner.submit(
-            name, factory, keep=keep, interactive=interactive, ready=ready
-        )
+        handle = self.runner.submit(name, factory, keep=keep, interactive=interactive, ready=ready)
         self._calls[handle.id] = _Call(
             handle, lane, on_started, on_progress, on_events, on_done, on_failed,
             on_cancelled, on_end,

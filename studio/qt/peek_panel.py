@@ -52,9 +52,7 @@ def format_cost(info: Mapping[str, Any]) -> str:
     status = TrainStatus.read(info)
     if status.peek_s <= 0:
         return ""
-    return (
-        f"Peeks cost {status.peek_cost:.1%} of training time ({status.peek_s:,.1f} s so far)"
-    )
+    return f"Peeks cost {status.peek_cost:.1%} of training time ({status.peek_s:,.1f} s so far)"
 
 
 class PeekPanel(QGroupBox):
@@ -157,9 +155,7 @@ class PeekPanel(QGroupBox):
         self._job = self._calls.submit(
             f"Peek at {run.name}", factory, interactive=True, on_end=self._on_job_ended
         )
-        self.caption.setText(
-            "Sampling between training steps…" if self._training else "Sampling…"
-        )
+        self.caption.setText("Sampling between training steps…" if self._training else "Sampling…")
         self._update_controls()
 
     def _on_job_ended(self, outcome: Outcome[Any]) -> None:

@@ -14,9 +14,7 @@ from studio.core import options
 from studio.core.jobs import Progress, TrainStatus
 from studio.qt.engine_jobs import FamilySpec
 
-DEVICE_CHOICES = tuple(
-    d for d in options.DEVICE_CHOICES if d != "mps" or sys.platform == "darwin"
-)
+DEVICE_CHOICES = tuple(d for d in options.DEVICE_CHOICES if d != "mps" or sys.platform == "darwin")
 #: The training settings shown under the model's own: a dataclass derived from the options
 #: declared in studio.core.options (see TrainConfig for their use).
 TrainingOptions = options.form_dataclass(DEVICE_CHOICES)

@@ -62,7 +62,9 @@ def no_dangling_engine_threads() -> Iterator[None]:
     if gcpolicy.owner() is not None:  # a JobRunner never shut down keeps the collector here
         while gcpolicy.owner() is not None:
             gcpolicy.disown()
-        pytest.fail("the test left garbage collection owned by the GUI thread (a JobRunner not shut down)")
+        pytest.fail(
+            "the test left garbage collection owned by the GUI thread (a JobRunner not shut down)"
+        )
 
 
 def _write_pngs(folder: Path, n: int, size: int, classes: int) -> None:

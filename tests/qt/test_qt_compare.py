@@ -20,7 +20,9 @@ def runs_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("qt_compare")
     data = make_tiny_dataset(root / "data", n=24, size=16, classes=2)
     for key, model in TINY.items():
-        train_tiny_run(root / "runs" / key.replace(".", "-"), key, data, model, holdout_fraction=0.25)
+        train_tiny_run(
+            root / "runs" / key.replace(".", "-"), key, data, model, holdout_fraction=0.25
+        )
     return root / "runs"
 
 

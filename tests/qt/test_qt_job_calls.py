@@ -83,7 +83,10 @@ def test_forget_drops_a_job_unheard(qtbot, runner: JobRunner) -> None:
     gate = threading.Event()
     heard: list[str] = []
     handle = calls.submit(
-        "slow", counting(3, "slow", gate), on_done=heard.append, on_end=lambda o: heard.append("end")
+        "slow",
+        counting(3, "slow", gate),
+        on_done=heard.append,
+        on_end=lambda o: heard.append("end"),
     )
     calls.forget(handle)
     gate.set()

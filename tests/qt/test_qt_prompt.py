@@ -367,7 +367,9 @@ def test_the_window_has_a_prompt_workspace_wired_to_the_canvas(qtbot, app_settin
     assert np.array_equal(win.canvas.document.image, image)
 
 
-def test_a_prompt_run_trained_here_generates_in_the_workspace(qtbot, app_settings, tiny_sd, tmp_path):
+def test_a_prompt_run_trained_here_generates_in_the_workspace(
+    qtbot, app_settings, tiny_sd, tmp_path
+):
     """A diffusion.text run appears in the model list beside the SD models and generates."""
     from helpers import train_tiny_run
     from PIL import Image

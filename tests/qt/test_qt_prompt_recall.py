@@ -58,7 +58,10 @@ def test_the_seed_box_holds_any_seed_the_engine_takes(qtbot) -> None:
 
 
 def test_an_a1111_png_restores_what_it_can_and_says_what_not(
-    qtbot, app_settings, tiny_sd, tmp_path  # noqa: F811 - the fixture
+    qtbot,
+    app_settings,
+    tiny_sd,  # noqa: F811 - the fixture
+    tmp_path,
 ) -> None:
     png = _png(tmp_path / "a1111.png", "parameters", A1111)
     with open_prompt(qtbot, app_settings, tiny_sd) as ws:

@@ -255,16 +255,47 @@ def test_the_toy_through_the_command_line(tmp_path, capsys, toy_run):
     assert main(["families"]) == 0
     listed = capsys.readouterr().out
     assert "toy.linear" in listed and "registered at run time" in listed
-    args = ["train", "--family", "toy.linear", "--data", str(data), "--resolution", "32",
-            "--steps", "4", "--batch-size", "4", "--out", str(run), "--device", "cpu",
-            "--set", "latent_dim=3"]
+    args = [
+        "train",
+        "--family",
+        "toy.linear",
+        "--data",
+        str(data),
+        "--resolution",
+        "32",
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--out",
+        str(run),
+        "--device",
+        "cpu",
+        "--set",
+        "latent_dim=3",
+    ]
     assert main(args) == 0
     grid = tmp_path / "grid.png"
-    assert main(["sample", "--run", str(run), "-n", "4", "--out", str(grid),
-                 "--with", "temperature=0.5"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(run),
+                "-n",
+                "4",
+                "--out",
+                str(grid),
+                "--with",
+                "temperature=0.5",
+            ]
+        )
+        == 0
+    )
     assert Image.open(grid).size[0] >= 16
-    assert main(["sample", "--run", str(run), "-n", "1", "--out", str(grid),
-                 "--with", "top_k=3"]) != 0
+    assert (
+        main(["sample", "--run", str(run), "-n", "1", "--out", str(grid), "--with", "top_k=3"]) != 0
+    )
     assert "temperature" in capsys.readouterr().err
 
     img = np.full((24, 24, 3), 128, np.uint8)
@@ -273,13 +304,48 @@ def test_the_toy_through_the_command_line(tmp_path, capsys, toy_run):
     mask[8:16, 8:16] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
     out = tmp_path / "filled.png"
-    assert main(["inpaint", "--run", str(run), "--image", str(tmp_path / "img.png"),
-                 "--mask", str(tmp_path / "mask.png"), "--out", str(out), "--steps", "3",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "inpaint",
+                "--run",
+                str(run),
+                "--image",
+                str(tmp_path / "img.png"),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert np.asarray(Image.open(out)).shape == img.shape
 
     report = tmp_path / "compare"  # a run with held-out images (the CLI run keeps one)
-    assert main(["compare", "--runs", str(toy_run), "-n", "4", "--out", str(report),
-                 "--extractor-steps", "5", "--device", "cpu", "--with", "temperature=0.5"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--runs",
+                str(toy_run),
+                "-n",
+                "4",
+                "--out",
+                str(report),
+                "--extractor-steps",
+                "5",
+                "--device",
+                "cpu",
+                "--with",
+                "temperature=0.5",
+            ]
+        )
+        == 0
+    )
     saved = json.loads((report / "report.json").read_text(encoding="utf-8"))
     assert saved["panels"][0]["conditions"] == {"temperature": 0.5}

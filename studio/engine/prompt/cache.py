@@ -32,8 +32,13 @@ class PipelineCache:
         path: str | Path, task: str, device: torch.device, dtype: torch.dtype, offload: bool = False
     ) -> tuple:
         """The cache key of a model's pipeline for ``task`` (``path`` as given, resolved)."""
-        return (str(Path(path).expanduser().resolve()), task, str(device), mem.dtype_name(dtype),
-                offload)
+        return (
+            str(Path(path).expanduser().resolve()),
+            task,
+            str(device),
+            mem.dtype_name(dtype),
+            offload,
+        )
 
     @staticmethod
     def _model_key(key: tuple) -> tuple:

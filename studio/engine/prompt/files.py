@@ -155,9 +155,7 @@ def read_safetensors_header(path: str | os.PathLike[str]) -> SafetensorsHeader:
     metadata = header.pop("__metadata__", None) or {}
     if len(header) > MAX_TENSORS:
         raise _corrupt(path, f"its header lists more than {MAX_TENSORS:,} tensors")
-    if not isinstance(metadata, dict) or not all(
-        isinstance(v, str) for v in metadata.values()
-    ):
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _corrupt(path, "its metadata is not a table of strings")
     data_bytes = size - 8 - n
     tensors: dict[str, TensorInfo] = {}

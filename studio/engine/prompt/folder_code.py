@@ -81,7 +81,9 @@ def _entries(folder: Path, root: Path, roots: list[Path]) -> list[tuple[str, Pat
         for name in names:
             seen += 1
             if seen > MAX_ENTRIES:
-                raise _refuse(folder, f"it holds more than {MAX_ENTRIES:,} files, too many to check")
+                raise _refuse(
+                    folder, f"it holds more than {MAX_ENTRIES:,} files, too many to check"
+                )
             rel = f"{prefix}{name}"
             path = directory / name
             _check_name(folder, rel)
@@ -128,8 +130,11 @@ def _follow(folder: Path, rel: str, link: Path, roots: list[Path]) -> Path:
 
 def _check_name(folder: Path, rel: str, name: str | None = None) -> None:
     if (name or rel).lower().endswith(CODE_SUFFIXES):
-        raise _refuse(folder, f"it ships Python code ({rel}), {_NEVER}. Use a plain diffusers "
-                      "folder (configs and weights only)")
+        raise _refuse(
+            folder,
+            f"it ships Python code ({rel}), {_NEVER}. Use a plain diffusers "
+            "folder (configs and weights only)",
+        )
 
 
 def _read_json(folder: Path, rel: str, path: Path) -> Any:

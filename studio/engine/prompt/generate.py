@@ -67,9 +67,11 @@ def resolve_model(model: str, library: Any = None) -> ModelSource:
     """A library entry id or a path -> where the model is and what to call it."""
     path = Path(model).expanduser()
     if path.exists():
-        is_run = path.is_dir() and (path / "config.json").is_file() and not (
-            path / "model_index.json"
-        ).is_file()
+        is_run = (
+            path.is_dir()
+            and (path / "config.json").is_file()
+            and not (path / "model_index.json").is_file()
+        )
         return ModelSource(path.resolve(), path.stem if path.is_file() else path.name, is_run)
     if library is None:
         from studio.engine.prompt.library import ModelLibrary
@@ -234,7 +236,11 @@ def _for_task(pipe: Any, task: str) -> Any:
     from studio.engine.prompt.loading import pipeline_as
 
     xl = "XL" in type(pipe).__name__
-    cls = diffusers.StableDiffusionXLInpaintPipeline if xl else diffusers.StableDiffusionInpaintPipeline
+    cls = (
+        diffusers.StableDiffusionXLInpaintPipeline
+        if xl
+        else diffusers.StableDiffusionInpaintPipeline
+    )
     if isinstance(pipe, cls):
         return pipe
     new = pipeline_as(pipe, cls)  # the same modules; from_pipe would cast them
@@ -275,9 +281,14 @@ def pipeline_kwargs(
     )
     size = (inputs.width, inputs.height)
     if inpainting_unet and request.mode != "inpaint":
-        image = inputs.image if inputs.image is not None else Image.new("RGB", size, (127, 127, 127))
+        image = (
+            inputs.image if inputs.image is not None else Image.new("RGB", size, (127, 127, 127))
+        )
         kwargs.update(
-            image=image, mask_image=Image.new("L", size, 255), width=size[0], height=size[1],
+            image=image,
+            mask_image=Image.new("L", size, 255),
+            width=size[0],
+            height=size[1],
             strength=1.0 if request.mode == "txt2img" else request.strength,
         )
     elif request.mode == "txt2img":
@@ -286,7 +297,10 @@ def pipeline_kwargs(
         kwargs.update(image=inputs.image, strength=request.strength)
     else:
         kwargs.update(
-            image=inputs.image, mask_image=inputs.mask, width=inputs.width, height=inputs.height,
+            image=inputs.image,
+            mask_image=inputs.mask,
+            width=inputs.width,
+            height=inputs.height,
             strength=request.strength,
         )
     return kwargs
@@ -309,11 +323,16 @@ def _step_reporter(
     def on_step(step: int, preview: np.ndarray | None) -> Progress:
         elapsed = time.perf_counter() - started
         return Progress(
-            "generate", index * per_image + step, total,
+            "generate",
+            index * per_image + step,
+            total,
             message=f"Image {index + 1}/{request.batch_count}: step {step}/{per_image}",
             image=preview,
-            info={"it_per_s": step / elapsed if elapsed > 0 else 0.0, "image_index": index,
-                  "seed": seed},
+            info={
+                "it_per_s": step / elapsed if elapsed > 0 else 0.0,
+                "image_index": index,
+                "seed": seed,
+            },
         )
 
     return on_step

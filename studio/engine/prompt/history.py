@@ -86,12 +86,16 @@ def save_generation(
         small = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
         small.thumbnail((THUMB, THUMB), Image.LANCZOS)
         write_bytes(thumb, png_bytes(np.asarray(small), None, compress_level=1))
-        line = json.dumps({
-            "path": path.relative_to(root).as_posix(),
-            "thumbnail": thumb.relative_to(root).as_posix(),
-            "time": now.isoformat(timespec="seconds"),
-            "metadata": metadata,
-        }, sort_keys=True, default=str)
+        line = json.dumps(
+            {
+                "path": path.relative_to(root).as_posix(),
+                "thumbnail": thumb.relative_to(root).as_posix(),
+                "time": now.isoformat(timespec="seconds"),
+                "metadata": metadata,
+            },
+            sort_keys=True,
+            default=str,
+        )
         with open(root / INDEX, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()
@@ -135,7 +139,9 @@ def _entry(root: Path, raw: bytes) -> HistoryEntry | None:
     )
 
 
-def list_history(limit: int = 100, *, root: str | os.PathLike[str] | None = None) -> list[HistoryEntry]:
+def list_history(
+    limit: int = 100, *, root: str | os.PathLike[str] | None = None
+) -> list[HistoryEntry]:
     """The newest ``limit`` saved images, newest first. Entries whose file is gone (or torn
     index lines) are skipped, and older ones take their place."""
     root = Path(root) if root is not None else history_root()

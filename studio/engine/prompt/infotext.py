@@ -183,5 +183,7 @@ def _restore_sampler(meta: dict[str, Any], key: str, value: str) -> str:
     meta["scheduler"] = scheduler
     if schedule:
         name = SAMPLER_NAMES[scheduler]
-        return _shown(key, value, f"restored as {name}; the {schedule.title()} schedule is not available here")
+        return _shown(
+            key, value, f"restored as {name}; the {schedule.title()} schedule is not available here"
+        )
     return ""

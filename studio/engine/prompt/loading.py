@@ -224,9 +224,7 @@ def load_pipeline_job(
         entry = dataclasses.replace(entry, arch=arch, inpainting=inpainting)
     token.check()
     yield Progress("load", 2, 3, f"Checking the weights of {entry.name}")
-    check_finite(
-        pipe.components, entry.name, "the file is damaged: re-download or re-export it."
-    )
+    check_finite(pipe.components, entry.name, "the file is damaged: re-download or re-export it.")
     token.check()
     yield Progress("load", 2, 3, f"Moving {entry.name} to {device}")
     pipe = pipe.to(device)
@@ -296,7 +294,7 @@ def _unsafe_pickle_in(folder: Path) -> StudioError:
 
 
 def _after_name(err: BaseException) -> str:
-    """"needs code to load ..." from "model.bin needs code to load ..."."""
+    """ "needs code to load ..." from "model.bin needs code to load ..."."""
     text = str(err)
     return text.split(" ", 1)[1] if " " in text else text
 

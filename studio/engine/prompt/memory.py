@@ -40,12 +40,16 @@ class MemoryPlan:
     note: str = ""
 
     def describe(self) -> str:
-        parts = [name for name, on in (
-            ("attention slicing", self.attention_slicing),
-            ("VAE slicing", self.vae_slicing),
-            ("VAE tiling", self.vae_tiling),
-            ("model CPU offload", self.cpu_offload),
-        ) if on]
+        parts = [
+            name
+            for name, on in (
+                ("attention slicing", self.attention_slicing),
+                ("VAE slicing", self.vae_slicing),
+                ("VAE tiling", self.vae_tiling),
+                ("model CPU offload", self.cpu_offload),
+            )
+            if on
+        ]
         text = f"memory: {self.rung}" + (f" ({', '.join(parts)})" if parts else "")
         return text + (f"; {self.note}" if self.note else "")
 
@@ -69,7 +73,11 @@ def plan_for(rung: str, device: torch.device) -> MemoryPlan:
         if not offload:
             note = "model CPU offload skipped: it needs the accelerate package (pip install accelerate)"
     return MemoryPlan(
-        "low", attention_slicing=True, vae_slicing=True, vae_tiling=True, cpu_offload=offload,
+        "low",
+        attention_slicing=True,
+        vae_slicing=True,
+        vae_tiling=True,
+        cpu_offload=offload,
         note=note,
     )
 
@@ -130,7 +138,7 @@ def lighter(plan: MemoryPlan, device: torch.device) -> MemoryPlan | None:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """"auto": bf16 on a CUDA GPU that has it in hardware (not emulated), else fp16 on a GPU;
+    """ "auto": bf16 on a CUDA GPU that has it in hardware (not emulated), else fp16 on a GPU;
     fp32 on the CPU."""
     if name == "fp32":
         return torch.float32
@@ -146,7 +154,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
+        dtype, str(dtype)
+    )
 
 
 # -- applying a plan ---------------------------------------------------------------------------
@@ -176,9 +186,13 @@ def apply_plan(pipe: Any, plan: MemoryPlan) -> None:
 # -- out of memory -----------------------------------------------------------------------------
 
 
-def out_of_memory_error(width: int, height: int, plan: MemoryPlan, device: torch.device) -> StudioError:
+def out_of_memory_error(
+    width: int, height: int, plan: MemoryPlan, device: torch.device
+) -> StudioError:
     """The message after the lightest rung failed too: exactly what to change."""
-    tips = [f"a smaller size (now {width}x{height}; try {min(width, 512)}x{min(height, 512)} or less)"]
+    tips = [
+        f"a smaller size (now {width}x{height}; try {min(width, 512)}x{min(height, 512)} or less)"
+    ]
     if device.type == "cuda" and not plan.cpu_offload:
         tips.append("installing the accelerate package so memory=low can offload models to the CPU")
     tips.append("closing other programs that use the GPU")

@@ -49,9 +49,26 @@ MAX_SEED = 2**63 - 1
 
 # Every scalar parameter, in the order the metadata and the human summary list them.
 _SCALARS = (
-    "model", "mode", "prompt", "negative_prompt", "steps", "guidance", "scheduler", "seed",
-    "width", "height", "batch_count", "strength", "mask_blur", "only_masked",
-    "only_masked_padding", "memory", "compile", "device", "dtype", "preview_every",
+    "model",
+    "mode",
+    "prompt",
+    "negative_prompt",
+    "steps",
+    "guidance",
+    "scheduler",
+    "seed",
+    "width",
+    "height",
+    "batch_count",
+    "strength",
+    "mask_blur",
+    "only_masked",
+    "only_masked_padding",
+    "memory",
+    "compile",
+    "device",
+    "dtype",
+    "preview_every",
 )
 
 
@@ -154,7 +171,9 @@ class GenerateRequest:
         if self.mask is not None:
             mask = np.asarray(self.mask)
             if mask.ndim != 2 or mask.dtype not in (np.uint8, np.bool_):
-                problems.append(f"the mask must be H x W bool or uint8, not {mask.shape} {mask.dtype}")
+                problems.append(
+                    f"the mask must be H x W bool or uint8, not {mask.shape} {mask.dtype}"
+                )
             elif self.image is not None and mask.shape != np.shape(self.image)[:2]:
                 h, w = np.shape(self.image)[:2]
                 problems.append(
@@ -177,7 +196,9 @@ class GenerateRequest:
             )
         if self.mode == "inpaint":
             if self.mask is None:
-                raise StudioError("Inpainting needs a mask: paint the area to repaint (or pass --mask).")
+                raise StudioError(
+                    "Inpainting needs a mask: paint the area to repaint (or pass --mask)."
+                )
             if not np.asarray(self.mask).any():
                 raise StudioError("The mask is empty: paint the area to repaint first.")
 
@@ -201,8 +222,16 @@ class GenerateRequest:
     def to_metadata(self) -> dict[str, Any]:
         """Every parameter as a JSON-able dict (no arrays: the image's and mask's sizes only)."""
         d: dict[str, Any] = {name: getattr(self, name) for name in _SCALARS}
-        for name in ("steps", "seed", "width", "height", "batch_count", "mask_blur",
-                     "only_masked_padding", "preview_every"):
+        for name in (
+            "steps",
+            "seed",
+            "width",
+            "height",
+            "batch_count",
+            "mask_blur",
+            "only_masked_padding",
+            "preview_every",
+        ):
             d[name] = int(d[name])
         d["guidance"] = float(self.guidance)
         d["strength"] = float(self.strength)

@@ -161,15 +161,20 @@ def generate_with_run(
         token.check()
         images.append(out)
         metadata.append(
-            request.image_metadata(Path(run_dir).name, seed, index, {
-                "model_family": model.info.key,
-                "scheduler_used": SCHEDULER_LABELS[request.scheduler],
-                "generation_size": [res, res],
-                "output_size": [int(out.shape[1]), int(out.shape[0])],
-                "unknown_words": unknown,
-                "device_used": str(device),
-                "seconds": round(time.perf_counter() - started, 3),
-            })  # fmt: skip
+            request.image_metadata(
+                Path(run_dir).name,
+                seed,
+                index,
+                {
+                    "model_family": model.info.key,
+                    "scheduler_used": SCHEDULER_LABELS[request.scheduler],
+                    "generation_size": [res, res],
+                    "output_size": [int(out.shape[1]), int(out.shape[0])],
+                    "unknown_words": unknown,
+                    "device_used": str(device),
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            )  # fmt: skip
         )
         yield Progress(
             "generate", (index + 1) * per_image, total,

@@ -61,7 +61,9 @@ def _convert(name: str, value: Any) -> Any:
         if name == "guidance":
             return float(value)
     except (TypeError, ValueError):
-        raise StudioError(f"X/Y grid: {value!r} is not a valid {AXES[name].lower()} value.") from None
+        raise StudioError(
+            f"X/Y grid: {value!r} is not a valid {AXES[name].lower()} value."
+        ) from None
     if name == "scheduler":
         key = str(value).lower().replace(" ", "_").replace("+", "p")
         by_label = {label.lower(): k for k, label in SCHEDULER_LABELS.items()}
@@ -95,7 +97,9 @@ def checked_axis(axis: Axis | None, request: GenerateRequest) -> tuple[str, list
     return name, values
 
 
-def apply(request: GenerateRequest, axis: tuple[str, list[Any]] | None, value: Any) -> GenerateRequest:
+def apply(
+    request: GenerateRequest, axis: tuple[str, list[Any]] | None, value: Any
+) -> GenerateRequest:
     if axis is None:
         return request
     name, values = axis
@@ -129,8 +133,9 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
-def draw_grid(cells: list[np.ndarray], rows: int, cols: int, x_labels: list[str],
-              y_labels: list[str]) -> np.ndarray:
+def draw_grid(
+    cells: list[np.ndarray], rows: int, cols: int, x_labels: list[str], y_labels: list[str]
+) -> np.ndarray:
     """The cells (same size) in a rows x cols grid, x labels above, y labels on the left."""
     h, w = cells[0].shape[:2]
     font = _font(max(10, min(28, w // 12)))
@@ -198,8 +203,12 @@ def xy_grid_job(
                 result = stop.value
                 break
             yield Progress(
-                "grid", done + min(p.step if p.stage == "generate" else 0, totals[k]), total,
-                message=f"Cell {k + 1}/{len(plan)}: {p.message}", image=p.image, info=p.info,
+                "grid",
+                done + min(p.step if p.stage == "generate" else 0, totals[k]),
+                total,
+                message=f"Cell {k + 1}/{len(plan)}: {p.message}",
+                image=p.image,
+                info=p.info,
             )
         done += totals[k]
         image = result.images[0]

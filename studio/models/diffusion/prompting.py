@@ -88,7 +88,9 @@ class PromptSampling:
                 p = next(run)
             except StopIteration as done:
                 return done.value
-            yield SampleStep(int(p.step), int(p.total or plan.steps), previews.pop() if previews else None)
+            yield SampleStep(
+                int(p.step), int(p.total or plan.steps), previews.pop() if previews else None
+            )
 
 
 def _scheduler(model: Any, name: str) -> Any:

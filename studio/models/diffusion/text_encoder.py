@@ -86,9 +86,7 @@ class WordTokenizer:
 class SmallTextEncoder(nn.Module):
     """Token and position embeddings, a few pre-norm transformer layers and a final norm."""
 
-    def __init__(
-        self, vocab_size: int, dim: int, layers: int, heads: int, max_tokens: int
-    ) -> None:
+    def __init__(self, vocab_size: int, dim: int, layers: int, heads: int, max_tokens: int) -> None:
         super().__init__()
         self.token = nn.Embedding(vocab_size, dim)
         self.position = nn.Parameter(torch.randn(max_tokens, dim) * 0.02)

@@ -100,7 +100,11 @@ class InpaintPanel(QWidget):
         run_column.addWidget(self.family_label)
 
         self.seed_row = seed_row = SeedRow()
-        self.seed_spin, self.lock_seed, self.dice_button = seed_row.spin, seed_row.lock, seed_row.dice
+        self.seed_spin, self.lock_seed, self.dice_button = (
+            seed_row.spin,
+            seed_row.lock,
+            seed_row.dice,
+        )
         self.variations_spin = QSpinBox()
         self.variations_spin.setRange(1, MAX_VARIATIONS)
         self.variations_spin.setValue(4)

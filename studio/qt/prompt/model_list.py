@@ -327,7 +327,10 @@ class ModelList(QWidget):
     def _update_buttons(self) -> None:
         entry = self.current()
         for b in (
-            self.add_folder_button, self.add_file_button, self.unload_button, self.refresh_button
+            self.add_folder_button,
+            self.add_file_button,
+            self.unload_button,
+            self.refresh_button,
         ):
             b.setEnabled(not self.busy)
         removable = entry is not None and getattr(entry, "kind", "") != "studio-run"

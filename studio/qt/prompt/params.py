@@ -85,7 +85,11 @@ class ParamsForm(QWidget):
         self.guidance_spin.setToolTip("How closely to follow the prompt (1 = ignore it)")
         self.scheduler_combo = _combo(SAMPLERS)
         self.seed_row = seed_row = SeedRow()
-        self.seed_spin, self.lock_seed, self.dice_button = seed_row.spin, seed_row.lock, seed_row.dice
+        self.seed_spin, self.lock_seed, self.dice_button = (
+            seed_row.spin,
+            seed_row.lock,
+            seed_row.dice,
+        )
         self.width_spin = _spin("width", 512, 8, " px")
         self.height_spin = _spin("height", 512, 8, " px")
         for spin in (self.width_spin, self.height_spin):
