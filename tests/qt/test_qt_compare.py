@@ -90,3 +90,40 @@ def test_a_run_of_another_dataset_is_refused(workspace, runs_root, tmp_path):
     assert "different dataset" in workspace.banner.text()
     assert not workspace.add_run(runs_root / "gan-dcgan")  # no duplicates either
     assert len(workspace.panels) == 1
+
+
+def test_feature_extractor_training_fills_the_progress_bar(workspace):
+    from studio.core.jobs import Progress
+
+    workspace._on_compare_progress(Progress("features", 30, 120, message="Training"), None, [])
+    assert workspace.progress.value() == 250
+    workspace._on_compare_progress(Progress("features", 120, 120), None, [])
+    assert workspace.progress.value() == 1000
+
+
+def test_showing_compare_again_adds_runs_made_since(qtbot, workspace, runs_root, tmp_path):
+    import shutil
+
+    from studio.core.jobs import CancelToken, run_sync
+    from studio.qt.engine_jobs import describe_families
+
+    assert run_sync(describe_families()(CancelToken())).ok
+    root = tmp_path / "runs"
+    shutil.copytree(runs_root, root)
+    workspace.show()
+    workspace.load_default_runs(root)  # the window's first look
+    qtbot.waitUntil(lambda: len(workspace.panels) == 2, timeout=20_000)
+    gan = next(p for p in workspace.panels if p.kind == "gan")
+    workspace.remove_panel(gan)  # the user's choice: showing again must not undo it
+    workspace.hide()
+    workspace.show()
+    qtbot.wait(1_000)  # the listing job runs and offers nothing new
+    assert len(workspace.panels) == 1
+    # A run finished while the user was elsewhere: it joins when Compare is shown again.
+    data = runs_root.parent / "data"
+    train_tiny_run(root / "gan-new", "gan.dcgan", data, TINY["gan.dcgan"], holdout_fraction=0.25)
+    workspace.hide()
+    workspace.show()
+    qtbot.waitUntil(lambda: len(workspace.panels) == 2, timeout=20_000)
+    assert {p.run.name for p in workspace.panels} == {"vae-conv", "gan-new"}
+    assert "gan-new" in workspace.status.text()

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -70,7 +71,7 @@ class CompareWorkspace(QWidget):
     ) -> None:
         super().__init__(parent)
         self._runner, self._settings = runner, settings
-        self._calls = JobCalls(runner, self)
+        self._calls = JobCalls(runner, self, kind="Compare")
         self._job: JobHandle | None = None  # the comparison's (or export's) job, one at a time
         self._cancellable = False  # a comparison can be cancelled, an export cannot
         self._chain: _LiveChain | None = None  # a comparison run between training steps
@@ -79,6 +80,11 @@ class CompareWorkspace(QWidget):
         self.extractor_steps = 600  # tests lower it; the extractor is cached per dataset
         # Set by the main window: right-click a panel's samples to send one to the canvas.
         self.send_to_canvas: Any = None
+        # The runs "Find runs" has offered so far (None: it never ran) and where it looked.
+        # Showing the workspace again adds only runs it had not offered (finished since), so
+        # a panel the user removed does not come back.
+        self._offered: set[Path] | None = None
+        self._runs_base: Path | None = None
 
         self.banner = Banner()
         self.add_button = QPushButton("Add run…")
@@ -134,15 +140,30 @@ class CompareWorkspace(QWidget):
     # -- runs ----------------------------------------------------------------------------------
     def load_default_runs(self, base: Path | None = None) -> None:
         """Fill empty panels with the newest GAN, VAE, flow and diffusion runs (one dataset)."""
+        self._runs_base = base
         # Interactive: listing run folders is short, so it need not wait for a training run.
         self._calls.submit(
             "Find runs", jobs.default_runs(base), on_done=self._add_default_runs, interactive=True
         )
 
     def _add_default_runs(self, found: list[Path]) -> None:
+        first = self._offered is None
+        offered = self._offered or set()
+        added = []
         for run in found:
-            if not any(p.run == run for p in self.panels):
-                self.add_run(run)
+            new = first or run not in offered
+            if new and not any(p.run == run for p in self.panels) and self.add_run(run):
+                added.append(run.name)
+        self._offered = offered | set(found)
+        if added and not first:
+            self.status.setText("Added runs made since: " + ", ".join(added))
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
+        # Runs finished since the last look join the comparison (a listing job, off the GUI
+        # thread); the first look is the window's, on first show.
+        if self._offered is not None and self._job is None:
+            self.load_default_runs(self._runs_base)
+        super().showEvent(event)
 
     def runs(self) -> list[Path]:
         return [p.run for p in self.panels]
@@ -322,7 +343,11 @@ class CompareWorkspace(QWidget):
         done = (i or 0) + (1.0 if progress.stage is Stage.PANEL else 0.0)
         if progress.stage is Stage.SAMPLE and progress.fraction is not None and i is not None:
             done = i + 0.8 * progress.fraction  # scoring is the last fifth of a panel
-        self.progress.setValue(int(1000 * min(1.0, done / panels)))
+        if progress.stage is Stage.FEATURES and progress.fraction is not None:
+            # Before any panel: the feature extractor's first training fills the bar itself.
+            self.progress.setValue(int(1000 * min(1.0, progress.fraction)))
+        else:
+            self.progress.setValue(int(1000 * min(1.0, done / panels)))
         if progress.message:
             self.status.setText(progress.message)
         if i is not None and i < len(self.panels) and progress.stage in (Stage.SAMPLE, Stage.SCORE):
