@@ -285,7 +285,9 @@ def test_progress_and_thumbnails(tmp_path: Path) -> None:
     scan = finish(scan_folder(root, thumbnails=3, thumb_size=24), progress)
     assert len(scan.entries) == 30
     thumbs = [p for p in progress if p.image is not None]
-    assert [p.payload for p in thumbs] == [Thumbnail(e.path) for e in scan.entries[:3]]
+    assert [p.payload for p in thumbs] == [
+        Thumbnail(e.path, e.width, e.height) for e in scan.entries[:3]
+    ]
     assert all(p.image.shape == (24, 24, 3) and p.image.dtype == np.uint8 for p in thumbs)
     steps = [p.step for p in progress if p.total]
     assert steps == sorted(steps) and steps[-1] == 30

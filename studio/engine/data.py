@@ -68,9 +68,12 @@ class SkippedFile:
 @dataclass(frozen=True)
 class Thumbnail:
     """The payload of a scan report whose ``image`` is a thumbnail: the image at ``path``
-    (relative to the scanned folder, ``/``-separated, as :attr:`ImageEntry.path`)."""
+    (relative to the scanned folder, ``/``-separated, as :attr:`ImageEntry.path`), whose full
+    size (after EXIF rotation) is ``width`` x ``height`` pixels."""
 
     path: str
+    width: int = 0
+    height: int = 0
 
 
 @dataclass(frozen=True)
@@ -312,7 +315,7 @@ def scan_folder(
                     total=total,
                     message=f"Checking images: {i + 1}/{total}",
                     image=np.asarray(thumb, dtype=np.uint8).copy(),
-                    payload=Thumbnail(item.rel),
+                    payload=Thumbnail(item.rel, rgb.width, rgb.height),
                 )
                 last = time.monotonic()
                 continue

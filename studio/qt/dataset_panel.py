@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QColor, QFontMetrics, QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -56,6 +56,8 @@ from studio.qt.widgets import Banner
 
 MAX_SIZES_SHOWN = 4
 ICON_SIZE = 72
+CELL = QSize(ICON_SIZE + 36, ICON_SIZE + 26)  # every thumbnail's cell: icon, margin, one line
+LETTERBOX = QColor(128, 128, 128, 48)  # behind a thumbnail's bars: faint on light or dark
 TRAINING_SHARE = 0.5  # while a model trains, a scan works about this share of the time
 MAX_REST_S = 0.25  # so a cancel is still noticed quickly
 
@@ -87,16 +89,36 @@ def gentle(factory: Any, share: float = TRAINING_SHARE) -> Any:
     return job
 
 
-def _fit_thumbnail(image: QImage) -> QImage:
-    """Enlarge small images to the icon size (QIcon never scales a pixmap up), pixel-sharp."""
-    if image.width() >= ICON_SIZE or image.height() >= ICON_SIZE or image.isNull():
-        return image
-    return image.scaled(
-        ICON_SIZE,
-        ICON_SIZE,
+def letterbox(image: QImage, size: int = ICON_SIZE) -> QImage:
+    """The whole image, scaled to fit a ``size`` square and centred on a faint backdrop.
+
+    Every thumbnail is then the same size whatever its aspect ratio (a 400x100 panorama and
+    a 100x400 portrait alike), so cells line up and nothing is cropped. Images smaller than
+    the square are enlarged pixel-sharp (QIcon never scales a pixmap up), larger ones smoothly.
+    """
+    box = QImage(size, size, QImage.Format.Format_ARGB32_Premultiplied)
+    box.fill(LETTERBOX)
+    if image.isNull() or image.width() <= 0 or image.height() <= 0:
+        return box
+    enlarge = image.width() < size and image.height() < size
+    fitted = image.scaled(
+        size,
+        size,
         Qt.AspectRatioMode.KeepAspectRatio,
-        Qt.TransformationMode.FastTransformation,
+        Qt.TransformationMode.FastTransformation
+        if enlarge
+        else Qt.TransformationMode.SmoothTransformation,
     )
+    painter = QPainter(box)
+    painter.drawImage((size - fitted.width()) // 2, (size - fitted.height()) // 2, fitted)
+    painter.end()
+    return box
+
+
+def thumbnail_tooltip(rel: str, width: int, height: int) -> str:
+    """What hovering a thumbnail says: its name, its size in pixels, its path in the folder."""
+    size = f"{width:,} × {height:,} px" if width and height else "size unknown"
+    return f"{PurePosixPath(rel).name}\n{size}\n{rel}"
 
 
 class DatasetPanel(QWidget):
@@ -201,7 +223,10 @@ class DatasetPanel(QWidget):
         self.thumbnails = QListWidget()
         self.thumbnails.setViewMode(QListView.ViewMode.IconMode)
         self.thumbnails.setIconSize(QSize(ICON_SIZE, ICON_SIZE))
-        self.thumbnails.setGridSize(QSize(ICON_SIZE + 24, ICON_SIZE + 28))
+        self.thumbnails.setGridSize(CELL)
+        self.thumbnails.setWordWrap(False)
+        self.thumbnails.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.thumbnails.setSpacing(0)
         self.thumbnails.setResizeMode(QListView.ResizeMode.Adjust)
         self.thumbnails.setMovement(QListView.Movement.Static)
         self.thumbnails.setUniformItemSizes(True)
@@ -353,14 +378,18 @@ class DatasetPanel(QWidget):
     def _on_job_events(self, reports: list[Progress]) -> None:
         from studio.engine.data import Thumbnail  # the scan imported it on the engine thread
 
+        metrics, middle = QFontMetrics(self.thumbnails.font()), Qt.TextElideMode.ElideMiddle
         self.thumbnails.setUpdatesEnabled(False)
         for report in reports:
             if not isinstance(report.payload, Thumbnail):
                 continue
-            rel = report.payload.path
-            icon = QIcon(QPixmap.fromImage(_fit_thumbnail(numpy_to_qimage(report.image))))
-            item = QListWidgetItem(icon, Path(rel).name)
-            item.setToolTip(rel)
+            thumb = report.payload
+            icon = QIcon(QPixmap.fromImage(letterbox(numpy_to_qimage(report.image))))
+            name = PurePosixPath(thumb.path).name
+            item = QListWidgetItem(icon, metrics.elidedText(name, middle, CELL.width() - 8))
+            item.setData(Qt.ItemDataRole.UserRole, thumb.path)
+            item.setToolTip(thumbnail_tooltip(thumb.path, thumb.width, thumb.height))
+            item.setSizeHint(CELL)
             self.thumbnails.addItem(item)
         self.thumbnails.setUpdatesEnabled(True)
 

@@ -114,3 +114,61 @@ def test_training_waits_while_a_new_folder_is_checked(qtbot, window, tiny_datase
         # The old dataset no longer counts while the new folder is checked.
         assert not window.train_panel.start_button.isEnabled()
     assert not window.train_panel.start_button.isEnabled()
+
+
+def _opaque_box(item) -> tuple[int, int]:
+    """Width and height of the part of a thumbnail's icon that is the picture (opaque red)."""
+    import numpy as np
+    from PySide6.QtGui import QImage
+
+    from studio.qt.dataset_panel import ICON_SIZE
+
+    image = item.icon().pixmap(ICON_SIZE, ICON_SIZE).toImage()
+    assert (image.width(), image.height()) == (ICON_SIZE, ICON_SIZE)  # one size for all
+    image = image.convertToFormat(QImage.Format.Format_RGBA8888)
+    pixels = np.frombuffer(image.constBits(), np.uint8).reshape(ICON_SIZE, ICON_SIZE, 4)
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 3] == 255)
+    rows, cols = np.flatnonzero(red.any(axis=1)), np.flatnonzero(red.any(axis=0))
+    return int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+
+
+def test_thumbnails_are_whole_images_in_uniform_named_cells(qtbot, window, tmp_path: Path) -> None:
+    from studio.qt.dataset_panel import CELL, ICON_SIZE
+
+    folder = tmp_path / "photos"
+    (folder / "trip").mkdir(parents=True)
+    long_name = "a_very_long_file_name_of_a_holiday_photograph_taken_in_2024.png"
+    sizes = {
+        "wide.png": (400, 100),
+        "tall.png": (100, 400),
+        "square.png": (64, 64),
+        f"trip/{long_name}": (300, 200),
+    }
+    for rel, size in sizes.items():
+        Image.new("RGB", size, (255, 0, 0)).save(folder / rel)
+    panel = window.dataset_panel
+    assert load_dataset(qtbot, window, folder) == 4
+    view = panel.thumbnails
+    items = {view.item(i).data(0x0100): view.item(i) for i in range(view.count())}
+    assert set(items) == set(sizes)
+    # Every cell the same size, tall enough for the icon and a line of text (nothing clipped).
+    rects = {
+        (view.visualItemRect(item).width(), view.visualItemRect(item).height())
+        for item in items.values()
+    }
+    assert rects == {(CELL.width(), CELL.height())}
+    assert CELL.height() >= ICON_SIZE + view.fontMetrics().height()
+    # The whole picture, letterboxed: its long side fills the icon, the short side is in scale.
+    assert _opaque_box(items["wide.png"]) == (ICON_SIZE, ICON_SIZE // 4)
+    assert _opaque_box(items["tall.png"]) == (ICON_SIZE // 4, ICON_SIZE)
+    assert _opaque_box(items["square.png"]) == (ICON_SIZE, ICON_SIZE)
+    assert _opaque_box(items[f"trip/{long_name}"]) == (ICON_SIZE, ICON_SIZE * 2 // 3)
+    # The name under each, elided in the middle when long; the size and path on hover.
+    assert items["wide.png"].text() == "wide.png"
+    elided = items[f"trip/{long_name}"].text()
+    assert "…" in elided and elided.startswith("a_") and elided.endswith(".png")
+    assert view.fontMetrics().horizontalAdvance(elided) <= CELL.width()
+    assert items["wide.png"].toolTip() == "wide.png\n400 × 100 px\nwide.png"
+    tip = items[f"trip/{long_name}"].toolTip()
+    assert "300 × 200 px" in tip and f"trip/{long_name}" in tip
+    panel.grab().save(str(tmp_path / "thumbnails.png"))  # for a look when it fails
