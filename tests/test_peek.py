@@ -196,3 +196,25 @@ def test_decode_and_inpaint_with_live_models(tmp_path, data):
     (painted,) = done["inpaint"]
     assert painted.shape == (16, 16, 3)
     assert np.array_equal(painted[0], np.full((16, 3), 90, np.uint8))  # far from the mask: kept
+
+
+def test_peek_cost_covers_the_whole_run_by_kind_and_leaves_pauses_out(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(live.time, "monotonic", lambda: clock[0])
+    token = CancelToken()
+    entry = live.LiveRun(Path("x"), object(), token)
+    clock[0] += 1.0
+    entry.charge(0.15, "Explore")
+    entry.charge(0.09, "Canvas")
+    assert entry.info()["peek_cost"] == pytest.approx(0.24)
+    clock[0] += 1.0  # a log interval with no interleaved work: the run's share halves, not 0
+    info = entry.info()
+    assert info["peek_cost"] == pytest.approx(0.12)
+    assert info["peek_kinds"] == pytest.approx({"Explore": 0.075, "Canvas": 0.045})
+    token.pause()
+    paused = entry.while_paused(token, Progress("paused", 3))
+    next(paused)
+    clock[0] += 10.0  # ten seconds paused are no training time
+    token.resume()
+    assert list(paused) == []
+    assert entry.info()["peek_cost"] == pytest.approx(0.12)

@@ -117,8 +117,9 @@ class TrainStatus:
 
     They stay in ``info`` (the mailbox keeps the newest, so a report without them does not
     blank the status line); :meth:`read` turns them into typed fields, a missing or malformed
-    value into its default. ``peek_cost`` is the share of wall time spent on interleaved work
-    (peeks, live decodes), ``peek_s`` its seconds so far.
+    value into its default. ``peek_cost`` is the share of training time spent on interleaved
+    work (peeks, Explore decodes, Canvas inpaints...), ``peek_s`` its seconds so far and
+    ``peek_kinds`` that share per kind of work, largest first.
     """
 
     images_per_s: float | None = None
@@ -127,6 +128,7 @@ class TrainStatus:
     memory: int | None = None  # bytes in use on the device
     peek_cost: float = 0.0
     peek_s: float = 0.0
+    peek_kinds: tuple[tuple[str, float], ...] = ()
 
     @classmethod
     def read(cls, info: Mapping[str, Any]) -> TrainStatus:
@@ -138,7 +140,18 @@ class TrainStatus:
             memory=int(memory) if memory else None,
             peek_cost=_number(info.get("peek_cost")) or 0.0,
             peek_s=_number(info.get("peek_s")) or 0.0,
+            peek_kinds=_kinds(info.get("peek_kinds")),
         )
+
+
+def _kinds(value: Any) -> tuple[tuple[str, float], ...]:
+    """``{"Explore": 0.15, "Canvas": 0.09}`` as ``(("Explore", 0.15), ("Canvas", 0.09))``,
+    largest first; anything malformed left out."""
+    if not isinstance(value, Mapping):
+        return ()
+    pairs = [(str(k), _number(v)) for k, v in value.items()]
+    kept = [(k, v) for k, v in pairs if v is not None and v >= 0]
+    return tuple(sorted(kept, key=lambda kv: (-kv[1], kv[0])))
 
 
 class CancelToken:

@@ -12,8 +12,10 @@ first half (it answers None on any other thread); the engine thread's interleavi
 inside the training job's progress callback, before the next step starts.
 
 Cost accounting: whoever runs other work between a run's steps calls :func:`charge` with the
-seconds it took; :meth:`LiveRun.info` turns that into ``peek_cost``, the fraction of wall time
-since its last call spent on such work (time while paused does not count).
+seconds it took and the kind of work ("Peek", "Explore", "Canvas", "Compare", "Prompt");
+:meth:`LiveRun.info` turns that into ``peek_cost``, the share of the run's training time (wall
+time since its step loop started, pauses left out) spent on such work, ``peek_s`` its seconds,
+and ``peek_kinds``, the same share per kind. Work run while paused is not charged.
 
 This module imports neither torch nor Qt.
 """
@@ -51,45 +53,51 @@ class LiveRun:
     step: int = 0  # the last step the trainer reported through info(); peeks show it
     interleaved_s: float = 0.0  # seconds of other work run between this run's steps
     peeks: int = 0
-    _window_start: float = field(default_factory=lambda: time.monotonic())
-    _window_charged: float = 0.0
-    _cost: float | None = None
+    by_kind: dict[str, float] = field(default_factory=dict)  # those seconds per kind of work
+    _started: float = field(default_factory=lambda: time.monotonic())
+    _paused_s: float = 0.0  # wall time spent paused: not training time
 
-    def charge(self, seconds: float) -> None:
-        """Count ``seconds`` of other work done between steps (ignored while paused)."""
+    def charge(self, seconds: float, kind: str = "Other") -> None:
+        """Count ``seconds`` of ``kind`` work done between steps (ignored while paused)."""
         if self.token is not None and self.token.paused:
             return
-        self.interleaved_s += max(0.0, seconds)
+        seconds = max(0.0, seconds)
+        self.interleaved_s += seconds
+        self.by_kind[kind] = self.by_kind.get(kind, 0.0) + seconds
         self.peeks += 1
 
-    def info(self, step: int | None = None) -> dict[str, float]:
-        """``peek_cost`` (fraction of wall time spent on interleaved work since the last call,
-        smoothed like the trainer's throughput) and ``peek_s`` (seconds in all)."""
+    def training_s(self, now: float | None = None) -> float:
+        """Wall time since the step loop started, pauses left out."""
+        now = time.monotonic() if now is None else now
+        return max(0.0, now - self._started - self._paused_s)
+
+    def info(self, step: int | None = None) -> dict[str, Any]:
+        """``peek_cost`` (the share of training time spent on interleaved work, since the run
+        started here), ``peek_s`` (its seconds) and ``peek_kinds`` (the share per kind)."""
         if step is not None:
             self.step = int(step)
-        now = time.monotonic()
-        wall = now - self._window_start
-        if wall > 0:
-            share = min(1.0, (self.interleaved_s - self._window_charged) / wall)
-            self._cost = share if self._cost is None else 0.7 * self._cost + 0.3 * share
-        self.restart_window(now)
-        return {"peek_cost": float(self._cost or 0.0), "peek_s": float(self.interleaved_s)}
-
-    def restart_window(self, now: float | None = None) -> None:
-        """Start a new measuring window (after a pause, whose time must not dilute the cost)."""
-        self._window_start = time.monotonic() if now is None else now
-        self._window_charged = self.interleaved_s
+        wall = self.training_s()
+        share = (lambda s: min(1.0, s / wall)) if wall > 0 else (lambda s: 0.0)
+        kinds = {kind: share(s) for kind, s in self.by_kind.items()}
+        return {
+            "peek_cost": float(share(self.interleaved_s)),
+            "peek_s": float(self.interleaved_s),
+            "peek_kinds": kinds,
+        }
 
     def while_paused(self, token: CancelToken, report: Progress) -> Generator[Progress, None, None]:
         """Yield ``report`` every :data:`PAUSE_TICK_S` (at once when a peek is waiting) until
         the token is resumed, stopped or cancelled: the trainer's paused state, during which
         the engine thread can run interactive jobs."""
         self.step = report.step
-        while token.paused:
-            if _wake.wait(PAUSE_TICK_S):
-                _wake.clear()
-            yield report
-        self.restart_window()
+        start = time.monotonic()
+        try:
+            while token.paused:
+                if _wake.wait(PAUSE_TICK_S):
+                    _wake.clear()
+                yield report
+        finally:
+            self._paused_s += time.monotonic() - start
 
 
 def register(run_dir: str | Path, model: Any, token: CancelToken | None = None) -> LiveRun:
@@ -127,13 +135,14 @@ def live_paths() -> list[Path]:
         return list(_runs)
 
 
-def charge(seconds: float) -> None:
-    """Charge interleaved work to every run training on this thread."""
+def charge(seconds: float, kind: str = "Other") -> None:
+    """Charge ``kind`` work (a job's kind: "Explore", "Canvas"...) to every run training on
+    this thread."""
     me = threading.get_ident()
     with _lock:
         entries = [e for e in _runs.values() if e.thread_id == me]
     for entry in entries:
-        entry.charge(seconds)
+        entry.charge(seconds, kind)
 
 
 def wake() -> None:

@@ -22,7 +22,8 @@ interactive job to completion, *inside* the running job's progress callback, the
 running job continue. So an interactive job may use the training model
 (:mod:`studio.engine.live`): nothing else runs on this thread until it returns. Each one gets its
 own token, mailbox and ``job_started``/``progress_ready``/``job_done`` signals, exactly like a
-queued job; the time they take is charged to the training run (``peek_cost``). When the thread is
+queued job; the time each takes is charged to the training run under its ``kind``
+(``peek_cost``, ``peek_kinds``). When the thread is
 idle, interactive jobs run like any other, ahead of queued ones. They must be short: training
 waits while they run.
 
@@ -139,6 +140,9 @@ class JobHandle:
     token: CancelToken
     mailbox: JobMailbox
     started: bool = False  # set on the GUI thread by JobRunner
+    # What kind of work it is ("Peek", "Explore", "Canvas"...): the training run's cost line
+    # names the interactive work run between its steps by it.
+    kind: str = "Other"
     # Set by the GUI thread once the turn that submitted the job has ended (JobRunner); the
     # engine waits for it (at most GUI_TURN_CAP_S) before starting the job. None: no wait.
     gui_turn: threading.Event | None = None
@@ -181,12 +185,14 @@ class EngineThread(QThread):
         keep: KeepFilter | None = None,
         interactive: bool = False,
         gui_turn: threading.Event | None = None,
+        kind: str | None = None,
     ) -> JobHandle:
         """Queue ``factory(token)`` to run on this thread; starts the thread if needed.
 
         ``interactive``: a short job that runs between the running job's steps instead of
         after it (see the module notes). ``gui_turn``: the job starts once it is set, or
-        ``GUI_TURN_CAP_S`` after it was due to start.
+        ``GUI_TURN_CAP_S`` after it was due to start. ``kind``: what the training run's cost
+        line calls its time when it runs between steps (default "Other").
         """
         with self._lock:
             if self._closed:
@@ -194,6 +200,8 @@ class EngineThread(QThread):
             handle = JobHandle(
                 next(self._ids), name, CancelToken(), JobMailbox(keep), gui_turn=gui_turn
             )
+            if kind:
+                handle.kind = kind
             self._jobs[handle.id] = (handle, factory)
             if interactive:
                 self._interactive.append(handle.id)
@@ -289,10 +297,13 @@ class EngineThread(QThread):
                 self._nested = handle
             else:
                 self._running = handle
+        start = time.perf_counter()
         try:
             outcome = self._run_one(handle, factory, interleave=not interactive)
         except BaseException:  # noqa: BLE001 - nothing may take the engine thread down
             outcome = Outcome(Status.FAILED, error="Internal error", details=traceback.format_exc())
+        if interactive:  # charged to the run training on this thread, if any, by kind
+            live.charge(time.perf_counter() - start, handle.kind)
         with self._lock:
             del self._jobs[job_id]
             if interactive:
@@ -302,16 +313,15 @@ class EngineThread(QThread):
         del factory  # drop the job's closure (datasets, models) before waiting for the next
         self.job_done.emit(job_id, outcome)
 
-    def _run_interactive(self) -> float:
-        """Run every waiting interactive job to completion; return the seconds it took."""
-        start = time.perf_counter()
+    def _run_interactive(self) -> None:
+        """Run every waiting interactive job to completion (each charged to a run training
+        here, if any, by its kind)."""
         while True:
             with self._lock:
                 if not self._interactive:
                     break
                 job_id = self._interactive.popleft()
             self._run_job(job_id, interactive=True)
-        return time.perf_counter() - start
 
     def _run_one(self, handle: JobHandle, factory: JobFactory, interleave: bool) -> Outcome[Any]:
         token = handle.token
@@ -328,7 +338,7 @@ class EngineThread(QThread):
             # The running job is suspended at a yield: the moment to serve interactive jobs.
             # (len() of a deque is atomic; _run_interactive re-checks under the lock.)
             if interleave and self._interactive:
-                live.charge(self._run_interactive())  # counted against the run's throughput
+                self._run_interactive()  # each job's time is charged to the run, by kind
 
         def job() -> Generator[Progress, None, Any]:
             # Building the generator inside the job: errors raised by the factory itself
@@ -389,6 +399,7 @@ class JobRunner(QObject):
         keep: KeepFilter | None = None,
         interactive: bool = False,
         ready: Callable[[], bool] | None = None,
+        kind: str | None = None,
     ) -> JobHandle:
         """Queue a job; see :meth:`EngineThread.submit`.
 
@@ -399,7 +410,7 @@ class JobRunner(QObject):
         """
         gate = None if interactive else threading.Event()
         handle = self.engine.submit(
-            name, factory, keep=keep, interactive=interactive, gui_turn=gate
+            name, factory, keep=keep, interactive=interactive, gui_turn=gate, kind=kind
         )
         self._tracks[handle.id] = _Track(handle)
         if gate is not None:

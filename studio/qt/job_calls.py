@@ -58,9 +58,14 @@ class _Call:
 class JobCalls(QObject):
     """One runner, many submitted jobs, each heard only by its own callbacks."""
 
-    def __init__(self, runner: JobRunner, parent: QObject | None = None) -> None:
+    def __init__(
+        self, runner: JobRunner, parent: QObject | None = None, *, kind: str | None = None
+    ) -> None:
         super().__init__(parent)
         self.runner = runner
+        # The kind of work its jobs are ("Explore", "Canvas"...): a training run's cost line
+        # names the interactive jobs run between its steps by it.
+        self.kind = kind
         self._calls: dict[int, _Call] = {}
         self._lanes: dict[str, JobHandle] = {}
         runner.job_started.connect(self._on_job_started)
@@ -84,12 +89,15 @@ class JobCalls(QObject):
         interactive: bool = False,
         ready: Callable[[], bool] | None = None,
         lane: str | None = None,
+        kind: str | None = None,
     ) -> JobHandle:
         if lane is not None:
             previous = self._lanes.get(lane)
             if previous is not None and previous.id in self._calls:
                 previous.token.cancel()
-        handle = self.runner.submit(name, factory, keep=keep, interactive=interactive, ready=ready)
+        handle = self.runner.submit(
+            name, factory, keep=keep, interactive=interactive, ready=ready, kind=kind or self.kind
+        )
         self._calls[handle.id] = _Call(
             handle, lane, on_started, on_progress, on_events, on_done, on_failed,
             on_cancelled, on_end,

@@ -188,3 +188,65 @@ def test_explore_decodes_a_training_run_with_its_live_weights(qtbot, app_setting
     finally:
         ws.shutdown()
         runner.shutdown(10_000)
+
+
+def test_every_interactive_job_between_steps_is_charged_by_kind(qtbot, runner, tmp_path) -> None:
+    """A quarter of the run went to Explore and Canvas jobs between steps: the cost line says
+    so, by kind (it said "0.0% of training time": only Peek jobs were meant, and only the
+    last log interval's share was shown)."""
+    from studio.engine import live
+    from studio.qt.job_calls import JobCalls
+    from studio.qt.peek_panel import format_cost
+
+    _, outcomes = _recorder(runner)
+    reports: list[dict] = []
+
+    def training(token: CancelToken) -> Generator[Progress, None, str]:
+        entry = live.register(tmp_path / "run", object(), token)
+        try:
+            for step in range(1, 10_000):
+                time.sleep(0.01)
+                yield Progress("train", step)
+                if step % 5 == 0:
+                    reports.append(entry.info(step))
+                if len(reports) > 1 and entry.by_kind.get("Canvas"):
+                    break
+        finally:
+            live.unregister(tmp_path / "run")
+        reports.append(entry.info())
+        return "trained"
+
+    def busy(seconds: float):
+        def job(token: CancelToken) -> Generator[Progress, None, None]:
+            time.sleep(seconds)
+            yield Progress("work")
+
+        return job
+
+    long_handle = runner.submit("Train", training)
+    qtbot.waitUntil(lambda: bool(reports), timeout=10_000)
+    explore, canvas = JobCalls(runner, kind="Explore"), JobCalls(runner, kind="Canvas")
+    explore.submit("Decode", busy(0.3), interactive=True)
+    canvas.submit("Inpaint", busy(0.2), interactive=True)
+    qtbot.waitUntil(lambda: long_handle.id in outcomes, timeout=20_000)
+    info = reports[-1]
+    kinds = info["peek_kinds"]
+    assert set(kinds) == {"Explore", "Canvas"}
+    assert kinds["Explore"] > kinds["Canvas"] > 0.05
+    assert info["peek_cost"] == kinds["Explore"] + kinds["Canvas"]
+    text = format_cost(info)
+    assert text.startswith("Interleaved work: ") and "of training time (Explore " in text
+    assert text.index("Explore") < text.index("Canvas")
+
+
+def test_the_cost_line_names_each_kind_and_its_share() -> None:
+    from studio.qt.peek_panel import format_cost
+
+    info = {"peek_cost": 0.24, "peek_s": 31.0, "peek_kinds": {"Canvas": 0.09, "Explore": 0.15}}
+    assert format_cost(info) == (
+        "Interleaved work: 24% of training time (Explore 15%, Canvas 9.0%; 31.0 s so far)"
+    )
+    assert format_cost({"peek_cost": 0.0004, "peek_s": 0.01, "peek_kinds": {"Peek": 0.0004}}) == (
+        "Interleaved work: <0.1% of training time (Peek <0.1%; 0.0 s so far)"
+    )
+    assert format_cost({}) == ""

@@ -69,7 +69,7 @@ class InpaintPanel(QWidget):
     ) -> None:
         super().__init__(parent)
         self._runner, self._settings, self._document = runner, settings, document
-        self._calls = JobCalls(runner, self)
+        self._calls = JobCalls(runner, self, kind="Canvas")
         self._tasks = TaskPool(self)
         self._run: RunInfo | None = None
         self._job: JobHandle | None = None

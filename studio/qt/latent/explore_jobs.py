@@ -49,7 +49,7 @@ class ExploreJobs:
     """Decodes (latest-wins) and tasks for the Explore workspace (see the module notes)."""
 
     def __init__(self, runner: JobRunner, parent: QObject | None = None) -> None:
-        self.calls = JobCalls(runner, parent)
+        self.calls = JobCalls(runner, parent, kind="Explore")
         self.holder = SpaceHolder()  # touched by jobs only, on the engine thread
         self._requests = itertools.count(1)
         self._closed = False
@@ -155,4 +155,6 @@ class ExploreJobs:
         for handle in self.calls.active():
             self.calls.forget(handle)
         if not self.calls.runner.engine.closed:
-            self.calls.runner.submit("Close Explore", drop_space(self.holder), interactive=True)
+            self.calls.runner.submit(
+                "Close Explore", drop_space(self.holder), interactive=True, kind="Explore"
+            )

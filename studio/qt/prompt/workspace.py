@@ -88,7 +88,7 @@ class PromptWorkspace(QWidget):
         super().__init__(parent)
         self._settings, self.canvas = settings, canvas
         self._send: Send | None = None
-        self.calls = JobCalls(runner, self)
+        self.calls = JobCalls(runner, self, kind="Prompt")
         self.consents = model_list.PickleConsents()
         self._shown_once = False
         self._prefs = PromptPrefs(settings)
