@@ -73,8 +73,9 @@ def _close_without_asking(window: Any) -> None:
     window.close()
 
 
-def run_app(argv: Sequence[str] | None = None) -> int:
-    """Show the main window and run the event loop; returns the exit code."""
+def run_app(argv: Sequence[str] | None = None, project: str | None = None) -> int:
+    """Show the main window (with ``project`` opened, when given: ``studio open PROJECT``)
+    and run the event loop; returns the exit code."""
     app = create_application(list(argv or []))
     from studio.qt.main_window import MainWindow
     from studio.qt.theme import apply_theme
@@ -82,6 +83,8 @@ def run_app(argv: Sequence[str] | None = None) -> int:
     apply_theme(app)
     window = MainWindow()
     window.show()
+    if project:
+        window.projects.open(project)
     # Ctrl-C in the terminal closes the window (which stops training gracefully). Python
     # handles signals only between bytecodes, so a timer lets the interpreter run now and then.
     signal.signal(signal.SIGINT, lambda *_: _close_without_asking(window))

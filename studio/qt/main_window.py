@@ -30,6 +30,7 @@ from studio.qt.compare import CompareWorkspace
 from studio.qt.dataset_panel import DatasetPanel
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.latent import LatentWorkspace
+from studio.qt.project_menu import ProjectMenu
 from studio.qt.prompt import PromptWorkspace
 from studio.qt.settings import AppSettings
 from studio.qt.train_panel import TrainPanel
@@ -123,6 +124,10 @@ class MainWindow(QMainWindow):
         if index == self.EXPLORE and self.latent_workspace.loaded is None and run:
             self.latent_workspace.set_run(run)
 
+    def keep_compare_board(self) -> None:
+        """Compare shows the board set (a project's): no newest runs are added on first show."""
+        self._compare_loaded = True
+
     def _offer_recovery(self) -> None:
         """After a crash, offer the canvas autosave left behind."""
         if self.canvas.offer_recovery(self):
@@ -143,6 +148,8 @@ class MainWindow(QMainWindow):
         self._add_action(file_menu, "Open run…", self._on_open_run, "Ctrl+Shift+O")
         self.recent_runs_menu = file_menu.addMenu("Recent runs")
         self.recent_runs_menu.aboutToShow.connect(self._on_recent_runs_menu)
+        file_menu.addSeparator()
+        self.projects = ProjectMenu(self, file_menu)  # New / Open / Save project, recent ones
         file_menu.addSeparator()
         self._add_action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         self.menuBar().addMenu(self.canvas.build_menu(self))

@@ -59,7 +59,17 @@ def test_workspaces_and_menus(window) -> None:
     assert menus == ["&File", "&Canvas", "&Help"]
     file_menu = window.menuBar().actions()[0].menu()
     file_items = [a.text() for a in file_menu.actions() if a.text()]
-    assert file_items == ["Open folder…", "Use demo dataset", "Open run…", "Recent runs", "Quit"]
+    assert file_items == [
+        "Open folder…",
+        "Use demo dataset",
+        "Open run…",
+        "Recent runs",
+        "New project…",
+        "Open project…",
+        "Save project",
+        "Recent projects",
+        "Quit",
+    ]
 
 
 def test_geometry_is_saved_on_close(qtbot, window, app_settings) -> None:

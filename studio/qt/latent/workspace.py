@@ -154,6 +154,7 @@ class LatentWorkspace(QWidget):
 
         self.tray = ItemTray(self.edit.kept)  # shows the kept latents
         self._tray_run: tuple[Path, int] | None = None  # whose latents the tray holds
+        self._kept_on_load: list[LatentItem] | None = None  # a project's tray, once loaded
         self.tray.item_activated.connect(self.edit_item)
         self.interpolate_panel = InterpolatePanel(self.tray)
         self.arithmetic_panel = ArithmeticPanel(self.tray)
@@ -252,9 +253,10 @@ class LatentWorkspace(QWidget):
         if folder:
             self.open_run(folder)
 
-    def open_run(self, path: str | Path) -> None:
+    def open_run(self, path: str | Path, kept: list[LatentItem] | None = None) -> None:
         """Load a run for exploring (a job on the engine thread); a run that cannot be explored
-        is shown with the reason."""
+        is shown with the reason. ``kept``: latents for the tray once loaded (a project's)."""
+        self._kept_on_load = None if kept is None else list(kept)
         self.jobs.cancel_all()
         self.loaded, self._pca = None, None
         self.edit.set_directions(None)
@@ -310,6 +312,12 @@ class LatentWorkspace(QWidget):
         if self._tray_run != (result.path, result.dim):
             self.tray.clear_items()  # another run's latents mean nothing here; Reload keeps them
             self._tray_run = (result.path, result.dim)
+        if self._kept_on_load is not None:  # a project's tray replaces the one shown
+            self.tray.clear_items()
+            for item in self._kept_on_load:  # a latent of another size means nothing here
+                if np.asarray(item.z).size == result.dim:
+                    self.tray.add(item)
+            self._kept_on_load = None
         self.interpolate_panel.set_frames(None)
         self.encode_panel.set_method(result.can_encode, result.encoder)
         self._set_origin(result.z, f"Seed {result.seed}")

@@ -1,0 +1,312 @@
+"""File → New project…, Open project…, Save project, Recent projects: the window's projects.
+
+A project (:mod:`studio.core.project`) is a folder with a ``studio-project.json``. Saving
+gathers what each workspace shows (the dataset folder and its scan's fingerprint, the Train
+run, the canvas document, the Prompt settings, the Compare board, Explore's run and kept
+latents) on the GUI thread, which only reads widgets, and writes on the engine thread (an
+interactive job, so a training run does not hold it back). Opening reads the manifest and
+checks every file it names in a job too, then applies the project to each workspace through
+its public methods; what is missing on this computer is named in one message and the rest
+opens.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject
+from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox, QWidget
+
+from studio.core.project import (
+    CANVAS_DIR,
+    MANIFEST,
+    CompareBoard,
+    Project,
+    ProjectError,
+    check_save_target,
+    missing_message,
+    project_folder,
+)
+from studio.core.recent import push_recent
+from studio.qt.job_calls import JobCalls
+
+RECENT_KEY = "recent/projects"
+RECENT_LIMIT = 10
+PROJECT_FILTER = f"Studio project ({MANIFEST})"
+CANVAS_SUFFIX = ".studio-canvas"
+
+
+def recent_projects(settings: Any) -> list[str]:
+    """The recently opened or saved projects, newest first (QSettings' quirks normalised)."""
+    value = settings.value(RECENT_KEY)
+    if value is None or value == "":
+        return []
+    items = [value] if isinstance(value, str) else [str(v) for v in value if v]
+    return items[:RECENT_LIMIT]
+
+
+def add_recent_project(settings: Any, folder: str | Path) -> list[str]:
+    items = push_recent(recent_projects(settings), str(folder), RECENT_LIMIT)
+    settings.set_value(RECENT_KEY, items)
+    return items
+
+
+def _canvas_file_name(name: str, folder: Path) -> Path:
+    """A new ``.studio-canvas`` path in ``folder`` for a document called ``name``."""
+    stem = re.sub(r"[^\w\- ]+", "_", Path(name).stem).strip() or "canvas"
+    path, n = folder / f"{stem}{CANVAS_SUFFIX}", 2
+    while path.exists():
+        path, n = folder / f"{stem} ({n}){CANVAS_SUFFIX}", n + 1
+    return path
+
+
+class ProjectMenu(QObject):
+    """The project actions of a :class:`~studio.qt.main_window.MainWindow`'s File menu."""
+
+    def __init__(self, window: Any, menu: QMenu) -> None:
+        super().__init__(window)
+        self.window = window
+        self.project: Project | None = None
+        self.message = ""  # the newest thing told the user (for the status bar and tests)
+        self._calls = JobCalls(window.runner, self)
+        self._canvas_path: Path | None = None  # the .studio-canvas the canvas document is
+        self._canvas_pending: Path | None = None
+        self._fingerprint_pending: tuple[str, str] | None = None
+        self._box: QMessageBox | None = None
+        self.new_action = menu.addAction("New project…")
+        self.new_action.triggered.connect(self.new_project)
+        self.open_action = menu.addAction("Open project…")
+        self.open_action.triggered.connect(self.choose_and_open)
+        self.save_action = menu.addAction("Save project")
+        self.save_action.triggered.connect(self.save)
+        self.recent_menu = menu.addMenu("Recent projects")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        canvas = window.canvas
+        canvas.document_changed.connect(self._on_canvas_document)
+        canvas.document_saved.connect(lambda path: setattr(self, "_canvas_path", Path(path)))
+        window.dataset_panel.dataset_changed.connect(self._on_dataset_scanned)
+
+    # -- actions ---------------------------------------------------------------------------
+    def new_project(self) -> None:
+        """Ask for a new (empty) folder and save what the window shows there as a project."""
+        start = str(Path.home() / "Studio projects" / "Untitled project")
+        path, _ = QFileDialog.getSaveFileName(self.window, "New project folder", start)
+        if not path:
+            return
+        try:
+            folder = check_save_target(path)
+        except ProjectError as err:
+            self._tell(str(err), warning=True)
+            return
+        from studio.engine.project_files import save_project_job
+
+        # The folder is claimed by an empty manifest first, so the canvas file written into
+        # it next is the project's, then the whole project is saved.
+        self._calls.submit(
+            f"New project {folder.name}",
+            save_project_job(Project(folder=folder), []),
+            on_done=lambda _path: self.save_as(folder),
+            on_failed=lambda message: self._tell(message, warning=True),
+            interactive=True,
+        )
+
+    def choose_and_open(self) -> None:
+        start = str(self.project.folder.parent if self.project else Path.home())
+        path, _ = QFileDialog.getOpenFileName(self.window, "Open a project", start, PROJECT_FILTER)
+        if path:
+            self.open(path)
+
+    def save(self) -> None:
+        """Save into the open project; with none open this is New project."""
+        if self.project is None:
+            self.new_project()
+        else:
+            self.save_as(self.project.folder)
+
+    def save_as(self, folder: Path) -> None:
+        from studio.engine.project_files import save_project_job
+
+        project, kept = self.gather(folder)
+        self._calls.submit(
+            f"Save project {folder.name}",
+            save_project_job(project, kept),
+            on_done=lambda _path: self._saved(project),
+            on_failed=lambda message: self._tell(message, warning=True),
+            interactive=True,  # a short write: it need not wait for a training run
+        )
+
+    def open(self, path: str | Path) -> None:
+        """Read the project at ``path`` (its folder or manifest) in a job, then show it."""
+        from studio.engine.project_files import open_project_job
+
+        folder = project_folder(path)
+        self._status(f"Opening the project {folder.name}…")
+        self._calls.submit(
+            f"Open project {folder.name}",
+            open_project_job(folder),
+            on_done=self.apply,
+            on_failed=lambda message: self._tell(message, warning=True),
+            interactive=True,
+        )
+
+    # -- gathering and applying --------------------------------------------------------------
+    def gather(self, folder: Path) -> tuple[Project, list[tuple[str, Any, Any]]]:
+        """The project the window shows now, to be saved in ``folder``, and the kept latents.
+
+        A canvas document with unsaved edits (or never saved) is saved first: into its own
+        file, or a new one in the project's ``canvas`` folder."""
+        w = self.window
+        old = self.project if self.project is not None else Project(folder=folder)
+        dataset = Path(w.dataset_panel.folder) if w.dataset_panel.folder else None
+        scan = w.dataset_panel.scan_result
+        fingerprint = str(getattr(scan, "fingerprint", "") or "")
+        if not fingerprint and dataset is not None and dataset == old.dataset:
+            fingerprint = old.fingerprint  # a scan still running: the one it was saved with
+        explore = w.latent_workspace
+        loaded = explore.loaded
+        kept = [(i.name, i.z, i.image) for i in explore.edit.kept.items()] if loaded else []
+        state = w.prompt.state
+        canvas_docs = [p for p in old.canvas]
+        canvas_open = self._save_canvas(folder)
+        if canvas_open is not None and canvas_open not in canvas_docs:
+            canvas_docs.append(canvas_open)
+        from studio.engine.prompt.history import history_root
+
+        project = Project(
+            folder=folder,
+            name=folder.name,
+            dataset=dataset,
+            fingerprint=fingerprint if dataset is not None else "",
+            runs=list(old.runs),
+            train_run=w.train_panel.run_path,
+            canvas=canvas_docs,
+            canvas_open=canvas_open,
+            prompt_model=state.model,
+            prompt_settings=state.values(),
+            prompt_history=history_root(),
+            compare=CompareBoard(
+                runs=[Path(r) for r in w.compare_panel.runs()],
+                seed=w.compare_panel.seed.value(),
+                n=w.compare_panel.n.value(),
+            ),
+            explore_run=loaded.path if loaded is not None else old.explore_run,
+            explore_sliders=explore.named_slider_names() if loaded is not None else [],
+        )
+        return project, kept
+
+    def _save_canvas(self, folder: Path) -> Path | None:
+        canvas = self.window.canvas
+        doc = canvas.document
+        if doc is None:
+            return None
+        target = self._canvas_path
+        if target is None:
+            (folder / CANVAS_DIR).mkdir(parents=True, exist_ok=True)
+            target = _canvas_file_name(doc.name, folder / CANVAS_DIR)
+        if canvas.has_unsaved_changes() or not target.is_file():
+            canvas.save(target)  # written on the canvas's worker; the title marks it clean
+            self._canvas_path = target
+        return target
+
+    def apply(self, opened: Any) -> None:
+        """Show an opened project (a :class:`~studio.engine.project_files.OpenedProject`)."""
+        p: Project = opened.project
+        missing = {m.path for m in opened.missing}
+
+        def here(path: Path | None) -> bool:
+            return path is not None and path not in missing
+
+        w = self.window
+        self.project = p
+        add_recent_project(w.settings, p.folder)
+        w.setWindowTitle(f"{p.name} — Studio")
+        if here(p.dataset) and p.dataset != Path(w.dataset_panel.folder or "."):
+            self._fingerprint_pending = (str(p.dataset), p.fingerprint)
+            w.dataset_panel.set_folder(p.dataset)
+        if here(p.train_run) and not w.train_panel.is_training():
+            w.train_panel.open_run(p.train_run)
+        if here(p.canvas_open):
+            self._canvas_pending = p.canvas_open
+            w.canvas.open_image(p.canvas_open)
+        self._apply_prompt(p)
+        self._apply_compare(p.compare, missing)
+        if here(p.explore_run):
+            from studio.qt.latent.edit_state import LatentItem
+
+            items = [LatentItem(name, z, image) for name, z, image in opened.kept]
+            w.latent_workspace.open_run(p.explore_run, kept=items)
+        text = missing_message(opened.missing)
+        if text:
+            self._tell(text, warning=True)
+        else:
+            self._status(f"Opened the project {p.name}")
+
+    def _apply_prompt(self, p: Project) -> None:
+        state = self.window.prompt.state
+        if p.prompt_settings:
+            state.update(p.prompt_settings)
+        if p.prompt_model:
+            state.set_model(p.prompt_model)
+
+    def _apply_compare(self, board: CompareBoard, missing: set[Path]) -> None:
+        compare = self.window.compare_panel
+        if not board.runs or compare.is_busy():
+            return
+        self.window.keep_compare_board()  # no "newest runs" added on first show
+        for panel in list(compare.panels):
+            compare.remove_panel(panel)
+        for run in board.runs:
+            if run not in missing:
+                compare.add_run(run)
+        if board.seed:
+            compare.seed.setValue(board.seed)
+        if board.n:
+            compare.n.setValue(board.n)
+
+    # -- signals -------------------------------------------------------------------------------
+    def _on_canvas_document(self, _doc: Any) -> None:
+        self._canvas_path, self._canvas_pending = self._canvas_pending, None
+
+    def _on_dataset_scanned(self, folder: str, _n_images: int) -> None:
+        pending, self._fingerprint_pending = self._fingerprint_pending, None
+        scan = self.window.dataset_panel.scan_result
+        if pending is None or scan is None or pending[0] != folder or not pending[1]:
+            return
+        if scan.fingerprint != pending[1]:
+            self._tell(
+                f"The images in {folder} changed since the project was saved (files added, "
+                "removed or edited): its runs were trained on the earlier set.",
+                warning=False,
+            )
+
+    def _saved(self, project: Project) -> None:
+        self.project = project
+        add_recent_project(self.window.settings, project.folder)
+        self.window.setWindowTitle(f"{project.name} — Studio")
+        self._status(f"Saved the project {project.name} ({project.folder})")
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        items = recent_projects(self.window.settings)
+        if not items:
+            self.recent_menu.addAction("No recent projects").setEnabled(False)
+        for item in items:
+            action = self.recent_menu.addAction(item)
+            action.triggered.connect(lambda _=False, f=item: self.open(f))
+
+    # -- telling the user ----------------------------------------------------------------------
+    def _status(self, text: str) -> None:
+        self.message = text
+        self.window.statusBar().showMessage(text, 10_000)
+
+    def _tell(self, text: str, warning: bool) -> None:
+        """A message box that does not block (the window keeps working), and the status bar."""
+        self._status(text)
+        if self._box is not None:
+            self._box.close()
+        icon = QMessageBox.Icon.Warning if warning else QMessageBox.Icon.Information
+        parent: QWidget = self.window
+        self._box = QMessageBox(icon, "Project", text, QMessageBox.StandardButton.Ok, parent)
+        self._box.open()

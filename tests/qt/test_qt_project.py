@@ -1,0 +1,148 @@
+"""Projects in the window: File → New / Save / Open project through the menu, a moved project
+folder, missing runs named while the rest opens, refusals, and ``studio open PROJECT``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QFileDialog
+
+from studio.__main__ import OPEN_USAGE, main, route
+from studio.core.project import MANIFEST, CompareBoard, Project, load_project, save_project
+from studio.engine.project_files import save_kept
+
+
+def _file_actions(window) -> dict[str, object]:
+    menu = window.menuBar().actions()[0].menu()
+    return {a.text(): a for a in menu.actions() if a.text()}
+
+
+def _canvas_clean(window) -> bool:
+    return window.canvas.document is not None and not window.canvas.has_unsaved_changes()
+
+
+def test_new_save_and_open_a_moved_project_through_the_menu(
+    qtbot, window, tmp_path: Path, monkeypatch
+) -> None:
+    actions = _file_actions(window)
+    assert {"New project…", "Open project…", "Save project", "Recent projects"} <= set(actions)
+    folder = tmp_path / "projects" / "Cats"
+    window.prompt.state.update({"prompt": "a cat in a hat", "steps": 12})
+    image = np.zeros((24, 32, 3), np.uint8)
+    image[:, :16] = 200
+    assert window.canvas.set_image(image, "Cat sketch")
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(folder), ""))
+    actions["New project…"].trigger()
+    qtbot.waitUntil(
+        lambda: window.projects.message.startswith("Saved") and _canvas_clean(window),
+        timeout=20_000,
+    )
+    data = json.loads((folder / MANIFEST).read_text())
+    assert data["canvas"]["open"] == "canvas/Cat sketch.studio-canvas"  # relative: inside
+    assert data["prompt"]["settings"]["prompt"] == "a cat in a hat"
+    assert window.windowTitle().startswith("Cats")
+
+    window.prompt.state.update({"prompt": "a dog"})  # Save project writes the change
+    actions["Save project"].trigger()
+    qtbot.waitUntil(
+        lambda: load_project(folder).prompt_settings.get("prompt") == "a dog", timeout=10_000
+    )
+
+    moved = tmp_path / "another computer" / "Cats copy"  # the folder moved elsewhere
+    shutil.copytree(folder, moved)
+    shutil.rmtree(folder)
+    window.prompt.state.update({"prompt": "something else", "steps": 30})
+    manifest = str(moved / MANIFEST)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (manifest, ""))
+    actions["Open project…"].trigger()
+    qtbot.waitUntil(lambda: window.prompt.state["prompt"] == "a dog", timeout=10_000)
+    assert window.prompt.state["steps"] == 12
+    qtbot.waitUntil(lambda: window.projects.message.startswith("Opened"), timeout=10_000)
+    qtbot.waitUntil(
+        lambda: window.projects._canvas_path == moved / "canvas" / "Cat sketch.studio-canvas",
+        timeout=10_000,
+    )
+    doc = window.canvas.document
+    assert doc is not None and doc.shape == (24, 32)
+    assert int(doc.image[0, 0, 0]) == 200
+    window.projects._fill_recent()
+    assert [a.text() for a in window.projects.recent_menu.actions()][0] == str(moved)
+
+
+def test_missing_runs_are_named_and_the_rest_opens(qtbot, window, tmp_path: Path) -> None:
+    from test_qt_latent import make_run
+
+    folder = tmp_path / "proj"
+    save_project(Project(folder=folder))
+    run = make_run(folder / "runs", "gan.dcgan")
+    gone_run, gone_doc = tmp_path / "old runs" / "vae-1", folder / "canvas" / "gone.studio-canvas"
+    z = np.linspace(-1, 1, 8).astype(np.float32)
+    save_kept(
+        folder / "explore" / "kept.safetensors", [("My pick", z, np.zeros((16, 16, 3), np.uint8))]
+    )
+    save_project(
+        Project(
+            folder=folder,
+            dataset=tmp_path / "gone data",
+            runs=[run, gone_run],
+            train_run=gone_run,
+            canvas=[gone_doc],
+            canvas_open=gone_doc,
+            compare=CompareBoard(runs=[gone_run], seed=3, n=8),
+            explore_run=run,
+            kept_names=["My pick"],
+        )
+    )
+    ws = window.latent_workspace
+    ws.pca_samples, ws.pca_k = 32, 2
+    window.projects.open(folder)
+    qtbot.waitUntil(lambda: "missing" in window.projects.message, timeout=10_000)
+    text = window.projects.message
+    for path in (gone_run, gone_doc, tmp_path / "gone data"):
+        assert str(path) in text
+    assert str(run) not in text
+    assert window.compare_panel.seed.value() == 3 and window.compare_panel.runs() == []
+    qtbot.waitUntil(lambda: len(ws.tray.items()) == 1, timeout=30_000)
+    kept = ws.tray.items()[0]
+    assert kept.name == "My pick"
+    np.testing.assert_allclose(kept.z, z)
+
+
+@pytest.mark.parametrize("content", ['{"format": "other"}', "{ torn"])
+def test_a_corrupt_or_foreign_project_is_one_message(
+    qtbot, window, tmp_path: Path, monkeypatch, content: str
+) -> None:
+    (tmp_path / MANIFEST).write_text(content)
+    title = window.windowTitle()
+    manifest = str(tmp_path / MANIFEST)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (manifest, ""))
+    _file_actions(window)["Open project…"].trigger()
+    qtbot.waitUntil(lambda: manifest in window.projects.message, timeout=10_000)
+    assert "\n" not in window.projects.message and "Traceback" not in window.projects.message
+    assert window.windowTitle() == title and window.projects.project is None
+
+
+def test_new_project_refuses_a_folder_holding_other_files(
+    qtbot, window, tmp_path: Path, monkeypatch
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"mine")
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(photos), ""))
+    _file_actions(window)["New project…"].trigger()
+    assert "already holds other files" in window.projects.message
+    qtbot.wait(200)
+    assert sorted(p.name for p in photos.iterdir()) == ["holiday.jpg"]
+
+
+def test_studio_open_routes_to_the_window_with_the_project(capsys) -> None:
+    assert route(["open", "/x/My project"]) == ("gui", [], "/x/My project")
+    assert route([]) == ("gui", [], None)
+    assert route(["train", "--steps", "3"]) == ("cli", ["train", "--steps", "3"], None)
+    assert route(["open"])[0] == "error" and route(["open", "a", "b"])[0] == "error"
+    assert main(["open"]) == 2
+    assert OPEN_USAGE in capsys.readouterr().err
