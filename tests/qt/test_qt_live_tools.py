@@ -118,7 +118,8 @@ def test_explore_tools_use_the_live_weights_while_paused(qtbot, app_settings, tm
         qtbot.waitUntil(lambda: ws.jobs.live_count == count + 1, timeout=30_000)
         ws.reload()
         qtbot.waitUntil(lambda: ws.directions_ready() and ws.loaded is not None, timeout=30_000)
-        assert f"Live weights: training step {step}" in ws.slider_panel.method_label.text()
+        found = f"Found on the live weights of training step {step}."
+        assert found in ws.slider_panel.method_label.text()
         assert ws.jobs.live_count >= count + 2
         assert training.handle.token.paused and training.outcome is None  # still paused
 
@@ -129,6 +130,15 @@ def test_explore_tools_use_the_live_weights_while_paused(qtbot, app_settings, tm
         final = training.step
         qtbot.waitUntil(lambda: ws.weights == (False, final), timeout=30_000)
         assert ws.weights_label.text() == f"Saved weights: checkpoint of step {final}"
+        # The directions found on step {step}'s live weights are refitted on the saved ones;
+        # the directions line never says "live" beside a picture of the saved weights.
+        qtbot.waitUntil(
+            lambda: (
+                f"saved weights: checkpoint of step {final}." in ws.slider_panel.method_label.text()
+            ),
+            timeout=30_000,
+        )
+        assert ws.weights_line.directions == (False, final)
         qtbot.waitUntil(
             lambda: not ws.jobs.is_busy() and ws.displayed_request == ws.last_request,
             timeout=30_000,
@@ -195,3 +205,33 @@ def test_compare_regenerates_a_training_run_between_its_steps(qtbot, app_setting
         training.stop()
     finally:
         runner.shutdown(20_000, grace_ms=5_000)
+
+
+def test_directions_found_on_live_weights_go_stale_when_training_ends(qtbot) -> None:
+    """One object says which weights Explore shows; the directions line read a copy of the
+    picture's line once and kept saying 'Live weights: training step 30' after training
+    ended while the picture said 'Saved weights: checkpoint of step 300'."""
+    from PySide6.QtWidgets import QLabel
+
+    from studio.qt.latent.live_weights import WeightsLine
+
+    label = QLabel()
+    qtbot.addWidget(label)
+    seen: list[str] = []
+    line = WeightsLine(label, lambda: seen.append(line.directions_text()))
+    line.note(True, 30)
+    line.found_directions()
+    assert line.directions_text() == "Found on the live weights of training step 30."
+    line.note(True, 31)  # training goes on: the directions are still from the live run
+    assert not line.stale()
+    line.note(False, 300)  # training ended; the picture shows the saved weights
+    assert label.text() == "Saved weights: checkpoint of step 300"
+    assert line.stale()
+    assert seen[-1] == "Found on training step 30; training ended since: refit (Reload)."
+    line.refitting = True
+    assert "refitting on the saved weights" in line.directions_text()
+    line.found_directions()  # refitted on the saved weights
+    assert not line.stale()
+    assert seen[-1] == "Found on the saved weights: checkpoint of step 300."
+    line.clear()
+    assert seen[-1] == "" and line.directions is None

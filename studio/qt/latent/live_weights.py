@@ -4,6 +4,7 @@ a training run (after which the workspace loads the run's newest saved weights).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +33,66 @@ def live_args(
 
 
 class WeightsLine:
-    """Which weights the newest picture or result used, shown under the picture."""
+    """Which weights Explore shows: the one place the line under the picture and the
+    directions line read.
 
-    def __init__(self, label: QLabel) -> None:
+    ``weights`` is (live, step) of the newest picture or result; ``directions`` that of the
+    weights the principal directions were found on. Directions found on a training run's live
+    weights go stale when its training ends (the picture moves to the saved weights): the
+    directions line says so ("found on training step 30; refit") until they are refitted.
+    ``on_change`` is called whenever the directions line's words may have changed.
+    """
+
+    def __init__(self, label: QLabel, on_change: Callable[[], None] | None = None) -> None:
         self.label = label
+        self.on_change = on_change
         self.weights: tuple[bool, int | None] | None = None  # (live, step)
+        self.directions: tuple[bool, int | None] | None = None  # what they were found on
+        self.refitting = False  # stale directions being found again on the saved weights
         self.saw_live = False  # a result came from the live weights since the run opened
 
     def note(self, live: bool, step: int | None) -> None:
         self.weights = (live, step)
         self.saw_live = self.saw_live or live
         self.label.setText(describe_weights(live, step))
+        self._changed()
+
+    def found_directions(self) -> None:
+        """The principal directions were just found, on the weights noted last."""
+        self.directions, self.refitting = self.weights, False
+        self._changed()
+
+    def stale(self) -> bool:
+        """Whether the directions were found on live weights that are no longer shown."""
+        found_live = self.directions is not None and self.directions[0]
+        return found_live and self.weights is not None and not self.weights[0]
+
+    def directions_text(self) -> str:
+        """Which weights the directions were found on, and whether they are stale."""
+        if self.directions is None:
+            return ""
+        live, step = self.directions
+        at = "?" if step is None else f"{step:,}"
+        if self.stale():
+            if self.refitting:
+                return (
+                    f"Found on training step {at}; training ended: refitting on the saved weights…"
+                )
+            return f"Found on training step {at}; training ended since: refit (Reload)."
+        if live:
+            return f"Found on the live weights of training step {at}."
+        return "Found on the saved weights" + (
+            "." if step is None else f": checkpoint of step {at}."
+        )
 
     def clear(self) -> None:
-        self.weights, self.saw_live = None, False
+        self.weights, self.directions, self.saw_live, self.refitting = None, None, False, False
         self.label.clear()
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
 
 class TrainingEnds(QObject):

@@ -214,8 +214,11 @@ class SliderPanel(QWidget):
         for i, name in enumerate(dirs.names):
             share = "" if dirs.explained is None else f" ({dirs.explained[i]:.0%} of the variance)"
             tips.append(f"{name}{share}; ±3 standard deviations ({dirs.std[i]:.2f} each)")
-        found = f"Found by {dirs.method}." + (f" {weights}." if weights else "")
-        self.set_directions(dirs.names, found, tips)
+        self.set_directions(dirs.names, found_line(dirs, weights), tips)
+
+    def show_found(self, dirs: Any, weights: str) -> None:
+        """Say again which weights ``dirs`` (on the sliders) were found on; rows untouched."""
+        self.method_label.setText(found_line(dirs, weights))
 
     def show_named(self, sliders: Sequence[Any]) -> None:
         """Show the run's named sliders (``latent_io.NamedSlider``) at 0."""
@@ -224,3 +227,8 @@ class SliderPanel(QWidget):
             for s in sliders
         ]
         self.set_named([s.name for s in sliders], tips)
+
+
+def found_line(dirs: Any, weights: str) -> str:
+    """``Found by <method>. <which weights>``."""
+    return f"Found by {dirs.method}." + (f" {weights}" if weights else "")

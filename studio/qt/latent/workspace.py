@@ -81,13 +81,12 @@ class LatentWorkspace(QWidget):
         self.loaded: tasks.Loaded | None = None
         self.edit = EditState()  # the latent being edited; the sliders show it
         self._pca: Any = None  # the principal directions, once found
-        self._pca_weights = ""
         self._rng = np.random.default_rng()
         self.last_request = self.displayed_request = 0
         self.image: np.ndarray | None = None  # the image on show
         self.last_decode_ms = 0.0  # how long the engine took to decode it
         self._build()
-        self.weights_line = WeightsLine(self.weights_label)
+        self.weights_line = WeightsLine(self.weights_label, self._show_found_on)
         self.tools = ExploreTools(
             self,
             ToolViews(
@@ -331,15 +330,19 @@ class LatentWorkspace(QWidget):
                 self._on_seed_changed(result.seed)
         else:
             self.weights_line.note(False, result.step)
-        self._submit(
-            "Find directions",
-            tasks.find_directions(self.pca_samples, self.pca_k, result.seed),
-            self._on_directions,
-            lambda p: sp.method_label.setText(
-                f"Finding the principal directions… {p.fraction or 0:.0%}"
-            ),
-        )
+        self._find_directions()
         self.new_attribute_samples()
+
+    def _find_directions(self) -> None:
+        if self.loaded is not None:
+            self._submit(
+                "Find directions",
+                tasks.find_directions(self.pca_samples, self.pca_k, self.loaded.seed),
+                self._on_directions,
+                lambda p: self.slider_panel.method_label.setText(
+                    f"Finding the principal directions… {p.fraction or 0:.0%}"
+                ),
+            )
 
     def directions_ready(self) -> bool:
         """Whether the principal directions have been found for the open run."""
@@ -347,15 +350,20 @@ class LatentWorkspace(QWidget):
 
     def _on_directions(self, dirs: Any) -> None:
         self._pca = dirs
-        self._pca_weights = self.weights_label.text()
+        self.weights_line.found_directions()  # on the weights its result was noted with
         if not self.slider_panel.raw_toggle.isChecked():
             self._show_directions(dirs)
 
     def _show_directions(self, dirs: Any) -> None:
         """Put ``dirs`` on the sliders, at 0; the current edit is kept in the base latent."""
         self.edit.set_directions(dirs)
-        weights = self._pca_weights if dirs is not None and dirs is self._pca else ""
-        self.slider_panel.show_directions(dirs, weights)
+        weights = self.weights_line.directions_text() if dirs is self._pca else ""
+        self.slider_panel.show_directions(dirs, weights if dirs is not None else "")
+
+    def _show_found_on(self) -> None:
+        """The shown weights changed: say again which weights the directions were found on."""
+        if self._pca is not None and self.edit.dirs is self._pca:
+            self.slider_panel.show_found(self._pca, self.weights_line.directions_text())
 
     def _set_named(self, sliders: tuple[Any, ...], keep_edit: bool = True) -> None:
         dim = self.loaded.dim if self.loaded else 0
@@ -493,6 +501,10 @@ class LatentWorkspace(QWidget):
             return
         self.loaded = replace(self.loaded, step=step)
         self.weights_line.note(False, step)
+        if self.weights_line.stale():  # the directions came from the live weights: refit
+            self.weights_line.refitting = True
+            self._show_found_on()
+            self._find_directions()
         self.caption.setText("Training finished: showing its newest saved weights")
         self._request_decode()
 
