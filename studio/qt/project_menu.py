@@ -239,7 +239,8 @@ class ProjectMenu(QObject):
             w.latent_workspace.open_run(p.explore_run, kept=items)
         text = missing_message(opened.missing)
         if text:
-            self._tell(text, warning=True)
+            lines = [f"• {item.kind}: {item.path}" for item in opened.missing]
+            self._tell(text, warning=True, box_text=f"{p.name} opened without:", details=lines)
         else:
             self._status(f"Opened the project {p.name}")
 
@@ -301,12 +302,21 @@ class ProjectMenu(QObject):
         self.message = text
         self.window.statusBar().showMessage(text, 10_000)
 
-    def _tell(self, text: str, warning: bool) -> None:
-        """A message box that does not block (the window keeps working), and the status bar."""
+    def _tell(
+        self, text: str, warning: bool, box_text: str = "", details: list[str] | None = None
+    ) -> None:
+        """A message box that does not block (the window keeps working), and the status bar;
+        ``details`` are listed one a line under ``box_text`` in the box."""
         self._status(text)
         if self._box is not None:
             self._box.close()
         icon = QMessageBox.Icon.Warning if warning else QMessageBox.Icon.Information
         parent: QWidget = self.window
-        self._box = QMessageBox(icon, "Project", text, QMessageBox.StandardButton.Ok, parent)
+        ok = QMessageBox.StandardButton.Ok
+        self._box = QMessageBox(icon, "Project", box_text or text, ok, parent)
+        if details:
+            self._box.setInformativeText(
+                "\n".join(details) + "\n\nThe rest of the project is open; "
+                "copy what is missing back, or keep working without it."
+            )
         self._box.open()
