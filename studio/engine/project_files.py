@@ -102,9 +102,11 @@ def save_project_job(project: Project, kept: Sequence[Kept]) -> Any:
         check_save_target(project.folder)  # before writing anything in the folder
         if items and not project.manifest_path.is_file():
             save_project(project)  # a new project's folder is claimed by its manifest first
-        project.kept_names = [name for name, _, _ in items]
         if items:
+            project.kept_names = [name for name, _, _ in items]
             save_kept(project.kept_path, items)
+        elif not project.kept_path.is_file():
+            project.kept_names = []  # (names with no items: Explore's run was not open)
         return save_project(project)
 
     return job

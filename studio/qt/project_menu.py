@@ -159,7 +159,8 @@ class ProjectMenu(QObject):
         file, or a new one in the project's ``canvas`` folder."""
         w = self.window
         old = self.project if self.project is not None else Project(folder=folder)
-        dataset = Path(w.dataset_panel.folder) if w.dataset_panel.folder else None
+        # What a workspace does not show (a missing run, say) keeps the project's old value.
+        dataset = Path(w.dataset_panel.folder) if w.dataset_panel.folder else old.dataset
         scan = w.dataset_panel.scan_result
         fingerprint = str(getattr(scan, "fingerprint", "") or "")
         if not fingerprint and dataset is not None and dataset == old.dataset:
@@ -169,7 +170,7 @@ class ProjectMenu(QObject):
         kept = [(i.name, i.z, i.image) for i in explore.edit.kept.items()] if loaded else []
         state = w.prompt.state
         canvas_docs = [p for p in old.canvas]
-        canvas_open = self._save_canvas(folder)
+        canvas_open = self._save_canvas(folder) or old.canvas_open
         if canvas_open is not None and canvas_open not in canvas_docs:
             canvas_docs.append(canvas_open)
         from studio.engine.prompt.history import history_root
@@ -180,19 +181,22 @@ class ProjectMenu(QObject):
             dataset=dataset,
             fingerprint=fingerprint if dataset is not None else "",
             runs=list(old.runs),
-            train_run=w.train_panel.run_path,
+            train_run=w.train_panel.run_path or old.train_run,
             canvas=canvas_docs,
             canvas_open=canvas_open,
             prompt_model=state.model,
             prompt_settings=state.values(),
             prompt_history=history_root(),
             compare=CompareBoard(
-                runs=[Path(r) for r in w.compare_panel.runs()],
+                runs=[Path(r) for r in w.compare_panel.runs()] or old.compare.runs,
                 seed=w.compare_panel.seed.value(),
                 n=w.compare_panel.n.value(),
             ),
             explore_run=loaded.path if loaded is not None else old.explore_run,
-            explore_sliders=explore.named_slider_names() if loaded is not None else [],
+            explore_sliders=(
+                explore.named_slider_names() if loaded is not None else old.explore_sliders
+            ),
+            kept_names=[] if loaded is not None else old.kept_names,  # the file stays
         )
         return project, kept
 

@@ -146,3 +146,25 @@ def test_studio_open_routes_to_the_window_with_the_project(capsys) -> None:
     assert route(["open"])[0] == "error" and route(["open", "a", "b"])[0] == "error"
     assert main(["open"]) == 2
     assert OPEN_USAGE in capsys.readouterr().err
+
+
+def test_dataset_is_scanned_its_change_told_and_missing_items_survive_a_save(
+    qtbot, window, tmp_path: Path, tiny_dataset: Path
+) -> None:
+    folder = tmp_path / "proj"
+    save_project(Project(folder=folder))
+    shutil.copytree(tiny_dataset, folder / "data")
+    gone = tmp_path / "old runs" / "gan-7"
+    save_project(
+        Project(folder=folder, dataset=folder / "data", fingerprint="stale", train_run=gone)
+    )
+    window.projects.open(folder)
+    qtbot.waitUntil(lambda: window.dataset_panel.n_images == 32, timeout=30_000)
+    qtbot.waitUntil(lambda: "changed since" in window.projects.message, timeout=5_000)
+    assert window.dataset_panel.folder == str(folder / "data")
+    window.projects.save()
+    qtbot.waitUntil(lambda: window.projects.message.startswith("Saved"), timeout=10_000)
+    data = json.loads((folder / MANIFEST).read_text())
+    assert data["dataset"]["path"] == "data"
+    assert data["dataset"]["fingerprint"] == window.dataset_panel.scan_result.fingerprint
+    assert data["train"]["run"] == str(gone)  # still named, though not on this computer
