@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFontMetrics, QIcon, QImage, QPainter, QPixmap
+from PySide6.QtGui import QFontMetrics, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -52,12 +52,10 @@ from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.imaging import numpy_to_qimage
 from studio.qt.job_calls import JobCalls
 from studio.qt.settings import RESOLUTIONS, AppSettings
+from studio.qt.thumbnails import CELL, ICON_SIZE, letterbox, thumbnail_tooltip
 from studio.qt.widgets import Banner
 
 MAX_SIZES_SHOWN = 4
-ICON_SIZE = 72
-CELL = QSize(ICON_SIZE + 36, ICON_SIZE + 26)  # every thumbnail's cell: icon, margin, one line
-LETTERBOX = QColor(128, 128, 128, 48)  # behind a thumbnail's bars: faint on light or dark
 TRAINING_SHARE = 0.5  # while a model trains, a scan works about this share of the time
 MAX_REST_S = 0.25  # so a cancel is still noticed quickly
 
@@ -87,38 +85,6 @@ def gentle(factory: Any, share: float = TRAINING_SHARE) -> Any:
             inner.close()
 
     return job
-
-
-def letterbox(image: QImage, size: int = ICON_SIZE) -> QImage:
-    """The whole image, scaled to fit a ``size`` square and centred on a faint backdrop.
-
-    Every thumbnail is then the same size whatever its aspect ratio (a 400x100 panorama and
-    a 100x400 portrait alike), so cells line up and nothing is cropped. Images smaller than
-    the square are enlarged pixel-sharp (QIcon never scales a pixmap up), larger ones smoothly.
-    """
-    box = QImage(size, size, QImage.Format.Format_ARGB32_Premultiplied)
-    box.fill(LETTERBOX)
-    if image.isNull() or image.width() <= 0 or image.height() <= 0:
-        return box
-    enlarge = image.width() < size and image.height() < size
-    fitted = image.scaled(
-        size,
-        size,
-        Qt.AspectRatioMode.KeepAspectRatio,
-        Qt.TransformationMode.FastTransformation
-        if enlarge
-        else Qt.TransformationMode.SmoothTransformation,
-    )
-    painter = QPainter(box)
-    painter.drawImage((size - fitted.width()) // 2, (size - fitted.height()) // 2, fitted)
-    painter.end()
-    return box
-
-
-def thumbnail_tooltip(rel: str, width: int, height: int) -> str:
-    """What hovering a thumbnail says: its name, its size in pixels, its path in the folder."""
-    size = f"{width:,} × {height:,} px" if width and height else "size unknown"
-    return f"{PurePosixPath(rel).name}\n{size}\n{rel}"
 
 
 class DatasetPanel(QWidget):
@@ -167,10 +133,15 @@ class DatasetPanel(QWidget):
         self.folder_label = QElidingLabel("No folder chosen")
         self.folder_label.setElideMode(Qt.TextElideMode.ElideMiddle)
         self.folder_label.setObjectName("folderLabel")
+        self.rescan_button = QPushButton("Scan")  # the last folder, missing at start
+        self.rescan_button.setToolTip("Scan the folder last used again (once it is back)")
+        self.rescan_button.clicked.connect(lambda: self.set_folder(self._settings.last_folder()))
+        self.rescan_button.hide()
         top = QHBoxLayout()
         for w in (self.choose_button, self.demo_button, self.recent_button):
             top.addWidget(w)
         top.addWidget(self.folder_label, 1)
+        top.addWidget(self.rescan_button)
 
         self.banner = Banner()
         self.progress = QProgressBar()
@@ -208,7 +179,7 @@ class DatasetPanel(QWidget):
         self.resolution_combo.setToolTip("Images are scaled and centre-cropped to this size")
         self.resolution_combo.currentIndexChanged.connect(self._on_options_edited)
         self.flip_check = QCheckBox("Horizontal flip")
-        self.flip_check.setChecked(True)
+        self.flip_check.setChecked(self._settings.last_flip())
         self.flip_check.setToolTip("Also train on mirror images (doubles the variety)")
         self.flip_check.toggled.connect(self._on_options_edited)
         options_box = QGroupBox("Training input")
@@ -283,9 +254,30 @@ class DatasetPanel(QWidget):
         if folder:
             self.set_folder(folder)
 
+    def restore_last_folder(self) -> bool:
+        """At start: rescan the folder last used (on the scan lane), or, when it is gone, say so
+        and offer *Scan*. True when a scan started."""
+        folder = self._settings.last_folder()
+        if not folder:
+            return False
+        if Path(folder).is_dir():  # one stat; the scan itself runs on the scan lane
+            self.set_folder(folder)
+            return True
+        self.folder_label.setText(f"Last used: {folder} (not found)")
+        self.folder_label.setToolTip(folder)
+        self.count_label.setText("The folder last used is not there")
+        self.banner.show_message(
+            f"The folder last used, {folder}, no longer exists. Choose a folder, or press Scan "
+            "once it is back (a removable drive, a network share).",
+            "warning",
+        )
+        self.rescan_button.show()
+        return False
+
     def set_folder(self, folder: str | Path) -> None:
         """Scan ``folder`` on the scan lane (cancelling a scan still running)."""
         self._cancel_job()
+        self.rescan_button.hide()
         self._folder = str(Path(folder).expanduser())
         self._n_images = 0
         self._scan = None
@@ -463,6 +455,7 @@ class DatasetPanel(QWidget):
             return
         self._n_images = n
         self._settings.add_recent_folder(self._folder)
+        self._settings.set_last_folder(self._folder)
         if live.live_paths():  # scanned while a model trains: say which images it uses
             self.banner.show_message(
                 "The run training now keeps the images it loaded when it started; "
@@ -485,6 +478,7 @@ class DatasetPanel(QWidget):
     # -- small slots -----------------------------------------------------------------------
     def _on_options_edited(self, *_args: Any) -> None:
         self._settings.set_last_resolution(self.resolution)
+        self._settings.set_last_flip(self.flip)
         self.options_changed.emit(self.resolution, self.flip)
 
     def _on_recent_menu(self) -> None:

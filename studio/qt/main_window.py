@@ -8,10 +8,11 @@ The Dataset workspace scans folders on a lane of its own (a second runner), stop
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
@@ -32,6 +33,7 @@ from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.latent import LatentWorkspace
 from studio.qt.project_menu import ProjectMenu
 from studio.qt.prompt import PromptWorkspace
+from studio.qt.restore import existing_runs, restore_splitters, save_splitters
 from studio.qt.settings import AppSettings
 from studio.qt.train_panel import TrainPanel
 from studio.qt.wheel_guard import guard_wheel
@@ -56,6 +58,7 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._closed = False
         self._compare_loaded = False
+        self._splitters_restored = False
         self.runner = JobRunner(self)
         self.dataset_panel = DatasetPanel(self.runner, self.settings)
         self.train_panel = TrainPanel(self.runner, self.settings)
@@ -107,22 +110,80 @@ class MainWindow(QMainWindow):
         self._guard_timer.setInterval(GUARD_MS)
         self._guard_timer.timeout.connect(lambda: guard_wheel(self.stack.currentWidget()))
         self._guard_timer.start()
+        self.canvas.document_changed.connect(self._on_canvas_document)
         self.statusBar().showMessage("Loading the models…")
         self._restore_geometry()
-        self.train_panel.load_families()
+        self.train_panel.load_families()  # (the last family and its settings come back then)
+        self.dataset_panel.restore_last_folder()  # rescanned on the scan lane, or reported gone
+        workspace = self.settings.workspace()
+        if 0 < workspace < self.nav.count():
+            self.show_workspace(workspace)
         QTimer.singleShot(0, self._offer_recovery)
+
+    def _pages(self) -> dict[str, QWidget]:
+        names = ("dataset", "train", "compare", "explore", "canvas", "prompt")
+        return {name: self.stack.widget(i) for i, name in enumerate(names)}
 
     def _on_workspace_shown(self, index: int) -> None:
         page = self.stack.widget(index)
         if page is not None:
             guard_wheel(page)  # (fields a workspace built since: guarded fields are skipped)
         if index == self.COMPARE and not self._compare_loaded:
-            self._compare_loaded = True  # the latest run of each family, once, on first show
-            self.compare_panel.load_default_runs()
-        # Explore the Train panel's run, opened lazily: a just-started run has no weights yet.
-        run = self.train_panel.run_path
+            self._compare_loaded = True  # the runs compared last, else the latest of each family
+            if not self._restore_compare_runs():
+                self.compare_panel.load_default_runs()
+        # Explore the Train panel's run, opened lazily: a just-started run has no weights yet;
+        # with none, the run explored last.
+        run = self.train_panel.run_path or self._last_explore_run()
         if index == self.EXPLORE and self.latent_workspace.loaded is None and run:
             self.latent_workspace.set_run(run)
+
+    def _restore_compare_runs(self) -> bool:
+        runs, gone = existing_runs(self.settings.compare_runs())
+        added = [run for run in runs if self.compare_panel.add_run(run)]
+        if gone:
+            self.compare_panel.banner.show_message(
+                "Runs compared last that are no longer there: " + ", ".join(gone), "info"
+            )
+        return bool(added)
+
+    def _last_explore_run(self) -> Path | None:
+        saved = self.settings.explore_run()
+        if not saved:
+            return None
+        if (Path(saved) / "config.json").is_file():
+            return Path(saved)
+        self.latent_workspace.banner.show_message(
+            f"The run explored last, {saved}, is no longer there.", "info"
+        )
+        self.settings.set_explore_run("")  # said once
+        return None
+
+    def _on_canvas_document(self, doc: Any) -> None:
+        if getattr(doc, "source_path", None):  # an image file (a sample sent here has none)
+            self.settings.set_last_canvas_image(doc.source_path)
+
+    def _reopen_canvas_image(self) -> None:
+        """The image last open on the canvas, read on the canvas's worker; gone: said so."""
+        path = self.settings.last_canvas_image()
+        if not path or self.canvas.document is not None:
+            return
+        if Path(path).is_file():
+            self.canvas.open_image(path)
+        else:
+            self.canvas.banner.show_message(
+                f"The image last open here, {path}, is no longer there.", "info"
+            )
+
+    def _save_workspaces(self) -> None:
+        """What the next start gives back: the workspace shown, splitters, chosen runs."""
+        self.settings.set_workspace(self.nav.currentRow())
+        save_splitters(self.settings, self._pages())
+        if self._compare_loaded:
+            self.settings.set_compare_runs([str(run) for run in self.compare_panel.runs()])
+        loaded = self.latent_workspace.loaded
+        if loaded is not None:
+            self.settings.set_explore_run(loaded.path)
 
     def keep_compare_board(self) -> None:
         """Compare shows the board set (a project's): no newest runs are added on first show."""
@@ -132,6 +193,8 @@ class MainWindow(QMainWindow):
         """After a crash, offer the canvas autosave left behind."""
         if self.canvas.offer_recovery(self):
             self.show_workspace(self.CANVAS)
+        else:
+            self._reopen_canvas_image()
 
     def send_to_canvas(self, image: Any, name: str = "Sample") -> None:
         """Open an image (H x W x 3 uint8) on the canvas: the hook for any sample view."""
@@ -202,7 +265,7 @@ class MainWindow(QMainWindow):
 
     # -- status ----------------------------------------------------------------------------
     def _on_scan_started(self, folder: str) -> None:
-        self.train_panel.set_dataset(folder, 0)  # no training on the old folder meanwhile
+        self.train_panel.set_dataset(folder, 0, checking=True)  # not the old folder meanwhile
 
     def _on_dataset_changed(self, folder: str, n_images: int) -> None:
         self.train_panel.set_dataset(folder, n_images)
@@ -232,6 +295,12 @@ class MainWindow(QMainWindow):
         state = self.settings.window_state()
         if state is not None:
             self.restoreState(state)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if not self._splitters_restored:  # once laid out at its size: sizes given now stick
+            self._splitters_restored = True
+            QTimer.singleShot(0, lambda: restore_splitters(self.settings, self._pages()))
 
     def confirm_stop_training(self) -> bool:
         """Ask before a close stops the run that is training (False: keep the window open).
@@ -270,6 +339,7 @@ class MainWindow(QMainWindow):
         self.train_panel.view.shutdown()  # the run's and the overlays' metrics watchers
         self.settings.set_window_geometry(self.saveGeometry())
         self.settings.set_window_state(self.saveState())
+        self._save_workspaces()
         self.settings.sync()
         if self.runner.is_busy():
             self.statusBar().showMessage("Stopping… (training saves a checkpoint first)")

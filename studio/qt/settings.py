@@ -7,6 +7,7 @@ normalises its value and falls back to a default.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,69 @@ class AppSettings:
     def set_device_preference(self, value: str) -> None:
         self._s.setValue("train/device", value if value in DEVICES else "auto")
 
+    # -- what each workspace showed last (restored at the next start) ------------------------
+    def last_folder(self) -> str:
+        """The dataset folder last scanned with usable images ("" when none)."""
+        return str(self._s.value("dataset/folder", "") or "")
+
+    def set_last_folder(self, folder: str | os.PathLike[str]) -> None:
+        self._s.setValue("dataset/folder", str(folder))
+
+    def last_flip(self) -> bool:
+        return self._bool("dataset/flip", True)
+
+    def set_last_flip(self, value: bool) -> None:
+        self._s.setValue("dataset/flip", bool(value))
+
+    def workspace(self) -> int:
+        return self._int("window/workspace", 0)
+
+    def set_workspace(self, index: int) -> None:
+        self._s.setValue("window/workspace", int(index))
+
+    def splitter_state(self, key: str) -> QByteArray | None:
+        return self._bytes(f"splitters/{key}")
+
+    def set_splitter_state(self, key: str, data: QByteArray) -> None:
+        self._s.setValue(f"splitters/{key}", data)
+
+    def last_family(self) -> str:
+        return str(self._s.value("train/family", "") or "")
+
+    def set_last_family(self, key: str) -> None:
+        self._s.setValue("train/family", key)
+
+    def family_settings(self, key: str) -> dict[str, Any]:
+        """The model settings last used with family ``key`` (``{}`` when none or unreadable)."""
+        return self._json_dict(f"train/model/{key.replace('/', '_')}")
+
+    def set_family_settings(self, key: str, values: dict[str, Any]) -> None:
+        self._s.setValue(f"train/model/{key.replace('/', '_')}", json.dumps(values, default=str))
+
+    def train_options(self) -> dict[str, Any]:
+        return self._json_dict("train/options")
+
+    def set_train_options(self, values: dict[str, Any]) -> None:
+        self._s.setValue("train/options", json.dumps(values, default=str))
+
+    def last_canvas_image(self) -> str:
+        return str(self._s.value("canvas/image", "") or "")
+
+    def set_last_canvas_image(self, path: str | os.PathLike[str]) -> None:
+        self._s.setValue("canvas/image", str(path))
+
+    def compare_runs(self) -> list[str]:
+        return self._list("compare/runs")
+
+    def set_compare_runs(self, runs: list[str]) -> None:
+        self._s.setValue("compare/runs", [str(r) for r in runs])
+
+    def explore_run(self) -> str:
+        return str(self._s.value("explore/run", "") or "")
+
+    def set_explore_run(self, run: str | os.PathLike[str]) -> None:
+        self._s.setValue("explore/run", str(run))
+
     # -- helpers ---------------------------------------------------------------------------
     # -- a panel's own keys (its layout, last values) -----------------------------------------
     def value(self, key: str, default: Any = None) -> Any:
@@ -111,6 +175,19 @@ class AppSettings:
             return int(self._s.value(key, default))
         except (TypeError, ValueError):
             return default
+
+    def _bool(self, key: str, default: bool) -> bool:
+        value = self._s.value(key, default)
+        if isinstance(value, str):  # an INI file gives "true" / "false"
+            return {"true": True, "false": False}.get(value.strip().lower(), default)
+        return bool(value) if isinstance(value, bool | int) else default
+
+    def _json_dict(self, key: str) -> dict[str, Any]:
+        try:
+            value = json.loads(str(self._s.value(key, "") or "{}"))
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
     def _bytes(self, key: str) -> QByteArray | None:
         value = self._s.value(key)

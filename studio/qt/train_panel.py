@@ -36,6 +36,7 @@ from studio.qt.peek_panel import PeekPanel
 from studio.qt.run_view import RunView
 from studio.qt.settings import AppSettings
 from studio.qt.train_controls import ModelPicker, TrainingOptions, format_status
+from studio.qt.train_memory import dataset_header, fitting, plain
 
 TRAINING = ("train", "resume")
 # What the trainer logs besides the model's losses (studio/engine/train.py): the diversity of
@@ -81,6 +82,7 @@ class TrainPanel(QWidget):
         self._plot_total: int | None = None
         self._folder = ""
         self._n_images = 0
+        self._checking = False
         self._resolution = settings.last_resolution()
         self._flip = True
         self.model_form: SettingsForm | None = None
@@ -97,6 +99,8 @@ class TrainPanel(QWidget):
         self._model_layout.addWidget(self.picker)
 
         self.options_form = SettingsForm(TrainingOptions, hidden=(), more_title="More options")
+        saved = {k: v for k, v in self._settings.train_options().items() if k != "device"}
+        self.options_form.set_values(fitting(saved, self.options_form.values()))
         self.options_form.set_values({"device": self._settings.device_preference()})
         self.options_form.values_changed.connect(self._on_options_changed)
         options_box = QGroupBox("Training")
@@ -136,8 +140,12 @@ class TrainPanel(QWidget):
         runs_row.addWidget(self.recent_button)
         runs_row.addStretch(1)
 
+        self.dataset_label = QLabel()  # which folder and resolution Start will use
+        self.dataset_label.setObjectName("datasetHeader")
+        self.dataset_label.setWordWrap(True)
         controls = QWidget()
         column = QVBoxLayout(controls)
+        column.addWidget(self.dataset_label)
         column.addWidget(model_box)
         column.addWidget(options_box)
         column.addLayout(buttons)
@@ -154,7 +162,7 @@ class TrainPanel(QWidget):
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
 
         self.view = RunView()
-        splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter = splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(scroll)
         splitter.addWidget(self.view)
         splitter.setStretchFactor(0, 0)
@@ -171,12 +179,13 @@ class TrainPanel(QWidget):
             "Load models", engine_jobs.describe_families(), on_end=self._on_families_loaded
         )
 
-    def set_dataset(self, folder: str, n_images: int) -> None:
-        self._folder, self._n_images = folder, n_images
+    def set_dataset(self, folder: str, n_images: int, checking: bool = False) -> None:
+        self._folder, self._n_images, self._checking = folder, n_images, checking
         self._update_controls()
 
     def set_data_options(self, resolution: int, flip: bool) -> None:
         self._resolution, self._flip = int(resolution), bool(flip)
+        self._update_controls()
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -208,6 +217,9 @@ class TrainPanel(QWidget):
             hint = ""
         self.hint_label.setText(hint)
         self.hint_label.setVisible(bool(hint))
+        text, tip = dataset_header(self._folder, self._n_images, self._resolution, self._checking)
+        self.dataset_label.setText(text)
+        self.dataset_label.setToolTip(tip)
         self.pause_button.setEnabled(training and not paused and not stopping)
         self.resume_button.setEnabled(
             (training and paused and not stopping) or (idle and self._run_path is not None)
@@ -389,7 +401,10 @@ class TrainPanel(QWidget):
         gcpolicy.freeze_startup_heap()  # the heavy imports are done: no more 300 ms full collections
         for key, why in listing.broken:
             self.view.log_message(f"Model {key} is unavailable: {why}")
+        last = self._settings.last_family()  # (read first: listing picks a family itself)
         self.picker.set_families(listing.families)
+        if last and self._job is None:
+            self.picker.set_current_key(last)  # with its settings (_on_model_changed)
         self._update_controls()
 
     def _on_training_ended(self, outcome: Outcome[Any]) -> None:
@@ -453,11 +468,19 @@ class TrainPanel(QWidget):
             self._model_layout.removeWidget(self.model_form)
             self.model_form.deleteLater()
         self.model_form = SettingsForm(spec.config_cls)
+        form = self.model_form
+        form.set_values(fitting(self._settings.family_settings(key), form.values()))
+        form.values_changed.connect(
+            lambda: self._settings.set_family_settings(key, plain(form.values()))
+        )
+        self._settings.set_last_family(key)
         self._model_layout.addWidget(self.model_form)
         self._update_controls()
 
     def _on_options_changed(self) -> None:
-        device = self.options_form.values().get("device")
+        values = self.options_form.values()
+        self._settings.set_train_options(plain(values))
+        device = values.get("device")
         if isinstance(device, str):
             self._settings.set_device_preference(device)
 
