@@ -50,7 +50,8 @@ class LiveRun:
     model: Any  # a studio.models.base.GenerativeModel (typed loosely: no torch import here)
     token: CancelToken | None = None
     thread_id: int = field(default_factory=threading.get_ident)
-    step: int = 0  # the last step the trainer reported through info(); peeks show it
+    step: int = 0  # the trainer's last step; peeks show it, waiting jobs say it
+    total: int = 0  # the step it trains to (0: not known)
     interleaved_s: float = 0.0  # seconds of other work run between this run's steps
     peeks: int = 0
     by_kind: dict[str, float] = field(default_factory=dict)  # those seconds per kind of work
@@ -133,6 +134,17 @@ def is_live(run_dir: str | Path) -> bool:
 def live_paths() -> list[Path]:
     with _lock:
         return list(_runs)
+
+
+def progress() -> tuple[int, int] | None:
+    """``(step, total)`` of a run training in this process (the furthest along), or None:
+    for a job that waits for the training to end to say how long (from any thread)."""
+    with _lock:
+        entries = list(_runs.values())
+    if not entries:
+        return None
+    entry = max(entries, key=lambda e: e.step)
+    return entry.step, entry.total
 
 
 def charge(seconds: float, kind: str = "Other") -> None:

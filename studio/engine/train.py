@@ -323,6 +323,7 @@ class _Trainer:
         self.dev_name = device_name(device)
         self.start_step = self.step = start_step
         self.total = max(config.steps, start_step)
+        self.live_run.step, self.live_run.total = start_step, self.total  # for waiting jobs
         held = dataset.images[data.held_idx[:256]] if len(data.held_idx) else None
         self.monitor = Monitor(
             run,
@@ -395,6 +396,7 @@ class _Trainer:
             yield Progress("train", self.step, total, message=line)
         self.step += 1
         step = self.step
+        self.live_run.step = step  # what a job waiting for the run to end says
         logged = step % config.log_every == 0 or step == total
         metrics = self._log(step) if logged else {}
         info = {**self._info(), **self.live_run.info(step)} if logged else {}

@@ -212,6 +212,20 @@ class EngineThread(QThread):
             self.start()
         return handle
 
+    def withdraw(self, handle: JobHandle) -> bool:
+        """Take a job that has not started off the queue: it ends CANCELLED now (``job_done``
+        is emitted at once) instead of when its turn comes. False when it has started (or
+        ended): cancel its token instead."""
+        with self._lock:
+            if handle.id not in self._jobs or handle in (self._running, self._nested):
+                return False
+            del self._jobs[handle.id]
+            if handle.id in self._interactive:
+                self._interactive.remove(handle.id)
+        handle.token.cancel()
+        self.job_done.emit(handle.id, Outcome(Status.CANCELLED))
+        return True
+
     def pending(self) -> list[JobHandle]:
         """Jobs queued or running, oldest first."""
         with self._lock:
@@ -292,6 +306,8 @@ class EngineThread(QThread):
 
     def _run_job(self, job_id: int, *, interactive: bool) -> None:
         with self._lock:
+            if job_id not in self._jobs:
+                return  # withdrawn before its turn
             handle, factory = self._jobs[job_id]
             if interactive:
                 self._nested = handle

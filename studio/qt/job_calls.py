@@ -126,6 +126,12 @@ class JobCalls(QObject):
         if call is not None and call.lane is not None and self._lanes.get(call.lane) is handle:
             del self._lanes[call.lane]
 
+    def withdraw_or_cancel(self, handle: JobHandle) -> None:
+        """A job still waiting its turn ends CANCELLED now; one that runs is cancelled at its
+        next yield. Its ``on_cancelled`` and ``on_end`` run either way."""
+        if not self.runner.engine.withdraw(handle):
+            handle.token.cancel()
+
     def cancel_all(self) -> None:
         for call in self._calls.values():
             call.handle.token.cancel()

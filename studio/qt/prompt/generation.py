@@ -21,6 +21,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtWidgets import QLabel, QProgressBar, QWidget
 
 from studio.core.errors import StudioError
+from studio.engine import live  # no torch: which run trains here, and its step
 from studio.qt.canvas.jobs import InpaintResult
 from studio.qt.engine_thread import JobHandle
 from studio.qt.job_calls import JobCalls
@@ -32,7 +33,19 @@ from studio.qt.prompt.state import PromptRequestState
 from studio.qt.prompt.xy_dialog import Prepared
 from studio.qt.widgets import Banner, ImageView
 
-__all__ = ["Generation", "GenerationView", "canvas_document"]
+__all__ = ["Generation", "GenerationView", "canvas_document", "waiting_text"]
+
+WAIT_REFRESH_MS = 500  # how often a waiting generation's status line shows the run's step
+
+
+def waiting_text(training: tuple[int, int] | None) -> str:
+    """What a generation queued behind another job says: the training run's step when one
+    trains here, else that the engine is busy with another job."""
+    if training is None:
+        return "Waiting for the engine's current job to finish — it will start then"
+    step, total = training
+    of = f" of {total:,}" if total else ""
+    return f"Waiting for training to finish (step {step:,}{of}) — it will start then"
 
 
 def canvas_document(canvas: Any) -> Any:
@@ -87,6 +100,11 @@ class Generation(QObject):
         self._job_doc: Any = None
         self._job_revision = 0
         self._job_prepared: Prepared | None = None
+        # While the job waits its turn (a run trains on the one device), the status line says
+        # what it waits for and refreshes the run's step.
+        self._waiting = QTimer(self)
+        self._waiting.setInterval(WAIT_REFRESH_MS)
+        self._waiting.timeout.connect(self._show_waiting)
 
     # -- the request -------------------------------------------------------------------------
     def prepare(self, *, new_seed: bool = True) -> Prepared | None:
@@ -174,19 +192,34 @@ class Generation(QObject):
             self._on_failed,
             on_cancelled=self._on_cancelled,
             on_progress=self._on_progress,
+            on_started=self._on_started,
             on_end=self._on_end,
         )
         self.view.progress.setRange(0, 0)
         self.view.preview.set_image(None)
-        busy = self.calls.engine_busy()
-        text = "Waiting for the engine (it is busy)…" if busy else "Starting…"
-        self.view.status_label.setText(text)
+        if self.calls.engine_busy():
+            self._show_waiting()
+            self._waiting.start()
+        else:
+            self.view.status_label.setText("Starting…")
         self.running_changed.emit(True)
+
+    def _show_waiting(self) -> None:
+        """Say what the queued generation waits for: a generation cannot share the device
+        with a training run, so it starts when the run ends (Cancel takes it off the queue)."""
+        if self.job is None or self.job.started:
+            self._waiting.stop()
+            return
+        self.view.status_label.setText(waiting_text(live.progress()))
+
+    def _on_started(self, _handle: JobHandle) -> None:
+        self._waiting.stop()
+        self.view.status_label.setText("Starting…")
 
     def cancel(self) -> None:
         if self.job is not None:
-            self.job.token.cancel()
             self.view.status_label.setText("Cancelling…")
+            self.calls.withdraw_or_cancel(self.job)  # a queued one ends at once
 
     def _on_progress(self, progress: Any, image: Any, _points: Any = None) -> None:
         view = self.view
@@ -243,6 +276,7 @@ class Generation(QObject):
         self.view.status_label.setText("Cancelled: nothing was kept and the canvas is unchanged.")
 
     def _on_end(self, _outcome: Any) -> None:
+        self._waiting.stop()
         self.job, self._job_doc = None, None
         self.view.progress.setRange(0, 1)
         self.view.progress.setValue(0)

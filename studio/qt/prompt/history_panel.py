@@ -96,6 +96,7 @@ class HistoryPanel(QWidget):
             self._on_loaded,
             self._on_failed,
             on_end=lambda _o: self.refresh_button.setEnabled(True),
+            interactive=True,  # a short file read: between training steps, never after them
         )
 
     def _on_loaded(self, items: list[jobs.HistoryItem]) -> None:

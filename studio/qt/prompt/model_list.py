@@ -214,7 +214,12 @@ class ModelList(QWidget):
         )
         if not unread:
             return
-        self._calls.submit(f"Update {Path(path).name}", jobs.library_entry(path), self.update_entry)
+        self._calls.submit(
+            f"Update {Path(path).name}",
+            jobs.library_entry(path),
+            self.update_entry,
+            interactive=True,  # a short file read: between training steps, never after them
+        )
 
     def update_entry(self, entry: Any) -> bool:
         """Show ``entry`` in place of the listed entry with its id: its row's text and, when it
@@ -280,7 +285,11 @@ class ModelList(QWidget):
         self.busy = True
         self._update_buttons()
         self.banner.clear()
-        self._calls.submit(name, factory, self._on_listing, self._on_failed, on_end=self._on_end)
+        # Library reads and edits are short file work: they run between training (or
+        # generation) steps instead of waiting for the run to end.
+        self._calls.submit(
+            name, factory, self._on_listing, self._on_failed, on_end=self._on_end, interactive=True
+        )
 
     def _on_end(self, _outcome: Any) -> None:
         self.busy = False

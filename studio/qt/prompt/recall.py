@@ -96,6 +96,7 @@ class Recall:
             jobs.read_png_params(path),
             lambda md: self._on_png_read(md, name),
             lambda m: self.banner.show_message(m),
+            interactive=True,  # text chunks only: between training steps, never after them
         )
 
     def _on_png_read(self, metadata: dict[str, Any] | None, name: str) -> None:

@@ -149,6 +149,8 @@ class PromptWorkspace(QWidget):
         self.status_label = QLabel("Choose a model, write a prompt, Generate.")
         self.status_label.setObjectName("status")
         self.status_label.setWordWrap(True)
+        self.status_label.ensurePolished()  # (the theme's font) two lines, never clipped
+        self.status_label.setMinimumHeight(2 * self.status_label.fontMetrics().lineSpacing() + 4)
         self.preview = ImageView(
             "Previews appear here while it runs; drop a PNG to reuse its settings"
         )
