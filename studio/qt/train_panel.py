@@ -143,6 +143,9 @@ class TrainPanel(QWidget):
         self.dataset_label = QLabel()  # which folder and resolution Start will use
         self.dataset_label.setObjectName("datasetHeader")
         self.dataset_label.setWordWrap(True)
+        font = self.dataset_label.font()
+        font.setBold(True)
+        self.dataset_label.setFont(font)
         controls = QWidget()
         column = QVBoxLayout(controls)
         column.addWidget(self.dataset_label)
