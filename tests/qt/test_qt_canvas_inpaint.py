@@ -288,3 +288,51 @@ def landscape(h: int = 360, w: int = 540) -> np.ndarray:
     img[roof] = (150, 60, 50)
     noise = np.random.default_rng(0).normal(0, 3, img.shape)
     return np.clip(img + noise, 0, 255).astype(np.uint8)
+
+
+def test_inpaint_on_the_run_that_trains_says_training_waits_and_how_long(
+    qtbot, workspace, tiny_runs
+) -> None:
+    """Canvas Generate on the run training here runs between its steps (training waits for
+    it): the panel says so when it is submitted, and how long training waited when done."""
+    import threading
+    import time
+
+    from studio.core.jobs import Progress
+    from studio.engine import live
+    from studio.qt.canvas.inpaint_panel import between_steps_text
+
+    run = tiny_runs["gan.dcgan"]
+    release, steps = threading.Event(), [0]
+
+    def training(token):
+        from studio.engine.sample import load_run_model
+
+        live.register(run, load_run_model(run, "cpu"), token)
+        try:
+            while not release.is_set():
+                time.sleep(0.01)
+                steps[0] += 1
+                yield Progress("train", steps[0], 10_000)
+        finally:
+            live.unregister(run)
+
+    workspace.set_image(test_image(48, 48, seed=2), "photo")
+    paint_rect(workspace, 10, 10, 30, 30)
+    panel = workspace.inpaint_panel
+    choose_run(qtbot, workspace, run)
+    handle = panel._runner.submit("Train", training)
+    try:
+        qtbot.waitUntil(lambda: live.is_live(run) and steps[0] > 2, timeout=30_000)
+        panel.variations_spin.setValue(1)
+        qtbot.mouseClick(panel.generate_button, LEFT)
+        assert "between two training steps; training waits" in panel.status_label.text()
+        qtbot.waitUntil(lambda: not panel.running, timeout=120_000)
+        text = panel.status_label.text()
+        assert "Ran between training steps: training waited " in text
+        assert live.is_live(run)  # training goes on afterwards
+    finally:
+        release.set()
+        qtbot.waitUntil(lambda: not live.is_live(run), timeout=30_000)
+    assert handle.token is not None
+    assert "Quality preset can take minutes: training waits" in between_steps_text("quality")

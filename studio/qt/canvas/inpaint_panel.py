@@ -9,6 +9,7 @@ the canvas stays exactly as it was.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,15 @@ MAX_VARIATIONS = 16
 MODES = (("masked_only", "Only masked area"), ("whole", "Whole image"))
 
 
+def between_steps_text(preset: str) -> str:
+    """What a Canvas job on the run that is training says when it is submitted: it runs
+    between two training steps, and training waits for it (for minutes with a long preset)."""
+    text = "Inpainting with the live weights between two training steps; training waits for it"
+    if preset != "fast":
+        return f"{text}. The {preset.title()} preset can take minutes: training waits meanwhile."
+    return f"{text}…"
+
+
 class InpaintPanel(QWidget):
     """Inpainting controls for the canvas.
 
@@ -73,6 +83,8 @@ class InpaintPanel(QWidget):
         self._tasks = TaskPool(self)
         self._run: RunInfo | None = None
         self._job: JobHandle | None = None
+        self._between_steps = False  # the job runs between the steps of its training run
+        self._started_at: float | None = None  # time.monotonic() when it started
         self._job_doc: CanvasDocument | None = None
         self._job_revision = 0  # the document's image_revision the job started from
         self._build()
@@ -345,7 +357,13 @@ class InpaintPanel(QWidget):
         )
         self.progress.setRange(0, 0)
         busy = self._runner.engine.running_job() is not None and not live_run
-        self.status_label.setText("Waiting for the engine (it is busy)…" if busy else "Starting…")
+        self._between_steps, self._started_at = live_run, None
+        if live_run:
+            self.status_label.setText(between_steps_text(str(self.preset_combo.currentData())))
+        else:
+            self.status_label.setText(
+                "Waiting for the engine (it is busy)…" if busy else "Starting…"
+            )
         self.preview.set_image(None)
         self._update_controls()
         self.running_changed.emit(True)
@@ -361,13 +379,17 @@ class InpaintPanel(QWidget):
         return self._settings.device_preference()
 
     def _on_job_started(self, _handle: JobHandle) -> None:
-        self.status_label.setText("Loading the model…")
+        self._started_at = time.monotonic()
+        if not self._between_steps:
+            self.status_label.setText("Loading the model…")
 
     def _on_job_progress(self, progress: Progress, image: Any, _points: Any) -> None:
         if progress.total:
             self.progress.setRange(0, progress.total)
             self.progress.setValue(progress.step)
             text = f"{progress.step:,} / {progress.total:,}"
+            if self._between_steps:
+                text += " (between training steps: training waits)"
             self.status_label.setText(
                 f"{progress.message}  {text}".strip() if progress.message else text
             )
@@ -384,7 +406,8 @@ class InpaintPanel(QWidget):
             result: jobs.InpaintResult = outcome.result
             self.progress.setValue(1)
             self.status_label.setText(
-                f"{len(result.images)} variations ready (seed {result.seed}). Click one to preview."
+                f"{len(result.images)} variations ready (seed {result.seed})."
+                f"{self._took()} Click one to preview."
             )
             self.variations_ready.emit(result, doc, self._job_revision)
         elif outcome.status is Status.CANCELLED:
@@ -394,6 +417,12 @@ class InpaintPanel(QWidget):
             self.banner.show_message(outcome.error or "Inpainting failed.")
         self._update_controls()
         self.running_changed.emit(False)
+
+    def _took(self) -> str:
+        """For a job run between training steps: how long training waited for it."""
+        if not self._between_steps or self._started_at is None:
+            return ""
+        return f" Ran between training steps: training waited {time.monotonic() - self._started_at:.1f} s."
 
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
         self.refresh_runs()  # the Train panel may have made runs since
