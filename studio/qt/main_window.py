@@ -134,9 +134,10 @@ class MainWindow(QMainWindow):
                 self.compare_panel.load_default_runs()
         # Explore the Train panel's run, opened lazily: a just-started run has no weights yet;
         # with none, the run explored last.
-        run = self.train_panel.run_path or self._last_explore_run()
-        if index == self.EXPLORE and self.latent_workspace.loaded is None and run:
-            self.latent_workspace.set_run(run)
+        if index == self.EXPLORE and self.latent_workspace.loaded is None:
+            run = self.train_panel.run_path or self._last_explore_run()
+            if run:
+                self.latent_workspace.set_run(run)
 
     def _restore_compare_runs(self) -> bool:
         runs, gone = existing_runs(self.settings.compare_runs())
