@@ -290,6 +290,54 @@ def landscape(h: int = 360, w: int = 540) -> np.ndarray:
     return np.clip(img + noise, 0, 255).astype(np.uint8)
 
 
+def _fake_result(image: np.ndarray, n: int = 3, step: int | None = 7):
+    from studio.qt.canvas.jobs import InpaintResult
+
+    images = [np.full_like(image, 40 * (i + 1)) for i in range(n)]
+    thumbs = [np.full((16, 16, 3), 40 * (i + 1), np.uint8) for i in range(n)]
+    return InpaintResult(images, thumbs, seed=3, live=False, step=step)
+
+
+def test_staging_variations_keeps_the_zoom_and_accept_shows_the_result(qtbot, workspace):
+    workspace.resize(1000, 700)
+    workspace.show()
+    qtbot.waitExposed(workspace)
+    original = test_image(72, 96, seed=1)
+    workspace.set_image(original, "photo")
+    paint_rect(workspace, 30, 20, 50, 40)
+    qtbot.wait(50)
+    scale, size = workspace.view.scale, workspace.view.size()
+    doc = workspace.document
+    workspace.stager.stage(_fake_result(original), doc, doc.image_revision)
+    workspace.staging.choose(0)
+    qtbot.wait(50)
+    assert workspace.view.size() == size and workspace.view.scale == scale  # no jump
+    assert "checkpoint of step 7" in workspace.staging.caption.text()
+    assert workspace.view.show_overlay
+    qtbot.mouseClick(workspace.staging.accept_button, LEFT)
+    # The overlay would cover the accepted result: hidden, and back with the next mask edit.
+    assert not workspace.view.show_overlay
+    assert not workspace.options.overlay_button.isChecked()
+    workspace.grab().save(os.path.join(os.environ.get("TMPDIR", "/tmp"), "canvas_accepted.png"))
+    workspace.tools.clear()
+    assert workspace.view.show_overlay
+
+
+def test_opening_another_image_drops_the_old_previews(qtbot, workspace, tiny_runs):
+    workspace.set_image(test_image(64, 64, seed=1), "first")
+    paint_rect(workspace, 20, 20, 40, 40)
+    choose_run(qtbot, workspace, tiny_runs["gan.dcgan"])
+    workspace.inpaint_panel.variations_spin.setValue(1)
+    generate(qtbot, workspace)
+    panel = workspace.inpaint_panel
+    assert not panel.preview.image().isNull()
+    assert "Saved weights: checkpoint of step 2" in panel.status_label.text()
+    workspace.document.history.mark_clean()  # (no "replace the canvas?" question)
+    assert workspace.set_image(test_image(48, 80, seed=5), "second")
+    assert panel.preview.image().isNull() and panel.status_label.text() == ""
+    assert workspace.staging.count() == 0
+
+
 def test_inpaint_on_the_run_that_trains_says_training_waits_and_how_long(
     qtbot, workspace, tiny_runs
 ) -> None:

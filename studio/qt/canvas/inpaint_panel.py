@@ -383,6 +383,15 @@ class InpaintPanel(QWidget):
         if not self._between_steps:
             self.status_label.setText("Loading the model…")
 
+    def forget_document(self) -> None:
+        """Another image is on the canvas: the previews and words about the old one go
+        (a job still running for it finishes, but its results are not staged)."""
+        self.preview.set_image(None)
+        if self._job is None:
+            self.status_label.clear()
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+
     def _on_job_progress(self, progress: Progress, image: Any, _points: Any) -> None:
         if progress.total:
             self.progress.setRange(0, progress.total)
@@ -395,8 +404,8 @@ class InpaintPanel(QWidget):
             )
         elif progress.message:
             self.status_label.setText(progress.message)
-        if image is not None:
-            self.preview.set_image(image)
+        if image is not None and self._job_doc is self._document():
+            self.preview.set_image(image)  # (not over another image opened meanwhile)
 
     def _on_job_ended(self, outcome: Outcome[Any]) -> None:
         doc, self._job, self._job_doc = self._job_doc, None, None
@@ -406,8 +415,8 @@ class InpaintPanel(QWidget):
             result: jobs.InpaintResult = outcome.result
             self.progress.setValue(1)
             self.status_label.setText(
-                f"{len(result.images)} variations ready (seed {result.seed})."
-                f"{self._took()} Click one to preview."
+                f"{len(result.images)} variations ready (seed {result.seed}; "
+                f"{result.weights_text}).{self._took()} Click one to preview."
             )
             self.variations_ready.emit(result, doc, self._job_revision)
         elif outcome.status is Status.CANCELLED:

@@ -24,12 +24,21 @@ THUMB_SIZE = 112
 
 @dataclass(frozen=True)
 class InpaintResult:
-    """The variations (full-size, already composited into the image), their thumbnails and
-    the seed used."""
+    """The variations (full-size, already composited into the image), their thumbnails,
+    the seed used and which weights made them: the training model's at ``step``
+    (``live``), or the run's saved checkpoint of ``step`` (None: unknown)."""
 
     images: list[np.ndarray]
     thumbnails: list[np.ndarray]
     seed: int
+    live: bool = False
+    step: int | None = None
+
+    @property
+    def weights_text(self) -> str:
+        from studio.qt.weights import describe_weights
+
+        return describe_weights(self.live, self.step)
 
 
 def inpaint(
@@ -43,16 +52,21 @@ def inpaint(
     ``settings`` the :class:`InpaintRequest` fields other than the image and the mask."""
 
     def factory(token: CancelToken) -> Generator[Progress, None, InpaintResult]:
+        from studio.engine import live
         from studio.engine.inpaint import InpaintRequest
-        from studio.engine.peek import inpaint_peek
+        from studio.engine.peek import inpaint_peek, saved_step
 
         request = InpaintRequest(image=image, mask=mask, **settings)
+        # Which weights inpaint_peek will use (it looks the run up the same way, next).
+        entry = live.get(run_dir)
+        step = entry.step if entry is not None else saved_step(run_dir)
         # The run's current weights when it is training right now (between its steps), else
         # its saved model.
         images = yield from inpaint_peek(run_dir, request, device)
         token.check()
         box = _focus_box(mask, float(settings.get("feather", 0.0)))
-        return InpaintResult(list(images), [thumbnail(im, box) for im in images], request.seed)
+        thumbs = [thumbnail(im, box) for im in images]
+        return InpaintResult(list(images), thumbs, request.seed, entry is not None, step)
 
     return factory
 

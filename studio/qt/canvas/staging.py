@@ -74,9 +74,11 @@ class StagingStrip(QWidget):
         row.addLayout(buttons)
         self._update()
 
-    def set_variations(self, thumbnails: list[np.ndarray], seed: int | None = None) -> None:
+    def set_variations(
+        self, thumbnails: list[np.ndarray], seed: int | None = None, weights: str = ""
+    ) -> None:
         """Show new thumbnails (replacing any) and select none, so the canvas shows the
-        original until the user picks one."""
+        original until the user picks one. ``weights`` says which weights made them."""
         self.list.blockSignals(True)
         self.list.clear()
         for i, thumb in enumerate(thumbnails):
@@ -86,7 +88,10 @@ class StagingStrip(QWidget):
         self.list.setCurrentRow(-1)
         self.list.blockSignals(False)
         seed_text = f" (seed {seed})" if seed is not None else ""
-        self.caption.setText(f"{len(thumbnails)} variations{seed_text}: click one to preview it")
+        weights_text = f"\n{weights}" if weights else ""
+        self.caption.setText(
+            f"{len(thumbnails)} variations{seed_text}: click one to preview it{weights_text}"
+        )
         self._update()
 
     def clear(self) -> None:
@@ -115,7 +120,10 @@ class StagingStrip(QWidget):
 
     def _update(self) -> None:
         has = self.count() > 0
-        self.setVisible(has)
+        # Always shown (empty, with a hint, until variations come): a strip that appeared
+        # would shrink the canvas and make a fitted image jump to another zoom.
+        if not has:
+            self.caption.setText("Inpainting variations appear here.")
         self.accept_button.setEnabled(self.current() >= 0)
         self.discard_button.setEnabled(has)
 
@@ -153,7 +161,7 @@ class Stager(QObject):
         if doc is not self._document():
             return  # another document was opened meanwhile; these belong to the old one
         self._staged = (result, doc, image_revision)
-        self._strip.set_variations(result.thumbnails, result.seed)
+        self._strip.set_variations(result.thumbnails, result.seed, result.weights_text)
 
     def discard(self) -> None:
         self._staged = None

@@ -65,6 +65,7 @@ class CanvasWorkspace(QWidget):
         self._save_path: str | None = None
         self._recovered = False  # a recovered document counts as unsaved
         self._recovering = False  # the next opened document is a recovery
+        self._overlay_hidden_for_result = False  # Accept hid the mask; an edit shows it
         self.undo = UndoBridge(self)
         self.tools = ToolController(lambda: self._doc, self.undo, self)
         self.view = CanvasView(self.tools)
@@ -185,6 +186,7 @@ class CanvasWorkspace(QWidget):
         self._doc, self._save_path = doc, save_path
         self._recovered, self._recovering = self._recovering, False
         self.stager.discard()
+        self.inpaint_panel.forget_document()
         self.undo.set_document(doc)
         self.view.set_document(doc, prepared)
         doc.add_listener(self._on_document_edited)
@@ -207,7 +209,24 @@ class CanvasWorkspace(QWidget):
         return answer == QMessageBox.StandardButton.Yes
 
     def _on_document_edited(self, kind: str, _rect: Rect) -> None:
+        if kind != "image" and self._overlay_hidden_for_result:
+            self._show_overlay(True)  # painting again: the mask must be seen
         (self.image_changed if kind == "image" else self.mask_changed).emit()
+
+    def _show_overlay(self, show: bool) -> None:
+        self._overlay_hidden_for_result = False
+        self.options.overlay_button.setChecked(show)
+
+    def _on_accepted(self, index: int) -> None:
+        # The mask overlay would cover the result just accepted: hide it until the next mask
+        # edit (or the Mask button).
+        if self.options.overlay_button.isChecked():
+            self._show_overlay(False)
+            self._overlay_hidden_for_result = True
+        self.status_message.emit(
+            f"Variation {index + 1} accepted (Ctrl+Z undoes it); the mask overlay is hidden "
+            "to show it (the Mask button shows it again)"
+        )
 
     def _on_opened(self, doc: CanvasDocument, canvas_path: str, prepared: QImage) -> None:
         if not self._recovering and not self._confirm_replace():
@@ -341,6 +360,10 @@ class CanvasWorkspace(QWidget):
 
         self.preview_label = QLabel()
         self.preview_label.setObjectName("status")
+        # Its line stays reserved while hidden, so showing it never moves a fitted canvas.
+        policy = self.preview_label.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        self.preview_label.setSizePolicy(policy)
         self.preview_label.hide()
         centre = QWidget()
         centre_column = QVBoxLayout(centre)
@@ -393,8 +416,9 @@ class CanvasWorkspace(QWidget):
         self.undo.history_changed.connect(self._update_title)
         self.stager.preview_changed.connect(self._on_preview_changed)
         self.stager.refused.connect(lambda m: self.banner.show_message(m, "warning"))
-        self.stager.accepted.connect(
-            lambda i: self.status_message.emit(f"Variation {i + 1} accepted (Ctrl+Z undoes it)")
+        self.stager.accepted.connect(self._on_accepted)
+        self.options.overlay_button.toggled.connect(
+            lambda _on: setattr(self, "_overlay_hidden_for_result", False)
         )
         self.inpaint_panel.variations_ready.connect(self.stager.stage)
         self.inpaint_panel.feather_changed.connect(self.options.set_feather)
