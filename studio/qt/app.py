@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
+
+from studio import resources
 
 ORGANIZATION = "Studio"
 APPLICATION = "Studio"
@@ -23,9 +26,19 @@ def create_application(argv: Sequence[str] = ()) -> QApplication:
         app = QApplication([sys.argv[0] if sys.argv else "studio", *argv])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
+    app.setWindowIcon(app_icon())
+    app.setDesktopFileName("studio")  # resources/studio.desktop: its icon on Wayland docks
     no_tqdm_monitor()
     quiet_known_warnings()
     return app  # type: ignore[return-value]
+
+
+def app_icon() -> QIcon:
+    """The icon set of resources/icons (every size and the SVG), for windows and the dock."""
+    icon = QIcon()
+    for file in resources.icon_paths():
+        icon.addFile(str(file))
+    return icon
 
 
 # Third-party warnings every launch printed to the console that ask nothing of the user:

@@ -8,41 +8,15 @@ from __future__ import annotations
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
+from studio import resources
+
 ACCENT = "#4aa3e8"
 PLOT_BACKGROUND = "#16181c"
 PLOT_FOREGROUND = "#c8ccd4"
 
-STYLESHEET = f"""
-QListWidget#nav {{
-    background: #1a1c20; border: none; border-right: 1px solid #2b2f36;
-    font-size: 11pt; padding-top: 8px; outline: 0;
-}}
-QListWidget#nav::item {{ padding: 10px 16px; color: #aeb3bc; }}
-QListWidget#nav::item:hover {{ background: #23262c; }}
-QListWidget#nav::item:selected {{
-    background: #2a303b; color: #ffffff; border-left: 3px solid {ACCENT};
-}}
-QLabel#headline {{ font-size: 12pt; font-weight: 600; }}
-QLabel#hint, QLabel#caption {{ color: #9aa0aa; }}
-QLabel#status {{ color: #d6dae0; padding: 2px 0; }}
-QLabel#folderLabel {{ color: #9aa0aa; padding-left: 8px; }}
-QGroupBox {{
-    font-weight: 600; border: 1px solid #2f333a; border-radius: 6px;
-    margin-top: 14px; padding: 8px 6px 6px 6px;
-}}
-QGroupBox::title {{ subcontrol-origin: margin; left: 10px; padding: 0 4px; }}
-QPushButton {{ padding: 5px 12px; }}
-QToolButton {{ padding: 4px 10px; }}
-QToolButton::menu-indicator {{ image: none; width: 0; }}
-QPushButton#primary {{ background: #2f6fb0; color: white; font-weight: 600; border-radius: 4px; }}
-QPushButton#primary:hover {{ background: #3a80c6; }}
-QPushButton#primary:disabled {{ background: #2a2f38; color: #6b717b; }}
-QFrame#banner {{ border-radius: 5px; }}
-QFrame#banner[level="error"] {{ background: #4f2226; border: 1px solid #a8444a; }}
-QFrame#banner[level="warning"] {{ background: #4d4020; border: 1px solid #a8893a; }}
-QFrame#banner[level="info"] {{ background: #1f3a52; border: 1px solid #3f6f96; }}
-QPlainTextEdit#log {{ font-family: monospace; font-size: 9pt; }}
-"""
+# The style sheet lives in resources/theme.qss (package data: studio.resources) with the other
+# static files; "@accent" in it is ACCENT.
+STYLESHEET = resources.text("theme.qss").replace("@accent", ACCENT)
 
 
 def dark_palette() -> QPalette:
