@@ -10,11 +10,14 @@ OPEN_USAGE = "usage: studio open PROJECT (a project folder, or its studio-projec
 
 def route(args: list[str]) -> tuple[str, list[str], str | None]:
     """Where a command line goes: ("gui", Qt arguments, project or None), ("cli", arguments,
-    None), or ("error", [message], None) for ``studio open`` without exactly one project."""
+    None), ("help", [usage], None) for ``studio open --help``, or ("error", [usage], None) for
+    ``studio open`` without exactly one project."""
     if not args or args[0] in ("gui", "--gui"):
         return "gui", args[1:] if args else [], None
     if args[0] == "open":
         rest = args[1:]
+        if rest in (["-h"], ["--help"]):
+            return "help", [OPEN_USAGE], None
         if len(rest) != 1 or rest[0].startswith("-"):
             return "error", [OPEN_USAGE], None
         return "gui", [], rest[0]
@@ -24,9 +27,9 @@ def route(args: list[str]) -> tuple[str, list[str], str | None]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     where, rest, project = route(list(args))
-    if where == "error":
-        print(rest[0], file=sys.stderr)
-        return 2
+    if where in ("error", "help"):
+        print(rest[0], file=sys.stderr if where == "error" else sys.stdout)
+        return 2 if where == "error" else 0
     if where == "gui":
         from studio.qt.app import run_app
 

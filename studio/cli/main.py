@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="studio",
         description="Studio: train, sample and explore small generative models on your images. "
-        "With no command, opens the window.",
+        "With no command, opens the window; `studio open PROJECT` opens it with a project.",
         epilog=EPILOG.format(runs=runs_dir()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],

@@ -81,6 +81,8 @@ class ProjectMenu(QObject):
         self.open_action.triggered.connect(self.choose_and_open)
         self.save_action = menu.addAction("Save project")
         self.save_action.triggered.connect(self.save)
+        self.canvases_menu = menu.addMenu("Project canvases")
+        self.canvases_menu.aboutToShow.connect(self._fill_canvases)
         self.recent_menu = menu.addMenu("Recent projects")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         canvas = window.canvas
@@ -291,6 +293,22 @@ class ProjectMenu(QObject):
         add_recent_project(self.window.settings, project.folder)
         self.window.setWindowTitle(f"{project.name} — Studio")
         self._status(f"Saved the project {project.name} ({project.folder})")
+
+    def _fill_canvases(self) -> None:
+        """The open project's canvas documents: choosing one opens it on the Canvas."""
+        self.canvases_menu.clear()
+        docs = list(self.project.canvas) if self.project is not None else []
+        if not docs:
+            self.canvases_menu.addAction("No canvases in the project").setEnabled(False)
+        for doc in docs:
+            action = self.canvases_menu.addAction(doc.name)
+            action.setToolTip(str(doc))
+            action.triggered.connect(lambda _=False, d=doc: self.open_canvas(d))
+
+    def open_canvas(self, path: Path) -> None:
+        self._canvas_pending = path
+        self.window.show_workspace(self.window.CANVAS)
+        self.window.canvas.open_image(path)  # a missing file: the canvas's banner says so
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

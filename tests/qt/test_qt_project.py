@@ -71,6 +71,12 @@ def test_new_save_and_open_a_moved_project_through_the_menu(
     assert int(doc.image[0, 0, 0]) == 200
     window.projects._fill_recent()
     assert [a.text() for a in window.projects.recent_menu.actions()][0] == str(moved)
+    window.projects._fill_canvases()
+    canvases = window.projects.canvases_menu.actions()
+    assert [a.text() for a in canvases] == ["Cat sketch.studio-canvas"]
+    window.show_workspace(window.DATASET)
+    canvases[0].trigger()
+    assert window.stack.currentWidget() is window.canvas
 
 
 def test_missing_runs_are_named_and_the_rest_opens(qtbot, window, tmp_path: Path) -> None:
@@ -146,6 +152,8 @@ def test_studio_open_routes_to_the_window_with_the_project(capsys) -> None:
     assert route(["open"])[0] == "error" and route(["open", "a", "b"])[0] == "error"
     assert main(["open"]) == 2
     assert OPEN_USAGE in capsys.readouterr().err
+    assert main(["open", "--help"]) == 0
+    assert OPEN_USAGE in capsys.readouterr().out
 
 
 def test_dataset_is_scanned_its_change_told_and_missing_items_survive_a_save(

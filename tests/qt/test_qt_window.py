@@ -67,6 +67,7 @@ def test_workspaces_and_menus(window) -> None:
         "New project…",
         "Open project…",
         "Save project",
+        "Project canvases",
         "Recent projects",
         "Quit",
     ]
