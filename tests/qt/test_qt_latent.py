@@ -244,6 +244,17 @@ def test_encoding_an_image_shows_it_beside_its_reconstruction(qtbot, workspace, 
     assert "MSE" in ws.encode_panel.error_label.text()
     assert "posterior mean" in ws.encode_panel.error_label.text()
     assert ws.encode_panel.input_view.image().width() == 16
+    assert ws.encode_panel.fit_label.text().startswith("Resized from 40x40 to 16 px")
+
+    # A photograph of another shape: the result says it was cropped, not just shrunk.
+    ws.encode_file(np.full((30, 60, 3), 120, np.uint8), "wide.png")
+    qtbot.waitUntil(lambda: len(ws.tray.items()) == 2, timeout=10_000)
+    note = ws.encode_panel.fit_label
+    assert note.text().startswith("Centre-cropped to square and resized to 16 px")
+    assert note.isVisibleTo(ws.encode_panel)
+    ws.encode_file(np.full((16, 16, 3), 120, np.uint8), "exact.png")
+    qtbot.waitUntil(lambda: len(ws.tray.items()) == 3, timeout=10_000)
+    assert note.text() == "" and not note.isVisibleTo(ws.encode_panel)
 
     # Dropping an image file onto the workspace encodes it too.
     from PIL import Image
@@ -259,8 +270,8 @@ def test_encoding_an_image_shows_it_beside_its_reconstruction(qtbot, workspace, 
         Qt.KeyboardModifier.NoModifier,
     )  # fmt: skip
     ws.dropEvent(event)
-    qtbot.waitUntil(lambda: len(ws.tray.items()) == 2, timeout=10_000)
-    assert ws.tray.items()[1].name == "Encoded dropped.png"
+    qtbot.waitUntil(lambda: len(ws.tray.items()) == 4, timeout=10_000)
+    assert ws.tray.items()[3].name == "Encoded dropped.png"
 
 
 def test_gan_projection_shows_progress_and_cancels(qtbot, workspace, tmp_path):

@@ -32,6 +32,21 @@ def describe_error(mse: float, method: str) -> str:
     return f"MSE {mse:.4f} · {psnr} · {method}"
 
 
+def fit_note(source_shape: tuple[int, int], resolution: int) -> str:
+    """What the model's input did to an image of ``(height, width)``: "" when nothing."""
+    h, w = source_shape
+    if h <= 0 or w <= 0:
+        return ""
+    if h != w:
+        return (
+            f"Centre-cropped to square and resized to {resolution} px "
+            f"(the image is {w}x{h}; the model sees {resolution}x{resolution})."
+        )
+    if h != resolution:
+        return f"Resized from {w}x{h} to {resolution} px (the model's size)."
+    return ""
+
+
 class EncodePanel(QWidget):
     """Open (or drop) an image; see it beside its reconstruction with the error."""
 
@@ -78,6 +93,10 @@ class EncodePanel(QWidget):
         self.error_label = QLabel("")
         self.error_label.setObjectName("status")
         self.error_label.setWordWrap(True)
+        self.fit_label = QLabel("")
+        self.fit_label.setObjectName("hint")
+        self.fit_label.setWordWrap(True)
+        self.fit_label.hide()
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.open_button)
@@ -86,6 +105,7 @@ class EncodePanel(QWidget):
         layout.addLayout(progress_row)
         layout.addLayout(grid, 1)
         layout.addWidget(self.error_label)
+        layout.addWidget(self.fit_label)
         self.set_busy(False)
 
     def set_method(self, can_encode: bool, method: str) -> None:
@@ -118,8 +138,16 @@ class EncodePanel(QWidget):
             self.progress.setFormat(f"%v / %m · MSE {mse:.4f}")
 
     def show_result(
-        self, target: np.ndarray, reconstruction: np.ndarray, mse: float, method: str
+        self,
+        target: np.ndarray,
+        reconstruction: np.ndarray,
+        mse: float,
+        method: str,
+        note: str = "",
     ) -> None:
+        """``note``: what fitting the image to the model did to it (see :func:`fit_note`)."""
         self.input_view.set_image(target)
         self.recon_view.set_image(reconstruction)
         self.error_label.setText(describe_error(mse, method))
+        self.fit_label.setText(note)
+        self.fit_label.setVisible(bool(note))

@@ -216,6 +216,7 @@ class Encoded:
     reconstruction: np.ndarray
     error: float  # MSE on the 0..1 scale
     method: str
+    source_shape: tuple[int, int] = (0, 0)  # the opened image's (height, width)
 
 
 def encode_image(source: str | Path | np.ndarray, name: str, steps: int, seed: int) -> TaskFactory:
@@ -236,11 +237,14 @@ def encode_image(source: str | Path | np.ndarray, name: str, steps: int, seed: i
                 image = np.asarray(open_image(source), dtype=np.uint8)
             except ImageRejected as err:
                 raise StudioError(f"{name} cannot be used: {err}") from None
+        shape = (int(np.shape(image)[0]), int(np.shape(image)[1]))
         if space.ode:  # DDIM inversion: a job with progress and cancel
             from studio.engine.latent_diffusion import invert_job
 
             inv = yield from invert_job(space, image)
-            return Encoded(name, inv.z, inv.target, inv.reconstruction, inv.error, inv.method)
+            return Encoded(
+                name, inv.z, inv.target, inv.reconstruction, inv.error, inv.method, shape
+            )
         if not space.can_encode:
             proj = yield from project_job(space, image, steps=steps, seed=seed)
             return Encoded(
@@ -250,11 +254,13 @@ def encode_image(source: str | Path | np.ndarray, name: str, steps: int, seed: i
                 proj.reconstruction,
                 proj.error,
                 f"projected in {proj.steps} steps",
+                shape,
             )
         target = space.prepare_image(image)
         z = space.encode(target)
         recon = space.decode(z)
-        return Encoded(name, z, target, recon, image_error(recon, target), space.encoder)
+        error = image_error(recon, target)
+        return Encoded(name, z, target, recon, error, space.encoder, shape)
 
     return uses_model(factory)
 

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QTabWidget, QWidget
 from studio.core.jobs import Progress
 from studio.qt.latent import tasks
 from studio.qt.latent.attribute_panel import AttributePanel
-from studio.qt.latent.encode_panel import EncodePanel
+from studio.qt.latent.encode_panel import EncodePanel, fit_note
 from studio.qt.latent.items import ItemTray, LatentItem
 from studio.qt.latent.panels import ArithmeticPanel, InterpolatePanel
 from studio.qt.latent.sliders import SliderPanel
@@ -148,7 +148,13 @@ class ExploreTools:
                 panel.recon_view.set_image(p.image)
 
         def done(result: tasks.Encoded) -> None:
-            panel.show_result(result.target, result.reconstruction, result.error, result.method)
+            panel.show_result(
+                result.target,
+                result.reconstruction,
+                result.error,
+                result.method,
+                fit_note(result.source_shape, result.target.shape[0]),
+            )
             self._views.tray.add(
                 LatentItem(f"Encoded {result.name}", result.z, result.reconstruction)
             )
