@@ -303,3 +303,24 @@ def test_cgan_learns_each_class_colour():
     train_for(model, images, labels, 300)
     for c in (0, 1):
         assert colour_error(model, targets[c], label=c) < 0.35 * start[c]  # worst 0.17
+
+
+def _points(loss_d: float, d_real: float, n: int) -> list[dict[str, float]]:
+    return [{"loss_d": loss_d, "loss_g": 6.0, "d_real": d_real, "d_fake": 0.01}] * n
+
+
+def test_a_discriminator_that_has_won_gets_advice_naming_what_to_change():
+    for family in (DCGAN, ConditionalGAN):
+        hints = family.diagnose(_points(0.02, 0.98, 6))
+        assert len(hints) == 1
+        text = hints[0]
+        assert "discriminator has won" in text
+        assert "learning rate" in text and "WGAN-GP" in text and "spectral norm" in text
+    # Healthy, too short, or won only lately: nothing to say.
+    assert DCGAN.diagnose(_points(1.2, 0.6, 10)) == []
+    assert DCGAN.diagnose(_points(0.02, 0.98, 3)) == []
+    assert DCGAN.diagnose(_points(0.02, 0.98, 4) + _points(1.0, 0.6, 1)) == []
+    assert DCGAN.diagnose([]) == []
+    # A critic's score is no probability; the other families have no diagnosis.
+    assert WGANGP.diagnose(_points(0.02, 0.98, 10)) == []
+    assert GenerativeModel.diagnose(_points(0.02, 0.98, 10)) == []

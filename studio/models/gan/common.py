@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from collections.abc import Generator as Gen
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -255,6 +255,30 @@ class GANModel(LatentInpainting, GenerativeModel):
 
     def _num_classes(self) -> int:
         return 0  # unconditional; the conditional GAN overrides this
+
+    # The logged points a diagnosis looks at, and what "the discriminator has won" means for
+    # a discriminator whose d_real is a probability (the logistic-loss GANs).
+    diagnose_points: ClassVar[int] = 5
+    won_loss_d: ClassVar[float] = 0.1
+    won_d_real: ClassVar[float] = 0.9
+    d_real_is_probability: ClassVar[bool] = True
+
+    @classmethod
+    def diagnose(cls, history: Sequence[Mapping[str, float]]) -> list[str]:
+        """A discriminator that has won: loss_d near 0 and D(real) near 1 over the last
+        ``diagnose_points`` logged points, so the generator learns next to nothing."""
+        recent = [p for p in history if "loss_d" in p and "d_real" in p][-cls.diagnose_points :]
+        if not cls.d_real_is_probability or len(recent) < cls.diagnose_points:
+            return []
+        if all(p["loss_d"] < cls.won_loss_d and p["d_real"] > cls.won_d_real for p in recent):
+            return [
+                f"The discriminator has won: loss_d has stayed near 0 and D(real) near 1 for "
+                f"the last {len(recent)} logged points, so the generator gets almost no signal. "
+                "Lower the discriminator learning rate (a half or a quarter of the generator's), "
+                "turn on spectral norm in D or an R1 penalty, keep flip augmentation on, or "
+                "train a WGAN-GP, whose critic does not saturate."
+            ]
+        return []
 
     def _d_norm(self) -> str:
         return "none" if self.config.spectral_norm else "batch"

@@ -66,6 +66,7 @@ class WGANGPConfig(GANConfig):
 
 
 class WGANGP(GANModel):
+    d_real_is_probability = False  # a critic's score: "near 1" means nothing here
     info = FamilyInfo(
         key="gan.wgan_gp",
         kind="gan",
