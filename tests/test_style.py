@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PATHS = ["studio", "tests", "benchmarks", "packaging"]
+PATHS = ["studio", "tests", "benchmarks", "packaging", "resources", "setup.py"]
 
 
 def _ruff(*args: str) -> subprocess.CompletedProcess[str]:
@@ -29,6 +29,4 @@ def test_ruff_lint_passes() -> None:
 
 def test_ruff_format_leaves_every_file_as_it_is() -> None:
     done = _ruff("format", "--check", "--no-cache")
-    assert done.returncode == 0, (
-        "run `ruff format studio tests benchmarks packaging`:\n" + done.stdout
-    )
+    assert done.returncode == 0, f"run `ruff format {' '.join(PATHS)}`:\n" + done.stdout
