@@ -133,7 +133,7 @@ def test_peek_box_samples_while_training_and_while_paused(qtbot, trainable_windo
     assert panel.is_training()
     points = panel.view.plot.point_count()
     qtbot.waitUntil(lambda: panel.view.plot.point_count() > points + 3, timeout=30_000)
-    qtbot.waitUntil(lambda: "Peeks cost" in peek.cost_label.text(), timeout=30_000)
+    qtbot.waitUntil(lambda: "Interleaved work: " in peek.cost_label.text(), timeout=30_000)
 
     qtbot.mouseClick(panel.pause_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: "paused" in panel.view.status_label.text(), timeout=20_000)
