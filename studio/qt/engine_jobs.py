@@ -50,6 +50,9 @@ class FamilySpec:
     group_title: str = ""  # the picker's heading (FamilyInfo.group_title)
     sampling_options: tuple[Any, ...] = ()  # studio.models.capabilities.SamplingOption
     origin: str = ""  # built-in, or the plug-in's distribution
+    # The family's advice from logged metrics (GenerativeModel.diagnose: pure Python, cheap
+    # enough for the GUI thread); None: no advice.
+    diagnose: Any = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ def describe_families() -> Factory:
                     info.group_title,
                     tuple(family.sampling_options),
                     source.origin,
+                    family.diagnose,
                 )
             )
         # The trainer's modules too, now, while the window is still starting: imported at the

@@ -29,6 +29,7 @@ from studio.core import gcpolicy
 from studio.core.jobs import Outcome, Progress, Status
 from studio.core.paths import runs_dir
 from studio.qt import engine_jobs
+from studio.qt.diagnosis import DiagnosisLabel
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.forms import SettingsForm
 from studio.qt.job_calls import JobCalls
@@ -153,6 +154,8 @@ class TrainPanel(QWidget):
         column.addWidget(options_box)
         column.addLayout(buttons)
         column.addWidget(self.hint_label)
+        self.diagnosis = DiagnosisLabel()  # the family's advice from the logged metrics
+        column.addWidget(self.diagnosis)
         column.addLayout(runs_row)
         self.peek_panel = PeekPanel(self._runner, self._settings)  # samples while it trains
         column.addWidget(self.peek_panel)
@@ -259,6 +262,7 @@ class TrainPanel(QWidget):
         run_dir = new_run_path(runs_dir(), spec.key)
         names = [*spec.loss_names, *TRAINER_METRICS]
         self.view.clear(keep_curves=names)  # the last run's curves of these names are reused
+        self.diagnosis.reset(spec.key)
         self.view.plot.prepare(names)  # the others are built one per event-loop turn
         self.view.plot.set_step_range(config.steps)
         self._plot_total = config.steps
@@ -296,6 +300,7 @@ class TrainPanel(QWidget):
         self._resume_from = self._run_step
         self.view.log_message(f"Resuming from step {self._run_step:,} to {steps:,}")
         self.view.watch(self._run_path, metrics=False)  # the job delivers the points now
+        self.diagnosis.reset(self.picker.current_key() or "")
         factory = engine_jobs.train_resume(self._run_path, steps, opts["device"])
         self._submit("resume", f"Resume {self._run_path.name}", factory)
 
@@ -359,7 +364,9 @@ class TrainPanel(QWidget):
 
     def _on_job_progress(self, progress: Progress, image: Any, points: Any) -> None:
         if points:
+            points = list(points)
             self.view.add_points(points)
+            self.diagnosis.add_points(points)
         if image is not None:
             self.view.show_grid(image, progress.step)
         if progress.stage in ("train", "paused"):
@@ -445,6 +452,8 @@ class TrainPanel(QWidget):
         self._set_run(snap.path, snap.step)
         self._settings.add_recent_run(snap.path)
         self.view.plot.load_history(snap.columns)
+        self.diagnosis.reset(snap.family)
+        self.diagnosis.load_columns(snap.columns)
         self.view.watch(snap.path, snap.metrics_offset)  # keeps growing if trained elsewhere
         self._plot_total = max(snap.steps, snap.step) or None
         self.view.plot.set_step_range(self._plot_total)

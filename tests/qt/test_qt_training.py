@@ -181,3 +181,39 @@ def test_training_on_a_gpu_first_unloads_prompt_models(monkeypatch) -> None:
     assert list(engine_jobs._make_room_for_training("cpu")) == []
     (report,) = list(engine_jobs._make_room_for_training("auto"))
     assert "Unloaded sd15" in report.message and len(cache) == 0
+
+
+def _fake_gan_run(folder: Path, loss_d: float, d_real: float) -> Path:
+    import json
+
+    folder.mkdir(parents=True)
+    config = {"family": "gan.dcgan", "train": {"family": "gan.dcgan", "steps": 60}, "model": {}}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    lines = [
+        {"step": s, "time": 0.0, "loss_d": loss_d, "loss_g": 7.0, "d_real": d_real, "d_fake": 0.0}
+        for s in range(10, 70, 10)
+    ]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return folder
+
+
+def test_a_gan_whose_discriminator_has_won_gets_advice(qtbot, window, tmp_path: Path) -> None:
+    panel = window.train_panel
+    window.show_workspace(window.TRAIN)
+    won = _fake_gan_run(tmp_path / "won", loss_d=0.01, d_real=0.99)
+    with qtbot.waitSignal(window.runner.job_finished, timeout=30_000) as blocker:
+        panel.open_run(won)
+    assert blocker.args[1].ok, blocker.args[1].error
+    assert panel.diagnosis.isVisibleTo(panel)
+    text = panel.diagnosis.text()
+    assert "discriminator has won" in text and "learning rate" in text
+    window.grab().save(os.path.join(os.environ.get("TMPDIR", "/tmp"), "train_diagnosis.png"))
+
+    healthy = _fake_gan_run(tmp_path / "healthy", loss_d=1.2, d_real=0.6)
+    with qtbot.waitSignal(window.runner.job_finished, timeout=30_000):
+        panel.open_run(healthy)
+    assert not panel.diagnosis.isVisibleTo(panel) and panel.diagnosis.text() == ""
+    # While training: the points the job delivers are checked as they come.
+    points = [(s, {"loss_d": 0.02, "d_real": 0.97}) for s in range(70, 120, 10)]
+    panel.diagnosis.add_points(points)
+    assert "discriminator has won" in panel.diagnosis.text()
