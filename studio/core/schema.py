@@ -1,0 +1,124 @@
+"""The vocabulary of the family contract, declared without torch or Qt: what a family can do
+(:class:`Capability`), how it describes itself (:class:`FamilyInfo`), and how its settings are
+declared (:func:`setting`, :class:`ModelConfig`: label, range, choices, whether shown first).
+
+The window's settings forms, the command line's ``--set``, range checks of a run's saved
+settings and ``docs/models.md`` all read these declarations. ``studio.models.base`` re-exports
+them with the rest of the contract (which needs torch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from studio.core.options import check_setting
+
+
+class Capability(enum.Flag):
+    """What a family can do, declared in its ``FamilyInfo`` so the window and the command line
+    know before a model loads. Each capability beyond training and sampling comes with a
+    protocol the family implements (:mod:`studio.models.capabilities`)."""
+
+    NONE = 0
+    TRAIN = enum.auto()
+    SAMPLE = enum.auto()
+    LATENT = enum.auto()  # a latent space: capabilities.LatentFamily
+    LIKELIHOOD = enum.auto()  # bits/dim (exact or a bound): capabilities.LikelihoodFamily
+    CONDITIONAL = enum.auto()  # class (or text) conditioning
+    INPAINT = enum.auto()  # fills a masked region its own way: capabilities.InpaintFamily
+    TEXT = enum.auto()  # prompt-conditioned: takes prompt / negative_prompt, learns from captions
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    key: str  # "gan.dcgan"
+    kind: str  # "gan", "vae", "flow", "diffusion"
+    display_name: str
+    summary: str  # one line on the trade-offs, shown in the model picker
+    capabilities: Capability
+    loss_names: tuple[str, ...] = ()  # the components train_step returns, in legend order
+    # The heading the model picker and docs/models.md group the family under; "" = the
+    # built-in title of ``kind`` (KIND_TITLES), else the kind itself.
+    kind_title: str = ""
+
+    @property
+    def group_title(self) -> str:
+        return self.kind_title or KIND_TITLES.get(self.kind, self.kind)
+
+
+KIND_TITLES = {
+    "gan": "GANs",
+    "vae": "Variational autoencoders",
+    "flow": "Normalizing flows",
+    "diffusion": "Diffusion models",
+}
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    label: str,
+    help: str = "",
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[Any, ...] | None = None,
+    main: bool = False,
+    default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+) -> Any:
+    """A config field with what a settings form needs to show it (label, range, choices).
+
+    ``main`` marks the settings shown first; the rest sit under "More".
+    """
+    meta = {
+        "label": label,
+        "help": help,
+        "minimum": minimum,
+        "maximum": maximum,
+        "choices": choices,
+        "main": main,
+    }
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    """Fields every family shares. ``resolution`` and ``num_classes`` come from the dataset."""
+
+    resolution: int = setting(32, label="Resolution", minimum=4, maximum=128, main=True)
+    channels: int = setting(3, label="Channels", choices=(1, 3))
+    num_classes: int = setting(0, label="Classes", help="0 = unconditional; set from subfolders")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown settings for {cls.__name__}: {', '.join(sorted(unknown))}")
+        config = cls(**data)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Raise :class:`studio.core.options.SettingError` naming the first setting whose
+        value is outside its declared type, range or choices (a hand-edited config.json,
+        ``--set``)."""
+        for f in dataclasses.fields(self):
+            kind = type(f.default) if isinstance(f.default, (bool, int, float, str)) else None
+            meta = f.metadata
+            check_setting(
+                f.name,
+                getattr(self, f.name),
+                kind=kind,
+                minimum=meta.get("minimum"),
+                maximum=meta.get("maximum"),
+                choices=meta.get("choices"),
+            )
