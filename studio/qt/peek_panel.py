@@ -62,10 +62,10 @@ def format_cost(info: Mapping[str, Any]) -> str:
 
 
 def _share(value: float) -> str:
-    """A share as a percentage: whole numbers from 10%, one decimal below, "<0.1%" for a trace."""
+    """A share as a percentage: whole numbers from 1%, one decimal below, "<0.1%" for a trace."""
     if 0 < value < 0.001:
         return "<0.1%"
-    return f"{value:.0%}" if value >= 0.1 else f"{value:.1%}"
+    return f"{value:.0%}" if value >= 0.01 else f"{value:.1%}"
 
 
 class PeekPanel(QGroupBox):
@@ -115,7 +115,7 @@ class PeekPanel(QGroupBox):
         self.cost_label = QLabel("")
         self.cost_label.setObjectName("hint")
         self.cost_label.setWordWrap(True)
-        for label, lines in ((self.caption, 3), (self.cost_label, 2)):
+        for label, lines in ((self.caption, 3), (self.cost_label, 3)):
             label.ensurePolished()  # (the theme's font for its name)
             label.setFixedHeight(lines * label.fontMetrics().lineSpacing() + 4)
             label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)

@@ -244,7 +244,7 @@ def test_the_cost_line_names_each_kind_and_its_share() -> None:
 
     info = {"peek_cost": 0.24, "peek_s": 31.0, "peek_kinds": {"Canvas": 0.09, "Explore": 0.15}}
     assert format_cost(info) == (
-        "Interleaved work: 24% of training time (Explore 15%, Canvas 9.0%; 31.0 s so far)"
+        "Interleaved work: 24% of training time (Explore 15%, Canvas 9%; 31.0 s so far)"
     )
     assert format_cost({"peek_cost": 0.0004, "peek_s": 0.01, "peek_kinds": {"Peek": 0.0004}}) == (
         "Interleaved work: <0.1% of training time (Peek <0.1%; 0.0 s so far)"
