@@ -72,7 +72,6 @@ class ProjectMenu(QObject):
         self.message = ""  # the newest thing told the user (for the status bar and tests)
         self._calls = JobCalls(window.runner, self)
         self._canvas_path: Path | None = None  # the .studio-canvas the canvas document is
-        self._canvas_pending: Path | None = None
         self._fingerprint_pending: tuple[str, str] | None = None
         self._box: QMessageBox | None = None
         self.new_action = menu.addAction("New project…")
@@ -87,6 +86,7 @@ class ProjectMenu(QObject):
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         canvas = window.canvas
         canvas.document_changed.connect(self._on_canvas_document)
+        canvas.files.opened.connect(self._on_canvas_read)  # (after document_changed)
         canvas.document_saved.connect(lambda path: setattr(self, "_canvas_path", Path(path)))
         window.dataset_panel.dataset_changed.connect(self._on_dataset_scanned)
 
@@ -234,7 +234,6 @@ class ProjectMenu(QObject):
         if here(p.train_run) and not w.train_panel.is_training():
             w.train_panel.open_run(p.train_run)
         if here(p.canvas_open):
-            self._canvas_pending = p.canvas_open
             w.canvas.open_image(p.canvas_open)
         self._apply_prompt(p)
         self._apply_compare(p.compare, missing)
@@ -274,7 +273,17 @@ class ProjectMenu(QObject):
 
     # -- signals -------------------------------------------------------------------------------
     def _on_canvas_document(self, _doc: Any) -> None:
-        self._canvas_path, self._canvas_pending = self._canvas_pending, None
+        self._canvas_path = None  # a new document: a .studio-canvas read says so next
+
+    def _on_canvas_read(self, doc: Any, source: str, _image: Any) -> None:
+        """The canvas read ``doc`` from ``source`` (a ``.studio-canvas``, "" for an image)."""
+        from studio.engine.canvas_io import autosave_dir
+
+        path = Path(source) if source else None
+        if path is not None and path.parent == autosave_dir():
+            path = None  # a recovered autosave is no file of the user's or the project's
+        if doc is self.window.canvas.document:
+            self._canvas_path = path
 
     def _on_dataset_scanned(self, folder: str, _n_images: int) -> None:
         pending, self._fingerprint_pending = self._fingerprint_pending, None
@@ -306,7 +315,6 @@ class ProjectMenu(QObject):
             action.triggered.connect(lambda _=False, d=doc: self.open_canvas(d))
 
     def open_canvas(self, path: Path) -> None:
-        self._canvas_pending = path
         self.window.show_workspace(self.window.CANVAS)
         self.window.canvas.open_image(path)  # a missing file: the canvas's banner says so
 

@@ -176,3 +176,33 @@ def test_dataset_is_scanned_its_change_told_and_missing_items_survive_a_save(
     assert data["dataset"]["path"] == "data"
     assert data["dataset"]["fingerprint"] == window.dataset_panel.scan_result.fingerprint
     assert data["train"]["run"] == str(gone)  # still named, though not on this computer
+
+
+def test_a_users_canvas_file_is_referenced_and_a_later_sample_never_overwrites_it(
+    qtbot, window, tmp_path: Path
+) -> None:
+    from studio.core.canvas import CanvasDocument
+    from studio.engine.canvas_io import save_document
+
+    mine = tmp_path / "my work" / "portrait.studio-canvas"
+    mine.parent.mkdir()
+    doc = CanvasDocument(np.full((8, 8, 3), 50, np.uint8), name="portrait")
+    doc.mask[:4] = 1.0
+    save_document(doc, mine)
+    before = mine.read_bytes()
+    window.canvas.open_image(mine)
+    qtbot.waitUntil(lambda: window.canvas.document is not None, timeout=10_000)
+    folder = tmp_path / "proj"
+    window.projects.save_as(folder)  # the menu's New project, past its folder question
+    qtbot.waitUntil(lambda: window.projects.message.startswith("Saved"), timeout=10_000)
+    assert load_project(folder).canvas_open == mine  # outside the project: absolute, no copy
+    assert window.send_to_canvas(np.zeros((8, 8, 3), np.uint8), "Sample") is None
+    qtbot.waitUntil(lambda: window.canvas.document.name == "Sample", timeout=5_000)
+    window.projects.save()
+    qtbot.waitUntil(lambda: (folder / "canvas" / "Sample.studio-canvas").is_file(), timeout=10_000)
+    qtbot.waitUntil(
+        lambda: load_project(folder).canvas_open == folder / "canvas" / "Sample.studio-canvas",
+        timeout=10_000,
+    )
+    assert mine.read_bytes() == before
+    assert set(load_project(folder).canvas) == {mine, folder / "canvas" / "Sample.studio-canvas"}
