@@ -29,28 +29,10 @@ from studio.core.project import (
     missing_message,
     project_folder,
 )
-from studio.core.recent import push_recent
 from studio.qt.job_calls import JobCalls
 
-RECENT_KEY = "recent/projects"
-RECENT_LIMIT = 10
 PROJECT_FILTER = f"Studio project ({MANIFEST})"
 CANVAS_SUFFIX = ".studio-canvas"
-
-
-def recent_projects(settings: Any) -> list[str]:
-    """The recently opened or saved projects, newest first (QSettings' quirks normalised)."""
-    value = settings.value(RECENT_KEY)
-    if value is None or value == "":
-        return []
-    items = [value] if isinstance(value, str) else [str(v) for v in value if v]
-    return items[:RECENT_LIMIT]
-
-
-def add_recent_project(settings: Any, folder: str | Path) -> list[str]:
-    items = push_recent(recent_projects(settings), str(folder), RECENT_LIMIT)
-    settings.set_value(RECENT_KEY, items)
-    return items
 
 
 def _canvas_file_name(name: str, folder: Path) -> Path:
@@ -226,7 +208,7 @@ class ProjectMenu(QObject):
 
         w = self.window
         self.project = p
-        add_recent_project(w.settings, p.folder)
+        w.settings.add_recent_project(p.folder)
         w.setWindowTitle(f"{p.name} — Studio")
         if here(p.dataset) and p.dataset != Path(w.dataset_panel.folder or "."):
             self._fingerprint_pending = (str(p.dataset), p.fingerprint)
@@ -299,7 +281,7 @@ class ProjectMenu(QObject):
 
     def _saved(self, project: Project) -> None:
         self.project = project
-        add_recent_project(self.window.settings, project.folder)
+        self.window.settings.add_recent_project(project.folder)
         self.window.setWindowTitle(f"{project.name} — Studio")
         self._status(f"Saved the project {project.name} ({project.folder})")
 
@@ -320,7 +302,7 @@ class ProjectMenu(QObject):
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
-        items = recent_projects(self.window.settings)
+        items = self.window.settings.recent_projects()
         if not items:
             self.recent_menu.addAction("No recent projects").setEnabled(False)
         for item in items:

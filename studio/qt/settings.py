@@ -71,6 +71,12 @@ class AppSettings:
     def add_recent_run(self, run: str | os.PathLike[str]) -> list[str]:
         return self._push("recent/runs", str(run))
 
+    def recent_projects(self) -> list[str]:
+        return self._list("recent/projects")
+
+    def add_recent_project(self, folder: str | os.PathLike[str]) -> list[str]:
+        return self._push("recent/projects", str(folder))
+
     # -- choices ---------------------------------------------------------------------------
     def last_resolution(self) -> int:
         value = self._int("dataset/resolution", RESOLUTIONS[0])

@@ -206,3 +206,12 @@ def test_a_users_canvas_file_is_referenced_and_a_later_sample_never_overwrites_i
     )
     assert mine.read_bytes() == before
     assert set(load_project(folder).canvas) == {mine, folder / "canvas" / "Sample.studio-canvas"}
+
+
+def test_recent_projects_are_kept_newest_first(app_settings) -> None:
+    assert app_settings.recent_projects() == []
+    app_settings.add_recent_project("/a")
+    app_settings.add_recent_project(Path("/b"))
+    app_settings.add_recent_project("/a")
+    app_settings.sync()
+    assert app_settings.recent_projects() == ["/a", "/b"]
