@@ -34,6 +34,7 @@ from studio.qt.latent import LatentWorkspace
 from studio.qt.project_menu import ProjectMenu
 from studio.qt.prompt import PromptWorkspace
 from studio.qt.restore import existing_runs, restore_splitters, save_splitters
+from studio.qt.run_names import run_labels
 from studio.qt.settings import AppSettings
 from studio.qt.train_panel import TrainPanel
 from studio.qt.wheel_guard import guard_wheel
@@ -248,8 +249,10 @@ class MainWindow(QMainWindow):
         runs = self.settings.recent_runs()
         if not runs:
             self.recent_runs_menu.addAction("No recent runs").setEnabled(False)
+        run_labels().refresh(runs)  # "name — family, dataset, step N", read on a worker
         for run in runs:
-            action = self.recent_runs_menu.addAction(run)
+            action = self.recent_runs_menu.addAction(run_labels().text(run))
+            action.setToolTip(run)
             action.triggered.connect(lambda _=False, r=run: self._open_recent_run(r))
 
     def _open_recent_run(self, run: str) -> None:

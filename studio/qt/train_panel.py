@@ -34,6 +34,7 @@ from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.forms import SettingsForm
 from studio.qt.job_calls import JobCalls
 from studio.qt.peek_panel import PeekPanel
+from studio.qt.run_names import ask_name, label_from_config, run_labels
 from studio.qt.run_view import RunView
 from studio.qt.settings import AppSettings
 from studio.qt.train_controls import ModelPicker, TrainingOptions, format_status
@@ -76,6 +77,7 @@ class TrainPanel(QWidget):
         self._job: JobHandle | None = None
         self._job_kind = ""
         self._families_job: JobHandle | None = None
+        self._pending_open: Path | None = None  # a run to open once the models are listed
         self._run_path: Path | None = None
         self._unannounced: Path | None = None  # a new run whose run_changed waits for training
         self._run_step = 0
@@ -127,6 +129,12 @@ class TrainPanel(QWidget):
 
         self.open_button = QPushButton("Open run…")
         self.open_button.clicked.connect(self.choose_run)
+        self.rename_button = QPushButton("Rename…")
+        self.rename_button.setToolTip("Give the open run a name for the recent-runs menus")
+        self.rename_button.clicked.connect(self.rename_run)
+        self.rename_button.setEnabled(False)
+        run_labels().changed.connect(self._show_run_name)
+        run_labels().refresh(self._settings.recent_runs())
         self.recent_button = QToolButton()
         self.recent_button.setText("Recent runs ▾")
         self.recent_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
@@ -139,6 +147,7 @@ class TrainPanel(QWidget):
         runs_row = QHBoxLayout()
         runs_row.addWidget(self.open_button)
         runs_row.addWidget(self.recent_button)
+        runs_row.addWidget(self.rename_button)
         runs_row.addStretch(1)
 
         self.dataset_label = QLabel()  # which folder and resolution Start will use
@@ -326,8 +335,14 @@ class TrainPanel(QWidget):
     def open_run(self, path: str | Path) -> None:
         """Show a run's stored metrics and newest samples; Resume then continues it."""
         if self._job is not None:
+            self.view.show_info(f"{Path(path).name} opens once the current job has ended.")
             return
         self.view.clear()
+        if not self.families_loaded() and self._families_job is not None:
+            # Its model settings need the families: open it as soon as they are listed.
+            self._pending_open = Path(path)
+            self.view.set_run_name(f"Opening {Path(path).name} once the models are loaded…")
+            return
         self.view.set_run_name(f"Opening {Path(path).name}…")
         self._submit("open", f"Open {Path(path).name}", engine_jobs.open_run(Path(path)))
 
@@ -355,6 +370,8 @@ class TrainPanel(QWidget):
         self._run_path, self._run_step = Path(path), step
         self.view.set_run_name(Path(path).name)
         self.view.run_label.setToolTip(str(path))
+        self.rename_button.setEnabled(True)
+        self._show_run_name()
         self.peek_panel.set_run(Path(path))
         # A new run's folder is empty until its job starts: announced then, not at Start
         # (others would find no run there, and the Start click would do their work too).
@@ -406,6 +423,7 @@ class TrainPanel(QWidget):
             self.view.show_error(f"The models could not be loaded: {outcome.error}")
             self.picker.set_families([])
             self._update_controls()
+            self._open_pending()
             return
         listing: engine_jobs.FamilyListing = outcome.result
         gcpolicy.freeze_startup_heap()  # the heavy imports are done: no more 300 ms full collections
@@ -416,6 +434,12 @@ class TrainPanel(QWidget):
         if last and self._job is None:
             self.picker.set_current_key(last)  # with its settings (_on_model_changed)
         self._update_controls()
+        self._open_pending()
+
+    def _open_pending(self) -> None:
+        pending, self._pending_open = self._pending_open, None
+        if pending is not None:
+            self.open_run(pending)
 
     def _on_training_ended(self, outcome: Outcome[Any]) -> None:
         self.view.plot.fit_to_data()  # no room kept ahead of the last step any more
@@ -449,6 +473,7 @@ class TrainPanel(QWidget):
             self.view.show_error(outcome.error or "The run could not be opened.")
             return
         snap: engine_jobs.RunSnapshot = outcome.result
+        run_labels().put(label_from_config(snap.path, snap.config, snap.step))
         self._set_run(snap.path, snap.step)
         self._settings.add_recent_run(snap.path)
         self.view.plot.load_history(snap.columns)
@@ -501,7 +526,26 @@ class TrainPanel(QWidget):
         runs = self._settings.recent_runs()
         if not runs:
             self.recent_menu.addAction("No recent runs").setEnabled(False)
+        run_labels().refresh(runs)  # (read on a worker: the next look shows any change)
         for run in runs:
-            action = self.recent_menu.addAction(Path(run).name)
+            action = self.recent_menu.addAction(run_labels().text(run))
             action.setToolTip(run)
             action.triggered.connect(lambda _=False, r=run: self.open_run(r))
+
+    def rename_run(self) -> None:
+        """Name the open run (stored in its config.json; the folder keeps its name)."""
+        path = self._run_path
+        if path is None:
+            return
+        label = run_labels().label(path)
+        name = ask_name(self, label.name if label is not None else "")
+        if name is not None:
+            run_labels().rename(path, name, self.view.show_error)
+
+    def _show_run_name(self) -> None:
+        path = self._run_path
+        label = run_labels().label(path) if path is not None else None
+        if path is not None and label is not None and label.name:
+            self.view.set_run_name(f"{label.name}  ({path.name})")
+        elif path is not None:
+            self.view.set_run_name(path.name)
