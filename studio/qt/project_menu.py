@@ -71,6 +71,9 @@ class ProjectMenu(QObject):
         canvas.files.opened.connect(self._on_canvas_read)  # (after document_changed)
         canvas.document_saved.connect(lambda path: setattr(self, "_canvas_path", Path(path)))
         window.dataset_panel.dataset_changed.connect(self._on_dataset_scanned)
+        # Explore's run is opened when Explore is first shown (loading a model is no small job).
+        self._explore_pending: tuple[Path, list[Any]] | None = None
+        window.nav.currentRowChanged.connect(self._on_workspace_shown)
 
     # -- actions ---------------------------------------------------------------------------
     def new_project(self) -> None:
@@ -152,6 +155,9 @@ class ProjectMenu(QObject):
         explore = w.latent_workspace
         loaded = explore.loaded
         kept = [(i.name, i.z, i.image) for i in explore.edit.kept.items()] if loaded else []
+        if self._explore_pending is not None:  # an opened project's, Explore not shown yet
+            loaded = None
+            kept = [(i.name, i.z, i.image) for i in self._explore_pending[1]]
         state = w.prompt.state
         canvas_docs = [p for p in old.canvas]
         canvas_open = self._save_canvas(folder) or old.canvas_open
@@ -180,7 +186,7 @@ class ProjectMenu(QObject):
             explore_sliders=(
                 explore.named_slider_names() if loaded is not None else old.explore_sliders
             ),
-            kept_names=[] if loaded is not None else old.kept_names,  # the file stays
+            kept_names=[] if loaded is not None or kept else old.kept_names,  # the file stays
         )
         return project, kept
 
@@ -219,11 +225,14 @@ class ProjectMenu(QObject):
             w.canvas.open_image(p.canvas_open)
         self._apply_prompt(p)
         self._apply_compare(p.compare, missing)
+        self._explore_pending = None
         if here(p.explore_run):
             from studio.qt.latent.edit_state import LatentItem
 
             items = [LatentItem(name, z, image) for name, z, image in opened.kept]
-            w.latent_workspace.open_run(p.explore_run, kept=items)
+            self._explore_pending = (p.explore_run, items)
+            if w.stack.currentWidget() is w.latent_workspace:
+                self._on_workspace_shown(w.EXPLORE)
         text = missing_message(opened.missing)
         if text:
             lines = [f"• {item.kind}: {item.path}" for item in opened.missing]
@@ -266,6 +275,12 @@ class ProjectMenu(QObject):
             path = None  # a recovered autosave is no file of the user's or the project's
         if doc is self.window.canvas.document:
             self._canvas_path = path
+
+    def _on_workspace_shown(self, index: int) -> None:
+        pending = self._explore_pending
+        if index == self.window.EXPLORE and pending is not None:
+            self._explore_pending = None
+            self.window.latent_workspace.open_run(pending[0], kept=pending[1])
 
     def _on_dataset_scanned(self, folder: str, _n_images: int) -> None:
         pending, self._fingerprint_pending = self._fingerprint_pending, None

@@ -112,7 +112,16 @@ def test_missing_runs_are_named_and_the_rest_opens(qtbot, window, tmp_path: Path
         assert str(path) in text
     assert str(run) not in text
     assert window.compare_panel.seed.value() == 3 and window.compare_panel.runs() == []
+    qtbot.wait(100)
+    assert ws.loaded is None  # the run's model loads when Explore is shown, not before
+    window.projects.save()  # meanwhile a save keeps the kept latents and the missing items
+    qtbot.waitUntil(lambda: window.projects.message.startswith("Saved"), timeout=10_000)
+    saved = load_project(folder)
+    assert saved.kept_names == ["My pick"] and saved.train_run == gone_run
+    assert saved.canvas_open == gone_doc and saved.dataset == tmp_path / "gone data"
+    window.show_workspace(window.EXPLORE)
     qtbot.waitUntil(lambda: len(ws.tray.items()) == 1, timeout=30_000)
+    assert ws.loaded.path == run
     kept = ws.tray.items()[0]
     assert kept.name == "My pick"
     np.testing.assert_allclose(kept.z, z)
