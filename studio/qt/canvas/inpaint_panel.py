@@ -35,6 +35,7 @@ from studio.core.jobs import Outcome, Progress, Status
 from studio.core.paths import runs_dir
 from studio.engine.live import is_live
 from studio.qt.canvas import jobs
+from studio.qt.canvas.familiarity import familiarity_hint
 from studio.qt.canvas.run_info import RunInfo, describe_run
 from studio.qt.canvas.tasks import TaskPool
 from studio.qt.engine_thread import JobHandle, JobRunner
@@ -87,6 +88,7 @@ class InpaintPanel(QWidget):
         self._started_at: float | None = None  # time.monotonic() when it started
         self._job_doc: CanvasDocument | None = None
         self._job_revision = 0  # the document's image_revision the job started from
+        self._familiar_check = 0  # the newest familiarity check; older answers are dropped
         self._build()
         self.refresh_runs()
         self._update_controls()
@@ -110,6 +112,13 @@ class InpaintPanel(QWidget):
         run_column = QVBoxLayout(run_box)
         run_column.addLayout(run_row)
         run_column.addWidget(self.family_label)
+        # Said when the image is far from what the run was trained on (checked on a worker).
+        self.familiar_label = QLabel()
+        self.familiar_label.setObjectName("hint")
+        self.familiar_label.setStyleSheet("QLabel { color: #e0a030; }")
+        self.familiar_label.setWordWrap(True)
+        self.familiar_label.hide()
+        run_column.addWidget(self.familiar_label)
 
         self.seed_row = seed_row = SeedRow()
         self.seed_spin, self.lock_seed, self.dice_button = (
@@ -247,6 +256,7 @@ class InpaintPanel(QWidget):
         else:
             self.banner.clear()
         self._update_controls()
+        self.check_familiarity()
         self.run_loaded.emit(info)
 
     def _on_run_failed(self, message: str) -> None:
@@ -387,10 +397,28 @@ class InpaintPanel(QWidget):
         """Another image is on the canvas: the previews and words about the old one go
         (a job still running for it finishes, but its results are not staged)."""
         self.preview.set_image(None)
+        self.check_familiarity()
         if self._job is None:
             self.status_label.clear()
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
+
+    def check_familiarity(self) -> None:
+        """Compare the canvas image with the run's training images (on a worker) and say
+        when it looks unlike them."""
+        self._familiar_check += 1
+        self.familiar_label.hide()
+        doc, run = self._document(), self._run
+        if doc is None or run is None or not run.can_inpaint:
+            return
+        check, image, path = self._familiar_check, doc.image.copy(), run.path
+
+        def done(text: str) -> None:
+            if check == self._familiar_check:
+                self.familiar_label.setText(text)
+                self.familiar_label.setVisible(bool(text))
+
+        self._tasks.submit(lambda: familiarity_hint(path, image), done)
 
     def _on_job_progress(self, progress: Progress, image: Any, _points: Any) -> None:
         if progress.total:
