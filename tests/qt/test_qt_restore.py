@@ -61,6 +61,7 @@ def test_a_restart_gives_back_every_choice(qtbot, window, tiny_dataset, tmp_path
     run = make_metrics_run(tmp_path / "runs" / "compared", records=3)
     window.compare_panel.add_run(run.path)
     window._compare_loaded = True  # (the Compare page was looked at: its runs are kept)
+    window.settings.set_explore_run(run.path)  # (as a run explored and closed leaves it)
     window.show_workspace(window.TRAIN)
     split = _vertical_splitter(train)  # the run view's samples over its log
     before, total = split.sizes()[0], sum(split.sizes())
@@ -89,6 +90,10 @@ def test_a_restart_gives_back_every_choice(qtbot, window, tiny_dataset, tmp_path
     assert win.canvas.document.source_path == str(picture)
     win.show_workspace(win.COMPARE)
     assert win.compare_panel.runs() == [run.path]
+    explored: list = []
+    win.latent_workspace.set_run = explored.append  # (loading a model is Explore's own test)
+    win.show_workspace(win.EXPLORE)
+    assert explored == [run.path]
 
 
 def test_what_is_gone_is_reported_not_crashed_on(qtbot, app_settings, tmp_path) -> None:
