@@ -91,6 +91,17 @@ def test_prompt_workspace_works_while_a_run_trains(qtbot, app_settings, tiny_sd,
             qtbot.waitUntil(lambda: not ws.running, timeout=5_000)  # not when training ends
             assert live.is_live(tmp_path / "run") and not train.token.cancelled
             assert "Cancelled" in ws.status_label.text()
+
+            # The X/Y grid, the same: it says what it waits for, and Cancel drops it at once.
+            dialog = ws.open_xy_dialog()
+            qtbot.addWidget(dialog)
+            dialog.set_axes(("seed", "1, 2"), ("guidance", "1, 4"))
+            assert dialog.render_grid()
+            assert "4 images. Waiting for training to finish (step " in dialog.status.text()
+            dialog.cancel()
+            qtbot.waitUntil(lambda: not dialog.running, timeout=5_000)
+            assert live.is_live(tmp_path / "run")
+            dialog.close()
         finally:
             training.release.set()
             ws.shutdown()

@@ -216,16 +216,21 @@ class XYGridDialog(QDialog):
             on_end=self._on_end,
         )
         cells = len(x[1]) * len(y[1])
-        wait = " (waiting for the engine)" if self._calls.engine_busy() else ""
-        self.status.setText(f"Rendering {cells} images{wait}…")
+        if self._calls.engine_busy():  # a training run, say: the grid cannot share the device
+            from studio.engine import live
+            from studio.qt.prompt.generation import waiting_text  # (it imports this module)
+
+            self.status.setText(f"{cells} images. {waiting_text(live.progress())}")
+        else:
+            self.status.setText(f"Rendering {cells} images…")
         self.progress.setRange(0, 0)
         self._update_buttons()
         return True
 
     def cancel(self) -> None:
         if self._job is not None:
-            self._job.token.cancel()
             self.status.setText("Cancelling…")
+            self._calls.withdraw_or_cancel(self._job)  # a queued one ends at once
 
     def _on_progress(self, progress: Any, _image: Any, _points: Any = None) -> None:
         if progress.total:
