@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QInputDialog, QWidget
+from PySide6.QtWidgets import QInputDialog, QPushButton, QWidget
 
 from studio.core.errors import StudioError
 from studio.qt.canvas.tasks import TaskPool
@@ -155,3 +155,43 @@ def ask_name(parent: QWidget, current: str) -> str | None:
         text=current,
     )
     return clean_name(text) if ok else None
+
+
+class RenameButton(QPushButton):
+    """*Rename…* for the run ``run_path()`` returns (disabled until one is open).
+
+    ``show(title, error)``: the run's title for its view ("name  (folder)", or the folder's
+    name when it has none) after a rename or when it is opened; ``error`` when the name could
+    not be stored.
+    """
+
+    def __init__(
+        self,
+        run_path: Callable[[], Path | None],
+        show: Callable[[str | None, str | None], None],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__("Rename…", parent)
+        self._run_path, self._show = run_path, show
+        self.setToolTip("Give the open run a name for the recent-runs menus")
+        self.setEnabled(False)
+        self.clicked.connect(self.rename)
+        run_labels().changed.connect(self.show_title)
+
+    def rename(self) -> None:
+        """Ask for a name and store it in the run's config.json (on a worker)."""
+        path = self._run_path()
+        if path is None:
+            return
+        label = run_labels().label(path)
+        name = ask_name(self, label.name if label is not None else "")
+        if name is not None:
+            run_labels().rename(path, name, lambda message: self._show(None, message))
+
+    def show_title(self) -> None:
+        path = self._run_path()
+        if path is None:
+            return
+        label = run_labels().label(path)
+        named = label is not None and label.name
+        self._show(f"{label.name}  ({path.name})" if named else path.name, None)

@@ -34,7 +34,7 @@ from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.forms import SettingsForm
 from studio.qt.job_calls import JobCalls
 from studio.qt.peek_panel import PeekPanel
-from studio.qt.run_names import ask_name, label_from_config, run_labels
+from studio.qt.run_names import RenameButton, label_from_config, run_labels
 from studio.qt.run_view import RunView
 from studio.qt.settings import AppSettings
 from studio.qt.train_controls import ModelPicker, TrainingOptions, format_status
@@ -129,11 +129,7 @@ class TrainPanel(QWidget):
 
         self.open_button = QPushButton("Open run…")
         self.open_button.clicked.connect(self.choose_run)
-        self.rename_button = QPushButton("Rename…")
-        self.rename_button.setToolTip("Give the open run a name for the recent-runs menus")
-        self.rename_button.clicked.connect(self.rename_run)
-        self.rename_button.setEnabled(False)
-        run_labels().changed.connect(self._show_run_name)
+        self.rename_button = RenameButton(lambda: self._run_path, self._view_title)
         run_labels().refresh(self._settings.recent_runs())
         self.recent_button = QToolButton()
         self.recent_button.setText("Recent runs ▾")
@@ -371,7 +367,7 @@ class TrainPanel(QWidget):
         self.view.set_run_name(Path(path).name)
         self.view.run_label.setToolTip(str(path))
         self.rename_button.setEnabled(True)
-        self._show_run_name()
+        self.rename_button.show_title()
         self.peek_panel.set_run(Path(path))
         # A new run's folder is empty until its job starts: announced then, not at Start
         # (others would find no run there, and the Start click would do their work too).
@@ -532,20 +528,8 @@ class TrainPanel(QWidget):
             action.setToolTip(run)
             action.triggered.connect(lambda _=False, r=run: self.open_run(r))
 
-    def rename_run(self) -> None:
-        """Name the open run (stored in its config.json; the folder keeps its name)."""
-        path = self._run_path
-        if path is None:
-            return
-        label = run_labels().label(path)
-        name = ask_name(self, label.name if label is not None else "")
-        if name is not None:
-            run_labels().rename(path, name, self.view.show_error)
-
-    def _show_run_name(self) -> None:
-        path = self._run_path
-        label = run_labels().label(path) if path is not None else None
-        if path is not None and label is not None and label.name:
-            self.view.set_run_name(f"{label.name}  ({path.name})")
-        elif path is not None:
-            self.view.set_run_name(path.name)
+    def _view_title(self, title: str | None, error: str | None = None) -> None:
+        if title is not None:
+            self.view.set_run_name(title)
+        if error:
+            self.view.show_error(error)

@@ -54,7 +54,7 @@ def test_rename_names_the_run_in_its_config_and_the_menus(
     assert panel.rename_button.isEnabled()
     monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: ("  Blue   shapes ", True))
     with qtbot.waitSignal(run_labels().changed, timeout=10_000):
-        panel.rename_run()
+        panel.rename_button.rename()
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
     assert config["name"] == "Blue shapes"
     assert config["extra"] == {"kept": [1, 2]} and config["model"] == {"latent_dim": 8}
