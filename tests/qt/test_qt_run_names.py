@@ -66,4 +66,7 @@ def test_rename_names_the_run_in_its_config_and_the_menus(
     assert "Blue shapes — DCGAN, shapes, step 0" in texts
     panel.recent_menu.aboutToShow.emit()
     assert "Blue shapes — DCGAN, shapes, step 0" in [a.text() for a in panel.recent_menu.actions()]
+    header = window.latent_workspace.header  # Explore's menu too
+    header.fill_recent_menu()
+    assert "Blue shapes — DCGAN, shapes, step 0" in [a.text() for a in header.recent_menu.actions()]
     window.grab().save(str(tmp_path / "renamed.png"))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -17,15 +14,6 @@ from PySide6.QtWidgets import (
 )
 
 from studio.qt.settings import AppSettings
-
-
-def run_family_label(path: str) -> str:
-    """The family key from a run's config.json (plain JSON: no torch on the GUI thread)."""
-    try:
-        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "not found"
-    return str(config.get("family") or config.get("train", {}).get("family") or "?")
 
 
 class RunHeader(QWidget):
@@ -77,8 +65,12 @@ class RunHeader(QWidget):
         runs = self._settings.recent_runs()
         if not runs:
             self.recent_menu.addAction("No recent runs").setEnabled(False)
+        from studio.qt.run_names import run_labels
+
+        labels = run_labels()
+        labels.refresh(runs)  # "name — family, dataset, step N", read on a worker
         for run in runs:
-            action = self.recent_menu.addAction(f"{Path(run).name}  ·  {run_family_label(run)}")
+            action = self.recent_menu.addAction(labels.text(run))
             action.setToolTip(run)
             action.triggered.connect(lambda _=False, r=run: self.run_chosen.emit(r))
 
