@@ -13,7 +13,7 @@ It makes a build environment (build/app-venv), installs the chosen torch build, 
 normal install, not an editable one, so the resources come from the package data) and
 PyInstaller, and freezes packaging/app_entry.py into dist/Studio/ (run dist/Studio/Studio; with
 no arguments it is the window, with a subcommand the command line, like ``studio``). The torch
-build decides the size: the CPU build gives a folder of roughly 1 GB, a CUDA build several GB.
+build decides the size: a CUDA build brings about 3 GB of CUDA libraries that the CPU build lacks.
 
 ``--desktop-entry`` (Linux) then installs the desktop entry, the icon set and the AppStream
 metadata for the current user (under $XDG_DATA_HOME, default ~/.local/share), pointing at the
