@@ -215,8 +215,11 @@ class InpaintPanel(QWidget):
         paths = self._settings.recent_runs()
         if current is not None and current not in paths:
             paths.insert(0, current)
+        from studio.qt.run_names import run_labels
+
+        run_labels().refresh(paths)  # (read on a worker: the next look shows any change)
         for path in paths:
-            self.run_combo.addItem(Path(path).name, path)
+            self.run_combo.addItem(run_labels().text(path), path)
             self.run_combo.setItemData(
                 self.run_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole
             )
