@@ -40,7 +40,6 @@ from studio.qt.settings import AppSettings
 from studio.qt.train_controls import ModelPicker, TrainingOptions, format_status
 from studio.qt.train_memory import dataset_header, fitting, plain
 
-TRAINING = ("train", "resume")
 # What the trainer logs besides the model's losses (studio/engine/train.py): the diversity of
 # each sample grid, and the throughput and memory of every log step.
 TRAINER_METRICS = ("diversity", "images_per_s", "memory_mb")
@@ -75,7 +74,7 @@ class TrainPanel(QWidget):
         self._runner = runner
         self._settings = settings
         self._job: JobHandle | None = None
-        self._job_kind = ""
+        self._job_trains = False  # the job is a training run (not opening one)
         self._families_job: JobHandle | None = None
         self._pending_open: Path | None = None  # a run to open once the models are listed
         self._run_path: Path | None = None
@@ -204,7 +203,7 @@ class TrainPanel(QWidget):
         return self._run_path
 
     def is_training(self) -> bool:
-        return self._job is not None and self._job_kind in TRAINING
+        return self._job is not None and self._job_trains
 
     def is_paused(self) -> bool:
         return self.is_training() and self._job is not None and self._job.token.paused
@@ -278,9 +277,9 @@ class TrainPanel(QWidget):
         # start-up holds the GIL, and beside those turns it made each of them wait for it.
         plot = self.view.plot
         self._submit(
-            "train",
             f"Train {spec.display_name}",
             engine_jobs.train_new(run_dir, config),
+            training=True,
             ready=lambda: not plot.preparing(),
         )
 
@@ -307,7 +306,7 @@ class TrainPanel(QWidget):
         self.view.watch(self._run_path, metrics=False)  # the job delivers the points now
         self.diagnosis.reset(self.picker.current_key() or "")
         factory = engine_jobs.train_resume(self._run_path, steps, opts["device"])
-        self._submit("resume", f"Resume {self._run_path.name}", factory)
+        self._submit(f"Resume {self._run_path.name}", factory, training=True)
 
     def pause(self) -> None:
         if self.is_training() and self._job is not None:
@@ -340,25 +339,30 @@ class TrainPanel(QWidget):
             self.view.set_run_name(f"Opening {Path(path).name} once the models are loaded…")
             return
         self.view.set_run_name(f"Opening {Path(path).name}…")
-        self._submit("open", f"Open {Path(path).name}", engine_jobs.open_run(Path(path)))
+        self._submit(f"Open {Path(path).name}", engine_jobs.open_run(Path(path)), training=False)
 
     # -- jobs ------------------------------------------------------------------------------
     def _submit(
-        self, kind: str, name: str, factory: Any, ready: Callable[[], bool] | None = None
+        self,
+        name: str,
+        factory: Any,
+        *,
+        training: bool,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
-        self._job_kind = kind
-        keep = engine_jobs.keep_messages if kind in TRAINING else None
-        training = kind in TRAINING
+        """Run the panel's one job: a training run (new or resumed) or opening a run."""
+        self._job_trains = training
+        ended = self._on_training_ended if training else self._on_run_opened
         self._job = self._calls.submit(
             name,
             factory,
-            keep=keep,
+            keep=engine_jobs.keep_messages if training else None,
             ready=ready,
             on_progress=self._on_job_progress if training else None,
             on_events=self._on_job_events,
-            on_end=self._on_job_ended,
+            on_end=lambda outcome: self._on_job_ended(outcome, ended),
         )
-        if kind in TRAINING:
+        if training:
             self.view.set_status("Waiting for the engine…")
         self._update_controls()
 
@@ -403,14 +407,11 @@ class TrainPanel(QWidget):
                 self._resume_from = None
             self.view.log_message(report.message, progress_key(report))
 
-    def _on_job_ended(self, outcome: Outcome[Any]) -> None:
-        kind, self._job, self._job_kind = self._job_kind, None, ""
+    def _on_job_ended(self, outcome: Outcome[Any], ended: Callable[[Outcome[Any]], None]) -> None:
+        self._job, self._job_trains = None, False
         self._resume_from = None
         self._unannounced = None  # (a run that failed before it trained is not announced)
-        if kind == "open":
-            self._on_run_opened(outcome)
-        else:
-            self._on_training_ended(outcome)
+        ended(outcome)
         self._update_controls()
 
     def _on_families_loaded(self, outcome: Outcome[Any]) -> None:
