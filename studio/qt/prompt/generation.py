@@ -27,6 +27,7 @@ from studio.qt.engine_thread import JobHandle
 from studio.qt.job_calls import JobCalls
 from studio.qt.prompt import jobs, model_list
 from studio.qt.prompt.history_panel import HistoryPanel
+from studio.qt.prompt.jobs import waiting_text
 from studio.qt.prompt.model_list import ModelList
 from studio.qt.prompt.results import ResultsStrip
 from studio.qt.prompt.state import PromptRequestState
@@ -36,16 +37,6 @@ from studio.qt.widgets import Banner, ImageView
 __all__ = ["Generation", "GenerationView", "canvas_document", "waiting_text"]
 
 WAIT_REFRESH_MS = 500  # how often a waiting generation's status line shows the run's step
-
-
-def waiting_text(training: tuple[int, int] | None) -> str:
-    """What a generation queued behind another job says: the training run's step when one
-    trains here, else that the engine is busy with another job."""
-    if training is None:
-        return "Waiting for the engine's current job to finish — it will start then"
-    step, total = training
-    of = f" of {total:,}" if total else ""
-    return f"Waiting for training to finish (step {step:,}{of}) — it will start then"
 
 
 def canvas_document(canvas: Any) -> Any:

@@ -26,6 +26,16 @@ THUMB = 112
 HISTORY_LIMIT = 200
 
 
+def waiting_text(training: tuple[int, int] | None) -> str:
+    """What a generation queued behind another job says: the training run's step when one
+    trains here, else that the engine is busy with another job."""
+    if training is None:
+        return "Waiting for the engine's current job to finish — it will start then"
+    step, total = training
+    of = f" of {total:,}" if total else ""
+    return f"Waiting for training to finish (step {step:,}{of}) — it will start then"
+
+
 @dataclass(frozen=True)
 class ConsentNeeded:
     """A pickled checkpoint needs the user's consent before it is read (weights-only)."""

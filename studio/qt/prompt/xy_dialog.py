@@ -218,9 +218,8 @@ class XYGridDialog(QDialog):
         cells = len(x[1]) * len(y[1])
         if self._calls.engine_busy():  # a training run, say: the grid cannot share the device
             from studio.engine import live
-            from studio.qt.prompt.generation import waiting_text  # (it imports this module)
 
-            self.status.setText(f"{cells} images. {waiting_text(live.progress())}")
+            self.status.setText(f"{cells} images. {jobs.waiting_text(live.progress())}")
         else:
             self.status.setText(f"Rendering {cells} images…")
         self.progress.setRange(0, 0)
