@@ -5,6 +5,7 @@
     python packaging/build_app.py --smoke-test    # then run packaging/smoke_test.py on the result
     python packaging/build_app.py --dry-run       # print the commands only
     python packaging/build_app.py --torch-index https://download.pytorch.org/whl/cu128  # any index
+    python packaging/build_app.py --torch-requirement "torch==2.13.0"  # exactly this requirement
 
 PyPI's torch is a CUDA build on Linux and a CPU one on Windows and macOS; a CUDA build for Windows
 comes from the index pytorch.org names (``--torch-index``).
@@ -49,9 +50,15 @@ def has_nvidia_gpu() -> bool:
         return False
 
 
-def torch_install_args(torch: str, index: str | None = None) -> list[str]:
+def torch_install_args(
+    torch: str, index: str | None = None, requirement: str | None = None
+) -> list[str]:
     """pip arguments that install the torch build ``torch`` (auto, cpu or cuda), or torch from
-    the package index ``index`` (a CUDA build for Windows: pytorch.org names the address)."""
+    the package index ``index`` (a CUDA build for Windows: pytorch.org names the address), or
+    the pip requirement ``requirement`` as it stands (a pinned version, a wheel file) from pip's
+    own configured index."""
+    if requirement:
+        return ["install", requirement]
     if index:
         return ["install", "torch", "--index-url", index]
     if sys.platform == "darwin":  # PyPI's macOS torch has no CUDA (Apple GPUs through MPS)
@@ -90,13 +97,18 @@ def pyinstaller_args(dist: Path, work: Path) -> list[str]:
 
 
 def build_commands(
-    torch: str, venv: Path, dist: Path, work: Path, index: str | None = None
+    torch: str,
+    venv: Path,
+    dist: Path,
+    work: Path,
+    index: str | None = None,
+    requirement: str | None = None,
 ) -> list[list[str]]:
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     pip = [str(bindir / "python"), "-m", "pip"]
     return [
         [sys.executable, "-m", "venv", str(venv)],
-        [*pip, *torch_install_args(torch, index)],
+        [*pip, *torch_install_args(torch, index, requirement)],
         [*pip, "install", str(ROOT), "pyinstaller"],
         [str(bindir / "pyinstaller"), *pyinstaller_args(dist, work)],
     ]
@@ -156,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--torch", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--torch-index", help="install torch from this package index instead")
+    ap.add_argument(
+        "--torch-requirement",
+        help="install torch as this pip requirement instead ('torch==2.13.0', a wheel file)",
+    )
     ap.add_argument("--venv", type=Path, default=ROOT / "build" / "app-venv")
     ap.add_argument("--dist", type=Path, default=ROOT / "dist")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
@@ -164,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     work = ROOT / "build" / "pyinstaller"
     executable = args.dist / "Studio" / ("Studio.exe" if os.name == "nt" else "Studio")
-    commands = build_commands(args.torch, args.venv, args.dist, work, args.torch_index)
+    commands = build_commands(
+        args.torch, args.venv, args.dist, work, args.torch_index, args.torch_requirement
+    )
     if args.smoke_test:
         smoke = ROOT / "packaging" / "smoke_test.py"
         commands.append([sys.executable, str(smoke), "--app", str(executable)])

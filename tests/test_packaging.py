@@ -283,6 +283,10 @@ def test_build_app_freezes_the_resources_with_the_chosen_torch(capsys, tmp_path:
     assert "smoke_test.py --app" in out and "dist/Studio/Studio" in out.replace(os.sep, "/")
     cuda = build.build_commands("cuda", tmp_path / "v", tmp_path / "d", tmp_path / "w")
     assert cuda[1][-2:] == ["install", "torch"]
+    pinned = build.build_commands(
+        "cpu", tmp_path / "v", tmp_path / "d", tmp_path / "w", None, "torch==2.13.0"
+    )
+    assert pinned[1][-2:] == ["install", "torch==2.13.0"]  # no index: pip's own
     assert build.APP_ID == __import__("studio.resources").resources.APP_ID
 
 
