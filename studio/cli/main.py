@@ -110,7 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", parents=[common], help="inspect an image folder")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     q = dsub.add_parser("scan", parents=[common], help="list usable and skipped images")
-    q.add_argument("folder", help="image folder ('demo' = the built-in demo dataset)")
+    q.add_argument("folder", nargs="?", help="image folder ('demo' = the built-in demo dataset)")
+    q.add_argument(
+        "--pairs",
+        nargs="+",
+        metavar="FOLDER",
+        help="paired images: folders A and B (matched by relative path and name), or one "
+        "folder of side-by-side files (A left, B right)",
+    )
 
     p = sub.add_parser("demo", parents=[common], help="make the built-in demo dataset")
     p.add_argument(
@@ -370,6 +377,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     from studio.core.safefiles import printable
     from studio.engine.data import scan_folder
 
+    if args.pairs:
+        return _scan_pairs(args)
+    if not args.folder:
+        raise StudioError("Name the image folder to scan (or --pairs A B).")
     scan = run_job(scan_folder(Path(resolve_data(args.folder))))
     for line in scan.describe_skipped():
         print(f"skipped {line}")
@@ -378,6 +389,29 @@ def cmd_data(args: argparse.Namespace) -> int:
     root = printable(scan.root)  # names that are not UTF-8 print as escapes
     print(f"{len(scan.entries)} usable images in {root}; {len(scan.skipped)} skipped")
     print(f"sizes: {sizes}")
+    if scan.class_names:
+        print(f"classes: {', '.join(printable(name) for name in scan.class_names)}")
+    return 0
+
+
+def _scan_pairs(args: argparse.Namespace) -> int:
+    from studio.core.safefiles import printable
+    from studio.engine.pairs import scan_pairs
+
+    if args.folder or len(args.pairs) > 2:
+        raise StudioError("--pairs takes folder A and folder B, or one side-by-side folder.")
+    scan = run_job(scan_pairs(*(Path(f) for f in args.pairs)))
+    for line in scan.describe():
+        print(f"left out {printable(line)}")
+    scan.require_usable()
+    n = len(scan.pairs)
+    where = (
+        f"side-by-side files in {printable(scan.root_a)}"
+        if scan.side_by_side
+        else f"{printable(scan.root_a)} (A) and {printable(scan.root_b)} (B)"
+    )
+    left_out = len(scan.problems) + len(scan.skipped_a) + len(scan.skipped_b)
+    print(f"{n} pair{'s' if n != 1 else ''} in {where}; {left_out} files left out")
     if scan.class_names:
         print(f"classes: {', '.join(printable(name) for name in scan.class_names)}")
     return 0
