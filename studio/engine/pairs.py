@@ -343,3 +343,64 @@ def paired_crop_flip(a, b, size: int, generator):
         out_a.append(ca)
         out_b.append(cb)
     return torch.stack(out_a), torch.stack(out_b)
+
+
+@dataclass(frozen=True)
+class PairThumbnail:
+    """The payload of a :func:`preview_pairs` report whose ``image`` shows pair ``index`` of
+    the scan: A and B side by side, each whole, letterboxed in a square."""
+
+    index: int
+    a: str
+    b: str
+    size_a: tuple[int, int]
+    size_b: tuple[int, int]
+
+
+def _letterboxed(img, size: int) -> np.ndarray:
+    from PIL import Image
+
+    scale = size / max(img.width, img.height)
+    shape = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    enlarge = scale > 1  # small images grow pixel-sharp, large ones shrink smoothly
+    img = img.resize(shape, Image.Resampling.NEAREST if enlarge else Image.Resampling.LANCZOS)
+    box = Image.new("RGB", (size, size), (128, 128, 128))
+    box.paste(img, ((size - img.width) // 2, (size - img.height) // 2))
+    return np.asarray(box, dtype=np.uint8)
+
+
+def preview_pairs(
+    folder_a: str | os.PathLike[str],
+    folder_b: str | os.PathLike[str] | None = None,
+    *,
+    thumbnails: int = 48,
+    size: int = 72,
+    gap: int = 4,
+) -> Generator[Progress, None, PairScan]:
+    """Job: :func:`scan_pairs`, then the first ``thumbnails`` pairs as images (A left, B right,
+    ``gap`` pixels apart) in reports with a :class:`PairThumbnail` payload."""
+    scan = yield from scan_pairs(folder_a, folder_b)
+    shown = scan.pairs[:thumbnails]
+    for i, pair in enumerate(shown):
+        try:
+            img_a = open_image(scan.root_a / pair.a, max_pixels=scan.max_pixels)
+            if scan.root_b is None:
+                w, h = img_a.size
+                img_b = img_a.crop((w // 2, 0, w, h))
+                img_a = img_a.crop((0, 0, w // 2, h))
+            else:
+                img_b = open_image(scan.root_b / pair.b, max_pixels=scan.max_pixels)
+        except ImageRejected:
+            continue  # changed since the scan; training's load names it
+        strip = np.full((size, 2 * size + gap, 3), 128, dtype=np.uint8)
+        strip[:, :size] = _letterboxed(img_a, size)
+        strip[:, size + gap :] = _letterboxed(img_b, size)
+        yield Progress(
+            stage="scan",
+            step=i + 1,
+            total=len(shown),
+            message=f"Showing pairs: {i + 1}/{len(shown)}",
+            image=strip,
+            payload=PairThumbnail(i, pair.a, pair.b, pair.size_a, pair.size_b),
+        )
+    return scan

@@ -111,6 +111,7 @@ class DatasetPanel(QWidget):
         self._folder = ""
         self._n_images = 0
         self._scan: Any = None
+        self.pairs_dialog: Any = None  # studio.qt.pairs_view.PairsDialog, made when first shown
         self._build()
         lane = self.scan_runner
         self._calls = JobCalls(lane, self)
@@ -142,6 +143,12 @@ class DatasetPanel(QWidget):
             top.addWidget(w)
         top.addWidget(self.folder_label, 1)
         top.addWidget(self.rescan_button)
+        self.pairs_button = QPushButton("Pairs…")
+        self.pairs_button.setToolTip(
+            "Check two folders of paired images (or side-by-side files) for image-to-image models"
+        )
+        self.pairs_button.clicked.connect(self.show_pairs)
+        top.addWidget(self.pairs_button)
 
         self.banner = Banner()
         self.progress = QProgressBar()
@@ -292,6 +299,17 @@ class DatasetPanel(QWidget):
             keep=engine_jobs.keep_thumbnails,
             on_events=self._on_job_events,
         )
+
+    def show_pairs(self) -> Any:
+        """Open the paired-images dialog (on the scan lane), starting from the chosen folder."""
+        from studio.qt.pairs_view import PairsDialog
+
+        dialog = self.pairs_dialog
+        if dialog is None:
+            dialog = self.pairs_dialog = PairsDialog(self.scan_runner, self, start=self._folder)
+        dialog.show()
+        dialog.raise_()
+        return dialog
 
     def use_demo(self) -> None:
         """Make (or reuse) the demo dataset, then scan it."""
