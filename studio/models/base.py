@@ -44,6 +44,9 @@ class Batch:
     images: Tensor  # B x C x H x W, float in [-1, 1], on the model's device
     labels: Tensor | None = None  # B, long; None for unlabelled data
     captions: tuple[str, ...] | None = None  # B captions ("" = none); None when not carried
+    # Paired families (Capability.PAIRED): the input images (folder A), aligned with
+    # ``images`` (the targets, folder B) pixel for pixel; None for every other family.
+    sources: Tensor | None = None
 
 
 @dataclass
@@ -142,6 +145,12 @@ class GenerativeModel(nn.Module):
 
     def default_warmup_steps(self) -> int:
         """The family's own learning-rate warm-up, used unless the trainer sets one."""
+        return 0
+
+    def paired_jitter(self) -> int:
+        """Paired families (``Capability.PAIRED``): how many pixels the trainer enlarges each
+        training pair by before cropping it back to the resolution at a random place, the
+        same crop (and flip) for both images (pix2pix's random jitter). 0 = no crop."""
         return 0
 
     def remember_base_lrs(self) -> None:
