@@ -167,6 +167,8 @@ def test_train_resume_and_translate_through_the_cli(pair_dirs, tmp_path, capsys)
 
     assert main([*cmd[:3], "--image", str(tmp_path / "missing.png"), "--out", str(out)]) == 1
     assert "There is no image at" in capsys.readouterr().err
+    assert main(["sample", "--run", str(run), "-n", "2", "--out", str(tmp_path / "s.png")]) == 1
+    assert "Pix2Pix translates images rather than drawing samples" in capsys.readouterr().err
 
 
 def test_translate_refuses_a_run_that_does_not_translate(tmp_path, capsys):

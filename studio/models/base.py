@@ -99,8 +99,8 @@ class GenerativeModel(nn.Module):
     info: ClassVar[FamilyInfo]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     # Keyword conditions ``sample`` accepts, from: label (class index), steps, sampler,
-    # guidance, temperature, prompt, negative_prompt. Anything else is refused with a clear
-    # message.
+    # guidance, temperature, prompt, negative_prompt, image (the inputs a paired family
+    # translates). Anything else is refused with a clear message.
     conditions: ClassVar[tuple[str, ...]] = ()
     # The sampling knobs among ``conditions``, as data the window and the command line build
     # their controls and flags from (studio.models.capabilities.SamplingOption).
