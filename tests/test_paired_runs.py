@@ -93,6 +93,23 @@ def test_a_paired_run_trains_on_pairs_and_shows_input_output_target(pair_dirs, t
     assert np.abs(inputs + targets - 255).max() <= 1
 
 
+def test_a_resumed_paired_run_continues_bit_identically(pair_dirs, tmp_path):
+    """The pairs, their held-out split and every step's crop, flip and dropout are functions of
+    the seed and the step: 2 + 2 steps give the weights 4 steps give."""
+    from safetensors.torch import load_file
+
+    a, b = pair_dirs
+    config = tiny_train_config("i2i.pix2pix", a, data_b=str(b), steps=4, checkpoint_every=100)
+    assert run_sync(train_job(tmp_path / "straight", CancelToken(), config)).ok
+    first = run_sync(train_job(tmp_path / "resumed", CancelToken(), config, steps=2))
+    assert first.ok and first.result.step == 2
+    resumed = run_sync(train_job(tmp_path / "resumed", CancelToken(), None, steps=4))
+    assert resumed.ok and resumed.result.step == 4
+    wa = load_file(str(RunFolder(tmp_path / "straight").model_dir / "model.safetensors"))
+    wb = load_file(str(RunFolder(tmp_path / "resumed").model_dir / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
 def test_an_engine_run_of_decoded_pairs_with_a_equal_to_b(tmp_path):
     images = _images(6, 16)
     pairs = PairedImages(
