@@ -108,6 +108,9 @@ class GenerativeModel(nn.Module):
     # Why the explorer cannot open this family, when it has no LATENT capability and there is
     # more to say than "it has no latent space".
     latent_note: ClassVar[str] = ""
+    # A paragraph for docs/models.md beside the one-line summary: how the family generates and
+    # what it is good at ("" = the summary says it all).
+    about: ClassVar[str] = ""
     # True when train_step makes exactly one optimizer_step per optimizer, so the trainer may
     # split a batch into micro-batches (gradient accumulation).
     supports_accumulation: ClassVar[bool] = False

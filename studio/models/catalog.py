@@ -103,6 +103,8 @@ def render_markdown() -> str:
             family = get_family(key)
             info = family.info
             out += [f"### {info.display_name} (`{key}`)", "", info.summary, ""]
+            if family.about:
+                out += [family.about, ""]
             out.append(f"- Can do: {capabilities_text(info.capabilities)}.")
             conds = [CONDITION_HELP.get(c, c) for c in family.conditions]
             out.append(f"- Sampling options: {', '.join(conds) if conds else 'none'}.")
