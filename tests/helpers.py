@@ -182,6 +182,32 @@ def make_tiny_dataset(
     return folder
 
 
+def make_tiny_pairs(
+    folder: Path, n: int = 16, size: int = 16, side_by_side: bool = False, seed: int = 0
+) -> tuple[Path, Path | None]:
+    """Paired images for image-to-image families: B is a :func:`tiny_pattern`, A its colour
+    negative (255 - B). Written as ``folder/a`` and ``folder/b`` (same names; returns both),
+    or as one side-by-side folder ``folder/ab`` (A left, B right; returns it and None)."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    if side_by_side:
+        (folder / "ab").mkdir(parents=True, exist_ok=True)
+    else:
+        (folder / "a").mkdir(parents=True, exist_ok=True)
+        (folder / "b").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        b = tiny_pattern(i % 4, size, rng)
+        a = 255 - b
+        if side_by_side:
+            Image.fromarray(np.concatenate([a, b], axis=1)).save(folder / "ab" / f"{i:04d}.png")
+        else:
+            Image.fromarray(a).save(folder / "a" / f"{i:04d}.png")
+            Image.fromarray(b).save(folder / "b" / f"{i:04d}.png")
+    if side_by_side:
+        return folder / "ab", None
+    return folder / "a", folder / "b"
+
+
 # -- tiny training runs ----------------------------------------------------------------------------
 
 #: The smallest settings that still exercise each registered model's code paths.
@@ -211,6 +237,7 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         "text_layers": 1,
         "text_heads": 2,
     },
+    "i2i.pix2pix": {"width": 8},
 }
 
 

@@ -2,7 +2,9 @@
 
 Each family: build its tiny config, train two steps on the CPU through the real training job,
 sample, save, load, sample again with the same seed and get identical images, cancel
-mid-training and mid-sampling, and declare only the capabilities it has.
+mid-training and mid-sampling, and declare only the capabilities it has. A family that trains
+on pairs (``Capability.PAIRED``) gets a folder of side-by-side pairs and samples by
+translating input images (its ``image`` condition).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_MODELS, make_tiny_dataset, tiny_train_config
+from helpers import TINY_MODELS, make_tiny_dataset, make_tiny_pairs, tiny_train_config
 
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine.device import cpu_generator
@@ -34,16 +36,26 @@ def data_dir(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("contract_data"), n=16, size=16, classes=2)
 
 
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory):
+    folder, _ = make_tiny_pairs(tmp_path_factory.mktemp("contract_pairs"), side_by_side=True)
+    return folder
+
+
 def sample_kwargs(model: GenerativeModel) -> dict:
-    return {k: v for k, v in FAST_SAMPLING.items() if k in model.conditions}
+    kwargs = {k: v for k, v in FAST_SAMPLING.items() if k in model.conditions}
+    if Capability.PAIRED in model.info.capabilities:  # inputs to translate
+        kwargs["image"] = torch.linspace(-1, 1, 2 * 3 * 16 * 16).reshape(2, 3, 16, 16)
+    return kwargs
 
 
-def tiny_config(key: str, data_dir) -> TrainConfig:
-    return tiny_train_config(key, data_dir)
+def tiny_config(key: str, data_dir, pairs_dir=None) -> TrainConfig:
+    paired = Capability.PAIRED in get_family(key).info.capabilities
+    return tiny_train_config(key, pairs_dir if paired and pairs_dir else data_dir)
 
 
 @pytest.mark.parametrize("key", list(FAMILIES))
-def test_family_contract(key, data_dir, tmp_path):
+def test_family_contract(key, data_dir, pairs_dir, tmp_path):
     family = get_family(key)
     info = family.info
     assert info.key == key and info.kind == key.split(".")[0]
@@ -58,7 +70,7 @@ def test_family_contract(key, data_dir, tmp_path):
 
     # Train two steps through the real job; every named loss is logged and finite.
     run = tmp_path / "run"
-    out = run_sync(train_job(run, CancelToken(), tiny_config(key, data_dir)))
+    out = run_sync(train_job(run, CancelToken(), tiny_config(key, data_dir, pairs_dir)))
     assert out.status is Status.FINISHED, out.error or out.details
     assert out.result.step == 2
     assert out.result.metrics and all(np.isfinite(v) for v in out.result.metrics.values())
@@ -102,14 +114,14 @@ def test_family_contract(key, data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("key", list(FAMILIES))
-def test_family_cancels_mid_training_and_mid_sampling(key, data_dir, tmp_path):
+def test_family_cancels_mid_training_and_mid_sampling(key, data_dir, pairs_dir, tmp_path):
     token = CancelToken()
 
     def cancel_after_first_step(p: Progress) -> None:
         if p.stage == "train" and p.step >= 1:
             token.cancel()
 
-    cfg = dataclasses.replace(tiny_config(key, data_dir), steps=50)
+    cfg = dataclasses.replace(tiny_config(key, data_dir, pairs_dir), steps=50)
     out = run_sync(train_job(tmp_path / "run", token, cfg), token, cancel_after_first_step)
     assert out.status is Status.CANCELLED and out.result is None
 

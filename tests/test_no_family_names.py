@@ -12,8 +12,8 @@ from studio.models.registry import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[1] / "studio"
 SCANNED = ("engine", "cli", "qt")
-KINDS = {"gan", "vae", "vqvae", "flow", "diffusion"}
-FAMILY_MODULE = re.compile(r"^studio\.models\.(gan|vae|flow|diffusion)(\.|$)")
+KINDS = {"gan", "vae", "vqvae", "flow", "diffusion", "i2i"}
+FAMILY_MODULE = re.compile(r"^studio\.models\.(gan|vae|flow|diffusion|i2i)(\.|$)")
 CLASSES = {target.partition(":")[2] for target in FAMILIES.values()} | {
     "GANModel",
     "FlowModel",

@@ -13,6 +13,7 @@ from studio import __version__
 from studio.cli import compare as compare_cli
 from studio.cli import generate as generate_cli
 from studio.cli import inpaint as inpaint_cli
+from studio.cli import translate as translate_cli
 from studio.cli.running import class_index, run_job  # noqa: F401 - class_index re-exported
 from studio.core import options
 from studio.core.errors import StudioError
@@ -28,6 +29,8 @@ EPILOG = """examples:
   studio sample --run runs/first -n 16 --out samples/   (one PNG per sample)
   studio compare --runs runs/gan runs/vae runs/ddpm --n 64 --seed 0 --out compare/
   studio inpaint --run runs/first --image photo.png --mask mask.png --out filled.png -N 4
+  studio train --family i2i.pix2pix --data sketches --data-b paintings --out runs/paint
+  studio translate --run runs/paint --image sketch.png --out painting.png
   studio generate --model ~/models/sd15 --prompt "a red fox" --seed 7 --out fox.png
 
 Run folders default to {runs}. Ctrl-C during training stops at the next step and keeps a
@@ -128,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("families", parents=[common], help="list the model families")
     p.add_argument("--settings", action="store_true", help="also list each model's settings")
     inpaint_cli.add_parser(sub, common)
+    translate_cli.add_parser(sub, common)
     compare_cli.add_parser(sub, common)
     generate_cli.add_parser(sub, common)
 
@@ -144,6 +148,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     spec = options.BY_NAME
     p.add_argument("--family", help=f"{spec['family'].help} (default {spec['family'].default})")
     p.add_argument("--data", help=spec["data"].help)
+    p.add_argument("--data-b", dest="data_b", metavar="DIR", help=spec["data_b"].help)
     p.add_argument(
         "--resolution",
         type=int,
@@ -187,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "families": cmd_families,
         "runs": cmd_runs,
         "inpaint": inpaint_cli.cmd_inpaint,
+        "translate": translate_cli.cmd_translate,
         "compare": compare_cli.cmd_compare,
         "generate": generate_cli.cmd_generate,
     }[args.command]
@@ -263,7 +269,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from studio.core.paths import cache_dir
     from studio.engine.runs import RunFolder, TrainConfig, new_run_path
     from studio.engine.speed import parse_options
-    from studio.engine.train import train_job
+    from studio.engine.train import check_family_data, train_job
 
     token = CancelToken()
     if args.resume:
@@ -271,6 +277,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise StudioError(
                 "--option sets up a new run; a resumed run keeps the options it began with"
             )
+        if args.data_b:
+            raise StudioError("--data-b sets up a new run; a resumed run keeps its folders")
         if args.steps is not None:
             options.check_option(options.BY_NAME["steps"], args.steps)
         job = train_job(
@@ -298,16 +306,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig(
             family=family,
             data=args.data,
+            data_b=args.data_b or "",
             device=args.device.strip().lower(),
             model=parse_settings(family, args.set),
             **given,
             **parse_options(args.option),
         )
         config.check()  # every option in range before anything is written
+        check_family_data(config)  # folder B only for a paired family, before anything is made
         out = Path(args.out) if args.out else new_run_path(runs_dir(), family)
         RunFolder(out).check_new()  # before the demo dataset is made, say
         config = dataclasses.replace(
-            config, data=str(Path(resolve_data(args.data)).expanduser().resolve())
+            config,
+            data=str(Path(resolve_data(args.data)).expanduser().resolve()),
+            data_b=str(Path(args.data_b).expanduser().resolve()) if args.data_b else "",
         )
         job = train_job(out, token, config, cache_dir=cache_dir())
     result = run_job(job, token, graceful=True)

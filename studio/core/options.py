@@ -86,6 +86,8 @@ _ON_OFF = dict(choices=AUTO_ON_OFF)
 OPTIONS: tuple[Option, ...] = (
     _o("family", "gan.dcgan", "model key (see 'studio families')", cli=OTHER),
     _o("data", "", "image folder ('demo' = the built-in demo dataset)", cli=OTHER),
+    _o("data_b", "", "folder B of paired images (A in --data): for image-to-image families; "
+       "empty: each file in --data holds A on its left half and B on its right", cli=OTHER),
     _o("resolution", 32, "image size in pixels the model trains at",
        minimum=8, maximum=128, cli=OTHER),
     _o("steps", 2000, "Total training steps. Resuming a run trains on to this number.",

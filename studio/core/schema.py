@@ -31,6 +31,10 @@ class Capability(enum.Flag):
     CONDITIONAL = enum.auto()  # class (or text) conditioning
     INPAINT = enum.auto()  # fills a masked region its own way: capabilities.InpaintFamily
     TEXT = enum.auto()  # prompt-conditioned: takes prompt / negative_prompt, learns from captions
+    # Image to image on pairs: trains on (input A, target B) pairs (``Batch.sources`` holds A,
+    # ``Batch.images`` B; folder B is the ``data_b`` training option) and translates the
+    # ``image`` condition when sampling.
+    PAIRED = enum.auto()
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ KIND_TITLES = {
     "vae": "Variational autoencoders",
     "flow": "Normalizing flows",
     "diffusion": "Diffusion models",
+    "i2i": "Image-to-image models",
 }
 
 

@@ -19,7 +19,7 @@ from studio.core.errors import StudioError
 from studio.core.jobs import Progress
 from studio.engine.device import autocast_factory, free_memory, is_out_of_memory, step_generator
 from studio.engine.runs import TrainConfig
-from studio.models.base import Batch, GenerativeModel, StepContext
+from studio.models.base import Batch, Capability, GenerativeModel, StepContext
 
 T = TypeVar("T")
 
@@ -92,6 +92,8 @@ def fit_batch_size(
             if "captions" in {f.name for f in dataclasses.fields(Batch)}
             else {}
         )
+        if Capability.PAIRED in model.info.capabilities:
+            extra["sources"] = torch.zeros_like(images)
         return model, Batch(images, labels, **extra)
 
     def step(state: tuple[GenerativeModel, Batch]) -> None:

@@ -1,7 +1,8 @@
 """Batches from a decoded dataset: uint8 on the device, augmentation there, a seeded order.
 
 The order of examples depends only on (seed, step), so a resumed run sees exactly the batches
-an uninterrupted run would have seen.
+an uninterrupted run would have seen. A paired run's inputs (``sources``) are indexed,
+flipped and cropped exactly as its targets, so every pair stays aligned.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from studio.engine.pairs import paired_crop_flip
 from studio.models.base import Batch
 
 
@@ -26,13 +29,27 @@ class DeviceImages:
         batch_size: int,
         flip: bool,
         captions: Sequence[str | None] | None = None,
+        sources: np.ndarray | None = None,
+        jitter: int = 0,
     ) -> None:
+        """``sources``: a paired run's input images, aligned with ``images`` (its targets);
+        ``jitter``: pixels each pair is enlarged by before a random crop back to size."""
         if len(images) == 0:
             raise ValueError("no training images")
         data = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+        src = None
+        if sources is not None:
+            if sources.shape != images.shape:
+                raise ValueError(f"{len(images)} targets {images.shape} but inputs {sources.shape}")
+            src = torch.from_numpy(np.ascontiguousarray(sources)).permute(0, 3, 1, 2).contiguous()
         self.device = device
-        self.on_device = device.type == "cpu" or _fits(data, device)
+        both = data.numel() * (2 if src is not None else 1)
+        self.on_device = device.type == "cpu" or _fits(data, device, both)
         self.data = data.to(device) if self.on_device else data.pin_memory()
+        self.sources = None
+        if src is not None:
+            self.sources = src.to(device) if self.on_device else src.pin_memory()
+        self.jitter = max(0, int(jitter)) if src is not None else 0
         lab = torch.from_numpy(labels.astype(np.int64)) if labels is not None else None
         self.labels = lab.to(self.data.device) if lab is not None else None
         self.n = len(images)
@@ -65,11 +82,12 @@ class DeviceImages:
         idx = self._permutation(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
         if shard is not None:
             idx = shard(idx)
-        x = self.data.index_select(0, idx)
-        if not self.on_device:
-            x = x.to(self.device, non_blocking=True)
-        x = x.float().div_(127.5).sub_(1.0)
-        if self.flip:
+        x = self._floats(self.data, idx)
+        if self.sources is not None:
+            sources, x = self._augment_pairs(self._floats(self.sources, idx), x, generator)
+        else:
+            sources = None
+        if self.flip and sources is None:
             mask = torch.rand(len(idx), generator=generator, device=generator.device) < 0.5
             x = torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
         labels = None
@@ -78,11 +96,35 @@ class DeviceImages:
         captions = None
         if self.captions is not None:  # strings live on the host: one small copy of idx
             captions = tuple(self.captions[i] for i in idx.tolist())
-        return Batch(images=x, labels=labels, captions=captions)
+        return Batch(images=x, labels=labels, captions=captions, sources=sources)
+
+    def _floats(self, data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        x = data.index_select(0, idx)
+        if not self.on_device:
+            x = x.to(self.device, non_blocking=True)
+        return x.float().div_(127.5).sub_(1.0)
+
+    def _augment_pairs(
+        self, a: torch.Tensor, b: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same flip, and with jitter the same enlarge-and-crop, for inputs and targets."""
+        if self.jitter:
+            size = a.shape[-1]
+            big = size + self.jitter
+            both = F.interpolate(
+                torch.cat([a, b], 1), size=(big, big), mode="bilinear", align_corners=False
+            )
+            ca = a.shape[1]
+            return paired_crop_flip(both[:, :ca], both[:, ca:], size, generator, self.flip)
+        if self.flip:
+            mask = torch.rand(len(a), generator=generator, device=generator.device) < 0.5
+            mask = mask.to(a.device)[:, None, None, None]
+            a, b = torch.where(mask, a.flip(3), a), torch.where(mask, b.flip(3), b)
+        return a, b
 
 
-def _fits(data: torch.Tensor, device: torch.device) -> bool:
+def _fits(data: torch.Tensor, device: torch.device, numel: int | None = None) -> bool:
     if device.type != "cuda":
         return True
     free, _total = torch.cuda.mem_get_info(device)
-    return data.numel() * data.element_size() < 0.25 * free
+    return (numel or data.numel()) * data.element_size() < 0.25 * free

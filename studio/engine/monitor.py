@@ -1,5 +1,6 @@
 """What the trainer measures every ``sample_every`` steps: a sample grid, its diversity, and
-held-out bits/dim where the family has a likelihood."""
+held-out bits/dim where the family has a likelihood. A paired family's grid shows fixed
+held-out pairs as rows of input | output | target, with the held-out L1 error."""
 
 from __future__ import annotations
 
@@ -48,14 +49,19 @@ class Monitor:
         held_out: np.ndarray | None,
         device: torch.device,
         enabled: bool = True,
+        held_sources: np.ndarray | None = None,
     ) -> None:
+        """``held_sources``: a paired run's fixed inputs, aligned with ``held_out`` (their
+        targets)."""
         self.run, self.config, self.enabled = run, config, enabled
         self.last_step: int | None = None
         self.real_ref = _diversity(real.float().div(127.5).sub(1).cpu())
         self.held_out = None
         if held_out is not None and len(held_out):
-            x = torch.from_numpy(np.ascontiguousarray(held_out)).permute(0, 3, 1, 2)
-            self.held_out = x.to(device).float().div(127.5).sub(1)
+            self.held_out = _to_floats(held_out, device)
+        self.held_sources = None
+        if held_sources is not None and len(held_sources):
+            self.held_sources = _to_floats(held_sources, device)
 
     def evaluate(
         self, model: GenerativeModel, step: int, total: int
@@ -65,6 +71,9 @@ class Monitor:
         if not self.enabled or step == self.last_step:
             return
         self.last_step = step
+        if self.held_sources is not None and Capability.PAIRED in model.info.capabilities:
+            yield from self._evaluate_pairs(model, step, total)
+            return
         model.eval()
         try:
             with torch.no_grad():
@@ -86,3 +95,41 @@ class Monitor:
         yield Progress(
             "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
         )
+
+    def _evaluate_pairs(
+        self, model: GenerativeModel, step: int, total: int
+    ) -> Generator[Progress, None, None]:
+        """Rows of input | output | target from fixed held-out pairs, and their mean L1."""
+        assert self.held_sources is not None and self.held_out is not None
+        shown = min(self.config.samples, PAIR_ROWS, len(self.held_sources))
+        model.eval()
+        try:
+            with torch.no_grad():
+                gen = cpu_generator(self.config.seed + 1)
+                outputs = [
+                    model.sample(len(chunk), gen, image=chunk)
+                    for chunk in self.held_sources[:PAIR_L1_IMAGES].split(16)
+                ]
+        finally:
+            model.train()
+        out = torch.cat(outputs).float()
+        target = self.held_out[: len(out)].float()
+        metrics = {"heldout_l1": float((out.to(target.device) - target).abs().mean())}
+        rows = torch.stack(
+            [self.held_sources[:shown].float().cpu(), out[:shown].cpu(), target[:shown].cpu()], 1
+        ).flatten(0, 1)  # input, output, target of each pair in turn
+        grid = make_grid(images_to_uint8(rows).numpy(), nrow=3)
+        save_png(self.run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
+        self.run.append_metrics([{"step": step, "time": time.time(), **metrics}])
+        yield Progress(
+            "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
+        )
+
+
+PAIR_ROWS = 8  # held-out pairs shown in a paired run's grid
+PAIR_L1_IMAGES = 64  # held-out pairs the L1 error is measured on
+
+
+def _to_floats(images: np.ndarray, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return x.to(device).float().div(127.5).sub(1)

@@ -319,10 +319,11 @@ def load_pairs(
     )
 
 
-def paired_crop_flip(a, b, size: int, generator):
-    """The same random ``size`` crop and the same random horizontal flip for both image
-    batches ``a`` and ``b`` (tensors ``(n, c, h, w)`` of one height and width), image by image,
-    so every pair stays aligned pixel for pixel. Randomness from the torch ``generator``."""
+def paired_crop_flip(a, b, size: int, generator, flip: bool = True):
+    """The same random ``size`` crop and the same random horizontal flip (when ``flip``) for
+    both image batches ``a`` and ``b`` (tensors ``(n, c, h, w)`` of one height and width),
+    image by image, so every pair stays aligned pixel for pixel. Randomness from the torch
+    ``generator`` (on any device; the batches may live on another)."""
     import torch
 
     if a.shape[0] != b.shape[0] or a.shape[-2:] != b.shape[-2:]:
@@ -330,12 +331,13 @@ def paired_crop_flip(a, b, size: int, generator):
     n, h, w = a.shape[0], a.shape[-2], a.shape[-1]
     if size > min(h, w):
         raise ValueError(f"a {size} px crop does not fit {w}x{h} images")
-    tops = torch.randint(0, h - size + 1, (n,), generator=generator)
-    lefts = torch.randint(0, w - size + 1, (n,), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
+    dev = generator.device
+    tops = torch.randint(0, h - size + 1, (n,), generator=generator, device=dev).tolist()
+    lefts = torch.randint(0, w - size + 1, (n,), generator=generator, device=dev).tolist()
+    flips = (torch.rand(n, generator=generator, device=dev) < 0.5).tolist() if flip else [False] * n
     out_a, out_b = [], []
     for i in range(n):
-        t, x = int(tops[i]), int(lefts[i])
+        t, x = tops[i], lefts[i]
         ca = a[i, :, t : t + size, x : x + size]
         cb = b[i, :, t : t + size, x : x + size]
         if flips[i]:

@@ -16,7 +16,7 @@ from studio.engine import checkpoint as ckpt
 from studio.engine.device import cpu_generator, resolve_device
 from studio.engine.finite import check_finite
 from studio.engine.runs import RunFolder
-from studio.models.base import MODEL_CONFIG, GenerativeModel, images_to_uint8
+from studio.models.base import MODEL_CONFIG, Capability, GenerativeModel, images_to_uint8
 from studio.models.registry import get_family, load_model
 
 
@@ -77,6 +77,11 @@ def sample_job(
         model.check_conditions(conditions)
     except ValueError as err:
         raise StudioError(str(err)) from None
+    if Capability.PAIRED in model.info.capabilities and "image" not in conditions:
+        raise StudioError(
+            f"{model.info.display_name} translates images rather than drawing samples: use "
+            "studio translate --run RUN --image IMG (its training grids show held-out pairs)."
+        )
     gen = cpu_generator(seed)
     with torch.no_grad():
         steps = model.sample_iter(n, gen, **conditions)

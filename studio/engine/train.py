@@ -32,6 +32,7 @@ from studio.engine.device import (
 from studio.engine.distributed import Distributed
 from studio.engine.monitor import Monitor
 from studio.engine.monitor import save_png as save_png  # re-exported: it was defined here
+from studio.engine.pairs import PairedImages, load_pairs, scan_pairs
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.schedule import StepRunner
 from studio.engine.speed import apply_speed, release_freed_memory
@@ -77,6 +78,21 @@ def build_model(
     return model
 
 
+def is_paired(family_key: str) -> bool:
+    """Whether the family trains on pairs of images (``Capability.PAIRED``)."""
+    return Capability.PAIRED in get_family(family_key).info.capabilities
+
+
+def check_family_data(config: TrainConfig) -> None:
+    """Folder B (``data_b``) only for a family that trains on pairs: one sentence otherwise."""
+    family = get_family(config.family)
+    if config.data_b and Capability.PAIRED not in family.info.capabilities:
+        raise StudioError(
+            f"{family.info.display_name} trains on one folder of images; folder B (--data-b) "
+            "is for image-to-image families that learn from pairs."
+        )
+
+
 def _check_config(config: TrainConfig, run: RunFolder, resuming: bool) -> None:
     """Every option in its declared range (studio.core.options), or one clear message; a
     resumed run's settings are read back from its config.json, which may have been edited."""
@@ -86,6 +102,7 @@ def _check_config(config: TrainConfig, run: RunFolder, resuming: bool) -> None:
             get_family(config.family)
         except KeyError as err:
             raise StudioError(str(err.args[0]) if err.args else "unknown model family") from None
+        check_family_data(config)
     except StudioError as err:
         raise StudioError(f"{run.config_path}: {err}" if resuming else str(err)) from None
 
@@ -102,6 +119,34 @@ def prepare_dataset(
     return dataset
 
 
+def prepare_pairs(
+    data: str, data_b: str, resolution: int
+) -> Generator[Progress, None, PairedImages]:
+    """Job: the pairs of folders A (``data``) and B (``data_b``; empty = ``data`` holds
+    side-by-side files), decoded at ``resolution``; every file left out is reported."""
+    scan = yield from scan_pairs(Path(data), Path(data_b) if data_b else None)
+    yield from report_skipped(scan.describe())
+    scan.require_usable()
+    pairs = yield from load_pairs(scan, resolution)
+    yield from report_skipped([f"{s.path}: {s.reason} ({s.detail})" for s in pairs.lost])
+    return pairs
+
+
+def _pairs_as_dataset(pairs: PairedImages) -> ImageDataset:
+    """The targets (B) of ``pairs`` as the run's dataset; the inputs (A) travel beside it."""
+    n = len(pairs)
+    return ImageDataset(
+        images=pairs.b,
+        labels=pairs.labels,
+        class_names=pairs.class_names,
+        captions=("",) * n,
+        paths=tuple(b for _a, b in pairs.paths),
+        resolution=pairs.resolution,
+        fingerprint=pairs.fingerprint,
+        skipped=pairs.lost,
+    )
+
+
 def report_skipped(lines: list[str], limit: int = 200) -> Generator[Progress, None, None]:
     """One message per skipped file, so the CLI and the GUI log list every one."""
     for line in lines[:limit]:
@@ -116,11 +161,14 @@ def train_job(
     config: TrainConfig | None = None,
     *,
     steps: int | None = None,
-    dataset: ImageDataset | None = None,
+    dataset: ImageDataset | PairedImages | None = None,
     cache_dir: Path | None = None,
     device_override: str | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train a new run (``config`` given) or resume ``run_dir`` (``config`` None).
+
+    ``dataset``: images already decoded (a paired family's are :class:`PairedImages`);
+    None reads the run's folders.
 
     ``steps`` sets the total to reach (a resumed run trains on to it). ``token.stop()`` ends
     early and keeps a final checkpoint; ``token.cancel()`` aborts without saving.
@@ -147,7 +195,7 @@ def _train(
     token: CancelToken,
     config: TrainConfig | None,
     steps: int | None,
-    dataset: ImageDataset | None,
+    dataset: ImageDataset | PairedImages | None,
     cache_dir: Path | None,
     device_override: str | None,
     distributed: Distributed,
@@ -197,13 +245,16 @@ def _settle_config(
 
 @dataclass
 class _Data:
-    """The run's images, split into training and held-out ones."""
+    """The run's images, split into training and held-out ones. A paired run's ``dataset``
+    holds the targets (folder B) and ``sources`` the inputs (folder A), index by index."""
 
     dataset: ImageDataset
     train_idx: np.ndarray
     held_idx: np.ndarray
     labels: np.ndarray | None
     captions: tuple[str, ...]
+    sources: np.ndarray | None = None
+    side_by_side: bool = False
 
     def build(
         self, config: TrainConfig, device: torch.device, previous: dict[str, Any] | None
@@ -212,17 +263,30 @@ class _Data:
 
 
 def _read_data(
-    config: TrainConfig, dataset: ImageDataset | None, cache_dir: Path | None
+    config: TrainConfig, dataset: ImageDataset | PairedImages | None, cache_dir: Path | None
 ) -> Generator[Progress, None, _Data]:
-    yield Progress("load", message=f"Reading images from {config.data}")
-    if dataset is None:
-        dataset = yield from prepare_dataset(config.data, config.resolution, cache_dir)
+    sources = None
+    if is_paired(config.family):
+        where = f"{config.data} (A) and {config.data_b} (B)" if config.data_b else config.data
+        yield Progress("load", message=f"Reading image pairs from {where}")
+        if dataset is None:
+            dataset = yield from prepare_pairs(config.data, config.data_b, config.resolution)
+        if not isinstance(dataset, PairedImages):
+            raise StudioError("This family trains on pairs of images: give it folders A and B.")
+        sources, dataset = dataset.a, _pairs_as_dataset(dataset)
+    else:
+        yield Progress("load", message=f"Reading images from {config.data}")
+        if dataset is None:
+            dataset = yield from prepare_dataset(config.data, config.resolution, cache_dir)
+        if isinstance(dataset, PairedImages):
+            raise StudioError("This family trains on one folder of images, not on pairs.")
     train_idx, held_idx = split_holdout(len(dataset), config.holdout_fraction, config.seed)
     if len(train_idx) == 0:
         train_idx = np.arange(len(dataset))
     labels = dataset.labels[train_idx] if dataset.labels is not None else None
     captions = tuple(dataset.captions[i] or "" for i in train_idx)
-    return _Data(dataset, train_idx, held_idx, labels, captions)
+    side_by_side = sources is not None and not config.data_b
+    return _Data(dataset, train_idx, held_idx, labels, captions, sources, side_by_side)
 
 
 def _resume(
@@ -268,11 +332,22 @@ def _start_folder(
                 "held_out_images": int(len(data.held_idx)),
                 "class_names": list(dataset.class_names),
                 "skipped": len(dataset.skipped),
+                **(_pairs_record(config, data) if data.sources is not None else {}),
             },
             "versions": {"studio": __version__, "torch": torch.__version__},
             "world_size": distributed.world_size,
         }
     )
+
+
+def _pairs_record(config: TrainConfig, data: _Data) -> dict[str, Any]:
+    """What config.json says about a paired run's data (``fingerprint`` is the pairs')."""
+    return {
+        "paired": True,
+        "path_b": str(config.data_b),
+        "side_by_side": data.side_by_side,
+        "pairs": len(data.dataset),
+    }
 
 
 class _Trainer:
@@ -311,6 +386,8 @@ class _Trainer:
             config.batch_size,
             config.flip,
             captions=data.captions if Capability.TEXT in model.info.capabilities else None,
+            sources=None if data.sources is None else data.sources[data.train_idx],
+            jitter=model.paired_jitter() if data.sources is not None else 0,
         )
         self.autocast = autocast_factory(device, config.precision)
         fp16 = resolve_precision(device, config.precision) == "fp16"  # needs loss scaling
@@ -325,6 +402,11 @@ class _Trainer:
         self.total = max(config.steps, start_step)
         self.live_run.step, self.live_run.total = start_step, self.total  # for waiting jobs
         held = dataset.images[data.held_idx[:256]] if len(data.held_idx) else None
+        held_sources = None
+        if data.sources is not None:  # fixed pairs for the input | output | target grid
+            shown = data.held_idx if len(data.held_idx) else data.train_idx
+            held = dataset.images[shown[:256]]
+            held_sources = data.sources[shown[:256]]
         self.monitor = Monitor(
             run,
             config,
@@ -332,6 +414,7 @@ class _Trainer:
             held,
             device,
             enabled=distributed.is_main,
+            held_sources=held_sources,
         )
         self.window: list[dict[str, torch.Tensor]] = []
         self.throughput: float | None = trainer_state.get("throughput")

@@ -44,6 +44,9 @@ class Batch:
     images: Tensor  # B x C x H x W, float in [-1, 1], on the model's device
     labels: Tensor | None = None  # B, long; None for unlabelled data
     captions: tuple[str, ...] | None = None  # B captions ("" = none); None when not carried
+    # Paired families (Capability.PAIRED): the input images (folder A), aligned with
+    # ``images`` (the targets, folder B) pixel for pixel; None for every other family.
+    sources: Tensor | None = None
 
 
 @dataclass
@@ -96,8 +99,8 @@ class GenerativeModel(nn.Module):
     info: ClassVar[FamilyInfo]
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     # Keyword conditions ``sample`` accepts, from: label (class index), steps, sampler,
-    # guidance, temperature, prompt, negative_prompt. Anything else is refused with a clear
-    # message.
+    # guidance, temperature, prompt, negative_prompt, image (the inputs a paired family
+    # translates). Anything else is refused with a clear message.
     conditions: ClassVar[tuple[str, ...]] = ()
     # The sampling knobs among ``conditions``, as data the window and the command line build
     # their controls and flags from (studio.models.capabilities.SamplingOption).
@@ -105,6 +108,9 @@ class GenerativeModel(nn.Module):
     # Why the explorer cannot open this family, when it has no LATENT capability and there is
     # more to say than "it has no latent space".
     latent_note: ClassVar[str] = ""
+    # A paragraph for docs/models.md beside the one-line summary: how the family generates and
+    # what it is good at ("" = the summary says it all).
+    about: ClassVar[str] = ""
     # True when train_step makes exactly one optimizer_step per optimizer, so the trainer may
     # split a batch into micro-batches (gradient accumulation).
     supports_accumulation: ClassVar[bool] = False
@@ -142,6 +148,12 @@ class GenerativeModel(nn.Module):
 
     def default_warmup_steps(self) -> int:
         """The family's own learning-rate warm-up, used unless the trainer sets one."""
+        return 0
+
+    def paired_jitter(self) -> int:
+        """Paired families (``Capability.PAIRED``): how many pixels the trainer enlarges each
+        training pair by before cropping it back to the resolution at a random place, the
+        same crop (and flip) for both images (pix2pix's random jitter). 0 = no crop."""
         return 0
 
     def remember_base_lrs(self) -> None:

@@ -18,6 +18,7 @@ KIND_TITLES = {
     "vae": "Variational autoencoders",
     "flow": "Normalizing flows",
     "diffusion": "Diffusion models",
+    "i2i": "Image-to-image models",
 }
 HIDDEN = {f.name for f in dataclasses.fields(ModelConfig)}  # set from the dataset
 CONDITION_HELP = {
@@ -28,6 +29,7 @@ CONDITION_HELP = {
     "temperature": "`--temperature T`",
     "prompt": "a prompt (`studio generate --model RUN --prompt TEXT`)",
     "negative_prompt": "a negative prompt (`--negative TEXT` there)",
+    "image": "an input image to translate (`studio translate --run RUN --image IMG`)",
 }
 
 
@@ -77,6 +79,7 @@ def capabilities_text(caps: Capability) -> str:
         Capability.CONDITIONAL: "class-conditional",
         Capability.INPAINT: "inpainting",
         Capability.TEXT: "text prompts (Prompt workspace, `studio generate`)",
+        Capability.PAIRED: "image to image, trained on pairs (`--data A --data-b B`)",
     }
     return ", ".join(text for cap, text in names.items() if cap in caps) or "sampling"
 
@@ -100,6 +103,8 @@ def render_markdown() -> str:
             family = get_family(key)
             info = family.info
             out += [f"### {info.display_name} (`{key}`)", "", info.summary, ""]
+            if family.about:
+                out += [family.about, ""]
             out.append(f"- Can do: {capabilities_text(info.capabilities)}.")
             conds = [CONDITION_HELP.get(c, c) for c in family.conditions]
             out.append(f"- Sampling options: {', '.join(conds) if conds else 'none'}.")

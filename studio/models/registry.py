@@ -41,6 +41,7 @@ FAMILIES: dict[str, str] = {
     "flow.glow": "studio.models.flow.glow:Glow",
     "diffusion.ddpm": "studio.models.diffusion.ddpm:DDPM",
     "diffusion.text": "studio.models.diffusion.text:TextDiffusion",
+    "i2i.pix2pix": "studio.models.i2i.pix2pix:Pix2Pix",
 }
 
 

@@ -53,6 +53,8 @@ class FamilySpec:
     # The family's advice from logged metrics (GenerativeModel.diagnose: pure Python, cheap
     # enough for the GUI thread); None: no advice.
     diagnose: Any = None
+    # Trains on pairs of images (Capability.PAIRED): the Train form asks for folder B.
+    paired: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def describe_families() -> Factory:
     families."""
 
     def factory(token: CancelToken) -> Generator[Progress, None, FamilyListing]:
+        from studio.models.base import Capability
         from studio.models.registry import family_sources, get_family
 
         yield Progress("load", message="Loading the model families")
@@ -99,6 +102,7 @@ def describe_families() -> Factory:
                     tuple(family.sampling_options),
                     source.origin,
                     family.diagnose,
+                    Capability.PAIRED in info.capabilities,
                 )
             )
         # The trainer's modules too, now, while the window is still starting: imported at the

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QMenu,
     QPushButton,
     QScrollArea,
@@ -83,6 +84,7 @@ class TrainPanel(QWidget):
         self._resume_from: int | None = None  # plot truncation point of a resume job
         self._plot_total: int | None = None
         self._folder = ""
+        self._folder_b = ""  # folder B of a paired family ("" = side-by-side files)
         self._n_images = 0
         self._checking = False
         self._resolution = settings.last_resolution()
@@ -99,6 +101,8 @@ class TrainPanel(QWidget):
         model_box = QGroupBox("Model")
         self._model_layout = QVBoxLayout(model_box)
         self._model_layout.addWidget(self.picker)
+        self.pairs_box = self._build_pairs_row()
+        self._model_layout.addWidget(self.pairs_box)
 
         self.options_form = SettingsForm(TrainingOptions, hidden=(), more_title="More options")
         saved = {k: v for k, v in self._settings.train_options().items() if k != "device"}
@@ -182,6 +186,53 @@ class TrainPanel(QWidget):
         layout = QHBoxLayout(self)
         layout.addWidget(splitter)
 
+    def _build_pairs_row(self) -> QWidget:
+        """Folder B of an image-to-image family, shown only when the chosen family trains on
+        pairs: the Dataset folder is A (the inputs), this one B (the targets)."""
+        box = QWidget()
+        column = QVBoxLayout(box)
+        column.setContentsMargins(0, 4, 0, 0)
+        column.addWidget(QLabel("Folder B (pairs)"))
+        row = QHBoxLayout()
+        self.folder_b_edit = QLineEdit()
+        self.folder_b_edit.setReadOnly(True)
+        self.folder_b_edit.setPlaceholderText("none: side-by-side files")
+        self.folder_b_button = QPushButton("Choose…")
+        self.folder_b_button.clicked.connect(self.choose_folder_b)
+        self.folder_b_clear = QPushButton("Clear")
+        self.folder_b_clear.clicked.connect(lambda: self.set_folder_b(""))
+        row.addWidget(self.folder_b_edit, 1)
+        row.addWidget(self.folder_b_button)
+        row.addWidget(self.folder_b_clear)
+        column.addLayout(row)
+        hint = QLabel(
+            "The Dataset folder holds the inputs (A), this one the targets (B), matched by "
+            "name. Without it, each image holds A on its left half and B on its right."
+        )
+        hint.setObjectName("hint")
+        hint.setWordWrap(True)
+        column.addWidget(hint)
+        self.folder_b_clear.setEnabled(False)
+        box.setVisible(False)
+        return box
+
+    def choose_folder_b(self) -> None:
+        start = self._folder_b or self._folder or str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Folder B: the targets", start)
+        if folder:
+            self.set_folder_b(folder)
+
+    def set_folder_b(self, folder: str) -> None:
+        """Folder B of the next paired run ("" = the Dataset folder's side-by-side files)."""
+        self._folder_b = str(folder)
+        self.folder_b_edit.setText(self._folder_b)
+        self.folder_b_edit.setToolTip(self._folder_b)
+        self.folder_b_clear.setEnabled(bool(self._folder_b))
+
+    @property
+    def folder_b(self) -> str:
+        return self._folder_b
+
     # -- inputs from the window --------------------------------------------------------------
     def load_families(self) -> None:
         """Ask the engine thread for the model families (this imports torch there)."""
@@ -238,6 +289,7 @@ class TrainPanel(QWidget):
         self.open_button.setEnabled(idle)
         self.recent_button.setEnabled(idle)
         self.picker.setEnabled(idle)
+        self.pairs_box.setEnabled(idle)
         self.options_form.setEnabled(not training)
         self.peek_panel.set_training(training)
         if self.model_form is not None:
@@ -258,6 +310,7 @@ class TrainPanel(QWidget):
         config = TrainConfig(
             family=spec.key,
             data=self._folder,
+            data_b=self._folder_b if spec.paired else "",
             resolution=self._resolution,
             flip=self._flip,
             model=self.model_form.values(),
@@ -502,6 +555,7 @@ class TrainPanel(QWidget):
             self._model_layout.removeWidget(self.model_form)
             self.model_form.deleteLater()
         self.model_form = SettingsForm(spec.config_cls)
+        self.pairs_box.setVisible(spec.paired)
         form = self.model_form
         form.set_values(fitting(self._settings.family_settings(key), form.values()))
         form.values_changed.connect(

@@ -1,0 +1,78 @@
+"""``studio translate``: turn an image into another with a run of a paired image-to-image
+family (trained with ``studio train --data A --data-b B``).
+
+The image may have any size: its shorter side is scaled to the model's resolution and the
+centre square cropped, as training images are; the output has the model's resolution. With
+``-N`` > 1 the outputs (each with its own noise) go to ``OUT_0.png``, ``OUT_1.png``, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLE = """example:
+  studio train --family i2i.pix2pix --data sketches --data-b paintings --out runs/paint
+  studio translate --run runs/paint --image my_sketch.png --out painting.png
+"""
+
+
+def add_parser(
+    subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    """Add the ``translate`` command to ``subparsers`` (``common`` carries ``--device``)."""
+    p = subparsers.add_parser(
+        "translate",
+        parents=[common],
+        help="turn an image into another with an image-to-image run",
+        description="Translate an image (A) into its counterpart (B) with a run trained on "
+        "pairs. The image is fitted to the model's resolution; the output has that size.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--run", required=True, help="run folder of an image-to-image family")
+    p.add_argument("--image", required=True, help="the input image (any size)")
+    p.add_argument("--out", required=True, help="OUT.png (OUT_0.png, OUT_1.png ... with -N > 1)")
+    p.add_argument("--seed", type=int, default=0, help="the noise of the outputs")
+    p.add_argument("--variations", "-N", type=int, default=1, help="how many outputs")
+    return p
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    """Run ``studio translate``; returns the exit code (errors raise StudioError)."""
+    import numpy as np
+
+    from studio.cli.inpaint import output_paths
+    from studio.cli.running import run_job
+    from studio.core.errors import StudioError
+    from studio.engine.images import ImageRejected, open_image
+    from studio.engine.monitor import save_png
+    from studio.engine.runs import RunFolder
+    from studio.engine.translate import check_translates, translate_job
+
+    if args.variations < 1:
+        raise StudioError("-N must be at least 1")
+    if not RunFolder(args.run).exists():
+        raise StudioError(f"There is no run at {args.run} (no config.json).")
+    check_translates(args.run)
+    if not Path(args.image).exists():
+        raise StudioError(f"There is no image at {args.image}.")
+    try:
+        image = open_image(args.image)
+    except ImageRejected as err:
+        raise StudioError(f"cannot read the image {args.image}: {err}") from None
+    results = run_job(
+        translate_job(
+            args.run,
+            np.asarray(image, dtype=np.uint8),
+            seed=args.seed,
+            device=args.device,
+            n=args.variations,
+        )
+    )
+    paths = output_paths(args.out, len(results))
+    for path, result in zip(paths, results):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_png(path, result)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
