@@ -211,6 +211,8 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         "text_layers": 1,
         "text_heads": 2,
     },
+    "ar.pixelcnn": {"width": 8, "layers": 2, "mixtures": 2, "warmup_steps": 0},
+    "ebm.rbm": {"hidden": 16},
 }
 
 

@@ -41,6 +41,8 @@ FAMILIES: dict[str, str] = {
     "flow.glow": "studio.models.flow.glow:Glow",
     "diffusion.ddpm": "studio.models.diffusion.ddpm:DDPM",
     "diffusion.text": "studio.models.diffusion.text:TextDiffusion",
+    "ar.pixelcnn": "studio.models.ar.pixelcnn:PixelCNN",
+    "ebm.rbm": "studio.models.ebm.rbm:RBM",
 }
 
 
