@@ -322,12 +322,13 @@ class PixelCNN(GenerativeModel):
         # Every random number is drawn up front on the CPU: same seed, same images anywhere.
         u = torch.rand(r, r, n, 1 + c.channels, generator=generator)
         x = torch.zeros(n, c.channels, r, r, device=device)
-        with eval_mode(self):
-            for row in range(r):
-                with torch.no_grad():  # not held across the yield: the caller's mode is its own
-                    for col in range(r):
-                        self._draw(x, labels, u[row, col], t, row, col)
-                yield SampleStep(row + 1, r, x.clone())
+        for row in range(r):
+            # Neither mode is held across the yield: a caller that stops early (a cancelled
+            # preview between training steps) gets its own modes back.
+            with eval_mode(self), torch.no_grad():
+                for col in range(r):
+                    self._draw(x, labels, u[row, col], t, row, col)
+            yield SampleStep(row + 1, r, x.clone())
         return x
 
     # -- inpainting (studio.models.capabilities.InpaintFamily) ------------------------------
@@ -386,18 +387,19 @@ class PixelCNN(GenerativeModel):
         u = torch.rand(len(positions), m, 1 + c.channels, generator=generator)
         total = len(positions) + (1 if k > 1 else 0)
         every = max(1, len(positions) // PREVIEWS)
-        with eval_mode(self):
-            for i, (row, col) in enumerate(positions):
+        for i, (row, col) in enumerate(positions):
+            with eval_mode(self):  # not held across the yield (see sample_iter)
                 self._draw(x, labels, u[i], 1.0, row, col)
-                image = None
-                if preview is not None and ((i + 1) % every == 0 or i + 1 == len(positions)):
-                    image = preview(x[:n])
-                yield Progress("inpaint", i + 1, total, message="PixelCNN raster", image=image)
-            if k == 1:
-                return x
-            # The whole image's likelihood, known pixels after the hole included, picks one.
+            image = None
+            if preview is not None and ((i + 1) % every == 0 or i + 1 == len(positions)):
+                image = preview(x[:n])
+            yield Progress("inpaint", i + 1, total, message="PixelCNN raster", image=image)
+        if k == 1:
+            return x
+        # The whole image's likelihood, known pixels after the hole included, picks one.
+        with eval_mode(self):
             score = self.log_likelihood(x, labels).view(k, n)
-            best = score.argmax(dim=0)
-            x = x.view(k, n, *x.shape[1:])[best, torch.arange(n, device=device)]
-            yield Progress("inpaint", total, total, message="PixelCNN: best of candidates")
+        best = score.argmax(dim=0)
+        x = x.view(k, n, *x.shape[1:])[best, torch.arange(n, device=device)]
+        yield Progress("inpaint", total, total, message="PixelCNN: best of candidates")
         return x
