@@ -105,16 +105,26 @@ def test_logistic_mixture_probabilities_sum_to_one_over_the_256_values(k):
     assert torch.logsumexp(logp2, 0).exp().item() == pytest.approx(1.0, abs=1e-9)
 
 
-def test_row_cropped_mixture_equals_the_whole_images():
-    """Sampling runs the network on the rows that can reach the current one only."""
-    model = tiny(resolution=9, channels=1, layers=2)
-    x = torch.rand(2, 1, 9, 9, dtype=torch.float64) * 2 - 1
-    full = model.mixture(x, None)
-    for row in range(9):
-        crop, at = model.row_mixture(x, None, row)
-        assert at < row + 1 and (row < model.reach or at == model.reach)
-        assert torch.allclose(crop.means[..., at, :], full.means[..., row, :])
-        assert torch.allclose(crop.logits[..., at, :], full.logits[..., row, :])
+@pytest.mark.parametrize("classes", [0, 2])
+def test_the_cropped_per_pixel_mixture_equals_the_whole_images(classes):
+    """Sampling runs the vertical stack once per row and the horizontal stack on a few pixels
+    of that row per pixel: the result is the whole image's mixture at every pixel."""
+    model = tiny(resolution=9, channels=3, layers=2, num_classes=classes)
+    x = torch.rand(2, 3, 9, 9, dtype=torch.float64) * 2 - 1
+    labels = torch.tensor([0, 1]) if classes else None
+    with torch.no_grad():
+        for layer in model.net.layers:
+            if layer.embed is not None:
+                torch.nn.init.normal_(layer.embed.weight)
+        full = model.mixture(x, labels)
+        for row in range(9):
+            features = model.row_features(x, labels, row)
+            for col in range(9):
+                crop, at = model.pixel_mixture(x, labels, row, col, features)
+                assert at == min(col, model.reach)
+                for name in ("logits", "means", "log_scales", "coeffs"):
+                    got = getattr(crop, name)[..., 0, at]
+                    assert torch.allclose(got, getattr(full, name)[..., row, col]), name
 
 
 def test_bits_per_dim_is_the_exact_nll_and_marginalises_classes():

@@ -148,19 +148,29 @@ class GatedLayer(nn.Module):
         self.h_out = nn.Conv2d(width, width, 1)
         self.embed = nn.Embedding(classes, 4 * width) if classes else None
 
-    def forward(self, v: Tensor, h: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
-        vf = self.v(v)
-        hf = self.h(h) + self.v_to_h(vf)
-        if self.embed is not None and labels is not None:
-            bias_v, bias_h = self.embed(labels)[:, :, None, None].chunk(2, dim=1)
-            vf, hf = vf + bias_v, hf + bias_h
+    def _bias(self, labels: Tensor | None, part: int) -> Tensor | float:
+        if self.embed is None or labels is None:
+            return 0.0
+        return self.embed(labels)[:, :, None, None].chunk(2, dim=1)[part]
+
+    def vertical(self, v: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(the pre-gate features the horizontal stack reads, the next vertical input)."""
+        vf = self.v(v) + self._bias(labels, 0)
+        return vf, gate(vf)
+
+    def horizontal(self, h: Tensor, vf: Tensor, labels: Tensor | None) -> Tensor:
+        hf = self.h(h) + self.v_to_h(vf) + self._bias(labels, 1)
         h_new = self.h_out(gate(hf))
-        return gate(vf), h_new if self.first else h + h_new
+        return h_new if self.first else h + h_new
 
 
 class GatedPixelCNN(nn.Module):
     """Images (B x C x H x W in [-1, 1]) -> mixture parameters at every pixel, each computed
-    from the pixels before it in raster order only."""
+    from the pixels before it in raster order only.
+
+    The two stacks run as two passes so sampling can reuse work: the vertical stack's features
+    at a row depend only on the rows above it, so they are computed once per row; then each
+    pixel of the row needs only the horizontal stack, on that row."""
 
     def __init__(self, channels: int, width: int, layers: int, k: int, out: int, classes: int):
         super().__init__()
@@ -172,12 +182,27 @@ class GatedPixelCNN(nn.Module):
             nn.ReLU(), nn.Conv2d(width, width, 1), nn.ReLU(), nn.Conv2d(width, out, 1)
         )
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        x = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
-        v = h = x
+    @staticmethod
+    def _inputs(x: Tensor) -> Tensor:
+        return torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
+
+    def vertical(self, x: Tensor, labels: Tensor | None) -> list[Tensor]:
+        """Each layer's vertical features (they see the rows above each pixel only)."""
+        v, out = self._inputs(x), []
         for layer in self.layers:
-            v, h = layer(v, h, labels)
+            vf, v = layer.vertical(v, labels)
+            out.append(vf)
+        return out
+
+    def horizontal(self, x: Tensor, vfs: list[Tensor], labels: Tensor | None) -> Tensor:
+        """The output from the image and the vertical features of the same rows."""
+        h = self._inputs(x)
+        for layer, vf in zip(self.layers, vfs):
+            h = layer.horizontal(h, vf, labels)
         return self.head(h)
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.horizontal(x, self.vertical(x, labels), labels)
 
 
 # -- the family ------------------------------------------------------------------------------
@@ -291,21 +316,36 @@ class PixelCNN(GenerativeModel):
 
     @property
     def reach(self) -> int:
-        """How many rows above a pixel can influence it: each layer sees kernel // 2 more."""
+        """How far back a pixel's inputs go: each layer sees kernel // 2 more rows above it
+        and kernel // 2 more columns left of it."""
         return self.config.layers * (self.config.kernel // 2)
 
-    def row_mixture(self, x: Tensor, labels: Tensor | None, row: int) -> tuple[Mixture, int]:
-        """The mixture of ``row`` computed on the few rows that can reach it (nothing below
-        a pixel and nothing more than ``reach`` rows above it can), and the row's index in
-        that crop. Equal to the whole image's mixture at that row, for a fraction of the
-        work."""
+    def row_features(self, x: Tensor, labels: Tensor | None, row: int) -> list[Tensor]:
+        """The vertical stack's features at ``row`` (B x 2W x 1 x R per layer), from the rows
+        that can reach it: none below it, none more than ``reach`` above it. They stay valid
+        while the row is drawn, since they see only the rows above."""
         top = max(0, row - self.reach)
-        return self.mixture(x[:, :, top : row + 1], labels), row - top
+        labels = labels if self.classes else None
+        return [vf[:, :, -1:] for vf in self.net.vertical(x[:, :, top : row + 1], labels)]
 
-    def _draw(self, x: Tensor, labels: Tensor | None, u: Tensor, t: float, row: int, col: int):
+    def pixel_mixture(
+        self, x: Tensor, labels: Tensor | None, row: int, col: int, features: list[Tensor]
+    ) -> tuple[Mixture, int]:
+        """The mixture at (row, col) from the horizontal stack on the ``reach`` pixels left of
+        it in its row (``features`` from :meth:`row_features`), and its column in that crop.
+        Equal to the whole image's mixture there, for a sliver of the work."""
+        left = max(0, col - self.reach)
+        labels = labels if self.classes else None
+        crop = [f[..., left : col + 1] for f in features]
+        out = self.net.horizontal(x[:, :, row : row + 1, left : col + 1], crop, labels)
+        out = out if out.dtype == torch.float64 else out.float()
+        return Mixture.from_output(out, self.config.channels, self.config.mixtures), col - left
+
+    def _draw(self, x: Tensor, labels: Tensor | None, u: Tensor, t: float, row: int, col: int,
+              features: list[Tensor]) -> None:  # fmt: skip
         """Fill pixel (row, col) of ``x`` in place."""
-        mix, at = self.row_mixture(x, labels, row)
-        x[:, :, row, col] = sample_pixel(mix, u.to(x.device), t, at, col)
+        mix, at = self.pixel_mixture(x, labels, row, col, features)
+        x[:, :, row, col] = sample_pixel(mix, u.to(x.device), t, 0, at)
 
     def sample_iter(
         self, n: int, generator: torch.Generator, **conditions: Any
@@ -326,8 +366,9 @@ class PixelCNN(GenerativeModel):
             # Neither mode is held across the yield: a caller that stops early (a cancelled
             # preview between training steps) gets its own modes back.
             with eval_mode(self), torch.no_grad():
+                features = self.row_features(x, labels, row)
                 for col in range(r):
-                    self._draw(x, labels, u[row, col], t, row, col)
+                    self._draw(x, labels, u[row, col], t, row, col, features)
             yield SampleStep(row + 1, r, x.clone())
         return x
 
@@ -387,9 +428,12 @@ class PixelCNN(GenerativeModel):
         u = torch.rand(len(positions), m, 1 + c.channels, generator=generator)
         total = len(positions) + (1 if k > 1 else 0)
         every = max(1, len(positions) // PREVIEWS)
+        features, features_row = [], -1
         for i, (row, col) in enumerate(positions):
             with eval_mode(self):  # not held across the yield (see sample_iter)
-                self._draw(x, labels, u[i], 1.0, row, col)
+                if row != features_row:
+                    features, features_row = self.row_features(x, labels, row), row
+                self._draw(x, labels, u[i], 1.0, row, col, features)
             image = None
             if preview is not None and ((i + 1) % every == 0 or i + 1 == len(positions)):
                 image = preview(x[:n])
