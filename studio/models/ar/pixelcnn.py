@@ -341,11 +341,19 @@ class PixelCNN(GenerativeModel):
         out = out if out.dtype == torch.float64 else out.float()
         return Mixture.from_output(out, self.config.channels, self.config.mixtures), col - left
 
-    def _draw(self, x: Tensor, labels: Tensor | None, u: Tensor, t: float, row: int, col: int,
-              features: list[Tensor]) -> None:  # fmt: skip
-        """Fill pixel (row, col) of ``x`` in place."""
-        mix, at = self.pixel_mixture(x, labels, row, col, features)
-        x[:, :, row, col] = sample_pixel(mix, u.to(x.device), t, 0, at)
+    def _draw(
+        self,
+        x: Tensor,
+        labels: Tensor | None,
+        u: Tensor,
+        t: float,
+        at: tuple[int, int],
+        features: list[Tensor],
+    ) -> None:
+        """Fill pixel ``at`` (row, col) of ``x`` in place."""
+        row, col = at
+        mix, in_crop = self.pixel_mixture(x, labels, row, col, features)
+        x[:, :, row, col] = sample_pixel(mix, u.to(x.device), t, 0, in_crop)
 
     def sample_iter(
         self, n: int, generator: torch.Generator, **conditions: Any
@@ -368,7 +376,7 @@ class PixelCNN(GenerativeModel):
             with eval_mode(self), torch.no_grad():
                 features = self.row_features(x, labels, row)
                 for col in range(r):
-                    self._draw(x, labels, u[row, col], t, row, col, features)
+                    self._draw(x, labels, u[row, col], t, (row, col), features)
             yield SampleStep(row + 1, r, x.clone())
         return x
 
@@ -433,7 +441,7 @@ class PixelCNN(GenerativeModel):
             with eval_mode(self):  # not held across the yield (see sample_iter)
                 if row != features_row:
                     features, features_row = self.row_features(x, labels, row), row
-                self._draw(x, labels, u[i], 1.0, row, col, features)
+                self._draw(x, labels, u[i], 1.0, (row, col), features)
             image = None
             if preview is not None and ((i + 1) % every == 0 or i + 1 == len(positions)):
                 image = preview(x[:n])
