@@ -59,6 +59,17 @@ def test_free_energy_and_its_gradient_match_brute_force_on_a_4x4_model():
     for got, want in zip(grads, (expected_w, expected_b, expected_c)):
         assert torch.allclose(got, want, atol=1e-10)
 
+    # The pseudo-likelihood term: log p(v_i | the other pixels), pixel i picked by u.
+    u = torch.tensor([[0.0], [0.3], [0.5], [0.7], [0.9], [0.99]], dtype=torch.float64)
+    i = (u[:, 0] * 16).long()
+    flipped = v.clone()
+    flipped[torch.arange(6), i] = 1 - flipped[torch.arange(6), i]
+    f_v = -torch.logsumexp(-energy(model, v, hs), dim=1)
+    f_flip = -torch.logsumexp(-energy(model, flipped, hs), dim=1)
+    brute = -f_v - torch.logaddexp(-f_v, -f_flip)  # p(v) / (p(v) + p(v with i flipped))
+    with torch.no_grad():
+        assert torch.allclose(model.pseudo_likelihood(v, u), brute, atol=1e-10)
+
 
 def test_the_training_gradient_with_an_exact_negative_phase_is_the_log_likelihood_gradient():
     """mean F(data) - E_model F, the loss CD approximates with a chain, has the gradient of the
@@ -175,3 +186,20 @@ def test_the_trainer_saves_the_learned_filters_beside_the_samples(tmp_path):
     assert sorted(p.name for p in (run / "samples").glob("step_*.png"))  # grids still there
     grid = np.asarray(Image.open(filters))
     assert grid.ndim == 3 and grid.shape[0] >= 3 * 16 and grid.std() > 0
+
+
+def test_extra_images_are_saved_under_plain_names_only(tmp_path):
+    """The trainer's hook writes ``samples/<name>.png`` for lower-case names and skips names
+    that are not plain words or that the sample grids own."""
+    from types import SimpleNamespace
+
+    from studio.engine.monitor import Monitor
+
+    grey = torch.zeros(2, 1, 4, 4)
+    model = SimpleNamespace(
+        extra_images=lambda: {"filters": grey, "step_00000001": grey, "../up": grey, "Big": grey}
+    )
+    monitor = Monitor.__new__(Monitor)
+    monitor.run = SimpleNamespace(samples_dir=tmp_path)
+    monitor._save_extra_images(model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["filters.png"]
