@@ -113,8 +113,9 @@ class RBM(GenerativeModel):
     info = FamilyInfo(
         key="ebm.rbm",
         kind="ebm",
-        display_name="Restricted Boltzmann machine",
-        summary="Energy-based: binary pixels and binary hidden features; samples come from a "
+        display_name="Bernoulli RBM",
+        summary="Energy-based: a restricted Boltzmann machine, binary pixels and binary hidden "
+        "features; samples come from a "
         "Gibbs chain that alternates the two, shown live as it mixes. Good for seeing what "
         "an energy model learns on small black-and-white images (its filters are saved as "
         "samples/filters.png whenever it samples); it reports no likelihood, because its "
