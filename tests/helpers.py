@@ -238,6 +238,8 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         "text_heads": 2,
     },
     "i2i.pix2pix": {"width": 8},
+    "ar.pixelcnn": {"width": 8, "layers": 2, "mixtures": 2, "warmup_steps": 0},
+    "ebm.rbm": {"hidden": 16},
 }
 
 

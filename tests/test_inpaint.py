@@ -50,6 +50,8 @@ TINY: dict[str, dict] = {
     "flow.realnvp": {"scales": 2, "couplings": 2, "hidden": 16},
     "flow.glow": {"levels": 2, "steps": 2, "hidden": 16},
     "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
+    "ar.pixelcnn": {"width": 8, "layers": 2, "mixtures": 2},
+    "ebm.rbm": {"hidden": 16},
 }
 
 

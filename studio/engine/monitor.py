@@ -4,6 +4,7 @@ held-out pairs as rows of input | output | target, with the held-out L1 error.""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -18,6 +19,8 @@ from studio.engine import checkpoint as ckpt
 from studio.engine.device import cpu_generator
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.models.base import Capability, GenerativeModel, images_to_uint8
+
+EXTRA_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
 def save_png(path: Path, image: np.ndarray) -> None:
@@ -90,6 +93,7 @@ class Monitor:
             model.train()
         grid = make_grid(images_to_uint8(samples).numpy())
         save_png(self.run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
+        self._save_extra_images(model)
         if metrics:
             self.run.append_metrics([{"step": step, "time": time.time(), **metrics}])
         yield Progress(
@@ -124,6 +128,21 @@ class Monitor:
         yield Progress(
             "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
         )
+
+
+    def _save_extra_images(self, model: GenerativeModel) -> None:
+        """What the family shows beside its samples (``GenerativeModel.extra_images``), each
+        as ``samples/<name>.png``, overwritten at every sample step."""
+        with torch.no_grad():
+            extra = model.extra_images()
+        for name, images in extra.items():
+            if not EXTRA_NAME.fullmatch(name) or name.startswith("step_"):
+                continue  # not a plain file name, or one the sample grids own
+            if images.shape[1] == 1:
+                images = images.expand(-1, 3, -1, -1)
+            save_png(
+                self.run.samples_dir / f"{name}.png", make_grid(images_to_uint8(images).numpy())
+            )
 
 
 PAIR_ROWS = 8  # held-out pairs shown in a paired run's grid

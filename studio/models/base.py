@@ -224,6 +224,13 @@ class GenerativeModel(nn.Module):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         del state
 
+    def extra_images(self) -> dict[str, Tensor]:
+        """Named image batches (N x C x H x W in [-1, 1], C 1 or 3) that show what the model
+        has learned beyond its samples (an RBM's filters, say). The trainer saves each as a
+        grid beside the sample grids whenever it samples, ``samples/<name>.png`` (the latest
+        kept); names are lower-case words. Default: none."""
+        return {}
+
     # -- sampling ------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

@@ -13,13 +13,6 @@ from studio.core.options import SAMPLERS
 from studio.models.base import Capability, ModelConfig
 from studio.models.registry import FAMILIES, get_family
 
-KIND_TITLES = {
-    "gan": "GANs",
-    "vae": "Variational autoencoders",
-    "flow": "Normalizing flows",
-    "diffusion": "Diffusion models",
-    "i2i": "Image-to-image models",
-}
 HIDDEN = {f.name for f in dataclasses.fields(ModelConfig)}  # set from the dataset
 CONDITION_HELP = {
     "label": "`--class NAME|INDEX` (no class: cycle through all)",
@@ -97,8 +90,8 @@ def render_markdown() -> str:
     by_kind: dict[str, list[str]] = {}
     for key in FAMILIES:
         by_kind.setdefault(key.split(".")[0], []).append(key)
-    for kind, keys in by_kind.items():
-        out += [f"## {KIND_TITLES.get(kind, kind)}", ""]
+    for keys in by_kind.values():
+        out += [f"## {get_family(keys[0]).info.group_title}", ""]
         for key in keys:
             family = get_family(key)
             info = family.info
@@ -106,8 +99,13 @@ def render_markdown() -> str:
             if family.about:
                 out += [family.about, ""]
             out.append(f"- Can do: {capabilities_text(info.capabilities)}.")
-            conds = [CONDITION_HELP.get(c, c) for c in family.conditions]
-            out.append(f"- Sampling options: {', '.join(conds) if conds else 'none'}.")
+            helps = {o.name: o.help for o in family.sampling_options if o.help}
+            conds = [
+                CONDITION_HELP.get(c, f"`--with {c}=VALUE`")
+                + (f" — {helps[c]}" if c in helps else "")
+                for c in family.conditions
+            ]
+            out.append(f"- Sampling options: {'; '.join(conds) if conds else 'none'}.")
             if info.loss_names:
                 shown = [n for n in info.loss_names if not n.startswith("kl_dim_")]
                 extra = (

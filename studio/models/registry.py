@@ -42,6 +42,8 @@ FAMILIES: dict[str, str] = {
     "diffusion.ddpm": "studio.models.diffusion.ddpm:DDPM",
     "diffusion.text": "studio.models.diffusion.text:TextDiffusion",
     "i2i.pix2pix": "studio.models.i2i.pix2pix:Pix2Pix",
+    "ar.pixelcnn": "studio.models.ar.pixelcnn:PixelCNN",
+    "ebm.rbm": "studio.models.ebm.rbm:RBM",
 }
 
 
