@@ -129,7 +129,6 @@ class Monitor:
             "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
         )
 
-
     def _save_extra_images(self, model: GenerativeModel) -> None:
         """What the family shows beside its samples (``GenerativeModel.extra_images``), each
         as ``samples/<name>.png``, overwritten at every sample step."""
