@@ -205,6 +205,17 @@ class GenerativeModel(nn.Module):
         ctx.grad_norms[name] = norm.detach()
         return norm.detach()
 
+    def prepare_for_data(self, images: int) -> None:
+        """Told by the trainer, before training, how many images the training folder holds,
+        so a family may choose what depends on it (a GAN's "auto" augmentation). Called
+        again on resume with the same folder. Default: nothing."""
+        del images
+
+    def training_notes(self) -> list[str]:
+        """Lines the trainer logs when training starts: what the family chose and why (after
+        :meth:`prepare_for_data`). Default: none."""
+        return []
+
     def extra_state(self) -> dict[str, Any]:
         """JSON-able trainer state a family keeps between steps (saved with checkpoints)."""
         return {}

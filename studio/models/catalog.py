@@ -11,6 +11,7 @@ from typing import Any
 
 from studio.core.options import SAMPLERS
 from studio.models.base import Capability, ModelConfig
+from studio.models.gan.augment import DOC as AUGMENTATION_DOC
 from studio.models.registry import FAMILIES, get_family
 
 KIND_TITLES = {
@@ -19,6 +20,8 @@ KIND_TITLES = {
     "flow": "Normalizing flows",
     "diffusion": "Diffusion models",
 }
+# What every family of a kind shares, said once under the kind's heading.
+KIND_NOTES = {"gan": AUGMENTATION_DOC}
 HIDDEN = {f.name for f in dataclasses.fields(ModelConfig)}  # set from the dataset
 CONDITION_HELP = {
     "label": "`--class NAME|INDEX` (no class: cycle through all)",
@@ -26,6 +29,7 @@ CONDITION_HELP = {
     "sampler": f"`--sampler {'|'.join(SAMPLERS)}`",
     "guidance": "`--guidance G`",
     "temperature": "`--temperature T`",
+    "truncation": "`--truncation PSI` (0 to 1; Compare's Truncation box)",
     "prompt": "a prompt (`studio generate --model RUN --prompt TEXT`)",
     "negative_prompt": "a negative prompt (`--negative TEXT` there)",
 }
@@ -96,10 +100,14 @@ def render_markdown() -> str:
         by_kind.setdefault(key.split(".")[0], []).append(key)
     for kind, keys in by_kind.items():
         out += [f"## {KIND_TITLES.get(kind, kind)}", ""]
+        if kind in KIND_NOTES:
+            out += [KIND_NOTES[kind], ""]
         for key in keys:
             family = get_family(key)
             info = family.info
             out += [f"### {info.display_name} (`{key}`)", "", info.summary, ""]
+            if info.about:
+                out += [info.about, ""]
             out.append(f"- Can do: {capabilities_text(info.capabilities)}.")
             conds = [CONDITION_HELP.get(c, c) for c in family.conditions]
             out.append(f"- Sampling options: {', '.join(conds) if conds else 'none'}.")
