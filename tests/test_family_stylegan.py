@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from test_family_gan import colour_data, colour_error, mean_colour, train_for
@@ -152,3 +153,29 @@ def test_cli_truncation_flag_reaches_families_that_declare_it(tmp_path, capsys):
     plain = train_tiny_run(tmp_path / "dcgan", "gan.dcgan", data)
     assert main(["sample", "--run", str(plain), "--truncation", "0.5", "--out", "x.png"]) == 1
     assert "truncation" in capsys.readouterr().err  # DCGAN declares no truncation
+
+
+def test_explore_works_in_w_directions_and_projection():
+    from studio.core.jobs import run_sync
+    from studio.engine.latent import open_space
+    from studio.engine.latent_directions import pca_directions
+    from studio.engine.latent_project import project_job
+
+    model = make(seed=2)
+    train(model, 3)
+    space = open_space(model)
+    assert space.dim == TINY["w_dim"] and not space.can_encode
+    u = space.prior_sample(64, seed=1)
+    assert np.array_equal(u, space.prior_sample(64, seed=1))
+    # The prior is the mapped z: not N(0, I), and the temperature truncates toward w_avg.
+    w_avg = model.generator_ema.w_avg.numpy()
+    tame = space.prior_sample(64, seed=1, temperature=0.5)
+    assert np.allclose(tame - w_avg, 0.5 * (u - w_avg), atol=1e-5)
+    d = pca_directions(space, n_samples=120, k=3, seed=0)
+    assert np.allclose(d.vectors @ d.vectors.T, np.eye(3), atol=1e-4) and (d.std > 0).all()
+    assert "w" in d.method
+    target = space.decode(space.prior_sample(1, seed=99)[0])  # reachable: made by the model
+    out = run_sync(project_job(space, target, steps=40, seed=0, lr=0.05))
+    assert out.ok, out.error
+    assert out.result.error < out.result.initial_error
+    assert out.result.z.shape == (TINY["w_dim"],)
