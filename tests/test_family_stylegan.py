@@ -179,3 +179,40 @@ def test_explore_works_in_w_directions_and_projection():
     assert out.ok, out.error
     assert out.result.error < out.result.initial_error
     assert out.result.z.shape == (TINY["w_dim"],)
+
+
+def test_resume_continues_exactly_with_ema_and_adaptive_augmentation(tmp_path):
+    from helpers import TINY_MODELS, make_tiny_dataset, tiny_train_config
+
+    from studio.core.jobs import CancelToken, Progress, run_sync
+    from studio.engine import checkpoint as ckpt
+    from studio.engine.runs import RunFolder
+    from studio.engine.train import train_job
+
+    data = make_tiny_dataset(tmp_path / "data", n=8, size=16, classes=2)
+    # p moves every 4 steps (after steps 4, 8, 12), by 0.016 (16 reals over 1,000 images).
+    model = {**TINY_MODELS["gan.stylegan"], "ada_kimg": 1, "ada_target": 0.0}
+
+    def config():
+        return tiny_train_config("gan.stylegan", data, model, steps=14, checkpoint_every=100)
+
+    assert run_sync(train_job(tmp_path / "a", CancelToken(), config())).ok
+    token = CancelToken()
+
+    def stop_at_10(p: Progress) -> None:  # p is above 0, and half a window is counted
+        if p.stage == "train" and p.step == 10 and p.metrics:
+            token.stop()
+
+    first = run_sync(train_job(tmp_path / "b", token, config()), token, stop_at_10)
+    assert first.result.step == 10
+    assert run_sync(train_job(tmp_path / "b", CancelToken(), None, steps=14)).ok
+    a, b = (RunFolder(tmp_path / r).read_metrics()[0] for r in "ab")
+    a, b = ([r for r in rows if "loss_d" in r] for rows in (a, b))
+    assert a[9]["augment_p"] > 0  # the adaptive probability moved before the stop
+    for ra, rb in zip(a, b):
+        assert (ra["loss_d"], ra["augment_p"]) == (rb["loss_d"], rb["augment_p"]), ra["step"]
+    wa, wb = (
+        ckpt.load_file(str(RunFolder(tmp_path / r).model_dir / "model.safetensors")) for r in "ab"
+    )
+    assert any(k.startswith("generator_ema.") for k in wa)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
