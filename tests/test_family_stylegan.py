@@ -11,7 +11,8 @@ import torch
 from test_family_gan import colour_data, colour_error, mean_colour, train_for
 
 from studio.models.base import Batch, StepContext
-from studio.models.gan.stylegan import ModulatedConv2d, StyleGAN, minibatch_std
+from studio.models.gan.style_networks import ModulatedConv2d, minibatch_std
+from studio.models.gan.stylegan import StyleGAN
 
 TINY = {"latent_dim": 8, "w_dim": 16, "mapping_layers": 2, "width": 8}
 
