@@ -131,6 +131,9 @@ class LatentSpec:
     directions: str = "PCA of the latents of {n} of {source}"
     image_directions: str = ""  # the same, when a user's images are encoded ("" = as above)
     ode: bool = False
+    # Explore's control for the prior's temperature, as data (StyleGAN: its truncation psi);
+    # None = no control (prior draws use ``temperature``).
+    temperature_option: SamplingOption | None = None
 
 
 @runtime_checkable

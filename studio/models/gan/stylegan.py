@@ -355,6 +355,7 @@ class StyleGAN(GANModel):
             analysed=2000,  # only the mapping runs per latent
             regress=False,
             directions="GANSpace in w: PCA of the mapping network's output for {n} prior samples",
+            temperature_option=TRUNCATION,  # prior_latents' temperature is the truncation
         )
 
     def prior_latents(self, n: int, generator: torch.Generator, temperature: float) -> Tensor:
