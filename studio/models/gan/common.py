@@ -361,8 +361,9 @@ class GANModel(LatentInpainting, GenerativeModel):
                 f"The discriminator has won: loss_d has stayed near 0 and D(real) near 1 for "
                 f"the last {len(recent)} logged points, so the generator gets almost no signal. "
                 "Lower the discriminator learning rate (a half or a quarter of the generator's), "
-                "turn on spectral norm in D or an R1 penalty, keep flip augmentation on, or "
-                "train a WGAN-GP, whose critic does not saturate."
+                "turn on spectral norm in D or an R1 penalty, set Augmentation to adaptive "
+                "(or fixed) and keep flip augmentation on, or train a WGAN-GP, whose critic "
+                "does not saturate."
             ]
         return []
 
