@@ -316,6 +316,7 @@ def test_a_discriminator_that_has_won_gets_advice_naming_what_to_change():
         text = hints[0]
         assert "discriminator has won" in text
         assert "learning rate" in text and "WGAN-GP" in text and "spectral norm" in text
+        assert "Augmentation to adaptive" in text  # the setting, as the form names it
     # Healthy, too short, or won only lately: nothing to say.
     assert DCGAN.diagnose(_points(1.2, 0.6, 10)) == []
     assert DCGAN.diagnose(_points(0.02, 0.98, 3)) == []

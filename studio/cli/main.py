@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (diffusion)")
     p.add_argument("--temperature", type=float, help="sampling temperature (flows)")
     p.add_argument(
+        "--truncation",
+        type=float,
+        metavar="PSI",
+        help="truncation psi, 0 to 1, for families with a truncation option (style-based "
+        "GANs): lower is tamer; the same as --with truncation=PSI",
+    )
+    p.add_argument(
         "--with",
         dest="with_",
         action="append",
@@ -335,7 +342,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise StudioError("-n must be at least 1")
     args.label = class_index(Path(args.run), args.label)
-    extra = sampling_values(Path(args.run), args.with_)
+    pairs = list(args.with_)
+    if args.truncation is not None:  # a flag for a declared option, checked like --with
+        pairs.append(f"truncation={args.truncation}")
+    extra = sampling_values(Path(args.run), pairs)
     images = run_job(
         sample_job(
             args.run,

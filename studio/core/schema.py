@@ -48,6 +48,9 @@ class FamilyInfo:
     # The heading the model picker and docs/models.md group the family under; "" = the
     # built-in title of ``kind`` (KIND_TITLES), else the kind itself.
     kind_title: str = ""
+    # A paragraph for docs/models.md: what the model is, how it generates, what it is good
+    # at ("" = the summary alone).
+    about: str = ""
 
     @property
     def group_title(self) -> str:

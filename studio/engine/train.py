@@ -259,7 +259,9 @@ class _Data:
     def build(
         self, config: TrainConfig, device: torch.device, previous: dict[str, Any] | None
     ) -> GenerativeModel:
-        return build_model(config, len(self.dataset.class_names), device, self.captions, previous)
+        model = build_model(config, len(self.dataset.class_names), device, self.captions, previous)
+        model.prepare_for_data(len(self.dataset))
+        return model
 
 
 def _read_data(
@@ -432,6 +434,8 @@ class _Trainer:
         if (line := precision_message(self.device, config.precision)) is not None:
             yield Progress("load", message=line)
         for line in self.runner.take_messages():
+            yield Progress("load", message=line)
+        for line in self.model.training_notes():  # what the family chose from the data
             yield Progress("load", message=line)
         yield Progress(
             "train",

@@ -108,9 +108,6 @@ class GenerativeModel(nn.Module):
     # Why the explorer cannot open this family, when it has no LATENT capability and there is
     # more to say than "it has no latent space".
     latent_note: ClassVar[str] = ""
-    # A paragraph for docs/models.md beside the one-line summary: how the family generates and
-    # what it is good at ("" = the summary says it all).
-    about: ClassVar[str] = ""
     # True when train_step makes exactly one optimizer_step per optimizer, so the trainer may
     # split a batch into micro-batches (gradient accumulation).
     supports_accumulation: ClassVar[bool] = False
@@ -216,6 +213,17 @@ class GenerativeModel(nn.Module):
             opt.step()
         ctx.grad_norms[name] = norm.detach()
         return norm.detach()
+
+    def prepare_for_data(self, images: int) -> None:
+        """Told by the trainer, before training, how many images the training folder holds,
+        so a family may choose what depends on it (a GAN's "auto" augmentation). Called
+        again on resume with the same folder. Default: nothing."""
+        del images
+
+    def training_notes(self) -> list[str]:
+        """Lines the trainer logs when training starts: what the family chose and why (after
+        :meth:`prepare_for_data`). Default: none."""
+        return []
 
     def extra_state(self) -> dict[str, Any]:
         """JSON-able trainer state a family keeps between steps (saved with checkpoints)."""

@@ -68,6 +68,17 @@ TEMPERATURE = SamplingOption(
     maximum=5.0,
 )
 
+TRUNCATION = SamplingOption(
+    "truncation",
+    "float",
+    1.0,
+    "Truncation",
+    "psi: pulls every style toward the average one; below 1 is tamer and more typical, "
+    "0 draws the average image",
+    minimum=0.0,
+    maximum=1.0,
+)
+
 
 def parse_sampling(options: tuple[SamplingOption, ...], pairs: list[str]) -> dict[str, Any]:
     """``NAME=VALUE`` strings (the command line's ``--with``) as values of the declared
@@ -120,6 +131,9 @@ class LatentSpec:
     directions: str = "PCA of the latents of {n} of {source}"
     image_directions: str = ""  # the same, when a user's images are encoded ("" = as above)
     ode: bool = False
+    # Explore's control for the prior's temperature, as data (StyleGAN: its truncation psi);
+    # None = no control (prior draws use ``temperature``).
+    temperature_option: SamplingOption | None = None
 
 
 @runtime_checkable

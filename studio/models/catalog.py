@@ -11,8 +11,11 @@ from typing import Any
 
 from studio.core.options import SAMPLERS
 from studio.models.base import Capability, ModelConfig
+from studio.models.gan.augment import DOC as AUGMENTATION_DOC
 from studio.models.registry import FAMILIES, get_family
 
+# What every family of a kind shares, said once under the kind's heading.
+KIND_NOTES = {"gan": AUGMENTATION_DOC}
 HIDDEN = {f.name for f in dataclasses.fields(ModelConfig)}  # set from the dataset
 CONDITION_HELP = {
     "label": "`--class NAME|INDEX` (no class: cycle through all)",
@@ -20,6 +23,7 @@ CONDITION_HELP = {
     "sampler": f"`--sampler {'|'.join(SAMPLERS)}`",
     "guidance": "`--guidance G`",
     "temperature": "`--temperature T`",
+    "truncation": "`--truncation PSI` (0 to 1; Compare's Truncation box)",
     "prompt": "a prompt (`studio generate --model RUN --prompt TEXT`)",
     "negative_prompt": "a negative prompt (`--negative TEXT` there)",
     "image": "an input image to translate (`studio translate --run RUN --image IMG`)",
@@ -90,14 +94,16 @@ def render_markdown() -> str:
     by_kind: dict[str, list[str]] = {}
     for key in FAMILIES:
         by_kind.setdefault(key.split(".")[0], []).append(key)
-    for keys in by_kind.values():
+    for kind, keys in by_kind.items():
         out += [f"## {get_family(keys[0]).info.group_title}", ""]
+        if kind in KIND_NOTES:
+            out += [KIND_NOTES[kind], ""]
         for key in keys:
             family = get_family(key)
             info = family.info
             out += [f"### {info.display_name} (`{key}`)", "", info.summary, ""]
-            if family.about:
-                out += [family.about, ""]
+            if info.about:
+                out += [info.about, ""]
             out.append(f"- Can do: {capabilities_text(info.capabilities)}.")
             helps = {o.name: o.help for o in family.sampling_options if o.help}
             conds = [

@@ -32,6 +32,7 @@ FAMILIES: dict[str, str] = {
     "gan.dcgan": "studio.models.gan.dcgan:DCGAN",
     "gan.cgan": "studio.models.gan.cgan:ConditionalGAN",
     "gan.wgan_gp": "studio.models.gan.wgan_gp:WGANGP",
+    "gan.stylegan": "studio.models.gan.stylegan:StyleGAN",
     "vae.conv": "studio.models.vae.conv:ConvVAE",
     "vae.beta": "studio.models.vae.beta:BetaVAE",
     "vae.cvae": "studio.models.vae.cvae:ConditionalVAE",

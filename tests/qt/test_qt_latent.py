@@ -85,6 +85,7 @@ def test_moving_a_slider_changes_the_image(qtbot, workspace, tmp_path):
     open_and_wait(qtbot, ws, make_run(tmp_path, "gan.dcgan"))
     assert len(ws.slider_panel.sliders) == 4
     assert "GANSpace" in ws.slider_panel.method_label.text()
+    assert not ws.slider_panel.temperature_spin.isVisibleTo(ws)  # DCGAN declares none
     before = ws.image.copy()
     shown = ws.image_view.generation
     ws.slider_panel.sliders[0].setValue(250)  # +2.5 standard deviations along PC1
@@ -94,6 +95,36 @@ def test_moving_a_slider_changes_the_image(qtbot, workspace, tmp_path):
     ws.reset()
     settle(qtbot, ws)
     assert np.array_equal(before, ws.image)  # back to the sample as drawn
+
+
+def test_a_declared_prior_temperature_gets_a_control(qtbot, workspace, tmp_path):
+    """StyleGAN declares its truncation psi (LatentSpec.temperature_option): Explore shows it,
+    and psi 0 draws the average w for every seed."""
+    key = "gan.stylegan"
+    torch.manual_seed(0)
+    family = get_family(key)
+    tiny = {"latent_dim": 8, "w_dim": 8, "mapping_layers": 2, "width": 8, "resolution": 16}
+    model = family(family.Config.from_dict(tiny))
+    with torch.no_grad():
+        model.generator_ema.w_avg.normal_()  # as training leaves it: away from 0
+    w_avg = model.generator_ema.w_avg.numpy().copy()
+    run = tmp_path / "style"
+    model.save(run / "model")
+    RunFolder(run).write_config({"family": key, "train": {"family": key}})
+    ws = workspace
+    open_and_wait(qtbot, ws, run)
+    sp = ws.slider_panel
+    assert sp.temperature_spin.isVisibleTo(ws) and sp.temperature_label.text() == "Truncation"
+    assert sp.temperature_spin.value() == 1.0
+    assert not np.allclose(ws.current_z(), w_avg, atol=1e-3)
+    sp.temperature_spin.setValue(0.0)
+    qtbot.waitUntil(lambda: np.allclose(ws.current_z(), w_avg, atol=1e-5), timeout=10_000)
+    settle(qtbot, ws)
+    sp.seed_spin.setValue(sp.seed_spin.value() + 1)  # another seed: the same average
+    settle(qtbot, ws)
+    assert np.allclose(ws.current_z(), w_avg, atol=1e-5)
+    sp.temperature_spin.setValue(1.0)
+    qtbot.waitUntil(lambda: not np.allclose(ws.current_z(), w_avg, atol=1e-3), timeout=10_000)
 
 
 @pytest.mark.parametrize("key", ["gan.cgan", "vae.vqvae", "flow.realnvp"])

@@ -31,6 +31,7 @@ from studio.models.base import (
 )
 from studio.models.capabilities import LatentSpec
 from studio.models.configs import learning_rate, network_width
+from studio.models.gan.augment import AUTO_LIMIT, MODES, AugmentPipe, resolve_mode
 from studio.models.latent_inpaint import LatentInpainting
 from studio.models.pooling import pooled
 
@@ -223,6 +224,35 @@ class GANConfig(ModelConfig):
     beta1: float = setting(0.5, label="Adam beta1", minimum=0.0, maximum=0.999)
     beta2: float = setting(0.999, label="Adam beta2", minimum=0.0, maximum=0.9999)
     spectral_norm: bool = setting(False, label="Spectral norm in D", help="steadier training")
+    # Differentiable augmentation of what the discriminator sees (studio.models.gan.augment).
+    augment: str = setting(
+        "auto",
+        label="Augmentation",
+        help=f"colour, shift and cutout of every image D sees; auto = adaptive below "
+        f"{AUTO_LIMIT:,} images, else off",
+        choices=MODES,
+    )
+    augment_p: float = setting(
+        1.0,
+        label="Augmentation probability",
+        help="fixed mode: how often each change is applied",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    ada_target: float = setting(
+        0.6,
+        label="Adaptive target",
+        help="adaptive mode: p rises while E[sign D(real)] is above this",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    ada_kimg: int = setting(
+        100,
+        label="Adaptive speed",
+        help="adaptive mode: thousands of images for p to go from 0 to 1",
+        minimum=1,
+        maximum=10000,
+    )
 
 
 class GANModel(LatentInpainting, GenerativeModel):
@@ -238,9 +268,15 @@ class GANModel(LatentInpainting, GenerativeModel):
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__(config)
-        c, classes = config, self._num_classes()
-        self.generator = Generator(c.latent_dim, c.width, c.resolution, c.channels, classes)
-        self.discriminator = Discriminator(
+        self.generator, self.discriminator = self._build_networks()
+        self._init_weights()
+        self._data_images: int | None = None  # the training folder's size, once told
+        self.augment_pipe = self._make_augment_pipe()
+
+    def _build_networks(self) -> tuple[nn.Module, nn.Module]:
+        c, classes = self.config, self._num_classes()
+        generator = Generator(c.latent_dim, c.width, c.resolution, c.channels, classes)
+        discriminator = Discriminator(
             c.width,
             c.resolution,
             c.channels,
@@ -248,7 +284,57 @@ class GANModel(LatentInpainting, GenerativeModel):
             norm=self._d_norm(),
             spectral=c.spectral_norm,
         )
-        self._init_weights()
+        return generator, discriminator
+
+    # -- augmentation of what D sees (studio.models.gan.augment) ------------------------------
+    def _make_augment_pipe(self) -> AugmentPipe:
+        c = self.config
+        mode = resolve_mode(c.augment, self._data_images)
+        return AugmentPipe(mode, c.augment_p, c.ada_target, c.ada_kimg)
+
+    def prepare_for_data(self, images: int) -> None:
+        self._data_images = int(images)
+        self.augment_pipe = self._make_augment_pipe()
+
+    def training_notes(self) -> list[str]:
+        c, pipe, n = self.config, self.augment_pipe, self._data_images
+        why = ""
+        if c.augment == "auto" and n is not None:
+            fewer = "fewer than" if n < AUTO_LIMIT else "at least"
+            why = f" (auto: the folder has {n:,} images, {fewer} {AUTO_LIMIT:,})"
+        if pipe.mode == "adaptive":
+            return [
+                f"Augmentation: adaptive{why}. The discriminator sees every image, real and "
+                "generated, through colour, shift and cutout changes with a probability p "
+                f"that rises while it overfits (target {c.ada_target:g}); p is plotted as "
+                "augment_p."
+            ]
+        if pipe.mode == "fixed":
+            return [
+                f"Augmentation: fixed, each change with probability {c.augment_p:g}: colour, "
+                "shift and cutout of every image the discriminator sees."
+            ]
+        return [f"Augmentation: off{why}."] if why else []
+
+    def see(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """``x`` as the discriminator sees it: augmented when augmentation is on."""
+        return self.augment_pipe(x, generator)
+
+    def observe_real(self, d_real: Tensor, d_fake: Tensor, step: int) -> dict[str, Tensor]:
+        """Feed the discriminator's verdicts on this step's reals to the adaptive
+        augmentation (for a critic: whether each real scores above the fakes' mean) and
+        return the plotted augmentation values."""
+        d_real, d_fake = d_real.detach(), d_fake.detach()
+        centre = 0.0 if self.d_real_is_probability else d_fake.float().mean()
+        self.augment_pipe.observe(torch.sign(d_real.float() - centre), step)
+        return self.augment_pipe.metrics()
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"augment": self.augment_pipe.state()} if self.augment_pipe.enabled else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "augment" in state:
+            self.augment_pipe.load_state(state["augment"])
 
     def _init_weights(self) -> None:
         init_dcgan_weights(self)
@@ -275,8 +361,9 @@ class GANModel(LatentInpainting, GenerativeModel):
                 f"The discriminator has won: loss_d has stayed near 0 and D(real) near 1 for "
                 f"the last {len(recent)} logged points, so the generator gets almost no signal. "
                 "Lower the discriminator learning rate (a half or a quarter of the generator's), "
-                "turn on spectral norm in D or an R1 penalty, keep flip augmentation on, or "
-                "train a WGAN-GP, whose critic does not saturate."
+                "turn on spectral norm in D or an R1 penalty, set Augmentation to adaptive "
+                "(or fixed) and keep flip augmentation on, or train a WGAN-GP, whose critic "
+                "does not saturate."
             ]
         return []
 

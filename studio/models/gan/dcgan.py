@@ -26,7 +26,16 @@ class DCGAN(GANModel):
         display_name="DCGAN",
         summary="GAN: sharp samples and instant sampling, but training can be unstable or collapse.",
         capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.LATENT | Capability.INPAINT,
-        loss_names=("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g"),
+        loss_names=(
+            "loss_d",
+            "loss_g",
+            "d_real",
+            "d_fake",
+            "grad_norm_d",
+            "grad_norm_g",
+            "augment_p",
+            "ada_rt",
+        ),
     )
     Config = DCGANConfig
     config: DCGANConfig
@@ -36,14 +45,16 @@ class DCGAN(GANModel):
         real, labels = batch.images, self._labels(batch)
         z = ctx.randn(real.shape[0], c.latent_dim)
 
-        # Discriminator: real -> 1, fake -> 0 (softplus form of the logistic loss).
+        # Discriminator: real -> 1, fake -> 0 (softplus form of the logistic loss). Both are
+        # seen through the augmentation (when on); R1 is the gradient w.r.t. the clean reals.
         use_r1 = c.r1_gamma > 0
         if use_r1:
             real = real.detach().requires_grad_(True)
+        gen = ctx.generator
         with ctx.autocast():
             fake = self.generator(z, labels)
-            d_real = self.discriminator(real, labels).float()
-            d_fake = self.discriminator(fake.detach(), labels).float()
+            d_real = self.discriminator(self.see(real, gen), labels).float()
+            d_fake = self.discriminator(self.see(fake.detach(), gen), labels).float()
         loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
         out: dict[str, Tensor] = {}
         if use_r1:
@@ -51,12 +62,13 @@ class DCGAN(GANModel):
             loss_d = loss_d + 0.5 * c.r1_gamma * penalty
             out["r1"] = penalty.detach()
         gn_d = self.optimizer_step("d", loss_d, ctx)
+        out.update(self.observe_real(d_real, d_fake, ctx.step))
 
         # Generator: make D call the fakes real (non-saturating loss). D's weights are frozen
         # for this pass so no gradient is spent on them.
         with frozen(self.discriminator):
             with ctx.autocast():
-                d_gen = self.discriminator(fake, labels).float()
+                d_gen = self.discriminator(self.see(fake, gen), labels).float()
             loss_g = F.softplus(-d_gen).mean()
             gn_g = self.optimizer_step("g", loss_g, ctx)
 

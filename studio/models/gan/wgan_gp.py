@@ -82,6 +82,8 @@ class WGANGP(GANModel):
             "d_fake",
             "grad_norm_d",
             "grad_norm_g",
+            "augment_p",
+            "ada_rt",
         ),
     )
     Config = WGANGPConfig
@@ -115,6 +117,9 @@ class WGANGP(GANModel):
             with ctx.autocast():
                 return critic(x).float()
 
+        def see(x: Tensor) -> Tensor:  # the augmentation, when on
+            return self.see(x, ctx.generator)
+
         # Critic: push real scores up and fake scores down, slope held near 1 between them.
         logs: list[Tensor] = []
         for _ in range(c.n_critic):
@@ -122,8 +127,10 @@ class WGANGP(GANModel):
             eps = ctx.rand(n, 1, 1, 1)
             with torch.no_grad(), ctx.autocast():
                 fake = self.generator(z)
-            s_real, s_fake = score(real), score(fake)
-            gp = gradient_penalty(score, real, fake, eps, ctx.grad_scale("d"))
+            # The critic judges (and is held to slope 1 between) augmented images.
+            seen_real, seen_fake = see(real), see(fake)
+            s_real, s_fake = score(seen_real), score(seen_fake)
+            gp = gradient_penalty(score, seen_real, seen_fake, eps, ctx.grad_scale("d"))
             w_dist = s_real.mean() - s_fake.mean()
             loss_d = -w_dist + c.gp_lambda * gp + c.drift * s_real.pow(2).mean()
             gn_d = self.optimizer_step("d", loss_d, ctx)
@@ -131,12 +138,14 @@ class WGANGP(GANModel):
                 torch.stack([loss_d, gp, w_dist, s_real.mean(), s_fake.mean(), gn_d]).detach()
             )
 
+        augment = self.observe_real(s_real, s_fake, ctx.step)  # the last critic update's
+
         # Generator: raise the critic's score of fresh fakes.
         z = ctx.randn(n, c.latent_dim)
         with frozen(critic):
             with ctx.autocast():
                 fake = self.generator(z)
-            loss_g = -score(fake).mean()
+            loss_g = -score(see(fake)).mean()
             gn_g = self.optimizer_step("g", loss_g, ctx)
 
         # Critic values are the mean over its n_critic updates (one tensor op, no host sync).
@@ -150,4 +159,5 @@ class WGANGP(GANModel):
             "d_fake": d_fake,
             "grad_norm_d": gn_d,
             "grad_norm_g": gn_g,
+            **augment,
         }

@@ -258,28 +258,28 @@ class Pix2Pix(GenerativeModel):
             "grad_norm_d",
             "grad_norm_g",
         ),
+        about=(
+            "Learns to turn image A into image B from aligned pairs: a sketch into a painting, "
+            "a label map into a photograph, a day scene into night. The generator is a U-Net: it "
+            "encodes the input down to a 1x1 map and decodes it back up, with a skip connection "
+            "from each encoder level to the decoder level of the same size, so the input's "
+            "layout and detail reach the output directly; it takes no noise vector, but its "
+            "dropout stays on when translating, so seeds vary the details. A PatchGAN "
+            "discriminator judges the (input, output) pair patch by patch (70x70 px with 3 "
+            "layers; small images get fewer layers and a smaller patch, 34 px at 16 px), and the "
+            "L1 distance to the target, weighted by 100, keeps colours and layout right while the "
+            "GAN loss sharpens. Good when every input has one right answer in the same framing; "
+            "it needs pairs aligned pixel for pixel (folders A and B matched by name, or "
+            "side-by-side files), and learns from a few hundred of them. Both images of a pair get "
+            "the same random jitter (enlarged by 30/256, cropped back) and flip. Sample grids show "
+            "held-out pairs as input | output | target rows, with their L1 error (`heldout_l1`); "
+            "apply a run with `studio translate`."
+        ),
     )
     Config = Pix2PixConfig
     config: Pix2PixConfig
     conditions = ("image",)
     latent_note = "Pix2Pix has no latent space: it translates an input image."
-    about = (
-        "Learns to turn image A into image B from aligned pairs: a sketch into a painting, "
-        "a label map into a photograph, a day scene into night. The generator is a U-Net: it "
-        "encodes the input down to a 1x1 map and decodes it back up, with a skip connection "
-        "from each encoder level to the decoder level of the same size, so the input's "
-        "layout and detail reach the output directly; it takes no noise vector, but its "
-        "dropout stays on when translating, so seeds vary the details. A PatchGAN "
-        "discriminator judges the (input, output) pair patch by patch (70x70 px with 3 "
-        "layers; small images get fewer layers and a smaller patch, 34 px at 16 px), and the "
-        "L1 distance to the target, weighted by 100, keeps colours and layout right while the "
-        "GAN loss sharpens. Good when every input has one right answer in the same framing; "
-        "it needs pairs aligned pixel for pixel (folders A and B matched by name, or "
-        "side-by-side files), and learns from a few hundred of them. Both images of a pair get "
-        "the same random jitter (enlarged by 30/256, cropped back) and flip. Sample grids show "
-        "held-out pairs as input | output | target rows, with their L1 error (`heldout_l1`); "
-        "apply a run with `studio translate`."
-    )
 
     def __init__(self, config: Pix2PixConfig) -> None:
         super().__init__(config)

@@ -14,6 +14,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -139,6 +140,15 @@ class SliderPanel(QWidget):
         seed_row.addWidget(QLabel("Seed"))
         seed_row.addWidget(self.seed_spin, 1)
         seed_row.addWidget(self.lock_seed)
+        # The prior's temperature, for a model that declares it (LatentSpec.temperature_option)
+        self.temperature_label = QLabel("")
+        self.temperature_spin = QDoubleSpinBox()
+        self.temperature_spin.setDecimals(2)
+        self.temperature_spin.setSingleStep(0.05)
+        self.temperature_spin.setKeyboardTracking(False)
+        seed_row.addWidget(self.temperature_label)
+        seed_row.addWidget(self.temperature_spin)
+        self.set_temperature_option(None)
 
         self.raw_toggle = QCheckBox("Raw dimensions")
         self.raw_toggle.setToolTip(
@@ -193,6 +203,27 @@ class SliderPanel(QWidget):
         self.class_combo.blockSignals(False)
         self.class_combo.setVisible(count > 0)
         self.class_label.setVisible(count > 0)
+
+    def set_temperature_option(self, option: Any) -> None:
+        """Show the control a ``SamplingOption`` describes (None: hide it) at its default."""
+        shown = option is not None
+        self.temperature_label.setVisible(shown)
+        self.temperature_spin.setVisible(shown)
+        if not shown:
+            return
+        spin = self.temperature_spin
+        spin.blockSignals(True)
+        low = option.minimum if option.minimum is not None else 0.0
+        spin.setRange(low, option.maximum if option.maximum is not None else 10.0)
+        spin.setValue(float(option.default))
+        spin.blockSignals(False)
+        self.temperature_label.setText(option.label)
+        spin.setToolTip(option.help)
+        spin.setAccessibleName(option.label)
+
+    def temperature(self) -> float | None:
+        """The prior temperature chosen, or None when the model declares no control."""
+        return self.temperature_spin.value() if self.temperature_spin.isVisibleTo(self) else None
 
     def set_directions(
         self, names: Sequence[str], method: str, tooltips: Sequence[str] = ()

@@ -51,6 +51,7 @@ class Loaded:
     steps: int = 0  # ODE latents: DDIM steps per decode and inversion
     refine: int = 0  # ODE latents: fixed-point refinements per inversion step
     step: int | None = None  # the training step of the loaded (saved) weights
+    temperature: Any = None  # LatentSpec.temperature_option: Explore's control, or None
 
 
 def _space(context: SpaceHolder) -> Any:
@@ -102,6 +103,7 @@ def load_run(path: str | Path, device: str, seed: int) -> TaskFactory:
             steps=getattr(space, "steps", 0),
             refine=getattr(space, "refine", 0),
             step=saved_step(path),
+            temperature=space.spec.temperature_option,
         )
 
     return factory
@@ -158,12 +160,12 @@ def set_label(label: int) -> TaskFactory:
     return factory
 
 
-def prior_sample(seed: int) -> TaskFactory:
-    """One latent from the prior."""
+def prior_sample(seed: int, temperature: float | None = None) -> TaskFactory:
+    """One latent from the prior (at ``temperature``; None: the space's own)."""
 
     def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
         yield Progress("sample")
-        return _space(context).prior_sample(1, seed)[0]
+        return _space(context).prior_sample(1, seed, temperature)[0]
 
     return uses_model(factory)  # a VQ-VAE's prior is its codebook
 

@@ -118,6 +118,9 @@ class LatentWorkspace(QWidget):
         sp.reset_button.clicked.connect(self.reset)
         sp.randomise_button.clicked.connect(self.randomise)
         sp.seed_spin.valueChanged.connect(self._on_seed_changed)
+        sp.temperature_spin.valueChanged.connect(
+            lambda _: self._on_seed_changed(sp.seed_spin.value())
+        )
         sp.lock_seed.toggled.connect(lambda locked: sp.seed_spin.setEnabled(not locked))
         sp.raw_toggle.toggled.connect(self._on_raw_toggled)
         sp.class_combo.currentIndexChanged.connect(self._on_class_changed)
@@ -299,6 +302,7 @@ class LatentWorkspace(QWidget):
         )
         sp = self.slider_panel
         sp.set_classes(result.num_classes)
+        sp.set_temperature_option(result.temperature)
         # Decodes are ODE runs (DDIM): steps and refinements to set, no raw dimensions.
         self.diffusion_settings.show_for(result.ode, result.steps, result.refine)
         sp.raw_toggle.setVisible(not result.ode)
@@ -435,8 +439,11 @@ class LatentWorkspace(QWidget):
 
     def _on_seed_changed(self, seed: int) -> None:
         if self.loaded is not None:
+            temperature = self.slider_panel.temperature()
             self._submit(
-                "Sample", tasks.prior_sample(seed), lambda z: self._set_origin(z, f"Seed {seed}")
+                "Sample",
+                tasks.prior_sample(seed, temperature),
+                lambda z: self._set_origin(z, f"Seed {seed}"),
             )
 
     def _on_raw_toggled(self, raw: bool) -> None:
