@@ -36,9 +36,11 @@ FAMILIES: dict[str, str] = {
     "vae.beta": "studio.models.vae.beta:BetaVAE",
     "vae.cvae": "studio.models.vae.cvae:ConditionalVAE",
     "vae.vqvae": "studio.models.vae.vqvae:VQVAE",
+    "vae.hierarchical": "studio.models.vae.hierarchical:HierarchicalVAE",
     "flow.nice": "studio.models.flow.nice:NICE",
     "flow.realnvp": "studio.models.flow.realnvp:RealNVP",
     "flow.glow": "studio.models.flow.glow:Glow",
+    "flow.flowpp": "studio.models.flow.flowpp:FlowPlusPlus",
     "diffusion.ddpm": "studio.models.diffusion.ddpm:DDPM",
     "diffusion.text": "studio.models.diffusion.text:TextDiffusion",
 }
