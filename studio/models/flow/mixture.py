@@ -23,7 +23,7 @@ from studio.models.flow.layers import FlowLayer, checkerboard, soft_clamp
 
 MIN_LOG_SCALE = -7.0  # a component narrower than e^-7 adds nothing but numerical trouble
 SCALE_BOUND = 3.0  # |a| stays below this: exp(a) in (0.05, 20)
-BISECT_TOL = 1e-6  # relative to 1 + |x|
+BISECT_TOL = {torch.float64: 1e-12}  # relative to 1 + |x|; 1e-6 for other dtypes
 BISECT_MAX_STEPS = 100
 
 
@@ -51,7 +51,7 @@ def mixture_logit_inverse(
     logits: Tensor,
     means: Tensor,
     log_scales: Tensor,
-    tol: float = BISECT_TOL,
+    tol: float | None = None,
     max_steps: int = BISECT_MAX_STEPS,
 ) -> Tensor:
     """The x with logit F(x) = t, per element, by bisection.
@@ -60,8 +60,11 @@ def mixture_logit_inverse(
     largest component logit (x - mu_i) / s_i. At x = min_i(mu_i + s_i t) every component logit
     is <= t, at x = max_i(mu_i + s_i t) every one is >= t: the answer lies in between. Each
     step halves the bracket; it stops when every bracket is narrower than
-    ``tol * (1 + |x|)``, or stops shrinking (the float's resolution), or after ``max_steps``.
+    ``tol * (1 + |x|)`` (``tol`` None: 1e-12 in float64, else 1e-6), or stops shrinking
+    (the float's resolution), or after ``max_steps``.
     """
+    if tol is None:
+        tol = BISECT_TOL.get(t.dtype, 1e-6)
     ends = means + torch.exp(log_scales) * t.unsqueeze(-1)
     lo, hi = ends.min(dim=-1).values, ends.max(dim=-1).values
     width = (hi - lo).max()
