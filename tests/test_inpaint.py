@@ -49,6 +49,16 @@ TINY: dict[str, dict] = {
     "flow.nice": {"couplings": 4, "hidden": 16},
     "flow.realnvp": {"scales": 2, "couplings": 2, "hidden": 16},
     "flow.glow": {"levels": 2, "steps": 2, "hidden": 16},
+    "flow.flowpp": {
+        "scales": 2,
+        "couplings": 1,
+        "hidden": 8,
+        "blocks": 1,
+        "components": 4,
+        "heads": 2,
+        "dequant_couplings": 1,
+    },
+    "vae.hierarchical": {"levels": 2, "latent_channels": 2, "width": 8},
     "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
 }
 
