@@ -11,7 +11,12 @@ from torch.autograd.functional import jacobian
 
 from studio.models.base import Batch, StepContext
 from studio.models.flow.flowpp import Dequantizer, FlowPlusPlus
-from studio.models.flow.mixture import MixtureCoupling, mixture_logit, mixture_logit_inverse
+from studio.models.flow.mixture import (
+    GatedAttention,
+    MixtureCoupling,
+    mixture_logit,
+    mixture_logit_inverse,
+)
 
 TINY = {
     "scales": 2,
@@ -127,7 +132,7 @@ def test_dequantiser_density_is_its_change_of_variables() -> None:
     config = FlowPlusPlus.Config.from_dict(
         {**TINY, "resolution": 4, "channels": 1, "dequant_couplings": 2}
     )
-    deq = Dequantizer(config).double()
+    deq = Dequantizer(config, heads=2).double()
     perturb(deq)
     images = torch.randint(0, 256, (1, 1, 4, 4), generator=torch.Generator().manual_seed(2))
     images = images.double() / 127.5 - 1
@@ -156,11 +161,27 @@ def test_encode_decode_gives_the_8bit_image_back_and_uniform_option() -> None:
     assert model.dequantizer is None  # 0 dequantiser couplings: uniform noise
 
 
-def test_settings_are_checked() -> None:
+def test_settings_are_checked_and_attention_goes_where_asked() -> None:
     with pytest.raises(ValueError, match="multiple"):
         make(hidden=10, heads=4)
     with pytest.raises(ValueError, match="resolution"):
         make(resolution=8, scales=4)
+
+    def attended(module: torch.nn.Module) -> int:
+        """How many couplings in ``module`` have self-attention in their nets."""
+        return sum(
+            any(isinstance(m, GatedAttention) for m in c.modules())
+            for c in module.modules()
+            if isinstance(c, MixtureCoupling)
+        )
+
+    # 16 px, two scales, one coupling per stage: a checkerboard coupling on 16x16 (and the
+    # dequantiser's), then a channel and a checkerboard coupling on 8x8.
+    small = make(resolution=16, channels=1, attention_res=8)
+    assert attended(small.flow) == 2 and attended(small.dequantizer) == 0
+    everywhere = make(resolution=16, channels=1, attention_res=16)
+    assert attended(everywhere.flow) == 3 and attended(everywhere.dequantizer) == 1
+    assert attended(make(resolution=16, channels=1, heads=0)) == 0
 
 
 def ramps(n: int = 32) -> torch.Tensor:

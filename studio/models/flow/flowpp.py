@@ -88,6 +88,14 @@ class FlowPlusPlusConfig(FlowConfig):
         minimum=0,
         maximum=16,
     )
+    attention_res: int = setting(
+        16,
+        label="Attention resolution",
+        help="self-attention only in couplings on maps this size or smaller (its cost grows "
+        "with the square of the pixel count)",
+        minimum=0,
+        maximum=128,
+    )
     dequant_couplings: int = setting(
         2,
         label="Dequantiser couplings",
@@ -103,7 +111,7 @@ class Dequantizer(nn.Module):
     then a sigmoid into (0, 1). Returns u and log q(u | image) per image (a density on the
     unit cube, i.e. in pixel units)."""
 
-    def __init__(self, c: FlowPlusPlusConfig) -> None:
+    def __init__(self, c: FlowPlusPlusConfig, heads: int) -> None:
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(c.channels, c.hidden, 3, padding=1),
@@ -111,7 +119,7 @@ class Dequantizer(nn.Module):
         )
         self.couplings = nn.ModuleList(
             MixtureCoupling(
-                c.channels, c.hidden, "checkerboard", j, c.components, c.blocks, c.heads, c.hidden
+                c.channels, c.hidden, "checkerboard", j, c.components, c.blocks, heads, c.hidden
             )
             for j in range(c.dequant_couplings)
         )
@@ -150,27 +158,34 @@ class FlowPlusPlus(FlowModel):
                 f"Flow++: the network width ({c.hidden}) must be a multiple of the attention "
                 f"heads ({c.heads})"
             )
-        channels, levels = c.channels, []
+        channels, size, levels = c.channels, c.resolution, []
         for _ in range(c.scales - 1):
-            layers = self._steps(channels, "checkerboard")
+            layers = self._steps(channels, size, "checkerboard")
             layers.append(Squeeze())
-            channels *= 4
-            layers += self._steps(channels, "channel")
+            channels, size = channels * 4, size // 2
+            layers += self._steps(channels, size, "channel")
             split = Split(channels, c.learned_prior)
             levels.append(Level(layers, split))
             channels -= split.out
-        levels.append(Level(self._steps(channels, "checkerboard")))
+        levels.append(Level(self._steps(channels, size, "checkerboard")))
         self.flow = MultiScaleFlow(levels, (c.channels, c.resolution, c.resolution))
-        self.dequantizer = Dequantizer(c) if c.dequant_couplings else None
+        self.dequantizer = (
+            Dequantizer(c, self._heads(c.resolution)) if c.dequant_couplings else None
+        )
 
-    def _steps(self, channels: int, mask: str) -> list[FlowLayer]:
+    def _heads(self, size: int) -> int:
+        """Attention heads of a coupling on a ``size`` x ``size`` map (0: none)."""
+        return self.config.heads if size <= self.config.attention_res else 0
+
+    def _steps(self, channels: int, size: int, mask: str) -> list[FlowLayer]:
         c = self.config
+        heads = self._heads(size)
         layers: list[FlowLayer] = []
         for j in range(c.couplings):
             layers += [
                 ActNorm(channels),
                 InvConv1x1(channels),
-                MixtureCoupling(channels, c.hidden, mask, j, c.components, c.blocks, c.heads),
+                MixtureCoupling(channels, c.hidden, mask, j, c.components, c.blocks, heads),
             ]
         return layers
 
