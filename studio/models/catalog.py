@@ -66,6 +66,14 @@ def settings(key: str) -> list[SettingRow]:
     return rows
 
 
+def _option_text(family: Any, name: str) -> str:
+    """A sampling option without a flag of its own: ``--with NAME=VALUE`` and its help."""
+    for option in family.sampling_options:
+        if option.name == name:
+            return f"`--with {name}=VALUE` ({option.label.lower()}: {option.help})"
+    return name
+
+
 def _num(value: Any) -> str:
     return "…" if value is None else f"{value:g}"
 
@@ -101,7 +109,7 @@ def render_markdown() -> str:
             info = family.info
             out += [f"### {info.display_name} (`{key}`)", "", info.summary, ""]
             out.append(f"- Can do: {capabilities_text(info.capabilities)}.")
-            conds = [CONDITION_HELP.get(c, c) for c in family.conditions]
+            conds = [CONDITION_HELP.get(c) or _option_text(family, c) for c in family.conditions]
             out.append(f"- Sampling options: {', '.join(conds) if conds else 'none'}.")
             if info.loss_names:
                 shown = [n for n in info.loss_names if not n.startswith("kl_dim_")]

@@ -174,8 +174,8 @@ class HierarchicalVAE(LatentInpainting, GenerativeModel):
         kind="vae",
         display_name="Hierarchical VAE",
         summary="Hierarchical VAE: samples the layout at a coarse top level, then details at "
-        "finer levels given it, in one top-down pass; a tighter bits/dim bound than one-level "
-        "VAEs, and Explore's sliders move the layout alone.",
+        "finer levels given it, in one top-down pass; built for a tighter bits/dim bound than "
+        "one-level VAEs, and Explore's sliders move the layout alone.",
         capabilities=Capability.TRAIN
         | Capability.SAMPLE
         | Capability.LATENT
