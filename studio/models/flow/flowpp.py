@@ -141,8 +141,8 @@ class FlowPlusPlus(FlowModel):
         kind="flow",
         display_name="Flow++",
         summary="Flow++: draws an image in one inverse pass through logistic-mixture couplings "
-        "with self-attention, and learns its dequantisation noise; built for lower bits/dim "
-        "than RealNVP and Glow, at a higher cost per step.",
+        "with self-attention (each inverted by bisection), and learns its dequantisation "
+        "noise; built for lower bits/dim than RealNVP and Glow, at a higher cost per step.",
         capabilities=CAPABILITIES,
         loss_names=("bpd", "logdet", "dequant", "grad_norm"),
     )
