@@ -15,6 +15,8 @@ family   the latent                            encode(image)
 gan.*    z ~ N(0, I), ``latent_dim`` numbers   none: projection by optimisation
                                                (:func:`studio.engine.latent_project.project_job`)
 vae.*    z ~ N(0, I), ``latent_dim`` numbers   the posterior mean of q(z | x)
+vae.hier the top level's grid, C x h x w,      its posterior mean (decoding puts the
+         flattened                             lower levels at their prior means)
 vqvae    the code grid, D x h x w, flattened   the quantised encoder grid
 flow.*   z ~ N(0, I), C * H * W numbers        the flow itself: exact, invertible
 ddpm     DDIM's start noise x_T, C * H * W     DDIM inversion (the ODE run backward):
