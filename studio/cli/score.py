@@ -77,7 +77,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     option = report.option()
     kept = len(report.images) if args.top is None else min(args.top, len(report.images))
     print(
-        f"scored {len(report.images)} images with {report.family} by {option.label.lower()} "
+        f"scored {len(report.images)} images with {report.family} ranked by {option.label} "
         f"({option.unit}); wrote {kept} rows to {printable(out)}"
     )
     for img in report.images[: args.top or SHOWN]:
