@@ -25,11 +25,12 @@ import enum
 import errno
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from studio.core.errors import StudioError
+from studio.core.jobs import Progress
 
 _CHUNK = 1 << 20
 
@@ -95,29 +96,44 @@ def transfer(
     scored_root: str | os.PathLike[str],
     target: str | os.PathLike[str],
     action: Transfer,
-    on_file: Callable[[int], None] | None = None,
 ) -> TransferResult:
     """Copy or move ``files`` (paths relative to ``scored_root``, ``/``-separated, as a score
     report lists them) into ``target``, keeping their relative paths. Each file that fails is
-    reported and left in place; the others go on. ``on_file(count)`` after each file."""
+    reported and left in place; the others go on."""
+    job = transfer_job(list(files), scored_root, target, action)
+    while True:
+        try:
+            next(job)
+        except StopIteration as done:
+            return done.value
+
+
+def transfer_job(
+    files: Sequence[str],
+    scored_root: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    action: Transfer,
+    placed: list[Placed] | None = None,
+) -> Generator[Progress, None, TransferResult]:
+    """:func:`transfer` as a job, one report per file. Each file handled is also appended to
+    ``placed`` as it goes, so a caller can record (and later undo) the moves made even when
+    the job is cancelled midway."""
     root = Path(scored_root)
     folder = check_target(target, root)
-    done: list[Placed] = []
+    done: list[Placed] = [] if placed is None else placed
     failed: list[tuple[Path, str]] = []
+    verb = "Copying" if action is Transfer.COPY else "Moving"
     for count, rel in enumerate(files, start=1):
-        parts = PurePosixPath(rel).parts
-        source = root.joinpath(*parts)
-        if not parts or ".." in parts or PurePosixPath(rel).is_absolute():
+        path = PurePosixPath(rel)
+        source = root.joinpath(*path.parts)
+        if not path.parts or ".." in path.parts or path.is_absolute():
             failed.append((source, "not a path inside the scored folder"))
-            continue
-        try:
-            placed = place(source, folder.joinpath(*parts), action)
-        except OSError as err:
-            failed.append((source, err.strerror or str(err)))
         else:
-            done.append(placed)
-        if on_file is not None:
-            on_file(count)
+            try:
+                done.append(place(source, folder.joinpath(*path.parts), action))
+            except OSError as err:
+                failed.append((source, err.strerror or str(err)))
+        yield Progress("export", count, len(files), f"{verb} files: {count}/{len(files)}")
     return TransferResult(action, tuple(done), tuple(failed))
 
 

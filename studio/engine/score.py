@@ -43,6 +43,7 @@ from studio.models.capabilities import AnomalyScore
 from studio.models.scoring import anomaly_scores, score_options
 
 DEFAULT_BATCH = 16
+THUMB = 64
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class ScoreReport:
     images: tuple[ScoredImage, ...]
     skipped: tuple[SkippedFile, ...]
     seed: int
+    # With ``thumbnails=True``: each ranked image as the model saw it (N x T x T x 3 uint8,
+    # T = the model's resolution, at most THUMB), in rank order, for a window's list.
+    thumbnails: np.ndarray | None = None
 
     def values(self, name: str | None = None) -> np.ndarray:
         """The ``name`` score (default: the ranking one) of every image, in rank order."""
@@ -128,10 +132,12 @@ def score_job(
     device: str = "auto",
     model: GenerativeModel | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    thumbnails: bool = False,
 ) -> Generator[Progress, None, ScoreReport]:
     """Job: score every usable image below ``data_dir`` with the run's model and rank them
     by ``score`` (a name the run's family offers; None = its default). Unreadable files are
-    skipped and listed, as when training. Cancellable between batches."""
+    skipped and listed, as when training. Cancellable between batches. ``thumbnails``: keep
+    a small copy of each image in the report (:attr:`ScoreReport.thumbnails`)."""
     if batch_size < 1:
         raise StudioError("The batch size must be at least 1.")
     run = Path(run_dir)
@@ -170,6 +176,18 @@ def score_job(
         images=ranked,
         skipped=data.skipped,
         seed=seed,
+        thumbnails=_thumbnails(data.images[order]) if thumbnails else None,
+    )
+
+
+def _thumbnails(images: np.ndarray) -> np.ndarray:
+    if images.shape[1] <= THUMB:
+        return images
+    from PIL import Image
+
+    size = (THUMB, THUMB)
+    return np.stack(
+        [np.asarray(Image.fromarray(a).resize(size, Image.Resampling.BOX)) for a in images]
     )
 
 
