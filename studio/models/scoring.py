@@ -41,9 +41,7 @@ PROJECTION_STARTS = 8  # prior draws per image; the closest one starts the optim
 
 def score_options(model: GenerativeModel | type[GenerativeModel]) -> tuple[AnomalyScore, ...]:
     """What ``model`` offers, the default first (:meth:`GenerativeModel.score_options`)."""
-    return (
-        type(model).score_options() if isinstance(model, GenerativeModel) else model.score_options()
-    )
+    return model.score_options()
 
 
 def anomaly_scores(
