@@ -75,6 +75,7 @@ class ScoreView(QWidget):
         self._scored: Any = None  # score_jobs.Scored
         self._images: list[Any] = []  # ranked by the chosen score
         self._away: set[str] = set()  # moved out of the folder (until a move is undone)
+        self._shaded = 0  # the first rows shown as flagged
         self._job: JobHandle | None = None
         self._build()
         self._update_buttons()
@@ -290,6 +291,7 @@ class ScoreView(QWidget):
             return (float("-inf") if value != value else -value, img.path)
 
         self._images = sorted((i for i in report.images if i.path not in self._away), key=key)
+        self._shaded = 0  # the rows below are new items, none shaded
         self.table.setRowCount(len(self._images))
         for row, img in enumerate(self._images):
             rank = QTableWidgetItem(str(row + 1))
@@ -327,12 +329,15 @@ class ScoreView(QWidget):
         self.flagged_label.setText(
             f"{n} of {len(self._images)} images flagged (score ≥ {self.threshold.value():.4g})"
         )
-        for row in range(self.table.rowCount()):
+        # Only the rows that changed side are repainted: a drag reports many small moves.
+        low, high = sorted((self._shaded, n))
+        for row in range(low, min(high, self.table.rowCount())):
             brush = QBrush(FLAGGED) if row < n else QBrush()
             for col in range(3):
                 item = self.table.item(row, col)
                 if item is not None:
                     item.setBackground(brush)
+        self._shaded = n
         self._update_buttons()
 
     # -- the closer look -------------------------------------------------------------------
@@ -448,6 +453,7 @@ class ScoreView(QWidget):
     # -- state -----------------------------------------------------------------------------
     def _clear(self) -> None:
         self._away = set()
+        self._shaded = 0
         self._scored = None
         self._images = []
         self.table.setRowCount(0)
