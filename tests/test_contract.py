@@ -25,6 +25,7 @@ from studio.engine.train import train_job
 from studio.models.base import Capability, GenerativeModel
 from studio.models.capabilities import InpaintFamily, LatentFamily, LikelihoodFamily
 from studio.models.registry import FAMILIES, get_family, load_model
+from studio.models.scoring import anomaly_scores
 
 TINY = TINY_MODELS
 
@@ -109,6 +110,21 @@ def test_family_contract(key, data_dir, pairs_dir, tmp_path):
         assert bpd.shape == (2,) and torch.isfinite(bpd).all() and (bpd > 0).all()
         labelled = model.bits_per_dim(x, labels_for(model, 2))  # the one signature for all
         assert labelled.shape == (2,)
+    # Anomaly scores: each family offers at least one and computes every one it offers, per
+    # image, finite, the same for the same seed (studio.models.scoring).
+    offered = [o.name for o in model.score_options()]
+    assert offered, f"{key} offers no anomaly score"
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    first = anomaly_scores(model, x, None, cpu_generator(3))
+    again = anomaly_scores(model, x, None, cpu_generator(3))
+    assert list(first.scores) == offered
+    for name, values in first.scores.items():
+        assert values.shape == (2,) and torch.isfinite(values).all(), name
+        assert torch.equal(values, again.scores[name]), f"{name} is not deterministic"
+    if first.error_map is not None:
+        assert first.error_map.shape == (2, 16, 16) and (first.error_map >= 0).all()
+    if first.reconstruction is not None:
+        assert first.reconstruction.shape == (2, 3, 16, 16)
     with pytest.raises(ValueError):
         model.check_conditions({"no_such_condition": 1})
 

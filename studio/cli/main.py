@@ -13,6 +13,7 @@ from studio import __version__
 from studio.cli import compare as compare_cli
 from studio.cli import generate as generate_cli
 from studio.cli import inpaint as inpaint_cli
+from studio.cli import score as score_cli
 from studio.cli import translate as translate_cli
 from studio.cli.running import class_index, run_job  # noqa: F401 - class_index re-exported
 from studio.core import options
@@ -32,6 +33,7 @@ EPILOG = """examples:
   studio train --family i2i.pix2pix --data sketches --data-b paintings --out runs/paint
   studio translate --run runs/paint --image sketch.png --out painting.png
   studio generate --model ~/models/sd15 --prompt "a red fox" --seed 7 --out fox.png
+  studio score --run runs/first --data ~/Pictures/moths --out scores.csv --top 20
 
 Run folders default to {runs}. Ctrl-C during training stops at the next step and keeps a
 checkpoint; press it twice to abort at once.
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     translate_cli.add_parser(sub, common)
     compare_cli.add_parser(sub, common)
     generate_cli.add_parser(sub, common)
+    score_cli.add_parser(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list run folders")
     p.add_argument("--dir", help=f"runs folder (default {runs_dir()})")
@@ -202,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "translate": translate_cli.cmd_translate,
         "compare": compare_cli.cmd_compare,
         "generate": generate_cli.cmd_generate,
+        "score": score_cli.cmd_score,
     }[args.command]
     try:
         return handler(args)
@@ -466,6 +470,8 @@ def cmd_families(args: argparse.Namespace) -> int:
             for row in settings(key):
                 allowed = f" [{row.allowed}]" if row.allowed else ""
                 print(f"    --set {row.name}={row.default}{allowed}  {row.label}")
+            scores = ", ".join(o.name for o in get_family(key).score_options())
+            print(f"    scores (studio score --score): {scores or 'none'}")
     return 0
 
 

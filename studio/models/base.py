@@ -26,6 +26,7 @@ from studio.core.schema import (  # noqa: F401 - declared without torch, re-expo
     setting,
 )
 from studio.models.capabilities import (  # noqa: F401 - the contract, re-exported
+    AnomalyScore,
     InpaintFamily,
     InpaintSettings,
     LatentFamily,
@@ -33,6 +34,9 @@ from studio.models.capabilities import (  # noqa: F401 - the contract, re-export
     LikelihoodFamily,
     OdeLatentFamily,
     SamplingOption,
+    ScoreBatch,
+    ScoreFamily,
+    derived_scores,
 )
 
 MODEL_CONFIG = "studio.json"  # the family descriptor; not config.json, which diffusers owns
@@ -105,6 +109,9 @@ class GenerativeModel(nn.Module):
     # The sampling knobs among ``conditions``, as data the window and the command line build
     # their controls and flags from (studio.models.capabilities.SamplingOption).
     sampling_options: ClassVar[tuple[SamplingOption, ...]] = ()
+    # How the family scores how unusual an image is ("find the odd ones out"), the default
+    # first; () = those derived from its capabilities (see score_options).
+    scores: ClassVar[tuple[AnomalyScore, ...]] = ()
     # Why the explorer cannot open this family, when it has no LATENT capability and there is
     # more to say than "it has no latent space".
     latent_note: ClassVar[str] = ""
@@ -128,6 +135,14 @@ class GenerativeModel(nn.Module):
         to change. Pure Python on a few floats, so a window may call it on its GUI thread.
         Default: none."""
         return []
+
+    @classmethod
+    def score_options(cls) -> tuple[AnomalyScore, ...]:
+        """The anomaly scores this family offers, the default first: its declared ``scores``,
+        else bits/dim from a likelihood or the reconstruction error from a latent space
+        (:func:`studio.models.capabilities.derived_scores`). Computed by the family itself
+        where it implements :class:`ScoreFamily`, else by :mod:`studio.models.scoring`."""
+        return tuple(cls.scores) or derived_scores(cls.info.capabilities)
 
     # -- training ------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:

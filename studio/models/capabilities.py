@@ -15,6 +15,11 @@ The engine and the window never ask *which* family a model is; they ask what it 
 * :class:`InpaintFamily`: the family's own way to fill a masked region
   (:mod:`studio.models.latent_inpaint` is the latent-optimisation one any latent family can
   take). ``Capability.INPAINT`` is set by the families that implement it.
+* :class:`AnomalyScore` rows (``GenerativeModel.scores``): how a family measures how unusual
+  an image is to it (reconstruction error, negative ELBO, bits/dim, denoising error,
+  projection error), as data; the first is the default. A family that declares none gets
+  the ones :func:`derived_scores` reads from its capabilities. :class:`ScoreFamily` computes
+  them its own way; :mod:`studio.models.scoring` computes the derived ones for any family.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch
 from torch import Tensor
 
 from studio.core.jobs import Progress
+from studio.core.schema import Capability
 
 Preview = Callable[[Tensor], np.ndarray]
 
@@ -237,3 +243,87 @@ class InpaintFamily(Protocol):
         labels: Tensor | None,
         preview: Preview | None,
     ) -> Generator[Progress, None, Tensor]: ...
+
+
+# -- anomaly scores ("find the odd ones out") -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnomalyScore:
+    """One way a family scores how unusual an image is to it, as data. Higher is always
+    more unusual. ``name`` is what the command line's ``--score`` and the CSV column use;
+    ``label`` and ``help`` are for people; ``unit`` says what the numbers are in."""
+
+    name: str
+    label: str
+    help: str = ""
+    unit: str = ""
+
+
+RECONSTRUCTION = AnomalyScore(
+    "recon",
+    "Reconstruction error",
+    "how far the image is from the model's reconstruction of it (encode, then decode)",
+    "mean squared error, 0..1 pixels",
+)
+NEGATIVE_ELBO = AnomalyScore(
+    "neg_elbo",
+    "Negative ELBO",
+    "the VAE's bound on the image's code length: how surprised the model is by it",
+    "bits/dim",
+)
+BITS_PER_DIM = AnomalyScore(
+    "bits_per_dim",
+    "Bits per dimension",
+    "the image's negative log-likelihood under the model",
+    "bits/dim",
+)
+DENOISING = AnomalyScore(
+    "denoise",
+    "Denoising error",
+    "how badly the model removes noise from the image, averaged over a few fixed noise levels",
+    "mean squared error, 0..1 pixels",
+)
+PROJECTION = AnomalyScore(
+    "projection",
+    "Projection error",
+    "how close the model's best matching image comes, found by optimising the latent",
+    "mean squared error, 0..1 pixels",
+)
+
+
+def derived_scores(capabilities: Capability) -> tuple[AnomalyScore, ...]:
+    """The scores a family gets without code: bits/dim from a likelihood, else the
+    reconstruction error from a latent space (its encoder, or projection without one)."""
+    if Capability.LIKELIHOOD in capabilities:
+        return (BITS_PER_DIM,)
+    if Capability.LATENT in capabilities:
+        return (RECONSTRUCTION,)
+    return ()
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """Scores of N images: ``scores`` maps each offered score's name to N floats (CPU,
+    higher = more unusual); ``error_map`` is N x H x W, the per-pixel error behind the first
+    score where it has one (squared error on the 0..1 scale); ``reconstruction`` N x C x H x W
+    in [-1, 1], what the image was compared with, where the score has one."""
+
+    scores: dict[str, Tensor]
+    error_map: Tensor | None = None
+    reconstruction: Tensor | None = None
+
+
+@runtime_checkable
+class ScoreFamily(Protocol):
+    """A family that computes its anomaly scores itself (all of its ``scores`` at once).
+    ``labels`` (a class per image) is used by conditional families and may be None; every
+    random draw comes from ``generator`` (a CPU generator; a fixed seed when None), so the
+    same images and seed give the same scores."""
+
+    def anomaly_scores(
+        self,
+        images: Tensor,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ScoreBatch: ...

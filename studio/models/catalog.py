@@ -112,6 +112,11 @@ def render_markdown() -> str:
                 for c in family.conditions
             ]
             out.append(f"- Sampling options: {'; '.join(conds) if conds else 'none'}.")
+            scores = [f"`{o.name}` ({o.label}, {o.unit})" for o in family.score_options()]
+            out.append(
+                "- Odd-one-out scores (`studio score --score NAME`, the first is the default): "
+                f"{', '.join(scores) if scores else 'none'}."
+            )
             if info.loss_names:
                 shown = [n for n in info.loss_names if not n.startswith("kl_dim_")]
                 extra = (

@@ -51,6 +51,7 @@ from studio.qt import engine_jobs
 from studio.qt.engine_thread import JobHandle, JobRunner
 from studio.qt.imaging import numpy_to_qimage
 from studio.qt.job_calls import JobCalls
+from studio.qt.score_view import ScoreView
 from studio.qt.settings import RESOLUTIONS, AppSettings
 from studio.qt.thumbnails import CELL, ICON_SIZE, letterbox, thumbnail_tooltip
 from studio.qt.widgets import Banner
@@ -221,6 +222,10 @@ class DatasetPanel(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.thumbnails, "Images")
         self.tabs.addTab(self.skipped_table, "Skipped")
+        # Odd ones out: scoring is model work (the engine thread), set-aside is file work (the
+        # scan lane).
+        self.score_view = ScoreView(self._runner, self.scan_runner)
+        self.tabs.addTab(self.score_view, "Odd ones out")
 
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -472,6 +477,7 @@ class DatasetPanel(QWidget):
             self.dataset_changed.emit(self._folder, 0)
             return
         self._n_images = n
+        self.score_view.set_folder(self._folder)
         self._settings.add_recent_folder(self._folder)
         self._settings.set_last_folder(self._folder)
         if live.live_paths():  # scanned while a model trains: say which images it uses

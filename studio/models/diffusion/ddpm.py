@@ -61,6 +61,7 @@ from studio.models.diffusion.samplers import (
     make_sampler,
     predicted_x0,
 )
+from studio.models.diffusion.scoring import Denoiser, DenoisingScore
 
 SCHEDULES = ("linear", "squaredcos_cap_v2")
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -234,7 +235,7 @@ def build_scheduler(c: DDPMConfig) -> DDPMScheduler:
     )
 
 
-class UNetDiffusion(GenerativeModel):
+class UNetDiffusion(DenoisingScore, GenerativeModel):
     """What DDPM and the text model share: the training objective on ``self.scheduler``'s
     noise process, AdamW with warm-up and clipping, an EMA of the trained networks (the
     weights samples come from) and the checks of the sampling options. A subclass builds
@@ -414,6 +415,21 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
         labels = batch.labels.long()
         drop = ctx.rand(labels.shape[0]).to(labels.device) < self.config.cond_drop_prob
         return torch.where(drop, torch.full_like(labels, nc), labels)
+
+    def score_denoiser(self, n: int, labels: Tensor | None) -> Denoiser:
+        """The EMA network for the denoising score: given ``labels``, conditioned on them; a
+        class-conditional model given none uses its null class (unconditional)."""
+        nc = self.config.num_classes
+        if nc and labels is None:
+            labels = torch.full((n,), nc, dtype=torch.long, device=self.device)
+        labels = None if labels is None else labels.to(self.device)
+        unet = self.ema_unet
+
+        def denoise(x: Tensor, t: Tensor) -> Tensor:
+            with eval_mode(unet):
+                return guided_output(unet, x, t, labels if nc else None, nc, 1.0)
+
+        return denoise
 
     # -- sampling ------------------------------------------------------------------------
     @torch.no_grad()

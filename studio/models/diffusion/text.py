@@ -342,6 +342,12 @@ class TextDiffusion(PromptSampling, UNetDiffusion):
 
         return denoise
 
+    def score_denoiser(self, n: int, labels: Tensor | None) -> Any:
+        """The denoising score asks the model unprompted (the empty prompt, which training
+        shows it with caption dropout): how well it knows the image without being told."""
+        del labels
+        return self.guided_denoiser([""] * n, "", 1.0)
+
     def _all_modules(self) -> list[nn.Module]:
         return [*self._trained(), self.ema]
 

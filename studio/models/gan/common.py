@@ -29,7 +29,7 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
-from studio.models.capabilities import LatentSpec
+from studio.models.capabilities import PROJECTION, LatentSpec
 from studio.models.configs import learning_rate, network_width
 from studio.models.gan.augment import AUTO_LIMIT, MODES, AugmentPipe, resolve_mode
 from studio.models.latent_inpaint import LatentInpainting
@@ -265,6 +265,9 @@ class GANModel(LatentInpainting, GenerativeModel):
 
     Config = GANConfig
     config: GANConfig
+    scores = (
+        PROJECTION,
+    )  # no encoder: the latent is found by optimisation (studio.models.scoring)
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__(config)

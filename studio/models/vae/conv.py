@@ -26,7 +26,13 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
-from studio.models.capabilities import TEMPERATURE, LatentSpec
+from studio.models.capabilities import (
+    NEGATIVE_ELBO,
+    RECONSTRUCTION,
+    TEMPERATURE,
+    LatentSpec,
+    ScoreBatch,
+)
 from studio.models.configs import learning_rate
 from studio.models.latent_inpaint import LatentInpainting, LatentPlan, LatentView, noise_like
 from studio.models.vae.common import (
@@ -98,6 +104,7 @@ class ConvVAE(LatentInpainting, GenerativeModel):
     config: ConvVAEConfig
     conditions: tuple[str, ...] = ("temperature",)
     sampling_options = (TEMPERATURE,)
+    scores = (RECONSTRUCTION, NEGATIVE_ELBO)
 
     def __init__(self, config: ConvVAEConfig) -> None:
         super().__init__(config)
@@ -279,6 +286,38 @@ class ConvVAE(LatentInpainting, GenerativeModel):
         """Per-image negative ELBO in bits per dimension: an upper bound on -log2 p(x) / D."""
         ll = self.log_likelihood(images, labels, generator, samples)
         return nats_to_bits_per_dim(-ll, self.dims)
+
+    # -- anomaly scores (studio.models.capabilities.ScoreFamily) -----------------------------
+    @torch.no_grad()
+    def anomaly_scores(
+        self,
+        images: Tensor,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ScoreBatch:
+        """The reconstruction error (the decoder's expected image at the posterior mean, on the
+        0..1 scale) and the negative ELBO in bits/dim. A conditional model given no labels
+        reconstructs each image with its likeliest class and bounds log p(x) over all."""
+        x = images.to(self.device).float()
+        given = labels if labels is None else self._checked(labels.to(self.device), len(x))
+        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        neg_elbo = self.bits_per_dim(x, given, gen).float().cpu()
+        chosen = given
+        if chosen is None and self._label_classes():
+            per_class = []
+            for y in range(self._label_classes()):
+                ys = torch.full((len(x),), y, dtype=torch.long, device=x.device)
+                per_class.append(self.elbo(x, ys, torch.Generator().manual_seed(0)))
+            chosen = torch.stack(per_class).argmax(0)
+        with eval_mode(self):
+            mean = self.posterior(x, chosen)[0]
+            recon = params_to_images(self.decoder(mean, chosen), self.config.likelihood)
+        error = ((recon - x).square() / 4).mean(1)
+        return ScoreBatch(
+            {RECONSTRUCTION.name: error.flatten(1).mean(1).cpu(), NEGATIVE_ELBO.name: neg_elbo},
+            error_map=error.cpu(),
+            reconstruction=recon.cpu(),
+        )
 
 
 class _VAEInpaint(LatentView):
