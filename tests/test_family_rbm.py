@@ -203,3 +203,25 @@ def test_extra_images_are_saved_under_plain_names_only(tmp_path):
     monitor.run = SimpleNamespace(samples_dir=tmp_path)
     monitor._save_extra_images(model)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["filters.png"]
+
+
+def test_anomaly_scores_rank_a_pattern_it_never_saw_above_the_one_it_learned():
+    """Free energy and reconstruction both score the unseen pattern as more unusual."""
+    from studio.models.registry import get_family
+
+    torch.manual_seed(0)
+    model = get_family("ebm.rbm")(get_family("ebm.rbm").Config(resolution=8, channels=1, hidden=8))
+    model.configure_optimizers()
+    stripes = torch.zeros(1, 1, 8, 8) - 1
+    stripes[..., ::2] = 1  # vertical stripes: the training pattern
+    checker = -stripes.clone()
+    checker[..., ::2, :] *= -1  # a checkerboard: never seen
+    from studio.models.base import Batch, StepContext
+
+    for step in range(300):
+        gen = torch.Generator().manual_seed(step)
+        model.train_step(Batch(stripes.expand(8, -1, -1, -1)), StepContext(step, gen))
+    scored = model.anomaly_scores(torch.cat([stripes, checker]))
+    for name in ("free_energy", "recon"):
+        assert scored.scores[name][1] > scored.scores[name][0], name
+    assert scored.reconstruction.shape == (2, 1, 8, 8)

@@ -38,7 +38,14 @@ from studio.models.base import (
     StepContext,
     setting,
 )
-from studio.models.capabilities import InpaintSettings, Preview, SamplingOption
+from studio.models.capabilities import (
+    RECONSTRUCTION,
+    AnomalyScore,
+    InpaintSettings,
+    Preview,
+    SamplingOption,
+    ScoreBatch,
+)
 from studio.models.configs import learning_rate
 
 GIBBS_STEPS = SamplingOption(
@@ -55,6 +62,13 @@ INPAINT_STEPS = {"fast": 200, "quality": 1000}  # Gibbs steps per inpainting pre
 CLAMPED = "clamped"
 MAX_FILTERS = 64
 LUMA = (0.299, 0.587, 0.114)
+FREE_ENERGY = AnomalyScore(
+    "free_energy",
+    "Free energy",
+    "the RBM's energy of the binarised image: higher is less likely (p(v) is proportional to "
+    "exp(-F(v)))",
+    "nats per pixel, up to a constant",
+)
 
 Uniform = Callable[[int, int], Tensor]  # (rows, cols) -> uniform numbers on the model's device
 
@@ -133,6 +147,7 @@ class RBM(GenerativeModel):
         "move along; its samples come from a Gibbs chain."
     )
     supports_accumulation = True
+    scores = (FREE_ENERGY, RECONSTRUCTION)
     inpaint_methods = (CLAMPED,)
     inpaint_method_labels = {CLAMPED: "Gibbs with the known pixels clamped"}
 
@@ -227,6 +242,34 @@ class RBM(GenerativeModel):
         if norm is not None:
             out["grad_norm"] = norm
         return out
+
+    # -- anomaly scores (studio.models.capabilities.ScoreFamily) -----------------------------
+    @torch.no_grad()
+    def anomaly_scores(
+        self,
+        images: Tensor,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ScoreBatch:
+        """The free energy per pixel of the binarised image (p(v) is proportional to
+        exp(-F(v)), so a higher F is a less likely image, up to the unknown partition function
+        that is the same for every image) and the mean-field reconstruction error (v -> p(h|v)
+        -> p(v|h)), with its per-pixel map. Deterministic: no sampling."""
+        v = self.binarise(images.to(self.weight.device))
+        energy = self.free_energy(v) / v.shape[1]
+        recon = self.p_visible(self.p_hidden(v))
+        error = (recon - v).square().view(-1, 1, self.side, self.side)
+        c = self.config
+        if self.side != c.resolution:
+            error = F.interpolate(error, size=(c.resolution, c.resolution), mode="nearest")
+        return ScoreBatch(
+            {
+                FREE_ENERGY.name: energy.float().cpu(),
+                RECONSTRUCTION.name: error.flatten(1).mean(1).float().cpu(),
+            },
+            error_map=None,  # the map belongs to the first score, which has none
+            reconstruction=self.to_images(recon).float().cpu(),
+        )
 
     def pseudo_likelihood(self, v: Tensor, u: Tensor) -> Tensor:
         """log p(v_i | every other pixel) for one pixel i per image, picked by ``u`` in [0, 1)
