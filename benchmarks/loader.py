@@ -99,7 +99,7 @@ def main() -> None:
         data = run_sync(make_demo_dataset(tmp_path / "data", count=count, size=64)).result
         cfg = TrainConfig(
             family="gan.dcgan", data=str(data), resolution=32, batch_size=32, steps=steps,
-            sample_every=10**9, checkpoint_every=10**9, checkpoint_minutes=1e9, log_every=10,
+            sample_every=10**6, checkpoint_every=10**7, checkpoint_minutes=1e6, log_every=10,
             samples=4, holdout_fraction=0.0, device=str(device), model={"latent_dim": 100, "width": 32},
         )  # fmt: skip
         dataset = run_sync(prepare_dataset(str(data), cfg.resolution)).result

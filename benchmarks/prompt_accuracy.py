@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         run = args.out / f"run-{int(time.time())}"
         cfg = TrainConfig(
             family="diffusion.text", data=str(demo), resolution=RESOLUTION,
-            batch_size=args.batch, steps=args.steps, seed=args.seed, sample_every=10**9,
-            checkpoint_every=10**9, checkpoint_minutes=10**6, log_every=25, samples=4,
+            batch_size=args.batch, steps=args.steps, seed=args.seed, sample_every=10**6,
+            checkpoint_every=10**7, checkpoint_minutes=10**6, log_every=25, samples=4,
             holdout_fraction=0.0, device="cpu", model=dict(MODEL),
         )  # fmt: skip
         token = CancelToken()

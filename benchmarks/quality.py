@@ -200,7 +200,7 @@ def run_family(
         seed=SEED,
         sample_every=args.steps,  # one grid at the end: the benchmark measures, not watches
         checkpoint_every=args.steps,
-        checkpoint_minutes=1e9,
+        checkpoint_minutes=1e6,
         log_every=max(1, min(50, args.steps // 4)),
         samples=8,  # the trainer's own grids: kept small, DDPM samples are slow on a CPU
         holdout_fraction=HOLDOUT,

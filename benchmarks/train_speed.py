@@ -194,7 +194,7 @@ def studio_rate(
 ) -> float:
     cfg = TrainConfig(
         family=case.family, data=str(data), resolution=case.resolution, batch_size=case.batch,
-        steps=steps, sample_every=10**9, checkpoint_every=10**9, checkpoint_minutes=1e9,
+        steps=steps, sample_every=10**6, checkpoint_every=10**7, checkpoint_minutes=1e6,
         log_every=25, samples=4, holdout_fraction=0.0, device=str(device), model=case.model,
         **options,
     )  # fmt: skip
