@@ -1,0 +1,52 @@
+"""The benchmark scripts' training options are within the ranges the engine checks: a run
+length the options refuse (checkpoint_minutes=1e9) once made every benchmark fail at once."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from studio.core.options import OPTIONS, SettingError, check_option
+
+ROOT = Path(__file__).resolve().parents[1]
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def _constant_options() -> list[tuple[str, str, object]]:
+    """(script, option, value) for every TrainConfig(...) keyword in benchmarks/ whose value is
+    a constant expression (1e6, 10**7, 300)."""
+    found = []
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        tree = ast.parse(script.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "TrainConfig"):
+                continue
+            for kw in node.keywords:
+                if kw.arg not in BY_NAME:
+                    continue
+                try:  # constants and arithmetic on them only; names are skipped
+                    value = eval(compile(ast.Expression(kw.value), script.name, "eval"), {}, {})
+                except NameError:
+                    continue
+                found.append((script.name, kw.arg, value))
+    return found
+
+
+def test_the_scan_finds_the_benchmarks_run_lengths():
+    names = {name for _, name, _ in _constant_options()}
+    assert {"checkpoint_minutes", "sample_every", "checkpoint_every"} <= names
+
+
+@pytest.mark.parametrize("script,name,value", _constant_options())
+def test_benchmark_option_is_in_range(script, name, value):
+    try:
+        check_option(BY_NAME[name], value)
+    except SettingError as err:
+        pytest.fail(f"{script}: {err}")
+
+
+def test_an_old_run_length_is_refused():
+    with pytest.raises(SettingError):
+        check_option(BY_NAME["checkpoint_minutes"], 1e9)
