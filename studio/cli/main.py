@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from studio import __version__
+from studio.cli import augment as augment_cli
 from studio.cli import compare as compare_cli
 from studio.cli import generate as generate_cli
 from studio.cli import inpaint as inpaint_cli
@@ -34,6 +35,7 @@ EPILOG = """examples:
   studio translate --run runs/paint --image sketch.png --out painting.png
   studio generate --model ~/models/sd15 --prompt "a red fox" --seed 7 --out fox.png
   studio score --run runs/first --data ~/Pictures/moths --out scores.csv --top 20
+  studio augment --run runs/moths-cgan --fill --out moths-more/
 
 Run folders default to {runs}. Ctrl-C during training stops at the next step and keeps a
 checkpoint; press it twice to abort at once.
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare_cli.add_parser(sub, common)
     generate_cli.add_parser(sub, common)
     score_cli.add_parser(sub, common)
+    augment_cli.add_parser(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list run folders")
     p.add_argument("--dir", help=f"runs folder (default {runs_dir()})")
@@ -206,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "compare": compare_cli.cmd_compare,
         "generate": generate_cli.cmd_generate,
         "score": score_cli.cmd_score,
+        "augment": augment_cli.cmd_augment,
     }[args.command]
     try:
         return handler(args)

@@ -275,6 +275,24 @@ def _nearest(
     return torch.cat(dists), torch.cat(idxs), torch.cat(flips)
 
 
+def nearest_distances(
+    queries: Any, refs: Any, *, mirror: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each uint8 ``N x H x W x C`` query image: the RMS pixel distance (0..1 scale) to
+    its nearest reference image, that image's index, and whether its mirror was nearer (with
+    ``mirror``, a reference's mirror image counts as the image): the memorisation check's
+    distance, for filters that drop samples too close to a training image."""
+    q, _, space_q = _vectors(queries, "queries", False)
+    r, r_m, space_r = _vectors(refs, "refs", mirror)
+    if space_q != "pixels" or space_r != "pixels" or q.shape[1] != r.shape[1]:
+        raise ValueError("queries and refs must be uint8 images of one size")
+    if len(q) == 0 or len(r) == 0:
+        empty = np.zeros(len(q))
+        return empty + np.inf, empty.astype(np.int64), empty.astype(bool)
+    d, i, f = _nearest(q, r, r_m)
+    return d.numpy(), i.numpy().astype(np.int64), f.numpy()
+
+
 def _closer_share(a: np.ndarray, b: np.ndarray) -> float:
     """Share of pairs (elementwise) with a < b, ties counted half."""
     return float(np.mean((a < b) + 0.5 * (a == b)))
