@@ -235,3 +235,22 @@ def test_a_cli_error_is_one_sentence(cgan_run, tmp_path, capsys):
 def test_job_arguments_are_checked():
     with pytest.raises(StudioError, match="either"):
         next(augment_job("r", "o", per_class=2, fill=True))
+
+
+def test_the_class_check_drops_samples_of_another_class(cgan_run, rare_dir, tmp_path):
+    wrong = [training_image(rare_dir, f"class_0/{i:04d}.png") for i in (0, 2)]
+    right = [training_image(rare_dir, f"class_1/{i:04d}.png") for i in (1, 3, 5, 7)]
+    model = load_run_model(cgan_run, "cpu")
+    model.sample = lambda n, generator, **c: torch.stack(wrong + right * 2)[:n]
+    kw = dict(per_class=3, class_name="class_1", model=model, min_distance=0, batch_size=8)
+    report = augment(
+        cgan_run, tmp_path / "a", check_class=True, extractor_steps=80, cache_dir=tmp_path, **kw
+    )
+    assert report.dropped == {"too_close": 0, "wrong_class": 2}
+    assert any(note.startswith("class check: studio-cnn") for note in report.notes)
+    written = [np.asarray(Image.open(tmp_path / "a" / rel)) for rel in report.files]
+    firsts = [((w + 1) * 127.5).round().permute(1, 2, 0).numpy() for w in right[:3]]
+    assert all(np.array_equal(a, b) for a, b in zip(written, firsts))
+    # Without the check the other class's images are written as class_1.
+    unchecked = augment(cgan_run, tmp_path / "b", **kw)
+    assert unchecked.dropped["wrong_class"] == 0 and len(unchecked.files) == 3

@@ -351,7 +351,8 @@ def augment_job(
     predict = None
     if check_class:
         assert training is not None
-        predict = yield from _class_checker(training, extractor_steps, seed, cache_dir)
+        predict, described = yield from _class_checker(training, extractor_steps, seed, cache_dir)
+        notes.append(f"class check: {described}")
 
     export_no = len(manifest["exports"])
     export: dict[str, Any] = {
@@ -494,8 +495,8 @@ def _index_in(training: _Training | None, cls: str) -> int:
 def _class_checker(
     training: _Training, steps: int, seed: int, cache_dir: str | Path | None
 ) -> Generator[Progress, None, Any]:
-    """A function: uint8 images -> the class index (into the folder's class names) the
-    feature extractor's class head gives each."""
+    """(a function: uint8 images -> the class index, into the folder's class names, the
+    feature extractor's class head gives each; the extractor described in words)."""
     from studio.engine.feature_extractor import get_feature_extractor
 
     dataset = training.dataset
@@ -521,4 +522,4 @@ def _class_checker(
             head = extractor.net.head(feats).argmax(1).cpu().numpy()
         return classes[head]
 
-    return predict
+    return predict, extractor.describe()
