@@ -87,7 +87,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
         raise StudioError("--per-class must be at least 1")
     if args.min_distance is not None and not 0 <= args.min_distance <= 1:
         raise StudioError("--min-distance must be between 0 and 1")
-    if args.max_attempts < 1:
+    if not args.max_attempts >= 1:
         raise StudioError("--max-attempts must be at least 1")
     if args.batch_size < 1:
         raise StudioError("--batch-size must be at least 1")

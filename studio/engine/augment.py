@@ -41,7 +41,7 @@ from studio.core.jobs import Progress
 from studio.engine.device import cpu_generator, resolve_device
 from studio.engine.runs import RunFolder
 from studio.engine.sample import load_run_model
-from studio.models.base import GenerativeModel, images_to_uint8
+from studio.models.base import Capability, GenerativeModel, images_to_uint8
 
 MANIFEST_NAME = "augment.json"
 MANIFEST_KIND = "studio-augment"
@@ -289,10 +289,10 @@ def augment_job(
         raise StudioError("Give either a number of images per class or fill, not both.")
     if per_class is not None and per_class < 1:
         raise StudioError("Ask for at least one image per class.")
-    if max_attempts < 1:
+    if not max_attempts >= 1:  # NaN too
         raise StudioError("The attempts factor must be at least 1.")
-    if min_distance is not None and min_distance < 0:
-        raise StudioError("The minimum distance cannot be negative.")
+    if min_distance is not None and not 0 <= min_distance < float("inf"):
+        raise StudioError("The minimum distance must be a number of 0 or more.")
     if batch_size < 1:
         raise StudioError("The batch size must be at least 1.")
     run = RunFolder(run_dir)
@@ -304,6 +304,11 @@ def augment_job(
     if model is None:
         model = load_run_model(run.path, resolve_device(device))
     model.eval()
+    if Capability.PAIRED in model.info.capabilities:
+        raise StudioError(
+            f"{model.info.display_name} translates images rather than drawing samples, so it "
+            "cannot make new images of a class."
+        )
     sampling = dict(sampling or {})
     try:
         model.check_conditions(sampling)
