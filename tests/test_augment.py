@@ -144,13 +144,16 @@ def test_too_many_copies_stop_at_the_attempts_limit(cgan_run, rare_dir, tmp_path
     assert manifest["exports"][0]["status"] == "short" and manifest["files"] == {}
 
 
-def test_a_foreign_folder_is_refused_and_an_earlier_export_extended(cgan_run, tmp_path):
+def test_a_foreign_folder_is_refused_and_an_earlier_export_extended(cgan_run, rare_dir, tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "holiday.png").write_bytes(b"precious")
     outcome = run_sync(augment_job(cgan_run, foreign, per_class=1, device="cpu"))
     assert outcome.status is Status.FAILED and "not an earlier augmentation export" in outcome.error
     assert sorted(p.name for p in foreign.iterdir()) == ["holiday.png"]
+    inside = run_sync(augment_job(cgan_run, rare_dir / "more", per_class=1, device="cpu"))
+    assert inside.status is Status.FAILED and "inside the run's training folder" in inside.error
+    assert not (rare_dir / "more").exists()
 
     out = tmp_path / "ours"
     first = augment(cgan_run, out, per_class=1, class_name="class_0", min_distance=0)

@@ -315,6 +315,12 @@ def augment_job(
     except ValueError as err:
         raise StudioError(str(err)) from None
     config = run.read_config()
+    data_path = config.get("dataset", {}).get("path")
+    if data_path and out.resolve().is_relative_to(Path(data_path).resolve()):
+        raise StudioError(
+            f"{out} is inside the run's training folder, where the new images would become a "
+            "class of their own; choose a folder outside it."
+        )
     class_names = [str(c) for c in config.get("dataset", {}).get("class_names", [])]
     if check_class and len(class_names) < 2:
         raise StudioError("The class check needs a run trained on two or more classes.")

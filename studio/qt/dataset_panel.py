@@ -150,6 +150,13 @@ class DatasetPanel(QWidget):
         )
         self.pairs_button.clicked.connect(self.show_pairs)
         top.addWidget(self.pairs_button)
+        self.augment_button = QPushButton("Make more…")
+        self.augment_button.setToolTip(
+            "Generate more images per class with a trained run, into a new folder"
+        )
+        self.augment_button.clicked.connect(self.show_augment)
+        top.addWidget(self.augment_button)
+        self.augment_dialog: Any = None  # studio.qt.augment_dialog.AugmentDialog, made when shown
 
         self.banner = Banner()
         self.progress = QProgressBar()
@@ -312,6 +319,17 @@ class DatasetPanel(QWidget):
         dialog = self.pairs_dialog
         if dialog is None:
             dialog = self.pairs_dialog = PairsDialog(self.scan_runner, self, start=self._folder)
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
+    def show_augment(self) -> Any:
+        """Open the *Make more…* dialog (on the engine thread: it draws samples)."""
+        from studio.qt.augment_dialog import AugmentDialog
+
+        dialog = self.augment_dialog
+        if dialog is None:
+            dialog = self.augment_dialog = AugmentDialog(self._runner, self)
         dialog.show()
         dialog.raise_()
         return dialog
