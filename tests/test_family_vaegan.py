@@ -53,6 +53,10 @@ def test_encodes_and_decodes_and_learns_to_reconstruct_in_seconds():
     rand_err = float((rand - x).square().mean())
     assert rec_err < 0.5 * rand_err  # measured 0.15 against 0.40
     assert float(last["recon_pixel"]) < 0.5 * float(first["recon_pixel"])
+    # Odd ones out: noise reconstructs worse than every learned shape.
+    noise = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    scores = model.anomaly_scores(torch.cat([x[:4], noise])).scores["recon"]
+    assert scores[:4].max() < scores[4:].min()
 
 
 def test_feature_reconstruction_is_zero_for_identical_images_and_reaches_the_encoder():
