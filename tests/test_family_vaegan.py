@@ -123,3 +123,44 @@ def test_gradients_follow_the_papers_loss_split():
     expected_g = torch.autograd.grad(loss_dec, dec)
     for p, want in zip(dec, expected_g):
         torch.testing.assert_close(p.grad, want, rtol=1e-4, atol=1e-7)
+
+
+def test_resume_continues_exactly_with_all_three_optimizers(tmp_path):
+    from helpers import TINY_MODELS, make_tiny_dataset, tiny_train_config
+
+    from studio.core.jobs import CancelToken, Progress, run_sync
+    from studio.engine import checkpoint as ckpt
+    from studio.engine.runs import RunFolder
+    from studio.engine.train import train_job
+
+    data = make_tiny_dataset(tmp_path / "data", n=8, size=16, classes=2)
+
+    def config():
+        return tiny_train_config(
+            "hybrid.vaegan", data, TINY_MODELS["hybrid.vaegan"], steps=6, checkpoint_every=100
+        )
+
+    assert run_sync(train_job(tmp_path / "a", CancelToken(), config())).ok
+    token = CancelToken()
+
+    def stop_at_3(p: Progress) -> None:
+        if p.stage == "train" and p.step == 3 and p.metrics:
+            token.stop()
+
+    first = run_sync(train_job(tmp_path / "b", token, config()), token, stop_at_3)
+    assert first.result.step == 3
+    assert run_sync(train_job(tmp_path / "b", CancelToken(), None, steps=6)).ok
+    a, b = (RunFolder(tmp_path / r).read_metrics()[0] for r in "ab")
+    a, b = ([r for r in rows if "loss_e" in r] for rows in (a, b))
+    assert len(a) == len(b) == 6
+    for ra, rb in zip(a, b):
+        assert (ra["loss_e"], ra["loss_dec"], ra["loss_d"]) == (
+            rb["loss_e"],
+            rb["loss_dec"],
+            rb["loss_d"],
+        ), ra["step"]
+    wa, wb = (
+        ckpt.load_file(str(RunFolder(tmp_path / r).model_dir / "model.safetensors")) for r in "ab"
+    )
+    assert any(k.startswith("encoder.") for k in wa)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
