@@ -223,6 +223,7 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         "r1_every": 2,
         "conditional": True,
     },
+    "hybrid.vaegan": {"latent_dim": 4, "width": 8, "conditional": True},
     "vae.conv": {"latent_dim": 4, "width": 8},
     "vae.beta": {"latent_dim": 4, "width": 8, "kl_warmup_steps": 50},
     "vae.cvae": {"latent_dim": 4, "width": 8},

@@ -14,7 +14,7 @@ from studio.models.base import Batch, GenerativeModel, StepContext
 from studio.models.gan.augment import AugmentPipe, augment, resolve_mode
 from studio.models.registry import get_family
 
-GANS = ["gan.dcgan", "gan.cgan", "gan.wgan_gp", "gan.stylegan"]
+GANS = ["gan.dcgan", "gan.cgan", "gan.wgan_gp", "gan.stylegan", "hybrid.vaegan"]
 
 
 def tiny_model(key: str) -> GenerativeModel:

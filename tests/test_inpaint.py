@@ -43,6 +43,7 @@ TINY: dict[str, dict] = {
     "gan.cgan": {"latent_dim": 8, "width": 8},
     "gan.wgan_gp": {"latent_dim": 8, "width": 8, "n_critic": 2},
     "gan.stylegan": {"latent_dim": 8, "w_dim": 8, "mapping_layers": 2, "width": 8},
+    "hybrid.vaegan": {"latent_dim": 4, "width": 8, "conditional": True},
     "vae.conv": {"latent_dim": 4, "width": 8},
     "vae.beta": {"latent_dim": 4, "width": 8},
     "vae.cvae": {"latent_dim": 4, "width": 8},

@@ -63,6 +63,7 @@ KIND_TITLES = {
     "flow": "Normalizing flows",
     "diffusion": "Diffusion models",
     "i2i": "Image-to-image models",
+    "hybrid": "Hybrid models",
 }
 
 

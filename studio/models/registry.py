@@ -33,6 +33,7 @@ FAMILIES: dict[str, str] = {
     "gan.cgan": "studio.models.gan.cgan:ConditionalGAN",
     "gan.wgan_gp": "studio.models.gan.wgan_gp:WGANGP",
     "gan.stylegan": "studio.models.gan.stylegan:StyleGAN",
+    "hybrid.vaegan": "studio.models.hybrid.vaegan:VAEGAN",
     "vae.conv": "studio.models.vae.conv:ConvVAE",
     "vae.beta": "studio.models.vae.beta:BetaVAE",
     "vae.cvae": "studio.models.vae.cvae:ConditionalVAE",

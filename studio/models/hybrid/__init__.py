@@ -1,0 +1,1 @@
+"""Hybrid families: models that combine two kinds (the VAE-GAN)."""
