@@ -92,6 +92,7 @@ PLANS: dict[str, Plan] = {
         "width 32 (default 64), 6 layers (default 8): sampling is pixel by pixel",
     ),
     "ebm.rbm": Plan(32, {}, "CD-1, 256 hidden units, grey binarised images"),
+    "hybrid.vaegan": Plan(32, {}, "Adam 2e-4, gamma and KL weight at their defaults"),
     "diffusion.ddpm": Plan(
         32,
         {
