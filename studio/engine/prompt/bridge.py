@@ -126,10 +126,10 @@ def run_pipeline(
     worker.start()
     try:
         while True:
-            kind, value, preview = posts.get()
-            if kind == "done":
+            what, value, preview = posts.get()
+            if what == "done":
                 return value
-            if kind == "error":
+            if what == "error":
                 raise value
             image = None
             if preview is not None:

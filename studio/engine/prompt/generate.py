@@ -73,9 +73,9 @@ def resolve_model(model: str, library: Any = None) -> ModelSource:
             and not (path / "model_index.json").is_file()
         )
         return ModelSource(path.resolve(), path.stem if path.is_file() else path.name, is_run)
-    if library is None:
-        from studio.engine.prompt.library import ModelLibrary
+    from studio.engine.prompt.library import STUDIO_RUN, ModelLibrary
 
+    if library is None:
         library = ModelLibrary()
     entry = library.get(model)
     if entry is None:
@@ -88,7 +88,7 @@ def resolve_model(model: str, library: Any = None) -> ModelSource:
             f"The model {entry.name!r} is no longer at {entry.path}. Put it back or remove it "
             "from the library and add it again."
         )
-    return ModelSource(Path(entry.path), entry.name, entry.kind == "studio-run")
+    return ModelSource(Path(entry.path), entry.name, entry.kind == STUDIO_RUN)
 
 
 # -- inputs: the pictures the pipeline sees, and how its output becomes the result --------------

@@ -28,7 +28,8 @@ from studio.engine.prompt import files
 from studio.engine.prompt.files import FLOAT_DTYPES, FileFormat
 from studio.engine.prompt.modes import IMAGE_ONLY_ARCHS as IMAGE_ONLY_ARCHS  # re-exported
 
-KINDS = ("diffusers-folder", "single-file", "studio-run")
+FOLDER, SINGLE_FILE, STUDIO_RUN = "diffusers-folder", "single-file", "studio-run"
+KINDS = (FOLDER, SINGLE_FILE, STUDIO_RUN)
 ARCHS = ("sd1", "sd2", "sdxl", "sdxl-refiner", "studio", "unknown")
 ARCH_DESCRIPTIONS = {
     "sd1": "SD 1.x",
@@ -193,7 +194,7 @@ def inspect_folder(folder: Path) -> ModelEntry:
         id=entry_id(folder),
         name=folder.name,
         path=str(folder),
-        kind="diffusers-folder",
+        kind=FOLDER,
         arch=arch,
         inpainting=unet.get("in_channels") == 9,
         size_bytes=size,
@@ -207,7 +208,7 @@ def inspect_file(path: Path) -> ModelEntry:
     fmt = files.sniff_format(path)
     size = path.stat().st_size
     common = dict(
-        id=entry_id(path), name=path.stem, path=str(path), kind="single-file", size_bytes=size
+        id=entry_id(path), name=path.stem, path=str(path), kind=SINGLE_FILE, size_bytes=size
     )
     if fmt is FileFormat.SAFETENSORS:
         header = files.read_safetensors_header(path)
@@ -246,7 +247,7 @@ def inspect_run(folder: Path) -> ModelEntry | None:
         id=f"run:{folder.name}",
         name=folder.name,
         path=str(folder),
-        kind="studio-run",
+        kind=STUDIO_RUN,
         arch="studio",
         resolution=run_resolution(run),
         size_bytes=size,
@@ -381,7 +382,7 @@ class ModelLibrary:
         if existing is not None:
             raise StudioError(f"This model is already in the library as {existing.name!r}.")
         entry = inspect_model(path)
-        if entry.kind == "studio-run" and Path(entry.path).parent == runs_dir().resolve():
+        if entry.kind == STUDIO_RUN and Path(entry.path).parent == runs_dir().resolve():
             raise StudioError(f"{entry.name} is a Studio run; it is listed in the library already.")
         updates = {"id": entry_id(entry.path), "name": name or entry.name, "added": time.time()}
         entry = ModelEntry.from_dict({**entry.to_dict(), **updates})

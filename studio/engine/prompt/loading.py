@@ -43,7 +43,7 @@ from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress
 from studio.engine.finite import check_finite
 from studio.engine.prompt import files
-from studio.engine.prompt.library import ModelEntry, inspect_model
+from studio.engine.prompt.library import FOLDER, STUDIO_RUN, ModelEntry, inspect_model
 from studio.engine.prompt.modes import IMAGE_ONLY_ARCHS, check_mode
 from studio.engine.prompt.single_file import (
     XL_ARCHS,
@@ -203,7 +203,7 @@ def load_pipeline_job(
     path = Path(entry.path)
     if not path.exists():
         raise StudioError(f"{entry.name}: {path} is missing; was it moved or deleted?")
-    if entry.kind == "studio-run":
+    if entry.kind == STUDIO_RUN:
         raise StudioError(
             f"{entry.name} is a Studio run: load it with studio.engine.sample.load_run_model, "
             "not as a Stable Diffusion pipeline."
@@ -214,7 +214,7 @@ def load_pipeline_job(
     _quiet()
     yield Progress("load", 0, 3, f"Loading {entry.name}")
     token.check()
-    if entry.kind == "diffusers-folder":
+    if entry.kind == FOLDER:
         pipe = _load_folder(entry, task, dtype, allow_pickle)
     else:
         pipe, arch, inpainting = yield from _load_single_file(

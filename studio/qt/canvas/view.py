@@ -97,11 +97,11 @@ class CanvasView(PointerInput):
             doc.add_listener(self._on_document_changed)
         self.fit()
 
-    def _on_document_changed(self, kind: str, rect: Rect) -> None:
+    def _on_document_changed(self, layer: str, rect: Rect) -> None:
         doc = self._doc
         if doc is None:
             return
-        if kind == "image":
+        if layer == "image":
             self._rebuild_image()
             self.overlay.reset(doc.mask)  # an image command may carry a resized mask
             self.update()

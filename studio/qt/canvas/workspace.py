@@ -208,10 +208,10 @@ class CanvasWorkspace(QWidget):
         )
         return answer == QMessageBox.StandardButton.Yes
 
-    def _on_document_edited(self, kind: str, _rect: Rect) -> None:
-        if kind != "image" and self._overlay_hidden_for_result:
+    def _on_document_edited(self, layer: str, _rect: Rect) -> None:
+        if layer != "image" and self._overlay_hidden_for_result:
             self._show_overlay(True)  # painting again: the mask must be seen
-        (self.image_changed if kind == "image" else self.mask_changed).emit()
+        (self.image_changed if layer == "image" else self.mask_changed).emit()
 
     def _show_overlay(self, show: bool) -> None:
         self._overlay_hidden_for_result = False

@@ -94,14 +94,14 @@ class ExploreTools:
                 lambda p: self._views.caption.setText(f"Saved {p}"),
             )
 
-    def ask_export(self, kind: str) -> None:
-        filters = "PNG strip (*.png)" if kind == "png" else "GIF (*.gif);;WebP (*.webp)"
+    def ask_export(self, fmt: str) -> None:
+        filters = "PNG strip (*.png)" if fmt == "png" else "GIF (*.gif);;WebP (*.webp)"
         path, chosen = QFileDialog.getSaveFileName(
             self._parent, "Save the interpolation", "", filters
         )
         if path:
             if not Path(path).suffix:
-                path += ".png" if kind == "png" else (".webp" if "WebP" in chosen else ".gif")
+                path += ".png" if fmt == "png" else (".webp" if "WebP" in chosen else ".gif")
             self.export_strip(path)
 
     def compute_arithmetic(self) -> None:
