@@ -255,6 +255,26 @@ class GANConfig(ModelConfig):
     )
 
 
+def optional_classes() -> bool:
+    """The ``conditional`` setting of an :class:`OptionalClassesConfig` (declared last by each
+    family, so the form keeps its order)."""
+    return setting(
+        False,
+        label="Use the folder's classes",
+        help="class-conditional when the folder has one subfolder per class",
+    )
+
+
+@dataclass
+class OptionalClassesConfig(GANConfig):
+    """A GAN whose class conditioning is a setting (``conditional = optional_classes()``):
+    off, it ignores the folder's classes."""
+
+    def __post_init__(self) -> None:
+        if not getattr(self, "conditional", True):
+            self.num_classes = 0  # no class picker for a model that ignores classes
+
+
 class GANModel(LatentInpainting, GenerativeModel):
     """A generator and a discriminator, an Adam optimizer each, one-shot sampling from z.
 

@@ -50,7 +50,14 @@ from studio.models.base import (
 )
 from studio.models.capabilities import TRUNCATION, LatentSpec
 from studio.models.configs import override
-from studio.models.gan.common import GANConfig, GANModel, frozen, r1_penalty
+from studio.models.gan.common import (
+    GANConfig,
+    GANModel,
+    OptionalClassesConfig,
+    frozen,
+    optional_classes,
+    r1_penalty,
+)
 from studio.models.gan.style_networks import (
     W_AVG_BETA,
     StyleDiscriminator,
@@ -84,7 +91,7 @@ ABOUT = (
 
 
 @dataclass
-class StyleGANConfig(GANConfig):
+class StyleGANConfig(OptionalClassesConfig):
     latent_dim: int = override(GANConfig, "latent_dim", 128)
     width: int = override(
         GANConfig, "width", 32, help="channels at full resolution; coarser maps up to 4x"
@@ -133,15 +140,7 @@ class StyleGANConfig(GANConfig):
         minimum=0.0,
         maximum=1000.0,
     )
-    conditional: bool = setting(
-        False,
-        label="Use the folder's classes",
-        help="class-conditional when the folder has one subfolder per class",
-    )
-
-    def __post_init__(self) -> None:
-        if not self.conditional:
-            self.num_classes = 0  # no class picker for a model that ignores classes
+    conditional: bool = optional_classes()
 
 
 class _StyleView(LatentView):

@@ -51,8 +51,10 @@ from studio.models.gan.common import (
     Discriminator,
     GANConfig,
     GANModel,
+    OptionalClassesConfig,
     frozen,
     levels_for,
+    optional_classes,
 )
 from studio.models.latent_inpaint import LatentPlan, LatentView, noise_like
 from studio.models.vae.common import (
@@ -78,7 +80,7 @@ ABOUT = (
 
 
 @dataclass
-class VAEGANConfig(GANConfig):
+class VAEGANConfig(OptionalClassesConfig):
     latent_dim: int = override(GANConfig, "latent_dim", 64)
     width: int = override(GANConfig, "width", 32)
     lr_g: float = override(
@@ -108,15 +110,7 @@ class VAEGANConfig(GANConfig):
         minimum=0.0,
         maximum=1000.0,
     )
-    conditional: bool = setting(
-        False,
-        label="Use the folder's classes",
-        help="class-conditional when the folder has one subfolder per class",
-    )
-
-    def __post_init__(self) -> None:
-        if not self.conditional:
-            self.num_classes = 0  # no class picker for a model that ignores classes
+    conditional: bool = optional_classes()
 
 
 def pixel_recon(x: Tensor, x_rec: Tensor) -> Tensor:
