@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from studio.core.schema import setting
 from studio.models.configs import network_width
 
 LEVELS = 256
@@ -36,6 +37,36 @@ CB_LOGIT_SCALE = 32.0
 def vae_width(default: int) -> Any:
     """The "Network width" setting of the VAEs."""
     return network_width(default, help="channels of the first layer")
+
+
+def pixel_likelihood(main: bool = False) -> Any:
+    """The "Pixel likelihood" setting of the VAEs (how a decoded pixel is scored)."""
+    return setting(
+        "gaussian",
+        label="Pixel likelihood",
+        help="gaussian: discretised Gaussian (photos); bernoulli: continuous Bernoulli (mostly "
+        "black-and-white images)",
+        choices=LIKELIHOODS,
+        main=main,
+    )
+
+
+def learn_pixel_noise() -> Any:
+    """The "Learn pixel noise" setting of the Gaussian-likelihood VAEs."""
+    return setting(
+        True, label="Learn pixel noise", help="gaussian only: learn one noise level (sharper)"
+    )
+
+
+def pixel_noise() -> Any:
+    """The "Pixel noise" setting of the Gaussian-likelihood VAEs."""
+    return setting(
+        0.1,
+        label="Pixel noise",
+        help="gaussian only: the fixed noise level, or the starting one when learned",
+        minimum=1e-3,
+        maximum=1.0,
+    )
 
 
 def levels_for(resolution: int) -> int:

@@ -40,9 +40,12 @@ from studio.models.vae.common import (
     ConvDecoder,
     ConvEncoder,
     gaussian_kl,
+    learn_pixel_noise,
     nats_to_bits_per_dim,
     params_to_images,
+    pixel_likelihood,
     pixel_log_prob,
+    pixel_noise,
     reparameterise,
     temperature_of,
     vae_width,
@@ -57,23 +60,9 @@ class ConvVAEConfig(ModelConfig):
     latent_dim: int = setting(32, label="Latent size", minimum=2, maximum=512, main=True)
     width: int = vae_width(32)
     lr: float = learning_rate(1e-3)
-    likelihood: str = setting(
-        "gaussian",
-        label="Pixel likelihood",
-        help="gaussian: discretised Gaussian (photos); bernoulli: continuous Bernoulli (mostly black-and-white images)",
-        choices=LIKELIHOODS,
-        main=True,
-    )
-    learn_sigma: bool = setting(
-        True, label="Learn pixel noise", help="gaussian only: learn one noise level (sharper)"
-    )
-    sigma: float = setting(
-        0.1,
-        label="Pixel noise",
-        help="gaussian only: the fixed noise level, or the starting one when learned",
-        minimum=1e-3,
-        maximum=1.0,
-    )
+    likelihood: str = pixel_likelihood(main=True)
+    learn_sigma: bool = learn_pixel_noise()
+    sigma: float = pixel_noise()
     beta: float = setting(
         1.0, label="KL weight (beta)", help="1 = a true ELBO", minimum=0.0, maximum=100.0
     )

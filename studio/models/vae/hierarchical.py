@@ -44,9 +44,12 @@ from studio.models.latent_inpaint import LatentInpainting, LatentPlan, LatentVie
 from studio.models.vae.common import (
     LIKELIHOODS,
     ResBlock,
+    learn_pixel_noise,
     nats_to_bits_per_dim,
     params_to_images,
+    pixel_likelihood,
     pixel_log_prob,
+    pixel_noise,
     temperature_of,
     vae_width,
 )
@@ -110,22 +113,9 @@ class HierarchicalVAEConfig(ModelConfig):
         maximum=8,
     )
     lr: float = learning_rate(1e-3)
-    likelihood: str = setting(
-        "gaussian",
-        label="Pixel likelihood",
-        help="gaussian: discretised Gaussian (photos); bernoulli: continuous Bernoulli (mostly black-and-white images)",
-        choices=LIKELIHOODS,
-    )
-    learn_sigma: bool = setting(
-        True, label="Learn pixel noise", help="gaussian only: learn one noise level (sharper)"
-    )
-    sigma: float = setting(
-        0.1,
-        label="Pixel noise",
-        help="gaussian only: the fixed noise level, or the starting one when learned",
-        minimum=1e-3,
-        maximum=1.0,
-    )
+    likelihood: str = pixel_likelihood(main=False)
+    learn_sigma: bool = learn_pixel_noise()
+    sigma: float = pixel_noise()
     kl_warmup_steps: int = setting(
         2000,
         label="KL warm-up steps",
