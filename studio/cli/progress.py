@@ -67,6 +67,8 @@ class ProgressPrinter:
             parts.append(str(p.step))
         if p.stage == "train":
             status = TrainStatus.read(self._info)
+            if status.phase:
+                parts.append(status.phase)
             if status.images_per_s:
                 parts.append(f"{status.images_per_s:,.0f} img/s")
             if status.eta_s is not None:

@@ -129,6 +129,7 @@ class TrainStatus:
     peek_cost: float = 0.0
     peek_s: float = 0.0
     peek_kinds: tuple[tuple[str, float], ...] = ()
+    phase: str = ""  # a curriculum's stage ("growing: 16 px stable"), "" when none
 
     @classmethod
     def read(cls, info: Mapping[str, Any]) -> TrainStatus:
@@ -141,6 +142,7 @@ class TrainStatus:
             peek_cost=_number(info.get("peek_cost")) or 0.0,
             peek_s=_number(info.get("peek_s")) or 0.0,
             peek_kinds=_kinds(info.get("peek_kinds")),
+            phase=str(info.get("phase") or ""),
         )
 
 

@@ -99,7 +99,8 @@ def fit_batch_size(
     def step(state: tuple[GenerativeModel, Batch]) -> None:
         model, batch = state
         model.train()
-        ctx = StepContext(0, step_generator(device, config.seed, 0), autocast)
+        probe = model.memory_probe_step()  # the heaviest step (a growing GAN's full size)
+        ctx = StepContext(probe, step_generator(device, config.seed, probe), autocast)
         model.train_step(batch, ctx)
         torch.cuda.synchronize(device)
 

@@ -517,7 +517,7 @@ class _Trainer:
         return metrics
 
     def _info(self) -> dict[str, Any]:
-        return _info(
+        info = _info(
             self.dev_name,
             self.device,
             self.throughput,
@@ -525,6 +525,9 @@ class _Trainer:
             self.total,
             self.images.batch_size,
         )
+        if phase := self.model.training_phase():  # a curriculum's stage, for the status line
+            info["phase"] = phase
+        return info
 
     def _evaluate(self, step: int) -> Generator[Progress, None, None]:
         _check_weights(

@@ -240,6 +240,17 @@ class GenerativeModel(nn.Module):
         :meth:`prepare_for_data`). Default: none."""
         return []
 
+    def training_phase(self) -> str:
+        """A few words on where a curriculum stands after the latest step (a GAN's
+        progressive growing: "growing: fading 16 px in, alpha 0.40"), shown in the training
+        status line; "" when there is none. Default: none."""
+        return ""
+
+    def memory_probe_step(self) -> int:
+        """A step whose ``train_step`` needs the most memory, for the automatic batch size
+        (a growing GAN's full size comes late). Default: 0."""
+        return 0
+
     def extra_state(self) -> dict[str, Any]:
         """JSON-able trainer state a family keeps between steps (saved with checkpoints)."""
         return {}

@@ -134,6 +134,8 @@ def format_status(progress: Progress, info: Mapping[str, Any] | None = None) -> 
     if progress.stage == "paused":
         parts.append("paused")
     status = TrainStatus.read(info)
+    if status.phase:
+        parts.append(status.phase)
     if status.images_per_s:
         parts.append(f"{status.images_per_s:,.0f} img/s")
     if status.eta_s is not None and progress.stage != "paused":

@@ -32,6 +32,17 @@ from studio.models.base import (
 from studio.models.capabilities import PROJECTION, LatentSpec
 from studio.models.configs import learning_rate, network_width
 from studio.models.gan.augment import AUTO_LIMIT, MODES, AugmentPipe, resolve_mode
+from studio.models.gan.growing import (
+    GrowingDiscriminator,
+    GrowingGenerator,
+    Stage,
+    as_tensor_metrics,
+    growth_schedule,
+    reals_at,
+    set_stage,
+    stage_sizes,
+    upscale,
+)
 from studio.models.latent_inpaint import LatentInpainting
 from studio.models.pooling import pooled
 
@@ -60,15 +71,24 @@ def init_dcgan_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class Generator(nn.Module):
-    """z (and an optional class embedding) -> image in [-1, 1]."""
+class Generator(GrowingGenerator):
+    """z (and an optional class embedding) -> image in [-1, 1].
+
+    ``grow`` (progressive growing) adds a to-RGB layer per smaller size (``grow_to_rgb``):
+    like the last layer, a transposed convolution that doubles the maps, then tanh."""
 
     def __init__(
-        self, latent_dim: int, width: int, resolution: int, channels: int, num_classes: int = 0
+        self,
+        latent_dim: int,
+        width: int,
+        resolution: int,
+        channels: int,
+        num_classes: int = 0,
+        grow: bool = False,
     ) -> None:
         super().__init__()
         levels = levels_for(resolution)
-        self.latent_dim = latent_dim
+        self.latent_dim, self.resolution = latent_dim, resolution
         self.embed = nn.Embedding(num_classes, latent_dim) if num_classes else None
         in_dim = latent_dim * (2 if num_classes else 1)
         top = width * 2 ** (levels - 1)
@@ -87,9 +107,36 @@ class Generator(nn.Module):
             ch //= 2
         layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
+        # The maps that make a size-r image are r/2 px wide, with width * resolution / r
+        # channels; empty without growing, so the saved weights stay as they were.
+        self.grow_to_rgb = nn.ModuleDict(
+            {
+                str(r): nn.ConvTranspose2d(width * resolution // r, channels, 4, 2, 1, bias=False)
+                for r in (stage_sizes(resolution) if grow else ())
+            }
+        )
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
-        return self.net(self._input(z, labels))
+        x = self._input(z, labels)
+        return self.grown(lambda: self.net(x), x)
+
+    def images_at(
+        self, resolution: int, previous: bool, x: Tensor
+    ) -> tuple[Tensor | None, Tensor]:
+        # Block i (three layers: transposed conv, batch norm, ReLU) makes the 4 * 2**i px
+        # maps; the image of size r is made from the r/2 px ones.
+        last = int(math.log2(resolution)) - 3
+        before = None
+        for i in range(last + 1):
+            if previous and i == last:
+                before = self._to_rgb(resolution // 2, x)
+            x = self.net[3 * i : 3 * i + 3](x)
+        return before, self._to_rgb(resolution, x)
+
+    def _to_rgb(self, resolution: int, maps: Tensor) -> Tensor:
+        if resolution == self.resolution:
+            return self.net[-2:](maps)
+        return torch.tanh(self.grow_to_rgb[str(resolution)](maps))
 
     def _input(self, z: Tensor, labels: Tensor | None) -> Tensor:
         if self.embed is not None:
@@ -103,12 +150,13 @@ class Generator(nn.Module):
         return self.net[:3](self._input(z, labels))
 
 
-class Discriminator(nn.Module):
+class Discriminator(GrowingDiscriminator):
     """image (and an optional class, by projection) -> one logit (or critic score) per image.
 
     ``norm`` is "batch" (DCGAN), "none" or "layer" (WGAN-GP critics must not use batch norm:
     the gradient penalty is per image, and batch norm mixes images); ``spectral`` wraps every
-    convolution (and the class embedding) in spectral normalisation.
+    convolution (and the class embedding) in spectral normalisation. ``grow`` (progressive
+    growing) adds a from-RGB layer per smaller size (``grow_from_rgb``), shaped like the first.
     """
 
     def __init__(
@@ -119,18 +167,22 @@ class Discriminator(nn.Module):
         num_classes: int = 0,
         norm: str = "batch",
         spectral: bool = False,
+        grow: bool = False,
     ) -> None:
         super().__init__()
         if norm not in ("batch", "layer", "none"):
             raise ValueError(f"norm must be batch, layer or none, got {norm!r}")
         levels = levels_for(resolution)
+        self.resolution = resolution
         wrap = _sn if spectral else (lambda m: m)
         layers: list[nn.Module] = [
             wrap(nn.Conv2d(channels, width, 4, 2, 1)),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         ch = width
+        self._starts = [0]  # where each block (one halving) begins in ``features``
         for _ in range(levels - 1):
+            self._starts.append(len(layers))
             layers.append(wrap(nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=norm == "none")))
             if norm == "batch":
                 layers.append(nn.BatchNorm2d(ch * 2))
@@ -147,9 +199,31 @@ class Discriminator(nn.Module):
             embed = nn.Embedding(num_classes, ch)
             nn.init.normal_(embed.weight, 0.0, 0.02)
             self.embed = wrap(embed)
+        self._starts.append(len(layers))
+        self.grow_from_rgb = nn.ModuleDict(
+            {
+                str(r): nn.Sequential(
+                    wrap(nn.Conv2d(channels, width * resolution // r, 4, 2, 1)),
+                    nn.LeakyReLU(0.2, inplace=True),
+                )
+                for r in (stage_sizes(resolution) if grow else ())
+            }
+        )
+
+    # The stages: an image of size r enters through a layer that halves it (the first block
+    # at the full size); block j >= 1 halves the resolution / 2**j px maps.
+    def entry(self, resolution: int) -> Callable[[Tensor], Tensor]:
+        if resolution == self.resolution:
+            return self.features[: self._starts[1]]
+        return self.grow_from_rgb[str(resolution)]
+
+    def blocks_from(self, resolution: int) -> Sequence[Callable[[Tensor], Tensor]]:
+        first = int(math.log2(self.resolution // resolution)) + 1
+        starts = self._starts
+        return [self.features[starts[j] : starts[j + 1]] for j in range(first, len(starts) - 1)]
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        h = self.features(x)
+        h = self.features(x) if self._partial() is None else self.trunk(x)
         out = self.head(h).flatten(1).squeeze(1)
         if self.embed is not None:
             if labels is None:
@@ -291,14 +365,19 @@ class GANModel(LatentInpainting, GenerativeModel):
 
     def __init__(self, config: GANConfig) -> None:
         super().__init__(config)
+        # Progressive growing, for families that declare the setting (None: off). A model
+        # built to sample (not trained here) has no stage: its networks are the full ones.
+        self.growth = growth_schedule(config)
+        self.stage: Stage | None = None
+        self._grow_step = 0
         self.generator, self.discriminator = self._build_networks()
         self._init_weights()
         self._data_images: int | None = None  # the training folder's size, once told
         self.augment_pipe = self._make_augment_pipe()
 
     def _build_networks(self) -> tuple[nn.Module, nn.Module]:
-        c, classes = self.config, self._num_classes()
-        generator = Generator(c.latent_dim, c.width, c.resolution, c.channels, classes)
+        c, classes, grow = self.config, self._num_classes(), self.growth is not None
+        generator = Generator(c.latent_dim, c.width, c.resolution, c.channels, classes, grow)
         discriminator = Discriminator(
             c.width,
             c.resolution,
@@ -306,8 +385,45 @@ class GANModel(LatentInpainting, GenerativeModel):
             classes,
             norm=self._d_norm(),
             spectral=c.spectral_norm,
+            grow=grow,
         )
         return generator, discriminator
+
+    # -- progressive growing (studio.models.gan.growing) --------------------------------------
+    def grow_to(self, step: int) -> Stage | None:
+        """Put every growing network at ``step``'s stage (nothing without growing)."""
+        if self.growth is None:
+            return None
+        self.stage, self._grow_step = self.growth.stage(step), int(step)
+        set_stage(self, self.stage)
+        return self.stage
+
+    def reals(self, images: Tensor, step: int) -> Tensor:
+        """This step's real images as the networks see them: with progressive growing, at
+        the step's stage (which this sets), else as they are."""
+        return reals_at(images, self.grow_to(step), self._upsample_mode())
+
+    def growth_metrics(self) -> dict[str, Tensor]:
+        """The plotted stage (``resolution``, ``alpha``) while growing; none otherwise."""
+        if self.stage is None:
+            return {}
+        return as_tensor_metrics(self.stage, self.device)
+
+    def full_size(self, images: Tensor) -> Tensor:
+        """A stage's images enlarged to the run's size (samples and grids during growth)."""
+        return upscale(images, self.config.resolution, self._upsample_mode())
+
+    def _upsample_mode(self) -> str:
+        for m in self.generator.modules():
+            if isinstance(m, GrowingGenerator):
+                return m.upsample
+        return "nearest"
+
+    def training_phase(self) -> str:
+        return "" if self.stage is None or self.growth is None else self.growth.describe(self.stage)
+
+    def memory_probe_step(self) -> int:
+        return 0 if self.growth is None else self.growth.end_step
 
     # -- augmentation of what D sees (studio.models.gan.augment) ------------------------------
     def _make_augment_pipe(self) -> AugmentPipe:
@@ -318,8 +434,24 @@ class GANModel(LatentInpainting, GenerativeModel):
     def prepare_for_data(self, images: int) -> None:
         self._data_images = int(images)
         self.augment_pipe = self._make_augment_pipe()
+        self.grow_to(0)  # training starts small (a resumed run's state moves it on)
 
     def training_notes(self) -> list[str]:
+        return self._augment_notes() + self._growth_notes()
+
+    def _growth_notes(self) -> list[str]:
+        g = self.growth
+        if g is None:
+            return []
+        if not g.doublings:
+            return [f"Progressive growing: nothing to grow at {g.resolution} px."]
+        return [
+            f"Progressive growing: from {g.start} px to {g.resolution} px, {g.phase_steps:,} "
+            f"steps per phase (a fade, then a stable stage, per doubling); the full networks "
+            f"train from step {g.end_step:,}. The stage is plotted as resolution and alpha."
+        ]
+
+    def _augment_notes(self) -> list[str]:
         c, pipe, n = self.config, self.augment_pipe, self._data_images
         why = ""
         if c.augment == "auto" and n is not None:
@@ -353,11 +485,18 @@ class GANModel(LatentInpainting, GenerativeModel):
         return self.augment_pipe.metrics()
 
     def extra_state(self) -> dict[str, Any]:
-        return {"augment": self.augment_pipe.state()} if self.augment_pipe.enabled else {}
+        state: dict[str, Any] = {}
+        if self.augment_pipe.enabled:
+            state["augment"] = self.augment_pipe.state()
+        if self.growth is not None:
+            state["grow_step"] = self._grow_step  # the stage samples show until the next step
+        return state
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         if "augment" in state:
             self.augment_pipe.load_state(state["augment"])
+        if "grow_step" in state:
+            self.grow_to(int(state["grow_step"]))
 
     def _init_weights(self) -> None:
         init_dcgan_weights(self)
@@ -426,7 +565,7 @@ class GANModel(LatentInpainting, GenerativeModel):
         if labels is not None:
             labels = labels.to(self.device)
         with eval_mode(self.generator):
-            return self.generator(z, labels).float()
+            return self.full_size(self.generator(z, labels).float())
 
     # -- the latent protocol (studio.models.capabilities.LatentFamily) ---------------------------
     def latent_spec(self) -> LatentSpec:
@@ -443,7 +582,7 @@ class GANModel(LatentInpainting, GenerativeModel):
         return torch.randn(n, self.config.latent_dim, generator=generator) * temperature
 
     def decode_latents(self, z: Tensor, labels: Tensor | None) -> Tensor:
-        return self.generator(z, labels).float()
+        return self.full_size(self.generator(z, labels).float())
 
     def encode_latents(self, images: Tensor, labels: Tensor | None) -> Tensor:
         raise NotImplementedError("a GAN has no encoder")

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from studio.models.base import Batch, Capability, FamilyInfo, StepContext, setting
 from studio.models.gan.common import GANConfig, GANModel, frozen, r1_penalty
+from studio.models.gan.growing import grow_steps_setting, progressive_setting
 
 
 @dataclass
@@ -17,6 +18,8 @@ class DCGANConfig(GANConfig):
     r1_gamma: float = setting(
         0.0, label="R1 penalty", help="0 = off; 1-10 steadies D", minimum=0.0, maximum=100.0
     )
+    progressive: bool = progressive_setting()
+    grow_steps: int = grow_steps_setting()
 
 
 class DCGAN(GANModel):
@@ -42,7 +45,7 @@ class DCGAN(GANModel):
 
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         c = self.config
-        real, labels = batch.images, self._labels(batch)
+        real, labels = self.reals(batch.images, ctx.step), self._labels(batch)
         z = ctx.randn(real.shape[0], c.latent_dim)
 
         # Discriminator: real -> 1, fake -> 0 (softplus form of the logistic loss). Both are
@@ -79,5 +82,6 @@ class DCGAN(GANModel):
             d_fake=torch.sigmoid(d_fake.detach()).mean(),
             grad_norm_d=gn_d,
             grad_norm_g=gn_g,
+            **self.growth_metrics(),
         )
         return out

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm as _sn
 
 from studio.models.gan.common import levels_for
+from studio.models.gan.growing import GrowingDiscriminator, GrowingGenerator, stage_sizes
 
 SQRT2 = math.sqrt(2.0)
 W_AVG_BETA = 0.995  # the running average of w the truncation trick pulls toward
@@ -129,11 +130,18 @@ def widths(width: int, resolution: int) -> dict[int, int]:
     return {s: width * min(4, resolution // s) for s in sizes}
 
 
-class Synthesis(nn.Module):
-    """Per-layer styles (N x num_ws x w_dim) -> images (unbounded; about [-1, 1])."""
+class Synthesis(GrowingGenerator):
+    """Per-layer styles (N x num_ws x w_dim) -> images (unbounded; about [-1, 1]).
+
+    Progressive growing needs nothing more: each size's image is already the upsampled
+    image of the sizes before plus its own RGB, so a stage stops at its size, and a fade
+    weighs the new size's RGB by alpha."""
+
+    upsample = "bilinear"  # as the skip outputs are enlarged
 
     def __init__(self, w_dim: int, width: int, resolution: int, channels: int) -> None:
         super().__init__()
+        self.resolution = resolution
         ch = widths(width, resolution)
         sizes = sorted(ch)
         self.const = nn.Parameter(torch.randn(ch[4], 4, 4))
@@ -148,16 +156,21 @@ class Synthesis(nn.Module):
         self.num_ws = len(layers) + 1
 
     def forward(self, ws: Tensor, noise: torch.Generator | None = None) -> Tensor:
+        return self.grown(lambda: self.images_at(self.resolution, False, ws, noise)[1], ws, noise)
+
+    def images_at(
+        self, resolution: int, previous: bool, ws: Tensor, noise: torch.Generator | None
+    ) -> tuple[Tensor | None, Tensor]:
         x = self.const[None].expand(ws.shape[0], -1, -1, -1)
         x = self.layers[0](x, ws[:, 0], noise)
-        rgb = self.rgbs[0](x, ws[:, 1])
-        for b in range(1, len(self.rgbs)):
+        rgb = before = self.rgbs[0](x, ws[:, 1])
+        for b in range(1, int(math.log2(resolution)) - 1):  # sizes 8 ... resolution
             i = 2 * b - 1
             x = self.layers[i](x, ws[:, i], noise)
             x = self.layers[i + 1](x, ws[:, i + 1], noise)
             up = F.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False)
-            rgb = up + self.rgbs[b](x, ws[:, i + 2])
-        return rgb
+            before, rgb = rgb, up + self.rgbs[b](x, ws[:, i + 2])
+        return (before if previous else None), rgb
 
 
 class Mapping(nn.Module):
@@ -256,13 +269,21 @@ class DBlock(nn.Module):
         return (h + skip) / SQRT2
 
 
-class StyleDiscriminator(nn.Module):
-    """Residual discriminator with minibatch standard deviation and a projection class term."""
+class StyleDiscriminator(GrowingDiscriminator):
+    """Residual discriminator with minibatch standard deviation and a projection class term.
+    ``grow`` (progressive growing) adds a 1x1 from-RGB layer per smaller size."""
 
     def __init__(
-        self, width: int, resolution: int, channels: int, num_classes: int, spectral_norm: bool
+        self,
+        width: int,
+        resolution: int,
+        channels: int,
+        num_classes: int,
+        spectral_norm: bool,
+        grow: bool = False,
     ) -> None:
         super().__init__()
+        self.resolution = resolution
         wrap = spectral if spectral_norm else (lambda m: m)
         ch = widths(width, resolution)
         self.from_rgb = wrap(EqualConv2d(channels, ch[resolution], 1))
@@ -273,11 +294,28 @@ class StyleDiscriminator(nn.Module):
         self.fc = wrap(EqualLinear(top * 16, top))
         self.out = wrap(EqualLinear(top, 1))
         self.embed = nn.Embedding(num_classes, top) if num_classes else None
+        self.grow_from_rgb = nn.ModuleDict(
+            {str(r): wrap(EqualConv2d(channels, ch[r], 1)) for r in stage_sizes(resolution)}
+            if grow
+            else {}
+        )
+
+    # The stages: an image of size r enters through its 1x1 from-RGB; block i halves the
+    # resolution / 2**i px maps.
+    def entry(self, resolution: int) -> Any:
+        conv = self.from_rgb if resolution == self.resolution else self.grow_from_rgb[str(resolution)]
+        return lambda x: lrelu(conv(x))
+
+    def blocks_from(self, resolution: int) -> Any:
+        return list(self.blocks)[int(math.log2(self.resolution // resolution)) :]
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        h = lrelu(self.from_rgb(x))
-        for block in self.blocks:
-            h = block(h)
+        if self._partial() is None:
+            h = lrelu(self.from_rgb(x))
+            for block in self.blocks:
+                h = block(h)
+        else:
+            h = self.trunk(x)
         h = lrelu(self.conv(minibatch_std(h)))
         h = lrelu(self.fc(h.flatten(1)))
         out = self.out(h).squeeze(1)

@@ -58,6 +58,7 @@ from studio.models.gan.common import (
     optional_classes,
     r1_penalty,
 )
+from studio.models.gan.growing import grow_steps_setting, progressive_setting
 from studio.models.gan.style_networks import (
     W_AVG_BETA,
     StyleDiscriminator,
@@ -140,6 +141,8 @@ class StyleGANConfig(OptionalClassesConfig):
         minimum=0.0,
         maximum=1000.0,
     )
+    progressive: bool = progressive_setting()
+    grow_steps: int = grow_steps_setting()
     conditional: bool = optional_classes()
 
 
@@ -198,7 +201,7 @@ class StyleGAN(GANModel):
             c.latent_dim, c.w_dim, c.mapping_layers, c.width, c.resolution, c.channels, classes
         )
         discriminator = StyleDiscriminator(
-            c.width, c.resolution, c.channels, classes, c.spectral_norm
+            c.width, c.resolution, c.channels, classes, c.spectral_norm, self.growth is not None
         )
         return generator, discriminator
 
@@ -214,7 +217,7 @@ class StyleGAN(GANModel):
     # -- training ------------------------------------------------------------------------
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         c = self.config
-        real, labels = batch.images, self._labels(batch)
+        real, labels = self.reals(batch.images, ctx.step), self._labels(batch)
         n, gen = real.shape[0], ctx.generator
         z, z2 = ctx.randn(n, c.latent_dim), ctx.randn(n, c.latent_dim)
         mixing = ctx.rand(2, n)  # whether, and where, each image switches latents
@@ -249,6 +252,7 @@ class StyleGAN(GANModel):
             d_fake=torch.sigmoid(d_fake.detach()).mean(),
             grad_norm_d=gn_d,
             grad_norm_g=gn_g,
+            **self.growth_metrics(),
         )
         return out
 
@@ -287,6 +291,10 @@ class StyleGAN(GANModel):
         for a, b in zip(ema.buffers(), raw.buffers()):
             a.copy_(b)
 
+    def memory_probe_step(self) -> int:
+        step, every = super().memory_probe_step(), self.config.r1_every
+        return -(-step // every) * every  # a step with the R1 penalty, at the full size
+
     def extra_state(self) -> dict[str, Any]:
         return {**super().extra_state(), "images_seen": self._images_seen}
 
@@ -318,7 +326,7 @@ class StyleGAN(GANModel):
         if labels is None and self._num_classes():
             labels = class_labels(len(z), self._num_classes(), None, self.device)
         with eval_mode(self.generator_ema):
-            return self.generator_ema(z, labels, psi).float().clamp(-1, 1)
+            return self.full_size(self.generator_ema(z, labels, psi).float().clamp(-1, 1))
 
     def sample_iter(
         self, n: int, generator: torch.Generator, **conditions: Any
@@ -339,7 +347,7 @@ class StyleGAN(GANModel):
         ``first``."""
         g = self.generator_ema
         ws = mix_styles(g.ws(first, labels), g.ws(second, labels), crossover)
-        return g.synthesis(ws).float()
+        return self.full_size(g.synthesis(ws).float())
 
     @property
     def num_ws(self) -> int:
@@ -370,7 +378,7 @@ class StyleGAN(GANModel):
             labels = class_labels(len(z), self._num_classes(), None, z.device)
         if not self._num_classes():
             labels = None
-        return g.synthesis(g.ws(z, labels)).float()
+        return self.full_size(g.synthesis(g.ws(z, labels)).float())
 
     def direction_features(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         return z, z  # PCA of w itself (Härkönen et al. 2020 do so for StyleGAN)

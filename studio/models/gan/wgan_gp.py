@@ -24,6 +24,7 @@ from studio.models.gan.common import (
     gradient_penalty,
     init_dcgan_weights,
 )
+from studio.models.gan.growing import grow_steps_setting, progressive_setting
 
 
 @dataclass
@@ -63,6 +64,8 @@ class WGANGPConfig(GANConfig):
         minimum=0.0,
         maximum=1.0,
     )
+    progressive: bool = progressive_setting()
+    grow_steps: int = grow_steps_setting()
 
 
 class WGANGP(GANModel):
@@ -109,7 +112,7 @@ class WGANGP(GANModel):
 
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         c = self.config
-        real = batch.images
+        real = self.reals(batch.images, ctx.step)
         n = real.shape[0]
         critic = self.discriminator
 
@@ -160,4 +163,5 @@ class WGANGP(GANModel):
             "grad_norm_d": gn_d,
             "grad_norm_g": gn_g,
             **augment,
+            **self.growth_metrics(),
         }
