@@ -41,7 +41,12 @@ SAVED = {
 # Settings added after the configs above were saved (issue 17: the GANs' augmentation), with
 # their defaults: an old config loads with these.
 _AUGMENT = {'augment': 'auto', 'augment_p': 1.0, 'ada_target': 0.6, 'ada_kimg': 100}
-ADDED = {'gan.dcgan': _AUGMENT, 'gan.cgan': _AUGMENT, 'gan.wgan_gp': _AUGMENT}
+# (issue 17: progressive growing)
+_GROWING = {'progressive': False, 'grow_steps': 250}
+ADDED = {
+    'gan.dcgan': {**_AUGMENT, **_GROWING}, 'gan.cgan': {**_AUGMENT, **_GROWING},
+    'gan.wgan_gp': {**_AUGMENT, **_GROWING}, 'gan.stylegan': _GROWING,
+}
 # fmt: on
 
 

@@ -12,10 +12,11 @@ from typing import Any
 from studio.core.options import SAMPLERS
 from studio.models.base import Capability, ModelConfig
 from studio.models.gan.augment import DOC as AUGMENTATION_DOC
+from studio.models.gan.growing import DOC as GROWING_DOC
 from studio.models.registry import FAMILIES, get_family
 
 # What every family of a kind shares, said once under the kind's heading.
-KIND_NOTES = {"gan": AUGMENTATION_DOC}
+KIND_NOTES = {"gan": AUGMENTATION_DOC + "\n\n" + GROWING_DOC}
 HIDDEN = {f.name for f in dataclasses.fields(ModelConfig)}  # set from the dataset
 CONDITION_HELP = {
     "label": "`--class NAME|INDEX` (no class: cycle through all)",

@@ -50,6 +50,8 @@ GROUP_PREFIXES = (
     ("perplexity", "Codebook perplexity"),
     ("restarts", "Codebook restarts"),
     ("logdet", "Log-determinant"),
+    ("resolution", "Growing: resolution (px)"),  # a GAN's progressive growing
+    ("alpha", "Growing: fade-in alpha"),
 )
 
 

@@ -129,6 +129,8 @@ def test_every_family_metric_lands_somewhere_sensible() -> None:
         "memory_mb": "Memory (MiB)",
         "kl_dim_03": "KL per dimension",
         "perplexity": "Codebook perplexity",
+        "resolution": "Growing: resolution (px)",
+        "alpha": "Growing: fade-in alpha",
     }
     for name, group in expected.items():
         assert group_of(name) == group, name

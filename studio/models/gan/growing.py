@@ -36,7 +36,8 @@ from studio.models.base import setting
 START = 8  # the first stage's resolution (px)
 
 DOC = (
-    "**Progressive growing (DCGAN, WGAN-GP, StyleGAN2: the `progressive` setting).** A "
+    "**Progressive growing (DCGAN, the conditional GAN, WGAN-GP, StyleGAN2: the "
+    "`progressive` setting, off by default).** A "
     "curriculum from coarse to fine (Karras et al. 2018): both networks first learn 8 px "
     "images (every real image is shrunk to the stage's size), then grow one doubling at a time "
     "to the run's resolution, so the layout is settled before the detail. Each doubling is a "
