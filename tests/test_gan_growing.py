@@ -29,7 +29,9 @@ GROWING = ["gan.dcgan", "gan.wgan_gp", "gan.stylegan"]
 def grown_model(key: str, resolution: int = 32, **settings):
     family = get_family(key)
     torch.manual_seed(0)
-    config = {**TINY_MODELS[key], "conditional": False} if key == "gan.stylegan" else TINY_MODELS[key]
+    config = (
+        {**TINY_MODELS[key], "conditional": False} if key == "gan.stylegan" else TINY_MODELS[key]
+    )
     model = family(
         family.Config.from_dict(
             {**config, "resolution": resolution, "progressive": True, "grow_steps": 3, **settings}
@@ -94,9 +96,7 @@ def test_the_fade_at_its_ends(key):
     full = generate(model, z, None)
     mode = model._upsample_mode()
     synthesis = g.synthesis if key == "gan.stylegan" else g
-    inputs = (
-        (g.ws(g.mapping(z), None), None) if key == "gan.stylegan" else (g._input(z, None),)
-    )
+    inputs = (g.ws(g.mapping(z), None), None) if key == "gan.stylegan" else (g._input(z, None),)
     for res in (16, 32):
         # The fade's own arithmetic at alpha 1: the grown network's image at this size.
         with torch.no_grad():
@@ -214,9 +214,7 @@ def test_resume_mid_fade_continues_exactly(tmp_path, key):
     first = run_sync(train_job(tmp_path / "b", token, config()), token, stop_at_3)
     assert first.result.step == 3
     assert run_sync(train_job(tmp_path / "b", CancelToken(), None, steps=6)).ok
-    a, b = (
-        [r for r in RunFolder(tmp_path / r).read_metrics()[0] if "loss_d" in r] for r in "ab"
-    )
+    a, b = ([r for r in RunFolder(tmp_path / r).read_metrics()[0] if "loss_d" in r] for r in "ab")
     assert [r["alpha"] for r in b] == [1, 1, 0, 0.5, 1, 1]
     for ra, rb in zip(a, b):
         assert (ra["loss_d"], ra["loss_g"]) == (rb["loss_d"], rb["loss_g"]), ra["step"]

@@ -120,9 +120,7 @@ class Generator(GrowingGenerator):
         x = self._input(z, labels)
         return self.grown(lambda: self.net(x), x)
 
-    def images_at(
-        self, resolution: int, previous: bool, x: Tensor
-    ) -> tuple[Tensor | None, Tensor]:
+    def images_at(self, resolution: int, previous: bool, x: Tensor) -> tuple[Tensor | None, Tensor]:
         # Block i (three layers: transposed conv, batch norm, ReLU) makes the 4 * 2**i px
         # maps; the image of size r is made from the r/2 px ones.
         last = int(math.log2(resolution)) - 3

@@ -303,7 +303,9 @@ class StyleDiscriminator(GrowingDiscriminator):
     # The stages: an image of size r enters through its 1x1 from-RGB; block i halves the
     # resolution / 2**i px maps.
     def entry(self, resolution: int) -> Any:
-        conv = self.from_rgb if resolution == self.resolution else self.grow_from_rgb[str(resolution)]
+        conv = (
+            self.from_rgb if resolution == self.resolution else self.grow_from_rgb[str(resolution)]
+        )
         return lambda x: lrelu(conv(x))
 
     def blocks_from(self, resolution: int) -> Any:
