@@ -223,3 +223,15 @@ def test_resume_mid_fade_continues_exactly(tmp_path, key):
     )
     assert any(".grow_" in k for k in wa)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_the_cli_status_line_shows_the_stage():
+    import io
+
+    from studio.cli.progress import ProgressPrinter
+
+    out = io.StringIO()
+    printer = ProgressPrinter(out, min_interval=0)
+    printer(Progress("train", 3, 10, info={"phase": "growing: fading 16 px in, alpha 0.50"}))
+    assert "growing: fading 16 px in, alpha 0.50" in out.getvalue()
+    assert TrainStatus.read({"phase": None}).phase == ""

@@ -137,6 +137,8 @@ def test_status_line_format() -> None:
     info = {"images_per_s": 812.4, "eta_s": 83, "device": "CPU (8 threads)", "memory": 0}
     text = format_status(Progress("train", 1234, 5000, info=info))
     assert text == "Step 1,234 / 5,000 · 812 img/s · ETA 1:23 · CPU (8 threads)"
+    grow = format_status(Progress("train", 3, 50, info={**info, "phase": "growing: 8 px stable"}))
+    assert grow.startswith("Step 3 / 50 · growing: 8 px stable · 812 img/s")
     assert format_duration(3723) == "1:02:03"
     assert format_status(Progress("decode", 3, 10, message="Decoding images: 3/10")) == (
         "Decoding images: 3/10"
