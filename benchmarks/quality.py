@@ -12,6 +12,7 @@ under ``--out``. Run it by hand on an idle machine; the tests never do.
     python benchmarks/quality.py                                  # ~20-30 min on 2 cores
     python benchmarks/quality.py --quick --docs-dir /tmp/quality  # ~3 min smoke run
     python benchmarks/quality.py --families gan.dcgan,diffusion.ddpm --steps 3000
+    python benchmarks/quality.py --families gan.dcgan --set progressive=true --set grow_steps=50
 
 Numbers are comparable within one run only: the same dataset, held-out split, extractor and
 sample count. They are not FID values and say nothing about other datasets.
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from machine_info import cpu_name  # noqa: E402 - a sibling script's module
 
+from studio.cli.main import parse_settings
 from studio.core.atomic import write_json, write_text
 from studio.core.imaging import make_grid
 from studio.core.jobs import CancelToken, Progress, run_sync
@@ -186,6 +188,13 @@ def run_family(
     extractor: FeatureExtractor,
 ) -> dict[str, Any]:
     plan = PLANS.get(key, Plan())
+    if args.set:  # the command line's settings, on top of the plan's
+        extra = parse_settings(key, args.set)
+        plan = Plan(
+            plan.batch_size,
+            {**plan.model, **extra},
+            plan.why + "; set: " + ", ".join(f"{k}={v}" for k, v in extra.items()),
+        )
     overrides, dropped = _model_overrides(key, plan, args.steps)
     row: dict[str, Any] = {"family": key, "batch_size": plan.batch_size, "model": overrides}
     row["settings"] = plan.why + (f" (not applied: {', '.join(dropped)})" if dropped else "")
@@ -344,6 +353,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--extractor-steps", type=int, help="default 600, quick 100")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a model setting for every family measured (as `studio train --set`)",
+    )
     args = ap.parse_args(argv)
     args.steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
     args.samples = args.samples or (64 if args.quick else 256)
