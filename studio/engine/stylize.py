@@ -190,6 +190,25 @@ def check_memory(shape: tuple[int, ...], size: int, vgg: VGG19Features, device: 
         raise too_big(size)
 
 
+_VGG_CACHE: dict[tuple[str, int, int, str], VGG19Features] = {}
+
+
+def cached_vgg(path: str | os.PathLike[str], device: str = "auto") -> VGG19Features:
+    """:func:`load_vgg19`, kept for the next call while the file is unchanged (one entry:
+    the window stylizes with one file; the real one is 80 MB of features in memory)."""
+    dev = resolve_device(device)
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size, str(dev))
+    except OSError:
+        return load_vgg19(p, dev)  # says what is wrong with the path
+    if key not in _VGG_CACHE:
+        _VGG_CACHE.clear()
+        _VGG_CACHE[key] = load_vgg19(p, dev)
+    return _VGG_CACHE[key]
+
+
 # -- the job ------------------------------------------------------------------------------------
 
 

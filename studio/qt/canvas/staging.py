@@ -189,7 +189,8 @@ class Stager(QObject):
             self.refused.emit("The image changed since these variations were made; Generate again.")
             return
         try:
-            command = doc.replace_image(staged[0].images[index], text="Accept inpainting")
+            result = staged[0]
+            command = doc.replace_image(result.images[index], text=result.accept_text)
         except CanvasError as err:
             self.refused.emit(str(err))
             return
