@@ -211,11 +211,14 @@ def test_a_pickle_with_code_is_refused_and_never_runs(tmp_path, vgg_files, capsy
         with pytest.raises(StudioError, match="refuses it"):
             load_vgg19(path)
         assert not canary.exists()
+        content, style = _images(tmp_path)
+        out = tmp_path / "o.png"
         code = main(
-            ["stylize", "--content", str(vgg_files["pth"]), "--style", "x", "--vgg", str(path),
-             "--out", str(tmp_path / "o.png")]
+            ["stylize", "--content", str(content), "--style", str(style), "--vgg", str(path),
+             "--out", str(out), "--size", "32"]
         )  # fmt: skip
-        assert code == 1 and not canary.exists()
+        assert code == 1 and not canary.exists() and not out.exists()
+        assert "needs code to load" in capsys.readouterr().err
     # A bare (legacy) pickle stream: refused the same way.
     path = tmp_path / "legacy.pth"
     path.write_bytes(pickle.dumps(state, protocol=2))
