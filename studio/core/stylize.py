@@ -38,7 +38,7 @@ class StyleSettings:
     size: int = 512
     init: str = "content"
     seed: int = 0
-    preview_every: int = 10
+    preview_every: int = 5
 
     def check(self) -> None:
         """Refuse, in one sentence, settings that cannot work (before anything loads)."""

@@ -123,6 +123,16 @@ def test_cancel_and_refused_files_leave_the_canvas_alone(
     assert "Cancelled" in panel.status_label.text() and workspace.staging.count() == 0
     assert np.array_equal(workspace.document.image, original)
 
+    # Finish now stages the image so far.
+    assert panel.open_dialog()
+    qtbot.waitUntil(lambda: "iteration" in panel.status_label.text(), timeout=60_000)
+    qtbot.mouseClick(panel.finish_button, LEFT)
+    qtbot.waitUntil(lambda: not panel.running, timeout=60_000)
+    assert workspace.staging.count() == 1 and "stopped at" in workspace.staging.caption.text()
+    workspace.staging.discard_button.click()
+    assert workspace.staging.count() == 0
+    assert np.array_equal(workspace.document.image, original)
+
     # A pickle that runs code when unpickled: refused, its payload never runs.
     canary = tmp_path / "canary"
 
