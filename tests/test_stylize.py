@@ -154,6 +154,27 @@ def test_blend_whole_or_masked_region_feathered():
     assert np.array_equal(out[10:20, 12:24], whole[10:20, 12:24])  # fully stylised inside
 
 
+def test_a_masked_region_is_stylized_in_its_own_window(vgg_files):
+    image = picture(120, 160)
+    mask = np.zeros((120, 160), np.float32)
+    mask[50:70, 60:90] = 1.0
+    window = st.mask_window(mask, 2.0)
+    assert window == (50 - 13, 70 + 13, 60 - 13, 90 + 13)  # 2*2+2 feather reach + 30 // 4
+    assert st.mask_window(np.zeros_like(mask), 2.0) is None
+    vgg = load_vgg19(vgg_files["safetensors"])
+    settings = StyleSettings(steps=2, size=32)
+    job = st.stylize_canvas_job(image, mask, 2.0, picture(seed=2), settings, vgg)
+    outcome = run_sync(job)
+    out, result = outcome.result
+    assert result.image.shape == (32 * 46 // 56, 32, 3)  # the window, at the working size
+    outside = np.ones_like(mask, bool)
+    outside[window.slices] = False
+    assert np.array_equal(out[outside], image[outside]) and out.shape == image.shape
+    assert (out[mask == 1] != image[mask == 1]).any()
+    empty = run_sync(st.stylize_canvas_job(image, mask * 0, 2.0, image, settings, vgg))
+    assert empty.status is Status.FAILED and "No mask painted" in empty.error
+
+
 # -- the weights file -------------------------------------------------------------------------
 
 

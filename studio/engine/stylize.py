@@ -38,6 +38,7 @@ from torch import Tensor
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress
 from studio.core.masks import composite
+from studio.core.regions import Rect, clip_rect, support_rect
 from studio.core.stylize import MIN_SIZE, StyleSettings
 from studio.engine.device import free_memory, is_out_of_memory, resolve_device
 from studio.engine.vgg import VGG19Features, load_vgg19
@@ -304,6 +305,18 @@ def _optimise(
 # -- the canvas ---------------------------------------------------------------------------------
 
 
+def mask_window(mask: np.ndarray, feather_px: float) -> Rect | None:
+    """The part of the image a masked style transfer works on: the mask's box, the blend's
+    reach (twice the feather) and a quarter of the box as context around it, clipped to the
+    image. A small region of a big image is so stylised at the working size, not shrunk with
+    the whole image and enlarged back. None when the mask is empty."""
+    box = support_rect(mask)
+    if box is None:
+        return None
+    reach = 2 * math.ceil(feather_px) + 2 + max(box.y1 - box.y0, box.x1 - box.x0) // 4
+    return clip_rect(box.y0 - reach, box.y1 + reach, box.x0 - reach, box.x1 + reach, mask.shape)
+
+
 def blend_result(
     original: np.ndarray, stylized: np.ndarray, mask: np.ndarray | None, feather_px: float
 ) -> np.ndarray:
@@ -320,3 +333,27 @@ def blend_result(
         return resized.copy()
     blend, _ = blend_masks(mask, feather_px)
     return composite(original, resized, blend)
+
+
+def stylize_canvas_job(
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    feather_px: float,
+    style: np.ndarray,
+    settings: StyleSettings,
+    vgg: VGG19Features,
+    device: str = "auto",
+    token: CancelToken | None = None,
+) -> Generator[Progress, None, tuple[np.ndarray, StyleResult]]:
+    """Job: ``image`` stylised whole (``mask`` None) or in :func:`mask_window` and blended
+    through the feathered mask; returns the whole new image and the transfer's result."""
+    window = mask_window(mask, feather_px) if mask is not None else None
+    if mask is not None and window is None:
+        raise StudioError("No mask painted: paint the region to stylize first.")
+    where = window.slices if window is not None else (slice(None), slice(None))
+    crop = np.ascontiguousarray(image[where])
+    request = StyleRequest(crop, style, settings)
+    result = yield from stylize_job(request, device=device, token=token, vgg=vgg)
+    out = np.array(image, dtype=np.uint8)
+    out[where] = blend_result(crop, result.image, None if mask is None else mask[where], feather_px)
+    return out, result

@@ -81,12 +81,13 @@ def stylize(
     device: str = "auto",
 ) -> Callable[[CancelToken], Generator[Progress, None, StylizedImage]]:
     """A factory for one job (runs on the engine thread): read the style image, stylise a
-    private copy of ``image``, blend it through ``mask`` (None: everywhere)."""
+    private copy of ``image`` whole (``mask`` None) or the window around the mask, blended
+    through the feathered mask."""
 
     def factory(token: CancelToken) -> Generator[Progress, None, StylizedImage]:
         from studio.core.errors import StudioError
         from studio.engine.images import ImageRejected, open_image
-        from studio.engine.stylize import StyleRequest, blend_result, cached_vgg, stylize_job
+        from studio.engine.stylize import cached_vgg, stylize_canvas_job
 
         try:
             style = np.asarray(open_image(choice.style_path), dtype=np.uint8)
@@ -94,10 +95,9 @@ def stylize(
             raise StudioError(f"Cannot read the style image: {err}") from None
         yield Progress("load", message="Loading VGG-19…")
         vgg = cached_vgg(choice.vgg_path, device)
-        request = StyleRequest(image, style, choice.settings)
-        result = yield from stylize_job(request, device=device, token=token, vgg=vgg)
+        job = stylize_canvas_job(image, mask, feather, style, choice.settings, vgg, device, token)
+        out, result = yield from job
         token.check()
-        out = blend_result(image, result.image, mask, feather)
         h, w = out.shape[:2]
         s = choice.settings
         done = f"stopped at {result.steps_done}" if result.stopped_early else f"{s.steps}"
