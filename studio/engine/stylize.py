@@ -45,9 +45,10 @@ from studio.engine.vgg import VGG19Features, load_vgg19
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-# Bytes of activations and gradients per working pixel with the standard widths, measured with
-# the CPU allocator at 256 and 512 px (docs/performance.md), rounded up.
-BYTES_PER_PIXEL = 12_000
+# Memory per working pixel with the standard widths: activations, gradients, L-BFGS history.
+# The peak resident memory grew by 3,400 bytes per pixel between 256x192 and 512x384 on the CPU
+# (docs/performance.md); half as much again is kept as a margin.
+BYTES_PER_PIXEL = 5_000
 
 
 @dataclass
