@@ -314,6 +314,10 @@ def test_cli_stylizes_and_explains_its_errors(tmp_path, vgg_files, capsys):
         ([*run[:4], str(vgg_files["pth"]), *run[5:]], ["cannot read the style image"]),
         ([*base, "--vgg", str(content), "--size", "32"], ["not a model file"]),
     ]
+    before = content.read_bytes()
+    assert main([*run, "--out", str(content)]) == 1  # never over the content image
+    assert "is the content image" in capsys.readouterr().err
+    assert content.read_bytes() == before
     for argv, words in cases:
         assert main([*argv, "--out", str(tmp_path / "no.png")]) == 1, argv
         err = capsys.readouterr().err

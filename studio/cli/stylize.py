@@ -91,6 +91,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         out = out.with_suffix(".png")
+    for given, what in ((args.content, "content image"), (args.style, "style image")):
+        if out.exists() and out.resolve() == Path(given).resolve():
+            raise StudioError(f"--out {out} is the {what}: choose another file to write.")
     token = CancelToken()
     result = run_job(stylize_job(request, args.vgg, args.device, token), token, graceful=True)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ from studio.qt.widgets import Banner, ImageView
 VGG_FILTER = "VGG-19 weights (*.pth *.safetensors);;All files (*)"
 VGG_KEY, STYLE_KEY, SETTINGS_KEY = "stylize/vgg", "stylize/style", "stylize/settings"
 AREAS = (("whole", "Whole image"), ("masked", "Masked region only (feathered)"))
+INIT_LABELS = {"content": "The image itself", "noise": "Random noise"}
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class StylizeDialog(QDialog):
         self.tv_spin.setToolTip("Total variation: higher is smoother")
         self.init_combo = QComboBox()
         for key in INITS:
-            self.init_combo.addItem(f"From the {key}" if key == "noise" else "From the image", key)
+            self.init_combo.addItem(INIT_LABELS.get(key, key), key)
         self.init_combo.setCurrentIndex(max(0, self.init_combo.findData(last.init)))
         self.area_combo = QComboBox()
         for key, text in AREAS:
