@@ -90,7 +90,8 @@ class StagingStrip(QWidget):
         seed_text = f" (seed {seed})" if seed is not None else ""
         weights_text = f"\n{weights}" if weights else ""
         self.caption.setText(
-            f"{len(thumbnails)} variations{seed_text}: click one to preview it{weights_text}"
+            f"{len(thumbnails)} variation{'s' if len(thumbnails) != 1 else ''}{seed_text}: "
+            f"click one to preview it{weights_text}"
         )
         self._update()
 
