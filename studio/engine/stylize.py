@@ -45,9 +45,11 @@ from studio.engine.vgg import VGG19Features, load_vgg19
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+HISTORY = 20  # L-BFGS curvature pairs kept: 2 x 20 image-sized vectors, 480 bytes per pixel
 # Memory per working pixel with the standard widths: activations, gradients, L-BFGS history.
 # The peak resident memory grew by 3,400 bytes per pixel between 256x192 and 512x384 on the CPU
-# (docs/performance.md); half as much again is kept as a margin.
+# over three iterations (docs/performance.md); with a full history that is about 3,900, and
+# 5,000 keeps a margin.
 BYTES_PER_PIXEL = 5_000
 
 
@@ -224,8 +226,8 @@ def stylize_job(
     """Job: stylise ``request.content`` after ``request.style``.
 
     Yields a ``stylize`` report per iteration (losses as metrics, a preview image every
-    ``settings.preview_every`` iterations and at the end). ``token.stop()`` ends it early and returns
-    the image so far (``stopped_early``); a cancel returns nothing.
+    ``settings.preview_every`` iterations and at the end). ``token.stop()`` ends it early and
+    returns the image so far (``stopped_early``); a cancel returns nothing.
     """
     check_request(request)
     dev = resolve_device(device)
@@ -263,7 +265,7 @@ def _optimise(
         [x],
         lr=1.0,
         max_iter=1,
-        history_size=50,
+        history_size=HISTORY,
         line_search_fn="strong_wolfe",
         tolerance_grad=0.0,
         tolerance_change=0.0,
