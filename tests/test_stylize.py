@@ -82,7 +82,7 @@ def test_content_weight_alone_reconstructs_the_content_features(vgg_files):
     assert (f["x"] - f["c"]).pow(2).mean() < 0.1 * (f["n"] - f["c"]).pow(2).mean()
 
 
-def test_style_loss_falls_and_stop_keeps_the_image_so_far(vgg_files):
+def test_style_loss_falls_and_stop_keeps_the_image_so_far(vgg_files, monkeypatch):
     vgg = load_vgg19(vgg_files["pth"])
     settings = StyleSettings(steps=50, content_weight=0.0, size=32, preview_every=100)
     token = CancelToken()
@@ -99,10 +99,26 @@ def test_style_loss_falls_and_stop_keeps_the_image_so_far(vgg_files):
     assert outcome.status is Status.FINISHED and result.stopped_early
     assert result.steps_done == 6 and result.image.shape == (26, 32, 3)
     assert reports[-1].metrics["style"] < reports[0].metrics["style"]
-    # A cancel gives nothing back.
+    # A cancel gives nothing back, and lands inside an iteration (between evaluations).
     token = CancelToken()
     job = stylize_job(request, vgg=vgg, token=token)
     assert run_sync(job, token, lambda p: token.cancel()).status is Status.CANCELLED
+    token = CancelToken()
+    calls = []
+
+    def cancel_in_first_evaluation(*_args):
+        calls.append(1)
+        token.cancel()
+        return real_tv(*_args)
+
+    real_tv = st.tv_loss
+    monkeypatch.setattr(st, "tv_loss", cancel_in_first_evaluation)
+    reports = []
+    job = stylize_job(request, vgg=vgg, token=token)
+    assert run_sync(job, token, reports.append).status is Status.CANCELLED
+    # The first iteration evaluates at least twice (its start, then the line search): the
+    # second evaluation never ran, and no iteration was reported.
+    assert len(calls) == 1 and reports == []
 
 
 @pytest.mark.parametrize(

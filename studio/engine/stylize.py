@@ -275,6 +275,8 @@ def _optimise(
 
     def closure() -> Tensor:
         nonlocal losses, evaluations
+        if token is not None:
+            token.check()  # a cancel lands within one evaluation, not after a whole line search
         optimizer.zero_grad(set_to_none=True)
         loss, losses = objective(x)
         loss.backward()
