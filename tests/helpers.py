@@ -306,3 +306,23 @@ def train_tiny_run(
     )
     assert out.ok, out.error or out.details
     return Path(run_dir)
+
+
+TINY_VGG_WIDTHS = (4, 8, 8, 16, 16)
+
+
+def tiny_vgg_files(folder: Path) -> dict[str, Path]:
+    """A VGG-19-shaped network with random weights and narrow blocks (never real weights),
+    saved as torchvision's pickled state dict (``vgg.pth``) and as ``vgg.safetensors``."""
+    import torch
+    from safetensors.torch import save_file
+
+    from studio.engine.vgg import full_state_dict, random_vgg19
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = full_state_dict(random_vgg19(TINY_VGG_WIDTHS))
+    state["classifier.0.weight"] = torch.zeros(2, 3)  # torchvision's file has a classifier too
+    paths = {"pth": folder / "vgg.pth", "safetensors": folder / "vgg.safetensors"}
+    torch.save(state, paths["pth"])
+    save_file(state, paths["safetensors"])
+    return paths

@@ -15,6 +15,7 @@ from studio.cli import compare as compare_cli
 from studio.cli import generate as generate_cli
 from studio.cli import inpaint as inpaint_cli
 from studio.cli import score as score_cli
+from studio.cli import stylize as stylize_cli
 from studio.cli import translate as translate_cli
 from studio.cli.running import class_index, run_job  # noqa: F401 - class_index re-exported
 from studio.core import options
@@ -36,6 +37,7 @@ EPILOG = """examples:
   studio generate --model ~/models/sd15 --prompt "a red fox" --seed 7 --out fox.png
   studio score --run runs/first --data ~/Pictures/moths --out scores.csv --top 20
   studio augment --run runs/moths-cgan --fill --out moths-more/
+  studio stylize --content photo.png --style painting.png --vgg vgg19.pth --out styled.png
 
 Run folders default to {runs}. Ctrl-C during training stops at the next step and keeps a
 checkpoint; press it twice to abort at once.
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate_cli.add_parser(sub, common)
     score_cli.add_parser(sub, common)
     augment_cli.add_parser(sub, common)
+    stylize_cli.add_parser(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list run folders")
     p.add_argument("--dir", help=f"runs folder (default {runs_dir()})")
@@ -210,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "generate": generate_cli.cmd_generate,
         "score": score_cli.cmd_score,
         "augment": augment_cli.cmd_augment,
+        "stylize": stylize_cli.cmd_stylize,
     }[args.command]
     try:
         return handler(args)

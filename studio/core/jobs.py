@@ -42,6 +42,7 @@ class Stage(str, enum.Enum):
     DECODE = "decode"
     ENCODE = "encode"
     INPAINT = "inpaint"
+    STYLIZE = "stylize"  # neural style transfer's iterations
     GENERATE = "generate"  # a Stable Diffusion (or prompt-run) image
     GRID = "grid"  # an X/Y grid of generations
     MODELS = "models"  # the prompt model library

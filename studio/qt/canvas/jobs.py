@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class InpaintResult:
     the seed used and which weights made them: the training model's at ``step``
     (``live``), or the run's saved checkpoint of ``step`` (None: unknown)."""
 
+    accept_text: ClassVar[str] = "Accept inpainting"  # the undo step's name
     images: list[np.ndarray]
     thumbnails: list[np.ndarray]
     seed: int

@@ -1,4 +1,4 @@
-"""The staging strip: inpainting variations waiting for a decision.
+"""The staging strip: inpainting variations (or a stylized image) waiting for a decision.
 
 Clicking a thumbnail previews that variation on the canvas (nothing is committed); Accept
 puts it into the document as one undoable step; Discard drops them all. :class:`StagingStrip`
@@ -90,7 +90,8 @@ class StagingStrip(QWidget):
         seed_text = f" (seed {seed})" if seed is not None else ""
         weights_text = f"\n{weights}" if weights else ""
         self.caption.setText(
-            f"{len(thumbnails)} variations{seed_text}: click one to preview it{weights_text}"
+            f"{len(thumbnails)} variation{'s' if len(thumbnails) != 1 else ''}{seed_text}: "
+            f"click one to preview it{weights_text}"
         )
         self._update()
 
@@ -123,7 +124,7 @@ class StagingStrip(QWidget):
         # Always shown (empty, with a hint, until variations come): a strip that appeared
         # would shrink the canvas and make a fitted image jump to another zoom.
         if not has:
-            self.caption.setText("Inpainting variations appear here.")
+            self.caption.setText("Inpainting variations and stylized images appear here.")
         self.accept_button.setEnabled(self.current() >= 0)
         self.discard_button.setEnabled(has)
 
@@ -189,7 +190,8 @@ class Stager(QObject):
             self.refused.emit("The image changed since these variations were made; Generate again.")
             return
         try:
-            command = doc.replace_image(staged[0].images[index], text="Accept inpainting")
+            result = staged[0]
+            command = doc.replace_image(result.images[index], text=result.accept_text)
         except CanvasError as err:
             self.refused.emit(str(err))
             return

@@ -32,6 +32,7 @@ from studio.qt.canvas.autosave import AutosaveController, ask_recovery
 from studio.qt.canvas.files import CanvasFiles, as_rgb
 from studio.qt.canvas.inpaint_panel import InpaintPanel
 from studio.qt.canvas.staging import Stager, StagingStrip
+from studio.qt.canvas.stylize import StylizePanel
 from studio.qt.canvas.toolbar import ToolOptions, ToolStrip, action_button
 from studio.qt.canvas.tools import Tool, ToolController
 from studio.qt.canvas.undo import UndoBridge
@@ -74,6 +75,9 @@ class CanvasWorkspace(QWidget):
         self.staging = StagingStrip()
         self.stager = Stager(self.staging, self.view, self.undo, self._settled_document, self)
         self.inpaint_panel = InpaintPanel(runner, settings, self._settled_document)
+        self.stylize_panel = StylizePanel(
+            runner, settings, self._settled_document, lambda: self.options.feather
+        )
         self.files = CanvasFiles(self, self._settled_document)
         self.autosave = AutosaveController(lambda: self._doc, self)
         self.banner = Banner()
@@ -153,6 +157,7 @@ class CanvasWorkspace(QWidget):
             (self.open_action, self.save_action, self.save_as_action, self.paste_action),
             (self.import_mask_action, self.export_mask_action),
             (self.undo_action, self.redo_action),
+            (self.stylize_action,),
             (self.zoom_in_action, self.zoom_out_action, self.fit_action, self.actual_size_action),
         )
         for i, group in enumerate(groups):
@@ -168,6 +173,7 @@ class CanvasWorkspace(QWidget):
     def shutdown(self) -> None:
         """On a clean exit: cancel inpainting, finish file writes and delete the autosave."""
         self.inpaint_panel.shutdown()
+        self.stylize_panel.shutdown()
         self.files.wait()
         self.autosave.shutdown()
 
@@ -315,6 +321,7 @@ class CanvasWorkspace(QWidget):
         self.import_mask_action = action("Load mask…", self.files.choose_and_import_mask)
         self.export_mask_action = action("Export mask…", self.files.choose_and_export_mask)
         self.paste_action = action("Paste image", self.paste, "Ctrl+V")
+        self.stylize_action = action("Stylize…", self.stylize_panel.open_dialog)
         self.zoom_in_action = action("Zoom in", lambda: self.view.zoom_in(), "+", "=", "Ctrl++")
         self.zoom_out_action = action("Zoom out", lambda: self.view.zoom_out(), "-", "Ctrl+-")
         self.fit_action = action("Fit", self.view.fit, "0")
@@ -379,8 +386,13 @@ class CanvasWorkspace(QWidget):
         centre_column.addWidget(self.preview_label)
         centre_column.addWidget(self.staging)
 
+        side_panels = QWidget()
+        side_column = QVBoxLayout(side_panels)
+        side_column.setContentsMargins(0, 0, 0, 0)
+        side_column.addWidget(self.inpaint_panel)
+        side_column.addWidget(self.stylize_panel)
         scroll = QScrollArea()
-        scroll.setWidget(self.inpaint_panel)
+        scroll.setWidget(side_panels)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
@@ -421,6 +433,7 @@ class CanvasWorkspace(QWidget):
             lambda _on: setattr(self, "_overlay_hidden_for_result", False)
         )
         self.inpaint_panel.variations_ready.connect(self.stager.stage)
+        self.stylize_panel.stylized.connect(self.stager.stage)
         self.inpaint_panel.feather_changed.connect(self.options.set_feather)
         self.options.feather_changed.connect(self.inpaint_panel.set_feather)
         self.inpaint_panel.set_feather(self.options.feather)
@@ -432,6 +445,7 @@ class CanvasWorkspace(QWidget):
             self.save_as_action,
             self.import_mask_action,
             self.export_mask_action,
+            self.stylize_action,
         ):
             a.setEnabled(has)
 
