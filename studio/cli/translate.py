@@ -1,9 +1,11 @@
-"""``studio translate``: turn an image into another with a run of a paired image-to-image
-family (trained with ``studio train --data A --data-b B``).
+"""``studio translate``: turn an image into another with a run of an image-to-image family
+(trained with ``studio train --data A --data-b B``).
 
-The image may have any size: its shorter side is scaled to the model's resolution and the
-centre square cropped, as training images are; the output has the model's resolution. With
-``-N`` > 1 the outputs (each with its own noise) go to ``OUT_0.png``, ``OUT_1.png``, ...
+The image may have any size. Most families fit it as training images are (shorter side scaled
+to the model's resolution, centre square cropped) and give an output of the model's
+resolution; a fully convolutional one (CycleGAN) translates it at its own size. A run trained
+on two unpaired folders translates both ways: ``--direction a2b`` (the default) or ``b2a``.
+With ``-N`` > 1 the outputs (each with its own noise) go to ``OUT_0.png``, ``OUT_1.png``, ...
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from studio.core.schema import DIRECTIONS
+
 EXAMPLE = """example:
   studio train --family i2i.pix2pix --data sketches --data-b paintings --out runs/paint
   studio translate --run runs/paint --image my_sketch.png --out painting.png
+  studio train --family i2i.cyclegan --data photos --data-b paintings --out runs/style
+  studio translate --run runs/style --image painting.jpg --out photo.png --direction b2a
 """
 
 
@@ -35,6 +41,11 @@ def add_parser(
     p.add_argument("--out", required=True, help="OUT.png (OUT_0.png, OUT_1.png ... with -N > 1)")
     p.add_argument("--seed", type=int, default=0, help="the noise of the outputs")
     p.add_argument("--variations", "-N", type=int, default=1, help="how many outputs")
+    p.add_argument(
+        "--direction",
+        choices=DIRECTIONS,
+        help="a2b (A to B, the default) or b2a, for a run trained on two unpaired folders",
+    )
     return p
 
 
@@ -54,7 +65,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         raise StudioError("-N must be at least 1")
     if not RunFolder(args.run).exists():
         raise StudioError(f"There is no run at {args.run} (no config.json).")
-    check_translates(args.run)
+    check_translates(args.run, args.direction)
     if not Path(args.image).exists():
         raise StudioError(f"There is no image at {args.image}.")
     try:
@@ -68,6 +79,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
             n=args.variations,
+            direction=args.direction,
         )
     )
     paths = output_paths(args.out, len(results))

@@ -18,7 +18,7 @@ from studio.core.jobs import CancelToken, Progress
 from studio.engine import checkpoint as ckpt
 from studio.engine import live, tensorboard
 from studio.engine.batch_finder import fit_batch_size
-from studio.engine.batches import DeviceImages
+from studio.engine.batches import DeviceImages, UnpairedBatches
 from studio.engine.data import ImageDataset, load_dataset, scan_folder, split_holdout
 from studio.engine.device import (
     autocast_factory,
@@ -32,7 +32,7 @@ from studio.engine.device import (
 from studio.engine.distributed import Distributed
 from studio.engine.monitor import Monitor
 from studio.engine.monitor import save_png as save_png  # re-exported: it was defined here
-from studio.engine.pairs import PairedImages, load_pairs, scan_pairs
+from studio.engine.pairs import PairedImages, UnpairedImages, load_pairs, scan_pairs
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.schedule import StepRunner
 from studio.engine.speed import apply_speed, release_freed_memory
@@ -83,13 +83,25 @@ def is_paired(family_key: str) -> bool:
     return Capability.PAIRED in get_family(family_key).info.capabilities
 
 
+def is_unpaired(family_key: str) -> bool:
+    """Whether the family learns from two unpaired folders (``Capability.UNPAIRED``)."""
+    return Capability.UNPAIRED in get_family(family_key).info.capabilities
+
+
 def check_family_data(config: TrainConfig) -> None:
-    """Folder B (``data_b``) only for a family that trains on pairs: one sentence otherwise."""
+    """Folder B (``data_b``) only for a family that trains on pairs, and always for one that
+    learns from two unpaired folders: one sentence otherwise."""
     family = get_family(config.family)
-    if config.data_b and Capability.PAIRED not in family.info.capabilities:
+    caps = family.info.capabilities
+    if config.data_b and Capability.PAIRED not in caps:
         raise StudioError(
             f"{family.info.display_name} trains on one folder of images; folder B (--data-b) "
             "is for image-to-image families that learn from pairs."
+        )
+    if Capability.UNPAIRED in caps and not config.data_b:
+        raise StudioError(
+            f"{family.info.display_name} learns from two folders of images, A and B: give "
+            "folder B too (--data-b DIR; in the window, Folder B)."
         )
 
 
@@ -132,6 +144,18 @@ def prepare_pairs(
     return pairs
 
 
+def prepare_unpaired(
+    data: str, data_b: str, resolution: int, cache_dir: Path | None = None
+) -> Generator[Progress, None, UnpairedImages]:
+    """Job: folders A (``data``) and B (``data_b``), each read as an ordinary dataset (every
+    file left out reported, with its folder)."""
+    images = []
+    for side, folder in (("A", data), ("B", data_b)):
+        yield Progress("load", message=f"Folder {side}: {folder}")
+        images.append((yield from prepare_dataset(folder, resolution, cache_dir)))
+    return UnpairedImages(images[0], images[1])
+
+
 def _pairs_as_dataset(pairs: PairedImages) -> ImageDataset:
     """The targets (B) of ``pairs`` as the run's dataset; the inputs (A) travel beside it."""
     n = len(pairs)
@@ -161,14 +185,14 @@ def train_job(
     config: TrainConfig | None = None,
     *,
     steps: int | None = None,
-    dataset: ImageDataset | PairedImages | None = None,
+    dataset: ImageDataset | PairedImages | UnpairedImages | None = None,
     cache_dir: Path | None = None,
     device_override: str | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train a new run (``config`` given) or resume ``run_dir`` (``config`` None).
 
-    ``dataset``: images already decoded (a paired family's are :class:`PairedImages`);
-    None reads the run's folders.
+    ``dataset``: images already decoded (a paired family's are :class:`PairedImages`, an
+    unpaired one's :class:`UnpairedImages`); None reads the run's folders.
 
     ``steps`` sets the total to reach (a resumed run trains on to it). ``token.stop()`` ends
     early and keeps a final checkpoint; ``token.cancel()`` aborts without saving.
@@ -195,7 +219,7 @@ def _train(
     token: CancelToken,
     config: TrainConfig | None,
     steps: int | None,
-    dataset: ImageDataset | PairedImages | None,
+    dataset: ImageDataset | PairedImages | UnpairedImages | None,
     cache_dir: Path | None,
     device_override: str | None,
     distributed: Distributed,
@@ -246,7 +270,9 @@ def _settle_config(
 @dataclass
 class _Data:
     """The run's images, split into training and held-out ones. A paired run's ``dataset``
-    holds the targets (folder B) and ``sources`` the inputs (folder A), index by index."""
+    holds the targets (folder B) and ``sources`` the inputs (folder A), index by index. An
+    unpaired run's ``sources`` (folder A) are a collection of their own, split by
+    ``source_train_idx`` and ``source_held_idx``."""
 
     dataset: ImageDataset
     train_idx: np.ndarray
@@ -255,6 +281,12 @@ class _Data:
     captions: tuple[str, ...]
     sources: np.ndarray | None = None
     side_by_side: bool = False
+    source_train_idx: np.ndarray | None = None  # unpaired runs only
+    source_held_idx: np.ndarray | None = None
+
+    @property
+    def unpaired(self) -> bool:
+        return self.source_train_idx is not None
 
     def build(
         self, config: TrainConfig, device: torch.device, previous: dict[str, Any] | None
@@ -265,9 +297,15 @@ class _Data:
 
 
 def _read_data(
-    config: TrainConfig, dataset: ImageDataset | PairedImages | None, cache_dir: Path | None
+    config: TrainConfig,
+    dataset: ImageDataset | PairedImages | UnpairedImages | None,
+    cache_dir: Path | None,
 ) -> Generator[Progress, None, _Data]:
     sources = None
+    if is_unpaired(config.family):
+        return (yield from _read_unpaired(config, dataset, cache_dir))
+    if isinstance(dataset, UnpairedImages):
+        raise StudioError("This family does not learn from two unpaired folders.")
     if is_paired(config.family):
         where = f"{config.data} (A) and {config.data_b} (B)" if config.data_b else config.data
         yield Progress("load", message=f"Reading image pairs from {where}")
@@ -289,6 +327,37 @@ def _read_data(
     captions = tuple(dataset.captions[i] or "" for i in train_idx)
     side_by_side = sources is not None and not config.data_b
     return _Data(dataset, train_idx, held_idx, labels, captions, sources, side_by_side)
+
+
+def _read_unpaired(
+    config: TrainConfig,
+    dataset: ImageDataset | PairedImages | UnpairedImages | None,
+    cache_dir: Path | None,
+) -> Generator[Progress, None, _Data]:
+    """Folders A and B of an unpaired run, each split into training and held-out images."""
+    yield Progress("load", message=f"Reading {config.data} (A) and {config.data_b} (B)")
+    if dataset is None:
+        dataset = yield from prepare_unpaired(
+            config.data, config.data_b, config.resolution, cache_dir
+        )
+    if not isinstance(dataset, UnpairedImages):
+        raise StudioError("This family learns from two folders of images: give it A and B.")
+    splits = []
+    for side in (dataset.a, dataset.b):
+        train_idx, held_idx = split_holdout(len(side), config.holdout_fraction, config.seed)
+        splits.append((train_idx if len(train_idx) else np.arange(len(side)), held_idx))
+    (a_train, a_held), (b_train, b_held) = splits
+    b = replace(dataset.b, fingerprint=dataset.fingerprint)  # resume notes a change of either
+    return _Data(
+        b,
+        b_train,
+        b_held,
+        None,  # class folders mean nothing to a translation between two collections
+        tuple("" for _ in b_train),
+        sources=dataset.a.images,
+        source_train_idx=a_train,
+        source_held_idx=a_held,
+    )
 
 
 def _resume(
@@ -334,7 +403,7 @@ def _start_folder(
                 "held_out_images": int(len(data.held_idx)),
                 "class_names": list(dataset.class_names),
                 "skipped": len(dataset.skipped),
-                **(_pairs_record(config, data) if data.sources is not None else {}),
+                **_two_folder_record(config, data),
             },
             "versions": {"studio": __version__, "torch": torch.__version__},
             "world_size": distributed.world_size,
@@ -342,8 +411,19 @@ def _start_folder(
     )
 
 
-def _pairs_record(config: TrainConfig, data: _Data) -> dict[str, Any]:
-    """What config.json says about a paired run's data (``fingerprint`` is the pairs')."""
+def _two_folder_record(config: TrainConfig, data: _Data) -> dict[str, Any]:
+    """What config.json says about a paired run's data (``fingerprint`` is the pairs') or an
+    unpaired one's (``fingerprint`` is both folders'; ``images`` counts folder B's)."""
+    if data.sources is None:
+        return {}
+    if data.source_train_idx is not None and data.source_held_idx is not None:
+        return {
+            "unpaired": True,
+            "path_b": str(config.data_b),
+            "images_a": len(data.sources),
+            "train_images_a": int(len(data.source_train_idx)),
+            "held_out_images_a": int(len(data.source_held_idx)),
+        }
     return {
         "paired": True,
         "path_b": str(config.data_b),
@@ -379,18 +459,7 @@ class _Trainer:
         self.live_run = live.register(
             run.path, model, token
         )  # peeks use these weights between steps
-        dataset = data.dataset
-        self.images = DeviceImages(
-            dataset.images[data.train_idx],
-            data.labels,
-            device,
-            config.seed,
-            config.batch_size,
-            config.flip,
-            captions=data.captions if Capability.TEXT in model.info.capabilities else None,
-            sources=None if data.sources is None else data.sources[data.train_idx],
-            jitter=model.paired_jitter() if data.sources is not None else 0,
-        )
+        self.images = _batches(data, model, config, device)
         self.autocast = autocast_factory(device, config.precision)
         fp16 = resolve_precision(device, config.precision) == "fp16"  # needs loss scaling
         self.runner = StepRunner(
@@ -403,12 +472,7 @@ class _Trainer:
         self.start_step = self.step = start_step
         self.total = max(config.steps, start_step)
         self.live_run.step, self.live_run.total = start_step, self.total  # for waiting jobs
-        held = dataset.images[data.held_idx[:256]] if len(data.held_idx) else None
-        held_sources = None
-        if data.sources is not None:  # fixed pairs for the input | output | target grid
-            shown = data.held_idx if len(data.held_idx) else data.train_idx
-            held = dataset.images[shown[:256]]
-            held_sources = data.sources[shown[:256]]
+        held, held_sources = _held_out(data)
         self.monitor = Monitor(
             run,
             config,
@@ -545,6 +609,48 @@ class _Trainer:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _batches(
+    data: _Data, model: GenerativeModel, config: TrainConfig, device: torch.device
+) -> DeviceImages | UnpairedBatches:
+    """The training images as batches: one folder's, a paired run's aligned pairs, or an
+    unpaired run's two folders drawn independently."""
+    dataset = data.dataset
+    if data.unpaired and data.sources is not None and data.source_train_idx is not None:
+        return UnpairedBatches(
+            data.sources[data.source_train_idx],
+            dataset.images[data.train_idx],
+            device,
+            config.seed,
+            config.batch_size,
+            config.flip,
+        )
+    return DeviceImages(
+        dataset.images[data.train_idx],
+        data.labels,
+        device,
+        config.seed,
+        config.batch_size,
+        config.flip,
+        captions=data.captions if Capability.TEXT in model.info.capabilities else None,
+        sources=None if data.sources is None else data.sources[data.train_idx],
+        jitter=model.paired_jitter() if data.sources is not None else 0,
+    )
+
+
+def _held_out(data: _Data, limit: int = 256) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The monitor's fixed images: (held-out images, their inputs). A paired run's are pairs
+    (input | output | target grids), an unpaired run's each folder's own (B's, A's), both
+    from the training images when nothing is held out."""
+    dataset = data.dataset
+    if data.sources is None:
+        return (dataset.images[data.held_idx[:limit]] if len(data.held_idx) else None), None
+    shown = data.held_idx if len(data.held_idx) else data.train_idx
+    if data.source_train_idx is None or data.source_held_idx is None:
+        return dataset.images[shown[:limit]], data.sources[shown[:limit]]
+    held_a = data.source_held_idx if len(data.source_held_idx) else data.source_train_idx
+    return dataset.images[shown[:limit]], data.sources[held_a[:limit]]
 
 
 def _reduce(window: list[dict[str, torch.Tensor]]) -> dict[str, float]:
