@@ -160,3 +160,38 @@ def test_direction_is_refused_for_a_run_that_translates_one_way(tmp_path, capsys
         assert main([*args, "--direction", "b2a"]) == 1
         assert words in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_peek_translates_held_out_images_while_training_and_leaves_it_unchanged(
+    folders, tmp_path
+):
+    from safetensors.torch import load_file
+
+    from studio.engine import peek
+
+    a, b = folders
+    config = tiny_train_config(KEY, a, data_b=str(b), steps=2, checkpoint_every=100)
+    assert run_sync(train_job(tmp_path / "plain", CancelToken(), config)).ok
+    results = []
+
+    def on_progress(progress):
+        if progress.stage == "train" and progress.step == 1 and not results:
+            got = run_sync(peek.sample_peek(tmp_path / "peeked", 3, seed=4))
+            assert got.ok, got.error or got.details
+            results.append(got.result)
+
+    out = run_sync(train_job(tmp_path / "peeked", CancelToken(), config), None, on_progress)
+    assert out.ok and results
+    result = results[0]
+    # Two held-out A images (fewer than asked), each followed by its translation.
+    assert result.live and result.step == 1 and result.images.shape == (4, 16, 16, 3)
+    assert result.grid.shape == (2 * 18 + 2, 2 * 18 + 2, 3)  # rows of input | output
+    images_a = [np.asarray(Image.open(f)) for f in sorted(a.iterdir())]
+    assert any(np.array_equal(result.images[0], x) for x in images_a)  # a real A image
+    assert not any(np.array_equal(result.images[1], x) for x in images_a)  # its translation
+    wa = load_file(str(RunFolder(tmp_path / "plain").model_dir / "model.safetensors"))
+    wb = load_file(str(RunFolder(tmp_path / "peeked").model_dir / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # the peek changed nothing
+    # Training over: a saved run is translated with studio translate instead.
+    after = run_sync(peek.sample_peek(tmp_path / "peeked", 2))
+    assert not after.ok and "studio translate" in str(after.error)

@@ -482,6 +482,7 @@ class _Trainer:
             enabled=distributed.is_main,
             held_sources=held_sources,
         )
+        self.live_run.inputs = self.monitor.held_sources  # what peeks translate
         self.window: list[dict[str, torch.Tensor]] = []
         self.throughput: float | None = trainer_state.get("throughput")
         self.t_log, self.step_log = time.monotonic(), self.step

@@ -77,7 +77,7 @@ def whole_input(image: np.ndarray, max_side: int = MAX_SIDE) -> torch.Tensor:
         scale = max_side / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float()
     return x.div(127.5).sub(1.0)
 
 
