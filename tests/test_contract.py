@@ -107,6 +107,8 @@ def test_family_contract(key, data_dir, pairs_dir, unpaired_dirs, tmp_path):
 
     # Capabilities are honest.
     caps = info.capabilities
+    if Capability.UNPAIRED in caps:  # two unpaired folders: a translator both ways
+        assert Capability.PAIRED in caps and {"image", "direction"} <= set(family.conditions)
     # Each declared capability comes with its protocol (studio.models.capabilities).
     assert (Capability.LATENT in caps) == isinstance(model, LatentFamily)
     assert (Capability.INPAINT in caps) == isinstance(model, InpaintFamily)

@@ -62,10 +62,16 @@ def test_unpaired_batches_draw_from_both_folders_independently():
     assert torch.equal(first.sources, before.sources) and torch.equal(first.images, before.images)
 
 
-def test_an_unpaired_family_needs_folder_b(folders):
+def test_an_unpaired_family_needs_folder_b(folders, tmp_path):
     a, _b = folders
     with pytest.raises(StudioError, match="two folders of images, A and B"):
         check_family_data(tiny_train_config(KEY, a))
+    (tmp_path / "empty").mkdir()
+    for b, words in ((tmp_path / "missing", "does not exist"), (tmp_path / "empty", "is empty")):
+        run = tmp_path / f"run_{b.name}"
+        out = run_sync(train_job(run, CancelToken(), tiny_train_config(KEY, a, data_b=str(b))))
+        assert out.status is Status.FAILED and words in str(out.error) and str(b) in str(out.error)
+        assert not run.exists()  # nothing written
 
 
 def test_an_unpaired_run_shows_both_directions_and_records_both_folders(folders, tmp_path):
