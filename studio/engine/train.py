@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from studio import __version__
@@ -18,8 +17,7 @@ from studio.core.jobs import CancelToken, Progress
 from studio.engine import checkpoint as ckpt
 from studio.engine import live, tensorboard
 from studio.engine.batch_finder import fit_batch_size
-from studio.engine.batches import DeviceImages, UnpairedBatches
-from studio.engine.data import ImageDataset, load_dataset, scan_folder, split_holdout
+from studio.engine.data import ImageDataset
 from studio.engine.device import (
     autocast_factory,
     device_name,
@@ -32,7 +30,16 @@ from studio.engine.device import (
 from studio.engine.distributed import Distributed
 from studio.engine.monitor import Monitor
 from studio.engine.monitor import save_png as save_png  # re-exported: it was defined here
-from studio.engine.pairs import PairedImages, UnpairedImages, load_pairs, scan_pairs
+from studio.engine.pairs import PairedImages, UnpairedImages
+from studio.engine.run_data import (  # noqa: F401 - prepare_dataset, is_paired: used from here
+    RunData,
+    batches_for,
+    held_out,
+    is_paired,
+    prepare_dataset,
+    read_data,
+    two_folder_record,
+)
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.schedule import StepRunner
 from studio.engine.speed import apply_speed, release_freed_memory
@@ -78,14 +85,12 @@ def build_model(
     return model
 
 
-def is_paired(family_key: str) -> bool:
-    """Whether the family trains on pairs of images (``Capability.PAIRED``)."""
-    return Capability.PAIRED in get_family(family_key).info.capabilities
-
-
-def is_unpaired(family_key: str) -> bool:
-    """Whether the family learns from two unpaired folders (``Capability.UNPAIRED``)."""
-    return Capability.UNPAIRED in get_family(family_key).info.capabilities
+def _build(
+    data: RunData, config: TrainConfig, device: torch.device, previous: dict[str, Any] | None
+) -> GenerativeModel:
+    model = build_model(config, len(data.dataset.class_names), device, data.captions, previous)
+    model.prepare_for_data(len(data.dataset))
+    return model
 
 
 def check_family_data(config: TrainConfig) -> None:
@@ -117,66 +122,6 @@ def _check_config(config: TrainConfig, run: RunFolder, resuming: bool) -> None:
         check_family_data(config)
     except StudioError as err:
         raise StudioError(f"{run.config_path}: {err}" if resuming else str(err)) from None
-
-
-def prepare_dataset(
-    data: str, resolution: int, cache_dir: Path | None = None
-) -> Generator[Progress, None, ImageDataset]:
-    scan = yield from scan_folder(Path(data))
-    yield from report_skipped(scan.describe_skipped())
-    scan.require_usable()
-    dataset = yield from load_dataset(scan, resolution, cache_dir=cache_dir)
-    late = dataset.skipped[len(scan.skipped) :]
-    yield from report_skipped([f"{s.path}: {s.reason} ({s.detail})" for s in late])
-    return dataset
-
-
-def prepare_pairs(
-    data: str, data_b: str, resolution: int
-) -> Generator[Progress, None, PairedImages]:
-    """Job: the pairs of folders A (``data``) and B (``data_b``; empty = ``data`` holds
-    side-by-side files), decoded at ``resolution``; every file left out is reported."""
-    scan = yield from scan_pairs(Path(data), Path(data_b) if data_b else None)
-    yield from report_skipped(scan.describe())
-    scan.require_usable()
-    pairs = yield from load_pairs(scan, resolution)
-    yield from report_skipped([f"{s.path}: {s.reason} ({s.detail})" for s in pairs.lost])
-    return pairs
-
-
-def prepare_unpaired(
-    data: str, data_b: str, resolution: int, cache_dir: Path | None = None
-) -> Generator[Progress, None, UnpairedImages]:
-    """Job: folders A (``data``) and B (``data_b``), each read as an ordinary dataset (every
-    file left out reported, with its folder)."""
-    images = []
-    for side, folder in (("A", data), ("B", data_b)):
-        yield Progress("load", message=f"Folder {side}: {folder}")
-        images.append((yield from prepare_dataset(folder, resolution, cache_dir)))
-    return UnpairedImages(images[0], images[1])
-
-
-def _pairs_as_dataset(pairs: PairedImages) -> ImageDataset:
-    """The targets (B) of ``pairs`` as the run's dataset; the inputs (A) travel beside it."""
-    n = len(pairs)
-    return ImageDataset(
-        images=pairs.b,
-        labels=pairs.labels,
-        class_names=pairs.class_names,
-        captions=("",) * n,
-        paths=tuple(b for _a, b in pairs.paths),
-        resolution=pairs.resolution,
-        fingerprint=pairs.fingerprint,
-        skipped=pairs.lost,
-    )
-
-
-def report_skipped(lines: list[str], limit: int = 200) -> Generator[Progress, None, None]:
-    """One message per skipped file, so the CLI and the GUI log list every one."""
-    for line in lines[:limit]:
-        yield Progress("load", message=f"Skipped {line}", info={"skipped": line})
-    if len(lines) > limit:
-        yield Progress("load", message=f"... and {len(lines) - limit} more skipped files")
 
 
 def train_job(
@@ -231,13 +176,13 @@ def _train(
     config = _settle_config(run, config, steps, device_override)
     device = distributed.device or resolve_device(config.device)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes to it
-    data = yield from _read_data(config, dataset, cache_dir)
+    data = yield from read_data(config, dataset, cache_dir)
     previous = run.read_config().get("model") if resuming else None
     if config.auto_batch and not resuming:  # CUDA: the largest batch that fits (batch_finder)
         config = yield from fit_batch_size(
-            config, lambda c: data.build(c, device, previous), device, distributed.enabled
+            config, lambda c: _build(data, c, device, previous), device, distributed.enabled
         )
-    model = data.build(config, device, previous)
+    model = _build(data, config, device, previous)
     if resuming:
         start_step, trainer_state = yield from _resume(run, model, data.dataset, distributed)
     else:
@@ -267,99 +212,6 @@ def _settle_config(
     return config
 
 
-@dataclass
-class _Data:
-    """The run's images, split into training and held-out ones. A paired run's ``dataset``
-    holds the targets (folder B) and ``sources`` the inputs (folder A), index by index. An
-    unpaired run's ``sources`` (folder A) are a collection of their own, split by
-    ``source_train_idx`` and ``source_held_idx``."""
-
-    dataset: ImageDataset
-    train_idx: np.ndarray
-    held_idx: np.ndarray
-    labels: np.ndarray | None
-    captions: tuple[str, ...]
-    sources: np.ndarray | None = None
-    side_by_side: bool = False
-    source_train_idx: np.ndarray | None = None  # unpaired runs only
-    source_held_idx: np.ndarray | None = None
-
-    @property
-    def unpaired(self) -> bool:
-        return self.source_train_idx is not None
-
-    def build(
-        self, config: TrainConfig, device: torch.device, previous: dict[str, Any] | None
-    ) -> GenerativeModel:
-        model = build_model(config, len(self.dataset.class_names), device, self.captions, previous)
-        model.prepare_for_data(len(self.dataset))
-        return model
-
-
-def _read_data(
-    config: TrainConfig,
-    dataset: ImageDataset | PairedImages | UnpairedImages | None,
-    cache_dir: Path | None,
-) -> Generator[Progress, None, _Data]:
-    sources = None
-    if is_unpaired(config.family):
-        return (yield from _read_unpaired(config, dataset, cache_dir))
-    if isinstance(dataset, UnpairedImages):
-        raise StudioError("This family does not learn from two unpaired folders.")
-    if is_paired(config.family):
-        where = f"{config.data} (A) and {config.data_b} (B)" if config.data_b else config.data
-        yield Progress("load", message=f"Reading image pairs from {where}")
-        if dataset is None:
-            dataset = yield from prepare_pairs(config.data, config.data_b, config.resolution)
-        if not isinstance(dataset, PairedImages):
-            raise StudioError("This family trains on pairs of images: give it folders A and B.")
-        sources, dataset = dataset.a, _pairs_as_dataset(dataset)
-    else:
-        yield Progress("load", message=f"Reading images from {config.data}")
-        if dataset is None:
-            dataset = yield from prepare_dataset(config.data, config.resolution, cache_dir)
-        if isinstance(dataset, PairedImages):
-            raise StudioError("This family trains on one folder of images, not on pairs.")
-    train_idx, held_idx = split_holdout(len(dataset), config.holdout_fraction, config.seed)
-    if len(train_idx) == 0:
-        train_idx = np.arange(len(dataset))
-    labels = dataset.labels[train_idx] if dataset.labels is not None else None
-    captions = tuple(dataset.captions[i] or "" for i in train_idx)
-    side_by_side = sources is not None and not config.data_b
-    return _Data(dataset, train_idx, held_idx, labels, captions, sources, side_by_side)
-
-
-def _read_unpaired(
-    config: TrainConfig,
-    dataset: ImageDataset | PairedImages | UnpairedImages | None,
-    cache_dir: Path | None,
-) -> Generator[Progress, None, _Data]:
-    """Folders A and B of an unpaired run, each split into training and held-out images."""
-    yield Progress("load", message=f"Reading {config.data} (A) and {config.data_b} (B)")
-    if dataset is None:
-        dataset = yield from prepare_unpaired(
-            config.data, config.data_b, config.resolution, cache_dir
-        )
-    if not isinstance(dataset, UnpairedImages):
-        raise StudioError("This family learns from two folders of images: give it A and B.")
-    splits = []
-    for side in (dataset.a, dataset.b):
-        train_idx, held_idx = split_holdout(len(side), config.holdout_fraction, config.seed)
-        splits.append((train_idx if len(train_idx) else np.arange(len(side)), held_idx))
-    (a_train, a_held), (b_train, b_held) = splits
-    b = replace(dataset.b, fingerprint=dataset.fingerprint)  # resume notes a change of either
-    return _Data(
-        b,
-        b_train,
-        b_held,
-        None,  # class folders mean nothing to a translation between two collections
-        tuple("" for _ in b_train),
-        sources=dataset.a.images,
-        source_train_idx=a_train,
-        source_held_idx=a_held,
-    )
-
-
 def _resume(
     run: RunFolder, model: GenerativeModel, dataset: ImageDataset, distributed: Distributed
 ) -> Generator[Progress, None, tuple[int, dict[str, Any]]]:
@@ -382,7 +234,7 @@ def _start_folder(
     run: RunFolder,
     config: TrainConfig,
     model: GenerativeModel,
-    data: _Data,
+    data: RunData,
     distributed: Distributed,
 ) -> None:
     """A new run's folder and its config.json (rank 0 alone writes)."""
@@ -403,33 +255,12 @@ def _start_folder(
                 "held_out_images": int(len(data.held_idx)),
                 "class_names": list(dataset.class_names),
                 "skipped": len(dataset.skipped),
-                **_two_folder_record(config, data),
+                **two_folder_record(config, data),
             },
             "versions": {"studio": __version__, "torch": torch.__version__},
             "world_size": distributed.world_size,
         }
     )
-
-
-def _two_folder_record(config: TrainConfig, data: _Data) -> dict[str, Any]:
-    """What config.json says about a paired run's data (``fingerprint`` is the pairs') or an
-    unpaired one's (``fingerprint`` is both folders'; ``images`` counts folder B's)."""
-    if data.sources is None:
-        return {}
-    if data.source_train_idx is not None and data.source_held_idx is not None:
-        return {
-            "unpaired": True,
-            "path_b": str(config.data_b),
-            "images_a": len(data.sources),
-            "train_images_a": int(len(data.source_train_idx)),
-            "held_out_images_a": int(len(data.source_held_idx)),
-        }
-    return {
-        "paired": True,
-        "path_b": str(config.data_b),
-        "side_by_side": data.side_by_side,
-        "pairs": len(data.dataset),
-    }
 
 
 class _Trainer:
@@ -441,7 +272,7 @@ class _Trainer:
         token: CancelToken,
         config: TrainConfig,
         model: GenerativeModel,
-        data: _Data,
+        data: RunData,
         device: torch.device,
         distributed: Distributed,
         start_step: int,
@@ -459,7 +290,7 @@ class _Trainer:
         self.live_run = live.register(
             run.path, model, token
         )  # peeks use these weights between steps
-        self.images = _batches(data, model, config, device)
+        self.images = batches_for(data, model, config, device)
         self.autocast = autocast_factory(device, config.precision)
         fp16 = resolve_precision(device, config.precision) == "fp16"  # needs loss scaling
         self.runner = StepRunner(
@@ -472,7 +303,7 @@ class _Trainer:
         self.start_step = self.step = start_step
         self.total = max(config.steps, start_step)
         self.live_run.step, self.live_run.total = start_step, self.total  # for waiting jobs
-        held, held_sources = _held_out(data)
+        held, held_sources = held_out(data)
         self.monitor = Monitor(
             run,
             config,
@@ -610,48 +441,6 @@ class _Trainer:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _batches(
-    data: _Data, model: GenerativeModel, config: TrainConfig, device: torch.device
-) -> DeviceImages | UnpairedBatches:
-    """The training images as batches: one folder's, a paired run's aligned pairs, or an
-    unpaired run's two folders drawn independently."""
-    dataset = data.dataset
-    if data.unpaired and data.sources is not None and data.source_train_idx is not None:
-        return UnpairedBatches(
-            data.sources[data.source_train_idx],
-            dataset.images[data.train_idx],
-            device,
-            config.seed,
-            config.batch_size,
-            config.flip,
-        )
-    return DeviceImages(
-        dataset.images[data.train_idx],
-        data.labels,
-        device,
-        config.seed,
-        config.batch_size,
-        config.flip,
-        captions=data.captions if Capability.TEXT in model.info.capabilities else None,
-        sources=None if data.sources is None else data.sources[data.train_idx],
-        jitter=model.paired_jitter() if data.sources is not None else 0,
-    )
-
-
-def _held_out(data: _Data, limit: int = 256) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The monitor's fixed images: (held-out images, their inputs). A paired run's are pairs
-    (input | output | target grids), an unpaired run's each folder's own (B's, A's), both
-    from the training images when nothing is held out."""
-    dataset = data.dataset
-    if data.sources is None:
-        return (dataset.images[data.held_idx[:limit]] if len(data.held_idx) else None), None
-    shown = data.held_idx if len(data.held_idx) else data.train_idx
-    if data.source_train_idx is None or data.source_held_idx is None:
-        return dataset.images[shown[:limit]], data.sources[shown[:limit]]
-    held_a = data.source_held_idx if len(data.source_held_idx) else data.source_train_idx
-    return dataset.images[shown[:limit]], data.sources[held_a[:limit]]
 
 
 def _reduce(window: list[dict[str, torch.Tensor]]) -> dict[str, float]:
