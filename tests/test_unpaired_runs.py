@@ -168,9 +168,7 @@ def test_direction_is_refused_for_a_run_that_translates_one_way(tmp_path, capsys
         assert not out.exists()
 
 
-def test_peek_translates_held_out_images_while_training_and_leaves_it_unchanged(
-    folders, tmp_path
-):
+def test_peek_translates_held_out_images_while_training_and_leaves_it_unchanged(folders, tmp_path):
     from safetensors.torch import load_file
 
     from studio.engine import peek
