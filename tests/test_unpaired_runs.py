@@ -18,6 +18,7 @@ from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Status, run_sync
 from studio.engine.batches import UnpairedBatches
 from studio.engine.device import step_generator
+from studio.engine.prompt.pngmeta import read_png_metadata
 from studio.engine.runs import RunFolder
 from studio.engine.train import check_family_data, train_job
 
@@ -135,6 +136,11 @@ def test_train_and_translate_both_ways_through_the_cli(folders, tmp_path, capsys
         outs[direction] = np.asarray(Image.open(out))
         assert outs[direction].shape == (21, 30, 3)  # the image's own size, not 16 x 16
     assert np.array_equal(outs[None], outs["a2b"]) and not np.array_equal(outs["a2b"], outs["b2a"])
+    meta = read_png_metadata(tmp_path / "b2a.png")  # the settings ride in the PNG
+    assert meta["mode"] == "translate" and meta["family"] == KEY and meta["direction"] == "b2a"
+    assert meta["source"] == str(image) and meta["seed"] == 0 and meta["width"] == 30
+    assert "model" not in meta  # generate --settings-from never takes the run for a prompt model
+    assert read_png_metadata(tmp_path / "None.png")["direction"] == "a2b"
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main([*cmd, "--out", str(tmp_path / "x.png"), "--direction", "up"])

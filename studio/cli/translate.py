@@ -6,6 +6,8 @@ to the model's resolution, centre square cropped) and give an output of the mode
 resolution; a fully convolutional one (CycleGAN) translates it at its own size. A run trained
 on two unpaired folders translates both ways: ``--direction a2b`` (the default) or ``b2a``.
 With ``-N`` > 1 the outputs (each with its own noise) go to ``OUT_0.png``, ``OUT_1.png``, ...
+Each PNG carries its settings in its text chunks (run, family, input image, direction, seed),
+as ``studio generate`` writes its images.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from studio.cli.running import run_job
     from studio.core.errors import StudioError
     from studio.engine.images import ImageRejected, open_image
-    from studio.engine.monitor import save_png
+    from studio.engine.prompt.pngmeta import write_png
     from studio.engine.runs import RunFolder
-    from studio.engine.translate import check_translates, translate_job
+    from studio.engine.translate import check_translates, translate_job, translation_metadata
 
     if args.variations < 1:
         raise StudioError("-N must be at least 1")
@@ -83,8 +85,10 @@ def cmd_translate(args: argparse.Namespace) -> int:
         )
     )
     paths = output_paths(args.out, len(results))
-    for path, result in zip(paths, results):
+    for i, (path, result) in enumerate(zip(paths, results)):
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_png(path, result)
+        size = (result.shape[1], result.shape[0])
+        meta = translation_metadata(args.run, args.image, args.seed, args.direction, i, size)
+        write_png(path, result, meta)  # its settings in the PNG's text, as generate writes them
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,7 @@ from studio.engine.device import cpu_generator, resolve_device
 from studio.engine.images import fit_square
 from studio.engine.runs import RunFolder
 from studio.engine.sample import load_run_model
-from studio.models.base import DIRECTIONS, Capability, GenerativeModel, images_to_uint8
+from studio.models.base import A2B, DIRECTIONS, Capability, GenerativeModel, images_to_uint8
 from studio.models.registry import get_family
 
 #: The longest side an image is translated at by a family that takes any size; larger images
@@ -79,6 +80,35 @@ def whole_input(image: np.ndarray, max_side: int = MAX_SIDE) -> torch.Tensor:
         image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
     x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float()
     return x.div(127.5).sub(1.0)
+
+
+def translation_metadata(
+    run_dir: str | Path,
+    source: str | Path,
+    seed: int,
+    direction: str | None,
+    index: int,
+    size: tuple[int, int],
+) -> dict[str, Any]:
+    """The settings a translated PNG carries (``studio.engine.prompt.pngmeta``): the run (by
+    path and name, not as a ``model`` a prompt could reuse), its family, the input image, the
+    direction, the seed and which of the outputs this is; ``size`` is (width, height)."""
+    from studio import __version__
+
+    run = RunFolder(run_dir)
+    return {
+        "mode": "translate",
+        "run": str(run.path),
+        "model_name": run.path.name,
+        "family": str(run.read_config().get("family", "")),
+        "source": str(source),
+        "direction": direction or A2B,
+        "seed": int(seed),
+        "variation": int(index),
+        "width": int(size[0]),
+        "height": int(size[1]),
+        "studio_version": __version__,
+    }
 
 
 def translate_job(
