@@ -208,6 +208,24 @@ def make_tiny_pairs(
     return folder / "a", folder / "b"
 
 
+def make_tiny_unpaired(
+    folder: Path, n_a: int = 12, n_b: int = 10, size: int = 16, seed: int = 0
+) -> tuple[Path, Path]:
+    """Two unpaired folders for families that learn from two collections: ``folder/a`` holds
+    ``n_a`` :func:`tiny_pattern` images, ``folder/b`` ``n_b`` colour negatives (255 - x) of
+    other draws, under other names; nothing pairs them. Returns both folders."""
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    (folder / "a").mkdir(parents=True, exist_ok=True)
+    (folder / "b").mkdir(parents=True, exist_ok=True)
+    for i in range(n_a):
+        Image.fromarray(tiny_pattern(i % 4, size, rng)).save(folder / "a" / f"a{i:04d}.png")
+    for i in range(n_b):
+        img = 255 - tiny_pattern((i + 1) % 4, size, rng)
+        Image.fromarray(img).save(folder / "b" / f"b{i:04d}.png")
+    return folder / "a", folder / "b"
+
+
 # -- tiny training runs ----------------------------------------------------------------------------
 
 #: The smallest settings that still exercise each registered model's code paths.
@@ -258,6 +276,7 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         "text_heads": 2,
     },
     "i2i.pix2pix": {"width": 8},
+    "i2i.cyclegan": {"width": 8, "blocks": 1, "dropout": 0.5},
     "ar.pixelcnn": {"width": 8, "layers": 2, "mixtures": 2, "warmup_steps": 0},
     "ebm.rbm": {"hidden": 16},
 }

@@ -4,7 +4,8 @@ Each family: build its tiny config, train two steps on the CPU through the real 
 sample, save, load, sample again with the same seed and get identical images, cancel
 mid-training and mid-sampling, and declare only the capabilities it has. A family that trains
 on pairs (``Capability.PAIRED``) gets a folder of side-by-side pairs and samples by
-translating input images (its ``image`` condition).
+translating input images (its ``image`` condition); one that learns from two unpaired folders
+(``Capability.UNPAIRED``) gets two folders of different sizes and names.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_MODELS, make_tiny_dataset, make_tiny_pairs, tiny_train_config
+from helpers import (
+    TINY_MODELS,
+    make_tiny_dataset,
+    make_tiny_pairs,
+    make_tiny_unpaired,
+    tiny_train_config,
+)
 
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine.device import cpu_generator
@@ -43,6 +50,11 @@ def pairs_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def unpaired_dirs(tmp_path_factory):
+    return make_tiny_unpaired(tmp_path_factory.mktemp("contract_unpaired"))
+
+
 def sample_kwargs(model: GenerativeModel) -> dict:
     kwargs = {k: v for k, v in FAST_SAMPLING.items() if k in model.conditions}
     if Capability.PAIRED in model.info.capabilities:  # inputs to translate
@@ -50,13 +62,17 @@ def sample_kwargs(model: GenerativeModel) -> dict:
     return kwargs
 
 
-def tiny_config(key: str, data_dir, pairs_dir=None) -> TrainConfig:
-    paired = Capability.PAIRED in get_family(key).info.capabilities
+def tiny_config(key: str, data_dir, pairs_dir=None, unpaired_dirs=None) -> TrainConfig:
+    caps = get_family(key).info.capabilities
+    if Capability.UNPAIRED in caps and unpaired_dirs:
+        folder_a, folder_b = unpaired_dirs
+        return tiny_train_config(key, folder_a, data_b=str(folder_b))
+    paired = Capability.PAIRED in caps
     return tiny_train_config(key, pairs_dir if paired and pairs_dir else data_dir)
 
 
 @pytest.mark.parametrize("key", list(FAMILIES))
-def test_family_contract(key, data_dir, pairs_dir, tmp_path):
+def test_family_contract(key, data_dir, pairs_dir, unpaired_dirs, tmp_path):
     family = get_family(key)
     info = family.info
     assert info.key == key and info.kind == key.split(".")[0]
@@ -71,7 +87,8 @@ def test_family_contract(key, data_dir, pairs_dir, tmp_path):
 
     # Train two steps through the real job; every named loss is logged and finite.
     run = tmp_path / "run"
-    out = run_sync(train_job(run, CancelToken(), tiny_config(key, data_dir, pairs_dir)))
+    cfg = tiny_config(key, data_dir, pairs_dir, unpaired_dirs)
+    out = run_sync(train_job(run, CancelToken(), cfg))
     assert out.status is Status.FINISHED, out.error or out.details
     assert out.result.step == 2
     assert out.result.metrics and all(np.isfinite(v) for v in out.result.metrics.values())
@@ -90,6 +107,8 @@ def test_family_contract(key, data_dir, pairs_dir, tmp_path):
 
     # Capabilities are honest.
     caps = info.capabilities
+    if Capability.UNPAIRED in caps:  # two unpaired folders: a translator both ways
+        assert Capability.PAIRED in caps and {"image", "direction"} <= set(family.conditions)
     # Each declared capability comes with its protocol (studio.models.capabilities).
     assert (Capability.LATENT in caps) == isinstance(model, LatentFamily)
     assert (Capability.INPAINT in caps) == isinstance(model, InpaintFamily)
@@ -135,14 +154,16 @@ def test_family_contract(key, data_dir, pairs_dir, tmp_path):
 
 
 @pytest.mark.parametrize("key", list(FAMILIES))
-def test_family_cancels_mid_training_and_mid_sampling(key, data_dir, pairs_dir, tmp_path):
+def test_family_cancels_mid_training_and_mid_sampling(
+    key, data_dir, pairs_dir, unpaired_dirs, tmp_path
+):
     token = CancelToken()
 
     def cancel_after_first_step(p: Progress) -> None:
         if p.stage == "train" and p.step >= 1:
             token.cancel()
 
-    cfg = dataclasses.replace(tiny_config(key, data_dir, pairs_dir), steps=50)
+    cfg = dataclasses.replace(tiny_config(key, data_dir, pairs_dir, unpaired_dirs), steps=50)
     out = run_sync(train_job(tmp_path / "run", token, cfg), token, cancel_after_first_step)
     assert out.status is Status.CANCELLED and out.result is None
 

@@ -35,6 +35,16 @@ class Capability(enum.Flag):
     # ``Batch.images`` B; folder B is the ``data_b`` training option) and translates the
     # ``image`` condition when sampling.
     PAIRED = enum.auto()
+    # With PAIRED: folders A and B are two independent collections, not matched pairs (any two
+    # folders, of any sizes). Batches draw from each folder on its own (``Batch.sources`` from
+    # A, ``Batch.images`` from B), and the family translates both ways: its ``direction``
+    # condition is ``"a2b"`` or ``"b2a"`` (DIRECTIONS).
+    UNPAIRED = enum.auto()
+
+
+#: The directions an unpaired image-to-image family (Capability.UNPAIRED) translates in.
+A2B, B2A = "a2b", "b2a"
+DIRECTIONS = (A2B, B2A)
 
 
 @dataclass(frozen=True)

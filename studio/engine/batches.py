@@ -123,6 +123,42 @@ class DeviceImages:
         return a, b
 
 
+class UnpairedBatches:
+    """The batches of an unpaired run (``Capability.UNPAIRED``): folder B's images as
+    ``Batch.images`` and folder A's as ``Batch.sources``, each folder in its own seeded order
+    and with its own flips, so the two are drawn independently (and a resumed run still sees
+    exactly the batches an uninterrupted one would)."""
+
+    def __init__(
+        self,
+        images_a: np.ndarray,
+        images_b: np.ndarray,
+        device: torch.device,
+        seed: int,
+        batch_size: int,
+        flip: bool,
+    ) -> None:
+        if len(images_a) == 0 or len(images_b) == 0:
+            raise ValueError("no training images in folder A or folder B")
+        size = min(batch_size, len(images_a), len(images_b))
+        self.b = DeviceImages(images_b, None, device, seed, size, flip)
+        self.a = DeviceImages(images_a, None, device, seed + 1, size, flip)  # another order
+        self.batch_size = size
+        self.n = self.b.n
+        self.data = self.b.data
+        self.device = device
+
+    def batch(
+        self,
+        step: int,
+        generator: torch.Generator,
+        shard: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> Batch:
+        b = self.b.batch(step, generator, shard)
+        a = self.a.batch(step, generator, shard)
+        return Batch(images=b.images, sources=a.images)
+
+
 def _fits(data: torch.Tensor, device: torch.device, numel: int | None = None) -> bool:
     if device.type != "cuda":
         return True

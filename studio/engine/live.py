@@ -52,6 +52,9 @@ class LiveRun:
     thread_id: int = field(default_factory=threading.get_ident)
     step: int = 0  # the trainer's last step; peeks show it, waiting jobs say it
     total: int = 0  # the step it trains to (0: not known)
+    # A run of a family that translates images (Capability.PAIRED): its fixed held-out inputs
+    # (N x C x H x W in [-1, 1], on the model's device), which peeks translate.
+    inputs: Any = None
     interleaved_s: float = 0.0  # seconds of other work run between this run's steps
     peeks: int = 0
     by_kind: dict[str, float] = field(default_factory=dict)  # those seconds per kind of work

@@ -1,6 +1,8 @@
 """What the trainer measures every ``sample_every`` steps: a sample grid, its diversity, and
 held-out bits/dim where the family has a likelihood. A paired family's grid shows fixed
-held-out pairs as rows of input | output | target, with the held-out L1 error."""
+held-out pairs as rows of input | output | target, with the held-out L1 error; an unpaired
+one's shows fixed held-out images of each folder as rows of input | translation | round trip
+(A -> B -> A, then B -> A -> B), with each folder's held-out cycle error."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from studio.core.jobs import Progress
 from studio.engine import checkpoint as ckpt
 from studio.engine.device import cpu_generator
 from studio.engine.runs import RunFolder, TrainConfig
-from studio.models.base import Capability, GenerativeModel, images_to_uint8
+from studio.models.base import A2B, B2A, Capability, GenerativeModel, images_to_uint8
 
 EXTRA_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -74,7 +76,11 @@ class Monitor:
         if not self.enabled or step == self.last_step:
             return
         self.last_step = step
-        if self.held_sources is not None and Capability.PAIRED in model.info.capabilities:
+        caps = model.info.capabilities
+        if self.held_sources is not None and Capability.UNPAIRED in caps:
+            yield from self._evaluate_cycles(model, step, total)
+            return
+        if self.held_sources is not None and Capability.PAIRED in caps:
             yield from self._evaluate_pairs(model, step, total)
             return
         model.eval()
@@ -129,6 +135,38 @@ class Monitor:
             "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
         )
 
+    def _evaluate_cycles(
+        self, model: GenerativeModel, step: int, total: int
+    ) -> Generator[Progress, None, None]:
+        """Rows of input | translation | round trip from fixed held-out images of folder A
+        (A -> B -> A), then of folder B (B -> A -> B), and each folder's mean cycle L1."""
+        assert self.held_sources is not None and self.held_out is not None
+        rows, metrics = [], {}
+        model.eval()
+        try:
+            with torch.no_grad():
+                for name, images, there, back in (
+                    ("heldout_cycle_a", self.held_sources, A2B, B2A),
+                    ("heldout_cycle_b", self.held_out, B2A, A2B),
+                ):
+                    x = images[:PAIR_L1_IMAGES]
+                    gen = cpu_generator(self.config.seed + 1)
+                    out = _translate(model, x, gen, there)
+                    rec = _translate(model, out, gen, back)
+                    metrics[name] = float((rec.to(x.device) - x).abs().mean())
+                    shown = min(self.config.samples, PAIR_ROWS, len(x))
+                    rows.append(
+                        torch.stack([x[:shown].cpu(), out[:shown].cpu(), rec[:shown].cpu()], 1)
+                    )
+        finally:
+            model.train()
+        grid = make_grid(images_to_uint8(torch.cat(rows).flatten(0, 1)).numpy(), nrow=3)
+        save_png(self.run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
+        self.run.append_metrics([{"step": step, "time": time.time(), **metrics}])
+        yield Progress(
+            "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
+        )
+
     def _save_extra_images(self, model: GenerativeModel) -> None:
         """What the family shows beside its samples (``GenerativeModel.extra_images``), each
         as ``samples/<name>.png``, overwritten at every sample step."""
@@ -146,6 +184,18 @@ class Monitor:
 
 PAIR_ROWS = 8  # held-out pairs shown in a paired run's grid
 PAIR_L1_IMAGES = 64  # held-out pairs the L1 error is measured on
+
+
+def _translate(
+    model: GenerativeModel, images: torch.Tensor, gen: torch.Generator, direction: str
+) -> torch.Tensor:
+    """``images`` translated in ``direction`` by an unpaired family, 16 at a time."""
+    return torch.cat(
+        [
+            model.sample(len(chunk), gen, image=chunk, direction=direction).float()
+            for chunk in images.float().split(16)
+        ]
+    )
 
 
 def _to_floats(images: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -14,7 +14,8 @@ one name, a pair whose two images differ in shape, and a side-by-side file whose
 halved are listed, each with its reason, and left out. Two images of the same shape and
 different sizes are a pair: both are scaled to the training resolution.
 
-Unpaired datasets (any two folders) need nothing here: each folder is an ordinary dataset.
+Unpaired datasets (any two folders, ``Capability.UNPAIRED``) are two ordinary datasets, one per
+folder, each scanned and decoded on its own: :class:`UnpairedImages` holds them together.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from studio.core.safefiles import inside
 from studio.engine.data import (
     _OUTSIDE_DETAIL,
     _PROGRESS_SECONDS,
+    ImageDataset,
     ImageEntry,
     ScanResult,
     SkippedFile,
@@ -317,6 +319,21 @@ def load_pairs(
         fingerprint=scan.fingerprint,
         lost=tuple(lost),
     )
+
+
+@dataclass(frozen=True)
+class UnpairedImages:
+    """The two folders of an unpaired run, each decoded as an ordinary dataset: ``a`` (folder
+    A) and ``b`` (folder B), of any sizes; nothing matches an image of one to the other."""
+
+    a: ImageDataset
+    b: ImageDataset
+
+    @property
+    def fingerprint(self) -> str:
+        """Both folders' contents: changes when either changes."""
+        both = f"unpaired\0{self.a.fingerprint}\0{self.b.fingerprint}"
+        return hashlib.sha256(both.encode()).hexdigest()[:16]
 
 
 def paired_crop_flip(a, b, size: int, generator, flip: bool = True):

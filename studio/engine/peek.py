@@ -42,7 +42,7 @@ from studio.core.imaging import make_grid
 from studio.core.jobs import Progress
 from studio.engine import live
 from studio.engine.device import resolve_device
-from studio.models.base import GenerativeModel
+from studio.models.base import Capability, GenerativeModel, images_to_uint8
 
 MAX_PEEK_SAMPLES = 64
 
@@ -101,12 +101,35 @@ def sample_peek(
         raise StudioError(f"Ask for 1 to {MAX_PEEK_SAMPLES} samples.")
     start = time.perf_counter()
     model, entry = yield from _model_for(run_dir, device)
-    with borrowed(model):
-        images = yield from sample_job(run_dir, int(n), int(seed), model=model, **conditions)
+    if Capability.PAIRED in model.info.capabilities and "image" not in conditions:
+        images, grid = yield from _translation_peek(run_dir, model, entry, int(n), int(seed))
+    else:
+        with borrowed(model):
+            images = yield from sample_job(run_dir, int(n), int(seed), model=model, **conditions)
+        grid = make_grid(images)
     step = entry.step if entry is not None else None
-    return PeekResult(
-        images, make_grid(images), entry is not None, step, int(seed), time.perf_counter() - start
-    )
+    return PeekResult(images, grid, entry is not None, step, int(seed), time.perf_counter() - start)
+
+
+def _translation_peek(
+    run_dir: str | Path, model: GenerativeModel, entry: live.LiveRun | None, n: int, seed: int
+) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray]]:
+    """A translating family's peek: its run's first ``n`` fixed held-out inputs and their
+    translations, in turn (input, output, ...), and a grid of input | output rows."""
+    from studio.engine.sample import sample_job
+
+    inputs = entry.inputs if entry is not None else None
+    if inputs is None:
+        raise StudioError(
+            f"{model.info.display_name} translates images: Peek shows translations of the "
+            "run's held-out images while it trains. Use studio translate --run RUN --image IMG "
+            "on a finished run."
+        )
+    take = inputs[:n]
+    with borrowed(model):
+        out = yield from sample_job(run_dir, len(take), seed, model=model, image=take)
+    images = np.stack([images_to_uint8(take).numpy(), out], 1).reshape(-1, *out.shape[1:])
+    return images, make_grid(images, nrow=2)
 
 
 def decode_peek(

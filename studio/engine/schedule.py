@@ -161,6 +161,7 @@ class StepRunner:
                 generator=generator,
                 autocast=self.autocast,
                 lr_scale=scale,
+                total_steps=self.config.steps,
                 max_grad_norm=self.config.grad_clip,
                 accumulate=self.accumulate,
                 micro=micro,

@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from studio import __version__
@@ -18,8 +17,7 @@ from studio.core.jobs import CancelToken, Progress
 from studio.engine import checkpoint as ckpt
 from studio.engine import live, tensorboard
 from studio.engine.batch_finder import fit_batch_size
-from studio.engine.batches import DeviceImages
-from studio.engine.data import ImageDataset, load_dataset, scan_folder, split_holdout
+from studio.engine.data import ImageDataset
 from studio.engine.device import (
     autocast_factory,
     device_name,
@@ -32,7 +30,16 @@ from studio.engine.device import (
 from studio.engine.distributed import Distributed
 from studio.engine.monitor import Monitor
 from studio.engine.monitor import save_png as save_png  # re-exported: it was defined here
-from studio.engine.pairs import PairedImages, load_pairs, scan_pairs
+from studio.engine.pairs import PairedImages, UnpairedImages
+from studio.engine.run_data import (  # noqa: F401 - prepare_dataset, is_paired: used from here
+    RunData,
+    batches_for,
+    held_out,
+    is_paired,
+    prepare_dataset,
+    read_data,
+    two_folder_record,
+)
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.schedule import StepRunner
 from studio.engine.speed import apply_speed, release_freed_memory
@@ -78,18 +85,28 @@ def build_model(
     return model
 
 
-def is_paired(family_key: str) -> bool:
-    """Whether the family trains on pairs of images (``Capability.PAIRED``)."""
-    return Capability.PAIRED in get_family(family_key).info.capabilities
+def _build(
+    data: RunData, config: TrainConfig, device: torch.device, previous: dict[str, Any] | None
+) -> GenerativeModel:
+    model = build_model(config, len(data.dataset.class_names), device, data.captions, previous)
+    model.prepare_for_data(len(data.dataset))
+    return model
 
 
 def check_family_data(config: TrainConfig) -> None:
-    """Folder B (``data_b``) only for a family that trains on pairs: one sentence otherwise."""
+    """Folder B (``data_b``) only for a family that trains on pairs, and always for one that
+    learns from two unpaired folders: one sentence otherwise."""
     family = get_family(config.family)
-    if config.data_b and Capability.PAIRED not in family.info.capabilities:
+    caps = family.info.capabilities
+    if config.data_b and Capability.PAIRED not in caps:
         raise StudioError(
             f"{family.info.display_name} trains on one folder of images; folder B (--data-b) "
             "is for image-to-image families that learn from pairs."
+        )
+    if Capability.UNPAIRED in caps and not config.data_b:
+        raise StudioError(
+            f"{family.info.display_name} learns from two folders of images, A and B: give "
+            "folder B too (--data-b DIR; in the window, Folder B)."
         )
 
 
@@ -107,68 +124,20 @@ def _check_config(config: TrainConfig, run: RunFolder, resuming: bool) -> None:
         raise StudioError(f"{run.config_path}: {err}" if resuming else str(err)) from None
 
 
-def prepare_dataset(
-    data: str, resolution: int, cache_dir: Path | None = None
-) -> Generator[Progress, None, ImageDataset]:
-    scan = yield from scan_folder(Path(data))
-    yield from report_skipped(scan.describe_skipped())
-    scan.require_usable()
-    dataset = yield from load_dataset(scan, resolution, cache_dir=cache_dir)
-    late = dataset.skipped[len(scan.skipped) :]
-    yield from report_skipped([f"{s.path}: {s.reason} ({s.detail})" for s in late])
-    return dataset
-
-
-def prepare_pairs(
-    data: str, data_b: str, resolution: int
-) -> Generator[Progress, None, PairedImages]:
-    """Job: the pairs of folders A (``data``) and B (``data_b``; empty = ``data`` holds
-    side-by-side files), decoded at ``resolution``; every file left out is reported."""
-    scan = yield from scan_pairs(Path(data), Path(data_b) if data_b else None)
-    yield from report_skipped(scan.describe())
-    scan.require_usable()
-    pairs = yield from load_pairs(scan, resolution)
-    yield from report_skipped([f"{s.path}: {s.reason} ({s.detail})" for s in pairs.lost])
-    return pairs
-
-
-def _pairs_as_dataset(pairs: PairedImages) -> ImageDataset:
-    """The targets (B) of ``pairs`` as the run's dataset; the inputs (A) travel beside it."""
-    n = len(pairs)
-    return ImageDataset(
-        images=pairs.b,
-        labels=pairs.labels,
-        class_names=pairs.class_names,
-        captions=("",) * n,
-        paths=tuple(b for _a, b in pairs.paths),
-        resolution=pairs.resolution,
-        fingerprint=pairs.fingerprint,
-        skipped=pairs.lost,
-    )
-
-
-def report_skipped(lines: list[str], limit: int = 200) -> Generator[Progress, None, None]:
-    """One message per skipped file, so the CLI and the GUI log list every one."""
-    for line in lines[:limit]:
-        yield Progress("load", message=f"Skipped {line}", info={"skipped": line})
-    if len(lines) > limit:
-        yield Progress("load", message=f"... and {len(lines) - limit} more skipped files")
-
-
 def train_job(
     run_dir: str | Path,
     token: CancelToken,
     config: TrainConfig | None = None,
     *,
     steps: int | None = None,
-    dataset: ImageDataset | PairedImages | None = None,
+    dataset: ImageDataset | PairedImages | UnpairedImages | None = None,
     cache_dir: Path | None = None,
     device_override: str | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train a new run (``config`` given) or resume ``run_dir`` (``config`` None).
 
-    ``dataset``: images already decoded (a paired family's are :class:`PairedImages`);
-    None reads the run's folders.
+    ``dataset``: images already decoded (a paired family's are :class:`PairedImages`, an
+    unpaired one's :class:`UnpairedImages`); None reads the run's folders.
 
     ``steps`` sets the total to reach (a resumed run trains on to it). ``token.stop()`` ends
     early and keeps a final checkpoint; ``token.cancel()`` aborts without saving.
@@ -195,7 +164,7 @@ def _train(
     token: CancelToken,
     config: TrainConfig | None,
     steps: int | None,
-    dataset: ImageDataset | PairedImages | None,
+    dataset: ImageDataset | PairedImages | UnpairedImages | None,
     cache_dir: Path | None,
     device_override: str | None,
     distributed: Distributed,
@@ -207,13 +176,13 @@ def _train(
     config = _settle_config(run, config, steps, device_override)
     device = distributed.device or resolve_device(config.device)
     distributed.barrier()  # every rank has checked the folder before rank 0 writes to it
-    data = yield from _read_data(config, dataset, cache_dir)
+    data = yield from read_data(config, dataset, cache_dir)
     previous = run.read_config().get("model") if resuming else None
     if config.auto_batch and not resuming:  # CUDA: the largest batch that fits (batch_finder)
         config = yield from fit_batch_size(
-            config, lambda c: data.build(c, device, previous), device, distributed.enabled
+            config, lambda c: _build(data, c, device, previous), device, distributed.enabled
         )
-    model = data.build(config, device, previous)
+    model = _build(data, config, device, previous)
     if resuming:
         start_step, trainer_state = yield from _resume(run, model, data.dataset, distributed)
     else:
@@ -243,54 +212,6 @@ def _settle_config(
     return config
 
 
-@dataclass
-class _Data:
-    """The run's images, split into training and held-out ones. A paired run's ``dataset``
-    holds the targets (folder B) and ``sources`` the inputs (folder A), index by index."""
-
-    dataset: ImageDataset
-    train_idx: np.ndarray
-    held_idx: np.ndarray
-    labels: np.ndarray | None
-    captions: tuple[str, ...]
-    sources: np.ndarray | None = None
-    side_by_side: bool = False
-
-    def build(
-        self, config: TrainConfig, device: torch.device, previous: dict[str, Any] | None
-    ) -> GenerativeModel:
-        model = build_model(config, len(self.dataset.class_names), device, self.captions, previous)
-        model.prepare_for_data(len(self.dataset))
-        return model
-
-
-def _read_data(
-    config: TrainConfig, dataset: ImageDataset | PairedImages | None, cache_dir: Path | None
-) -> Generator[Progress, None, _Data]:
-    sources = None
-    if is_paired(config.family):
-        where = f"{config.data} (A) and {config.data_b} (B)" if config.data_b else config.data
-        yield Progress("load", message=f"Reading image pairs from {where}")
-        if dataset is None:
-            dataset = yield from prepare_pairs(config.data, config.data_b, config.resolution)
-        if not isinstance(dataset, PairedImages):
-            raise StudioError("This family trains on pairs of images: give it folders A and B.")
-        sources, dataset = dataset.a, _pairs_as_dataset(dataset)
-    else:
-        yield Progress("load", message=f"Reading images from {config.data}")
-        if dataset is None:
-            dataset = yield from prepare_dataset(config.data, config.resolution, cache_dir)
-        if isinstance(dataset, PairedImages):
-            raise StudioError("This family trains on one folder of images, not on pairs.")
-    train_idx, held_idx = split_holdout(len(dataset), config.holdout_fraction, config.seed)
-    if len(train_idx) == 0:
-        train_idx = np.arange(len(dataset))
-    labels = dataset.labels[train_idx] if dataset.labels is not None else None
-    captions = tuple(dataset.captions[i] or "" for i in train_idx)
-    side_by_side = sources is not None and not config.data_b
-    return _Data(dataset, train_idx, held_idx, labels, captions, sources, side_by_side)
-
-
 def _resume(
     run: RunFolder, model: GenerativeModel, dataset: ImageDataset, distributed: Distributed
 ) -> Generator[Progress, None, tuple[int, dict[str, Any]]]:
@@ -313,7 +234,7 @@ def _start_folder(
     run: RunFolder,
     config: TrainConfig,
     model: GenerativeModel,
-    data: _Data,
+    data: RunData,
     distributed: Distributed,
 ) -> None:
     """A new run's folder and its config.json (rank 0 alone writes)."""
@@ -334,22 +255,12 @@ def _start_folder(
                 "held_out_images": int(len(data.held_idx)),
                 "class_names": list(dataset.class_names),
                 "skipped": len(dataset.skipped),
-                **(_pairs_record(config, data) if data.sources is not None else {}),
+                **two_folder_record(config, data),
             },
             "versions": {"studio": __version__, "torch": torch.__version__},
             "world_size": distributed.world_size,
         }
     )
-
-
-def _pairs_record(config: TrainConfig, data: _Data) -> dict[str, Any]:
-    """What config.json says about a paired run's data (``fingerprint`` is the pairs')."""
-    return {
-        "paired": True,
-        "path_b": str(config.data_b),
-        "side_by_side": data.side_by_side,
-        "pairs": len(data.dataset),
-    }
 
 
 class _Trainer:
@@ -361,7 +272,7 @@ class _Trainer:
         token: CancelToken,
         config: TrainConfig,
         model: GenerativeModel,
-        data: _Data,
+        data: RunData,
         device: torch.device,
         distributed: Distributed,
         start_step: int,
@@ -379,18 +290,7 @@ class _Trainer:
         self.live_run = live.register(
             run.path, model, token
         )  # peeks use these weights between steps
-        dataset = data.dataset
-        self.images = DeviceImages(
-            dataset.images[data.train_idx],
-            data.labels,
-            device,
-            config.seed,
-            config.batch_size,
-            config.flip,
-            captions=data.captions if Capability.TEXT in model.info.capabilities else None,
-            sources=None if data.sources is None else data.sources[data.train_idx],
-            jitter=model.paired_jitter() if data.sources is not None else 0,
-        )
+        self.images = batches_for(data, model, config, device)
         self.autocast = autocast_factory(device, config.precision)
         fp16 = resolve_precision(device, config.precision) == "fp16"  # needs loss scaling
         self.runner = StepRunner(
@@ -403,12 +303,7 @@ class _Trainer:
         self.start_step = self.step = start_step
         self.total = max(config.steps, start_step)
         self.live_run.step, self.live_run.total = start_step, self.total  # for waiting jobs
-        held = dataset.images[data.held_idx[:256]] if len(data.held_idx) else None
-        held_sources = None
-        if data.sources is not None:  # fixed pairs for the input | output | target grid
-            shown = data.held_idx if len(data.held_idx) else data.train_idx
-            held = dataset.images[shown[:256]]
-            held_sources = data.sources[shown[:256]]
+        held, held_sources = held_out(data)
         self.monitor = Monitor(
             run,
             config,
@@ -418,6 +313,7 @@ class _Trainer:
             enabled=distributed.is_main,
             held_sources=held_sources,
         )
+        self.live_run.inputs = self.monitor.held_sources  # what peeks translate
         self.window: list[dict[str, torch.Tensor]] = []
         self.throughput: float | None = trainer_state.get("throughput")
         self.t_log, self.step_log = time.monotonic(), self.step

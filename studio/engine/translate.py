@@ -1,11 +1,15 @@
-"""Translating an image with a run of a paired image-to-image family (``Capability.PAIRED``):
-the image is fitted to the model's resolution (shorter side scaled, centre square cropped, as
-training images are) and handed to the family's sampler as its ``image`` condition."""
+"""Translating an image with a run of an image-to-image family (``Capability.PAIRED``): the
+image is fitted to the model's resolution (shorter side scaled, centre square cropped, as
+training images are) and handed to the family's sampler as its ``image`` condition. A family
+with a fully convolutional generator (``translates_any_size``) gets the image at its own size
+instead (scaled down only beyond :data:`MAX_SIDE` pixels), and the output has that size. An
+unpaired family (``Capability.UNPAIRED``) translates both ways: ``direction`` "a2b" or "b2a"."""
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,13 +20,18 @@ from studio.engine.device import cpu_generator, resolve_device
 from studio.engine.images import fit_square
 from studio.engine.runs import RunFolder
 from studio.engine.sample import load_run_model
-from studio.models.base import Capability, GenerativeModel, images_to_uint8
+from studio.models.base import A2B, DIRECTIONS, Capability, GenerativeModel, images_to_uint8
 from studio.models.registry import get_family
 
+#: The longest side an image is translated at by a family that takes any size; larger images
+#: are scaled down to it (the generator's activations grow with the pixels).
+MAX_SIDE = 1024
 
-def check_translates(run_dir: str | Path) -> None:
-    """Refuse, in one sentence, a run whose family does not translate images (read from its
-    config.json, before any weights load)."""
+
+def check_translates(run_dir: str | Path, direction: str | None = None) -> None:
+    """Refuse, in one sentence, a run whose family does not translate images, or a
+    ``direction`` for a run that translates one way only (read from its config.json, before
+    any weights load)."""
     run = RunFolder(run_dir)
     key = str(run.read_config().get("family", ""))
     try:
@@ -34,6 +43,16 @@ def check_translates(run_dir: str | Path) -> None:
             f"The run {run.path} is a {info.display_name} run, which does not translate "
             "images: use a run of an image-to-image family trained on folders A and B."
         )
+    _check_direction(info.display_name, "direction" in get_family(key).conditions, direction)
+
+
+def _check_direction(name: str, both_ways: bool, direction: str | None) -> None:
+    if direction is None:
+        return
+    if not both_ways:
+        raise StudioError(f"{name} translates one way only (A to B): leave out --direction.")
+    if direction not in DIRECTIONS:
+        raise StudioError(f"The direction is a2b (A to B) or b2a (B to A), not {direction!r}.")
 
 
 def fit_input(image: np.ndarray, resolution: int) -> torch.Tensor:
@@ -47,6 +66,51 @@ def fit_input(image: np.ndarray, resolution: int) -> torch.Tensor:
     return x.div(127.5).sub(1.0)
 
 
+def whole_input(image: np.ndarray, max_side: int = MAX_SIDE) -> torch.Tensor:
+    """An ``H x W x 3`` uint8 image as a ``1 x 3 x H x W`` tensor in [-1, 1], at its own size
+    unless its longer side exceeds ``max_side`` (then scaled down to it)."""
+    from PIL import Image
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise StudioError(f"expected an H x W x 3 uint8 image, not {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    if max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float()
+    return x.div(127.5).sub(1.0)
+
+
+def translation_metadata(
+    run_dir: str | Path,
+    source: str | Path,
+    seed: int,
+    direction: str | None,
+    index: int,
+    size: tuple[int, int],
+) -> dict[str, Any]:
+    """The settings a translated PNG carries (``studio.engine.prompt.pngmeta``): the run (by
+    path and name, not as a ``model`` a prompt could reuse), its family, the input image, the
+    direction, the seed and which of the outputs this is; ``size`` is (width, height)."""
+    from studio import __version__
+
+    run = RunFolder(run_dir)
+    return {
+        "mode": "translate",
+        "run": str(run.path),
+        "model_name": run.path.name,
+        "family": str(run.read_config().get("family", "")),
+        "source": str(source),
+        "direction": direction or A2B,
+        "seed": int(seed),
+        "variation": int(index),
+        "width": int(size[0]),
+        "height": int(size[1]),
+        "studio_version": __version__,
+    }
+
+
 def translate_job(
     run_dir: str | Path,
     image: np.ndarray,
@@ -54,26 +118,42 @@ def translate_job(
     device: str = "auto",
     n: int = 1,
     model: GenerativeModel | None = None,
+    direction: str | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Job: ``n`` translations of ``image`` (``H x W x 3`` uint8, any size) by the run's
-    model, as ``n x R x R x 3`` uint8 at the model's resolution. Same seed, same outputs."""
+    model, as ``n x R x R x 3`` uint8 at the model's resolution, or ``n x H x W x 3`` at the
+    image's own size for a family that takes any size. ``direction`` ("a2b" or "b2a") only
+    for a family that translates both ways (None: its default, A to B). Same seed, same
+    outputs."""
     if n < 1:
         raise StudioError("Ask for at least one output.")
     if model is None:
-        check_translates(run_dir)
+        check_translates(run_dir, direction)
         yield Progress("load", message=f"Loading {run_dir}")
         model = load_run_model(run_dir, resolve_device(device))
     elif Capability.PAIRED not in model.info.capabilities:
         raise StudioError(f"{model.info.display_name} does not translate images.")
-    x = fit_input(image, model.config.resolution)
+    else:
+        both_ways = "direction" in model.conditions
+        _check_direction(model.info.display_name, both_ways, direction)
+    if model.translates_any_size:
+        if max(image.shape[:2]) > MAX_SIDE:
+            yield Progress("load", message=f"Scaling the image down to {MAX_SIDE} px")
+        x = whole_input(image)
+    else:
+        x = fit_input(image, model.config.resolution)
+    conditions = {"image": x} if direction is None else {"image": x, "direction": direction}
     gen = cpu_generator(seed)
     with torch.no_grad():
-        steps = model.sample_iter(n, gen, image=x)
+        steps = model.sample_iter(n, gen, **conditions)
         while True:
             try:
                 report = next(steps)
             except StopIteration as done:
                 out = done.value
                 break
+            except ValueError as err:  # the family's checks of the input (its size, say)
+                name = model.info.display_name
+                raise StudioError(f"{name} cannot translate this image: {err}") from None
             yield Progress("sample", report.step, report.total, message="Translating")
     return images_to_uint8(out).numpy()

@@ -19,6 +19,9 @@ from torch import Tensor, nn
 
 from studio.core import atomic
 from studio.core.schema import (  # noqa: F401 - declared without torch, re-exported here
+    A2B,
+    B2A,
+    DIRECTIONS,
     KIND_TITLES,
     Capability,
     FamilyInfo,
@@ -62,6 +65,7 @@ class StepContext:
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext
     # Trainer options, applied by GenerativeModel.optimizer_step (studio.engine.schedule):
     lr_scale: float | None = None  # schedule multiplier of the base rates; None = family warm-up
+    total_steps: int = 0  # the run's target step count, for a family's own schedule (0: unknown)
     max_grad_norm: float = 0.0  # > 0 overrides the family's own clipping
     accumulate: int = 1  # micro-batches per optimizer step; this call is micro-batch ``micro``
     micro: int = 0
@@ -121,6 +125,11 @@ class GenerativeModel(nn.Module):
     # True when train_step can split its batch across CPU threads (``ctx.shards``,
     # studio.models.shards): every sample is processed on its own (no batch norm).
     shardable: ClassVar[bool] = False
+    # Image-to-image families (Capability.PAIRED) whose generator is fully convolutional: they
+    # translate an ``image`` condition of any height and width (padding it as their strides
+    # need), so ``studio translate`` hands them the image at its own size instead of fitting
+    # it to the training resolution.
+    translates_any_size: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

@@ -28,6 +28,7 @@ CONDITION_HELP = {
     "prompt": "a prompt (`studio generate --model RUN --prompt TEXT`)",
     "negative_prompt": "a negative prompt (`--negative TEXT` there)",
     "image": "an input image to translate (`studio translate --run RUN --image IMG`)",
+    "direction": "`studio translate --direction a2b|b2a` (A to B by default)",
 }
 
 
@@ -79,6 +80,10 @@ def capabilities_text(caps: Capability) -> str:
         Capability.TEXT: "text prompts (Prompt workspace, `studio generate`)",
         Capability.PAIRED: "image to image, trained on pairs (`--data A --data-b B`)",
     }
+    if Capability.UNPAIRED in caps:
+        names[Capability.PAIRED] = (
+            "image to image both ways, trained on two unpaired folders (`--data A --data-b B`)"
+        )
     return ", ".join(text for cap, text in names.items() if cap in caps) or "sampling"
 
 

@@ -46,6 +46,7 @@ FAMILIES: dict[str, str] = {
     "diffusion.ddpm": "studio.models.diffusion.ddpm:DDPM",
     "diffusion.text": "studio.models.diffusion.text:TextDiffusion",
     "i2i.pix2pix": "studio.models.i2i.pix2pix:Pix2Pix",
+    "i2i.cyclegan": "studio.models.i2i.cyclegan:CycleGAN",
     "ar.pixelcnn": "studio.models.ar.pixelcnn:PixelCNN",
     "ebm.rbm": "studio.models.ebm.rbm:RBM",
 }

@@ -55,6 +55,8 @@ class FamilySpec:
     diagnose: Any = None
     # Trains on pairs of images (Capability.PAIRED): the Train form asks for folder B.
     paired: bool = False
+    # Learns from two unpaired folders (Capability.UNPAIRED): folder B is required, unmatched.
+    unpaired: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def describe_families() -> Factory:
                     source.origin,
                     family.diagnose,
                     Capability.PAIRED in info.capabilities,
+                    Capability.UNPAIRED in info.capabilities,
                 )
             )
         # The trainer's modules too, now, while the window is still starting: imported at the

@@ -59,6 +59,22 @@ def progress_key(report: Progress) -> str | None:
     return None
 
 
+#: Folder B's label, placeholder and hint for a family that trains on matched pairs and for
+#: one that learns from two unpaired folders (FamilySpec.unpaired).
+PAIRED_TEXT = (
+    "Folder B (pairs)",
+    "none: side-by-side files",
+    "The Dataset folder holds the inputs (A), this one the targets (B), matched by name. "
+    "Without it, each image holds A on its left half and B on its right.",
+)
+UNPAIRED_TEXT = (
+    "Folder B",
+    "required: a second folder of images",
+    "The Dataset folder is collection A, this one collection B: any two folders, of any "
+    "sizes; nothing needs to match. The model learns to translate both ways.",
+)
+
+
 class TrainPanel(QWidget):
     """Model picker and settings on the left, the run's plots, samples and log on the right.
 
@@ -192,11 +208,12 @@ class TrainPanel(QWidget):
         box = QWidget()
         column = QVBoxLayout(box)
         column.setContentsMargins(0, 4, 0, 0)
-        column.addWidget(QLabel("Folder B (pairs)"))
+        self.folder_b_label = QLabel(PAIRED_TEXT[0])
+        column.addWidget(self.folder_b_label)
         row = QHBoxLayout()
         self.folder_b_edit = QLineEdit()
         self.folder_b_edit.setReadOnly(True)
-        self.folder_b_edit.setPlaceholderText("none: side-by-side files")
+        self.folder_b_edit.setPlaceholderText(PAIRED_TEXT[1])
         self.folder_b_button = QPushButton("Choose…")
         self.folder_b_button.clicked.connect(self.choose_folder_b)
         self.folder_b_clear = QPushButton("Clear")
@@ -205,10 +222,7 @@ class TrainPanel(QWidget):
         row.addWidget(self.folder_b_button)
         row.addWidget(self.folder_b_clear)
         column.addLayout(row)
-        hint = QLabel(
-            "The Dataset folder holds the inputs (A), this one the targets (B), matched by "
-            "name. Without it, each image holds A on its left half and B on its right."
-        )
+        self.folder_b_hint = hint = QLabel(PAIRED_TEXT[2])
         hint.setObjectName("hint")
         hint.setWordWrap(True)
         column.addWidget(hint)
@@ -556,6 +570,10 @@ class TrainPanel(QWidget):
             self.model_form.deleteLater()
         self.model_form = SettingsForm(spec.config_cls)
         self.pairs_box.setVisible(spec.paired)
+        label, placeholder, hint = UNPAIRED_TEXT if spec.unpaired else PAIRED_TEXT
+        self.folder_b_label.setText(label)
+        self.folder_b_edit.setPlaceholderText(placeholder)
+        self.folder_b_hint.setText(hint)
         form = self.model_form
         form.set_values(fitting(self._settings.family_settings(key), form.values()))
         form.values_changed.connect(

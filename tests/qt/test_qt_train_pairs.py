@@ -18,6 +18,9 @@ class _Config(ModelConfig):
 
 PLAIN = FamilySpec("toy.plain", "toy", "Plain", "one folder", _Config)
 PAIRED = FamilySpec("toy.paired", "toy", "Paired", "two folders", _Config, paired=True)
+UNPAIRED = FamilySpec(
+    "toy.unpaired", "toy", "Unpaired", "two collections", _Config, paired=True, unpaired=True
+)
 
 
 def test_folder_b_is_asked_for_paired_families_only(
@@ -54,3 +57,26 @@ def test_folder_b_is_asked_for_paired_families_only(
     panel.start()
     assert started[-1].data_b == ""  # side-by-side files in the Dataset folder
     assert len(started) == 3
+
+
+def test_folder_b_of_an_unpaired_family_says_it_is_a_second_collection(
+    qtbot, runner, app_settings, tmp_path, monkeypatch
+):
+    panel = TrainPanel(runner, app_settings)
+    qtbot.addWidget(panel)
+    panel.show()
+    started = []
+    monkeypatch.setattr(engine_jobs, "train_new", lambda run_dir, config: started.append(config))
+    monkeypatch.setattr(panel, "_submit", lambda name, factory, **kw: None)
+    panel.picker.set_families([PAIRED, UNPAIRED])
+    panel.set_dataset(str(tmp_path / "a"), 10)
+    panel.picker.set_current_key("toy.unpaired")
+    assert panel.pairs_box.isVisible() and panel.folder_b_label.text() == "Folder B"
+    assert "required" in panel.folder_b_edit.placeholderText()
+    assert "nothing needs to match" in panel.folder_b_hint.text()
+    panel.set_folder_b(str(tmp_path / "b"))
+    panel.start()
+    assert started[-1].data_b == str(tmp_path / "b")
+    panel.picker.set_current_key("toy.paired")  # back to pairs: the texts follow
+    assert panel.folder_b_label.text() == "Folder B (pairs)"
+    assert panel.folder_b_edit.placeholderText() == "none: side-by-side files"

@@ -22,12 +22,10 @@ sharpness.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from studio.models.base import (
@@ -42,6 +40,15 @@ from studio.models.base import (
     setting,
 )
 from studio.models.configs import learning_rate, network_width
+from studio.models.i2i.common import (  # noqa: F401 - PatchGAN helpers re-exported
+    PatchDiscriminator,
+    gan_loss,
+    init_weights,
+    norm_layer,
+    patch_layers,
+    receptive_field,
+    seeded_dropout,
+)
 
 MAX_LEVELS = 8  # 256 px -> 1x1, as in the paper
 DROPOUT_BLOCKS = 3  # decoder blocks below the bottleneck that drop out
@@ -113,39 +120,6 @@ def unet_levels(resolution: int) -> int:
     return levels
 
 
-def patch_layers(resolution: int, wanted: int) -> int:
-    """The PatchGAN's downsampling layers: ``wanted``, fewer when the map would vanish (it
-    must keep at least 3 pixels before the two last 4x4 convolutions)."""
-    fits = int(math.floor(math.log2(resolution / 3))) if resolution >= 3 else 0
-    layers = min(wanted, fits)
-    if layers < 1:
-        raise ValueError(f"the PatchGAN needs images of at least 6 px, not {resolution}")
-    return layers
-
-
-def receptive_field(layers: int) -> int:
-    """Pixels one PatchGAN logit sees: two 4x4 stride-1 convolutions, then ``layers`` 4x4
-    stride-2 ones (16, 34, 70, 142)."""
-    field = 7
-    for _ in range(layers):
-        field = 2 * field + 2
-    return field
-
-
-def _norm(kind: str, channels: int) -> nn.Module:
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
-    return nn.BatchNorm2d(channels)
-
-
-def _dropout(x: Tensor, p: float, generator: torch.Generator | None) -> Tensor:
-    """Dropout whose mask comes from ``generator`` (None: no dropout)."""
-    if generator is None or p <= 0:
-        return x
-    keep = torch.rand(x.shape, generator=generator, device=generator.device) >= p
-    return x * keep.to(x.device, x.dtype) / (1.0 - p)
-
-
 class UNet(nn.Module):
     """Image (C_in channels) -> image (C_out channels) in [-1, 1], of the same size."""
 
@@ -164,7 +138,7 @@ class UNet(nn.Module):
                 nn.Conv2d(widths[i - 1], widths[i], 4, 2, 1, bias=bias or inner),
             ]
             if not inner:
-                layers.append(_norm(norm, widths[i]))
+                layers.append(norm_layer(norm, widths[i]))
             down.append(nn.Sequential(*layers))
         self.down = nn.ModuleList(down)
         up: list[nn.Module] = []  # from the bottleneck outwards
@@ -174,7 +148,7 @@ class UNet(nn.Module):
                 nn.Sequential(
                     nn.ReLU(),
                     nn.ConvTranspose2d(fan_in, widths[i - 1], 4, 2, 1, bias=bias),
-                    _norm(norm, widths[i - 1]),
+                    norm_layer(norm, widths[i - 1]),
                 )
             )
         up.append(
@@ -198,43 +172,8 @@ class UNet(nn.Module):
                 h = torch.cat([h, skips.pop()], 1)
             h = block(h)
             if j in self.dropout_blocks:
-                h = _dropout(h, p, generator)
+                h = seeded_dropout(h, p, generator)
         return torch.tanh(h)
-
-
-class PatchDiscriminator(nn.Module):
-    """(input, image) -> a map of logits, one per patch."""
-
-    def __init__(self, channels: int, width: int, resolution: int, layers: int, norm: str):
-        super().__init__()
-        n = patch_layers(resolution, layers)
-        self.layers = n
-        bias = norm == "instance"
-        seq: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2)]
-        ch = width
-        for k in range(1, n + 1):
-            nxt = width * min(2**k, 8)
-            stride = 2 if k < n else 1  # the last one keeps the size
-            seq += [nn.Conv2d(ch, nxt, 4, stride, 1, bias=bias), _norm(norm, nxt)]
-            seq.append(nn.LeakyReLU(0.2))
-            ch = nxt
-        seq.append(nn.Conv2d(ch, 1, 4, 1, 1))
-        self.net = nn.Sequential(*seq)
-
-    def forward(self, source: Tensor, image: Tensor) -> Tensor:
-        return self.net(torch.cat([source, image], 1))
-
-
-def _init_weights(module: nn.Module) -> None:
-    """N(0, 0.02) convolutions and N(1, 0.02) batch-norm scales, as in the paper."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
 
 
 # -- the family -----------------------------------------------------------------------------------
@@ -288,7 +227,7 @@ class Pix2Pix(GenerativeModel):
         self.discriminator = PatchDiscriminator(
             2 * c.channels, c.width, c.resolution, c.d_layers, c.norm
         )
-        _init_weights(self)
+        init_weights(self)
 
     def patch_size(self) -> int:
         """Pixels each of the discriminator's logits judges at this resolution."""
@@ -309,9 +248,7 @@ class Pix2Pix(GenerativeModel):
         return self.optimizers
 
     def _gan_loss(self, logits: Tensor, real: bool) -> Tensor:
-        if self.config.gan_loss == "lsgan":
-            return (logits - (1.0 if real else 0.0)).pow(2).mean()
-        return F.softplus(-logits if real else logits).mean()
+        return gan_loss(logits, real, self.config.gan_loss)
 
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         c = self.config
