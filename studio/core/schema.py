@@ -35,6 +35,9 @@ class Capability(enum.Flag):
     # ``Batch.images`` B; folder B is the ``data_b`` training option) and translates the
     # ``image`` condition when sampling.
     PAIRED = enum.auto()
+    # Images as grids of discrete codes and back (capabilities.CodeFamily): an image codec
+    # (``studio compress``) and, later, a prior over the codes.
+    CODES = enum.auto()
 
 
 @dataclass(frozen=True)
