@@ -105,7 +105,7 @@ def test_family_contract(key, data_dir, pairs_dir, tmp_path):
         x = torch.rand(2, spec.channels, spec.tile, spec.tile) * 2 - 1
         codes = model.encode_codes(x)
         assert codes.shape == (2, *spec.grid) and codes.dtype == torch.long
-        assert 0 <= int(codes.min()) and int(codes.max()) < spec.codebook_size
+        assert int(codes.min()) >= 0 and int(codes.max()) < spec.codebook_size
         back = model.decode_codes(codes)
         assert back.shape == x.shape and torch.isfinite(back).all()
         assert torch.equal(back, model.decode_codes(codes))  # deterministic

@@ -89,8 +89,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Mean structural similarity of two H x W x C uint8 images (Wang et al. 2004: an 11-tap
     Gaussian window of sigma 1.5, each channel, averaged), 1 when identical."""
-    x = torch.from_numpy(np.ascontiguousarray(a)).double().permute(2, 0, 1)[:, None]
-    y = torch.from_numpy(np.ascontiguousarray(b)).double().permute(2, 0, 1)[:, None]
+    x = torch.from_numpy(np.array(a)).double().permute(2, 0, 1)[:, None]
+    y = torch.from_numpy(np.array(b)).double().permute(2, 0, 1)[:, None]
     size = min(11, x.shape[-1], x.shape[-2])
     size -= 1 - size % 2  # odd
     taps = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
@@ -204,7 +204,7 @@ def _spec(model: GenerativeModel) -> CodeSpec:
 
 
 def _to_model(tiles: np.ndarray, channels: int) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.array(tiles)).permute(0, 3, 1, 2).float()
     if channels == 1 and x.shape[1] == 3:
         x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
         x = x.round()
