@@ -12,7 +12,7 @@ from helpers import make_tiny_dataset, train_tiny_run
 from PIL import Image
 
 from studio.cli.main import main
-from studio.core.codefile import CodeFileError, join_tiles, parse, split_tiles
+from studio.core.codefile import join_tiles, parse, split_tiles
 from studio.core.jobs import CancelToken, Progress, Status, run_sync
 from studio.engine.compress import (
     MEASURED,

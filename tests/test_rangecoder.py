@@ -75,7 +75,9 @@ def test_tables_from_counts_keep_every_symbol_codable():
     for counts in ([0, 0, 0], [1e12, 0, 1], list(range(1000)), [3] * 32768):
         table = FrequencyTable.from_counts(counts)
         assert min(table.frequencies()) >= 1 and table.total <= MAX_TOTAL
-    assert FrequencyTable.from_counts([1, 2]).digest() != FrequencyTable.from_counts([2, 1]).digest()
+    assert (
+        FrequencyTable.from_counts([1, 2]).digest() != FrequencyTable.from_counts([2, 1]).digest()
+    )
     for bad in ([], [-1, 2], [float("nan")], [1] * 40000):
         with pytest.raises(CodingError):
             FrequencyTable.from_counts(bad)

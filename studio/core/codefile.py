@@ -116,8 +116,7 @@ def parse(data: bytes, name: str = "the file") -> CodeFile:
     end = _HEAD.size + length
     if len(data) < end + _CRC.size:
         raise CodeFileError(
-            f"{name} is truncated: {len(data)} bytes of the {end + _CRC.size} its header "
-            "announces."
+            f"{name} is truncated: {len(data)} bytes of the {end + _CRC.size} its header announces."
         )
     if len(data) > end + _CRC.size:
         raise CodeFileError(f"{name} has {len(data) - end - _CRC.size} bytes past its end.")

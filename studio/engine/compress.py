@@ -361,9 +361,7 @@ def _table_for(
     return table
 
 
-def _batched(
-    fn: Any, items: np.ndarray, verb: str
-) -> Generator[Progress, None, list[np.ndarray]]:
+def _batched(fn: Any, items: np.ndarray, verb: str) -> Generator[Progress, None, list[np.ndarray]]:
     parts = []
     total = len(items)
     for start in range(0, total, BATCH):
