@@ -233,3 +233,17 @@ def test_a_grey_model_codes_the_luminance(vq_run, tmp_path, photo):
     back = ok(decompress_job(vq_run, tmp_path / "g.svq", model=grey))
     assert np.array_equal(back, report.decoded)
     table_path(vq_run, weights_digest(grey)).unlink()  # leave the shared run as it was
+
+
+def test_create_new_never_replaces_anything(tmp_path):
+    from studio.core.atomic import create_new_bytes
+
+    create_new_bytes(tmp_path / "a.svq", b"one")
+    assert (tmp_path / "a.svq").read_bytes() == b"one"
+    with pytest.raises(FileExistsError):
+        create_new_bytes(tmp_path / "a.svq", b"two")
+    (tmp_path / "link.svq").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileExistsError):
+        create_new_bytes(tmp_path / "link.svq", b"two")
+    assert not (tmp_path / "nowhere").exists() and (tmp_path / "a.svq").read_bytes() == b"one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.svq", "link.svq"]

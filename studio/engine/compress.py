@@ -28,7 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from studio.core import atomic
-from studio.core.codefile import CodeFile, CodeFileError, join_tiles, parse, split_tiles
+from studio.core.codefile import (
+    SUFFIX,
+    CodeFile,
+    CodeFileError,
+    join_tiles,
+    parse,
+    split_tiles,
+)
 from studio.core.errors import StudioError
 from studio.core.jobs import Progress
 from studio.core.rangecoder import FrequencyTable, StaticModel, decode, encode
@@ -277,16 +284,20 @@ def compress_job(
     force: bool = False,
     device: str = "auto",
     model: GenerativeModel | None = None,
+    table: tuple[FrequencyTable, str] | None = None,
 ) -> Generator[Progress, None, CodecReport]:
     """Job: compress ``image`` (H x W x 3 uint8, any size) with the run; write the file to
-    ``out`` when given (never over an existing file unless ``force``)."""
+    ``out`` when given (never over an existing file unless ``force``). ``table`` is the
+    frequency table and its source when the caller has it already (:func:`measure_table`)."""
     target = Path(out) if out is not None else None
     if target is not None:
         _check_output(target, force)
     model = yield from _load(run_dir, device, model)
     spec = _spec(model)
     weights = weights_digest(model)
-    table, source = yield from measure_table(run_dir, model, weights)
+    if table is None:
+        table = yield from measure_table(run_dir, model, weights)
+    table, source = table
     original = as_channels(image, spec.channels)
     h, w = original.shape[:2]
     tiles = split_tiles(original, spec.tile)
@@ -311,6 +322,59 @@ def compress_job(
     if target is not None:
         _write(target, data, force)
     return CodecReport(original, decoded, len(data), file.tiles, codes.size, source, target, data)
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image of :func:`compress_images_job`: its report, or why it could not be done."""
+
+    path: Path
+    report: CodecReport | None = None
+    error: str = ""
+
+
+def compress_images_job(
+    run_dir: str | Path,
+    paths: list[str | Path],
+    out_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    model: GenerativeModel | None = None,
+) -> Generator[Progress, None, list[ImageResult]]:
+    """Job: compress each image file with the run (the window's *Compress…*); with
+    ``out_dir``, write ``<name>.svq`` there for each, refusing up front any name that is
+    taken. An unreadable image is reported in its result and the others go on."""
+    from studio.engine.images import ImageRejected, open_image
+
+    files = [Path(p) for p in paths]
+    if not files:
+        raise StudioError("Choose at least one image to compress.")
+    targets: list[Path | None] = [None] * len(files)
+    if out_dir is not None:
+        folder = Path(out_dir)
+        if folder.exists() and not folder.is_dir():
+            raise StudioError(f"{folder} is a file; choose a folder for the compressed files.")
+        targets = [folder / f"{p.stem}{SUFFIX}" for p in files]
+        if len(set(targets)) < len(targets):
+            raise StudioError("Two of the images have the same name; compress them apart.")
+        for t in targets:
+            if t.exists() or t.is_symlink():
+                raise StudioError(
+                    f"{t} already exists; nothing was written. Choose another folder."
+                )
+    model = yield from _load(run_dir, device, model)
+    table = yield from measure_table(run_dir, model, weights_digest(model))
+    results: list[ImageResult] = []
+    for i, (path, target) in enumerate(zip(files, targets)):
+        yield Progress("encode", i, len(files), message=f"Image {i + 1}/{len(files)}: {path.name}")
+        try:
+            image = np.asarray(open_image(path), dtype=np.uint8)
+        except ImageRejected as err:
+            results.append(ImageResult(path, error=f"cannot read the image: {err}"))
+            continue
+        report = yield from compress_job(run_dir, image, target, model=model, table=table)
+        results.append(ImageResult(path, report))
+    return results
 
 
 def decompress_job(
