@@ -7,7 +7,7 @@ cuts it), and each held-out icon is then compressed whole. For every held-out ic
 WebP (Pillow) are given the best quality whose file is no larger than the ``.svq`` file; where
 even their lowest quality is larger, that smallest file is used and counted as "over".
 
-    python benchmarks/compression.py --out /tmp/compression            # ~10 min on 2 cores
+    python benchmarks/compression.py --out /tmp/compression            # ~25 min on 2 cores
     python benchmarks/compression.py --steps 50 --out /tmp/compression  # smoke
 
 Run by hand; the tests never do.
@@ -68,7 +68,9 @@ def build(out: Path) -> tuple[Path, list[Path]]:
     return tiles_dir, held_paths
 
 
-def smallest_within(image: np.ndarray, fmt: str, budget: int) -> dict[str, Any]:
+def smallest_within(
+    image: np.ndarray, fmt: str, budget: int, keep: list | None = None
+) -> dict[str, Any]:
     """The best quality of ``fmt`` whose file fits in ``budget`` bytes (else the smallest)."""
 
     def encode(q: int) -> bytes:
@@ -93,6 +95,8 @@ def smallest_within(image: np.ndarray, fmt: str, budget: int) -> dict[str, Any]:
     if over:
         data = encode(q)
     decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    if keep is not None:
+        keep.append(decoded)
     return {
         "quality": q,
         "bytes": len(data),
@@ -175,10 +179,34 @@ def summary(result: dict[str, Any]) -> str:
         p = np.mean([r[codec]["psnr"] for r in rows])
         s = np.mean([r[codec]["ssim"] for r in rows])
         over = sum(r[codec].get("over", False) for r in rows)
-        lines.append(
-            f"| {codec} | {b * 8 / pixels:.3f} | {b:.0f} | {p:.2f} | {s:.3f} | {over} |"
-        )
+        lines.append(f"| {codec} | {b * 8 / pixels:.3f} | {b:.0f} | {p:.2f} | {s:.3f} | {over} |")
     return "\n".join(lines)
+
+
+def figure(out: Path, names: list[str], held: list[Path], path: Path, n: int = 6) -> None:
+    """A sheet, one row per held-out icon: the original, each run's decoding, then WebP and
+    JPEG at the first run's file size; 3x enlarged, nearest neighbour."""
+    rows = []
+    for icon in held[:n]:
+        image = np.asarray(Image.open(icon).convert("RGB"))
+        cells = [image]
+        budget = 0
+        for name in names:
+            run = out / "runs" / name
+            model = load_run_model(run, "cpu")
+            report = run_sync(compress_job(run, image, model=model)).result
+            budget = budget or report.file_bytes
+            cells.append(report.decoded)
+        for fmt in ("WEBP", "JPEG"):
+            keep: list = []
+            smallest_within(image, fmt, budget, keep)
+            cells.append(keep[0])
+        gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+        rows.append(np.concatenate([c for cell in cells for c in (cell, gap)][:-1], axis=1))
+    sheet = np.concatenate(rows, axis=0)
+    Image.fromarray(sheet).resize((sheet.shape[1] * 3, sheet.shape[0] * 3), Image.NEAREST).save(
+        path
+    )
 
 
 def main() -> None:
@@ -186,7 +214,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
+    parser.add_argument(
+        "--figure", type=Path, help="only draw the sheet of examples from the runs in --out"
+    )
     args = parser.parse_args()
+    if args.figure:
+        held = sorted((args.out / "heldout").glob("*.png"))
+        figure(args.out, args.configs, held, args.figure)
+        return
     from machine_info import describe
 
     print(describe(), flush=True)

@@ -134,9 +134,12 @@ def test_a_damaged_file_is_a_clear_error(vq_run, photo, tmp_path, damage, words)
     assert out.status is Status.FAILED and words in out.error and not out.details
 
 
-def test_a_file_from_other_weights_is_refused(vq_run, photo, tmp_path):
+def test_a_file_from_other_weights_is_refused(vq_run, photo, tmp_path, train_dir):
     data = ok(compress_job(vq_run, photo, device="cpu")).data
     (tmp_path / "f.svq").write_bytes(data)
+    stranger = train_tiny_run(tmp_path / "other", "vae.vqvae", train_dir, VQ, steps=1, seed=9)
+    out = run_sync(decompress_job(stranger, tmp_path / "f.svq", device="cpu"))
+    assert out.status is Status.FAILED and "another run" in out.error and not out.details
     other = load_run_model(vq_run, "cpu")
     with torch.no_grad():
         other.decoder[0].weight.mul_(1.01)  # the same run trained a little further
