@@ -243,7 +243,8 @@ def as_channels(image: np.ndarray, channels: int) -> np.ndarray:
 @dataclass(frozen=True)
 class CodecReport:
     """One image through the codec: what was coded (H x W x C uint8, the luminance for a grey
-    run), what decodes from the file, the file's size, and the quality."""
+    run), what decodes from the file, the file's size, and the quality (computed in the job,
+    so a window only shows them)."""
 
     original: np.ndarray
     decoded: np.ndarray
@@ -251,6 +252,8 @@ class CodecReport:
     tiles: tuple[int, int]  # down, across
     codes: int
     table_source: str
+    psnr: float
+    ssim: float
     out: Path | None = None
     data: bytes = b""  # the file's contents
 
@@ -258,14 +261,6 @@ class CodecReport:
     def bits_per_pixel(self) -> float:
         h, w = self.original.shape[:2]
         return self.file_bytes * 8 / (h * w)
-
-    @property
-    def psnr(self) -> float:
-        return psnr(self.original, self.decoded)
-
-    @property
-    def ssim(self) -> float:
-        return ssim(self.original, self.decoded)
 
 
 def _load(run_dir: str | Path, device: str, model: GenerativeModel | None) -> Any:
@@ -321,7 +316,10 @@ def compress_job(
     decoded = join_tiles(np.concatenate(decoded_tiles), h, w)
     if target is not None:
         _write(target, data, force)
-    return CodecReport(original, decoded, len(data), file.tiles, codes.size, source, target, data)
+    quality = psnr(original, decoded), ssim(original, decoded)
+    return CodecReport(
+        original, decoded, len(data), file.tiles, codes.size, source, *quality, target, data
+    )
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,9 @@ class CompressDialog(QDialog):
         self.progress_label.clear()
         self._update_buttons()
         if outcome.status is Status.CANCELLED:
-            self.summary_label.setText("Cancelled: nothing was kept.")
+            self.summary_label.setText(
+                "Cancelled (.svq files written before that stay in their folder)."
+            )
             self.compressed.emit(0)
             return
         if outcome.status is Status.FAILED:
