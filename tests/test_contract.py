@@ -30,7 +30,12 @@ from studio.engine.runs import TrainConfig
 from studio.engine.sample import load_run_model, sample_job
 from studio.engine.train import train_job
 from studio.models.base import Capability, GenerativeModel
-from studio.models.capabilities import InpaintFamily, LatentFamily, LikelihoodFamily
+from studio.models.capabilities import (
+    CodeFamily,
+    InpaintFamily,
+    LatentFamily,
+    LikelihoodFamily,
+)
 from studio.models.registry import FAMILIES, get_family, load_model
 from studio.models.scoring import anomaly_scores
 
@@ -113,6 +118,16 @@ def test_family_contract(key, data_dir, pairs_dir, unpaired_dirs, tmp_path):
     assert (Capability.LATENT in caps) == isinstance(model, LatentFamily)
     assert (Capability.INPAINT in caps) == isinstance(model, InpaintFamily)
     assert (Capability.LIKELIHOOD in caps) == isinstance(model, LikelihoodFamily)
+    assert (Capability.CODES in caps) == isinstance(model, CodeFamily)
+    if Capability.CODES in caps:
+        spec = model.code_spec()
+        x = torch.rand(2, spec.channels, spec.tile, spec.tile) * 2 - 1
+        codes = model.encode_codes(x)
+        assert codes.shape == (2, *spec.grid) and codes.dtype == torch.long
+        assert int(codes.min()) >= 0 and int(codes.max()) < spec.codebook_size
+        back = model.decode_codes(codes)
+        assert back.shape == x.shape and torch.isfinite(back).all()
+        assert torch.equal(back, model.decode_codes(codes))  # deterministic
     if Capability.LATENT in caps:
         spec = model.latent_spec()
         z = model.prior_latents(2, torch.Generator().manual_seed(0), 1.0)

@@ -12,6 +12,7 @@ from typing import Any
 from studio import __version__
 from studio.cli import augment as augment_cli
 from studio.cli import compare as compare_cli
+from studio.cli import compress as compress_cli
 from studio.cli import generate as generate_cli
 from studio.cli import inpaint as inpaint_cli
 from studio.cli import score as score_cli
@@ -38,6 +39,8 @@ EPILOG = """examples:
   studio score --run runs/first --data ~/Pictures/moths --out scores.csv --top 20
   studio augment --run runs/moths-cgan --fill --out moths-more/
   studio stylize --content photo.png --style painting.png --vgg vgg19.pth --out styled.png
+  studio compress --run runs/photos-vq --image photo.jpg --out photo.svq
+  studio decompress --run runs/photos-vq photo.svq --out decoded.png
 
 Run folders default to {runs}. Ctrl-C during training stops at the next step and keeps a
 checkpoint; press it twice to abort at once.
@@ -150,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     score_cli.add_parser(sub, common)
     augment_cli.add_parser(sub, common)
     stylize_cli.add_parser(sub, common)
+    compress_cli.add_parser(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list run folders")
     p.add_argument("--dir", help=f"runs folder (default {runs_dir()})")
@@ -214,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         "score": score_cli.cmd_score,
         "augment": augment_cli.cmd_augment,
         "stylize": stylize_cli.cmd_stylize,
+        "compress": compress_cli.cmd_compress,
+        "decompress": compress_cli.cmd_decompress,
     }[args.command]
     try:
         return handler(args)

@@ -123,3 +123,34 @@ def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item"):  # numpy scalars
         return obj.item()
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def create_new_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Create ``path`` holding ``data``, whole or not at all, and never replace a file that is
+    there (or appears meanwhile): a temp file beside it, fsynced, then hard-linked into place.
+    Raises ``FileExistsError`` when ``path`` exists (a symlink, even a dangling one, counts)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp, _mode = _create_temp(target)
+    try:
+        with open(tmp, "rb+") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: exclusive create, then write
+            with open(target, "xb") as fh:
+                try:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                except BaseException:
+                    target.unlink()  # ours: created just above
+                    raise
+        fsync_dir(target.parent)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

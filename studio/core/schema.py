@@ -40,6 +40,9 @@ class Capability(enum.Flag):
     # A, ``Batch.images`` from B), and the family translates both ways: its ``direction``
     # condition is ``"a2b"`` or ``"b2a"`` (DIRECTIONS).
     UNPAIRED = enum.auto()
+    # Images as grids of discrete codes and back (capabilities.CodeFamily): an image codec
+    # (``studio compress``) and, later, a prior over the codes.
+    CODES = enum.auto()
 
 
 #: The directions an unpaired image-to-image family (Capability.UNPAIRED) translates in.

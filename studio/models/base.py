@@ -30,6 +30,8 @@ from studio.core.schema import (  # noqa: F401 - declared without torch, re-expo
 )
 from studio.models.capabilities import (  # noqa: F401 - the contract, re-exported
     AnomalyScore,
+    CodeFamily,
+    CodeSpec,
     InpaintFamily,
     InpaintSettings,
     LatentFamily,

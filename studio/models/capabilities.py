@@ -20,6 +20,8 @@ The engine and the window never ask *which* family a model is; they ask what it 
   projection error), as data; the first is the default. A family that declares none gets
   the ones :func:`derived_scores` reads from its capabilities. :class:`ScoreFamily` computes
   them its own way; :mod:`studio.models.scoring` computes the derived ones for any family.
+* :class:`CodeFamily`: images of the family's ``tile`` size as grids of discrete codes and
+  back (a VQ-VAE), described by a :class:`CodeSpec`: what ``studio compress`` entropy-codes.
 """
 
 from __future__ import annotations
@@ -243,6 +245,38 @@ class InpaintFamily(Protocol):
         labels: Tensor | None,
         preview: Preview | None,
     ) -> Generator[Progress, None, Tensor]: ...
+
+
+# -- discrete codes (an image codec) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodeSpec:
+    """What a family's discrete codes look like, as data: a ``tile`` x ``tile`` image (the
+    run's resolution) becomes a ``grid`` (rows, columns) of codes, each in
+    ``range(codebook_size)``; ``channels`` is how many colour channels a tile has."""
+
+    tile: int
+    grid: tuple[int, int]
+    codebook_size: int
+    channels: int = 3
+
+
+@runtime_checkable
+class CodeFamily(Protocol):
+    """A family that turns images into discrete codes and back (``Capability.CODES``).
+    Both directions are deterministic: the same tiles give the same codes, the same codes the
+    same pixels (on one device)."""
+
+    def code_spec(self) -> CodeSpec: ...
+
+    def encode_codes(self, images: Tensor) -> Tensor:
+        """N x C x tile x tile images in [-1, 1] -> N x rows x cols codes (long, on the CPU)."""
+        ...
+
+    def decode_codes(self, codes: Tensor) -> Tensor:
+        """N x rows x cols codes (long) -> N x C x tile x tile images in [-1, 1] (CPU)."""
+        ...
 
 
 # -- anomaly scores ("find the odd ones out") -------------------------------------------------

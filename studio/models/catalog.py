@@ -79,6 +79,7 @@ def capabilities_text(caps: Capability) -> str:
         Capability.INPAINT: "inpainting",
         Capability.TEXT: "text prompts (Prompt workspace, `studio generate`)",
         Capability.PAIRED: "image to image, trained on pairs (`--data A --data-b B`)",
+        Capability.CODES: "discrete codes (an image codec: `studio compress`)",
     }
     if Capability.UNPAIRED in caps:
         names[Capability.PAIRED] = (

@@ -157,6 +157,13 @@ class DatasetPanel(QWidget):
         self.augment_button.clicked.connect(self.show_augment)
         top.addWidget(self.augment_button)
         self.augment_dialog: Any = None  # studio.qt.augment_dialog.AugmentDialog, made when shown
+        self.compress_button = QPushButton("Compress…")
+        self.compress_button.setToolTip(
+            "Compress images with a VQ-VAE run: bits per pixel, PSNR, SSIM and the decoded image"
+        )
+        self.compress_button.clicked.connect(self.show_compress)
+        top.addWidget(self.compress_button)
+        self.compress_dialog: Any = None  # studio.qt.compress_dialog.CompressDialog, when shown
 
         self.banner = Banner()
         self.progress = QProgressBar()
@@ -330,6 +337,18 @@ class DatasetPanel(QWidget):
         dialog = self.augment_dialog
         if dialog is None:
             dialog = self.augment_dialog = AugmentDialog(self._runner, self)
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
+    def show_compress(self) -> Any:
+        """Open the *Compress…* dialog (on the engine thread: it runs the model)."""
+        from studio.qt.compress_dialog import CompressDialog
+
+        dialog = self.compress_dialog
+        if dialog is None:
+            dialog = self.compress_dialog = CompressDialog(self._runner, self)
+        dialog.set_folder(self._folder)
         dialog.show()
         dialog.raise_()
         return dialog

@@ -36,7 +36,7 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
-from studio.models.capabilities import TEMPERATURE, LatentSpec
+from studio.models.capabilities import TEMPERATURE, CodeSpec, LatentSpec
 from studio.models.configs import learning_rate
 from studio.models.latent_inpaint import LatentInpainting, LatentPlan, LatentView, noise_like
 from studio.models.vae.common import ResBlock, group_norm, temperature_of, vae_width
@@ -103,7 +103,11 @@ class VQVAE(LatentInpainting, GenerativeModel):
         display_name="VQ-VAE",
         summary="VQ-VAE: sharp reconstructions through a discrete codebook; without a learned "
         "prior its random samples are rough.",
-        capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.LATENT | Capability.INPAINT,
+        capabilities=Capability.TRAIN
+        | Capability.SAMPLE
+        | Capability.LATENT
+        | Capability.INPAINT
+        | Capability.CODES,
         loss_names=("loss", "recon", "commit", "perplexity", "usage", "restarts"),
     )
     Config = VQVAEConfig
@@ -297,6 +301,18 @@ class VQVAE(LatentInpainting, GenerativeModel):
     def direction_features(self, z: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         zb = self.encode_latents(self.decode_latents(z, labels), labels)
         return zb, zb
+
+    # -- the code protocol (studio.models.capabilities.CodeFamily): an image codec ---------------
+    def code_spec(self) -> CodeSpec:
+        c = self.config
+        side = c.resolution // c.downsample
+        return CodeSpec(c.resolution, (side, side), c.codebook_size, c.channels)
+
+    def encode_codes(self, images: Tensor) -> Tensor:
+        return self.encode_indices(images).cpu()
+
+    def decode_codes(self, codes: Tensor) -> Tensor:
+        return self.decode(codes.long()).cpu()
 
     def inpaint_view(self, labels: Tensor | None) -> LatentView:
         return _VQInpaint(self, labels)
