@@ -12,12 +12,12 @@ from PIL import Image
 
 from studio.core.errors import StudioError
 from studio.engine.latent import open_space
-from studio.engine.latent_base import layer_mask, mix_layers
+from studio.engine.latent_base import mix_layers
 from studio.engine.latent_directions import pca_directions, raw_directions
 from studio.engine.latent_project import project_job
 from studio.models.base import Batch, StepContext
 from studio.models.gan.stylegan import StyleGAN
-from studio.qt.latent.edit_state import EditState
+from studio.qt.latent.edit_state import EditState, layer_mask
 
 TINY = {"latent_dim": 8, "w_dim": 16, "mapping_layers": 2, "width": 8}
 

@@ -286,17 +286,6 @@ def mix_layers(first: np.ndarray, second: np.ndarray, crossover: int, layers: in
     return out.reshape(-1)
 
 
-def layer_mask(groups: tuple, layers: int, layer_dim: int, index: int | None) -> np.ndarray:
-    """1 on the numbers of layer group ``index`` (None: every layer), 0 elsewhere (dim)."""
-    mask = np.zeros((layers, layer_dim), np.float32)
-    if index is None:
-        mask[:] = 1.0
-    else:
-        group = groups[index]
-        mask[group.start : group.stop] = 1.0
-    return mask.reshape(-1)
-
-
 # -- directions: their record and the linear algebra behind them ----------------------------
 
 

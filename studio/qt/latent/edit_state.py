@@ -54,6 +54,18 @@ class KeptLatents:
         self._items.clear()
 
 
+def layer_mask(groups: Sequence[Any], layers: int, layer_dim: int, index: int | None) -> np.ndarray:
+    """1 on the numbers of layer group ``index`` (a ``LayerGroup``; None: every layer), 0
+    elsewhere, over a layered latent of ``layers`` x ``layer_dim`` numbers (flat)."""
+    mask = np.zeros((layers, layer_dim), np.float32)
+    if index is None:
+        mask[:] = 1.0
+    else:
+        group = groups[index]
+        mask[group.start : group.stop] = 1.0
+    return mask.reshape(-1)
+
+
 def _zeros(n: int) -> np.ndarray:
     return np.zeros(n, np.float32)
 
