@@ -146,8 +146,10 @@ class SliderPanel(QWidget):
         self.temperature_spin.setDecimals(2)
         self.temperature_spin.setSingleStep(0.05)
         self.temperature_spin.setKeyboardTracking(False)
-        seed_row.addWidget(self.temperature_label)
-        seed_row.addWidget(self.temperature_spin)
+        temperature_row = QHBoxLayout()  # its own row: beside the seed it clips the column
+        temperature_row.addWidget(self.temperature_label)
+        temperature_row.addWidget(self.temperature_spin)
+        temperature_row.addStretch(1)
         self.set_temperature_option(None)
 
         self.raw_toggle = QCheckBox("Raw dimensions")
@@ -195,6 +197,7 @@ class SliderPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
         layout.addLayout(seed_row)
+        layout.addLayout(temperature_row)
         layout.addLayout(mode_row)
         layout.addWidget(directions)
         layout.addWidget(self.named_box)

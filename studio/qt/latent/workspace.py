@@ -129,7 +129,7 @@ class LatentWorkspace(QWidget):
         sp.group_combo.currentIndexChanged.connect(self._on_group_changed)
         self.diffusion_settings = DiffusionSettings()  # shown for diffusion runs only
         self.diffusion_settings.settings_changed.connect(self._on_diffusion_settings)
-        sp.layout().insertWidget(3, self.diffusion_settings)  # above the directions
+        sp.layout().insertWidget(4, self.diffusion_settings)  # above the directions
         left = QScrollArea()
         left.setWidget(sp)
         left.setWidgetResizable(True)
@@ -171,7 +171,7 @@ class LatentWorkspace(QWidget):
         self.tabs.addTab(self.encode_panel, "Encode")
         self.tabs.addTab(self.attribute_panel, "Make a slider")
         self.mix_panel = MixPanel(self.tray)  # shown for a layered latent only
-        self.tabs.addTab(self.mix_panel, "Style mixing")
+        self.tabs.addTab(self.mix_panel, "Mix")
         self.tabs.setTabToolTip(self.MIX, "Layout of one kept latent, colour of another")
         self.tabs.setTabToolTip(self.ARITHMETIC, "Latent arithmetic on three kept latents")
         self.tabs.setTabToolTip(self.ENCODE, "Encode your own image, then edit it")
@@ -303,7 +303,7 @@ class LatentWorkspace(QWidget):
         self._settings.add_recent_run(result.path)
         self.header.show_run(
             name,
-            f"{result.display_name} · {result.dim:,}-number latent · {result.resolution} px · "
+            f"{result.display_name} · {_latent_size(result)} · {result.resolution} px · "
             f"encodes by {result.encoder} · {result.device}",
         )
         sp = self.slider_panel
@@ -551,3 +551,10 @@ class LatentWorkspace(QWidget):
             self._request_decode()  # the same noise, decoded with the new steps
 
         self._submit("DDIM settings", set_diffusion(steps, refine), done)
+
+
+def _latent_size(loaded: tasks.Loaded) -> str:
+    """“128-number latent”, or for a layered one “8 layers x 128-number latent”."""
+    if loaded.layers > 1:
+        return f"{loaded.layers} layers × {loaded.layer_dim:,}-number latent"
+    return f"{loaded.dim:,}-number latent"
