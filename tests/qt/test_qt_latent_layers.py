@@ -41,9 +41,7 @@ def keep_two(qtbot, ws) -> None:
     assert len(ws.tray.items()) == 2
 
 
-def test_group_selector_moves_only_its_layers_and_mixing_exports_a_grid(
-    qtbot, workspace, tmp_path
-):
+def test_groups_move_their_layers_and_mixing_exports_a_grid(qtbot, workspace, tmp_path):  # noqa: F811
     ws = workspace
     open_and_wait(qtbot, ws, style_run(tmp_path))
     sp, loaded = ws.slider_panel, ws.loaded
@@ -99,7 +97,7 @@ def test_group_selector_moves_only_its_layers_and_mixing_exports_a_grid(
 
 
 
-def test_a_single_latent_model_shows_no_groups_and_no_mixing(qtbot, workspace, tmp_path):
+def test_a_single_latent_model_shows_no_groups_and_no_mixing(qtbot, workspace, tmp_path):  # noqa: F811
     ws = workspace
     open_and_wait(qtbot, ws, make_run(tmp_path, "gan.dcgan"))
     assert not ws.slider_panel.group_combo.isVisibleTo(ws)

@@ -223,7 +223,9 @@ class SliderPanel(QWidget):
         combo.blockSignals(True)
         combo.clear()
         combo.addItem("All layers")
-        combo.setItemData(0, "The sliders move every layer's latent alike", Qt.ItemDataRole.ToolTipRole)
+        combo.setItemData(
+            0, "The sliders move every layer's latent alike", Qt.ItemDataRole.ToolTipRole
+        )
         for group in groups:
             combo.addItem(f"{group.name} only")
             combo.setItemData(combo.count() - 1, group.help, Qt.ItemDataRole.ToolTipRole)

@@ -293,9 +293,7 @@ def encode_image(
                 name, inv.z, inv.target, inv.reconstruction, inv.error, inv.method, shape
             )
         if not space.can_encode:
-            proj = yield from project_job(
-                space, image, steps=steps, seed=seed, per_layer=per_layer
-            )
+            proj = yield from project_job(space, image, steps=steps, seed=seed, per_layer=per_layer)
             into = ""
             if space.layered:
                 into = ", a latent per layer" if per_layer else ", one latent for every layer"
