@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from studio.core.errors import StudioError
 from studio.engine.latent import open_space
@@ -141,3 +142,45 @@ def test_projection_into_w_plus_reconstructs_closer_than_into_w():
     assert np.array_equal(per_layer[0], per_layer[-1])  # w: one latent at every layer
     assert w_plus.error < w.error < w.initial_error
     assert w_plus.error < 0.8 * w.error
+
+
+def test_the_mix_grid_lays_out_every_pair_and_refuses_what_it_cannot_mix(tmp_path):
+    from studio.engine.latent_layers import PAD, mix_grid_job, save_png, tile_scale
+
+    model = make()
+    space = open_space(model)
+    zs = list(space.prior_sample(3, seed=2))
+    grid = run(mix_grid_job(space, zs, 2))
+    tile = space.resolution * tile_scale(space.resolution)
+    assert grid.shape == (4 * (tile + PAD) + PAD,) * 2 + (3,)
+    s = tile_scale(space.resolution)
+    cell = lambda r, c: grid[PAD + r * (tile + PAD) : PAD + r * (tile + PAD) + tile : s,  # noqa: E731
+                             PAD + c * (tile + PAD) : PAD + c * (tile + PAD) + tile : s]  # fmt: skip
+    originals = space.decode(np.stack(zs))
+    for i in range(3):
+        assert np.array_equal(cell(0, i + 1), originals[i])  # the top row: as drawn
+        assert np.array_equal(cell(i + 1, 0), originals[i])  # the left column too
+        assert np.array_equal(cell(i + 1, i + 1), originals[i])  # mixed with itself
+    mixed = space.decode(mix_layers(zs[0], zs[2], 2, space.layers))
+    assert np.array_equal(cell(1, 3), mixed)  # row: the layout's latent; column: the colour's
+    with pytest.raises(StudioError, match="between 2"):
+        run(mix_grid_job(space, zs[:1], 2))
+    with pytest.raises(StudioError, match="another model"):
+        run(mix_grid_job(space, [zs[0], zs[1][:-1]], 2))
+
+    out = save_png(grid, tmp_path / "grid")  # the suffix is added
+    assert out == tmp_path / "grid.png" and Image.open(out).size == grid.shape[1::-1]
+    before = out.read_bytes()
+    with pytest.raises(StudioError, match="already exists"):
+        save_png(grid[:8, :8], out)
+    assert out.read_bytes() == before  # nothing written over
+    save_png(grid[:8, :8], out, overwrite=True)  # the dialog asked
+    assert Image.open(out).size == (8, 8)
+    link = tmp_path / "link.png"
+    link.symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(StudioError, match="already exists"):
+        save_png(grid, link, overwrite=True)  # never through a link
+    assert not (tmp_path / "elsewhere.png").exists()
+    with pytest.raises(StudioError, match="no folder"):
+        save_png(grid, tmp_path / "missing" / "grid.png")
+    assert not (tmp_path / "missing").exists()
