@@ -104,3 +104,16 @@ def test_a_single_latent_model_shows_no_groups_and_no_mixing(qtbot, workspace, t
     assert not ws.tabs.isTabVisible(ws.MIX)
     assert not ws.encode_panel.per_layer_combo.isVisibleTo(ws.encode_panel)
     assert ws.encode_panel.per_layer() is False
+
+
+def test_a_project_latent_kept_before_the_layers_opens_at_every_layer(qtbot, workspace, tmp_path):  # noqa: F811
+    from studio.qt.latent.items import LatentItem
+
+    ws = workspace
+    w = np.arange(8, dtype=np.float32)  # one layer's latent (w_dim 8), as kept before w+
+    image = np.zeros((RES, RES, 3), np.uint8)
+    ws.open_run(style_run(tmp_path), kept=[LatentItem("old", w, image)])
+    qtbot.waitUntil(lambda: ws.loaded is not None and len(ws.tray.items()) == 1, timeout=20_000)
+    settle(qtbot, ws)
+    kept = ws.tray.items()[0].z.reshape(ws.loaded.layers, -1)
+    assert np.array_equal(kept, np.tile(w, (ws.loaded.layers, 1)))

@@ -328,8 +328,11 @@ class LatentWorkspace(QWidget):
         if self._kept_on_load is not None:  # a project's tray replaces the one shown
             self.tray.clear_items()
             for item in self._kept_on_load:  # a latent of another size means nothing here
-                if np.asarray(item.z).size == result.dim:
-                    self.tray.add(item)
+                z = np.asarray(item.z, np.float32).reshape(-1)
+                if result.layers > 1 and z.size == result.layer_dim:
+                    z = np.tile(z, result.layers)  # kept before the space was layered
+                if z.size == result.dim:
+                    self.tray.add(replace(item, z=z))
             self._kept_on_load = None
         self.interpolate_panel.set_frames(None)
         self.encode_panel.set_method(result.can_encode, result.encoder)
