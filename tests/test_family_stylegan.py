@@ -156,7 +156,7 @@ def test_cli_truncation_flag_reaches_families_that_declare_it(tmp_path, capsys):
     assert "truncation" in capsys.readouterr().err  # DCGAN declares no truncation
 
 
-def test_explore_works_in_w_directions_and_projection():
+def test_explore_works_in_w_plus_directions_and_projection():
     from studio.core.jobs import run_sync
     from studio.engine.latent import open_space
     from studio.engine.latent_directions import pca_directions
@@ -165,12 +165,16 @@ def test_explore_works_in_w_directions_and_projection():
     model = make(seed=2)
     train(model, 3)
     space = open_space(model)
-    assert space.dim == TINY["w_dim"] and not space.can_encode
-    u = space.prior_sample(64, seed=1)
-    assert np.array_equal(u, space.prior_sample(64, seed=1))
+    layers = model.num_ws
+    assert space.dim == layers * TINY["w_dim"] and not space.can_encode
+    u_plus = space.prior_sample(64, seed=1)
+    assert np.array_equal(u_plus, space.prior_sample(64, seed=1))
+    # w+: a prior draw is the same w at every layer
+    assert np.array_equal(u_plus, np.tile(u_plus[:, : TINY["w_dim"]], (1, layers)))
+    u = u_plus[:, : TINY["w_dim"]]
     # The prior is the mapped z: not N(0, I), and the temperature truncates toward w_avg.
     w_avg = model.generator_ema.w_avg.numpy()
-    tame = space.prior_sample(64, seed=1, temperature=0.5)
+    tame = space.prior_sample(64, seed=1, temperature=0.5)[:, : TINY["w_dim"]]
     assert np.allclose(tame - w_avg, 0.5 * (u - w_avg), atol=1e-5)
     d = pca_directions(space, n_samples=120, k=3, seed=0)
     assert np.allclose(d.vectors @ d.vectors.T, np.eye(3), atol=1e-4) and (d.std > 0).all()
@@ -179,7 +183,7 @@ def test_explore_works_in_w_directions_and_projection():
     out = run_sync(project_job(space, target, steps=40, seed=0, lr=0.05))
     assert out.ok, out.error
     assert out.result.error < out.result.initial_error
-    assert out.result.z.shape == (TINY["w_dim"],)
+    assert out.result.z.shape == (layers * TINY["w_dim"],)
 
 
 def test_resume_continues_exactly_with_ema_and_adaptive_augmentation(tmp_path):

@@ -54,6 +54,7 @@ class Stage(str, enum.Enum):
     DIRECTIONS = "directions"
     INTERPOLATE = "interpolate"
     ARITHMETIC = "arithmetic"
+    MIX = "mix"  # layer (style) mixing of latents
     LABEL = "label"
     SLIDERS = "sliders"
     FIT = "fit"

@@ -50,7 +50,12 @@ class LatentSpace:
         self.temperature = float(self.spec.temperature)
         self.latent_shape = tuple(self.spec.shape)
         self.encoder = self.spec.encoder or "projection (an optimisation)"
-        self.dim = math.prod(self.latent_shape)
+        # A layered latent (LatentSpec.layers > 1): one latent of layer_dim numbers per layer,
+        # flattened layer by layer; a prior draw is the same latent at every layer.
+        self.layers = max(1, int(self.spec.layers))
+        self.layer_dim = math.prod(self.latent_shape)
+        self.layer_groups = tuple(self.spec.layer_groups) if self.layers > 1 else ()
+        self.dim = self.layers * self.layer_dim
         conditional = Capability.CONDITIONAL in info.capabilities
         self.num_classes = int(config.num_classes) if conditional else 0
         self._label: int | None = None
@@ -106,7 +111,13 @@ class LatentSpace:
         t = self.temperature if temperature is None else float(temperature)
         gen = torch.Generator().manual_seed(int(seed))
         z = self.model.prior_latents(n, gen, t)  # type: ignore[attr-defined]
+        z = z.reshape(n, 1, self.layer_dim).expand(-1, self.layers, -1)
         return z.reshape(n, self.dim).float().cpu().numpy()
+
+    @property
+    def layered(self) -> bool:
+        """One latent per decoder layer (StyleGAN's w+): group sliders and layer mixing."""
+        return self.layers > 1
 
     # -- decoding ----------------------------------------------------------------------------
     def decode_tensor(self, z: Tensor) -> Tensor:
@@ -114,6 +125,9 @@ class LatentSpace:
 
         Differentiable in ``z`` (projection uses it); callers that need no gradients wrap it
         in ``torch.inference_mode()``."""
+        if self.layers > 1:
+            ws = z.reshape(z.shape[0], self.layers, self.layer_dim)
+            return self.model.decode_layers(ws, self.labels(z.shape[0]))  # type: ignore[attr-defined]
         return self.model.decode_latents(z, self.labels(z.shape[0]))  # type: ignore[attr-defined]
 
     def decode(self, z: np.ndarray | Tensor) -> np.ndarray:
@@ -169,10 +183,20 @@ class LatentSpace:
                 "(an optimisation that takes a few seconds)."
             )
         z = self.model.encode_latents(images, self.labels(len(images)))  # type: ignore[attr-defined]
-        return z.reshape(len(images), -1)
+        return self.spread(z.reshape(len(images), -1))
+
+    def spread(self, z: Tensor) -> Tensor:
+        """N x layer_dim latents -> the same latent at every layer (N x dim)."""
+        if self.layers == 1:
+            return z
+        return z[:, None, :].expand(-1, self.layers, -1).reshape(len(z), self.dim)
 
     def direction_features(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """(latents analysed, features) for principal directions from prior draws ``z``."""
+        """(latents analysed, features) for principal directions from prior draws ``z``.
+        A layered space analyses one layer's latent (every layer of a prior draw holds the
+        same): the latents returned are ``layer_dim`` wide."""
+        if self.layers > 1:
+            z = z.reshape(len(z), self.layers, self.layer_dim)[:, 0]
         return self.model.direction_features(z, self.labels(len(z)))  # type: ignore[attr-defined]
 
 
@@ -245,6 +269,21 @@ def arithmetic(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     if not a.shape == b.shape == c.shape:
         raise StudioError("Latent arithmetic needs three latents from the same model.")
     return a - b + c
+
+
+def mix_layers(first: np.ndarray, second: np.ndarray, crossover: int, layers: int) -> np.ndarray:
+    """A layered latent whose layers below ``crossover`` come from ``first`` and the rest from
+    ``second``: 0 is ``second``, ``layers`` is ``first``; a low crossover takes only the
+    coarse layers (layout) from ``first``, the fine ones (colour, texture) from ``second``."""
+    a, b = np.asarray(first, np.float32), np.asarray(second, np.float32)
+    if a.size != b.size or a.size % layers:
+        raise StudioError("Mixing needs two latents from the same model.")
+    a, b = a.reshape(layers, -1), b.reshape(layers, -1)
+    if not 0 <= int(crossover) <= layers:
+        raise StudioError(f"The crossover layer runs from 0 to {layers}, not {crossover}.")
+    out = b.copy()
+    out[: int(crossover)] = a[: int(crossover)]
+    return out.reshape(-1)
 
 
 # -- directions: their record and the linear algebra behind them ----------------------------

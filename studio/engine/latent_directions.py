@@ -69,7 +69,8 @@ def _features(
         with torch.inference_mode():
             if images is not None:
                 x = torch.cat([space.image_tensor(space.prepare_image(i)) for i in images[part]])
-                zb = fb = space.encode_tensor(x).float().cpu().numpy()
+                zt = space.encode_tensor(x)[:, : space.layer_dim]  # one layer's (all alike)
+                zb = fb = zt.float().cpu().numpy()
             else:
                 zt, ft = space.direction_features(torch.from_numpy(z[part]).to(space.device))
                 zb, fb = zt.float().cpu().numpy(), ft.float().cpu().numpy()
@@ -90,7 +91,7 @@ def directions_job(
     None: :func:`default_samples`."""
     if space.ode:  # its own method (DDIM-inverted training images: see latent_diffusion)
         return (yield from space.directions_job(n_samples, k, seed, images))
-    k = max(1, min(int(k), space.dim))
+    k = max(1, min(int(k), space.layer_dim))
     n_samples = default_samples(space) if n_samples is None else int(n_samples)
     n = len(images) if images is not None else n_samples
     if n < max(2 * k, 8):
@@ -111,6 +112,8 @@ def directions_job(
     else:
         vectors = comps[:k]  # PCA ran on the latents themselves: already orthonormal
     std = np.maximum((centred @ vectors.T.astype(np.float32)).std(0), 1e-6)
+    if space.layered:  # found on one layer's latent: the same move at every layer
+        vectors, std = _every_layer(vectors, std, space.layers)
     source = "your images" if images is not None else "the model's own samples"
     template = space.spec.directions
     if images is not None and space.spec.image_directions:
@@ -118,6 +121,16 @@ def directions_job(
     method = template.format(n=n, source=source)
     names = tuple(f"PC{i + 1}" for i in range(len(vectors)))
     return Directions(vectors.astype(np.float32), std.astype(np.float32), names, method, explained)
+
+
+def _every_layer(
+    vectors: np.ndarray, std: np.ndarray, layers: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Directions of one layer's latent (k x layer_dim) as unit directions of the layered
+    latent (the same at every layer), with the spread scaled so a slider moves each layer's
+    latent as far as before."""
+    scale = np.sqrt(layers)
+    return np.tile(vectors, (1, layers)) / scale, std * scale
 
 
 def pca_directions(
@@ -142,15 +155,23 @@ def raw_directions(
     """The latent's own coordinates ``start .. start + k`` as directions (unit vectors), with
     the prior's spread along each. Meaningful for GAN and VAE latents; a flow's or VQ-VAE's
     raw coordinates are single pixels or code entries."""
-    k = space.dim - start if k is None else min(int(k), space.dim - start)
+    width = space.layer_dim  # a layered latent: a coordinate moves at every layer
+    k = width - start if k is None else min(int(k), width - start)
     if k < 1:
-        raise StudioError(f"The latent has only {space.dim} dimensions.")
-    vectors = np.zeros((k, space.dim), np.float32)
+        raise StudioError(f"The latent has only {width} dimensions.")
+    vectors = np.zeros((k, width), np.float32)
     vectors[np.arange(k), np.arange(start, start + k)] = 1.0
     prior = space.prior_sample(256, seed)[:, start : start + k]
     std = np.maximum(prior.std(0), 1e-6).astype(np.float32)
+    if space.layered:
+        vectors, std = _every_layer(vectors, std, space.layers)
     names = tuple(f"z{start + i}" for i in range(k))
-    return Directions(vectors, std, names, "the latent's raw dimensions (prior spread)")
+    return Directions(
+        vectors.astype(np.float32),
+        std.astype(np.float32),
+        names,
+        "the latent's raw dimensions (prior spread)",
+    )
 
 
 # -- attribute directions from marked samples ---------------------------------------------------

@@ -10,6 +10,11 @@ set can match the picture and still edit badly). The start is the best of ``cand
 prior samples, which avoids most poor local minima for the price of one batched decode. Adam
 on z only; the model's weights get no gradients. Works for any latent space (a VAE's projection
 refines its encoder's guess), though the explorer uses it for GANs.
+
+A layered space (one latent per decoder layer, StyleGAN's w+) projects either into one latent
+shared by every layer (``per_layer=False``, w: the images the model draws) or into one per layer
+(``per_layer=True``, w+: more freedom, so a closer match, though edits stray sooner from what
+the model learnt). The result is a layered latent either way.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ def project_job(
     lr: float = 0.05,
     prior_weight: float = 1e-3,
     candidates: int = 16,
+    per_layer: bool = False,
 ) -> Generator[Progress, None, Projection]:
     """Project ``image`` (any H x W x 3 uint8) into ``space``. One progress report per Adam
     step with the error so far (``metrics["mse"]``) and, now and then, the current
@@ -68,7 +74,10 @@ def project_job(
         errors = (space.decode_tensor(starts).clamp(-1, 1) - x).square().flatten(1).mean(1)
         best = int(errors.argmin())
         initial = image_error(to_uint8(space.decode_tensor(starts[best : best + 1]))[0], target)
-    z = starts[best : best + 1].clone().requires_grad_(True)
+    start = starts[best : best + 1]
+    shared = space.layered and not per_layer  # optimise one layer's latent, used at all
+    z = (start[:, : space.layer_dim] if shared else start).clone().requires_grad_(True)
+    latent = (lambda: space.spread(z)) if shared else (lambda: z)
     opt = torch.optim.Adam([z], lr=lr)
     # Step the learning rate down over the last quarter: the last steps polish, not explore.
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -77,7 +86,7 @@ def project_job(
     every = max(1, steps // PREVIEWS)
     for step in range(1, steps + 1):
         with torch.enable_grad():
-            images = space.decode_tensor(z)
+            images = space.decode_tensor(latent())
             mse = (images - x).square().mean()
             loss = mse + prior_weight * 0.5 * z.square().mean()
             (grad,) = torch.autograd.grad(loss, [z])
@@ -92,9 +101,10 @@ def project_job(
         yield Progress("project", step, steps, "Projecting", metrics, preview)
 
     with torch.no_grad():
-        final = to_uint8(space.decode_tensor(z.detach()))[0]
+        found = latent().detach()
+        final = to_uint8(space.decode_tensor(found))[0]
     return Projection(
-        z=z.detach().reshape(-1).float().cpu().numpy(),
+        z=found.reshape(-1).float().cpu().numpy(),
         reconstruction=final,
         target=target,
         error=image_error(final, target),

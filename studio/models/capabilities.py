@@ -116,6 +116,17 @@ def parse_sampling(options: tuple[SamplingOption, ...], pairs: list[str]) -> dic
 
 
 @dataclass(frozen=True)
+class LayerGroup:
+    """A run of the decoder's layers that takes one latent each (``start`` to ``stop``,
+    ``stop`` excluded): Explore's group sliders move only these layers' latents."""
+
+    name: str
+    start: int
+    stop: int
+    help: str = ""
+
+
+@dataclass(frozen=True)
 class LatentSpec:
     """What a latent space looks like, as data.
 
@@ -142,6 +153,12 @@ class LatentSpec:
     # Explore's control for the prior's temperature, as data (StyleGAN: its truncation psi);
     # None = no control (prior draws use ``temperature``).
     temperature_option: SamplingOption | None = None
+    # A decoder that takes one latent per layer (StyleGAN's w+): ``layers`` of them, each
+    # of ``shape``, decoded by :meth:`LayeredLatentFamily.decode_layers`. Explore then edits
+    # the per-layer latent (``layers * prod(shape)`` numbers; a prior draw is the same latent
+    # at every layer) and offers group sliders over ``layer_groups`` and layer mixing.
+    layers: int = 1
+    layer_groups: tuple[LayerGroup, ...] = ()
 
 
 @runtime_checkable
@@ -167,6 +184,16 @@ class LatentFamily(Protocol):
         """(latents analysed, features) for finding principal directions from prior draws
         ``z``: the PCA runs on the features (``LatentSpec.regress``: and is mapped back to
         the latents by regression)."""
+        ...
+
+
+@runtime_checkable
+class LayeredLatentFamily(Protocol):
+    """A latent family whose decoder takes one latent per layer (``LatentSpec.layers``)."""
+
+    def decode_layers(self, ws: Tensor, labels: Tensor | None) -> Tensor:
+        """N x layers x dim latents on the model's device -> images in [-1, 1],
+        differentiable in ``ws``; layer ``i`` gets ``ws[:, i]``."""
         ...
 
 

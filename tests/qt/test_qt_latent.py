@@ -107,7 +107,7 @@ def test_a_declared_prior_temperature_gets_a_control(qtbot, workspace, tmp_path)
     model = family(family.Config.from_dict(tiny))
     with torch.no_grad():
         model.generator_ema.w_avg.normal_()  # as training leaves it: away from 0
-    w_avg = model.generator_ema.w_avg.numpy().copy()
+    w_avg = np.tile(model.generator_ema.w_avg.numpy(), model.num_ws)  # w+: every layer
     run = tmp_path / "style"
     model.save(run / "model")
     RunFolder(run).write_config({"family": key, "train": {"family": key}})

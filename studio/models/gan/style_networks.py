@@ -224,10 +224,41 @@ class StyleGenerator(nn.Module):
             w = u + self.embed(labels)
         return w[:, None, :].expand(-1, self.num_ws, -1)
 
+    def layered(self, us: Tensor, labels: Tensor | None) -> Tensor:
+        """Per-layer u (N x num_ws x w_dim) -> per-layer styles, with the class added."""
+        if self.embed is None:
+            return us
+        if labels is None:
+            raise ValueError("this generator is class-conditional: labels are required")
+        return us + self.embed(labels)[:, None, :]
+
     def forward(
         self, z: Tensor, labels: Tensor | None = None, psi: float = 1.0, noise: Any = None
     ) -> Tensor:
         return self.synthesis(self.ws(self.truncate(self.mapping(z), psi), labels), noise)
+
+
+def layer_groups(resolution: int) -> tuple[tuple[str, int, int, str], ...]:
+    """(name, start, stop, help) of the coarse, middle and fine style layers.
+
+    Style ``i`` feeds synthesis layer ``i`` and the RGB output before it; a size's two
+    convolutions take styles ``2b - 1`` and ``2b`` (b = log2(size) - 2), so a size owns those
+    two, 4x4 owns style 0 and the last RGB's style goes with the finest size. Coarse is
+    4 and 8 px (layout, pose), fine the top size (128 px: the top two; colour, texture),
+    middle what lies between (shapes, features)."""
+    top = int(math.log2(resolution)) - 2  # the finest size's b
+    fine_from = top - 1 if resolution >= 128 else top
+    start_of = lambda b: 0 if b == 0 else 2 * b - 1  # noqa: E731
+    stop = 2 * top + 2  # num_ws
+    coarse_stop = start_of(min(2, top))
+    middle_stop = max(coarse_stop, start_of(fine_from))
+    px = lambda b: f"{4 * 2**b} px"  # noqa: E731
+    groups = [
+        ("Coarse", 0, coarse_stop, f"layers up to {px(min(2, top) - 1)}: layout, pose, shape"),
+        ("Middle", coarse_stop, middle_stop, "the sizes between: features, parts"),
+        ("Fine", middle_stop, stop, f"layers from {px(fine_from)}: colour, texture"),
+    ]
+    return tuple(g for g in groups if g[2] > g[1])
 
 
 def mix_styles(first: Tensor, second: Tensor, crossover: Tensor | int) -> Tensor:

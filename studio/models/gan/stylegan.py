@@ -13,7 +13,8 @@ Styles per layer. The synthesis takes one w per layer (``num_ws``: two per resol
 a random layer, to ``style_mixing`` of the images (the layers then cannot assume their
 neighbours share a style), and ``mixed`` draws coarse layers from one latent, fine from
 another. Class-conditional models add a learned class vector to w, so the latent (``u``, the
-mapping's output) is class-free and the Explore workspace and inpainting work in it.
+mapping's output) is class-free and the Explore workspace and inpainting work in it (Explore
+in w+, one u per style layer: ``decode_layers``, grouped coarse, middle and fine).
 
 Discriminator. Residual blocks (two 3x3 convs and a 1x1 skip, averaged down), a minibatch
 standard deviation feature at 4x4 (the spread across images: collapse shows), a projection
@@ -48,7 +49,7 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
-from studio.models.capabilities import TRUNCATION, LatentSpec
+from studio.models.capabilities import TRUNCATION, LatentSpec, LayerGroup
 from studio.models.configs import override
 from studio.models.gan.common import (
     GANConfig,
@@ -63,6 +64,7 @@ from studio.models.gan.style_networks import (
     W_AVG_BETA,
     StyleDiscriminator,
     StyleGenerator,
+    layer_groups,
     mix_styles,
 )
 from studio.models.latent_inpaint import LatentView
@@ -83,8 +85,10 @@ ABOUT = (
     "default under 5,000 images) for a folder of a few hundred; its quality here against "
     "DCGAN is not measured yet. Sampling: *Truncation* "
     "pulls every style toward the average one: below 1 gives tamer, more typical images, 0 "
-    "the average image. Explore works in w: directions are the principal components of w, "
-    "and projecting your image optimises w. *Use the folder's classes* makes it draw the "
+    "the average image. Explore works in w+ (one w per layer): directions are the principal "
+    "components of w, moved at every layer or only the coarse, middle or fine ones; kept "
+    "samples mix (coarse styles of one, fine of another); projecting your image optimises "
+    "w or w+. *Use the folder's classes* makes it draw the "
     "class you pick (a learned class vector is added to w). Slower per step than DCGAN; on "
     "a CPU keep 32 px and a width of 16 to 32."
 )
@@ -363,7 +367,18 @@ class StyleGAN(GANModel):
             regress=False,
             directions="GANSpace in w: PCA of the mapping network's output for {n} prior samples",
             temperature_option=TRUNCATION,  # prior_latents' temperature is the truncation
+            layers=self.num_ws,  # Explore edits w+, one u per style layer (decode_layers)
+            layer_groups=tuple(LayerGroup(*g) for g in layer_groups(self.config.resolution)),
         )
+
+    def decode_layers(self, ws: Tensor, labels: Tensor | None) -> Tensor:
+        """Per-layer u (N x num_ws x w_dim) -> images: w+, differentiable."""
+        g = self.generator_ema
+        if labels is None and self._num_classes():
+            labels = class_labels(len(ws), self._num_classes(), None, ws.device)
+        if not self._num_classes():
+            labels = None
+        return self.full_size(g.synthesis(g.layered(ws, labels)).float())
 
     def prior_latents(self, n: int, generator: torch.Generator, temperature: float) -> Tensor:
         """Mapped prior draws; ``temperature`` is the truncation psi (toward the mean w)."""

@@ -1,9 +1,11 @@
 """The latent being edited in Explore, as a plain object (no Qt) that the sliders show.
 
-``current_z = base + directions.offset(values) + Σ named_value_i · named_std_i · named_i``:
+``current_z = base + mask · directions.offset(values) + Σ named_value_i · named_std_i · named_i``:
 ``base`` starts as the *origin* (a sample, a kept latent, an encoded image) and absorbs the
 current offsets whenever the sliders under them change (other directions, a new named slider),
-so the picture stays while the new sliders start at 0. The slider widgets show ``values`` and
+so the picture stays while the new sliders start at 0. ``mask`` (None: every number) keeps
+the direction sliders to one layer group of a layered latent (StyleGAN's coarse, middle or
+fine styles). The slider widgets show ``values`` and
 ``named_values`` and report a user's change back with :meth:`set_values`. The latents kept for
 the tools (:class:`KeptLatents`) are here too; the tray widget shows them.
 """
@@ -52,6 +54,18 @@ class KeptLatents:
         self._items.clear()
 
 
+def layer_mask(groups: Sequence[Any], layers: int, layer_dim: int, index: int | None) -> np.ndarray:
+    """1 on the numbers of layer group ``index`` (a ``LayerGroup``; None: every layer), 0
+    elsewhere, over a layered latent of ``layers`` x ``layer_dim`` numbers (flat)."""
+    mask = np.zeros((layers, layer_dim), np.float32)
+    if index is None:
+        mask[:] = 1.0
+    else:
+        group = groups[index]
+        mask[group.start : group.stop] = 1.0
+    return mask.reshape(-1)
+
+
 def _zeros(n: int) -> np.ndarray:
     return np.zeros(n, np.float32)
 
@@ -68,6 +82,7 @@ class EditState:
         self.named_vecs = np.zeros((0, 0), np.float32)
         self.named_std = _zeros(0)
         self.named_values = _zeros(0)
+        self.mask: np.ndarray | None = None  # the layer group the direction sliders move
         self.kept = KeptLatents()
 
     # -- the latent --------------------------------------------------------------------------
@@ -78,7 +93,15 @@ class EditState:
     def direction_offset(self) -> np.ndarray | float:
         if self.dirs is None or not len(self.values):
             return 0.0
-        return self.dirs.offset(self.values)
+        offset = self.dirs.offset(self.values)
+        return offset if self.mask is None else offset * self.mask
+
+    def set_group(self, mask: np.ndarray | None) -> None:
+        """Let the direction sliders move only where ``mask`` is 1 (None: everywhere); the
+        current edit is kept in the base and the sliders start at 0."""
+        self.base = self.base + self.direction_offset()
+        self.mask = None if mask is None else np.asarray(mask, np.float32).copy()
+        self.values = _zeros(len(self.values))
 
     def named_offset(self) -> np.ndarray | float:
         if not len(self.named):

@@ -11,6 +11,7 @@ import math
 import numpy as np
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
+    QComboBox,
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
@@ -67,6 +68,17 @@ class EncodePanel(QWidget):
         form = QFormLayout(self.steps_row)
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Projection steps", self.steps_spin)
+        # A layered latent (one per decoder layer): project into one shared latent or one each
+        self.per_layer_combo = QComboBox()
+        self.per_layer_combo.addItem("One latent for every layer (w)", False)
+        self.per_layer_combo.addItem("A latent per layer (w+)", True)
+        self.per_layer_combo.setToolTip(
+            "A latent per layer matches your image more closely; one shared latent stays "
+            "closer to what the model draws, so edits look more natural"
+        )
+        form.addRow("Project into", self.per_layer_combo)
+        self._form = form
+        self.set_layered(False)
         self.method_label = QLabel("")
         self.method_label.setObjectName("hint")
         self.method_label.setWordWrap(True)
@@ -121,6 +133,16 @@ class EncodePanel(QWidget):
                 "that matches the generated image to yours (a few seconds). Drop an image onto "
                 "the explorer, or open one."
             )
+
+    def set_layered(self, layered: bool) -> None:
+        """Offer the choice of w or w+ projection (a layered latent without an encoder)."""
+        self._form.setRowVisible(self.per_layer_combo, layered)
+
+    def per_layer(self) -> bool:
+        """Project into a latent per layer (w+)?"""
+        return bool(self.per_layer_combo.currentData()) and self._form.isRowVisible(
+            self.per_layer_combo
+        )
 
     def set_busy(self, busy: bool, total: int | None = None) -> None:
         self.progress.setVisible(busy)

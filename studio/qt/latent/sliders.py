@@ -146,8 +146,10 @@ class SliderPanel(QWidget):
         self.temperature_spin.setDecimals(2)
         self.temperature_spin.setSingleStep(0.05)
         self.temperature_spin.setKeyboardTracking(False)
-        seed_row.addWidget(self.temperature_label)
-        seed_row.addWidget(self.temperature_spin)
+        temperature_row = QHBoxLayout()  # its own row: beside the seed it clips the column
+        temperature_row.addWidget(self.temperature_label)
+        temperature_row.addWidget(self.temperature_spin)
+        temperature_row.addStretch(1)
         self.set_temperature_option(None)
 
         self.raw_toggle = QCheckBox("Raw dimensions")
@@ -168,10 +170,19 @@ class SliderPanel(QWidget):
         self.method_label.setObjectName("caption")
         self.method_label.setWordWrap(True)
         self.rows = SliderRows()
+        # A layered latent (one per decoder layer): which layers the sliders move
+        self.group_label = QLabel("Layers")
+        self.group_combo = QComboBox()
+        self.group_combo.setAccessibleName("Layers the sliders move")
+        group_row = QHBoxLayout()
+        group_row.addWidget(self.group_label)
+        group_row.addWidget(self.group_combo, 1)
         directions = QGroupBox("Directions")
         box = QVBoxLayout(directions)
         box.addWidget(self.method_label)
+        box.addLayout(group_row)
         box.addWidget(self.rows)
+        self.set_layer_groups(())
 
         self.named_rows = SliderRows(removable=True)
         self.named_hint = QLabel("Make your own in “Make a slider”; they are saved with the run.")
@@ -186,6 +197,7 @@ class SliderPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top)
         layout.addLayout(seed_row)
+        layout.addLayout(temperature_row)
         layout.addLayout(mode_row)
         layout.addWidget(directions)
         layout.addWidget(self.named_box)
@@ -203,6 +215,33 @@ class SliderPanel(QWidget):
         self.class_combo.blockSignals(False)
         self.class_combo.setVisible(count > 0)
         self.class_label.setVisible(count > 0)
+
+    def set_layer_groups(self, groups: Sequence[Any]) -> None:
+        """Offer the model's layer groups (``LayerGroup``s; none: hide the choice), on "All
+        layers"."""
+        combo = self.group_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("All layers")
+        combo.setItemData(
+            0, "The sliders move every layer's latent alike", Qt.ItemDataRole.ToolTipRole
+        )
+        for group in groups:
+            combo.addItem(f"{group.name} only")
+            combo.setItemData(combo.count() - 1, group.help, Qt.ItemDataRole.ToolTipRole)
+        combo.setCurrentIndex(0)
+        combo.blockSignals(False)
+        combo.setToolTip(
+            "Which layers the direction sliders move: the coarse ones change layout and pose "
+            "and keep the colours, the fine ones the reverse"
+        )
+        self.group_combo.setVisible(bool(groups))
+        self.group_label.setVisible(bool(groups))
+
+    def group_index(self) -> int | None:
+        """The layer group the sliders move (an index into the groups), None: all layers."""
+        index = self.group_combo.currentIndex()
+        return index - 1 if index > 0 else None
 
     def set_temperature_option(self, option: Any) -> None:
         """Show the control a ``SamplingOption`` describes (None: hide it) at its default."""

@@ -52,6 +52,9 @@ class Loaded:
     refine: int = 0  # ODE latents: fixed-point refinements per inversion step
     step: int | None = None  # the training step of the loaded (saved) weights
     temperature: Any = None  # LatentSpec.temperature_option: Explore's control, or None
+    layers: int = 1  # LatentSpace.layers: > 1, a latent per layer (group sliders, mixing)
+    layer_dim: int = 0  # numbers per layer
+    layer_groups: tuple[Any, ...] = ()  # capabilities.LayerGroup: the group sliders' choices
 
 
 def _space(context: SpaceHolder) -> Any:
@@ -104,6 +107,9 @@ def load_run(path: str | Path, device: str, seed: int) -> TaskFactory:
             refine=getattr(space, "refine", 0),
             step=saved_step(path),
             temperature=space.spec.temperature_option,
+            layers=space.layers,
+            layer_dim=space.layer_dim,
+            layer_groups=space.layer_groups,
         )
 
     return factory
@@ -208,6 +214,43 @@ def combine(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> TaskFactory:
     return uses_model(factory)
 
 
+def mix(a: np.ndarray, b: np.ndarray, crossover: int) -> TaskFactory:
+    """The layers below ``crossover`` from ``a``, the rest from ``b``: ``(z, image)``."""
+
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.engine.latent_base import mix_layers
+
+        yield Progress("mix")
+        space = _space(context)
+        z = mix_layers(a, b, crossover, space.layers)
+        return z, space.decode(z)
+
+    return uses_model(factory)
+
+
+def mix_grid(latents: list[np.ndarray], crossover: int) -> TaskFactory:
+    """Every mix of ``latents`` at ``crossover`` as one grid image (see latent_layers)."""
+
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.engine.latent_layers import mix_grid_job
+
+        return (yield from mix_grid_job(_space(context), latents, crossover))
+
+    return uses_model(factory)
+
+
+def save_image(image: np.ndarray, path: Path, overwrite: bool) -> TaskFactory:
+    """Write a PNG (atomically; an existing file only with ``overwrite``)."""
+
+    def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Path]:
+        from studio.engine.latent_layers import save_png
+
+        yield Progress("export", message=f"Saving {path.name}")
+        return save_png(image, path, overwrite)
+
+    return factory
+
+
 @dataclass(frozen=True)
 class Encoded:
     """An image brought into the latent space."""
@@ -221,9 +264,11 @@ class Encoded:
     source_shape: tuple[int, int] = (0, 0)  # the opened image's (height, width)
 
 
-def encode_image(source: str | Path | np.ndarray, name: str, steps: int, seed: int) -> TaskFactory:
+def encode_image(
+    source: str | Path | np.ndarray, name: str, steps: int, seed: int, per_layer: bool = False
+) -> TaskFactory:
     """Encode (VAE, VQ-VAE), invert (flow, diffusion) or project (GAN) an image file or
-    array."""
+    array; ``per_layer``: a layered space's projection finds a latent per layer (w+)."""
 
     def factory(context: SpaceHolder, token: CancelToken) -> Generator[Progress, None, Encoded]:
         from studio.engine.images import ImageRejected, open_image
@@ -248,14 +293,17 @@ def encode_image(source: str | Path | np.ndarray, name: str, steps: int, seed: i
                 name, inv.z, inv.target, inv.reconstruction, inv.error, inv.method, shape
             )
         if not space.can_encode:
-            proj = yield from project_job(space, image, steps=steps, seed=seed)
+            proj = yield from project_job(space, image, steps=steps, seed=seed, per_layer=per_layer)
+            into = ""
+            if space.layered:
+                into = ", a latent per layer" if per_layer else ", one latent for every layer"
             return Encoded(
                 name,
                 proj.z,
                 proj.target,
                 proj.reconstruction,
                 proj.error,
-                f"projected in {proj.steps} steps",
+                f"projected in {proj.steps} steps{into}",
                 shape,
             )
         target = space.prepare_image(image)

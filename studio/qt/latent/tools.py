@@ -22,11 +22,13 @@ from studio.qt.latent import tasks
 from studio.qt.latent.attribute_panel import AttributePanel
 from studio.qt.latent.encode_panel import EncodePanel, fit_note
 from studio.qt.latent.items import ItemTray, LatentItem
+from studio.qt.latent.mix_panel import MixPanel
 from studio.qt.latent.panels import ArithmeticPanel, InterpolatePanel
 from studio.qt.latent.sliders import SliderPanel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 GRID_TILES = 16
+MAX_MIXED = 12  # kept latents in a mixing grid (studio.engine.latent_layers.MAX_LATENTS)
 ENCODE_TAB = 2
 
 
@@ -42,6 +44,7 @@ class ToolViews:
     arithmetic_panel: ArithmeticPanel
     encode_panel: EncodePanel
     attribute_panel: AttributePanel
+    mix_panel: MixPanel
 
 
 class ExploreTools:
@@ -64,6 +67,7 @@ class ExploreTools:
         self._set_origin, self._set_named = set_origin, set_named
         self._encode_task: Any = None  # the running encode's JobHandle
         self._grid_seed = 10_000
+        self._mix_name = "Mix"
         views.slider_panel.named_rows.remove_requested.connect(self.remove_slider)
         views.interpolate_panel.make_requested.connect(self.make_strip)
         views.interpolate_panel.export_requested.connect(self.ask_export)
@@ -72,6 +76,9 @@ class ExploreTools:
         views.encode_panel.cancel_requested.connect(self.cancel_encode)
         views.attribute_panel.samples_requested.connect(self.new_attribute_samples)
         views.attribute_panel.fit_requested.connect(self.fit_slider)
+        views.mix_panel.mix_requested.connect(self.mix)
+        views.mix_panel.edit_requested.connect(self.edit_mix)
+        views.mix_panel.export_requested.connect(self.ask_mix_grid)
 
     # -- interpolation and arithmetic -----------------------------------------------------------
     def make_strip(self) -> None:
@@ -119,6 +126,51 @@ class ExploreTools:
 
         self._submit("Arithmetic", tasks.combine(a.z, b.z, c.z), done)
 
+    # -- style mixing (a layered latent) --------------------------------------------------------
+    def mix(self) -> None:
+        panel = self._views.mix_panel
+        a, b = panel.pick_a.selected(), panel.pick_b.selected()
+        if a is None or b is None or self._loaded() is None:
+            return
+        crossover = panel.crossover.value()
+        caption = f"Layout of {a.name}, colour of {b.name} (crossover {crossover})"
+        self._mix_name = f"{a.name} × {b.name} @ {crossover}"
+        factory = tasks.mix(a.z, b.z, crossover)
+        self._submit("Mix", factory, lambda r: panel.set_result(r, caption))
+
+    def edit_mix(self) -> None:
+        mixed = self._views.mix_panel.mixed
+        if mixed is not None:
+            self._set_origin(mixed[0], self._mix_name)
+
+    def ask_mix_grid(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self._parent, "Save the mixing grid", "", "PNG image (*.png)"
+        )
+        if path:  # the dialog asked before choosing an existing file
+            self.export_mix_grid(path, overwrite=True)
+
+    def export_mix_grid(self, path: str | Path, overwrite: bool = False) -> None:
+        """Save the grid of every kept latent's mixes at the crossover as a PNG (rows: the
+        layout's latent, columns: the colour's; see studio.engine.latent_layers)."""
+        panel, items = self._views.mix_panel, self._views.tray.items()
+        if self._loaded() is None or len(items) < 2:
+            return
+        crossover, target = panel.crossover.value(), Path(path)
+
+        def save(grid: np.ndarray) -> None:
+            n = min(len(items), MAX_MIXED)
+            panel.set_result(panel.mixed, f"{n} x {n} mixes at crossover {crossover}")
+            panel.result_view.set_image(grid)
+            self._submit(
+                "Save grid",
+                tasks.save_image(grid, target, overwrite),
+                lambda p: self._views.caption.setText(f"Saved {p}"),
+            )
+
+        zs = [item.z for item in items[:MAX_MIXED]]
+        self._submit("Mixing grid", tasks.mix_grid(zs, crossover), save)
+
     # -- encoding your own image ---------------------------------------------------------------
     def ask_image(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -161,7 +213,7 @@ class ExploreTools:
             self._set_origin(result.z, f"Encoded {result.name}")
 
         factory = tasks.encode_image(
-            source, name, steps, self._views.slider_panel.seed_spin.value()
+            source, name, steps, self._views.slider_panel.seed_spin.value(), panel.per_layer()
         )
 
         def end(_outcome: Any) -> None:

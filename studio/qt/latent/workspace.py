@@ -43,13 +43,14 @@ from studio.qt.engine_thread import JobRunner
 from studio.qt.latent import tasks
 from studio.qt.latent.attribute_panel import AttributePanel
 from studio.qt.latent.diffusion_panel import DiffusionSettings, set_diffusion
-from studio.qt.latent.edit_state import EditState
+from studio.qt.latent.edit_state import EditState, layer_mask
 from studio.qt.latent.encode_panel import EncodePanel
 from studio.qt.latent.engine_side import DecodeResult, LiveArgs, needs_model
 from studio.qt.latent.explore_jobs import ExploreJobs
 from studio.qt.latent.header import RunHeader
 from studio.qt.latent.items import ItemTray, LatentItem
 from studio.qt.latent.live_weights import TrainingEnds, WeightsLine, live_args
+from studio.qt.latent.mix_panel import MixPanel
 from studio.qt.latent.panels import ArithmeticPanel, InterpolatePanel
 from studio.qt.latent.sliders import SliderPanel
 from studio.qt.latent.tools import GRID_TILES, ExploreTools, ToolViews
@@ -66,7 +67,7 @@ class LatentWorkspace(QWidget):
     :class:`~studio.qt.latent.tools.ExploreTools` (``self.tools``).
     """
 
-    INTERPOLATE, ARITHMETIC, ENCODE, MAKE_SLIDER = range(4)
+    INTERPOLATE, ARITHMETIC, ENCODE, MAKE_SLIDER, MIX = range(5)
 
     def __init__(
         self, runner: JobRunner, settings: AppSettings, parent: QWidget | None = None
@@ -92,6 +93,7 @@ class LatentWorkspace(QWidget):
             ToolViews(
                 self.tray, self.tabs, self.caption, self.slider_panel, self.interpolate_panel,
                 self.arithmetic_panel, self.encode_panel, self.attribute_panel,
+                self.mix_panel,
             ),
             self._submit, lambda: self.loaded, self._set_origin, self._set_named,
         )  # fmt: skip
@@ -124,9 +126,10 @@ class LatentWorkspace(QWidget):
         sp.lock_seed.toggled.connect(lambda locked: sp.seed_spin.setEnabled(not locked))
         sp.raw_toggle.toggled.connect(self._on_raw_toggled)
         sp.class_combo.currentIndexChanged.connect(self._on_class_changed)
+        sp.group_combo.currentIndexChanged.connect(self._on_group_changed)
         self.diffusion_settings = DiffusionSettings()  # shown for diffusion runs only
         self.diffusion_settings.settings_changed.connect(self._on_diffusion_settings)
-        sp.layout().insertWidget(3, self.diffusion_settings)  # above the directions
+        sp.layout().insertWidget(4, self.diffusion_settings)  # above the directions
         left = QScrollArea()
         left.setWidget(sp)
         left.setWidgetResizable(True)
@@ -167,6 +170,9 @@ class LatentWorkspace(QWidget):
         self.tabs.addTab(self.arithmetic_panel, "A − B + C")
         self.tabs.addTab(self.encode_panel, "Encode")
         self.tabs.addTab(self.attribute_panel, "Make a slider")
+        self.mix_panel = MixPanel(self.tray)  # shown for a layered latent only
+        self.tabs.addTab(self.mix_panel, "Mix")
+        self.tabs.setTabToolTip(self.MIX, "Layout of one kept latent, colour of another")
         self.tabs.setTabToolTip(self.ARITHMETIC, "Latent arithmetic on three kept latents")
         self.tabs.setTabToolTip(self.ENCODE, "Encode your own image, then edit it")
         self.tabs.setMinimumWidth(360)
@@ -297,11 +303,15 @@ class LatentWorkspace(QWidget):
         self._settings.add_recent_run(result.path)
         self.header.show_run(
             name,
-            f"{result.display_name} · {result.dim:,}-number latent · {result.resolution} px · "
+            f"{result.display_name} · {_latent_size(result)} · {result.resolution} px · "
             f"encodes by {result.encoder} · {result.device}",
         )
         sp = self.slider_panel
         sp.set_classes(result.num_classes)
+        self.edit.set_group(None)  # no directions on the sliders yet: nothing to keep
+        sp.set_layer_groups(result.layer_groups)
+        self.mix_panel.set_layers(result.layers, result.layer_groups)
+        self.tabs.setTabVisible(self.MIX, result.layers > 1)
         sp.set_temperature_option(result.temperature)
         # Decodes are ODE runs (DDIM): steps and refinements to set, no raw dimensions.
         self.diffusion_settings.show_for(result.ode, result.steps, result.refine)
@@ -318,11 +328,15 @@ class LatentWorkspace(QWidget):
         if self._kept_on_load is not None:  # a project's tray replaces the one shown
             self.tray.clear_items()
             for item in self._kept_on_load:  # a latent of another size means nothing here
-                if np.asarray(item.z).size == result.dim:
-                    self.tray.add(item)
+                z = np.asarray(item.z, np.float32).reshape(-1)
+                if result.layers > 1 and z.size == result.layer_dim:
+                    z = np.tile(z, result.layers)  # kept before the space was layered
+                if z.size == result.dim:
+                    self.tray.add(replace(item, z=z))
             self._kept_on_load = None
         self.interpolate_panel.set_frames(None)
         self.encode_panel.set_method(result.can_encode, result.encoder)
+        self.encode_panel.set_layered(result.layers > 1)
         self._set_origin(result.z, f"Seed {result.seed}")
         self._set_enabled(True)
         if is_live(result.path):
@@ -452,6 +466,22 @@ class LatentWorkspace(QWidget):
         self._show_directions(self.loaded.raw if raw else self._pca)
         self._request_decode()
 
+    def _on_group_changed(self, _index: int) -> None:
+        """The sliders now move one layer group (or all): the edit stays, sliders at 0."""
+        loaded = self.loaded
+        if loaded is None:
+            return
+        group = self.slider_panel.group_index()
+        mask = None
+        if group is not None:
+            mask = layer_mask(loaded.layer_groups, loaded.layers, loaded.layer_dim, group)
+        self.edit.set_group(mask)
+        self._show_zeroed_directions()
+
+    def _show_zeroed_directions(self) -> None:
+        rows = self.slider_panel.rows
+        rows.set_values(np.zeros(len(rows.sliders)))  # emits once: one decode (same picture)
+
     def _on_class_changed(self, index: int) -> None:
         if self.loaded is not None and index >= 0:
             self._submit("Class", tasks.set_label(index), lambda _: self._request_decode())
@@ -524,3 +554,10 @@ class LatentWorkspace(QWidget):
             self._request_decode()  # the same noise, decoded with the new steps
 
         self._submit("DDIM settings", set_diffusion(steps, refine), done)
+
+
+def _latent_size(loaded: tasks.Loaded) -> str:
+    """“128-number latent”, or for a layered one “8 layers x 128-number latent”."""
+    if loaded.layers > 1:
+        return f"{loaded.layers} layers × {loaded.layer_dim:,}-number latent"
+    return f"{loaded.dim:,}-number latent"
