@@ -246,7 +246,7 @@ def test_make_a_slider_adds_a_named_slider_saved_with_the_run(qtbot, workspace, 
     panel.name_edit.setText("bright")
     assert panel.fit_button.isEnabled()
     qtbot.mouseClick(panel.fit_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: ws.named_slider_names() == ["bright"], timeout=10_000)
+    qtbot.waitUntil(lambda: ws.named_slider_names() == ["bright"], timeout=30_000)
     assert "accuracy" in panel.result_label.text()
     saved = json.loads((run / "latent" / "sliders.json").read_text())
     assert [s["name"] for s in saved["sliders"]] == ["bright"]
@@ -445,7 +445,7 @@ def test_screenshot(qtbot, app_settings, tmp_path) -> None:
             panel.tiles[i].set_mark(-1)
         panel.name_edit.setText("bright")
         ws.fit_slider()
-        qtbot.waitUntil(lambda: ws.named_slider_names() == ["bright"], timeout=10_000)
+        qtbot.waitUntil(lambda: ws.named_slider_names() == ["bright"], timeout=30_000)
         for slider, value in zip(ws.slider_panel.sliders, (120, -80, 60)):
             slider.setValue(value)
         ws.slider_panel.named_rows.sliders[0].setValue(90)
