@@ -33,10 +33,12 @@ from studio.engine.distributed import Distributed
 from studio.engine.monitor import Monitor
 from studio.engine.monitor import save_png as save_png  # re-exported: it was defined here
 from studio.engine.pairs import PairedImages, load_pairs, scan_pairs
+from studio.engine.run_model import load_run_model as _registers_base_loader  # noqa: F401
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.schedule import StepRunner
 from studio.engine.speed import apply_speed, release_freed_memory
 from studio.models.base import Capability, GenerativeModel
+from studio.models.base_runs import verify_base_records
 from studio.models.registry import get_family
 
 
@@ -214,7 +216,8 @@ def _train(
             config, lambda c: data.build(c, device, previous), device, distributed.enabled
         )
     model = data.build(config, device, previous)
-    if resuming:
+    if resuming:  # the runs it builds on are those it was made from
+        verify_base_records(model, run.read_config().get("base_runs"), str(run.config_path))
         start_step, trainer_state = yield from _resume(run, model, data.dataset, distributed)
     else:
         start_step, trainer_state = 0, {}
@@ -326,6 +329,7 @@ def _start_folder(
             "family": config.family,
             "train": config.to_dict(),
             "model": model.config.to_dict(),
+            **({"base_runs": model.base_records} if model.base_records else {}),
             "dataset": {
                 "path": str(config.data),
                 "fingerprint": dataset.fingerprint,
@@ -437,6 +441,11 @@ class _Trainer:
             yield Progress("load", message=line)
         for line in self.model.training_notes():  # what the family chose from the data
             yield Progress("load", message=line)
+        was_training = self.model.training
+        self.model.eval()
+        if self.images.compute_features(self.model.training_features):  # once, not per step
+            yield Progress("load", message="Computed the training images' features once.")
+        self.model.train(was_training)
         yield Progress(
             "train",
             step,
