@@ -69,6 +69,21 @@ def test_the_output_at_each_position_sees_only_the_codes_before_it(arch):
             assert seen[:i].sum() > 0  # and it does see what came before
 
 
+@pytest.mark.parametrize("arch", ["pixelcnn", "gpt"])
+def test_drawing_one_position_at_a_time_gives_the_full_pass_logits(arch):
+    model = prior(arch, num_classes=2, layers=1 if arch == "pixelcnn" else 2).eval()
+    codes = torch.randint(
+        0, model.codes, (3, model.length), generator=torch.Generator().manual_seed(0)
+    )
+    labels = torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        full = model.logits(codes, labels)
+        state = model.net.begin()
+        for i in range(model.length):
+            step = model.net.next_logits(state, codes, i, labels)
+            assert torch.allclose(step, full[:, i], atol=1e-5), i
+
+
 # -- sampling knobs --------------------------------------------------------------------------------
 
 

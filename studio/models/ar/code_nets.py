@@ -15,6 +15,8 @@ causality with gradients: the output at i has no gradient from inputs at positio
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -28,6 +30,7 @@ class CodePixelCNN(nn.Module):
     ) -> None:
         super().__init__()
         self.side = side
+        self.kernel = kernel
         self.embed = nn.Embedding(codes, width)
         self.net = GatedPixelCNN(width, width, layers, kernel, codes, classes)
 
@@ -38,6 +41,31 @@ class CodePixelCNN(nn.Module):
 
     def forward(self, codes: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.forward_embedded(self.embed(codes), labels)
+
+    # -- one position at a time (sampling) -------------------------------------------------
+    def begin(self) -> dict[str, Any]:
+        return {"row": -1, "features": []}
+
+    def next_logits(
+        self, state: dict[str, Any], codes: Tensor, i: int, labels: Tensor | None
+    ) -> Tensor:
+        """The logits at position ``i`` (B x K) from the codes before it, as ``forward``
+        gives them, for a fraction of the work: the vertical stack once per row, on the rows
+        that reach it, then the horizontal stack on the positions left of ``i`` that reach
+        it (the PixelCNN family's row and crop trick)."""
+        b = len(codes)
+        row, col = divmod(i, self.side)
+        reach = len(self.net.layers) * (self.kernel // 2)
+        top = max(0, row - reach)
+        grid = self.embed(codes[:, top * self.side : (row + 1) * self.side])
+        grid = grid.view(b, row + 1 - top, self.side, -1).permute(0, 3, 1, 2)
+        if state["row"] != row:  # rows above are final: their features hold for the row
+            state["row"] = row
+            state["features"] = [vf[:, :, -1:] for vf in self.net.vertical(grid, labels)]
+        left = max(0, col - reach)
+        crop = [f[..., left : col + 1] for f in state["features"]]
+        out = self.net.horizontal(grid[:, :, -1:, left : col + 1], crop, labels)
+        return out[:, :, 0, col - left]
 
 
 class _Block(nn.Module):
@@ -61,6 +89,19 @@ class _Block(nn.Module):
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout_p=drop, is_causal=True
         )
         x = x + self.proj(att.transpose(1, 2).reshape(b, length, d))
+        return x + self.mlp(self.norm2(x))
+
+    def step(self, x: Tensor, cache: list[Tensor]) -> Tensor:
+        """One new position (``x``: B x 1 x D) attending to itself and the keys and values
+        of the positions before it, which ``cache`` keeps ([] at the start)."""
+        b, _, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, 1, 3, self.heads, d // self.heads).unbind(2)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
+        if cache:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        cache[:] = [k, v]
+        att = F.scaled_dot_product_attention(q.transpose(1, 2), k, v)
+        x = x + self.proj(att.transpose(1, 2).reshape(b, 1, d))
         return x + self.mlp(self.norm2(x))
 
 
@@ -92,6 +133,27 @@ class CodeGPT(nn.Module):
 
     def forward(self, codes: Tensor, labels: Tensor | None = None) -> Tensor:
         return self.forward_embedded(self.embed(codes), labels)
+
+    # -- one position at a time (sampling) -------------------------------------------------
+    def begin(self) -> dict[str, Any]:
+        return {"caches": [[] for _ in self.blocks]}
+
+    def next_logits(
+        self, state: dict[str, Any], codes: Tensor, i: int, labels: Tensor | None
+    ) -> Tensor:
+        """The logits at position ``i`` (B x K), as ``forward`` gives them, from one new
+        token and the keys and values of the ones before it (a KV cache): call it for
+        i = 0, 1, 2, ... in order."""
+        b = len(codes)
+        if i == 0:
+            token = labels if (self.classes and labels is not None) else codes.new_zeros(b)
+            x = self.start(token)[:, None]
+        else:
+            x = self.embed(codes[:, i - 1 : i])
+        x = x + self.position[:, i : i + 1]
+        for block, cache in zip(self.blocks, state["caches"]):
+            x = block.step(x, cache)
+        return self.head(self.norm(x))[:, 0]
 
 
 # -- drawing one code ---------------------------------------------------------------------------

@@ -276,10 +276,11 @@ class VQPrior(GenerativeModel):
         labels = self._labels(n, conditions.get("label"))
         u = torch.rand(self.length, n, generator=generator)  # up front, on the CPU
         codes = torch.zeros(n, self.length, dtype=torch.long, device=self.device)
+        state = self.net.begin()  # what the positions drawn so far leave for the next ones
         for row in range(self.side):
             with eval_mode(self), torch.no_grad():  # not held across the yield
                 for i in range(row * self.side, (row + 1) * self.side):
-                    logits = self.logits(codes, labels)[:, i]
+                    logits = self.net.next_logits(state, codes, i, labels).float()
                     codes[:, i] = draw(filter_logits(logits, t, k, p), u[i])
                 preview = self._preview(codes, (row + 1) * self.side)
             yield SampleStep(row + 1, self.side, preview)
