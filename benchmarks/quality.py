@@ -98,8 +98,9 @@ PLANS: dict[str, Plan] = {
     "ebm.rbm": Plan(32, {}, "CD-1, 256 hidden units, grey binarised images"),
     "ar.vq_prior": Plan(
         32,
-        {"architecture": "pixelcnn"},
-        "gated PixelCNN over the codes of the VQ-VAE row's run (trained first, same budget)",
+        {"architecture": "pixelcnn", "width": 32},
+        "gated PixelCNN, width 32 (default 64), over the codes of the VQ-VAE row's run "
+        "(trained first, same budget)",
         base="vae.vqvae",
     ),
     "hybrid.vaegan": Plan(32, {}, "Adam 2e-4, gamma and KL weight at their defaults"),
