@@ -279,3 +279,39 @@ def test_the_command_line_trains_on_a_base_run(data_dir, tmp_path, capsys):
     assert main(["sample", "--run", str(out), "-n", "2", "--out", str(tmp_path / "s.png"),
                  "--with", "top_k=4", "--seed", "1"]) == 0  # fmt: skip
     assert (tmp_path / "s.png").is_file()
+
+
+def test_inpainting_redraws_the_masked_codes_and_says_how_later_codes_count():
+    from studio.models.capabilities import InpaintSettings
+
+    model = prior("gpt", num_classes=2).eval()
+    x0 = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    hole = torch.zeros(1, 1, 16, 16)
+    hole[..., 5:9, 4:7] = 1  # touches code cells rows 2-4, columns 2-3 (2 px cells)
+    known = model.encode_codes(x0)
+    for preset, passes in [("fast", 1), ("quality", 3)]:
+        settings = InpaintSettings(preset=preset)
+        steps = list(
+            model.inpaint_iter(x0, hole, 2, torch.Generator().manual_seed(1), settings, None, None)
+        )
+        assert steps[-1].step == steps[-1].total == 6 * passes
+        described = model.inpaint_describe(settings)
+        assert "after the mask" in described and ("re-sampling" in described)
+    decoded = []  # the code grids inpainting decodes
+    decode = model.decode_codes
+    model.decode_codes = lambda codes: decode(decoded.append(codes.clone()) or codes)
+    gen = model.inpaint_iter(x0, hole, 2, torch.Generator().manual_seed(1), settings, None, None)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            images = done.value
+            break
+    assert images.shape == (2, 3, 16, 16)
+    final = decoded[-1].view(2, model.side, model.side)
+    outside = torch.ones(model.side, model.side, dtype=torch.bool)
+    outside[2:5, 2:4] = False
+    assert torch.equal(final[:, outside], known.view(model.side, model.side)[outside].expand(2, -1))
+    assert not torch.equal(
+        final[:, ~outside], known.view(model.side, model.side)[~outside].expand(2, -1)
+    )
