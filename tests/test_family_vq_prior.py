@@ -315,3 +315,21 @@ def test_inpainting_redraws_the_masked_codes_and_says_how_later_codes_count():
     assert not torch.equal(
         final[:, ~outside], known.view(model.side, model.side)[~outside].expand(2, -1)
     )
+
+
+def test_a_damaged_or_linked_base_run(tmp_path):
+    base = tmp_path / "vq"
+    shutil.copytree(tiny_vqvae_run(), base)
+    link = tmp_path / "link"
+    link.symlink_to(base, target_is_directory=True)
+    linked = prior(base=link)
+    assert linked.base_records["base_run"]["path"] == str(base.resolve())  # where it really is
+    assert linked.config.base_run == str(base.resolve())
+    weights = base / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated: the checkpoint still holds it
+    from_checkpoint = prior(base=base)
+    assert from_checkpoint.base_records == linked.base_records  # the same weights, same hash
+    shutil.rmtree(base / "state")
+    with pytest.raises(BaseRunError, match="cannot be opened") as err:
+        prior(base=base)
+    assert str(base) in str(err.value)

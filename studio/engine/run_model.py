@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from studio.core.errors import BaseRunError, CheckpointError
 from studio.core.schema import RunRequirement
@@ -39,8 +40,8 @@ def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> G
             return model
         except BaseRunError:
             raise  # the base run is gone or changed: a checkpoint would not help
-        except (OSError, ValueError, RuntimeError, KeyError) as err:
-            fallback_reason = str(err)
+        except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
+            fallback_reason = str(err)  # a damaged model/: the newest checkpoint may do
     else:
         fallback_reason = "no saved model"
     latest = ckpt.latest_checkpoint(run.state_dir)
@@ -87,7 +88,7 @@ def load_base_run(path: Path, requires: RunRequirement, label: str) -> Generativ
         return load_run_model(path, "cpu")
     except BaseRunError:
         raise
-    except (CheckpointError, OSError, ValueError, RuntimeError, KeyError) as err:
+    except (CheckpointError, OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
         raise BaseRunError(f"The base run {path} ('{label}') cannot be opened: {err}") from None
     finally:
         _depth[0] -= 1
