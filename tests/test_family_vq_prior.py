@@ -333,3 +333,24 @@ def test_a_damaged_or_linked_base_run(tmp_path):
     with pytest.raises(BaseRunError, match="cannot be opened") as err:
         prior(base=base)
     assert str(base) in str(err.value)
+
+
+def test_a_resumed_gpt_prior_with_dropout_continues_bit_identically(data_dir, tmp_path):
+    model = {**TINY_MODELS["ar.vq_prior"], "architecture": "gpt", "dropout": 0.1}
+    cfg = tiny_train_config("ar.vq_prior", data_dir, model, steps=6, checkpoint_every=3)
+    assert run_sync(train_job(tmp_path / "whole", CancelToken(), cfg)).ok
+    token = CancelToken()
+
+    def stop_at_3(p):
+        if p.stage == "train" and p.step >= 3:
+            token.stop()
+
+    assert run_sync(train_job(tmp_path / "split", token, cfg), token, stop_at_3).ok
+    assert run_sync(train_job(tmp_path / "split", CancelToken(), steps=6)).ok
+
+    def losses(run):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["bits_per_code"] for line in lines if "bits_per_code" in line]
+
+    assert losses(tmp_path / "whole") == losses(tmp_path / "split")
+    assert len(losses(tmp_path / "whole")) == 6

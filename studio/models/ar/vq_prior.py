@@ -46,6 +46,7 @@ from studio.models.capabilities import (
     ScoreBatch,
 )
 from studio.models.configs import learning_rate, lr_warmup, network_width
+from studio.models.diffusion.ddpm import step_rng  # dropout replays exactly on resume
 
 BASE = "base_run"
 TOP_K = SamplingOption(
@@ -229,7 +230,9 @@ class VQPrior(GenerativeModel):
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         codes = batch.features if batch.features is not None else self.encode_codes(batch.images)
         codes = codes.to(self.device).long().flatten(1)
-        with ctx.autocast():  # teacher forcing: every position predicted in one pass
+        dropout = self.config.architecture == "gpt" and self.config.dropout > 0
+        # teacher forcing: every position predicted in one pass; dropout masks from the step
+        with ctx.autocast(), step_rng(ctx, codes.device, enabled=dropout):
             out = self.net(codes, batch.labels if self.classes else None)
         nats = F.cross_entropy(out.float().flatten(0, 1), codes.flatten())
         bits = nats / LN2
