@@ -50,7 +50,7 @@ from studio.engine.metrics import FeatureExtractor, evaluate_samples, get_featur
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.sample import load_run_model, sample_job
 from studio.engine.train import prepare_dataset, save_png, train_job
-from studio.models.base import Capability, GenerativeModel
+from studio.models.base import Capability, GenerativeModel, images_to_uint8
 from studio.models.registry import family_keys, get_family
 
 RESOLUTION = 32
@@ -67,6 +67,10 @@ class Plan:
     batch_size: int = 64
     model: dict[str, Any] = field(default_factory=dict)
     why: str = "family defaults"
+    # A family that builds on another run (a run setting): the base family, trained first
+    # with its own plan and budget (once per invocation), and the setting it goes into.
+    base: str = ""
+    base_setting: str = "base_run"
 
 
 # Chosen so every family gets the same number of optimizer steps at batch 32 and a similar
@@ -94,6 +98,13 @@ PLANS: dict[str, Plan] = {
         "width 32 (default 64), 6 layers (default 8): sampling is pixel by pixel",
     ),
     "ebm.rbm": Plan(32, {}, "CD-1, 256 hidden units, grey binarised images"),
+    "ar.vq_prior": Plan(
+        32,
+        {"architecture": "pixelcnn", "width": 32},
+        "gated PixelCNN, width 32 (default 64), over the codes of the VQ-VAE row's run "
+        "(trained first, same budget)",
+        base="vae.vqvae",
+    ),
     "hybrid.vaegan": Plan(32, {}, "Adam 2e-4, gamma and KL weight at their defaults"),
     "diffusion.ddpm": Plan(
         32,
@@ -197,6 +208,13 @@ def run_family(
         )
     overrides, dropped = _model_overrides(key, plan, args.steps)
     row: dict[str, Any] = {"family": key, "batch_size": plan.batch_size, "model": overrides}
+    base_run = None
+    if plan.base:
+        base_run = _base_run(plan.base, args, dataset, data_path, split, extractor)
+        if base_run is None:
+            row["error"] = f"its base run ({plan.base}) failed"
+            return row
+        overrides = {**overrides, plan.base_setting: str(base_run)}
     row["settings"] = plan.why + (f" (not applied: {', '.join(dropped)})" if dropped else "")
     run = args.out / "runs" / key
     if RunFolder(run).exists():  # this benchmark's own earlier run: start again
@@ -250,7 +268,46 @@ def run_family(
         samples, dataset.images[train_idx], dataset.images[held_idx], extractor, seed=SEED
     )
     row["quality"] = report.to_dict()
+    if base_run is not None and hasattr(model, "vq"):  # the VQ-VAE prior: against chance codes
+        uniform = uniform_code_samples(load_run_model(base_run, device), args.samples)
+        save_png(grid_path.with_name(f"{key}-uniform-codes.png"), make_grid(uniform[:64]))
+        row["uniform_codes_quality"] = evaluate_samples(
+            uniform, dataset.images[train_idx], dataset.images[held_idx], extractor, seed=SEED
+        ).to_dict()
     return row
+
+
+def _base_run(
+    key: str,
+    args: argparse.Namespace,
+    dataset: ImageDataset,
+    data_path: Path,
+    split: tuple[np.ndarray, np.ndarray],
+    extractor: FeatureExtractor,
+) -> Path | None:
+    """The base family's run of this invocation: the one its own row trained, else trained
+    now (and reported as a row of its own)."""
+    run = args.out / "runs" / key
+    done = getattr(args, "trained", {})
+    if key not in done:
+        print(f"{key}: training {args.steps} steps (the base of a later family)", flush=True)
+        row = run_family(key, args, dataset, data_path, split, extractor)
+        done[key] = row
+        args.trained = done
+        args.extra_rows = [*getattr(args, "extra_rows", []), row]
+    return None if "error" in done[key] else run
+
+
+@torch.no_grad()
+def uniform_code_samples(vq: GenerativeModel, n: int) -> np.ndarray:
+    """A VQ-VAE's decoder on code grids drawn uniformly from its codebook (seed SEED)."""
+    c = vq.config
+    side = c.resolution // c.downsample  # type: ignore[attr-defined]
+    codes = torch.randint(
+        0, int(vq.codebook.shape[0]), (n, side, side), generator=cpu_generator(SEED)
+    )
+    images = torch.cat([vq.decode(codes[i : i + 64]).cpu() for i in range(0, n, 64)])  # type: ignore[operator]
+    return images_to_uint8(images).numpy()
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -309,6 +366,13 @@ def render_markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"{r['samples_per_s']:.1f} | {q['fd']:.2f} | {kid} | {q['precision']:.2f} | "
             f"{q['recall']:.2f} | {memo} | {r['train_s'] / 60:.1f} min |"
         )
+        if "uniform_codes_quality" in r:
+            u = r["uniform_codes_quality"]
+            lines.append(
+                f"| ({r['family']}'s VQ-VAE on uniform random codes) | – | – | – | "
+                f"{u['fd']:.2f} | {u['kid_mean']:.3f} ± {u['kid_std']:.3f} | "
+                f"{u['precision']:.2f} | {u['recall']:.2f} | – | – |"
+            )
     lines += [
         "",
         "How to read it: FD and KID measure the distance between the sample and held-out "
@@ -427,9 +491,16 @@ def main(argv: list[str] | None = None) -> int:
         "extractor_steps": args.extractor_steps,
     }
     rows: list[dict[str, Any]] = []
+    args.trained = {}
     for key in args.keys:
+        if key in args.trained:  # already trained as another family's base
+            continue
         print(f"{key}: training {args.steps} steps", flush=True)
-        rows.append(run_family(key, args, dataset, data_path, split, extractor))
+        args.extra_rows = []
+        row = run_family(key, args, dataset, data_path, split, extractor)
+        rows.extend(args.extra_rows)  # base runs trained for it first
+        rows.append(row)
+        args.trained[key] = row
         print(f"  [{key}] {json.dumps(rows[-1], default=str)}", flush=True)
         write_json(args.out / "results.json", {"meta": meta, "rows": rows})  # after each family
     meta["total_s"] = time.perf_counter() - started

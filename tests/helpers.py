@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,52 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     "ar.pixelcnn": {"width": 8, "layers": 2, "mixtures": 2, "warmup_steps": 0},
     "ebm.rbm": {"hidden": 16},
 }
+
+
+class _WithTinyBaseRun(Mapping[str, Any]):
+    """Tiny settings whose ``base_run`` is a tiny VQ-VAE run, trained (two steps, 16 px) the
+    first time the settings are read and kept for the test process."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._settings = settings
+        self._full: dict[str, Any] | None = None
+
+    def _resolve(self) -> dict[str, Any]:
+        if self._full is None:
+            self._full = {**self._settings, "base_run": str(tiny_vqvae_run())}
+        return self._full
+
+    def __getitem__(self, key: str) -> Any:
+        return self._resolve()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolve())
+
+    def __len__(self) -> int:
+        return len(self._resolve())
+
+
+_TINY_VQVAE: list[Path] = []
+
+
+def tiny_vqvae_run() -> Path:
+    """A tiny VQ-VAE run (16 px, the contract's settings), trained once per test process
+    under a temporary folder removed at exit."""
+    if not _TINY_VQVAE:
+        import atexit
+        import shutil
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix="studio-tiny-vqvae-"))
+        atexit.register(shutil.rmtree, root, True)
+        data = make_tiny_dataset(root / "data", n=16, size=16, classes=2)
+        _TINY_VQVAE.append(train_tiny_run(root / "vqvae", "vae.vqvae", data))
+    return _TINY_VQVAE[0]
+
+
+TINY_MODELS["ar.vq_prior"] = _WithTinyBaseRun(  # type: ignore[assignment]
+    {"width": 8, "layers": 2, "heads": 2, "warmup_steps": 0}
+)
 
 
 def tiny_model(key: str, resolution: int = 16) -> Any:

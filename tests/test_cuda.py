@@ -228,3 +228,19 @@ def test_lean_unet_blocks_train_on_the_gpu(data_dir, tmp_path, channels_last):
     assert "lean UNet blocks" in speed
     assert finite(records)
     assert (tmp_path / "run" / "model").is_dir()
+
+
+@pytest.mark.parametrize("arch", ["pixelcnn", "gpt"])
+def test_vq_prior_trains_on_the_gpu_with_its_base_on_the_gpu_and_samples(tmp_path, data_dir, arch):
+    """The frozen VQ-VAE follows the prior to the GPU; its codes are computed there once."""
+    from studio.engine.sample import load_run_model, sample_job
+
+    model = {**TINY_MODELS["ar.vq_prior"], "architecture": arch}
+    _messages, records = train(tmp_path, "ar.vq_prior", data_dir, model=model)
+    assert all(math.isfinite(r["bits_per_code"]) for r in records if "bits_per_code" in r)
+    prior = load_run_model(tmp_path / "run", CUDA)
+    assert prior.vq.device.type == "cuda" and not any(
+        p.requires_grad for p in prior.vq.parameters()
+    )
+    out = run_sync(sample_job(tmp_path / "run", 4, seed=1, model=prior, top_k=4, top_p=0.9))
+    assert out.ok and out.result.shape == (4, 16, 16, 3)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
-from helpers import make_tiny_dataset, tiny_pattern, train_tiny_run
+from helpers import TINY_MODELS, make_tiny_dataset, tiny_pattern, train_tiny_run
 from PIL import Image
 
 from studio.cli.inpaint import add_parser, cmd_inpaint, output_paths
@@ -64,6 +64,7 @@ TINY: dict[str, dict] = {
     "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
     "ar.pixelcnn": {"width": 8, "layers": 2, "mixtures": 2},
     "ebm.rbm": {"hidden": 16},
+    "ar.vq_prior": TINY_MODELS["ar.vq_prior"],  # on the helpers' tiny VQ-VAE run
 }
 
 

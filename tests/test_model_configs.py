@@ -37,6 +37,7 @@ SAVED = {
     'i2i.pix2pix': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'width': 64, 'lr_g': 0.0002, 'lr_d': 0.0002, 'beta1': 0.5, 'beta2': 0.999, 'l1_weight': 100.0, 'gan_loss': 'vanilla', 'norm': 'batch', 'dropout': 0.5, 'd_layers': 3, 'jitter': True},
     'i2i.cyclegan': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'width': 64, 'blocks': 6, 'lr_g': 0.0002, 'lr_d': 0.0002, 'beta1': 0.5, 'beta2': 0.999, 'cycle_weight': 10.0, 'identity_weight': 5.0, 'pool_size': 50, 'lr_decay': True, 'd_layers': 3, 'dropout': 0.0},
     'ar.pixelcnn': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'width': 64, 'layers': 8, 'kernel': 3, 'mixtures': 5, 'class_conditional': True, 'lr': 0.001, 'warmup_steps': 100, 'max_grad_norm': 10.0},
+    'ar.vq_prior': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'base_run': '', 'architecture': 'pixelcnn', 'width': 64, 'layers': 6, 'kernel': 3, 'heads': 4, 'dropout': 0.0, 'class_conditional': True, 'lr': 0.0005, 'warmup_steps': 100, 'max_grad_norm': 1.0},
     'ebm.rbm': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'hidden': 256, 'training': 'cd', 'cd_steps': 1, 'max_side': 32, 'threshold': 0.5, 'lr': 0.001, 'weight_decay': 0.0001},
 }
 # Settings added after the configs above were saved (issue 17: the GANs' augmentation), with

@@ -17,3 +17,8 @@ class CheckpointError(StudioError):
 
 class NonFiniteLoss(StudioError):
     """Training produced NaN or Inf; the last good checkpoint is kept."""
+
+
+class BaseRunError(StudioError):
+    """A run this one builds on (a base run setting) is missing, of the wrong family, or its
+    weights changed since this run was made."""

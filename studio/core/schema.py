@@ -108,6 +108,49 @@ def setting(
     return field(default=default, metadata=meta)
 
 
+@dataclass(frozen=True)
+class RunRequirement:
+    """What a run setting (:func:`run_setting`) accepts: a run folder of one of ``families``
+    (keys; empty = any family) whose family has every flag of ``capabilities``. The family
+    declaring the setting names its own base families; the engine and the window read this
+    as data."""
+
+    families: tuple[str, ...] = ()
+    capabilities: Capability = Capability.NONE
+    what: str = "run"  # in messages and the form: "a VQ-VAE run"
+
+    def accepts(self, key: str, capabilities: Capability) -> bool:
+        if self.families and key not in self.families:
+            return False
+        return (capabilities & self.capabilities) == self.capabilities
+
+
+def run_setting(*, label: str, requires: RunRequirement, help: str = "", main: bool = True) -> Any:
+    """A setting that holds the folder of another run this one builds on (a base run: the
+    VQ-VAE under a prior over its codes). ``""`` = not chosen yet. The engine loads that run's
+    weights frozen and records its path and a hash of its weights in the new run; the Train
+    form offers the existing runs ``requires`` accepts; ``studio train --set NAME=PATH``."""
+    meta = {
+        "label": label,
+        "help": help,
+        "minimum": None,
+        "maximum": None,
+        "choices": None,
+        "main": main,
+        "run": requires,
+    }
+    return field(default="", metadata=meta)
+
+
+def run_settings(config_cls: type) -> dict[str, RunRequirement]:
+    """The run settings (:func:`run_setting`) of a config dataclass, by field name."""
+    return {
+        f.name: f.metadata["run"]
+        for f in dataclasses.fields(config_cls)
+        if isinstance(f.metadata.get("run"), RunRequirement)
+    }
+
+
 @dataclass
 class ModelConfig:
     """Fields every family shares. ``resolution`` and ``num_classes`` come from the dataset."""

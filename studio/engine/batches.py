@@ -62,6 +62,31 @@ class DeviceImages:
         self.flip = flip
         self._perm_epoch = -1
         self._perm = torch.empty(0, dtype=torch.long)
+        self.features: torch.Tensor | None = None  # per image, from the family, once
+        self.flipped_features: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def compute_features(
+        self, fn: Callable[[torch.Tensor], torch.Tensor | None], chunk: int = 256
+    ) -> bool:
+        """Run ``fn`` (a family's ``training_features``) once over every training image, and
+        over every flipped one when batches flip; batches then carry the rows of their
+        images (``Batch.features``). False when ``fn`` computes nothing."""
+        if self.sources is not None:  # paired runs: not offered
+            return False
+        every = torch.arange(self.n, device=self.data.device)
+        outs, flipped = [], []
+        for start in range(0, self.n, chunk):
+            x = self._floats(self.data, every[start : start + chunk])
+            out = fn(x)
+            if out is None:
+                return False
+            outs.append(out.detach())
+            if self.flip:
+                flipped.append(fn(x.flip(3)).detach())  # type: ignore[union-attr]
+        self.features = torch.cat(outs)
+        self.flipped_features = torch.cat(flipped) if self.flip else None
+        return True
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
@@ -87,16 +112,21 @@ class DeviceImages:
             sources, x = self._augment_pairs(self._floats(self.sources, idx), x, generator)
         else:
             sources = None
+        features = None if self.features is None else self.features.index_select(0, idx)
         if self.flip and sources is None:
             mask = torch.rand(len(idx), generator=generator, device=generator.device) < 0.5
             x = torch.where(mask.to(x.device)[:, None, None, None], x.flip(3), x)
+            if features is not None and self.flipped_features is not None:
+                flipped = self.flipped_features.index_select(0, idx)
+                m = mask.to(features.device).view(-1, *([1] * (features.dim() - 1)))
+                features = torch.where(m, flipped, features)
         labels = None
         if self.labels is not None:
             labels = self.labels.index_select(0, idx).to(self.device, non_blocking=True)
         captions = None
         if self.captions is not None:  # strings live on the host: one small copy of idx
             captions = tuple(self.captions[i] for i in idx.tolist())
-        return Batch(images=x, labels=labels, captions=captions, sources=sources)
+        return Batch(images=x, labels=labels, captions=captions, sources=sources, features=features)
 
     def _floats(self, data: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         x = data.index_select(0, idx)
@@ -147,6 +177,10 @@ class UnpairedBatches:
         self.n = self.b.n
         self.data = self.b.data
         self.device = device
+
+    def compute_features(self, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> bool:
+        """Per-image features are not offered for two collections (as for pairs)."""
+        return False
 
     def batch(
         self,

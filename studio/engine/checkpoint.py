@@ -158,6 +158,7 @@ def save_checkpoint(
             "step": step,
             "family": model.info.key,
             "model_config": model.config.to_dict(),
+            "base_runs": model.base_records,
             "optimizers": opt_meta,
             "extra": model.extra_state(),
             "trainer": trainer_state,

@@ -9,53 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from studio.core.errors import CheckpointError, StudioError
+from studio.core.errors import StudioError
 from studio.core.imaging import make_grid
 from studio.core.jobs import Progress
-from studio.engine import checkpoint as ckpt
 from studio.engine.device import cpu_generator, resolve_device
-from studio.engine.finite import check_finite
-from studio.engine.runs import RunFolder
-from studio.models.base import MODEL_CONFIG, Capability, GenerativeModel, images_to_uint8
-from studio.models.registry import get_family, load_model
-
-
-def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> GenerativeModel:
-    """The run's latest saved model (``model/``), or its newest complete checkpoint."""
-    run = RunFolder(run_dir)
-    if not run.path.is_dir():
-        raise CheckpointError(f"There is no run folder at {run.path}.")
-    if (run.model_dir / MODEL_CONFIG).is_file():
-        try:
-            model = load_model(run.model_dir, device=device)
-            model.eval()
-            _check_finite(model, run.path, "model/")
-            return model
-        except (OSError, ValueError, RuntimeError, KeyError) as err:
-            fallback_reason = str(err)
-    else:
-        fallback_reason = "no saved model"
-    latest = ckpt.latest_checkpoint(run.state_dir)
-    if latest is None:
-        raise CheckpointError(
-            f"The run at {run.path} has no usable weights yet ({fallback_reason})."
-        )
-    meta = ckpt.read_trainer_state(latest)
-    family = get_family(meta["family"])
-    model = family(family.Config.from_dict(meta["model_config"])).to(device)
-    ckpt.load_checkpoint(latest, model, restore_rng=False)
-    model.eval()
-    _check_finite(model, run.path, f"state/{latest.name}/")
-    return model
-
-
-def _check_finite(model: GenerativeModel, run: Path, where: str) -> None:
-    """Refuse weights holding a NaN or an infinity: they sample a black grid."""
-    check_finite(
-        {"": model},
-        f"The run {run.name} ({where})",
-        "train it again, or resume it from a checkpoint saved before the values broke.",
-    )
+from studio.engine.run_model import load_run_model as load_run_model  # re-exported
+from studio.models.base import Capability, GenerativeModel, images_to_uint8
 
 
 def sample_job(

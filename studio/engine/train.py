@@ -40,10 +40,12 @@ from studio.engine.run_data import (  # noqa: F401 - prepare_dataset, is_paired:
     read_data,
     two_folder_record,
 )
+from studio.engine.run_model import load_run_model as _registers_base_loader  # noqa: F401
 from studio.engine.runs import RunFolder, TrainConfig
 from studio.engine.schedule import StepRunner
 from studio.engine.speed import apply_speed, release_freed_memory
 from studio.models.base import Capability, GenerativeModel
+from studio.models.base_runs import verify_base_records
 from studio.models.registry import get_family
 
 
@@ -183,7 +185,8 @@ def _train(
             config, lambda c: _build(data, c, device, previous), device, distributed.enabled
         )
     model = _build(data, config, device, previous)
-    if resuming:
+    if resuming:  # the runs it builds on are those it was made from
+        verify_base_records(model, run.read_config().get("base_runs"), str(run.config_path))
         start_step, trainer_state = yield from _resume(run, model, data.dataset, distributed)
     else:
         start_step, trainer_state = 0, {}
@@ -247,6 +250,7 @@ def _start_folder(
             "family": config.family,
             "train": config.to_dict(),
             "model": model.config.to_dict(),
+            **({"base_runs": model.base_records} if model.base_records else {}),
             "dataset": {
                 "path": str(config.data),
                 "fingerprint": dataset.fingerprint,
@@ -333,6 +337,11 @@ class _Trainer:
             yield Progress("load", message=line)
         for line in self.model.training_notes():  # what the family chose from the data
             yield Progress("load", message=line)
+        was_training = self.model.training
+        self.model.eval()
+        if self.images.compute_features(self.model.training_features):  # once, not per step
+            yield Progress("load", message="Computed the training images' features once.")
+        self.model.train(was_training)
         yield Progress(
             "train",
             step,

@@ -28,6 +28,7 @@ from studio.core.schema import (  # noqa: F401 - declared without torch, re-expo
     ModelConfig,
     setting,
 )
+from studio.models.base_runs import verify_base_records
 from studio.models.capabilities import (  # noqa: F401 - the contract, re-exported
     AnomalyScore,
     CodeFamily,
@@ -56,6 +57,9 @@ class Batch:
     # Paired families (Capability.PAIRED): the input images (folder A), aligned with
     # ``images`` (the targets, folder B) pixel for pixel; None for every other family.
     sources: Tensor | None = None
+    # What the family's ``training_features`` computed once from these images (codes of a
+    # frozen encoder, say), indexed and flipped with them; None when it computes none.
+    features: Tensor | None = None
 
 
 @dataclass
@@ -138,6 +142,39 @@ class GenerativeModel(nn.Module):
         self.config = config
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._base_lrs: dict[str, list[float]] = {}
+        # Runs this one builds on (studio.models.base_runs): frozen models kept outside this
+        # module's children (not trained, not in its state dict), and what identifies them.
+        self._bases: dict[str, GenerativeModel] = {}
+        self.base_records: dict[str, dict[str, str]] = {}
+
+    # -- base runs (studio.core.schema.run_setting, studio.models.base_runs) -----------------
+    def attach_bases(self, bases: dict[str, GenerativeModel]) -> None:
+        """Keep the frozen base models (called by ``base_runs.attach_base_runs``)."""
+        for base in bases.values():
+            base.to(self.device)
+        self._bases.update(bases)
+
+    def base(self, name: str) -> GenerativeModel:
+        """The frozen model of run setting ``name``."""
+        try:
+            return self._bases[name]
+        except KeyError:
+            raise RuntimeError(f"{self.info.display_name} has no base run '{name}'") from None
+
+    def _apply(self, fn: Any, recurse: bool = True) -> GenerativeModel:  # .to(), .cuda(), ...
+        super()._apply(fn, recurse)
+        for base in getattr(self, "_bases", {}).values():
+            base._apply(fn, recurse)
+        return self
+
+    def training_features(self, images: Tensor) -> Tensor | None:
+        """What the family wants computed once per training image instead of at every step
+        (``images``: a chunk of training images in [-1, 1] on the device; the trainer calls
+        it on every image and, when it flips, on every flipped image, and hands the rows of
+        a batch's images to ``train_step`` as ``batch.features``). None (the default): none.
+        """
+        del images
+        return None
 
     @classmethod
     def diagnose(cls, history: Sequence[Mapping[str, float]]) -> list[str]:
@@ -322,12 +359,15 @@ class GenerativeModel(nn.Module):
     def describe(self) -> dict[str, Any]:
         from studio import __version__
 
-        return {
+        out = {
             "family": self.info.key,
             "config": self.config.to_dict(),
             "studio_version": __version__,
             "torch_version": torch.__version__,
         }
+        if self.base_records:
+            out["base_runs"] = self.base_records
+        return out
 
     @classmethod
     def load(cls, folder: str | Path, device: torch.device | str = "cpu") -> GenerativeModel:
@@ -336,6 +376,7 @@ class GenerativeModel(nn.Module):
         folder = Path(folder)
         meta = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))
         model = cls(cls.Config.from_dict(meta["config"]))
+        verify_base_records(model, meta.get("base_runs"), str(folder / MODEL_CONFIG))
         state = load_file(str(folder / MODEL_WEIGHTS), device="cpu")
         model.load_state_dict(state)
         return model.to(device)

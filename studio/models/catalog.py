@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from studio.core.options import SAMPLERS
+from studio.core.schema import RunRequirement
 from studio.models.base import Capability, ModelConfig
 from studio.models.gan.augment import DOC as AUGMENTATION_DOC
 from studio.models.gan.growing import DOC as GROWING_DOC
@@ -48,7 +49,9 @@ def settings(key: str) -> list[SettingRow]:
         if f.name in HIDDEN:
             continue
         meta = f.metadata
-        if meta.get("choices"):
+        if isinstance(meta.get("run"), RunRequirement):
+            allowed = f"{meta['run'].what} (its folder; required)"
+        elif meta.get("choices"):
             allowed = " / ".join(str(c) for c in meta["choices"])
         elif meta.get("minimum") is not None or meta.get("maximum") is not None:
             allowed = f"{_num(meta.get('minimum'))} to {_num(meta.get('maximum'))}"

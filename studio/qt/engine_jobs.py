@@ -122,6 +122,51 @@ def describe_families() -> Factory:
 # -- datasets ----------------------------------------------------------------------------------
 
 
+def base_run_choices(requirements: dict[str, Any], also: tuple[str, ...] = ()) -> Factory:
+    """For each run setting (name -> ``RunRequirement``), the runs it accepts, newest first,
+    as (label, folder) pairs: the runs folder's runs and the runs in ``also`` (the recent
+    runs the window remembers)."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, dict[str, list[tuple[str, str]]]]:
+        from studio.core.errors import StudioError
+        from studio.core.paths import runs_dir
+        from studio.engine.checkpoint import latest_checkpoint, read_trainer_state
+        from studio.engine.runs import RunFolder, RunSummary, list_runs
+        from studio.models.registry import get_family
+
+        yield Progress("load", message="Finding runs to build on")
+        summaries = list_runs(runs_dir())
+        seen = {s.path.resolve() for s in summaries}
+        for extra in also:
+            token.check()
+            run = RunFolder(extra)
+            if not run.exists() or run.path.resolve() in seen:
+                continue
+            try:
+                cfg = run.train_config()
+                latest = latest_checkpoint(run.state_dir)
+                step = int(read_trainer_state(latest)["step"]) if latest else 0
+            except (StudioError, OSError, KeyError, TypeError, ValueError):
+                continue
+            seen.add(run.path.resolve())
+            summaries.append(RunSummary(run.path, cfg.family, step, cfg.steps, cfg.data))
+        out: dict[str, list[tuple[str, str]]] = {}
+        for name, requires in requirements.items():
+            rows = []
+            for s in summaries:
+                try:
+                    info = get_family(s.family).info
+                except KeyError:
+                    continue
+                if requires.accepts(s.family, info.capabilities):
+                    label = f"{s.path.name} ({info.display_name}, step {s.step:,})"
+                    rows.append((label, str(s.path)))
+            out[name] = rows
+        return out
+
+    return factory
+
+
 def scan(folder: str | Path, thumbnails: int = THUMBNAILS) -> Factory:
     """Check every image in ``folder``; the first ``thumbnails`` come back as thumbnails."""
 

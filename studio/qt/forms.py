@@ -2,7 +2,9 @@
 
 Each dataclass field whose metadata has a ``label`` gets a widget: a combo box for
 ``choices``, a check box for bools, spin boxes bounded by ``minimum``/``maximum``, a line edit
-for text. Fields marked ``main`` come first; the rest sit in a collapsed "More settings"
+for text, and for a run setting (``studio.core.schema.run_setting``: a run this one builds on)
+an editable list of the runs it accepts with a Browse button; the list is filled by the
+caller (``set_run_choices``), since finding runs reads files. Fields marked ``main`` come first; the rest sit in a collapsed "More settings"
 section. The form reads only the metadata, never the model, so it works for any family.
 """
 
@@ -15,21 +17,25 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 from superqt import QCollapsible
 
+from studio.core.schema import RunRequirement
 from studio.qt.wheel_guard import guard_field
 
 # Set from the dataset, never typed in.
@@ -109,6 +115,60 @@ class FloatSpinBox(QDoubleSpinBox):
             i = bisect.bisect_left(_LADDER, value * (1 - 1e-9)) + steps
         i = min(max(i, 0), len(_LADDER) - 1)
         self.setValue(min(max(_LADDER[i], self.minimum()), self.maximum()))
+
+
+class RunPicker(QWidget):
+    """A run folder for a run setting: an editable list of the runs that fit (filled by the
+    form's owner) and a Browse button. Its value is the folder's path ("" = none)."""
+
+    edited = Signal()
+
+    def __init__(self, requires: RunRequirement, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.requires = requires
+        self.combo = QComboBox()
+        self.combo.setEditable(True)
+        self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.combo.lineEdit().setPlaceholderText(f"Choose {requires.what}…")
+        self.combo.currentTextChanged.connect(lambda _text: self.edited.emit())
+        self.browse = QPushButton("Browse…")
+        self.browse.clicked.connect(self._on_browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.combo, 1)
+        layout.addWidget(self.browse)
+
+    def path(self) -> str:
+        """The chosen folder: an item's path, or the text typed in."""
+        text = self.combo.currentText().strip()
+        index = self.combo.findText(text)
+        data = self.combo.itemData(index) if index >= 0 else None
+        return str(data) if data else text
+
+    def set_path(self, path: str) -> None:
+        index = self.combo.findData(path) if path else -1
+        if index >= 0:
+            self.combo.setCurrentIndex(index)
+        else:
+            self.combo.setEditText(path)
+
+    def set_choices(self, choices: Iterable[tuple[str, str]]) -> None:
+        """The runs on offer, as (label, folder); the current value stays."""
+        current = self.path()
+        self.combo.blockSignals(True)
+        try:
+            self.combo.clear()
+            for label, path in choices:
+                self.combo.addItem(label, path)
+                self.combo.setItemData(self.combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+            self.set_path(current)
+        finally:
+            self.combo.blockSignals(False)
+
+    def _on_browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, f"Choose {self.requires.what}", self.path())
+        if folder:
+            self.set_path(folder)
 
 
 @dataclasses.dataclass
@@ -196,6 +256,20 @@ class SettingsForm(QWidget):
         if changed:
             self.values_changed.emit()
 
+    def run_settings(self) -> dict[str, RunRequirement]:
+        """The shown run settings (runs this one builds on) and what each accepts."""
+        return {
+            name: row.widget.requires
+            for name, row in self._rows.items()
+            if isinstance(row.widget, RunPicker)
+        }
+
+    def set_run_choices(self, name: str, choices: Iterable[tuple[str, str]]) -> None:
+        """Offer ``choices`` ((label, run folder) pairs) for run setting ``name``."""
+        widget = self._rows[name].widget
+        if isinstance(widget, RunPicker):
+            widget.set_choices(choices)
+
     def reset(self) -> None:
         """Back to the dataclass defaults."""
         self.set_values({name: row.default for name, row in self._rows.items()})
@@ -206,8 +280,14 @@ class SettingsForm(QWidget):
         choices = meta.get("choices")
         lo, hi = meta.get("minimum"), meta.get("maximum")
         kind = _kind_of(f, default)
+        if isinstance(meta.get("run"), RunRequirement):
+            widget: QWidget = RunPicker(meta["run"])
+            widget.edited.connect(self._on_edited)
+            _write(widget, default)
+            guard_field(widget.combo)
+            return widget
         if choices:
-            widget: QWidget = QComboBox()
+            widget = QComboBox()
             for choice in choices:
                 widget.addItem(str(choice), choice)
             widget.currentIndexChanged.connect(self._on_edited)
@@ -256,6 +336,8 @@ def _default_of(f: dataclasses.Field[Any]) -> Any:
 
 
 def _read(widget: QWidget) -> Any:
+    if isinstance(widget, RunPicker):
+        return widget.path()
     if isinstance(widget, QComboBox):
         return widget.currentData()
     if isinstance(widget, QCheckBox):
@@ -270,6 +352,9 @@ def _read(widget: QWidget) -> Any:
 
 
 def _write(widget: QWidget, value: Any) -> None:
+    if isinstance(widget, RunPicker):
+        widget.set_path("" if value is None else str(value))
+        return
     if isinstance(widget, QComboBox):
         index = widget.findData(value)
         if index < 0:  # a value saved by another version: show it rather than lose it

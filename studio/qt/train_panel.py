@@ -582,6 +582,25 @@ class TrainPanel(QWidget):
         self._settings.set_last_family(key)
         self._model_layout.addWidget(self.model_form)
         self._update_controls()
+        self._offer_base_runs(form)
+
+    def _offer_base_runs(self, form: SettingsForm) -> None:
+        """Fill the form's run settings (runs this one builds on) with the runs that fit."""
+        requirements = form.run_settings()
+        if not requirements:
+            return
+
+        def offer(choices: dict[str, list[tuple[str, str]]]) -> None:
+            if self.model_form is form:  # not replaced meanwhile
+                for name, rows in choices.items():
+                    form.set_run_choices(name, rows)
+
+        self._calls.submit(
+            "Find base runs",
+            engine_jobs.base_run_choices(requirements, tuple(self._settings.recent_runs())),
+            on_done=offer,
+            interactive=True,  # a few small files: it may run between training steps
+        )
 
     def _on_options_changed(self) -> None:
         values = self.options_form.values()

@@ -9,10 +9,11 @@ nearest entry of a learned codebook.
   from a random encoder output of the current batch (drawn with the step's generator, so a
   resumed run replays exactly).
 
-Sampling: there is no learned prior over code grids here (a PixelCNN over codes would be the
-next step), so samples draw each position's code independently from the codebook's usage
-histogram (the EMA cluster sizes; ``temperature`` flattens it towards uniform). Expect rough,
-texture-like samples; reconstructions and the latent grid are the point of this model.
+Sampling: there is no learned prior over code grids here, so samples draw each position's
+code independently from the codebook's usage histogram (the EMA cluster sizes;
+``temperature`` flattens it towards uniform). Expect rough, texture-like samples;
+reconstructions and the latent grid are the point of this model. A learned prior over the
+grids is a family of its own built on a VQ-VAE run: ``ar.vq_prior`` (``ar/vq_prior.py``).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class VQVAE(LatentInpainting, GenerativeModel):
         kind="vae",
         display_name="VQ-VAE",
         summary="VQ-VAE: sharp reconstructions through a discrete codebook; without a learned "
-        "prior its random samples are rough.",
+        "prior its random samples are rough (train a VQ-VAE prior on the run for that).",
         capabilities=Capability.TRAIN
         | Capability.SAMPLE
         | Capability.LATENT
