@@ -52,6 +52,7 @@ class Loaded:
     refine: int = 0  # ODE latents: fixed-point refinements per inversion step
     step: int | None = None  # the training step of the loaded (saved) weights
     temperature: Any = None  # LatentSpec.temperature_option: Explore's control, or None
+    details: Any = None  # LatentSpec.details_option: Explore's lower-levels switch, or None
 
 
 def _space(context: SpaceHolder) -> Any:
@@ -104,6 +105,7 @@ def load_run(path: str | Path, device: str, seed: int) -> TaskFactory:
             refine=getattr(space, "refine", 0),
             step=saved_step(path),
             temperature=space.spec.temperature_option,
+            details=space.spec.details_option if space.resamples_details else None,
         )
 
     return factory
