@@ -37,7 +37,8 @@ SAVED = {
     'diffusion.text': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'width': 32, 'channel_mults': 'auto', 'layers_per_block': 1, 'attention_res': 16, 'dropout': 0.0, 'num_train_timesteps': 1000, 'beta_schedule': 'linear', 'prediction_type': 'v_prediction', 'lr': 0.0002, 'weight_decay': 0.0, 'warmup_steps': 200, 'grad_clip': 1.0, 'ema_decay': 0.999, 'cond_drop_prob': 0.1, 'guidance': 3.0, 'word_dropout': 0.1, 'text_dim': 64, 'text_layers': 2, 'text_heads': 4, 'max_tokens': 24, 'max_words': 2000, 'vocab': '', 'sample_prompts': '', 'text_encoder_path': ''},
     'i2i.pix2pix': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'width': 64, 'lr_g': 0.0002, 'lr_d': 0.0002, 'beta1': 0.5, 'beta2': 0.999, 'l1_weight': 100.0, 'gan_loss': 'vanilla', 'norm': 'batch', 'dropout': 0.5, 'd_layers': 3, 'jitter': True},
     'ar.pixelcnn': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'width': 64, 'layers': 8, 'kernel': 3, 'mixtures': 5, 'class_conditional': True, 'lr': 0.001, 'warmup_steps': 100, 'max_grad_norm': 10.0},
-    'ebm.rbm': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'hidden': 256, 'training': 'cd', 'cd_steps': 1, 'max_side': 32, 'threshold': 0.5, 'lr': 0.001, 'weight_decay': 0.0001},
+    # the RBM's rate went from 0.001 (Adam) to 0.01 (SGD with momentum; issue 19)
+    'ebm.rbm': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'hidden': 256, 'training': 'cd', 'cd_steps': 1, 'max_side': 32, 'threshold': 0.5, 'lr': 0.01, 'weight_decay': 0.0001},
 }
 # Settings added after the configs above were saved (issue 17: the GANs' augmentation), with
 # their defaults: an old config loads with these.
