@@ -66,7 +66,9 @@ class SampleTabs(QTabWidget):
             if name not in self.pages:
                 page = self.pages[name] = ExtraImage(name)
                 self.addTab(page, tab_title(name))
-                self.setTabToolTip(self.indexOf(page), f"{path.name}: rewritten at every sample step")
+                self.setTabToolTip(
+                    self.indexOf(page), f"{path.name}: rewritten at every sample step"
+                )
             if self._stamps.get(name) != stamp:
                 self._stamps[name] = stamp
                 self._load(name, path, stamp)

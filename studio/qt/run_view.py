@@ -173,7 +173,10 @@ class RunView(QWidget):
         for watcher in self._overlay_watchers.values():
             watcher.stop()
         for reader in (
-            self.watcher.reader, self.overlay_reader, self.reader, self.sample_tabs.reader
+            self.watcher.reader,
+            self.overlay_reader,
+            self.reader,
+            self.sample_tabs.reader,
         ):
             reader.wait(wait_ms)
 
