@@ -277,6 +277,15 @@ def test_a_familys_extra_images_show_in_a_tab_beside_the_samples(qtbot, tmp_path
         Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(tmp, format="PNG")
     qtbot.waitUntil(lambda: page.view.generation > shown, timeout=5000)
     assert page.view.image().width() == 30
+    (run / "samples" / "weights.png").write_bytes(b"not a png")  # damaged: said, not shown
+    qtbot.waitUntil(lambda: "could not be read" in _caption(tabs, "weights"), timeout=5000)
+    assert tabs.pages["weights"].view.image().isNull()
     filters.unlink()  # gone from disk: its tab goes
+    (run / "samples" / "weights.png").unlink()
     qtbot.waitUntil(lambda: not tabs.pages, timeout=5000)
     assert tabs.count() == 1 and tabs.tabBar().isHidden()
+
+
+def _caption(tabs, name: str) -> str:
+    page = tabs.pages.get(name)
+    return page.caption.text() if page is not None else ""
