@@ -137,7 +137,7 @@ class RBM(GenerativeModel):
         "features; samples come from a "
         "Gibbs chain that alternates the two, shown live as it mixes. Good for seeing what "
         "an energy model learns on small black-and-white images (its filters are saved as "
-        "samples/filters.png whenever it samples); it reports no likelihood, because its "
+        "samples/filters.png whenever it samples, and shown in the run's Filters tab); it reports no likelihood, because its "
         "partition function is intractable.",
         capabilities=Capability.TRAIN | Capability.SAMPLE | Capability.INPAINT,
         loss_names=("recon", "pseudo_ll", "free_energy_gap", "grad_norm"),
