@@ -89,7 +89,12 @@ PLANS: dict[str, Plan] = {
     "flow.nice": Plan(32, {}, "Adam 1e-3"),
     "flow.realnvp": Plan(32, {}, "Adam 1e-3, 3 scales"),
     "flow.glow": Plan(32, {"steps": 4, "hidden": 64}, "3 levels x 4 steps (default 8), width 64"),
-    "flow.flowpp": Plan(32, {}, "Adam 1e-3, 3 scales, attention at 16 px and below"),
+    "flow.flowpp": Plan(
+        32,
+        {"blocks": 1},
+        "Adam 1e-3, 3 scales, width 32, 1 gated block per coupling net (default 2), attention "
+        "at 16 px and below",
+    ),
     "vae.hierarchical": Plan(32, {}, "3 levels, KL warm-up cut to the budget"),
     "gan.stylegan": Plan(32, {}, "Adam 2e-3, betas (0, 0.99), lazy R1, style mixing 0.9"),
     "ar.pixelcnn": Plan(

@@ -200,3 +200,56 @@ def test_learns_tiny_dataset_and_keeps_the_top_level_in_use() -> None:
     assert after < 6.5 and after < before - 8, (before, after)
     kl = model.elbo_parts(data)[1].mean(0)
     assert kl[-1] > 2.0, kl  # the top level carries information
+
+
+@torch.no_grad()
+def test_explore_keeps_or_resamples_the_lower_levels() -> None:
+    """Explore's switch (LatentSpec.details_option): "fixed" gives the same picture for the
+    same slider value; "resample" keeps the top level and draws the levels below, seeded."""
+    from studio.engine.latent import open_space
+    from studio.models.capabilities import DETAILS_FIXED, DETAILS_RESAMPLE
+
+    torch.manual_seed(0)
+    model = make(resolution=16, levels=3, latent_channels=2)
+    perturb(model, 0.1)
+    option = model.latent_spec().details_option
+    assert option is not None and option.choices == (DETAILS_FIXED, DETAILS_RESAMPLE)
+    assert option.default == DETAILS_FIXED
+    space = open_space(model)
+    assert space.resamples_details
+    z = space.prior_sample(1, seed=5)[0]
+    fixed = space.decode(z)
+    assert (space.decode(z) == fixed).all()  # fixed: the same slider value, the same image
+
+    seen: list[list[torch.Tensor]] = []
+    top_down = model.top_down
+
+    def spy(*args, **kwargs):  # records the latent of every level, top first
+        out = top_down(*args, **kwargs)
+        seen.append([s.z.clone() for s in out[1]])
+        return out
+
+    model.top_down = spy
+    a, a_again, b = space.decode(z, 1), space.decode(z, 1), space.decode(z, 2)
+    assert (a == a_again).all()  # seeded: the same seed draws the same details
+    assert not (a == b).all() and not (a == fixed).all()
+    top = torch.from_numpy(z).reshape(1, *model.level_shape(3))
+    for levels in seen:
+        assert torch.equal(levels[0], top)  # the top level is the slider's, every time
+    for lower in range(1, 3):  # the levels below moved with the seed
+        assert torch.equal(seen[0][lower], seen[1][lower])
+        assert not torch.allclose(seen[0][lower], seen[2][lower], atol=1e-3)
+
+
+def test_a_one_level_latent_has_no_lower_levels_to_resample() -> None:
+    from studio.core.errors import StudioError
+    from studio.engine.latent import open_space
+    from studio.models.registry import get_family
+
+    family = get_family("vae.conv")
+    model = family(family.Config.from_dict({"resolution": 16, "latent_dim": 4, "width": 8}))
+    assert model.latent_spec().details_option is None
+    space = open_space(model)
+    assert not space.resamples_details
+    with pytest.raises(StudioError, match="no lower levels"):
+        space.decode(space.prior_sample(1, seed=0)[0], detail_seed=1)

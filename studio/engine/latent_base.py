@@ -18,7 +18,7 @@ from torch import Tensor
 
 from studio.core.errors import StudioError
 from studio.models.base import Capability, GenerativeModel
-from studio.models.capabilities import LatentFamily, LatentSpec
+from studio.models.capabilities import DetailLatentFamily, LatentFamily, LatentSpec
 from studio.models.pooling import MAX_FEATURES, pooled
 
 # -- the latent space -------------------------------------------------------------------------
@@ -130,8 +130,24 @@ class LatentSpace:
             return self.model.decode_layers(ws, self.labels(z.shape[0]))  # type: ignore[attr-defined]
         return self.model.decode_latents(z, self.labels(z.shape[0]))  # type: ignore[attr-defined]
 
-    def decode(self, z: np.ndarray | Tensor) -> np.ndarray:
-        """Latents -> uint8 RGB images: ``dim`` -> H x W x 3, ``N x dim`` -> N x H x W x 3."""
+    @property
+    def resamples_details(self) -> bool:
+        """The latent is the top of a hierarchy whose lower levels can be drawn anew
+        (``LatentSpec.details_option``): :meth:`decode` takes a ``detail_seed``."""
+        return self.spec.details_option is not None and isinstance(self.model, DetailLatentFamily)
+
+    def decode_resampled(self, z: Tensor, seed: int) -> Tensor:
+        """As :meth:`decode_tensor`, with the levels below the latent drawn from the prior with
+        noise from ``seed`` (same seed, same images)."""
+        if not self.resamples_details:
+            raise StudioError(f"{self.display_name} has no lower levels to draw anew.")
+        gen = torch.Generator().manual_seed(int(seed))
+        return self.model.decode_latents_resampled(z, self.labels(len(z)), gen)  # type: ignore[attr-defined]
+
+    def decode(self, z: np.ndarray | Tensor, detail_seed: int | None = None) -> np.ndarray:
+        """Latents -> uint8 RGB images: ``dim`` -> H x W x 3, ``N x dim`` -> N x H x W x 3.
+        ``detail_seed``: draw the levels below the latent from it (:meth:`decode_resampled`);
+        None decodes them the fixed way."""
         single = z.ndim == 1
         zt = torch.as_tensor(z, dtype=torch.float32).reshape(-1, self.dim)
         with torch.inference_mode():
@@ -140,7 +156,10 @@ class LatentSpace:
                 zt = self._z1
             else:
                 zt = zt.to(self.device)
-            images = to_uint8(self.decode_tensor(zt))
+            if detail_seed is None:
+                images = to_uint8(self.decode_tensor(zt))
+            else:
+                images = to_uint8(self.decode_resampled(zt, detail_seed))
         return images[0] if single else images
 
     # -- encoding ----------------------------------------------------------------------------

@@ -138,10 +138,12 @@ def decode_peek(
     label: int | None = None,
     device: str = "auto",
     options: dict[str, Any] | None = None,
+    detail_seed: int | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Decode latents (``dim`` or ``N x dim``) with the run's current weights: the Explore
-    workspace's decodes while its run trains. Returns uint8 image(s), as ``LatentSpace.decode``.
-    ``options``: the latent space's own settings (a diffusion run's DDIM ``steps``/``refine``)."""
+    workspace's decodes while its run trains. Returns uint8 image(s), as ``LatentSpace.decode``
+    (``detail_seed`` as there). ``options``: the latent space's own settings (a diffusion run's
+    DDIM ``steps``/``refine``)."""
     from studio.engine.latent import open_latent_space, open_space
 
     entry = live.get(run_dir)
@@ -150,11 +152,11 @@ def decode_peek(
         space = open_latent_space(run_dir, resolve_device(device), label=label)
         for name, value in (options or {}).items():
             setattr(space, name, value)  # a diffusion space's DDIM steps / refinements
-        return space.decode(z)
+        return space.decode(z, detail_seed)
     yield Progress("decode")
     with borrowed(entry.model) as model:
         # LatentSpace switches the model to eval and freezes its weights; borrowed() undoes both.
-        return open_space(model, label=label, **(options or {})).decode(z)
+        return open_space(model, label=label, **(options or {})).decode(z, detail_seed)
 
 
 def inpaint_peek(

@@ -159,6 +159,11 @@ class LatentSpec:
     # at every layer) and offers group sliders over ``layer_groups`` and layer mixing.
     layers: int = 1
     layer_groups: tuple[LayerGroup, ...] = ()
+    # Explore's switch for a latent that is only the top of a hierarchy (the levels below are
+    # decoded from it): a "choice" option between DETAILS_FIXED (the levels below decoded the
+    # same way every time) and DETAILS_RESAMPLE (drawn anew for each picture: the same layout,
+    # new details). Set only by a family that implements DetailLatentFamily; None = no switch.
+    details_option: SamplingOption | None = None
 
 
 @runtime_checkable
@@ -184,6 +189,34 @@ class LatentFamily(Protocol):
         """(latents analysed, features) for finding principal directions from prior draws
         ``z``: the PCA runs on the features (``LatentSpec.regress``: and is mapped back to
         the latents by regression)."""
+        ...
+
+
+DETAILS_FIXED = "fixed"
+DETAILS_RESAMPLE = "resample"
+
+DETAILS = SamplingOption(
+    "details",
+    "choice",
+    DETAILS_FIXED,
+    "Lower levels",
+    "fixed: the sliders move the top level and the levels below follow it the same way every "
+    "time; resample: each picture draws the levels below anew (the same layout, new details)",
+    choices=(DETAILS_FIXED, DETAILS_RESAMPLE),
+)
+
+
+@runtime_checkable
+class DetailLatentFamily(Protocol):
+    """A latent family whose latent is the top of a hierarchy (``LatentSpec.details_option``):
+    ``decode_latents`` decodes the levels below the same way every time; this draws them."""
+
+    def decode_latents_resampled(
+        self, z: Tensor, labels: Tensor | None, generator: torch.Generator
+    ) -> Tensor:
+        """As ``decode_latents``, with the levels below the latent drawn from their prior
+        given it, with noise from ``generator`` (a CPU generator): same generator state, same
+        images."""
         ...
 
 

@@ -21,6 +21,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent, QTextCursor
 from PySide6.QtWidgets import QLabel, QPlainTextEdit, QSplitter, QVBoxLayout, QWidget
 
+from studio.qt.extra_images import SampleTabs
 from studio.qt.overlay_picker import OverlayPicker
 from studio.qt.plot import MetricsPlot
 from studio.qt.run_watch import POLL_MS, BackgroundReader, RunWatcher
@@ -55,10 +56,13 @@ class RunView(QWidget):
         self.timeline = SampleTimeline("Sample grids appear here while the model trains.")
         self.grid = self.timeline.view  # the image widget (the window adds a context menu)
         self.grid_caption = self.timeline.caption
+        # The timeline, and a tab per image the family shows beyond its samples (its filters)
+        self.sample_tabs = SampleTabs(self.timeline)
 
         self.watcher = RunWatcher(self)
         self.watcher.metrics_arrived.connect(self._on_metrics_arrived)
         self.watcher.samples_found.connect(self.timeline.set_samples)
+        self.watcher.extras_found.connect(self.sample_tabs.set_extras)
         self.reader = BackgroundReader(self)  # run lists
         self.reader.finished.connect(self._on_read)
         self._reads: dict[int, tuple[str, Any]] = {}  # ticket -> (what, detail)
@@ -80,7 +84,7 @@ class RunView(QWidget):
         # Plots take the full height on the left; the square sample grid and the log share
         # the right column, so neither leaves an empty band under the grid.
         side = QSplitter(Qt.Orientation.Vertical)
-        side.addWidget(self.timeline)
+        side.addWidget(self.sample_tabs)
         side.addWidget(self.log)
         side.setStretchFactor(0, 3)
         side.setStretchFactor(1, 1)
@@ -112,6 +116,7 @@ class RunView(QWidget):
         self.banner.clear()
         self.plot.clear(overlays=False, keep=keep_curves)
         self.timeline.clear()
+        self.sample_tabs.clear_extras()
         self.status_label.clear()
         self.log.clear()
         self._progress_key = None
@@ -167,7 +172,12 @@ class RunView(QWidget):
         self.watcher.stop()
         for watcher in self._overlay_watchers.values():
             watcher.stop()
-        for reader in (self.watcher.reader, self.overlay_reader, self.reader):
+        for reader in (
+            self.watcher.reader,
+            self.overlay_reader,
+            self.reader,
+            self.sample_tabs.reader,
+        ):
             reader.wait(wait_ms)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override

@@ -32,6 +32,11 @@ from studio.qt.series import columns
 
 POLL_MS = 1000
 SAMPLE_NAME = re.compile(r"^step_(\d+)\.png$")
+# What a family shows beside its samples (GenerativeModel.extra_images): samples/<name>.png,
+# a lower-case word, rewritten at every sample step
+EXTRA_NAME = re.compile(r"^([a-z][a-z0-9_]*)\.png$")
+# (name, path, (modification time ns, size)): the stamp changes when the trainer rewrites it
+Extra = tuple[str, Path, tuple[int, int]]
 Columns = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
@@ -93,6 +98,26 @@ class Poll:
     identity: tuple[int, int] | None = None
     reset: bool = False  # the file was replaced, shrank or vanished: ``cols`` is the whole history
     samples: list[tuple[int, Path]] | None = None
+    extras: list[Extra] | None = None
+
+
+def extra_files(folder: Path) -> list[Extra]:
+    """Every extra image (``<name>.png``, not a sample grid) in ``folder``, by name, with a
+    stamp that changes when the file is rewritten. Links and other non-files are left out."""
+    out = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = EXTRA_NAME.match(entry.name)
+                if not match or SAMPLE_NAME.match(entry.name):
+                    continue
+                if entry.is_symlink() or not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                out.append((match.group(1), Path(entry.path), (st.st_mtime_ns, st.st_size)))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(out)
 
 
 def sample_files(folder: Path) -> list[tuple[int, Path]]:
@@ -137,6 +162,7 @@ def poll_run(
             poll.cols = columns(records)
     if samples:
         poll.samples = sample_files(run.samples_dir)
+        poll.extras = extra_files(run.samples_dir)
     return poll
 
 
@@ -149,6 +175,8 @@ class RunWatcher(QObject):
     ``metrics_arrived(cols, reset)``: new points as ``{name: (steps, values)}``; with
     ``reset`` the columns are the whole history and replace what the plot holds.
     ``samples_found(list[(step, path)])``: every sample grid on disk (when the list changed).
+    ``extras_found(list[(name, path, stamp)])``: every extra image on disk (when the list or a
+    file changed).
     ``poll_finished(error)``: after every completed poll, ``None`` or the exception it raised
     (the watcher itself shrugs errors off and tries again on the next tick).
 
@@ -158,6 +186,7 @@ class RunWatcher(QObject):
 
     metrics_arrived = Signal(object, bool)
     samples_found = Signal(object)
+    extras_found = Signal(object)
     poll_finished = Signal(object)
 
     def __init__(
@@ -179,6 +208,7 @@ class RunWatcher(QObject):
         self._identity: tuple[int, int] | None = None
         self._ticket = 0  # the read in flight (0: none); reset to drop a stale answer
         self._samples: list[tuple[int, Path]] = []
+        self._extras: list[Extra] | None = None  # None: not reported yet for this folder
         self.polls = 0  # completed polls (tests)
 
     @property
@@ -193,7 +223,7 @@ class RunWatcher(QObject):
         only (an overlaid run)."""
         self._path, self._offset, self._metrics = Path(path), int(offset), metrics
         self._samples_too = samples
-        self._identity, self._samples = None, []
+        self._identity, self._samples, self._extras = None, [], None
         self._ticket = 0
         self._timer.start()
         self.poll_now()
@@ -239,5 +269,8 @@ class RunWatcher(QObject):
         if poll.samples is not None and poll.samples != self._samples:
             self._samples = poll.samples
             self.samples_found.emit(list(poll.samples))
+        if poll.extras is not None and poll.extras != self._extras and self._path is not None:
+            self._extras = poll.extras
+            self.extras_found.emit(list(poll.extras))
         if self._path is not None:  # (a slot above may have stopped the watcher)
             self.poll_finished.emit(None)

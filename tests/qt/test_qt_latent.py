@@ -21,6 +21,7 @@ TINY = {
     "gan.dcgan": {"latent_dim": 8, "width": 8},
     "gan.cgan": {"latent_dim": 8, "width": 8, "num_classes": 2},
     "vae.conv": {"latent_dim": 6, "width": 8},
+    "vae.hierarchical": {"levels": 2, "latent_channels": 2, "width": 8},
     "vae.vqvae": {"codebook_size": 16, "embedding_dim": 4, "downsample": 4, "width": 8},
     "flow.realnvp": {"scales": 2, "couplings": 2, "hidden": 16},
     "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
@@ -125,6 +126,40 @@ def test_a_declared_prior_temperature_gets_a_control(qtbot, workspace, tmp_path)
     assert np.allclose(ws.current_z(), w_avg, atol=1e-5)
     sp.temperature_spin.setValue(1.0)
     qtbot.waitUntil(lambda: not np.allclose(ws.current_z(), w_avg, atol=1e-3), timeout=10_000)
+
+
+def test_a_hierarchical_latent_gets_the_lower_levels_switch(qtbot, workspace, tmp_path):
+    """The hierarchical VAE declares LatentSpec.details_option: Explore shows "Lower levels",
+    fixed by default (the same picture for the same sliders); "Resample" and "New details"
+    draw the levels below anew. A one-level VAE shows no switch."""
+    ws, sp = workspace, workspace.slider_panel
+    open_and_wait(qtbot, ws, make_run(tmp_path, "vae.conv"))
+    assert not sp.details_row.isVisibleTo(ws) and not sp.resampling_details()
+
+    run = make_run(tmp_path, "vae.hierarchical")
+    open_and_wait(qtbot, ws, run)
+    assert sp.details_row.isVisibleTo(ws) and sp.details_label.text() == "Lower levels"
+    assert sp.details_combo.currentText() == "Fixed"
+    assert not sp.new_details_button.isVisibleTo(ws)
+    fixed = ws.image.copy()
+    ws.reset()  # the same slider values again: the same picture
+    settle(qtbot, ws)
+    assert np.array_equal(ws.image, fixed)
+
+    sp.details_combo.setCurrentIndex(sp.details_combo.findText("Resample"))
+    settle(qtbot, ws)
+    assert sp.resampling_details() and sp.new_details_button.isVisibleTo(ws)
+    first = ws.image.copy()
+    assert not np.array_equal(first, fixed)
+    qtbot.mouseClick(sp.new_details_button, Qt.MouseButton.LeftButton)
+    settle(qtbot, ws)
+    assert not np.array_equal(ws.image, first)  # new details, the same latent
+
+    sp.details_combo.setCurrentIndex(sp.details_combo.findText("Fixed"))
+    settle(qtbot, ws)
+    assert np.array_equal(ws.image, fixed)
+    open_and_wait(qtbot, ws, make_run(tmp_path, "vae.conv"))  # the switch goes with the run
+    assert not sp.details_row.isVisibleTo(ws)
 
 
 @pytest.mark.parametrize("key", ["gan.cgan", "vae.vqvae", "flow.realnvp"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -241,3 +242,50 @@ def test_monitor_screenshot_of_a_trained_run_with_an_overlay(qtbot, app_settings
         app.setStyle(style)
         app.setPalette(palette)
         pg.setConfigOptions(**options)
+
+
+def test_a_familys_extra_images_show_in_a_tab_beside_the_samples(qtbot, tmp_path: Path) -> None:
+    """An RBM run writes its learned filters as samples/filters.png (the family's
+    extra_images): the run view shows them in a "Filters" tab, and follows a rewrite."""
+    from helpers import make_tiny_dataset, train_tiny_run
+
+    data = make_tiny_dataset(tmp_path / "data", n=16, size=16)
+    run = train_tiny_run(tmp_path / "rbm", "ebm.rbm", data, steps=4, sample_every=2)
+    filters = run / "samples" / "filters.png"
+    assert filters.is_file()
+    (run / "samples" / "notes.png").symlink_to(filters)  # a link is not the trainer's file
+    view = _fast_view(qtbot)
+    view.resize(900, 600)
+    view.show()
+    tabs = view.sample_tabs
+    assert tabs.tabBar().isHidden()  # nothing but samples yet
+    view.watch(run)
+    qtbot.waitUntil(lambda: "filters" in tabs.pages, timeout=5000)
+    page = tabs.pages["filters"]
+    assert list(tabs.pages) == ["filters"] and tabs.tabText(tabs.indexOf(page)) == "Filters"
+    qtbot.waitUntil(lambda: not page.view.image().isNull(), timeout=5000)
+    with Image.open(filters) as img:
+        assert (page.view.image().width(), page.view.image().height()) == img.size
+    assert not tabs.tabBar().isHidden()
+    tabs.setCurrentWidget(page)
+    shots = Path(os.environ.get("STUDIO_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    assert view.grab().save(str(shots / "run_view_filters.png"))
+
+    shown = page.view.generation  # the trainer rewrites it at the next sample step
+    with atomic.atomic_path(filters) as tmp:
+        Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(tmp, format="PNG")
+    qtbot.waitUntil(lambda: page.view.generation > shown, timeout=5000)
+    assert page.view.image().width() == 30
+    (run / "samples" / "weights.png").write_bytes(b"not a png")  # damaged: said, not shown
+    qtbot.waitUntil(lambda: "could not be read" in _caption(tabs, "weights"), timeout=5000)
+    assert tabs.pages["weights"].view.image().isNull()
+    filters.unlink()  # gone from disk: its tab goes
+    (run / "samples" / "weights.png").unlink()
+    qtbot.waitUntil(lambda: not tabs.pages, timeout=5000)
+    assert tabs.count() == 1 and tabs.tabBar().isHidden()
+
+
+def _caption(tabs, name: str) -> str:
+    page = tabs.pages.get(name)
+    return page.caption.text() if page is not None else ""

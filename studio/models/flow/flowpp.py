@@ -65,7 +65,9 @@ class FlowPlusPlusConfig(FlowConfig):
         maximum=16,
         main=True,
     )
-    hidden: int = coupling_width(64)
+    # 32, not 64: at 64 one step (32 px, batch 32) cost ~8 s on one CPU thread, two thirds of
+    # it in the full-resolution couplings and the dequantiser (the conv cost goes with width^2)
+    hidden: int = coupling_width(32)
     blocks: int = setting(
         2,
         label="Blocks per coupling net",

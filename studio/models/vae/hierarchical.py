@@ -38,7 +38,7 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
-from studio.models.capabilities import LatentSpec, SamplingOption
+from studio.models.capabilities import DETAILS, LatentSpec, SamplingOption
 from studio.models.configs import learning_rate
 from studio.models.latent_inpaint import LatentInpainting, LatentPlan, LatentView, noise_like
 from studio.models.vae.common import (
@@ -379,6 +379,7 @@ class HierarchicalVAE(LatentInpainting, GenerativeModel):
             "prior means)",
             directions="PCA of the top-level posterior means of {n} of {source}; the sliders "
             "move the top level (the layout) while the lower levels follow at their prior means",
+            details_option=DETAILS,  # or are drawn anew: decode_latents_resampled
         )
 
     def prior_latents(self, n: int, generator: torch.Generator, temperature: float) -> Tensor:
@@ -387,6 +388,19 @@ class HierarchicalVAE(LatentInpainting, GenerativeModel):
     def decode_latents(self, z: Tensor, labels: Tensor | None) -> Tensor:
         top = z.reshape(len(z), *self.level_shape(self.config.levels))
         params, _ = self.top_down(len(z), [None] * self.config.levels, top=top)
+        return params_to_images(params, self.config.likelihood)
+
+    def decode_latents_resampled(
+        self, z: Tensor, labels: Tensor | None, generator: torch.Generator
+    ) -> Tensor:
+        """The top level ``z`` kept, the levels below drawn from their priors given it with
+        noise from ``generator`` (CPU): the same layout with new details."""
+        top = z.reshape(len(z), *self.level_shape(self.config.levels))
+        noise: list[Tensor | None] = [
+            torch.randn((len(z), *self.level_shape(i + 1)), generator=generator).to(z)
+            for i in range(self.config.levels - 1)
+        ]
+        params, _ = self.top_down(len(z), [*noise, None], top=top)
         return params_to_images(params, self.config.likelihood)
 
     def encode_latents(self, images: Tensor, labels: Tensor | None) -> Tensor:

@@ -91,9 +91,12 @@ def drop_space(holder: SpaceHolder) -> Job:
     return job
 
 
-def decode_job(holder: SpaceHolder, request: int, z: np.ndarray) -> Job:
+def decode_job(
+    holder: SpaceHolder, request: int, z: np.ndarray, detail_seed: int | None = None
+) -> Job:
     """A slider decode on the holder's space; None before a run is open. It reports nothing
-    (no progress crosses threads): the result is all the GUI waits for."""
+    (no progress crosses threads): the result is all the GUI waits for. ``detail_seed``: the
+    levels below a hierarchical latent drawn from it (``LatentSpace.decode``)."""
 
     def job(token: CancelToken) -> Generator[Progress, None, DecodeResult | None]:
         from studio.qt.imaging import numpy_to_qimage
@@ -102,7 +105,7 @@ def decode_job(holder: SpaceHolder, request: int, z: np.ndarray) -> Job:
         if space is None:
             return None
         start = time.perf_counter()
-        array = space.decode(z)
+        array = space.decode(z, detail_seed)
         ms = (time.perf_counter() - start) * 1000
         holder.decode_count += 1
         return DecodeResult(request, numpy_to_qimage(array), array, ms)
@@ -111,7 +114,9 @@ def decode_job(holder: SpaceHolder, request: int, z: np.ndarray) -> Job:
     return job
 
 
-def live_decode_job(request: int, z: np.ndarray, live: LiveArgs) -> Job:
+def live_decode_job(
+    request: int, z: np.ndarray, live: LiveArgs, detail_seed: int | None = None
+) -> Job:
     """A slider decode with a training run's current weights
     (:func:`studio.engine.peek.decode_peek`); the QImage is built here too."""
 
@@ -121,7 +126,9 @@ def live_decode_job(request: int, z: np.ndarray, live: LiveArgs) -> Job:
         from studio.qt.imaging import numpy_to_qimage
 
         start = time.perf_counter()
-        array = yield from decode_peek(live.run, z, live.label, live.device, live.options)
+        array = yield from decode_peek(
+            live.run, z, live.label, live.device, live.options, detail_seed
+        )
         ms = (time.perf_counter() - start) * 1000
         entry = registry.get(live.run)  # None: it stopped training; the saved model decoded
         step = entry.step if entry is not None else None

@@ -72,8 +72,10 @@ class ExploreJobs:
         on_decoded: Callable[[DecodeResult], None],
         on_failed: Callable[[str], None],
         live: LiveArgs | None = None,
+        detail_seed: int | None = None,
     ) -> int:
-        """Ask for ``z`` decoded (with ``live``: a training run's current weights); cancels
+        """Ask for ``z`` decoded (with ``live``: a training run's current weights; with
+        ``detail_seed``: the levels below a hierarchical latent drawn anew from it); cancels
         the older request if it has not finished. Returns the request id (0: closed)."""
         if self._closed:
             return 0
@@ -81,9 +83,9 @@ class ExploreJobs:
         request = next(self._requests)
         self.requested_count += 1
         if live is None:
-            job = decode_job(self.holder, request, z)
+            job = decode_job(self.holder, request, z, detail_seed)
         else:
-            job = live_decode_job(request, z, live)
+            job = live_decode_job(request, z, live, detail_seed)
 
         def done(result: DecodeResult | None) -> None:
             if result is not None:

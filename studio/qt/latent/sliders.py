@@ -166,6 +166,20 @@ class SliderPanel(QWidget):
         mode_row.addWidget(self.class_combo)
         self.set_classes(0)
 
+        # A hierarchical latent's lower levels: fixed or drawn anew (LatentSpec.details_option)
+        self.details_row = QWidget()
+        self.details_label = QLabel("")
+        self.details_combo = QComboBox()
+        self.new_details_button = QPushButton("New details")
+        self.new_details_button.setToolTip("Draw the lower levels again: the same layout")
+        details = QHBoxLayout(self.details_row)
+        details.setContentsMargins(0, 0, 0, 0)
+        details.addWidget(self.details_label)
+        details.addWidget(self.details_combo, 1)
+        details.addWidget(self.new_details_button)
+        self.details_combo.currentIndexChanged.connect(self._show_new_details)
+        self.set_details_option(None)
+
         self.method_label = QLabel("")
         self.method_label.setObjectName("caption")
         self.method_label.setWordWrap(True)
@@ -199,6 +213,7 @@ class SliderPanel(QWidget):
         layout.addLayout(seed_row)
         layout.addLayout(temperature_row)
         layout.addLayout(mode_row)
+        layout.addWidget(self.details_row)
         layout.addWidget(directions)
         layout.addWidget(self.named_box)
         layout.addStretch(1)
@@ -259,6 +274,36 @@ class SliderPanel(QWidget):
         self.temperature_label.setText(option.label)
         spin.setToolTip(option.help)
         spin.setAccessibleName(option.label)
+
+    def set_details_option(self, option: Any) -> None:
+        """Show the lower-levels switch a "choice" ``SamplingOption`` describes (None: hide
+        it), at its default."""
+        self.details_row.setVisible(option is not None)
+        self._fixed_details = None if option is None else option.default
+        combo = self.details_combo
+        combo.blockSignals(True)
+        combo.clear()
+        if option is not None:
+            for choice in option.choices:
+                combo.addItem(choice.capitalize(), choice)
+            combo.setCurrentIndex(max(0, combo.findData(option.default)))
+            self.details_label.setText(option.label)
+            combo.setToolTip(option.help)
+            combo.setAccessibleName(option.label)
+        combo.blockSignals(False)
+        self._show_new_details()
+
+    def resampling_details(self) -> bool:
+        """Whether each picture draws the lower levels anew: the switch is shown and set to
+        its other choice than the default (fixed) one."""
+        return self.details_row.isVisibleTo(self) and self._resampling()
+
+    def _resampling(self) -> bool:
+        data = self.details_combo.currentData()
+        return data is not None and data != self._fixed_details
+
+    def _show_new_details(self) -> None:
+        self.new_details_button.setVisible(self._resampling())
 
     def temperature(self) -> float | None:
         """The prior temperature chosen, or None when the model declares no control."""

@@ -55,6 +55,7 @@ class Loaded:
     layers: int = 1  # LatentSpace.layers: > 1, a latent per layer (group sliders, mixing)
     layer_dim: int = 0  # numbers per layer
     layer_groups: tuple[Any, ...] = ()  # capabilities.LayerGroup: the group sliders' choices
+    details: Any = None  # LatentSpec.details_option: Explore's lower-levels switch, or None
 
 
 def _space(context: SpaceHolder) -> Any:
@@ -110,6 +111,7 @@ def load_run(path: str | Path, device: str, seed: int) -> TaskFactory:
             layers=space.layers,
             layer_dim=space.layer_dim,
             layer_groups=space.layer_groups,
+            details=space.spec.details_option if space.resamples_details else None,
         )
 
     return factory

@@ -16,6 +16,7 @@ newest result used; when the training ends the holder loads the run's newest sav
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -86,6 +87,7 @@ class LatentWorkspace(QWidget):
         self.last_request = self.displayed_request = 0
         self.image: np.ndarray | None = None  # the image on show
         self.last_decode_ms = 0.0  # how long the engine took to decode it
+        self._detail_seeds = itertools.count(1)  # lower levels drawn anew: one seed a picture
         self._build()
         self.weights_line = WeightsLine(self.weights_label, self._show_found_on)
         self.tools = ExploreTools(
@@ -127,6 +129,8 @@ class LatentWorkspace(QWidget):
         sp.raw_toggle.toggled.connect(self._on_raw_toggled)
         sp.class_combo.currentIndexChanged.connect(self._on_class_changed)
         sp.group_combo.currentIndexChanged.connect(self._on_group_changed)
+        sp.details_combo.currentIndexChanged.connect(lambda _: self._request_decode())
+        sp.new_details_button.clicked.connect(lambda _=False: self._request_decode())
         self.diffusion_settings = DiffusionSettings()  # shown for diffusion runs only
         self.diffusion_settings.settings_changed.connect(self._on_diffusion_settings)
         sp.layout().insertWidget(4, self.diffusion_settings)  # above the directions
@@ -313,6 +317,7 @@ class LatentWorkspace(QWidget):
         self.mix_panel.set_layers(result.layers, result.layer_groups)
         self.tabs.setTabVisible(self.MIX, result.layers > 1)
         sp.set_temperature_option(result.temperature)
+        sp.set_details_option(result.details)
         # Decodes are ODE runs (DDIM): steps and refinements to set, no raw dimensions.
         self.diffusion_settings.show_for(result.ode, result.steps, result.refine)
         sp.raw_toggle.setVisible(not result.ode)
@@ -407,8 +412,9 @@ class LatentWorkspace(QWidget):
         if self.loaded is None or self.jobs.closed:
             return
         # Training right now: its current weights, between steps; else the holder's copy.
+        seed = next(self._detail_seeds) if self.slider_panel.resampling_details() else None
         self.last_request = self.jobs.decode(
-            self.current_z(), self._on_decoded, self._on_decode_failed, self._live()
+            self.current_z(), self._on_decoded, self._on_decode_failed, self._live(), seed
         )
 
     def _on_decode_failed(self, message: str) -> None:
