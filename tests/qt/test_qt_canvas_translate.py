@@ -61,6 +61,19 @@ def test_only_translating_runs_are_offered_and_others_are_refused(qtbot, workspa
     qtbot.waitUntil(lambda: panel.banner.isVisible(), timeout=30_000)
     assert "does not translate" in panel.banner.text()
     assert panel.run_combo.findData(str(runs[OTHER])) < 0
+    # A run that translates both ways (its config.json is all the list reads) gets a direction.
+    import json
+
+    both = runs[TRANSLATING].parent / "both_ways"
+    both.mkdir(exist_ok=True)
+    (both / "config.json").write_text(json.dumps({"family": "i2i.cyclegan"}), encoding="utf-8")
+    panel.set_run(both)
+    qtbot.waitUntil(lambda: panel.run() == str(both), timeout=30_000)
+    assert panel.direction_combo.isEnabled()
+    panel.direction_combo.setCurrentIndex(panel.direction_combo.findData("b2a"))
+    assert panel.choice().direction == "b2a"
+    panel.run_combo.setCurrentIndex(panel.run_combo.findData(str(runs[TRANSLATING])))
+    assert not panel.direction_combo.isEnabled() and panel.choice().direction is None
     # Nothing on the canvas: Translate says so.
     assert not panel.start() and "Open an image" in panel.banner.text()
 
