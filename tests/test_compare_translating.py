@@ -77,3 +77,20 @@ def test_a_translating_run_and_another_are_refused(runs, tmp_path):
     settings = CompareSettings([runs[0], other], n=4, device="cpu")
     out = run_sync(compare_job(settings))
     assert not out.ok and "different dataset" in (out.error or "")
+
+
+def test_an_unpaired_run_compares_by_fd_and_kid_without_targets(tmp_path):
+    from helpers import make_tiny_unpaired
+
+    a, b = make_tiny_unpaired(tmp_path / "data", n_a=12, n_b=12)
+    run = train_tiny_run(tmp_path / "cycle", "i2i.cyclegan", a, data_b=str(b))
+    settings = CompareSettings(
+        [run], n=8, extractor_steps=5, cache_dir=tmp_path / "c", device="cpu"
+    )
+    out = run_sync(compare_job(settings))
+    assert out.ok, out.error or out.details
+    q = out.result.panels[0].quality
+    assert math.isfinite(q["fd"]) and "psnr" not in q
+    assert "PSNR" not in report_table(out.result)
+    assert any("Unpaired" in note for note in out.result.notes)
+    assert out.result.panels[0].grid.shape[1] == 2 * 18 + 2  # input | translation
