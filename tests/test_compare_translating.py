@@ -94,3 +94,24 @@ def test_an_unpaired_run_compares_by_fd_and_kid_without_targets(tmp_path):
     assert "PSNR" not in report_table(out.result)
     assert any("Unpaired" in note for note in out.result.notes)
     assert out.result.panels[0].grid.shape[1] == 2 * 18 + 2  # input | translation
+
+
+def test_studio_compare_prints_the_target_scores(runs, tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from studio.cli import compare as compare_cli
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default="auto")
+    parser = argparse.ArgumentParser()
+    compare_cli.add_parser(parser.add_subparsers(dest="command"), common)
+    args = parser.parse_args(
+        ["compare", "--runs", *map(str, runs), "--n", "4", "--out", str(tmp_path / "cli"),
+         "--device", "cpu", "--extractor-steps", "5"]
+    )  # fmt: skip
+    monkeypatch.setattr("studio.core.paths.cache_dir", lambda: tmp_path / "cache")
+    assert compare_cli.cmd_compare(args) == 0
+    printed = capsys.readouterr().out
+    assert "PSNR" in printed and "SSIM" in printed and "p2p_two" in printed
+    header = (tmp_path / "cli" / "report.csv").read_text().splitlines()[0]
+    assert header.endswith("l1,psnr,ssim")

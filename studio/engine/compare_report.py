@@ -139,9 +139,7 @@ def panel_lines(panel: PanelResult) -> list[str]:
         f"memorisation {q['memorisation_share']:.2f}  (0.5 healthy, 1 copies)",
     ]
     if q.get("psnr") is not None:
-        lines.insert(
-            0, f"L1 {q['l1']:.4f}  PSNR {q['psnr']:.2f} dB  SSIM {q['ssim']:.3f}  (to targets)"
-        )
+        lines.insert(0, f"L1 {q['l1']:.3f}  PSNR {q['psnr']:.1f} dB  SSIM {q['ssim']:.3f}")
     if panel.bits_per_dim is not None:
         lines.append(f"bits/dim {panel.bits_per_dim:.3f} on {ref} held-out images")
     conditions = dict(panel.conditions)  # the family's declared sampling options
