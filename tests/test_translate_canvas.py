@@ -80,3 +80,9 @@ def test_a_run_that_does_not_translate_is_refused_before_loading(tmp_path):
     other = _run(tmp_path / "g", "gan.dcgan")
     result = run_sync(translate_canvas_job(other, _image(8, 8), None, 2.0))
     assert not result.ok and "does not translate" in (result.error or "")
+
+
+def test_a_translating_run_without_weights_says_so(tmp_path):
+    run = _run(tmp_path / "p", "i2i.pix2pix")  # config.json only: training never saved
+    result = run_sync(translate_canvas_job(run, _image(8, 8), None, 2.0, device="cpu"))
+    assert not result.ok and "no usable weights" in (result.error or "")

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -203,6 +204,11 @@ class TranslatePanel(QGroupBox):
         ``runs_listed`` follows). The chosen run stays chosen."""
         paths = self._settings.recent_runs()
         self._tasks.submit(lambda: _list_translators(paths), self._on_runs_listed)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
+        # Runs trained (or opened elsewhere) since the list was filled show up on return.
+        self.refresh_runs()
+        super().showEvent(event)
 
     def choose_run(self) -> None:
         start = str(Path(self.run()).parent) if self.run() else str(runs_dir())
