@@ -249,6 +249,11 @@ class ComparePrep:
     held_idx: np.ndarray
     extractor: Any
     notes: list[str]
+    # Runs that translate images (Capability.PAIRED): the held-out inputs every panel
+    # translates (folder A's), and for paired runs their targets (None for unpaired runs,
+    # whose held-out folder B images are the reference of FD/KID only).
+    inputs: np.ndarray | None = None
+    targets: np.ndarray | None = None
 
 
 def prepare_compare(settings: CompareSettings) -> Generator[Progress, None, ComparePrep]:
@@ -266,6 +271,8 @@ def prepare_compare(settings: CompareSettings) -> Generator[Progress, None, Comp
     device = resolve_device(settings.device)
     cache = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
 
+    if _translating(first.family):
+        return (yield from _prepare_translations(settings, runs, infos, device, cache))
     yield Progress("load", message=f"Reading images from {first.data}")
     dataset = yield from prepare_dataset(first.data, first.resolution, cache)
     fingerprint = first_cfg.get("dataset", {}).get("fingerprint")
@@ -291,6 +298,100 @@ def prepare_compare(settings: CompareSettings) -> Generator[Progress, None, Comp
     )
 
 
+def _translating(family: str) -> bool:
+    from studio.models.base import Capability
+    from studio.models.registry import get_family
+
+    try:
+        return Capability.PAIRED in get_family(family).info.capabilities
+    except KeyError:
+        return False
+
+
+def _prepare_translations(
+    settings: CompareSettings,
+    runs: list[Path],
+    infos: list[tuple[dict[str, Any], TrainConfig]],
+    device: torch.device,
+    cache: Path,
+) -> Generator[Progress, None, ComparePrep]:
+    """The shared part of a comparison of runs that translate images: the first run's folders
+    read as it read them, its held-out inputs (folder A's) and, for pairs, their targets."""
+    from studio.engine.metrics import get_feature_extractor
+    from studio.engine.run_data import read_data
+
+    first_cfg, first = infos[0]
+    for path, (_cfg, train) in zip(runs, infos):
+        if not _translating(train.family):
+            raise StudioError(
+                f"{path.name} does not translate images but {runs[0].name} does: compare "
+                "image-to-image runs with each other."
+            )
+    data = yield from read_data(first, None, cache)
+    dataset = data.dataset
+    if dataset.fingerprint != first_cfg.get("dataset", {}).get("fingerprint"):
+        raise StudioError(
+            f"The folders {first.data} and {first.data_b} changed since these runs were "
+            "trained, so their held-out images cannot be rebuilt. Compare runs against the "
+            "images they saw."
+        )
+    assert data.sources is not None  # a translating run's data always has its inputs
+    held = data.held_idx
+    if len(held) < 2:
+        raise StudioError(
+            f"{runs[0].name} kept {len(held)} held-out image(s); the metrics need at least 2. "
+            "Train with a larger held-out fraction or more images."
+        )
+    rng = np.random.default_rng(settings.seed)
+    notes = [FD_NOTE]
+    if data.unpaired:
+        assert data.source_held_idx is not None
+        inputs_idx = data.source_held_idx
+        if len(inputs_idx) < 2:
+            raise StudioError(f"{runs[0].name} kept fewer than 2 held-out images of folder A.")
+        if len(inputs_idx) > settings.n:
+            inputs_idx = np.sort(rng.choice(inputs_idx, settings.n, replace=False))
+        if len(held) > settings.n:
+            held = np.sort(rng.choice(held, settings.n, replace=False))
+        inputs, targets = data.sources[inputs_idx], None
+        notes.append(
+            f"Unpaired runs: {len(inputs)} held-out images of folder A translated A to B, "
+            f"scored by FD/KID against {len(held)} held-out images of folder B (no targets)."
+        )
+    else:
+        if len(held) > settings.n:
+            held = np.sort(rng.choice(held, settings.n, replace=False))
+        inputs, targets = data.sources[held], dataset.images[held]
+        notes.append(
+            f"Paired runs: {len(held)} held-out inputs translated; L1, PSNR and SSIM to their "
+            "targets, FD/KID against the targets."
+        )
+    extractor = yield from get_feature_extractor(
+        dataset,
+        first.resolution,
+        cache,
+        exclude=data.held_idx,
+        steps=settings.extractor_steps,
+        seed=0,
+        device=device,
+    )
+    train_images = dataset.images[data.train_idx]
+    return ComparePrep(
+        settings,
+        runs,
+        infos,
+        device,
+        dataset,
+        data.train_idx,
+        train_images,
+        held,
+        extractor,
+        notes,
+        inputs,
+        targets,
+    )
+
+
 def run_panel(
     prep: ComparePrep, i: int, model: Any = None, step: int | None = None
 ) -> Generator[Progress, None, PanelResult]:
@@ -310,6 +411,8 @@ def run_panel(
             prep.extractor,
             model=model,
             step=step,
+            inputs=prep.inputs,
+            targets=prep.targets,
         )
     )
 
@@ -391,6 +494,8 @@ def _one_panel(
     extractor: Any,
     model: Any = None,
     step: int | None = None,
+    inputs: np.ndarray | None = None,
+    targets: np.ndarray | None = None,
 ) -> Generator[Progress, None, PanelResult]:
     """Load (unless ``model`` is given), sample (timed after a one-image warm-up), score one
     run. ``step``: the training step of ``model``'s weights (default: the newest checkpoint's)."""
@@ -413,11 +518,14 @@ def _one_panel(
     }
     if "sampler" in options:  # the run-wide sampler flags fill what the panel leaves unset
         conditions.update(settings.sampling_for(settings.runs[i]))
-    # The first call pays for lazy setup (kernels, schedulers); it is not the model's speed.
-    for p in sample_job(path, 1, seed=settings.seed, model=model, **conditions):
-        yield Progress("warmup", p.step, p.total, message="Warming up", info=info)
+    if inputs is not None:  # a run that translates: its translations of the held-out inputs
+        job = translations(model, inputs, settings.seed)
+    else:
+        # The first call pays for lazy setup (kernels, schedulers); it is not the model's speed.
+        for p in sample_job(path, 1, seed=settings.seed, model=model, **conditions):
+            yield Progress("warmup", p.step, p.total, message="Warming up", info=info)
+        job = sample_job(path, settings.n, seed=settings.seed, model=model, **conditions)
     start = time.perf_counter()
-    job = sample_job(path, settings.n, seed=settings.seed, model=model, **conditions)
     while True:
         try:
             p = next(job)
@@ -426,10 +534,15 @@ def _one_panel(
             break
         msg = f"Panel {i + 1}/{panels}: sampling {path.name}"
         yield Progress("sample", p.step, p.total, message=msg if p.step <= 1 else "", info=info)
-    seconds = (time.perf_counter() - start) / settings.n
+    seconds = (time.perf_counter() - start) / len(samples)
 
     yield Progress("score", message=f"Panel {i + 1}/{panels}: scoring {path.name}", info=info)
     quality = evaluate_samples(samples, train_images, reference, extractor, seed=settings.seed)
+    scores = quality.to_dict()
+    if targets is not None:
+        from studio.engine.metrics import paired_scores
+
+        scores.update(paired_scores(samples, targets))
     memo = quality.memorisation
     assert memo is not None  # evaluate_samples always fills it
     bpd = None
@@ -455,16 +568,48 @@ def _one_panel(
         display_name=_display_name(str(cfg.get("family", ""))),
         step=step,
         conditions=conditions,
-        quality=quality.to_dict(),
+        quality=scores,
         bits_per_dim=bpd,
         seconds_per_image=float(seconds),
         samples=samples,
-        grid=make_grid(samples),
+        grid=_grid(samples, inputs, targets),
         nearest_index=nearest.astype(np.int64),
         nearest_distance=np.asarray(memo.nearest_train_distance, dtype=np.float64),
         nearest_mirrored=np.asarray(memo.nearest_train_mirrored, dtype=bool),
         nearest_images=near_images,
     )
+
+
+def translations(
+    model: Any, inputs: np.ndarray, seed: int, batch: int = 16
+) -> Generator[Progress, None, np.ndarray]:
+    """Job: ``model``'s translation of each of ``inputs`` (uint8 ``N x R x R x 3``, A to B),
+    seeded, in batches; returns them as uint8."""
+    from studio.engine.device import cpu_generator
+    from studio.models.base import images_to_uint8
+
+    gen = cpu_generator(seed)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(inputs), batch):
+            chunk = torch.from_numpy(np.ascontiguousarray(inputs[i : i + batch]))
+            x = chunk.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(model.device)
+            out.append(images_to_uint8(model.sample(len(x), gen, image=x)).numpy())
+            yield Progress("sample", min(i + batch, len(inputs)), len(inputs))
+    return np.concatenate(out)
+
+
+def _grid(samples: np.ndarray, inputs: np.ndarray | None, targets: np.ndarray | None):
+    """The panel's sheet: the samples, or for a translating run rows of input | output
+    (| target) for the first held-out inputs."""
+    if inputs is None:
+        return make_grid(samples)
+    shown = min(8, len(samples))
+    columns = [inputs[:shown], samples[:shown]]
+    if targets is not None:
+        columns.append(targets[:shown])
+    rows = np.stack(columns, 1).reshape(-1, *samples.shape[1:])
+    return make_grid(rows, nrow=len(columns))
 
 
 def _display_name(key: str) -> str:

@@ -26,8 +26,11 @@ REPORT_VERSION = 1
 CSV_FIELDS = (
     "panel", "run", "family", "step", "sampler", "steps", "n_samples", "n_reference", "fd",
     "kid_mean", "kid_std", "precision", "recall", "memorisation_share",
-    "memorisation_rank_share", "bits_per_dim", "seconds_per_image",
+    "memorisation_rank_share", "bits_per_dim", "seconds_per_image", "l1", "psnr", "ssim",
 )  # fmt: skip
+# Runs that translate images with targets (paired runs) add these: how close the
+# translations of the held-out inputs are to their targets (studio.engine.metrics).
+PAIRED_COLUMNS = (("L1", "l1"), ("PSNR", "psnr"), ("SSIM", "ssim"))
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,11 @@ def report_table(report: CompareReport) -> str:
         ("memo", "memorisation_share"), ("bits/dim", "bits_per_dim"),
         ("s/img", "seconds_per_image"),
     )  # fmt: skip
+    table = csv_rows(report)
+    if any(row.get("psnr") is not None for row in table):
+        cols = (*cols[:3], *PAIRED_COLUMNS, *cols[3:])
     rows = [[h for h, _ in cols]]
-    for row in csv_rows(report):
+    for row in table:
         rows.append([_fmt(row[k]) for _, k in cols])
     widths = [max(len(r[c]) for r in rows) for c in range(len(cols))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
@@ -132,6 +138,8 @@ def panel_lines(panel: PanelResult) -> list[str]:
         f"precision {q['precision']:.2f}  recall {q['recall']:.2f}",
         f"memorisation {q['memorisation_share']:.2f}  (0.5 healthy, 1 copies)",
     ]
+    if q.get("psnr") is not None:
+        lines.insert(0, f"L1 {q['l1']:.3f}  PSNR {q['psnr']:.1f} dB  SSIM {q['ssim']:.3f}")
     if panel.bits_per_dim is not None:
         lines.append(f"bits/dim {panel.bits_per_dim:.3f} on {ref} held-out images")
     conditions = dict(panel.conditions)  # the family's declared sampling options

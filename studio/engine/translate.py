@@ -7,7 +7,8 @@ unpaired family (``Capability.UNPAIRED``) translates both ways: ``direction`` "a
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,85 @@ def translate_job(
                 raise StudioError(f"{name} cannot translate this image: {err}") from None
             yield Progress("sample", report.step, report.total, message="Translating")
     return images_to_uint8(out).numpy()
+
+
+# -- the canvas ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Translator:
+    """A run that translates images, as the Canvas offers it: its folder, its family's name
+    and whether it translates both ways (a ``direction`` condition)."""
+
+    path: Path
+    display_name: str
+    both_ways: bool
+
+
+def describe_translator(run_dir: str | Path) -> Translator:
+    """The run at ``run_dir`` if its family translates images (read from its config.json,
+    no weights loaded); StudioError saying why not otherwise."""
+    check_translates(run_dir)
+    run = RunFolder(run_dir)
+    family = get_family(str(run.read_config().get("family", "")))
+    return Translator(run.path, family.info.display_name, "direction" in family.conditions)
+
+
+def translating_runs(paths: Sequence[str | Path]) -> list[Translator]:
+    """The runs among ``paths`` that translate images, in order (others, and folders that
+    are gone or unreadable, are left out)."""
+    found = []
+    for path in paths:
+        try:
+            found.append(describe_translator(path))
+        except (StudioError, OSError, ValueError):
+            continue
+    return found
+
+
+def squash_input(image: np.ndarray, resolution: int) -> np.ndarray:
+    """``image`` resized to ``resolution x resolution`` whole (no crop), so every pixel of it
+    has its place in the output and the output, resized back, lines up with it."""
+    from PIL import Image
+
+    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    size = (resolution, resolution)
+    return np.asarray(pil.resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def translate_canvas_job(
+    run_dir: str | Path,
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    feather_px: float,
+    seed: int = 0,
+    direction: str | None = None,
+    device: str = "auto",
+    model: GenerativeModel | None = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Job: ``image`` (``H x W x 3`` uint8) translated by the run whole (``mask`` None) or in
+    the window around the mask (:func:`studio.engine.stylize.mask_window`) and blended back
+    through the mask feathered as inpainting feathers it; returns the whole new image, the
+    size of ``image``. A model of a fixed resolution gets the part squashed to its square
+    (not cropped, so the result lines up with the image); one that takes any size gets it as
+    it is (up to :data:`MAX_SIDE`)."""
+    from studio.engine.stylize import blend_result, mask_window
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise StudioError(f"expected an H x W x 3 uint8 image, not {image.shape} {image.dtype}")
+    window = mask_window(mask, feather_px) if mask is not None else None
+    if mask is not None and window is None:
+        raise StudioError("No mask painted: paint the region to translate first.")
+    if model is None:
+        check_translates(run_dir, direction)
+        yield Progress("load", message=f"Loading {Path(run_dir).name}")
+        model = load_run_model(run_dir, resolve_device(device))
+    where = window.slices if window is not None else (slice(None), slice(None))
+    crop = np.ascontiguousarray(image[where])
+    given = crop if model.translates_any_size else squash_input(crop, model.config.resolution)
+    job = translate_job(run_dir, given, seed, device, 1, model, direction)
+    translated = yield from job
+    out = np.array(image, dtype=np.uint8)
+    part = None if mask is None else mask[where]
+    out[where] = blend_result(crop, translated[0], part, feather_px)
+    return out

@@ -1,4 +1,4 @@
-"""The staging strip: inpainting variations (or a stylized image) waiting for a decision.
+"""The staging strip: inpainting variations (or a stylized or translated image) waiting for a decision.
 
 Clicking a thumbnail previews that variation on the canvas (nothing is committed); Accept
 puts it into the document as one undoable step; Discard drops them all. :class:`StagingStrip`
@@ -124,7 +124,9 @@ class StagingStrip(QWidget):
         # Always shown (empty, with a hint, until variations come): a strip that appeared
         # would shrink the canvas and make a fitted image jump to another zoom.
         if not has:
-            self.caption.setText("Inpainting variations and stylized images appear here.")
+            self.caption.setText(
+                "Inpainting variations, stylized and translated images appear here."
+            )
         self.accept_button.setEnabled(self.current() >= 0)
         self.discard_button.setEnabled(has)
 

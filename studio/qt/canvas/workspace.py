@@ -35,6 +35,7 @@ from studio.qt.canvas.staging import Stager, StagingStrip
 from studio.qt.canvas.stylize import StylizePanel
 from studio.qt.canvas.toolbar import ToolOptions, ToolStrip, action_button
 from studio.qt.canvas.tools import Tool, ToolController
+from studio.qt.canvas.translate import TranslatePanel
 from studio.qt.canvas.undo import UndoBridge
 from studio.qt.canvas.view import CanvasView
 from studio.qt.engine_thread import JobRunner
@@ -76,6 +77,9 @@ class CanvasWorkspace(QWidget):
         self.stager = Stager(self.staging, self.view, self.undo, self._settled_document, self)
         self.inpaint_panel = InpaintPanel(runner, settings, self._settled_document)
         self.stylize_panel = StylizePanel(
+            runner, settings, self._settled_document, lambda: self.options.feather
+        )
+        self.translate_panel = TranslatePanel(
             runner, settings, self._settled_document, lambda: self.options.feather
         )
         self.files = CanvasFiles(self, self._settled_document)
@@ -157,7 +161,7 @@ class CanvasWorkspace(QWidget):
             (self.open_action, self.save_action, self.save_as_action, self.paste_action),
             (self.import_mask_action, self.export_mask_action),
             (self.undo_action, self.redo_action),
-            (self.stylize_action,),
+            (self.stylize_action, self.translate_action),
             (self.zoom_in_action, self.zoom_out_action, self.fit_action, self.actual_size_action),
         )
         for i, group in enumerate(groups):
@@ -169,11 +173,13 @@ class CanvasWorkspace(QWidget):
     def set_run(self, path: str | Path) -> None:
         """Use the run at ``path`` for inpainting (the Train panel's current run, say)."""
         self.inpaint_panel.set_run(path)
+        self.translate_panel.refresh_runs()
 
     def shutdown(self) -> None:
         """On a clean exit: cancel inpainting, finish file writes and delete the autosave."""
         self.inpaint_panel.shutdown()
         self.stylize_panel.shutdown()
+        self.translate_panel.shutdown()
         self.files.wait()
         self.autosave.shutdown()
 
@@ -322,6 +328,7 @@ class CanvasWorkspace(QWidget):
         self.export_mask_action = action("Export mask…", self.files.choose_and_export_mask)
         self.paste_action = action("Paste image", self.paste, "Ctrl+V")
         self.stylize_action = action("Stylize…", self.stylize_panel.open_dialog)
+        self.translate_action = action("Translate", self.translate_panel.start)
         self.zoom_in_action = action("Zoom in", lambda: self.view.zoom_in(), "+", "=", "Ctrl++")
         self.zoom_out_action = action("Zoom out", lambda: self.view.zoom_out(), "-", "Ctrl+-")
         self.fit_action = action("Fit", self.view.fit, "0")
@@ -391,6 +398,7 @@ class CanvasWorkspace(QWidget):
         side_column.setContentsMargins(0, 0, 0, 0)
         side_column.addWidget(self.inpaint_panel)
         side_column.addWidget(self.stylize_panel)
+        side_column.addWidget(self.translate_panel)
         scroll = QScrollArea()
         scroll.setWidget(side_panels)
         scroll.setWidgetResizable(True)
@@ -434,6 +442,7 @@ class CanvasWorkspace(QWidget):
         )
         self.inpaint_panel.variations_ready.connect(self.stager.stage)
         self.stylize_panel.stylized.connect(self.stager.stage)
+        self.translate_panel.translated.connect(self.stager.stage)
         self.inpaint_panel.feather_changed.connect(self.options.set_feather)
         self.options.feather_changed.connect(self.inpaint_panel.set_feather)
         self.inpaint_panel.set_feather(self.options.feather)
@@ -446,6 +455,7 @@ class CanvasWorkspace(QWidget):
             self.import_mask_action,
             self.export_mask_action,
             self.stylize_action,
+            self.translate_action,
         ):
             a.setEnabled(has)
 

@@ -122,6 +122,12 @@ class ComparePanel(QFrame):
             f"precision {q['precision']:.2f} · recall {q['recall']:.2f}",
             f"memorisation {q['memorisation_share']:.2f} (0.5 healthy, 1 copies)",
         ]
+        if q.get("psnr") is not None:  # a run that translates, scored against its targets
+            lines.insert(
+                0,
+                f"L1 {q['l1']:.4f} · PSNR {q['psnr']:.2f} dB · SSIM {q['ssim']:.3f} "
+                f"(to {n} targets)",
+            )
         if result.bits_per_dim is not None:
             lines.append(f"bits/dim {result.bits_per_dim:.3f} on {ref} held-out images")
         lines.append(f"{result.seconds_per_image * 1000:.1f} ms/image · step {result.step}")
