@@ -53,6 +53,8 @@ def run_to_end(qtbot, panel) -> None:
 
 def test_only_translating_runs_are_offered_and_others_are_refused(qtbot, workspace, runs):
     panel = workspace.translate_panel
+    assert not panel.isVisible()  # the side tools are tabs: Inpaint in front
+    assert workspace.show_panel(panel) is panel and panel.isVisible()
     assert listed(qtbot, panel) == [str(runs[TRANSLATING])]
     assert panel.run() == str(runs[TRANSLATING])
     assert not panel.direction_combo.isEnabled()  # pix2pix translates A to B only

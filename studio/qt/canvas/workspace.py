@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QScrollArea,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -327,8 +328,12 @@ class CanvasWorkspace(QWidget):
         self.import_mask_action = action("Load mask…", self.files.choose_and_import_mask)
         self.export_mask_action = action("Export mask…", self.files.choose_and_export_mask)
         self.paste_action = action("Paste image", self.paste, "Ctrl+V")
-        self.stylize_action = action("Stylize…", self.stylize_panel.open_dialog)
-        self.translate_action = action("Translate", self.translate_panel.start)
+        self.stylize_action = action(
+            "Stylize…", lambda: self.show_panel(self.stylize_panel).open_dialog()
+        )
+        self.translate_action = action(
+            "Translate", lambda: self.show_panel(self.translate_panel).start()
+        )
         self.zoom_in_action = action("Zoom in", lambda: self.view.zoom_in(), "+", "=", "Ctrl++")
         self.zoom_out_action = action("Zoom out", lambda: self.view.zoom_out(), "-", "Ctrl+-")
         self.fit_action = action("Fit", self.view.fit, "0")
@@ -393,21 +398,27 @@ class CanvasWorkspace(QWidget):
         centre_column.addWidget(self.preview_label)
         centre_column.addWidget(self.staging)
 
-        side_panels = QWidget()
-        side_column = QVBoxLayout(side_panels)
-        side_column.setContentsMargins(0, 0, 0, 0)
-        side_column.addWidget(self.inpaint_panel)
-        side_column.addWidget(self.stylize_panel)
-        side_column.addWidget(self.translate_panel)
-        scroll = QScrollArea()
-        scroll.setWidget(side_panels)
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setMinimumWidth(self.inpaint_panel.minimumSizeHint().width() + 16)
+        # One tool at a time beside the canvas: each panel in its own tab (and scroll area), so
+        # none sits below another's previews and every button is reachable without scrolling.
+        self.side_tabs = QTabWidget()
+        self.side_tabs.setDocumentMode(True)
+        widest = 0
+        for panel, title in (
+            (self.inpaint_panel, "Inpaint"),
+            (self.stylize_panel, "Stylize"),
+            (self.translate_panel, "Translate"),
+        ):
+            scroll = QScrollArea()
+            scroll.setWidget(panel)
+            scroll.setWidgetResizable(True)
+            scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+            scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+            self.side_tabs.addTab(scroll, title)
+            widest = max(widest, panel.minimumSizeHint().width())
+        self.side_tabs.setMinimumWidth(widest + 24)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(centre)
-        splitter.addWidget(scroll)
+        splitter.addWidget(self.side_tabs)
         splitter.setStretchFactor(0, 1)
         splitter.setStretchFactor(1, 0)
         splitter.setSizes([900, 320])
@@ -421,6 +432,14 @@ class CanvasWorkspace(QWidget):
         column.addLayout(top)
         column.addWidget(self.options)
         column.addWidget(splitter, 1)
+
+    def show_panel(self, panel: QWidget) -> Any:
+        """Bring ``panel``'s tab to the front (a menu action works on what the user then sees)."""
+        for i in range(self.side_tabs.count()):
+            scroll = self.side_tabs.widget(i)
+            if isinstance(scroll, QScrollArea) and scroll.widget() is panel:
+                self.side_tabs.setCurrentIndex(i)
+        return panel
 
     def _connect(self) -> None:
         self.view.files_dropped.connect(self._on_files_dropped)
