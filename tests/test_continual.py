@@ -236,3 +236,60 @@ def run_sync_raise(job):
             next(job)
     except StopIteration as done:
         return done.value
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(folders, tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    _train(run, _config("vae.conv", folders[0], steps=2))
+    return run
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--continue-on", "{missing}"], "does not exist"),
+        (["--continue-on", "{empty}"], "is empty"),
+        (["--continue-on", "{old}"], "trains on now"),
+        (["--continue-on", "{new}", "--replay", "2"], "replay share"),
+        (["--continue-on", "{new}", "--data", "{new}"], "leave out --data"),
+    ],
+)
+def test_cli_refuses_a_bad_new_folder_in_one_sentence(
+    folders, trained_run, tmp_path, capsys, extra, words
+):
+    from studio.cli.main import main
+
+    (tmp_path / "empty").mkdir()
+    names = dict(missing=tmp_path / "nope", empty=tmp_path / "empty", old=folders[0], new=folders[1])
+    before = (trained_run / "config.json").read_bytes()
+    argv = ["train", "--resume", str(trained_run), *[a.format(**names) for a in extra]]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert (trained_run / "config.json").read_bytes() == before
+
+
+def test_cli_replay_needs_continue_on_and_continue_on_needs_a_run(folders, capsys):
+    from studio.cli.main import main
+
+    assert main(["train", "--data", str(folders[0]), "--replay", "0.3"]) == 1
+    assert "--continue-on" in capsys.readouterr().err
+    assert main(["train", "--continue-on", str(folders[1])]) == 1
+    assert "--resume RUN" in capsys.readouterr().err
+
+
+def test_cli_continues_a_run_on_another_folder(folders, tmp_path, capsys):
+    from studio.cli.main import main
+
+    run = tmp_path / "run"
+    _train(run, _config("vae.conv", folders[0], steps=2))
+    argv = ["train", "--run", str(run), "--continue-on", str(folders[1]), "--replay", "0.25"]
+    assert main([*argv, "--ewc", "5", "--device", "cpu"]) == 0
+    assert "step 4/4" in capsys.readouterr().out  # default: the run's 2 steps again
+    cfg = RunFolder(run).read_config()
+    assert [d["step"] for d in cfg["datasets"]] == [0, 2]
+    assert cfg["continual"]["replay"] == 0.25 and cfg["continual"]["ewc"] == 5.0
