@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers import make_tiny_dataset, tiny_model, tiny_train_config
 
+from studio.core.continual import replay_count
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress, run_sync
 from studio.engine import checkpoint as ckpt
@@ -16,7 +17,6 @@ from studio.engine.continual import (
     EWCPenalty,
     continue_job,
     fisher_diagonal,
-    replay_count,
     switch_job,
 )
 from studio.engine.runs import RunFolder
@@ -264,7 +264,9 @@ def test_cli_refuses_a_bad_new_folder_in_one_sentence(
     from studio.cli.main import main
 
     (tmp_path / "empty").mkdir()
-    names = dict(missing=tmp_path / "nope", empty=tmp_path / "empty", old=folders[0], new=folders[1])
+    names = dict(
+        missing=tmp_path / "nope", empty=tmp_path / "empty", old=folders[0], new=folders[1]
+    )
     before = (trained_run / "config.json").read_bytes()
     argv = ["train", "--resume", str(trained_run), *[a.format(**names) for a in extra]]
     assert main(argv) == 1

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from studio.core.continual import check_settings, replay_count
 from studio.core.errors import CheckpointError, StudioError
 from studio.core.jobs import CancelToken, Progress
 from studio.engine import checkpoint as ckpt
@@ -53,29 +54,8 @@ CONTINUAL_DIR = "continual"
 REPLAY_DIR = "replay"
 EWC_FILE = "ewc.safetensors"
 HELDOUT_FILE = "heldout.safetensors"
-MAX_REPLAY = 0.9  # a batch keeps at least a tenth of new images
-MAX_EWC = 1e8
 FISHER_IMAGES = 128  # images of the folder left that the Fisher estimate averages over
 HELDOUT_IMAGES = 64  # held-out images per folder for the live per-folder metrics
-
-
-# -- the settings ---------------------------------------------------------------------------
-
-
-def check_settings(replay: float, ewc: float) -> None:
-    """The replay share in [0, 0.9] and the EWC lambda in [0, 1e8], or one sentence."""
-    if not 0.0 <= float(replay) <= MAX_REPLAY:
-        raise StudioError(
-            f"The replay share must be between 0 and {MAX_REPLAY:g} (a share of every batch), "
-            f"not {replay:g}."
-        )
-    if not 0.0 <= float(ewc) <= MAX_EWC:
-        raise StudioError(f"The EWC lambda must be between 0 and {MAX_EWC:g}, not {ewc:g}.")
-
-
-def replay_count(batch_size: int, share: float) -> int:
-    """How many images of a batch of ``batch_size`` the replay model generates."""
-    return min(batch_size - 1, round(share * batch_size)) if share > 0 else 0
 
 
 def datasets_of(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -342,9 +322,7 @@ def fisher_diagonal(
             if losses is None:
                 return None
             names = [n for n in params]
-            grads = torch.autograd.grad(
-                losses.sum(), [params[n] for n in names], allow_unused=True
-            )
+            grads = torch.autograd.grad(losses.sum(), [params[n] for n in names], allow_unused=True)
             for n, g in zip(names, grads):
                 if g is not None:
                     total[n] += g.detach().float().pow(2).to(total[n].dtype)
@@ -355,7 +333,11 @@ class EWCPenalty:
     """``lam / 2 * sum F (w - w*)^2`` over the weights each optimizer updates."""
 
     def __init__(
-        self, model: GenerativeModel, fisher: dict[str, Tensor], anchor: dict[str, Tensor], lam: float
+        self,
+        model: GenerativeModel,
+        fisher: dict[str, Tensor],
+        anchor: dict[str, Tensor],
+        lam: float,
     ) -> None:
         self.lam = float(lam)
         named = dict(model.named_parameters())

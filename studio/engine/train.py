@@ -221,7 +221,9 @@ def _train(
         start_step, trainer_state = 0, {}
         _start_folder(run, config, model, data, distributed)
     # A run switched to another folder (studio.engine.continual): its replay model and EWC.
-    switched = load_continual(run, model, device, distributed.seed(config.seed)) if resuming else None
+    switched = (
+        load_continual(run, model, device, distributed.seed(config.seed)) if resuming else None
+    )
     if switched is not None:
         cleanup.append(lambda: switched.close(model))
     trainer = _Trainer(
