@@ -50,6 +50,10 @@ GROUP_PREFIXES = (
     ("perplexity", "Codebook perplexity"),
     ("restarts", "Codebook restarts"),
     ("logdet", "Log-determinant"),
+    # A continual run's held-out metrics, one curve per folder (studio.engine.monitor)
+    ("folder_nearest", "Held-out: nearest-sample distance per folder"),
+    ("folder_bpd", "Held-out: bits/dim per folder"),
+    ("ewc_penalty", "EWC penalty"),
 )
 
 
