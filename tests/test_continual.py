@@ -12,14 +12,9 @@ from studio.core.continual import replay_count
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Progress, run_sync
 from studio.engine import checkpoint as ckpt
-from studio.engine.continual import (
-    Continual,
-    EWCPenalty,
-    continue_job,
-    fisher_diagonal,
-    switch_job,
-)
+from studio.engine.continual import Continual, EWCPenalty, fisher_diagonal
 from studio.engine.runs import RunFolder
+from studio.engine.switch import continue_job, switch_job
 from studio.engine.train import train_job
 from studio.models.base import Batch
 

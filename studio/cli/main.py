@@ -378,8 +378,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _continue_on(args: argparse.Namespace, token: CancelToken) -> int:
     """``train --resume RUN --continue-on DIR``: the run goes on to another folder."""
     from studio.core.paths import cache_dir
-    from studio.engine.continual import continue_job
     from studio.engine.runs import RunFolder
+    from studio.engine.switch import continue_job
 
     replay = 0.0 if args.replay is None else args.replay
     ewc = 0.0 if args.ewc is None else args.ewc

@@ -188,7 +188,7 @@ def train_continue(
 
     def factory(token: CancelToken) -> Generator[Progress, None, Any]:
         from studio.core.paths import cache_dir
-        from studio.engine.continual import continue_job
+        from studio.engine.switch import continue_job
 
         yield from _make_room_for_training(device)
         job = continue_job(
