@@ -290,3 +290,24 @@ def test_cli_continues_a_run_on_another_folder(folders, tmp_path, capsys):
     cfg = RunFolder(run).read_config()
     assert [d["step"] for d in cfg["datasets"]] == [0, 2]
     assert cfg["continual"]["replay"] == 0.25 and cfg["continual"]["ewc"] == 5.0
+
+
+@pytest.mark.parametrize(("key", "has_loss"), [("flow.realnvp", True), ("gan.wgan_gp", False)])
+def test_per_example_losses_through_the_contract(key, has_loss):
+    model = tiny_model(key).eval()
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    out = model.example_losses(Batch(images=images), torch.Generator().manual_seed(0))
+    if has_loss:
+        assert out.shape == (3,) and out.requires_grad
+    else:
+        assert out is None
+
+
+def test_ewc_is_refused_for_a_family_without_a_per_example_loss(folders, tmp_path):
+    old, new = folders
+    run = tmp_path / "run"
+    _train(run, _config("gan.wgan_gp", old, steps=2))
+    with pytest.raises(StudioError, match="no per-example loss"):
+        run_sync_raise(switch_job(run, new, ewc=10.0))
+    assert "datasets" not in RunFolder(run).read_config()
+    assert _continue(run, new, replay=0.5, steps=3).ok  # replay alone works for it
