@@ -198,6 +198,8 @@ def test_refusals_leave_the_run_untouched(folders, tmp_path):
         (new, {"replay": 1.5}, "replay share"),
         (new, {"ewc": -1.0}, "EWC lambda"),
     ]
+    (tmp_path / "link").symlink_to(old, target_is_directory=True)
+    cases.append((tmp_path / "link", {}, "trains on now"))  # the same folder by another name
     for folder, kw, words in cases:
         with pytest.raises(StudioError, match=words):
             run_sync_raise(switch_job(run, folder, **kw))
@@ -222,6 +224,11 @@ def test_a_damaged_replay_model_stops_the_resume_with_a_clear_message(folders, t
     weights.write_bytes(b"not safetensors")
     out = run_sync(train_job(run, CancelToken(), None, steps=4), CancelToken())
     assert not out.ok and "replay model" in out.error
+    # config.json edited to point the switch outside the run: refused, nothing read there.
+    cfg["continual"]["switch"] = "../elsewhere"
+    (run / "config.json").write_text(json.dumps(cfg))
+    out = run_sync(train_job(run, CancelToken(), None, steps=4), CancelToken())
+    assert not out.ok and "is not inside" in out.error
 
 
 def run_sync_raise(job):

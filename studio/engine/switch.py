@@ -5,6 +5,7 @@ followed by training."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -120,6 +121,16 @@ def switch_job(
     name = family.info.display_name
     if Capability.PAIRED in family.info.capabilities:
         raise StudioError(f"{name} learns from pairs of folders: it cannot continue on another.")
+    if Capability.TEXT in family.info.capabilities:
+        raise StudioError(
+            f"{name} is conditioned on captions; continuing on another folder is for "
+            "unconditional models for now."
+        )
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise StudioError(
+            "Continue on another folder in one process (it writes the switch once); then "
+            "resume the run under the launcher with --resume."
+        )
     if replay > 0 and Capability.SAMPLE not in family.info.capabilities:
         raise StudioError(f"{name} cannot sample, so it cannot replay: set the replay share to 0.")
     path = check_new_folder(raw, new_data)
