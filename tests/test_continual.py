@@ -197,6 +197,7 @@ def test_refusals_leave_the_run_untouched(folders, tmp_path):
         (old, {}, "trains on now"),
         (new, {"replay": 1.5}, "replay share"),
         (new, {"ewc": -1.0}, "EWC lambda"),
+        (new, {"steps": 2}, "must be above"),
     ]
     (tmp_path / "link").symlink_to(old, target_is_directory=True)
     cases.append((tmp_path / "link", {}, "trains on now"))  # the same folder by another name

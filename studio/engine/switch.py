@@ -41,11 +41,11 @@ from studio.models.registry import get_family
 
 @dataclass(frozen=True)
 class Switch:
-    """A switch made: the step the new folder starts at, the total to train to by default
-    (as many steps again as the run's ``steps`` setting) and the new folder's images."""
+    """A switch made: the step the new folder starts at, the total to train to and the new
+    folder's images."""
 
     step: int
-    default_total: int
+    total: int
     dataset: ImageDataset
 
 
@@ -83,18 +83,12 @@ def continue_job(
     """Switch ``run_dir`` to ``new_data`` (:func:`switch_job`), then train it there to
     ``steps`` in total (default: the switch step plus the run's ``steps`` setting)."""
     switch = yield from switch_job(
-        run_dir, new_data, replay=replay, ewc=ewc, cache_dir=cache_dir,
+        run_dir, new_data, replay=replay, ewc=ewc, steps=steps, cache_dir=cache_dir,
         device_override=device_override,
     )  # fmt: skip
-    total = switch.default_total if steps is None else int(steps)
-    if total <= switch.step:
-        raise StudioError(
-            f"The run is at step {switch.step:,}: the total steps must be above that to train "
-            "on the new folder (it has switched; resume it with more steps)."
-        )
     return (
         yield from train_job(
-            run_dir, token, None, steps=total, dataset=switch.dataset, cache_dir=cache_dir,
+            run_dir, token, None, steps=switch.total, dataset=switch.dataset, cache_dir=cache_dir,
             device_override=device_override,
         )
     )  # fmt: skip
@@ -106,13 +100,15 @@ def switch_job(
     *,
     replay: float = 0.0,
     ewc: float = 0.0,
+    steps: int | None = None,
     cache_dir: Path | None = None,
     device_override: str | None = None,
 ) -> Generator[Progress, None, Switch]:
     """Make the run at ``run_dir`` train on ``new_data`` from its newest checkpoint on:
     save the replay model, the Fisher estimate and the folder left's held-out images, then
     record the switch in config.json (last, so a failed switch changes nothing the run
-    reads)."""
+    reads). ``steps``: the total to train to, above the switch step (default: the switch
+    step plus the run's ``steps`` setting)."""
     run = RunFolder(run_dir)
     raw = run.read_config()
     config = run.train_config()
@@ -166,6 +162,9 @@ def switch_job(
             f"This run switched to {sequence[-1]['path']} at step {step:,} and has not "
             "trained on it yet: resume it first, or start a new run."
         )
+    total = step + int(config.steps) if steps is None else int(steps)
+    if total <= step:
+        raise StudioError(f"The run is at step {step:,}: the steps to train to must be above that.")
 
     old = yield from _read_left_folder(config, ewc > 0, cache_dir)
     fisher: dict[str, Tensor] = {}
@@ -201,7 +200,7 @@ def switch_job(
         "load",
         message=f"Continuing on {path} from step {step:,} (replay {replay:g}, EWC {ewc:g})",
     )
-    return Switch(step, step + int(config.steps), new)
+    return Switch(step, total, new)
 
 
 def _read_left_folder(
