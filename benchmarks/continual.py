@@ -178,8 +178,12 @@ def main() -> int:
         default="vae.conv=0.0001/0.01,gan.dcgan=100/10000",
         help="EWC lambdas per family (a/b: one row each; replay + EWC uses the first)",
     )
+    p.add_argument(
+        "--rows", default="none,ewc,both", help="none (with replay), ewc, both: which to run"
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
+    rows = set(args.rows.split(","))
     ewc_by_family = dict(pair.split("=") for pair in args.ewc.split(","))
     if args.out.exists():
         shutil.rmtree(args.out / "runs", ignore_errors=True)
@@ -198,9 +202,9 @@ def main() -> int:
     }
     for key in args.families.split(","):
         lams = [float(v) for v in ewc_by_family[key].split("/")]
-        variants = [("none", 0.0, 0.0), ("replay", args.replay, 0.0)]
-        variants += [(f"EWC λ={lam:g}", 0.0, lam) for lam in lams]
-        variants += [(f"replay + EWC λ={lams[0]:g}", args.replay, lams[0])]
+        variants = [("none", 0.0, 0.0), ("replay", args.replay, 0.0)] * ("none" in rows)
+        variants += [(f"EWC λ={lam:g}", 0.0, lam) for lam in lams] * ("ewc" in rows)
+        variants += [(f"replay + EWC λ={lams[0]:g}", args.replay, lams[0])] * ("both" in rows)
         base = args.out / "runs" / key / "at-switch"
         cfg = TrainConfig(
             family=key, data=str(folders["old"]), resolution=args.size, batch_size=args.batch,
