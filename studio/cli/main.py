@@ -19,7 +19,7 @@ from studio.cli import score as score_cli
 from studio.cli import stylize as stylize_cli
 from studio.cli import translate as translate_cli
 from studio.cli.running import class_index, run_job  # noqa: F401 - class_index re-exported
-from studio.core import options
+from studio.core import continual, options
 from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken
 from studio.core.paths import demo_dir, runs_dir
@@ -29,6 +29,7 @@ EPILOG = """examples:
   studio data scan ~/Pictures/moths             list usable and skipped images
   studio train --family gan.dcgan --data demo --resolution 32 --steps 2000 --out runs/first
   studio train --resume runs/first --steps 5000 continue the same run to 5000 steps
+  studio train --resume runs/first --continue-on ~/Pictures/new --replay 0.3 --ewc 100
   studio sample --run runs/first -n 64 --seed 7 --out grid.png
   studio sample --run runs/first -n 16 --out samples/   (one PNG per sample)
   studio compare --runs runs/gan runs/vae runs/ddpm --n 64 --seed 0 --out compare/
@@ -86,7 +87,30 @@ def build_parser() -> argparse.ArgumentParser:
         "(see the README's training options)",
     )
     p.add_argument("--out", help="new run folder (default: a fresh folder under the runs folder)")
-    p.add_argument("--resume", metavar="RUN", help="continue this run folder")
+    p.add_argument(
+        "--resume", "--run", dest="resume", metavar="RUN", help="continue this run folder"
+    )
+    p.add_argument(
+        "--continue-on",
+        dest="continue_on",
+        metavar="DIR",
+        help="with --resume: go on training the run on this other folder, without forgetting "
+        "the first (see docs/continual.md); --steps is then the total to reach (default: as "
+        "many steps again as the run's steps setting)",
+    )
+    p.add_argument(
+        "--replay",
+        type=float,
+        metavar="SHARE",
+        help=f"with --continue-on: the {continual.REPLAY_HELP} (0 to {continual.MAX_REPLAY:g}; "
+        "default 0)",
+    )
+    p.add_argument(
+        "--ewc",
+        type=float,
+        metavar="LAMBDA",
+        help=f"with --continue-on: the {continual.EWC_HELP} (default 0)",
+    )
 
     p = sub.add_parser(
         "sample",
@@ -297,6 +321,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from studio.engine.train import check_family_data, train_job
 
     token = CancelToken()
+    if (args.replay is not None or args.ewc is not None) and not args.continue_on:
+        raise StudioError("--replay and --ewc go with --continue-on DIR (and --resume RUN)")
+    if args.continue_on and not args.resume:
+        raise StudioError("--continue-on DIR continues a run: give it with --resume RUN")
+    if args.continue_on and args.data:
+        raise StudioError("--continue-on DIR names the new folder; leave out --data")
     if args.resume:
         if args.option:
             raise StudioError(
@@ -306,6 +336,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise StudioError("--data-b sets up a new run; a resumed run keeps its folders")
         if args.steps is not None:
             options.check_option(options.BY_NAME["steps"], args.steps)
+        if args.continue_on:
+            return _continue_on(args, token)
         job = train_job(
             args.resume,
             token,
@@ -350,6 +382,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = run_job(job, token, graceful=True)
     state = "stopped early" if result.stopped_early else "done"
     print(f"{state}: step {result.step}/{result.steps}; run folder {result.run}")  # rank 0 named it
+    return 0
+
+
+def _continue_on(args: argparse.Namespace, token: CancelToken) -> int:
+    """``train --resume RUN --continue-on DIR``: the run goes on to another folder."""
+    from studio.core.paths import cache_dir
+    from studio.engine.runs import RunFolder
+    from studio.engine.switch import continue_job
+
+    replay = 0.0 if args.replay is None else args.replay
+    ewc = 0.0 if args.ewc is None else args.ewc
+    continual.check_settings(replay, ewc)
+    RunFolder(args.resume).read_config()  # not a run: one sentence, before the folder is read
+    job = continue_job(
+        args.resume,
+        token,
+        resolve_data(args.continue_on),
+        replay=replay,
+        ewc=ewc,
+        steps=args.steps,
+        cache_dir=cache_dir(),
+        device_override=None if args.device == "auto" else args.device,
+    )
+    result = run_job(job, token, graceful=True)
+    state = "stopped early" if result.stopped_early else "done"
+    print(f"{state}: step {result.step}/{result.steps}; run folder {result.run}")
     return 0
 
 

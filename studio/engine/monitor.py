@@ -55,10 +55,18 @@ class Monitor:
         device: torch.device,
         enabled: bool = True,
         held_sources: np.ndarray | None = None,
+        folders: dict[int, np.ndarray] | None = None,
     ) -> None:
         """``held_sources``: a paired run's fixed inputs, aligned with ``held_out`` (their
-        targets)."""
+        targets). ``folders``: a continual run's held-out images (uint8 N x H x W x C) of each
+        folder it has trained on, by number (1 = the first), measured one by one so
+        forgetting shows as it happens (:meth:`folder_metrics`)."""
         self.run, self.config, self.enabled = run, config, enabled
+        self.folders = {
+            number: (images, _to_floats(images, device))
+            for number, images in (folders or {}).items()
+            if len(images)
+        }
         self.last_step: int | None = None
         self.real_ref = _diversity(real.float().div(127.5).sub(1).cpu())
         self.held_out = None
@@ -95,6 +103,7 @@ class Monitor:
                         [model.bits_per_dim(chunk) for chunk in self.held_out.split(64)]
                     )
                     metrics["heldout_bpd"] = float(bpd.mean())
+                metrics.update(self.folder_metrics(model, samples))
         finally:
             model.train()
         grid = make_grid(images_to_uint8(samples).numpy())
@@ -105,6 +114,26 @@ class Monitor:
         yield Progress(
             "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
         )
+
+    def folder_metrics(self, model: GenerativeModel, samples: torch.Tensor) -> dict[str, float]:
+        """For each folder of a continual run: ``folder_nearest_<n>``, the mean RMS pixel
+        distance (0..1) from each of its held-out images to the nearest of ``samples`` (the
+        model still draws images like the folder's: low; it has forgotten them: high), and
+        ``folder_bpd_<n>``, its held-out bits/dim, where the family has a likelihood."""
+        from studio.engine.metrics import nearest_distances
+
+        out: dict[str, float] = {}
+        if not self.folders:
+            return out
+        drawn = images_to_uint8(samples).numpy()
+        for number, (images, floats) in sorted(self.folders.items()):
+            if drawn.shape[1:] == images.shape[1:]:
+                distances, _, _ = nearest_distances(images, drawn)
+                out[f"folder_nearest_{number}"] = float(distances.mean())
+            if Capability.LIKELIHOOD in model.info.capabilities:
+                bpd = torch.cat([model.bits_per_dim(chunk) for chunk in floats.split(64)])
+                out[f"folder_bpd_{number}"] = float(bpd.mean())
+        return out
 
     def _evaluate_pairs(
         self, model: GenerativeModel, step: int, total: int

@@ -7,6 +7,7 @@
   state/          complete, verified checkpoints (see studio.engine.checkpoint)
   metrics.jsonl   one JSON object per logged step; the live plots read the same stream
   samples/        sample grids over training time (step_00001234.png)
+  continual/      a run continued on another folder (studio.engine.continual)
 ```
 """
 

@@ -142,6 +142,7 @@ class GenerativeModel(nn.Module):
         self.config = config
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self._base_lrs: dict[str, list[float]] = {}
+        self._penalty: Callable[[str], Tensor | None] | None = None
         # Runs this one builds on (studio.models.base_runs): frozen models kept outside this
         # module's children (not trained, not in its state dict), and what identifies them.
         self._bases: dict[str, GenerativeModel] = {}
@@ -216,6 +217,27 @@ class GenerativeModel(nn.Module):
         same crop (and flip) for both images (pix2pix's random jitter). 0 = no crop."""
         return 0
 
+    def example_losses(self, batch: Batch, generator: torch.Generator) -> Tensor | None:
+        """One training loss per example (a tensor of ``len(batch.images)``), differentiable
+        with respect to every trained weight: what continual learning's elastic weight
+        consolidation squares the gradients of (its diagonal Fisher estimate). Called in eval
+        mode, outside any train step; ``generator`` is a CPU generator for the noise the loss
+        draws. None = the family has none, and EWC is not offered for it.
+
+        Default: the negative log-likelihood in bits/dim where the family has a likelihood
+        whose ``bits_per_dim`` carries gradients; None otherwise."""
+        if Capability.LIKELIHOOD not in self.info.capabilities:
+            return None
+        with torch.enable_grad():
+            bpd = self.bits_per_dim(batch.images)  # type: ignore[attr-defined]
+        return bpd if isinstance(bpd, Tensor) and bpd.requires_grad else None
+
+    def set_penalty(self, penalty: Callable[[str], Tensor | None] | None) -> None:
+        """A term added to the loss of optimizer ``name`` before every backward in
+        :meth:`optimizer_step` (``penalty(name)``; None adds nothing): continual learning's
+        EWC (studio.engine.continual). ``set_penalty(None)`` removes it."""
+        self._penalty = penalty
+
     def remember_base_lrs(self) -> None:
         """Record every param group's configured rate: schedules scale these, statelessly."""
         self._base_lrs = {
@@ -240,6 +262,8 @@ class GenerativeModel(nn.Module):
         gradients overflowed is skipped and the scale lowered (``torch.amp.GradScaler``)."""
         opt = self.optimizers[name]
         k = max(1, int(ctx.accumulate))
+        if self._penalty is not None and (extra := self._penalty(name)) is not None:
+            loss = loss + extra  # before the division: the micro-batches add up to one penalty
         if ctx.micro == 0:
             opt.zero_grad(set_to_none=True)
         scaler = ctx.grad_scalers.get(name)

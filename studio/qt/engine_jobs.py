@@ -223,6 +223,31 @@ def train_resume(run_dir: Path, steps: int, device: str | None = None) -> Factor
     return factory
 
 
+def train_continue(
+    run_dir: Path,
+    folder: str,
+    replay: float,
+    ewc: float,
+    steps: int,
+    device: str | None = None,
+) -> Factory:
+    """Switch ``run_dir`` to ``folder`` and train it there to ``steps`` in total, with the
+    replay share and EWC lambda (studio.engine.continual)."""
+
+    def factory(token: CancelToken) -> Generator[Progress, None, Any]:
+        from studio.core.paths import cache_dir
+        from studio.engine.switch import continue_job
+
+        yield from _make_room_for_training(device)
+        job = continue_job(
+            run_dir, token, folder, replay=replay, ewc=ewc, steps=steps,
+            cache_dir=cache_dir(), device_override=device,
+        )  # fmt: skip
+        return (yield from job)
+
+    return factory
+
+
 def _make_room_for_training(device: str | None) -> Generator[Progress, None, None]:
     """A Stable Diffusion model the Prompt workspace left on the GPU is unloaded before training
     there. Nothing happens (and diffusers is not imported) if no generation ever ran."""

@@ -52,6 +52,10 @@ GROUP_PREFIXES = (
     ("logdet", "Log-determinant"),
     ("resolution", "Growing: resolution (px)"),  # a GAN's progressive growing
     ("alpha", "Growing: fade-in alpha"),
+    # A continual run's held-out metrics, one curve per folder (studio.engine.monitor)
+    ("folder_nearest", "Held-out: nearest-sample distance per folder"),
+    ("folder_bpd", "Held-out: bits/dim per folder"),
+    ("ewc_penalty", "EWC penalty"),
 )
 
 

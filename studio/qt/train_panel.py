@@ -145,6 +145,12 @@ class TrainPanel(QWidget):
         buttons = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
             buttons.addWidget(b)
+        self.continue_button = QPushButton("Continue on another folder…")
+        self.continue_button.setToolTip(
+            "Go on training the opened or finished run on new images without forgetting the "
+            "old ones (generative replay, EWC)"
+        )
+        self.continue_button.clicked.connect(self.choose_continue)
 
         self.open_button = QPushButton("Open run…")
         self.open_button.clicked.connect(self.choose_run)
@@ -177,6 +183,7 @@ class TrainPanel(QWidget):
         column.addWidget(model_box)
         column.addWidget(options_box)
         column.addLayout(buttons)
+        column.addWidget(self.continue_button)
         column.addWidget(self.hint_label)
         self.diagnosis = DiagnosisLabel()  # the family's advice from the logged metrics
         column.addWidget(self.diagnosis)
@@ -300,6 +307,7 @@ class TrainPanel(QWidget):
             (training and paused and not stopping) or (idle and self._run_path is not None)
         )
         self.stop_button.setEnabled(training and not stopping)
+        self.continue_button.setEnabled(idle and self._run_path is not None and self._run_step > 0)
         self.open_button.setEnabled(idle)
         self.recent_button.setEnabled(idle)
         self.picker.setEnabled(idle)
@@ -374,6 +382,36 @@ class TrainPanel(QWidget):
         self.diagnosis.reset(self.picker.current_key() or "")
         factory = engine_jobs.train_resume(self._run_path, steps, opts["device"])
         self._submit(f"Resume {self._run_path.name}", factory, training=True)
+
+    def choose_continue(self) -> None:
+        """Ask for the new folder, replay share and EWC lambda; then continue the run."""
+        from studio.qt.continue_dialog import ContinueDialog
+
+        if self._job is not None or self._run_path is None:
+            return
+        default = self._run_step + int(self.options_form.values()["steps"])
+        dialog = ContinueDialog(self._run_path, self._run_step, default, self)
+        if dialog.exec() == ContinueDialog.DialogCode.Accepted:
+            self.continue_on(dialog.request())
+
+    def continue_on(self, request: Any) -> None:
+        """Switch the current run to ``request.folder`` (a ContinueDialog's request) and
+        train it there; the plot shows each folder's held-out metric as it goes."""
+        if self._job is not None or self._run_path is None:
+            return
+        self.view.banner.clear()
+        self._resume_from = self._run_step
+        self.view.log_message(
+            f"Continuing on {request.folder} from step {self._run_step:,} to {request.steps:,} "
+            f"(replay {request.replay:g}, EWC {request.ewc:g})"
+        )
+        self.view.watch(self._run_path, metrics=False)  # the job delivers the points now
+        self.diagnosis.reset(self.picker.current_key() or "")
+        device = self.options_form.values()["device"]
+        factory = engine_jobs.train_continue(
+            self._run_path, request.folder, request.replay, request.ewc, request.steps, device
+        )
+        self._submit(f"Continue {self._run_path.name}", factory, training=True)
 
     def pause(self) -> None:
         if self.is_training() and self._job is not None:

@@ -96,7 +96,6 @@ def test_groups_move_their_layers_and_mixing_exports_a_grid(qtbot, workspace, tm
     assert (out.stat().st_mtime_ns, out.read_bytes()) == stamp
 
 
-
 def test_a_single_latent_model_shows_no_groups_and_no_mixing(qtbot, workspace, tmp_path):  # noqa: F811
     ws = workspace
     open_and_wait(qtbot, ws, make_run(tmp_path, "gan.dcgan"))

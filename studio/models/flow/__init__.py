@@ -138,6 +138,13 @@ class FlowModel(LatentInpainting, GenerativeModel):
         ``labels`` is ignored (the likelihood protocol's signature)."""
         return to_bits_per_dim(self.log_likelihood(images), self.dims)
 
+    def example_losses(self, batch: Batch, generator: torch.Generator) -> Tensor:
+        """Each image's training loss (bits/dim, uniformly dequantised with noise from
+        ``generator``), with gradients: what EWC's Fisher estimate differentiates."""
+        x = self._inputs(batch.images)
+        noise = torch.rand(x.shape, generator=generator).to(x.device, x.dtype)
+        return to_bits_per_dim(self._log_likelihood(dequantize(x, noise))[0], self.dims)
+
     # -- latents -------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:

@@ -85,3 +85,15 @@ class DCGAN(GANModel):
             **self.growth_metrics(),
         )
         return out
+
+    def example_losses(self, batch: Batch, generator: torch.Generator) -> Tensor:
+        """Each example's share of both training losses: D's on the real image and on one
+        fake from ``generator``, and G's on that fake (through a frozen D, so each network's
+        weights get the gradient of its own loss). What EWC's Fisher estimate differentiates."""
+        real, labels = batch.images, self._labels(batch)
+        fake = self.generator(self.latent(len(real), generator), labels)
+        loss_d = F.softplus(-self.discriminator(real, labels).float())
+        loss_d = loss_d + F.softplus(self.discriminator(fake.detach(), labels).float())
+        with frozen(self.discriminator):
+            loss_g = F.softplus(-self.discriminator(fake, labels).float())
+        return loss_d + loss_g

@@ -168,6 +168,15 @@ class ConvVAE(LatentInpainting, GenerativeModel):
         out.update(zip(KL_DIM_NAMES, per_dim.unbind(0), strict=False))
         return out
 
+    def example_losses(self, batch: Batch, generator: torch.Generator) -> Tensor:
+        """Each image's training loss (the beta-weighted negative ELBO, in nats), one draw of
+        z from ``generator``: what EWC's Fisher estimate differentiates."""
+        x, labels = batch.images, self._batch_labels(batch)
+        mean, logvar = self.posterior(x, labels)
+        eps = torch.randn(mean.shape, generator=generator).to(mean.device)
+        params = self.decoder(reparameterise(mean, logvar, eps), labels)
+        return -self.log_px(x, params) + self.config.beta * gaussian_kl(mean, logvar).sum(1)
+
     # -- latent space ----------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
