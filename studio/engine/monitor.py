@@ -165,9 +165,13 @@ class Monitor:
         try:
             with torch.no_grad():
                 gen = cpu_generator(self.config.seed + 1)
-                out = torch.cat(
-                    [model.sample(len(c), gen, image=c) for c in self.held_sources.split(8)]
-                ).float().cpu()
+                out = (
+                    torch.cat(
+                        [model.sample(len(c), gen, image=c) for c in self.held_sources.split(8)]
+                    )
+                    .float()
+                    .cpu()
+                )
         finally:
             model.train()
         target = self.held_out[: len(out)].float().cpu()

@@ -43,9 +43,9 @@ from studio.models.base import (
 )
 from studio.models.configs import learning_rate, lr_warmup, network_width
 from studio.models.diffusion.ddpm import (
+    DDPM,
     PREDICTIONS,
     SCHEDULES,
-    DDPM,
     UNetDiffusion,
     auto_mults,
     build_scheduler,
@@ -87,13 +87,15 @@ class SuperResConfig(ModelConfig):
     attention_res: int = setting(
         0,
         label="Attention at <= N px",
-        help="self-attention at maps this small or smaller; 0 = none (any input size stays "
-        "cheap)",
+        help="self-attention at maps this small or smaller; 0 = none (any input size stays cheap)",
         choices=(0, 4, 8, 16, 32),
     )
     dropout: float = setting(0.0, label="Dropout", minimum=0.0, maximum=0.5)
     num_train_timesteps: int = setting(
-        1000, label="Noise steps", help="length of the training noise process", minimum=10,
+        1000,
+        label="Noise steps",
+        help="length of the training noise process",
+        minimum=10,
         maximum=4000,
     )
     beta_schedule: str = setting(
@@ -103,7 +105,10 @@ class SuperResConfig(ModelConfig):
         choices=SCHEDULES,
     )
     prediction_type: str = setting(
-        "epsilon", label="Predict", help="the noise (epsilon) or the velocity v", choices=PREDICTIONS
+        "epsilon",
+        label="Predict",
+        help="the noise (epsilon) or the velocity v",
+        choices=PREDICTIONS,
     )
     lr: float = learning_rate(1e-4)
     weight_decay: float = setting(0.0, label="Weight decay", minimum=0.0, maximum=0.1)
@@ -318,8 +323,14 @@ class SuperRes(UNetDiffusion):
                 return unet(torch.cat([xt, cond], 1), tt).sample
 
         steps_iter = denoise_iter(
-            denoise, name, steps, self.scheduler, tuple(cond.shape[:1]) + (c.channels,)
-            + tuple(cond.shape[2:]), generator, device, c.prediction_type,
+            denoise,
+            name,
+            steps,
+            self.scheduler,
+            tuple(cond.shape[:1]) + (c.channels,) + tuple(cond.shape[2:]),
+            generator,
+            device,
+            c.prediction_type,
         )
         while True:
             try:
@@ -346,4 +357,3 @@ class SuperRes(UNetDiffusion):
         raw_path = folder / "unet_raw" / SAFETENSORS_WEIGHTS_NAME
         model.unet.load_state_dict(load_file(str(raw_path)) if raw_path.exists() else ema)
         return model.to(device)
-
