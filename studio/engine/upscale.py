@@ -120,7 +120,7 @@ def check_upscales(run_dir: str | Path) -> None:
     if Capability.SINGLE_FOLDER not in caps or not family.translates_any_size:
         raise StudioError(
             f"The run {run.path} is a {family.info.display_name} run, which does not upscale "
-            "images: train a super-resolution run (studio train --family i2i.superres)."
+            "images: use a run of a super-resolution family (studio families lists them)."
         )
 
 
