@@ -241,3 +241,12 @@ def test_a_tiny_superres_learns():
         losses.append(float(out["loss"]))
         assert set(out) == set(SuperRes.info.loss_names)
     assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8]), losses
+
+
+def test_the_train_form_does_not_ask_for_folder_b():
+    from studio.qt.engine_jobs import describe_families
+
+    listing = run_sync(describe_families()(CancelToken()))
+    assert listing.ok, listing.error
+    specs = {s.key: s for s in listing.result.families}
+    assert not specs["i2i.superres"].paired and specs["i2i.pix2pix"].paired
