@@ -250,3 +250,12 @@ def test_the_train_form_does_not_ask_for_folder_b():
     assert listing.ok, listing.error
     specs = {s.key: s for s in listing.result.families}
     assert not specs["i2i.superres"].paired and specs["i2i.pix2pix"].paired
+
+
+def test_the_plots_put_psnr_and_ssim_beside_bicubics():
+    from studio.qt.plot_parts import LOSSES, group_of
+
+    assert group_of("heldout_psnr") == group_of("heldout_psnr_bicubic") != LOSSES
+    assert group_of("heldout_ssim") == group_of("heldout_ssim_bicubic") != LOSSES
+    assert group_of("heldout_psnr") != group_of("heldout_ssim")
+    assert group_of("heldout_l1") == LOSSES  # a paired run's error stays with its losses

@@ -52,6 +52,10 @@ GROUP_PREFIXES = (
     ("logdet", "Log-determinant"),
     ("resolution", "Growing: resolution (px)"),  # a GAN's progressive growing
     ("alpha", "Growing: fade-in alpha"),
+    # A single-folder image-to-image run's held-out quality, each beside its baseline's
+    # (heldout_psnr with heldout_psnr_bicubic) in one plot.
+    ("heldout_psnr", "Held-out PSNR (dB)"),
+    ("heldout_ssim", "Held-out SSIM"),
 )
 
 
