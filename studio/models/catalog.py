@@ -83,8 +83,7 @@ def capabilities_text(caps: Capability) -> str:
     }
     if Capability.SINGLE_FOLDER in caps:
         names[Capability.PAIRED] = (
-            "image to image, trained on one folder (inputs made from each image; "
-            "`studio upscale`)"
+            "image to image, trained on one folder (inputs made from each image; `studio upscale`)"
         )
     if Capability.UNPAIRED in caps:
         names[Capability.PAIRED] = (
