@@ -278,6 +278,7 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     },
     "i2i.pix2pix": {"width": 8},
     "i2i.cyclegan": {"width": 8, "blocks": 1, "dropout": 0.5},
+    "i2i.superres": {"width": 8, "layers_per_block": 1, "num_train_timesteps": 50},
     "ar.pixelcnn": {"width": 8, "layers": 2, "mixtures": 2, "warmup_steps": 0},
     "ebm.rbm": {"hidden": 16},
 }

@@ -63,7 +63,8 @@ def unpaired_dirs(tmp_path_factory):
 def sample_kwargs(model: GenerativeModel) -> dict:
     kwargs = {k: v for k, v in FAST_SAMPLING.items() if k in model.conditions}
     if Capability.PAIRED in model.info.capabilities:  # inputs to translate
-        kwargs["image"] = torch.linspace(-1, 1, 2 * 3 * 16 * 16).reshape(2, 3, 16, 16)
+        side = 16 // model.output_scale  # a super-resolution input is smaller
+        kwargs["image"] = torch.linspace(-1, 1, 2 * 3 * side * side).reshape(2, 3, side, side)
     return kwargs
 
 

@@ -18,6 +18,7 @@ from studio.cli import inpaint as inpaint_cli
 from studio.cli import score as score_cli
 from studio.cli import stylize as stylize_cli
 from studio.cli import translate as translate_cli
+from studio.cli import upscale as upscale_cli
 from studio.cli.running import class_index, run_job  # noqa: F401 - class_index re-exported
 from studio.core import continual, options
 from studio.core.errors import StudioError
@@ -36,6 +37,7 @@ EPILOG = """examples:
   studio inpaint --run runs/first --image photo.png --mask mask.png --out filled.png -N 4
   studio train --family i2i.pix2pix --data sketches --data-b paintings --out runs/paint
   studio translate --run runs/paint --image sketch.png --out painting.png
+  studio upscale --run runs/sr --image small.png --out large.png
   studio generate --model ~/models/sd15 --prompt "a red fox" --seed 7 --out fox.png
   studio score --run runs/first --data ~/Pictures/moths --out scores.csv --top 20
   studio augment --run runs/moths-cgan --fill --out moths-more/
@@ -172,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", action="store_true", help="also list each model's settings")
     inpaint_cli.add_parser(sub, common)
     translate_cli.add_parser(sub, common)
+    upscale_cli.add_parser(sub, common)
     compare_cli.add_parser(sub, common)
     generate_cli.add_parser(sub, common)
     score_cli.add_parser(sub, common)
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": cmd_runs,
         "inpaint": inpaint_cli.cmd_inpaint,
         "translate": translate_cli.cmd_translate,
+        "upscale": upscale_cli.cmd_upscale,
         "compare": compare_cli.cmd_compare,
         "generate": generate_cli.cmd_generate,
         "score": score_cli.cmd_score,

@@ -349,3 +349,7 @@ def options_table() -> str:
 
 if __name__ == "__main__":
     print(options_table(), end="")
+
+#: ``studio upscale``'s tile side in input pixels (studio.engine.upscale), here so the command
+#: line's help needs no torch.
+UPSCALE_TILE = 128

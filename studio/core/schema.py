@@ -40,6 +40,11 @@ class Capability(enum.Flag):
     # A, ``Batch.images`` from B), and the family translates both ways: its ``direction``
     # condition is ``"a2b"`` or ``"b2a"`` (DIRECTIONS).
     UNPAIRED = enum.auto()
+    # With PAIRED: trains on ONE folder; the family makes each training image's input from the
+    # image itself (``GenerativeModel.paired_inputs``: super-resolution's degraded copy), so
+    # there is no folder B. Held-out grids show input (upsampled to the output's size) |
+    # output | original, with PSNR/SSIM against the upsampled input's.
+    SINGLE_FOLDER = enum.auto()
     # Images as grids of discrete codes and back (capabilities.CodeFamily): an image codec
     # (``studio compress``) and, later, a prior over the codes.
     CODES = enum.auto()

@@ -88,6 +88,9 @@ class Monitor:
         if self.held_sources is not None and Capability.UNPAIRED in caps:
             yield from self._evaluate_cycles(model, step, total)
             return
+        if self.held_out is not None and Capability.SINGLE_FOLDER in caps:
+            yield from self._evaluate_restored(model, step, total)
+            return
         if self.held_sources is not None and Capability.PAIRED in caps:
             yield from self._evaluate_pairs(model, step, total)
             return
@@ -164,6 +167,58 @@ class Monitor:
             "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
         )
 
+    def make_inputs(self, model: GenerativeModel) -> None:
+        """A single-folder image-to-image run (``Capability.SINGLE_FOLDER``): its fixed
+        held-out inputs, made once by the family from the held-out images, from the run's
+        seed (the same inputs at every sample step, and for Peek)."""
+        if self.held_out is None or Capability.SINGLE_FOLDER not in model.info.capabilities:
+            return
+        self.held_out = self.held_out[:RESTORE_IMAGES]
+        gen = cpu_generator(self.config.seed + 2)
+        with torch.no_grad():
+            self.held_sources = model.paired_inputs(self.held_out.float().cpu(), gen).to(
+                self.held_out.device
+            )
+
+    def _evaluate_restored(
+        self, model: GenerativeModel, step: int, total: int
+    ) -> Generator[Progress, None, None]:
+        """Rows of input (upsampled bicubically to the output's size) | output | original
+        from fixed held-out images, and the PSNR/SSIM of the outputs and of the upsampled
+        inputs (``_bicubic``: the baseline a model must beat)."""
+        assert self.held_out is not None
+        if self.held_sources is None:
+            self.make_inputs(model)
+        assert self.held_sources is not None
+        model.eval()
+        try:
+            with torch.no_grad():
+                gen = cpu_generator(self.config.seed + 1)
+                out = (
+                    torch.cat(
+                        [model.sample(len(c), gen, image=c) for c in self.held_sources.split(8)]
+                    )
+                    .float()
+                    .cpu()
+                )
+        finally:
+            model.train()
+        target = self.held_out[: len(out)].float().cpu()
+        baseline = upsampled(self.held_sources.float().cpu(), target.shape[-2:])
+        metrics = {}
+        for suffix, images in (("", out), ("_bicubic", baseline)):
+            psnr, ssim = image_quality(images, target)
+            metrics[f"heldout_psnr{suffix}"] = psnr
+            metrics[f"heldout_ssim{suffix}"] = ssim
+        shown = min(self.config.samples, PAIR_ROWS, len(out))
+        rows = torch.stack([baseline[:shown], out[:shown], target[:shown]], 1).flatten(0, 1)
+        grid = make_grid(images_to_uint8(rows).numpy(), nrow=3)
+        save_png(self.run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
+        self.run.append_metrics([{"step": step, "time": time.time(), **metrics}])
+        yield Progress(
+            "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
+        )
+
     def _evaluate_cycles(
         self, model: GenerativeModel, step: int, total: int
     ) -> Generator[Progress, None, None]:
@@ -211,6 +266,7 @@ class Monitor:
             )
 
 
+RESTORE_IMAGES = 16  # held-out images a single-folder image-to-image run is measured on
 PAIR_ROWS = 8  # held-out pairs shown in a paired run's grid
 PAIR_L1_IMAGES = 64  # held-out pairs the L1 error is measured on
 
@@ -230,3 +286,26 @@ def _translate(
 def _to_floats(images: np.ndarray, device: torch.device) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
     return x.to(device).float().div(127.5).sub(1)
+
+
+def upsampled(inputs: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """Inputs in [-1, 1] at ``size`` (bicubic, clamped); unchanged when already that size."""
+    if tuple(inputs.shape[-2:]) == tuple(size):
+        return inputs
+    out = torch.nn.functional.interpolate(
+        inputs.float(), size=tuple(size), mode="bicubic", align_corners=False
+    )
+    return out.clamp(-1, 1)
+
+
+def image_quality(images: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    """Mean PSNR (dB, capped at 100) and SSIM of ``images`` against ``targets`` (N x C x H x W
+    in [-1, 1]), on their uint8 pixels."""
+    from studio.engine.compress import psnr, ssim
+
+    a = images_to_uint8(images).numpy()
+    b = images_to_uint8(targets).numpy()
+    pairs = list(zip(a, b))
+    mean_psnr = float(np.mean([min(psnr(x, y), 100.0) for x, y in pairs]))
+    mean_ssim = float(np.mean([ssim(x, y) for x, y in pairs]))
+    return mean_psnr, mean_ssim

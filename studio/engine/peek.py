@@ -128,7 +128,10 @@ def _translation_peek(
     take = inputs[:n]
     with borrowed(model):
         out = yield from sample_job(run_dir, len(take), seed, model=model, image=take)
-    images = np.stack([images_to_uint8(take).numpy(), out], 1).reshape(-1, *out.shape[1:])
+    from studio.engine.monitor import upsampled
+
+    shown = upsampled(torch.as_tensor(take).float().cpu(), out.shape[1:3])  # a smaller input
+    images = np.stack([images_to_uint8(shown).numpy(), out], 1).reshape(-1, *out.shape[1:])
     return images, make_grid(images, nrow=2)
 
 

@@ -23,8 +23,10 @@ from studio.models.registry import get_family
 
 
 def is_paired(family_key: str) -> bool:
-    """Whether the family trains on pairs of images (``Capability.PAIRED``)."""
-    return Capability.PAIRED in get_family(family_key).info.capabilities
+    """Whether the family trains on pairs of images from two folders (``Capability.PAIRED``
+    without ``SINGLE_FOLDER``)."""
+    caps = get_family(family_key).info.capabilities
+    return Capability.PAIRED in caps and Capability.SINGLE_FOLDER not in caps
 
 
 def is_unpaired(family_key: str) -> bool:
@@ -227,11 +229,16 @@ def batches_for(
     )
 
 
-def held_out(data: RunData, limit: int = 256) -> tuple[np.ndarray | None, np.ndarray | None]:
+def held_out(
+    data: RunData, limit: int = 256, from_training: bool = False
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The monitor's fixed images: (held-out images, their inputs). A paired run's are pairs
     (input | output | target grids), an unpaired run's each folder's own (B's, A's), both
-    from the training images when nothing is held out."""
+    from the training images when nothing is held out (and so a one-folder run's with
+    ``from_training``: a single-folder image-to-image family makes its inputs from them)."""
     dataset = data.dataset
+    if data.sources is None and from_training and not len(data.held_idx):
+        return dataset.images[data.train_idx[:limit]], None
     if data.sources is None:
         return (dataset.images[data.held_idx[:limit]] if len(data.held_idx) else None), None
     shown = data.held_idx if len(data.held_idx) else data.train_idx

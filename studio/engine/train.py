@@ -102,6 +102,11 @@ def check_family_data(config: TrainConfig) -> None:
     learns from two unpaired folders: one sentence otherwise."""
     family = get_family(config.family)
     caps = family.info.capabilities
+    if config.data_b and Capability.SINGLE_FOLDER in caps:
+        raise StudioError(
+            f"{family.info.display_name} trains on one folder of images and makes each "
+            "image's input itself; leave out folder B (--data-b)."
+        )
     if config.data_b and Capability.PAIRED not in caps:
         raise StudioError(
             f"{family.info.display_name} trains on one folder of images; folder B (--data-b) "
@@ -318,7 +323,9 @@ class _Trainer:
         self.start_step = self.step = start_step
         self.total = max(config.steps, start_step)
         self.live_run.step, self.live_run.total = start_step, self.total  # for waiting jobs
-        held, held_sources = held_out(data)
+        held, held_sources = held_out(
+            data, from_training=Capability.SINGLE_FOLDER in model.info.capabilities
+        )
         self.monitor = Monitor(
             run,
             config,
@@ -329,6 +336,7 @@ class _Trainer:
             held_sources=held_sources,
             folders=self._folders(data),
         )
+        self.monitor.make_inputs(model)  # a single-folder image-to-image run's inputs
         self.live_run.inputs = self.monitor.held_sources  # what peeks translate
         self.window: list[dict[str, torch.Tensor]] = []
         self.throughput: float | None = trainer_state.get("throughput")

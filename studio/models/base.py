@@ -211,6 +211,18 @@ class GenerativeModel(nn.Module):
         """The family's own learning-rate warm-up, used unless the trainer sets one."""
         return 0
 
+    @property
+    def output_scale(self) -> int:
+        """Image-to-image families: how many times larger (each side) an output is than its
+        ``image`` condition (super-resolution: 2 or 4)."""
+        return 1
+
+    def paired_inputs(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """Single-folder image-to-image families (``Capability.SINGLE_FOLDER``): the inputs
+        made from target ``images`` (N x C x H x W in [-1, 1]; a degraded copy, possibly
+        ``output_scale`` times smaller), all randomness from ``generator``."""
+        raise NotImplementedError(f"{self.info.display_name} makes no inputs from its images")
+
     def paired_jitter(self) -> int:
         """Paired families (``Capability.PAIRED``): how many pixels the trainer enlarges each
         training pair by before cropping it back to the resolution at a random place, the

@@ -84,6 +84,10 @@ def capabilities_text(caps: Capability) -> str:
         Capability.PAIRED: "image to image, trained on pairs (`--data A --data-b B`)",
         Capability.CODES: "discrete codes (an image codec: `studio compress`)",
     }
+    if Capability.SINGLE_FOLDER in caps:
+        names[Capability.PAIRED] = (
+            "image to image, trained on one folder (inputs made from each image; `studio upscale`)"
+        )
     if Capability.UNPAIRED in caps:
         names[Capability.PAIRED] = (
             "image to image both ways, trained on two unpaired folders (`--data A --data-b B`)"

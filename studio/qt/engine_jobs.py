@@ -53,7 +53,8 @@ class FamilySpec:
     # The family's advice from logged metrics (GenerativeModel.diagnose: pure Python, cheap
     # enough for the GUI thread); None: no advice.
     diagnose: Any = None
-    # Trains on pairs of images (Capability.PAIRED): the Train form asks for folder B.
+    # Trains on pairs of images from two folders (Capability.PAIRED, not SINGLE_FOLDER): the
+    # Train form asks for folder B.
     paired: bool = False
     # Learns from two unpaired folders (Capability.UNPAIRED): folder B is required, unmatched.
     unpaired: bool = False
@@ -104,7 +105,8 @@ def describe_families() -> Factory:
                     tuple(family.sampling_options),
                     source.origin,
                     family.diagnose,
-                    Capability.PAIRED in info.capabilities,
+                    Capability.PAIRED in info.capabilities
+                    and Capability.SINGLE_FOLDER not in info.capabilities,
                     Capability.UNPAIRED in info.capabilities,
                 )
             )

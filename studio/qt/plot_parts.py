@@ -56,6 +56,10 @@ GROUP_PREFIXES = (
     ("folder_nearest", "Held-out: nearest-sample distance per folder"),
     ("folder_bpd", "Held-out: bits/dim per folder"),
     ("ewc_penalty", "EWC penalty"),
+    # A single-folder image-to-image run's held-out quality, each beside its baseline's
+    # (heldout_psnr with heldout_psnr_bicubic) in one plot.
+    ("heldout_psnr", "Held-out PSNR (dB)"),
+    ("heldout_ssim", "Held-out SSIM"),
 )
 
 
