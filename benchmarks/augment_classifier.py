@@ -146,6 +146,18 @@ def flips_and_crops(images: np.ndarray, count: int, seed: int, shift: int = 4) -
     return out
 
 
+def contact_sheet(images: np.ndarray, cols: int = 16, gap: int = 2) -> np.ndarray:
+    """The images side by side, ``cols`` to a row, on white: to look at what was trained on."""
+    n, size = len(images), images.shape[1]
+    rows = max(1, -(-n // cols))
+    step = size + gap
+    sheet = np.full((rows * step + gap, cols * step + gap, 3), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        y, x = gap + (i // cols) * step, gap + (i % cols) * step
+        sheet[y : y + size, x : x + size] = img
+    return sheet
+
+
 # -- the classifier -----------------------------------------------------------------------------
 
 
@@ -214,12 +226,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--family", default="vae.cvae", choices=sorted(FAMILIES))
-    parser.add_argument("--steps", type=int, default=1500, help="generative run's steps")
+    parser.add_argument("--steps", type=int, default=500, help="generative run's steps")
     parser.add_argument("--per-class", type=int, default=200, help="demo images per class")
     parser.add_argument("--test-per-class", type=int, default=50)
     parser.add_argument("--rare", default="triangle")
     parser.add_argument("--rare-count", type=int, default=15)
-    parser.add_argument("--epochs", type=int, default=15, help="classifier epochs")
+    parser.add_argument("--epochs", type=int, default=10, help="classifier epochs")
     parser.add_argument("--seeds", type=int, default=3, help="classifier seeds")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -278,6 +290,14 @@ def main() -> None:
         sets["+ flips/crops"] = (
             np.concatenate([original[0], extra]),
             np.concatenate([original[1], np.full(len(extra), rare)]),
+        )
+
+    from PIL import Image
+
+    for name, data in sets.items():  # what each training set adds to the rare class, to look at
+        shown = data[0][data[1] == rare][:64]
+        Image.fromarray(contact_sheet(shown)).save(
+            out / f"rare-{name.strip('+ ').split('/')[0]}.png"
         )
 
     rows = []

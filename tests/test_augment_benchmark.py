@@ -110,3 +110,11 @@ def test_classifier_learns_a_trivial_problem(bench):
     y = np.repeat([0, 1], 16)
     pred = bench.train_and_test((x[::2], y[::2]), (x[1::2], y[1::2]), 2, seed=0, epochs=6)
     assert (pred == y[1::2]).mean() >= 0.95
+
+
+def test_contact_sheet_places_every_image(bench):
+    images = np.stack([np.full((4, 4, 3), v, dtype=np.uint8) for v in (10, 20, 30)])
+    sheet = bench.contact_sheet(images, cols=2, gap=1)
+    assert sheet.shape == (2 * 5 + 1, 2 * 5 + 1, 3)
+    assert sheet[1, 1, 0] == 10 and sheet[1, 6, 0] == 20 and sheet[6, 1, 0] == 30
+    assert sheet[6, 6, 0] == 255  # the empty cell stays white
