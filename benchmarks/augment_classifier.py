@@ -222,23 +222,9 @@ def _prepare_out(out: Path) -> None:
     write_text(out / MARKER, "augment_classifier.py output\n")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--family", default="vae.cvae", choices=sorted(FAMILIES))
-    parser.add_argument("--steps", type=int, default=500, help="generative run's steps")
-    parser.add_argument("--per-class", type=int, default=200, help="demo images per class")
-    parser.add_argument("--test-per-class", type=int, default=50)
-    parser.add_argument("--rare", default="triangle")
-    parser.add_argument("--rare-count", type=int, default=15)
-    parser.add_argument("--epochs", type=int, default=10, help="classifier epochs")
-    parser.add_argument("--seeds", type=int, default=3, help="classifier seeds")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    out: Path = args.out
-    _prepare_out(out)
-    t_all = time.perf_counter()
-
+def generate(out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Build the folders, train the conditional run and fill its classes up with the augment
+    engine: ``{"folder": counts, "train_s": seconds, "augment": what the export did}``."""
     demo = run_sync(make_demo_dataset(out / "shapes", count=6 * args.per_class, size=RESOLUTION))
     if not demo.ok:
         raise SystemExit(demo.error)
@@ -266,18 +252,59 @@ def main() -> None:
     if not exported.ok:
         raise SystemExit(f"augment failed: {exported.error}\n{exported.details or ''}")
     report = exported.result
-    augment_s = time.perf_counter() - t0
     print(
         f"augment: made {report.made}, drawn {report.drawn}, dropped {report.dropped}, "
         f"min distance {report.min_distance:.4f} ({report.distance_source})",
         flush=True,
     )
+    augment = {
+        "made": report.made, "drawn": report.drawn, "dropped": report.dropped,
+        "min_distance": report.min_distance, "source": report.distance_source,
+        "seconds": time.perf_counter() - t0,
+    }  # fmt: skip
+    return {"folder": counts, "train_s": train_s, "augment": augment}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--family", default="vae.cvae", choices=sorted(FAMILIES))
+    parser.add_argument("--steps", type=int, default=500, help="generative run's steps")
+    parser.add_argument("--per-class", type=int, default=200, help="demo images per class")
+    parser.add_argument("--test-per-class", type=int, default=50)
+    parser.add_argument("--rare", default="triangle")
+    parser.add_argument("--rare-count", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=10, help="classifier epochs")
+    parser.add_argument("--seeds", type=int, default=3, help="classifier seeds")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="classify again with an earlier finished call's folders, run and export in --out "
+        "(only --epochs and --seeds then apply)",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out: Path = args.out
+    t_all = time.perf_counter()
+    if args.reuse:
+        try:
+            earlier = json.loads((out / "results.json").read_text(encoding="utf-8"))
+            made_by = {"folder": earlier["folder"], "train_s": earlier["train_s"]}
+            made_by["augment"] = earlier["augment"]
+        except (OSError, ValueError, KeyError) as err:
+            raise SystemExit(f"--reuse needs a finished earlier run in {out}: {err}") from None
+        for key in ("family", "steps", "per_class", "test_per_class", "rare", "rare_count"):
+            setattr(args, key, type(getattr(args, key))(earlier["args"][key]))
+    else:
+        _prepare_out(out)
+        made_by = generate(out, args)
+    counts, aug = made_by["folder"], made_by["augment"]
 
     class_names = sorted(counts["train"])
     rare = class_names.index(args.rare)
     original = read_folder(out / "train", class_names)
     test = read_folder(out / "test", class_names)
-    made = sum(report.made.values())
+    made = sum(aug["made"].values())
     sets: dict[str, tuple[np.ndarray, np.ndarray]] = {"original": original}
     if made:
         gen = read_folder(out / "generated", class_names)
@@ -285,7 +312,7 @@ def main() -> None:
             np.concatenate([original[0], gen[0]]),
             np.concatenate([original[1], gen[1]]),
         )
-    extra = flips_and_crops(original[0][original[1] == rare], report.made.get(args.rare, 0), SEED)
+    extra = flips_and_crops(original[0][original[1] == rare], aug["made"].get(args.rare, 0), SEED)
     if len(extra):
         sets["+ flips/crops"] = (
             np.concatenate([original[0], extra]),
@@ -314,16 +341,10 @@ def main() -> None:
     result = {
         "machine": describe(),
         "args": {k: str(v) for k, v in vars(args).items()},
-        "folder": counts,
-        "train_s": train_s,
-        "augment": {
-            "made": report.made, "drawn": report.drawn, "dropped": report.dropped,
-            "min_distance": report.min_distance, "source": report.distance_source,
-            "seconds": augment_s,
-        },
+        **made_by,
         "rows": rows,
         "total_s": time.perf_counter() - t_all,
-    }  # fmt: skip
+    }
     write_json(out / "results.json", result)
     text = markdown(result, args)
     write_text(out / "augment_classifier.md", text)
