@@ -17,8 +17,12 @@ augmentation of its own) is trained on
 and we report its accuracy on the test set, overall and on the rare class, as the mean (and
 spread) over ``--seeds`` classifier seeds.
 
-    python benchmarks/augment_classifier.py --out /tmp/augbench            # ~15 min, 2 cores
-    python benchmarks/augment_classifier.py --out /tmp/augbench --steps 30 --epochs 1  # smoke
+    python benchmarks/augment_classifier.py --out /tmp/augbench   # ~16 min on 2 busy cores
+    python benchmarks/augment_classifier.py --out /tmp/augbench --reuse --epochs 30  # ~14 min
+    python benchmarks/augment_classifier.py --out /tmp/smoke --steps 30 --epochs 1 --seeds 1
+
+``--reuse`` trains the classifiers again on the folders and export the first call left in
+``--out``. Results: docs/augmentation.md.
 
 Run by hand; the tests only check the folder builder (tests/test_augment_benchmark.py).
 """
