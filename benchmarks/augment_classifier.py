@@ -387,4 +387,7 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except StudioError as err:
+        raise SystemExit(f"error: {err}") from None
