@@ -281,6 +281,9 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     "ebm.rbm": {"hidden": 16},
 }
 
+#: What turns a diffusion family's tiny config into its tiny diffusion transformer.
+TINY_DIT: dict[str, Any] = {"backbone": "dit", "dit_layers": 1, "dit_width": 32, "patch_size": 4}
+
 
 def tiny_model(key: str, resolution: int = 16) -> Any:
     """``key``'s tiny model (:data:`TINY_MODELS`) built after ``torch.manual_seed(0)``, with
