@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 from helpers import TINY_DIT, TINY_MODELS, make_tiny_dataset, tiny_train_config
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from studio.core.jobs import CancelToken, Status, run_sync
 from studio.engine.device import cpu_generator
 from studio.engine.inpaint import InpaintRequest, inpaint_job
 from studio.engine.sample import load_run_model, sample_job
 from studio.engine.train import train_job
-from studio.models.diffusion.dit import zero_init
+from studio.models.diffusion.dit import dit_shape, zero_init
 from studio.models.registry import FAMILIES, get_family, load_model
 from studio.models.scoring import anomaly_scores
 
@@ -93,69 +93,82 @@ def _perturbed(model) -> None:
     """Random weights everywhere, so the diffusers comparison compares something."""
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for p in model.ema_unet.parameters() if hasattr(model, "ema_unet") else model.ema.parameters():
+        for p in (
+            model.ema_unet.parameters() if hasattr(model, "ema_unet") else model.ema.parameters()
+        ):
             p.add_(torch.randn(p.shape, generator=g) * 0.05)
 
 
 DIFFUSERS_ONLY = textwrap.dedent(
     """
-    import sys, json
+    import sys
     import diffusers, torch
     from safetensors.torch import load_file, save_file
-    folder, inputs, out, cls = sys.argv[1:5]
-    net = getattr(diffusers, cls).from_pretrained(folder, subfolder="transformer").eval()
-    x = load_file(inputs)
-    kw = {k: x[k] for k in x if k not in ("x", "t")}
-    if cls == "PixArtTransformer2DModel":
-        kw["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
-    with torch.no_grad():
-        y = net(x["x"], timestep=x["t"], **kw).sample
+    for case in sys.argv[1:]:  # folders holding model/, in.safetensors and class.txt
+        cls = open(f"{case}/class.txt").read()
+        net = getattr(diffusers, cls).from_pretrained(f"{case}/model", subfolder="transformer")
+        x = load_file(f"{case}/in.safetensors")
+        kw = {k: x[k] for k in x if k not in ("x", "t")}
+        if cls == "PixArtTransformer2DModel":
+            kw["added_cond_kwargs"] = {"resolution": None, "aspect_ratio": None}
+        with torch.no_grad():
+            y = net.eval()(x["x"], timestep=x["t"], **kw).sample
+        save_file({"y": y.contiguous()}, f"{case}/out.safetensors")
     assert not any(m.startswith("studio") for m in sys.modules), "studio was imported"
-    save_file({"y": y.contiguous()}, out)
     """
 )
 
+CASES = {
+    "uncond": ("diffusion.ddpm", 0),
+    "classes": ("diffusion.ddpm", 2),
+    "text": ("diffusion.text", 0),
+}
 
-@pytest.mark.parametrize(
-    "key,num_classes", [("diffusion.ddpm", 0), ("diffusion.ddpm", 2), ("diffusion.text", 0)]
-)
-def test_saved_dit_loads_in_plain_diffusers_with_the_same_prediction(key, num_classes, tmp_path):
+
+def _prediction_case(key: str, num_classes: int, case) -> torch.Tensor:
+    """Save a perturbed DiT to ``case/model`` with inputs for diffusers; our prediction."""
     model = dit_model(key, num_classes=num_classes)
     _perturbed(model)
-    model.save(tmp_path / "model")
-    config = json.loads((tmp_path / "model" / "transformer" / "config.json").read_text("utf-8"))
+    model.save(case / "model")
+    config = json.loads((case / "model" / "transformer" / "config.json").read_text("utf-8"))
+    (case / "class.txt").write_text(config["_class_name"], encoding="utf-8")
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     t = torch.tensor([10, 700])
     with torch.no_grad():
         if key == "diffusion.text":
             hidden, mask = model.encode_prompts(["a caption", ""])
             ours = model.ema["unet"](x, t, **model.unet_inputs(hidden, mask)).sample
-            inputs = {"x": x, "t": t, "encoder_hidden_states": hidden, "encoder_attention_mask": mask}
+            inputs = {"encoder_hidden_states": hidden, "encoder_attention_mask": mask}
         else:
             labels = torch.tensor([1, num_classes]) if num_classes else None
             ours = model.ema_unet(x, t, class_labels=labels).sample
             # The unconditional DiT's one class is label 0, its null class.
-            given = labels if num_classes else torch.zeros(2, dtype=torch.long)
-            inputs = {"x": x, "t": t, "class_labels": given}
-    save_file({k: v.contiguous() for k, v in inputs.items()}, str(tmp_path / "in.safetensors"))
+            inputs = {"class_labels": labels if num_classes else torch.zeros(2, dtype=torch.long)}
+    inputs.update(x=x, t=t)
+    save_file({k: v.contiguous() for k, v in inputs.items()}, str(case / "in.safetensors"))
+    return ours
+
+
+def test_saved_dits_load_in_plain_diffusers_with_the_same_prediction(tmp_path):
+    ours = {}
+    for name, (key, num_classes) in CASES.items():
+        (tmp_path / name).mkdir()
+        ours[name] = _prediction_case(key, num_classes, tmp_path / name)
     script = tmp_path / "check.py"
     script.write_text(DIFFUSERS_ONLY, encoding="utf-8")
-    out = tmp_path / "out.safetensors"
-    args = [str(tmp_path / "model"), str(tmp_path / "in.safetensors"), str(out), config["_class_name"]]
-    proc = subprocess.run(
-        [sys.executable, str(script), *args],
+    proc = subprocess.run(  # one interpreter for all three: importing diffusers is slow
+        [sys.executable, str(script), *(str(tmp_path / name) for name in CASES)],
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    from safetensors.torch import load_file
-
-    theirs = load_file(str(out))["y"]
-    assert ours.abs().max() > 1e-3  # a real prediction, not the fresh zero output
-    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+    for name, pred in ours.items():
+        theirs = load_file(str(tmp_path / name / "out.safetensors"))["y"]
+        assert pred.abs().max() > 1e-3, name  # a real prediction, not the fresh zero output
+        assert torch.allclose(pred, theirs, atol=1e-5), (name, (pred - theirs).abs().max())
 
 
 def _block_io(net, block):
@@ -208,16 +221,17 @@ def test_dit_settings_that_cannot_build_are_refused_clearly(key, changes, messag
 
 def test_the_unet_ignores_the_patch_size():
     family = get_family("diffusion.ddpm")
-    cfg = family.Config.from_dict({**TINY_MODELS["diffusion.ddpm"], "resolution": 12, "patch_size": 4})
+    cfg = family.Config.from_dict(
+        {**TINY_MODELS["diffusion.ddpm"], "resolution": 12, "patch_size": 4}
+    )
     assert cfg.backbone == "unet"
     cfg = family.Config.from_dict({**TINY_MODELS["diffusion.ddpm"], "resolution": 16})
     assert type(family(cfg).unet).__name__ == "UNet2DModel"
 
 
 def test_dit_sizes_are_the_papers():
-    family = get_family("diffusion.ddpm")
-    for size, (layers, width) in {"S": (12, 384), "B": (12, 768)}.items():
-        model = family(family.Config.from_dict({"backbone": "dit", "dit_size": size, "resolution": 32}))
-        net = model.unet.net
-        assert len(net.transformer_blocks) == layers and net.inner_dim == width
-        assert net.config.attention_head_dim == 64
+    config = get_family("diffusion.ddpm").Config
+    for size, shape in {"S": (12, 6, 64), "B": (12, 12, 64)}.items():
+        assert dit_shape(config.from_dict({"backbone": "dit", "dit_size": size})) == shape
+    custom = config.from_dict({"backbone": "dit", "dit_layers": 2, "dit_width": 32})
+    assert dit_shape(custom) == (2, 1, 32)
