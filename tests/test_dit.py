@@ -235,3 +235,21 @@ def test_dit_sizes_are_the_papers():
         assert dit_shape(config.from_dict({"backbone": "dit", "dit_size": size})) == shape
     custom = config.from_dict({"backbone": "dit", "dit_layers": 2, "dit_width": 32})
     assert dit_shape(custom) == (2, 1, 32)
+
+
+def test_training_never_drops_labels_on_its_own():
+    """diffusers' label embedding drops 10% of labels in training from torch's global RNG;
+    the family drops them itself (from the step's generator, so resumes replay): a training
+    forward with dropout 0 is a pure function of its inputs."""
+    model = dit_model("diffusion.ddpm", num_classes=3, dropout=0.0)
+    _perturbed(model)
+    net = model.ema_unet.train()
+    x, t = torch.randn(64, 3, 16, 16), torch.full((64,), 500)
+    labels = torch.arange(64) % 3
+    with torch.no_grad():
+        first = net(x, t, class_labels=labels).sample
+        for seed in range(3):
+            torch.manual_seed(seed)
+            assert torch.equal(net(x, t, class_labels=labels).sample, first)
+        null = net(x, t, class_labels=torch.full((64,), 3)).sample
+    assert not torch.allclose(null, first)  # the labels matter
