@@ -2,9 +2,9 @@
 
 The network is diffusers' ``UNet2DModel`` and the noise process diffusers' ``DDPMScheduler``,
 so a saved model folder is also a diffusers ``DDPMPipeline`` folder. ``backbone=dit`` swaps the
-UNet for a diffusion transformer (``dit.py``; saved as a ``DiTTransformer2DModel`` folder). An EMA copy of the UNet
-(the weights samples come from) lives beside the trained one as a submodule, so it is part of
-``state_dict`` and of every checkpoint.
+UNet for a diffusion transformer (``dit.py``; saved as a ``DiTTransformer2DModel`` folder). An
+EMA copy of the network (the weights samples come from) lives beside the trained one as a
+submodule, so it is part of ``state_dict`` and of every checkpoint.
 
 With classes the model is class-conditional with classifier-free guidance (Ho & Salimans
 2022): labels are replaced by a null class (index ``num_classes``) with probability
