@@ -13,8 +13,8 @@ Caption dropout replaces a caption by the empty prompt with probability ``cond_d
 distribution and sampling can use classifier-free guidance: ``uncond + w * (cond - uncond)``,
 where "uncond" is the negative prompt (empty by default). The noise process, samplers, EMA and
 warm-up are DDPM's (``ddpm.py``, ``samplers.py``). ``backbone=dit`` swaps the UNet for a
-PixArt-style diffusion transformer (``dit.py``) that reads the prompt by cross-attention. An EMA copy of the UNet and the text
-encoder (``self.ema``) is what samples come from.
+PixArt-style diffusion transformer (``dit.py``) that reads the prompt by cross-attention. An
+EMA copy of the network and the text encoder (``self.ema``) is what samples come from.
 """
 
 from __future__ import annotations
