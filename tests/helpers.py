@@ -283,6 +283,9 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     "ebm.rbm": {"hidden": 16},
 }
 
+#: What turns a diffusion family's tiny config into its tiny diffusion transformer.
+TINY_DIT: dict[str, Any] = {"backbone": "dit", "dit_layers": 1, "dit_width": 32, "patch_size": 4}
+
 
 class _WithTinyBaseRun(Mapping[str, Any]):
     """Tiny settings whose ``base_run`` is a tiny VQ-VAE run, trained (two steps, 16 px) the

@@ -48,9 +48,12 @@ SAVED = {
 _AUGMENT = {'augment': 'auto', 'augment_p': 1.0, 'ada_target': 0.6, 'ada_kimg': 100}
 # (issue 17: progressive growing)
 _GROWING = {'progressive': False, 'grow_steps': 250}
+# (issue 20: the diffusion transformer backbone; an old config is a UNet)
+_DIT = {'backbone': 'unet', 'dit_size': 'S', 'patch_size': 4, 'dit_layers': 0, 'dit_width': 0}
 ADDED = {
     'gan.dcgan': {**_AUGMENT, **_GROWING}, 'gan.cgan': {**_AUGMENT, **_GROWING},
     'gan.wgan_gp': {**_AUGMENT, **_GROWING}, 'gan.stylegan': _GROWING,
+    'diffusion.ddpm': _DIT, 'diffusion.text': _DIT,
 }
 # fmt: on
 
@@ -73,7 +76,8 @@ def test_config_saved_before_the_refactor_loads_to_the_same_values(key):
 
 
 def test_a_changed_setting_survives_the_round_trip():
-    saved = dict(SAVED["diffusion.text"], width=16, cond_drop_prob=0.25, vocab="red blue")
+    saved = dict(SAVED["diffusion.text"], **ADDED["diffusion.text"], width=16)
+    saved.update(cond_drop_prob=0.25, vocab="red blue")
     config = get_family("diffusion.text").Config.from_dict(saved)
     assert (config.width, config.cond_drop_prob, config.vocabulary()) == (16, 0.25, ["red", "blue"])
     assert config.to_dict() == saved

@@ -1,9 +1,10 @@
 """DDPM (Ho et al. 2020): a diffusers UNet2DModel trained to undo Gaussian noise.
 
 The network is diffusers' ``UNet2DModel`` and the noise process diffusers' ``DDPMScheduler``,
-so a saved model folder is also a diffusers ``DDPMPipeline`` folder. An EMA copy of the UNet
-(the weights samples come from) lives beside the trained one as a submodule, so it is part of
-``state_dict`` and of every checkpoint.
+so a saved model folder is also a diffusers ``DDPMPipeline`` folder. ``backbone=dit`` swaps the
+UNet for a diffusion transformer (``dit.py``; saved as a ``DiTTransformer2DModel`` folder). An
+EMA copy of the network (the weights samples come from) lives beside the trained one as a
+submodule, so it is part of ``state_dict`` and of every checkpoint.
 
 With classes the model is class-conditional with classifier-free guidance (Ho & Salimans
 2022): labels are replaced by a null class (index ``num_classes``) with probability
@@ -50,6 +51,13 @@ from studio.models.base import (
     setting,
 )
 from studio.models.configs import learning_rate, lr_warmup, network_width
+from studio.models.diffusion.dit import (
+    BACKBONES,
+    DIT_SIZES,
+    PATCH_SIZES,
+    ClassDiT,
+    check_dit_config,
+)
 from studio.models.diffusion.inpaint import DiffusionInpainting
 from studio.models.diffusion.latent import DDIMLatent
 from studio.models.diffusion.samplers import (
@@ -95,6 +103,32 @@ class DDPMConfig(ModelConfig):
         help="self-attention at maps this small or smaller; 0 = none",
         choices=(0, 4, 8, 16, 32),
     )
+    backbone: str = setting(
+        "unet",
+        label="Network",
+        help="unet (convolutional, the default) or dit (a diffusion transformer on patches)",
+        choices=BACKBONES,
+        main=True,
+    )
+    dit_size: str = setting(
+        "S",
+        label="DiT size",
+        help="S (12 layers, width 384) or B (12 layers, width 768); dit only",
+        choices=tuple(DIT_SIZES),
+    )
+    patch_size: int = setting(
+        4,
+        label="Patch size",
+        help="pixels per side of one DiT token; 2 is finer and slower; must divide the resolution",
+        choices=PATCH_SIZES,
+    )
+    dit_layers: int = setting(
+        0, label="DiT layers", help="0 = the size's; dit only", minimum=0, maximum=48
+    )
+    dit_width: int = setting(
+        0, label="DiT width", help="0 = the size's (heads of 64); dit only", minimum=0,
+        maximum=2048,
+    )  # fmt: skip
     dropout: float = setting(0.1, label="Dropout", minimum=0.0, maximum=0.5)
     num_train_timesteps: int = setting(
         1000,
@@ -150,6 +184,9 @@ class DDPMConfig(ModelConfig):
             raise ValueError(f"beta_schedule must be one of {', '.join(SCHEDULES)}")
         if self.prediction_type not in PREDICTIONS:
             raise ValueError(f"prediction_type must be one of {', '.join(PREDICTIONS)}")
+        check_dit_config(self)
+        if self.backbone == "dit":
+            return
         mults = self.mults()
         if self.resolution % 2 ** (len(mults) - 1) or self.resolution >> (len(mults) - 1) < 2:
             raise ValueError(f"{len(mults)} UNet levels do not fit resolution {self.resolution}")
@@ -193,6 +230,11 @@ def build_unet(c: DDPMConfig) -> UNet2DModel:
         add_attention=attn[-1],  # the middle block sits at the lowest level
         num_class_embeds=c.num_classes + 1 if c.num_classes else None,  # + the null class
     )
+
+
+def build_network(c: DDPMConfig) -> nn.Module:
+    """The denoiser the config asks for: the UNet, or a DiT behind the UNet's call."""
+    return ClassDiT(c) if c.backbone == "dit" else build_unet(c)
 
 
 def ema_decay_at(decay: float, updates: int) -> float:
@@ -374,7 +416,7 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
             raise ValueError("num_classes must be >= 0")
         if not config.num_classes:  # unconditional: no label, no guidance
             self.conditions = ("steps", "sampler")  # type: ignore[misc]
-        self.unet = build_unet(config)
+        self.unet = build_network(config)  # named unet whichever the backbone
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
         self.scheduler = build_scheduler(config)
 
@@ -476,7 +518,9 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
     # -- persistence: a diffusers DDPMPipeline folder plus studio.json -------------------------
     def save(self, folder: str | Path) -> None:
         """Write ``unet/`` (EMA weights), ``unet_raw/`` (trained weights), ``scheduler/`` and
-        ``model_index.json`` in diffusers' layout, then ``studio.json``.
+        ``model_index.json`` in diffusers' layout, then ``studio.json``. A DiT writes
+        ``transformer/`` and ``transformer_raw/`` (``DiTTransformer2DModel`` folders) and no
+        ``model_index.json``: diffusers' DiT pipeline expects a VAE, which a pixel model has not.
 
         Each file is written in a hidden temp folder beside its destination, fsynced and renamed
         over the old file, so a crash leaves every file whole (old or new). A crash between
@@ -484,16 +528,20 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        _replace_files(folder, "unet", lambda p: _save_unet(self.ema_unet, p))
-        _replace_files(folder, "unet_raw", lambda p: _save_unet(self.unet, p))
+        dit = self.config.backbone == "dit"
+        name = "transformer" if dit else "unet"
+        ema, raw = (self.ema_unet.net, self.unet.net) if dit else (self.ema_unet, self.unet)
+        _replace_files(folder, name, lambda p: _save_unet(ema, p))
+        _replace_files(folder, f"{name}_raw", lambda p: _save_unet(raw, p))
         _replace_files(folder, "scheduler", self.scheduler.save_pretrained)
-        index = {
-            "_class_name": "DDPMPipeline",
-            "_diffusers_version": diffusers.__version__,
-            "scheduler": ["diffusers", "DDPMScheduler"],
-            "unet": ["diffusers", "UNet2DModel"],
-        }
-        atomic.write_json(folder / "model_index.json", index)
+        if not dit:
+            index = {
+                "_class_name": "DDPMPipeline",
+                "_diffusers_version": diffusers.__version__,
+                "scheduler": ["diffusers", "DDPMScheduler"],
+                "unet": ["diffusers", "UNet2DModel"],
+            }
+            atomic.write_json(folder / "model_index.json", index)
         atomic.write_json(folder / MODEL_CONFIG, self.describe())
 
     @classmethod
@@ -501,14 +549,20 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
         folder = Path(folder)
         meta = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))
         model = cls(cls.Config.from_dict(meta["config"]))
-        ema = load_file(str(folder / "unet" / SAFETENSORS_WEIGHTS_NAME), device="cpu")
-        model.ema_unet.load_state_dict(ema)
-        raw_path = folder / "unet_raw" / SAFETENSORS_WEIGHTS_NAME
-        model.unet.load_state_dict(load_file(str(raw_path)) if raw_path.exists() else ema)
+        dit = model.config.backbone == "dit"
+        name = "transformer" if dit else "unet"
+        ema_net, raw_net = (
+            (model.ema_unet.net, model.unet.net) if dit else (model.ema_unet, model.unet)
+        )
+        ema = load_file(str(folder / name / SAFETENSORS_WEIGHTS_NAME), device="cpu")
+        ema_net.load_state_dict(ema)
+        raw_path = folder / f"{name}_raw" / SAFETENSORS_WEIGHTS_NAME
+        raw_net.load_state_dict(load_file(str(raw_path)) if raw_path.exists() else ema)
         return model.to(device)
 
 
-def _save_unet(unet: UNet2DModel, path: Path) -> None:
+def _save_unet(unet: nn.Module, path: Path) -> None:
+    """A diffusers model's ``save_pretrained`` folder (config and safetensors weights)."""
     weights = {k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}
     unet.save_pretrained(path, safe_serialization=True, state_dict=weights)
 

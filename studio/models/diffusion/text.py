@@ -12,8 +12,9 @@ Caption dropout replaces a caption by the empty prompt with probability ``cond_d
 (optionally words are also dropped one by one), so the model also learns the unconditional
 distribution and sampling can use classifier-free guidance: ``uncond + w * (cond - uncond)``,
 where "uncond" is the negative prompt (empty by default). The noise process, samplers, EMA and
-warm-up are DDPM's (``ddpm.py``, ``samplers.py``). An EMA copy of the UNet and the text
-encoder (``self.ema``) is what samples come from.
+warm-up are DDPM's (``ddpm.py``, ``samplers.py``). ``backbone=dit`` swaps the UNet for a
+PixArt-style diffusion transformer (``dit.py``) that reads the prompt by cross-attention. An
+EMA copy of the network and the text encoder (``self.ema``) is what samples come from.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,10 +44,13 @@ from studio.models.diffusion.ddpm import (
     SAMPLING_OPTIONS,
     DDPMConfig,
     UNetDiffusion,
+    _replace_files,
+    _save_unet,
     build_scheduler,
     step_rng,
     unet_levels,
 )
+from studio.models.diffusion.dit import CaptionDiT
 from studio.models.diffusion.prompting import PromptSampling
 from studio.models.diffusion.samplers import denoise_iter
 from studio.models.diffusion.text_encoder import (
@@ -198,7 +203,9 @@ class TextDiffusion(PromptSampling, UNetDiffusion):
                 len(self.tokenizer), c.text_dim, c.text_layers, c.text_heads, c.max_tokens
             )
             cross_dim = c.text_dim
-        self.unet = build_cond_unet(c, cross_dim)
+        self.unet = (  # named unet whichever the backbone
+            CaptionDiT(c, cross_dim) if c.backbone == "dit" else build_cond_unet(c, cross_dim)
+        )
         # The averaged weights samples come from. Not named ema_unet: the canvas's class-label
         # inpainting path looks for that name and cannot feed it a prompt.
         self.ema = nn.ModuleDict({"unet": copy.deepcopy(self.unet)})
@@ -370,6 +377,15 @@ class TextDiffusion(PromptSampling, UNetDiffusion):
                 c.prediction_type,
             )
         )  # fmt: skip
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, folder: str | Path) -> None:
+        """The studio's weights file; a DiT also writes its EMA transformer as a diffusers
+        ``PixArtTransformer2DModel`` folder, ``transformer/`` (the text encoder is ours)."""
+        super().save(folder)
+        if self.config.backbone == "dit":
+            net = self.ema["unet"].net
+            _replace_files(Path(folder), "transformer", lambda p: _save_unet(net, p))
 
     def to(self, *args: Any, **kwargs: Any) -> TextDiffusion:
         model = super().to(*args, **kwargs)
