@@ -80,10 +80,10 @@ def test_a_folder_is_scanned_while_a_model_trains(
         threads[str(root)] = QThread.currentThread().objectName()
         return (yield from real_scan(root, **kwargs))
 
-    import studio.engine.train as train
+    import studio.engine.run_data as run_data
 
     monkeypatch.setattr(data, "scan_folder", recording_scan)
-    monkeypatch.setattr(train, "scan_folder", recording_scan)  # its own reference
+    monkeypatch.setattr(run_data, "scan_folder", recording_scan)  # the trainer's reference
     training = _start_paused_training(qtbot, win)
     nxt = _write_folder(tmp_path / "next", 12)
     win.show_workspace(win.DATASET)  # the artist prepares the next dataset meanwhile
