@@ -244,6 +244,7 @@ def variant_settings(variant: str, steps: int, batch: int) -> dict[str, Any]:
 
 
 VARIANTS = ("off", "adaptive", "fixed", "progressive")
+LABELS = {"progressive": "adaptive + growing", "fixed": "fixed (p 0.5)"}
 
 
 def _last_window(run: Path, name: str, share: float = 0.2) -> float | None:
@@ -332,12 +333,12 @@ def render_markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"{meta['steps']} steps per row, {meta['samples']} samples, {meta['heldout']} held-out "
         f"crops; extractor {meta['extractor']}.",
         "",
-        "| Family | Images | Augmentation | FD ↓ | KID ↓ | Precision ↑ | Recall ↑ | "
+        "| Family | Images | Variant | FD ↓ | KID ↓ | Precision ↑ | Recall ↑ | "
         "Memorisation share | D(real) at end | p at end | Train time |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        head = f"| {r['family']} | {r['size']} | {r['variant']} |"
+        head = f"| {r['family']} | {r['size']} | {LABELS.get(r['variant'], r['variant'])} |"
         if "error" in r:
             lines.append(f"{head} failed: {r['error']} | | | | | | | |")
             continue
