@@ -195,6 +195,21 @@ def heldout_bits_per_dim(model: GenerativeModel, images: np.ndarray, labels: Any
     return float(torch.cat(values).mean())
 
 
+def settings_for(key: str, pairs: list[str]) -> list[str]:
+    """The ``--set`` pairs for family ``key``: unscoped ones (NAME=VALUE) apply to every family,
+    scoped ones (FAMILY:NAME=VALUE) only to that family (so a base run trained first does not
+    get its dependant's settings)."""
+    out = []
+    for pair in pairs:
+        name = pair.partition("=")[0]
+        scope, colon, rest = name.partition(":")
+        if not colon:
+            out.append(pair)
+        elif scope.strip() == key:
+            out.append(rest + pair[len(name) :])
+    return out
+
+
 def run_family(
     key: str,
     args: argparse.Namespace,
@@ -204,8 +219,9 @@ def run_family(
     extractor: FeatureExtractor,
 ) -> dict[str, Any]:
     plan = PLANS.get(key, Plan())
-    if args.set:  # the command line's settings, on top of the plan's
-        extra = parse_settings(key, args.set)
+    pairs = settings_for(key, args.set)
+    if pairs:  # the command line's settings, on top of the plan's
+        extra = parse_settings(key, pairs)
         plan = Plan(
             plan.batch_size,
             {**plan.model, **extra},
@@ -427,7 +443,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a model setting for every family measured (as `studio train --set`)",
+        help="a model setting for every family measured (as `studio train --set`), or for "
+        "one family with FAMILY:NAME=VALUE (ar.vq_prior:architecture=gpt)",
     )
     args = ap.parse_args(argv)
     args.steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
