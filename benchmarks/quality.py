@@ -30,7 +30,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +210,20 @@ def settings_for(key: str, pairs: list[str]) -> list[str]:
     return out
 
 
+def plan_for(key: str, pairs: list[str]) -> Plan:
+    """The family's plan with the command line's settings for it on top (its base kept)."""
+    plan = PLANS.get(key, Plan())
+    mine = settings_for(key, pairs)
+    if not mine:
+        return plan
+    extra = parse_settings(key, mine)
+    return replace(
+        plan,
+        model={**plan.model, **extra},
+        why=plan.why + "; set: " + ", ".join(f"{k}={v}" for k, v in extra.items()),
+    )
+
+
 def run_family(
     key: str,
     args: argparse.Namespace,
@@ -218,15 +232,7 @@ def run_family(
     split: tuple[np.ndarray, np.ndarray],
     extractor: FeatureExtractor,
 ) -> dict[str, Any]:
-    plan = PLANS.get(key, Plan())
-    pairs = settings_for(key, args.set)
-    if pairs:  # the command line's settings, on top of the plan's
-        extra = parse_settings(key, pairs)
-        plan = Plan(
-            plan.batch_size,
-            {**plan.model, **extra},
-            plan.why + "; set: " + ", ".join(f"{k}={v}" for k, v in extra.items()),
-        )
+    plan = plan_for(key, args.set)
     overrides, dropped = _model_overrides(key, plan, args.steps)
     row: dict[str, Any] = {"family": key, "batch_size": plan.batch_size, "model": overrides}
     base_run = None

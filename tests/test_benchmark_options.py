@@ -67,3 +67,7 @@ def test_quality_set_can_be_scoped_to_one_family(monkeypatch):
     assert quality.settings_for("ar.vq_prior", pairs) == ["architecture=gpt", "width=16"]
     assert quality.settings_for("vae.vqvae", pairs) == ["width=16", "note=a:b=c"]
     assert quality.settings_for("flow.glow", pairs) == ["width=16"]
+    plan = quality.plan_for("ar.vq_prior", ["ar.vq_prior:architecture=gpt", "vae.vqvae:width=16"])
+    assert plan.model["architecture"] == "gpt"
+    assert plan.base == "vae.vqvae"  # a --set once dropped the base run: the prior then failed
+    assert quality.plan_for("vae.vqvae", ["ar.vq_prior:architecture=gpt"]).model == {"width": 32}
