@@ -30,7 +30,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +195,35 @@ def heldout_bits_per_dim(model: GenerativeModel, images: np.ndarray, labels: Any
     return float(torch.cat(values).mean())
 
 
+def settings_for(key: str, pairs: list[str]) -> list[str]:
+    """The ``--set`` pairs for family ``key``: unscoped ones (NAME=VALUE) apply to every family,
+    scoped ones (FAMILY:NAME=VALUE) only to that family (so a base run trained first does not
+    get its dependant's settings)."""
+    out = []
+    for pair in pairs:
+        name = pair.partition("=")[0]
+        scope, colon, rest = name.partition(":")
+        if not colon:
+            out.append(pair)
+        elif scope.strip() == key:
+            out.append(rest + pair[len(name) :])
+    return out
+
+
+def plan_for(key: str, pairs: list[str]) -> Plan:
+    """The family's plan with the command line's settings for it on top (its base kept)."""
+    plan = PLANS.get(key, Plan())
+    mine = settings_for(key, pairs)
+    if not mine:
+        return plan
+    extra = parse_settings(key, mine)
+    return replace(
+        plan,
+        model={**plan.model, **extra},
+        why=plan.why + "; set: " + ", ".join(f"{k}={v}" for k, v in extra.items()),
+    )
+
+
 def run_family(
     key: str,
     args: argparse.Namespace,
@@ -203,14 +232,7 @@ def run_family(
     split: tuple[np.ndarray, np.ndarray],
     extractor: FeatureExtractor,
 ) -> dict[str, Any]:
-    plan = PLANS.get(key, Plan())
-    if args.set:  # the command line's settings, on top of the plan's
-        extra = parse_settings(key, args.set)
-        plan = Plan(
-            plan.batch_size,
-            {**plan.model, **extra},
-            plan.why + "; set: " + ", ".join(f"{k}={v}" for k, v in extra.items()),
-        )
+    plan = plan_for(key, args.set)
     overrides, dropped = _model_overrides(key, plan, args.steps)
     row: dict[str, Any] = {"family": key, "batch_size": plan.batch_size, "model": overrides}
     base_run = None
@@ -427,7 +449,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a model setting for every family measured (as `studio train --set`)",
+        help="a model setting for every family measured (as `studio train --set`), or for "
+        "one family with FAMILY:NAME=VALUE (ar.vq_prior:architecture=gpt)",
     )
     args = ap.parse_args(argv)
     args.steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)

@@ -50,3 +50,24 @@ def test_benchmark_option_is_in_range(script, name, value):
 def test_an_old_run_length_is_refused():
     with pytest.raises(SettingError):
         check_option(BY_NAME["checkpoint_minutes"], 1e9)
+
+
+def test_quality_set_can_be_scoped_to_one_family(monkeypatch):
+    """`--set FAMILY:NAME=VALUE` reaches that family only (not the base run trained before
+    it); an unscoped pair reaches every family."""
+    import importlib.util
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its sibling module machine_info
+    spec = importlib.util.spec_from_file_location("quality_bench", ROOT / "benchmarks/quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "quality_bench", quality)  # its dataclasses look it up
+    spec.loader.exec_module(quality)
+    pairs = ["ar.vq_prior:architecture=gpt", "width=16", "vae.vqvae:note=a:b=c"]
+    assert quality.settings_for("ar.vq_prior", pairs) == ["architecture=gpt", "width=16"]
+    assert quality.settings_for("vae.vqvae", pairs) == ["width=16", "note=a:b=c"]
+    assert quality.settings_for("flow.glow", pairs) == ["width=16"]
+    plan = quality.plan_for("ar.vq_prior", ["ar.vq_prior:architecture=gpt", "vae.vqvae:width=16"])
+    assert plan.model["architecture"] == "gpt"
+    assert plan.base == "vae.vqvae"  # a --set once dropped the base run: the prior then failed
+    assert quality.plan_for("vae.vqvae", ["ar.vq_prior:architecture=gpt"]).model == {"width": 32}
