@@ -528,7 +528,8 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        dit = self.config.backbone == "dit"
+        # A family that borrows this save without a backbone setting has a UNet.
+        dit = getattr(self.config, "backbone", "unet") == "dit"
         name = "transformer" if dit else "unet"
         ema, raw = (self.ema_unet.net, self.unet.net) if dit else (self.ema_unet, self.unet)
         _replace_files(folder, name, lambda p: _save_unet(ema, p))
