@@ -296,6 +296,11 @@ class UNetDiffusion(DenoisingScore, GenerativeModel):
     def _trained(self) -> list[nn.Module]:
         raise NotImplementedError
 
+    def uses_dit(self) -> bool:
+        """Whether the network is a diffusion transformer (``backbone=dit``); a family without
+        that setting has a UNet."""
+        return getattr(self.config, "backbone", "unet") == "dit"
+
     def _ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(EMA copy, trained network) pairs."""
         raise NotImplementedError
@@ -528,8 +533,7 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        # A family that borrows this save without a backbone setting has a UNet.
-        dit = getattr(self.config, "backbone", "unet") == "dit"
+        dit = self.uses_dit()
         name = "transformer" if dit else "unet"
         ema, raw = (self.ema_unet.net, self.unet.net) if dit else (self.ema_unet, self.unet)
         _replace_files(folder, name, lambda p: _save_unet(ema, p))
@@ -550,7 +554,7 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
         folder = Path(folder)
         meta = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))
         model = cls(cls.Config.from_dict(meta["config"]))
-        dit = model.config.backbone == "dit"
+        dit = model.uses_dit()
         name = "transformer" if dit else "unet"
         ema_net, raw_net = (
             (model.ema_unet.net, model.unet.net) if dit else (model.ema_unet, model.unet)

@@ -383,7 +383,7 @@ class TextDiffusion(PromptSampling, UNetDiffusion):
         """The studio's weights file; a DiT also writes its EMA transformer as a diffusers
         ``PixArtTransformer2DModel`` folder, ``transformer/`` (the text encoder is ours)."""
         super().save(folder)
-        if self.config.backbone == "dit":
+        if self.uses_dit():
             net = self.ema["unet"].net
             _replace_files(Path(folder), "transformer", lambda p: _save_unet(net, p))
 
