@@ -48,6 +48,9 @@ class Capability(enum.Flag):
     # Images as grids of discrete codes and back (capabilities.CodeFamily): an image codec
     # (``studio compress``) and, later, a prior over the codes.
     CODES = enum.auto()
+    # An image autoencoder whose continuous latent grid another run can model
+    # (capabilities.AutoencoderFamily): the frozen first stage of latent diffusion.
+    AUTOENCODER = enum.auto()
 
 
 #: The directions an unpaired image-to-image family (Capability.UNPAIRED) translates in.

@@ -339,6 +339,35 @@ class CodeFamily(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AutoencoderSpec:
+    """The latent grid of an autoencoder (``Capability.AUTOENCODER``): an image of side S
+    becomes ``channels`` x S/``downsample`` x S/``downsample`` numbers."""
+
+    channels: int
+    downsample: int
+
+
+@runtime_checkable
+class AutoencoderFamily(Protocol):
+    """A family whose encoder maps images to a continuous latent grid and whose decoder maps
+    such grids back (``Capability.AUTOENCODER``): the frozen first stage that a latent
+    diffusion run models. Both work on the model's device, in eval mode, without gradients
+    being required of the caller."""
+
+    def autoencoder_spec(self) -> AutoencoderSpec: ...
+
+    def encode_to_grid(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """N x C x S x S images in [-1, 1] -> N x channels x S/d x S/d latents, unscaled.
+        With a generator, a sample of the posterior where the family has one; without, its
+        mean (deterministic)."""
+        ...
+
+    def decode_from_grid(self, latents: Tensor) -> Tensor:
+        """N x channels x s x s latents (unscaled) -> N x C x s*d x s*d images in [-1, 1]."""
+        ...
+
+
 # -- anomaly scores ("find the odd ones out") -------------------------------------------------
 
 
