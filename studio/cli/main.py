@@ -13,6 +13,7 @@ from studio import __version__
 from studio.cli import augment as augment_cli
 from studio.cli import compare as compare_cli
 from studio.cli import compress as compress_cli
+from studio.cli import export as export_cli
 from studio.cli import generate as generate_cli
 from studio.cli import inpaint as inpaint_cli
 from studio.cli import score as score_cli
@@ -44,6 +45,7 @@ EPILOG = """examples:
   studio stylize --content photo.png --style painting.png --vgg vgg19.pth --out styled.png
   studio compress --run runs/photos-vq --image photo.jpg --out photo.svq
   studio decompress --run runs/photos-vq photo.svq --out decoded.png
+  studio export runs/first --format diffusers exported/first   (use it without Studio)
 
 Run folders default to {runs}. Ctrl-C during training stops at the next step and keeps a
 checkpoint; press it twice to abort at once.
@@ -181,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     augment_cli.add_parser(sub, common)
     stylize_cli.add_parser(sub, common)
     compress_cli.add_parser(sub, common)
+    export_cli.add_parser(sub, common)
 
     p = sub.add_parser("runs", parents=[common], help="list run folders")
     p.add_argument("--dir", help=f"runs folder (default {runs_dir()})")
@@ -248,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "stylize": stylize_cli.cmd_stylize,
         "compress": compress_cli.cmd_compress,
         "decompress": compress_cli.cmd_decompress,
+        "export": export_cli.cmd_export,
     }[args.command]
     try:
         return handler(args)

@@ -56,6 +56,9 @@ class Capability(enum.Flag):
 #: The directions an unpaired image-to-image family (Capability.UNPAIRED) translates in.
 A2B, B2A = "a2b", "b2a"
 DIRECTIONS = (A2B, B2A)
+#: The layouts ``studio export`` writes (``GenerativeModel.export_formats`` names the ones a
+#: family supports): diffusers' folder layout, or one safetensors file and its json.
+EXPORT_FORMATS = ("diffusers", "safetensors")
 
 
 @dataclass(frozen=True)

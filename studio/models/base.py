@@ -44,6 +44,7 @@ from studio.models.capabilities import (  # noqa: F401 - the contract, re-export
     ScoreFamily,
     derived_scores,
 )
+from studio.models.export import ExportContext, ExportNotes, export_state_dict
 
 MODEL_CONFIG = "studio.json"  # the family descriptor; not config.json, which diffusers owns
 MODEL_WEIGHTS = "model.safetensors"
@@ -136,6 +137,9 @@ class GenerativeModel(nn.Module):
     # need), so ``studio translate`` hands them the image at its own size instead of fitting
     # it to the training resolution.
     translates_any_size: ClassVar[bool] = False
+    # The formats ``studio export`` writes for this family (studio.models.export.EXPORT_FORMATS);
+    # () = it cannot be exported. Every family's state dict exports as safetensors.
+    export_formats: ClassVar[tuple[str, ...]] = ("safetensors",)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -404,6 +408,14 @@ class GenerativeModel(nn.Module):
         if self.base_records:
             out["base_runs"] = self.base_records
         return out
+
+    def export_files(self, folder: Path, fmt: str, context: ExportContext) -> ExportNotes:
+        """Write the ``fmt`` export (one of ``export_formats``) into the empty ``folder``: the
+        weights samples come from (EMA where the family keeps one) and the settings to rebuild
+        them. The default writes the state dict and settings (safetensors)."""
+        if fmt != "safetensors" or fmt not in self.export_formats:
+            raise ValueError(f"{self.info.display_name} does not export as {fmt}")
+        return export_state_dict(self, folder, context)
 
     @classmethod
     def load(cls, folder: str | Path, device: torch.device | str = "cpu") -> GenerativeModel:

@@ -58,6 +58,7 @@ from studio.models.diffusion.dit import (
     ClassDiT,
     check_dit_config,
 )
+from studio.models.diffusion.export import export_diffusion
 from studio.models.diffusion.inpaint import DiffusionInpainting
 from studio.models.diffusion.latent import DDIMLatent
 from studio.models.diffusion.samplers import (
@@ -70,6 +71,7 @@ from studio.models.diffusion.samplers import (
     predicted_x0,
 )
 from studio.models.diffusion.scoring import Denoiser, DenoisingScore
+from studio.models.export import ExportContext, ExportNotes
 
 SCHEDULES = ("linear", "squaredcos_cap_v2")
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -519,6 +521,14 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
                 preview = predicted_x0(self.scheduler.alphas_cumprod, x, out, t, c.prediction_type)
             yield SampleStep(i + 1, total, preview)
         return x.clamp(-1, 1)
+
+    # -- export: diffusers folders (studio export) ---------------------------------------------
+    export_formats = ("diffusers", "safetensors")
+
+    def export_files(self, folder: Path, fmt: str, context: ExportContext) -> ExportNotes:
+        """``unet/`` or ``transformer/``, ``scheduler/``, ``model_index.json`` and, with classes,
+        ``class_names.json`` (``--format diffusers``); or one safetensors file and its json."""
+        return export_diffusion(self, folder, fmt, context)
 
     # -- persistence: a diffusers DDPMPipeline folder plus studio.json -------------------------
     def save(self, folder: str | Path) -> None:

@@ -51,6 +51,7 @@ from studio.models.diffusion.ddpm import (
     unet_levels,
 )
 from studio.models.diffusion.dit import CaptionDiT
+from studio.models.diffusion.export import export_diffusion
 from studio.models.diffusion.prompting import PromptSampling
 from studio.models.diffusion.samplers import denoise_iter
 from studio.models.diffusion.text_encoder import (
@@ -60,6 +61,7 @@ from studio.models.diffusion.text_encoder import (
     build_vocabulary,
     words,
 )
+from studio.models.export import ExportContext, ExportNotes
 
 PROMPT_SEPARATOR = "|"
 
@@ -377,6 +379,14 @@ class TextDiffusion(PromptSampling, UNetDiffusion):
                 c.prediction_type,
             )
         )  # fmt: skip
+
+    # -- export (studio export) ------------------------------------------------------------
+    export_formats = ("diffusers", "safetensors")
+
+    def export_files(self, folder: Path, fmt: str, context: ExportContext) -> ExportNotes:
+        """The network and scheduler as diffusers folders and the small text encoder as
+        safetensors with its vocabulary (``--format diffusers``); or one safetensors file."""
+        return export_diffusion(self, folder, fmt, context, caption=True)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:
