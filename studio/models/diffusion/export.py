@@ -362,7 +362,9 @@ def _caption_usage(model: Any, name: str, cls: str, shape: str, text: dict[str, 
         ]
     lines += [
         "",
-        f'prompt, n, steps, seed, guidance = "a caption", 4, 50, 0, {float(c.guidance)}',
+        'prompt = "a caption"',
+        "n, steps, seed = 4, 50, 0",
+        f"guidance = {float(c.guidance)}",
         'hidden, mask = encode([prompt] * n + [""] * n)  # the prompt, then the empty prompt',
         "kw = {'encoder_hidden_states': hidden, 'encoder_attention_mask': mask}",
     ]
