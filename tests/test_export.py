@@ -285,3 +285,17 @@ def test_plain_diffusers_samples_the_export_bit_for_bit(tmp_path):
         assert np.array_equal(plain["images"].numpy(), studio_images.numpy()), name
     piped = load_file(str(tmp_path / "unet" / "plain.safetensors"))["pipeline"]
     assert torch.equal(piped, ours["pipeline"].float())
+
+
+def test_a_family_saved_as_a_diffusers_folder_can_export_that_layout(tmp_path):
+    """The helper a family whose model folder is a full diffusers layout (latent diffusion)
+    exports with: the saved folder without studio.json and the names it skips."""
+    from studio.models.export import export_saved_layout
+
+    _, model = hand_made_run(tmp_path / "run", DDPM, grid=False)
+    (tmp_path / "out").mkdir()
+    copied = export_saved_layout(model, tmp_path / "out", skip=("unet_raw",))
+    assert copied == ["model_index.json", "scheduler", "unet"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == copied
+    saved = load_file(str(tmp_path / "out" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in model.ema_unet.state_dict().items())
