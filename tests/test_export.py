@@ -299,3 +299,21 @@ def test_a_family_saved_as_a_diffusers_folder_can_export_that_layout(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == copied
     saved = load_file(str(tmp_path / "out" / "unet" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(saved[k], v) for k, v in model.ema_unet.state_dict().items())
+
+
+def test_a_failure_mid_export_leaves_nothing_behind(tmp_path, trained_run, monkeypatch):
+    out = tmp_path / "exported"
+    export(trained_run, "safetensors", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(self, folder, fmt, context):
+        (folder / "half.bin").write_bytes(b"x")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(get_family(DDPM), "export_files", broken)
+    with pytest.raises(StudioError, match="No space left"):
+        export(trained_run, "diffusers", out)  # over an earlier export: it stays as it was
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(StudioError, match="No space left"):
+        export(trained_run, "diffusers", tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
