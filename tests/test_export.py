@@ -231,6 +231,10 @@ PLAIN = textwrap.dedent(
                 g = torch.Generator().manual_seed(3)
                 got = pipe(batch_size=2, generator=g, num_inference_steps=5, output_type="np")
                 out["pipeline"] = torch.from_numpy(got.images).contiguous()
+        if os.path.exists(index) and json.load(open(index))["_class_name"] == "DiTPipeline":
+            from diffusers import DiffusionPipeline
+            pipe = DiffusionPipeline.from_pretrained(folder, vae=None)  # as the card says
+            assert type(pipe.transformer).__name__ == "DiTTransformer2DModel"
         save_file(out, f"{folder}/plain.safetensors")
     assert not any(m == "studio" or m.startswith("studio.") for m in sys.modules), "studio!"
     """

@@ -353,7 +353,8 @@ def model_card(
     if notes.usage:
         usage = notes.usage.replace('"EXPORT', '"' + "path/to/this/folder")
         lines += ["## Use it without Studio", "", "```python", usage, "```", ""]
-    lines += list(notes.details) + ([""] if notes.details else [])
+    for detail in notes.details:
+        lines += [detail, ""]
     if notes.not_included:
         lines += ["## What does not carry over", ""]
         lines += [f"- {line}" for line in notes.not_included] + [""]
