@@ -246,6 +246,7 @@ CASES = {
     "dit": (DDPM, TINY_DIT),
     "dit_classes": (DDPM, {**TINY_DIT, "num_classes": 2}),
     "text": (TEXT, {"vocab": "a caption red fox"}),
+    "text_dit": (TEXT, {**TINY_DIT, "vocab": "a caption red fox"}),
 }
 
 
