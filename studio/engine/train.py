@@ -16,6 +16,7 @@ from studio import __version__
 from studio.core.errors import NonFiniteLoss, StudioError
 from studio.core.jobs import CancelToken, Progress
 from studio.engine import checkpoint as ckpt
+from studio.engine import file_inputs as _registers_file_readers  # noqa: F401
 from studio.engine import live, tensorboard
 from studio.engine.batch_finder import fit_batch_size
 from studio.engine.continual import HELDOUT_IMAGES, Continual, load_continual

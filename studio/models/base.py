@@ -136,6 +136,14 @@ class GenerativeModel(nn.Module):
     # need), so ``studio translate`` hands them the image at its own size instead of fitting
     # it to the training resolution.
     translates_any_size: ClassVar[bool] = False
+    # Single-folder image-to-image families (Capability.SINGLE_FOLDER): whether the image an
+    # input was made from is the output to aim for (super-resolution: the original, so
+    # held-out outputs are scored against it) or not (a style network: its input is the
+    # image itself and there is no right answer; its grids show input | output).
+    inputs_have_targets: ClassVar[bool] = True
+    # Whether sampling draws randomness from its generator (another seed, another image);
+    # False for a family whose output depends on its inputs alone (a style network).
+    seeded: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
