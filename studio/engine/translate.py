@@ -179,6 +179,16 @@ def describe_translator(run_dir: str | Path) -> Translator:
     check_translates(run_dir)
     run = RunFolder(run_dir)
     family = get_family(str(run.read_config().get("family", "")))
+    if family.translates_any_size and Capability.SINGLE_FOLDER in family.info.capabilities:
+        try:
+            cfg = run.train_config()
+            config = family.Config.from_dict({**cfg.model, "resolution": cfg.resolution})
+        except (KeyError, TypeError, ValueError) as err:
+            raise StudioError(
+                f"The run {run.path} has settings that cannot be read: {err}"
+            ) from None
+        if family.scale_for(config) > 1:  # it enlarges: the Canvas's Upscale applies it
+            raise StudioError(f"The run {run.path} upscales images: use Upscale.")
     return Translator(run.path, family.info.display_name, "direction" in family.conditions)
 
 
@@ -231,6 +241,8 @@ def translate_canvas_job(
         check_translates(run_dir, direction)
         yield Progress("load", message=f"Loading {Path(run_dir).name}")
         model = load_run_model(run_dir, resolve_device(device))
+    if model.output_scale != 1:
+        raise StudioError(f"{model.info.display_name} enlarges images: use Upscale instead.")
     where = window.slices if window is not None else (slice(None), slice(None))
     crop = np.ascontiguousarray(image[where])
     given = crop if model.translates_any_size else squash_input(crop, model.config.resolution)

@@ -223,6 +223,13 @@ class GenerativeModel(nn.Module):
     def output_scale(self) -> int:
         """Image-to-image families: how many times larger (each side) an output is than its
         ``image`` condition (super-resolution: 2 or 4)."""
+        return self.scale_for(self.config)
+
+    @classmethod
+    def scale_for(cls, config: ModelConfig) -> int:
+        """``output_scale`` of a model of ``config``, without building it (the Canvas lists
+        the runs that enlarge images from their config.json). Default: 1."""
+        del config
         return 1
 
     def paired_inputs(self, images: Tensor, generator: torch.Generator) -> Tensor:

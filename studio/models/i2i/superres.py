@@ -260,9 +260,9 @@ class SuperRes(UNetDiffusion):
     _trained = DDPM._trained
     _ema_pairs = DDPM._ema_pairs
 
-    @property
-    def output_scale(self) -> int:
-        return self.config.scale
+    @classmethod
+    def scale_for(cls, config: ModelConfig) -> int:
+        return int(getattr(config, "scale", 1))
 
     def paired_inputs(self, images: Tensor, generator: torch.Generator) -> Tensor:
         c = self.config
