@@ -89,3 +89,63 @@ def test_reader_errors_are_studio_errors(tmp_path):
         read_file_input("image", tmp_path / "missing.png", "Style image")
     with pytest.raises(StudioError, match="Choose a file"):
         read_file_input("vgg19", "  ", "VGG-19 file")
+
+
+@pytest.fixture(scope="module")
+def style_run(tmp_path_factory):
+    from helpers import train_tiny_run
+
+    base = tmp_path_factory.mktemp("style_run")
+    data = make_tiny_dataset(base / "data", n=10, size=16)
+    return train_tiny_run(base / "run", KEY, data, sample_every=2)
+
+
+def test_a_run_shows_input_output_rows_and_its_style(style_run):
+    from PIL import Image
+
+    grids = sorted((style_run / "samples").glob("step_*.png"))
+    assert grids, "no sample grid"
+    assert (style_run / "samples" / "style.png").exists()
+    w, h = Image.open(grids[-1]).size
+    assert w < 3 * 16  # two columns of 16 px images (input | output), not three
+    import json
+
+    logged = [json.loads(line) for line in (style_run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss_style" in row and "loss_content" in row and "loss_tv" in row for row in logged)
+    assert not any("heldout_psnr" in row for row in logged)  # nothing to score against
+
+
+def test_studio_translate_and_stylize_apply_a_run_at_the_images_size(style_run, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from studio.cli.main import main
+
+    src = tmp_path / "photo.png"
+    Image.fromarray(np.full((21, 30, 3), 120, np.uint8)).save(src)
+    out = tmp_path / "out.png"
+    assert main(["translate", "--run", str(style_run), "--image", str(src), "--out", str(out)]) == 0
+    assert Image.open(out).size == (30, 21)
+    styl = tmp_path / "styl.png"
+    args = ["stylize", "--run", str(style_run), "--content", str(src), "--out", str(styl)]
+    assert main(args) == 0 and Image.open(styl).size == (30, 21)
+    assert np.array_equal(np.asarray(Image.open(styl)), np.asarray(Image.open(out)))
+    capsys.readouterr()
+    assert main([*args, "--style", str(src)]) != 0
+    assert "leave out --style" in capsys.readouterr().err
+    assert main(["stylize", "--content", str(src), "--out", str(styl)]) != 0
+    assert "--run RUN" in capsys.readouterr().err
+
+
+def test_the_canvas_translates_with_a_style_run(style_run):
+    import numpy as np
+
+    from studio.engine.translate import translate_canvas_job, translating_runs
+
+    assert [t.path for t in translating_runs([style_run])] == [style_run]
+    image = np.random.default_rng(0).integers(0, 255, (24, 20, 3)).astype(np.uint8)
+    mask = np.zeros((24, 20), np.float32)
+    mask[4:12, 4:12] = 1
+    out = run_sync(translate_canvas_job(style_run, image, mask, 1.0, device="cpu"))
+    assert out.ok, out.error
+    assert out.result.shape == image.shape and np.array_equal(out.result[20:], image[20:])

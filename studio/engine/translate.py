@@ -47,6 +47,24 @@ def check_translates(run_dir: str | Path, direction: str | None = None) -> None:
     _check_direction(info.display_name, "direction" in get_family(key).conditions, direction)
 
 
+def check_repaints(run_dir: str | Path) -> None:
+    """Refuse, in one sentence, a run that is not a style network: one that repaints its
+    input image (a single-folder image-to-image family whose inputs have no target, and
+    which keeps the size)."""
+    run = RunFolder(run_dir)
+    key = str(run.read_config().get("family", ""))
+    try:
+        family = get_family(key)
+    except KeyError:
+        raise StudioError(f"The run {run.path} is of an unknown model family {key!r}.") from None
+    caps = family.info.capabilities
+    if Capability.SINGLE_FOLDER not in caps or family.inputs_have_targets:
+        raise StudioError(
+            f"The run {run.path} is a {family.info.display_name} run, not a trained style "
+            "network: use studio translate (or studio upscale) with it."
+        )
+
+
 def _check_direction(name: str, both_ways: bool, direction: str | None) -> None:
     if direction is None:
         return

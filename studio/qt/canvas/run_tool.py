@@ -158,6 +158,7 @@ class RunToolPanel(QGroupBox):
         column.addLayout(buttons)
         column.addWidget(self.progress)
         column.addWidget(self.status_label)
+        column.addStretch(1)  # the controls at the top, however tall the tab
         self._update_controls()
 
     # -- runs ---------------------------------------------------------------------------------
