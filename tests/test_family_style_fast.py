@@ -149,3 +149,19 @@ def test_the_canvas_translates_with_a_style_run(style_run):
     out = run_sync(translate_canvas_job(style_run, image, mask, 1.0, device="cpu"))
     assert out.ok, out.error
     assert out.result.shape == image.shape and np.array_equal(out.result[20:], image[20:])
+
+
+def test_compare_shows_style_runs_side_by_side(style_run, tmp_path):
+    import shutil
+
+    from studio.engine.compare import CompareSettings, compare_job
+
+    twin = shutil.copytree(style_run, tmp_path / "twin")
+    settings = CompareSettings(
+        [style_run, twin], n=4, extractor_steps=2, cache_dir=tmp_path / "c", device="cpu"
+    )
+    out = run_sync(compare_job(settings))
+    assert out.ok, out.error or out.details
+    for panel in out.result.panels:
+        assert panel.quality.get("psnr") is None  # no targets to score against
+        assert panel.grid.shape[1] == 2 * 18 + 2  # rows of input | output
