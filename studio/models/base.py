@@ -461,6 +461,25 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
+def any_size_inputs(model: GenerativeModel, image: Any, n: int, missing: str) -> Tensor:
+    """The ``image`` condition of an image-to-image family that takes any size (``m x C x h x
+    w`` in [-1, 1], or one ``C x h x w``) as ``n`` inputs on the model's device, input
+    ``i % m`` for output ``i``. ``missing``: the ValueError's text when there is none (what
+    the family does and the command that gives it an image)."""
+    if image is None:
+        raise ValueError(missing)
+    x = torch.as_tensor(image)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    channels = model.config.channels
+    if x.dim() != 4 or x.shape[1] != channels or len(x) == 0 or min(x.shape[-2:]) < 2:
+        raise ValueError(
+            f"the input must be images of {channels} channels and at least 2 x 2 px, "
+            f"not {tuple(x.shape)}"
+        )
+    return x[torch.arange(n) % len(x)].to(model.device).float()
+
+
 def class_labels(n: int, num_classes: int, label: int | None, device: torch.device) -> Tensor:
     """Labels for ``n`` samples: all ``label``, or cycling through every class when None."""
     if label is None:

@@ -45,6 +45,7 @@ from studio.models.base import (
     ModelConfig,
     SampleStep,
     StepContext,
+    any_size_inputs,
     eval_mode,
     setting,
 )
@@ -334,22 +335,13 @@ class FastStyle(GenerativeModel):
         network draws no noise: every seed gives the same image."""
         del generator
         self.check_conditions(conditions)
-        image = conditions.get("image")
-        if image is None:
-            raise ValueError(
-                f"{self.info.display_name} repaints images: give it an input image "
-                "(studio translate --run RUN --image IMG --out OUT)"
-            )
-        x = torch.as_tensor(image)
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
-        c = self.config
-        if x.dim() != 4 or x.shape[1] != c.channels or len(x) == 0 or min(x.shape[-2:]) < 2:
-            raise ValueError(
-                f"the input must be images of {c.channels} channels and at least 2 x 2 px, "
-                f"not {tuple(x.shape)}"
-            )
-        x = x[torch.arange(n) % len(x)].to(self.device).float()
+        x = any_size_inputs(
+            self,
+            conditions.get("image"),
+            n,
+            f"{self.info.display_name} repaints images: give it an input image "
+            "(studio translate --run RUN --image IMG --out OUT)",
+        )
         with torch.no_grad(), eval_mode(self.net):
             out = padded_forward(self.net, x).float().clamp(-1, 1)
         yield SampleStep(1, 1, out)
