@@ -1,9 +1,9 @@
 """What the Canvas's run-applying tools share (*Translate*, *Upscale*): a side panel that
 offers the recent runs a tool can apply (read on a worker, never on the GUI thread; a run
 opened by hand that does not fit is refused with a reason), the area (whole image or masked
-region), a seed and the tool's own settings; its button submits one job to the engine thread,
-shows its progress, cancels it, and hands the finished image to the staging strip, so Accept
-is one undoable step and Discard leaves the canvas as it was.
+region), a seed and the tool's own settings; its button submits one job for the document
+(:class:`~studio.qt.canvas.job_panel.CanvasJobPanel`: progress, cancel, the result handed
+to the staging strip).
 
 A tool subclasses :class:`RunToolPanel` and says what differs: its words, how its runs are
 listed and described (engine functions, called on a worker), its extra rows and the job.
@@ -11,7 +11,7 @@ listed and described (engine functions, called on a worker), its extra rows and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,10 +22,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
-    QLabel,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -33,19 +30,17 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.canvas import CanvasDocument
-from studio.core.jobs import CancelToken, Outcome, Progress, Status
+from studio.core.jobs import Progress
 from studio.core.paths import runs_dir
+from studio.qt.canvas.job_panel import CanvasJobPanel, Factory
 from studio.qt.canvas.tasks import TaskPool
-from studio.qt.engine_thread import JobHandle, JobRunner
-from studio.qt.job_calls import JobCalls
+from studio.qt.engine_thread import JobRunner
 from studio.qt.settings import AppSettings
-from studio.qt.widgets import Banner
 
 AREAS = (("whole", "Whole image"), ("masked", "Masked region only (feathered)"))
-Factory = Callable[[CancelToken], Generator[Progress, None, Any]]
 
 
-class RunToolPanel(QGroupBox):
+class RunToolPanel(CanvasJobPanel):
     """The run picker, the tool's rows, area and seed, the tool's button, the job's progress,
     Cancel.
 
@@ -55,8 +50,6 @@ class RunToolPanel(QGroupBox):
     run list was refilled.
     """
 
-    finished = Signal(object, object, int)
-    running_changed = Signal(bool)
     runs_listed = Signal()
 
     # The tool's words.
@@ -78,14 +71,8 @@ class RunToolPanel(QGroupBox):
         feather: Callable[[], float],
         parent: QWidget | None = None,
     ) -> None:
-        super().__init__(self.title, parent)
-        self._runner, self._settings = runner, settings
-        self._document, self._feather = document, feather
-        self._calls = JobCalls(runner, self, kind="Canvas")
+        super().__init__(self.title, runner, settings, document, feather, parent)
         self._tasks = TaskPool(self)
-        self._job: JobHandle | None = None
-        self._job_doc: CanvasDocument | None = None
-        self._job_revision = 0
         self._infos: dict[str, Any] = {}  # offered run -> what describe() said of it
         self._build()
         self.refresh_runs()
@@ -116,7 +103,6 @@ class RunToolPanel(QGroupBox):
 
     # -- building -----------------------------------------------------------------------------
     def _build(self) -> None:
-        self.banner = Banner()
         self.run_combo = QComboBox()
         self.run_combo.setPlaceholderText(self.run_placeholder)
         self.run_combo.setMinimumContentsLength(18)
@@ -141,17 +127,7 @@ class RunToolPanel(QGroupBox):
         self.action_button = QPushButton(self.verb)
         self.action_button.setToolTip(self.button_tooltip)
         self.action_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.action_button, 1)
-        buttons.addWidget(self.cancel_button)
-        self.progress = QProgressBar()
-        self.progress.setTextVisible(False)
-        self.progress.setMaximumHeight(8)
-        self.status_label = QLabel()
-        self.status_label.setObjectName("status")
-        self.status_label.setWordWrap(True)
+        buttons = self.job_controls(self.action_button)
         column = QVBoxLayout(self)
         column.addWidget(self.banner)
         column.addLayout(form)
@@ -162,10 +138,6 @@ class RunToolPanel(QGroupBox):
         self._update_controls()
 
     # -- runs ---------------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self._job is not None
-
     def run(self) -> str | None:
         data = self.run_combo.currentData()
         return str(data) if data else None
@@ -255,57 +227,24 @@ class RunToolPanel(QGroupBox):
             return False
         self.banner.clear()
         factory = self.make_job(doc.image.copy(), mask, run, self._settings.device_preference())
-        self._job_doc, self._job_revision = doc, doc.image_revision
-        self._job = self._calls.submit(
-            f"{self.verb} with {Path(run).name}",
-            factory,
-            on_progress=self._on_progress,
-            on_end=self._on_end,
-        )
-        busy = self._runner.engine.running_job() is not None
-        self.status_label.setText("Waiting for the engine (it is busy)…" if busy else "Starting…")
-        self.progress.setRange(0, 0)
-        self._update_controls()
-        self.running_changed.emit(True)
+        self.submit(doc, f"{self.verb} with {Path(run).name}", factory)
         return True
-
-    def cancel(self) -> None:
-        if self._job is not None:
-            self._job.token.cancel()
-            self.status_label.setText("Cancelling…")
 
     def shutdown(self) -> None:
         self.cancel()
         self._tasks.wait(5_000)
 
-    def _on_progress(self, progress: Progress, _image: Any, _points: Any) -> None:
-        if progress.total:
-            self.progress.setRange(0, progress.total)
-            self.progress.setValue(progress.step)
-            text = progress.message or self.progress_verb
-            self.status_label.setText(f"{text}: step {progress.step:,} / {progress.total:,}")
-        elif progress.message:
-            self.status_label.setText(progress.message)
+    def progress_text(self, progress: Progress) -> str:
+        text = progress.message or self.progress_verb
+        return f"{text}: step {progress.step:,} / {progress.total:,}"
 
-    def _on_end(self, outcome: Outcome[Any]) -> None:
-        doc, self._job, self._job_doc = self._job_doc, None, None
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        if outcome.status is Status.FINISHED and outcome.result is not None:
-            self.progress.setValue(1)
-            self.status_label.setText("Ready in the strip below: click it to preview, Accept.")
-            self.finished.emit(outcome.result, doc, self._job_revision)
-        elif outcome.status is Status.CANCELLED:
-            self.status_label.setText("Cancelled: the canvas is unchanged.")
-        else:
-            self.status_label.setText("Failed.")
-            self.banner.show_message(outcome.error or f"{self.verb} failed.")
-        self._update_controls()
-        self.running_changed.emit(False)
+    @property
+    def failed_message(self) -> str:  # type: ignore[override]
+        return f"{self.verb} failed."
 
     def _update_controls(self, *_: Any) -> None:
+        super()._update_controls()
         running = self._job is not None
         run = self.run()
         self.action_button.setEnabled(not running and run is not None)
-        self.cancel_button.setEnabled(running)
         self.update_tool_controls(run, running)
