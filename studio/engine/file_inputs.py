@@ -28,9 +28,14 @@ def read_image(path: Path) -> Any:
 
 
 def read_vgg19(path: Path) -> Any:
-    from studio.engine.vgg import load_vgg19
+    """A copy (the family moves it to its device) of the network read once per unchanged
+    file (:func:`studio.engine.stylize.cached_vgg`): building a model several times (the
+    automatic batch size) reads the 548 MB file once."""
+    import copy
 
-    return load_vgg19(path)
+    from studio.engine.stylize import cached_vgg
+
+    return copy.deepcopy(cached_vgg(path, "cpu"))
 
 
 set_file_reader("image", read_image)
