@@ -24,13 +24,13 @@ def set_file_reader(kind: str, reader: FileReader) -> None:
     _readers[kind] = reader
 
 
-def read_file_input(kind: str, path: str | Path, label: str) -> Any:
-    """The content of the file ``path`` of ``kind``, for the setting ``label``: a clear error
-    when no file is chosen or no reader is registered; the reader's own errors (a missing or
-    wrong file) pass through."""
+def read_file_input(kind: str, path: str | Path, label: str, name: str = "NAME") -> Any:
+    """The content of the file ``path`` of ``kind``, for the setting ``label`` (``name`` in
+    the config): a clear error when no file is chosen or no reader is registered; the
+    reader's own errors (a missing or wrong file) pass through."""
     text = str(path or "").strip()
     if not text:
-        raise StudioError(f"Choose a file for '{label}' (studio train --set NAME=PATH).")
+        raise StudioError(f"Choose a file for '{label}' (studio train --set {name}=PATH).")
     reader = _readers.get(kind)
     if reader is None:
         raise StudioError(

@@ -262,8 +262,8 @@ class FastStyle(GenerativeModel):
         c = self.config
         if c.channels != 3:
             raise ValueError("the style network's losses read colour images: channels must be 3")
-        style = read_file_input("image", c.style_image, "Style image")
-        vgg = read_file_input("vgg19", c.vgg_weights, "VGG-19 file")
+        style = read_file_input("image", c.style_image, "Style image", "style_image")
+        vgg = read_file_input("vgg19", c.vgg_weights, "VGG-19 file", "vgg_weights")
         vgg = vgg.to(self.device).eval().requires_grad_(False)
         side = max(16, round(c.resolution * c.style_scale))
         h, w = style.shape[-2:]
