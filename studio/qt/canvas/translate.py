@@ -83,10 +83,14 @@ class TranslatePanel(RunToolPanel):
     verb = "Translate"
     progress_verb = "Translating"
     run_placeholder = "Choose a translating run…"
-    run_tooltip = "Recent runs whose model translates images (trained on A and B)"
+    run_tooltip = (
+        "Recent runs whose model translates images (trained on A and B, or a style network)"
+    )
     button_tooltip = "Translate the image, or its masked region, with the chosen run"
     seed_tooltip = "Models with dropout translate a little differently per seed"
-    no_run_message = "Choose a run that translates images (trained on folders A and B)."
+    no_run_message = (
+        "Choose a run that translates images (trained on folders A and B, or a style network)."
+    )
     no_mask_message = "No mask painted: paint the region to translate first."
 
     @property
