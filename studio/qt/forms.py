@@ -51,7 +51,7 @@ def format_number(value: float) -> str:
     """Short text for a float: ``2e-4`` for small or huge values, ``0.5`` or ``12.25`` else."""
     if value == 0 or not math.isfinite(value):
         return "0" if value == 0 else str(value)
-    if abs(value) < 1e-2 or abs(value) >= 1e6:
+    if abs(value) < 1e-2 or abs(value) >= 1e5:
         mantissa, _, exponent = f"{value:.3e}".partition("e")
         mantissa = mantissa.rstrip("0").rstrip(".")
         return f"{mantissa}e{int(exponent)}"

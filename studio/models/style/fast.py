@@ -83,8 +83,8 @@ class FastStyleConfig(ModelConfig):
         1.0,
         label="Content weight",
         help="how much the output keeps the content image's features (relu2_2)",
-        minimum=0.0,
-        maximum=1e6,
+        minimum=1e-3,
+        maximum=1e4,
         main=True,
     )
     style_weight: float = setting(
@@ -92,8 +92,8 @@ class FastStyleConfig(ModelConfig):
         label="Style weight",
         help="how strongly the output takes the style's Gram matrices; raise it for more "
         "style, lower it to keep more of the picture",
-        minimum=0.0,
-        maximum=1e12,
+        minimum=1.0,
+        maximum=1e10,
         main=True,
     )
     tv_weight: float = setting(
@@ -101,7 +101,7 @@ class FastStyleConfig(ModelConfig):
         label="TV weight",
         help="total variation: smooths speckle; 0 = off",
         minimum=0.0,
-        maximum=1e6,
+        maximum=100.0,
     )
     style_scale: float = setting(
         1.0,
@@ -116,10 +116,6 @@ class FastStyleConfig(ModelConfig):
         5, label="Residual blocks", help="blocks at a quarter of the size", minimum=1, maximum=12
     )
     lr: float = learning_rate(1e-3)
-
-    def __post_init__(self) -> None:
-        if self.content_weight == 0 and self.style_weight == 0:
-            raise ValueError("give the content or the style a weight above 0")
 
 
 # -- the image-transformation network ----------------------------------------------------------
