@@ -396,3 +396,58 @@ def tiny_vgg_files(folder: Path) -> dict[str, Path]:
     torch.save(state, paths["pth"])
     save_file(state, paths["safetensors"])
     return paths
+
+
+class _WithTinyStyleFiles(Mapping[str, Any]):
+    """Tiny settings whose ``vgg_weights`` and ``style_image`` are a tiny random VGG-19
+    (:func:`tiny_vgg_files`) and a striped style image, written the first time the settings
+    are read and kept for the test process."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self._settings = settings
+        self._full: dict[str, Any] | None = None
+
+    def _resolve(self) -> dict[str, Any]:
+        if self._full is None:
+            vgg, style = tiny_style_files()
+            self._full = {**self._settings, "vgg_weights": str(vgg), "style_image": str(style)}
+        return self._full
+
+    def __getitem__(self, key: str) -> Any:
+        return self._resolve()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolve())
+
+    def __len__(self) -> int:
+        return len(self._resolve())
+
+
+_TINY_STYLE: list[tuple[Path, Path]] = []
+
+
+def tiny_style_files() -> tuple[Path, Path]:
+    """(a tiny VGG-19 safetensors file, a 24 x 32 striped style PNG), written once per test
+    process under a temporary folder removed at exit."""
+    if not _TINY_STYLE:
+        import atexit
+        import shutil
+        import tempfile
+
+        import numpy as np
+        from PIL import Image
+
+        root = Path(tempfile.mkdtemp(prefix="studio-tiny-style-"))
+        atexit.register(shutil.rmtree, root, True)
+        vgg = tiny_vgg_files(root / "vgg")["safetensors"]
+        yy, xx = np.mgrid[0:24, 0:32]
+        stripes = ((xx + yy) // 3) % 2
+        style = np.stack([stripes * 230, 40 + stripes * 150, 200 - stripes * 180], -1)
+        Image.fromarray(style.astype(np.uint8)).save(root / "style.png")
+        _TINY_STYLE.append((vgg, root / "style.png"))
+    return _TINY_STYLE[0]
+
+
+TINY_MODELS["style.fast"] = _WithTinyStyleFiles(  # type: ignore[assignment]
+    {"width": 8, "residual_blocks": 1}
+)

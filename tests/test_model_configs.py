@@ -42,6 +42,7 @@ SAVED = {
     'ar.vq_prior': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'base_run': '', 'architecture': 'pixelcnn', 'width': 64, 'layers': 6, 'kernel': 3, 'heads': 4, 'dropout': 0.0, 'class_conditional': True, 'lr': 0.0005, 'warmup_steps': 100, 'max_grad_norm': 1.0},
     # the RBM's rate went from 0.001 (Adam) to 0.01 (SGD with momentum; issue 19)
     'ebm.rbm': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'hidden': 256, 'training': 'cd', 'cd_steps': 1, 'max_side': 32, 'threshold': 0.5, 'lr': 0.01, 'weight_decay': 0.0001},
+    'style.fast': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'style_image': '', 'vgg_weights': '', 'content_weight': 1.0, 'style_weight': 100000.0, 'tv_weight': 1.0, 'style_scale': 1.0, 'width': 32, 'residual_blocks': 5, 'lr': 0.001},
 }
 # Settings added after the configs above were saved (issue 17: the GANs' augmentation), with
 # their defaults: an old config loads with these.

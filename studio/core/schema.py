@@ -87,6 +87,7 @@ KIND_TITLES = {
     "flow": "Normalizing flows",
     "diffusion": "Diffusion models",
     "i2i": "Image-to-image models",
+    "style": "Style transfer",
     "hybrid": "Hybrid models",
 }
 
@@ -151,6 +152,47 @@ def run_setting(*, label: str, requires: RunRequirement, help: str = "", main: b
         "run": requires,
     }
     return field(default="", metadata=meta)
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """What a file setting (:func:`file_setting`) holds: a file of ``kind`` (``"image"``, or a
+    network's weights such as ``"vgg19"``) that the engine reads for the family
+    (:mod:`studio.models.file_inputs`). ``patterns``: the file dialog's filter;
+    ``remember``: the key under which the window keeps the last file chosen for this kind of
+    file, shared with the tools that use it (the VGG-19 file of *Stylize*); ``where``: where
+    to get such a file, for the form's tooltip."""
+
+    kind: str
+    what: str = "file"
+    patterns: str = "All files (*)"
+    remember: str = ""
+    where: str = ""
+
+
+def file_setting(*, label: str, accepts: FileInput, help: str = "", main: bool = True) -> Any:
+    """A setting that holds a file's path (``""`` = not chosen yet): the style image of a style
+    network, the VGG-19 weights its losses read. The Train form shows a file picker; ``studio
+    train --set NAME=PATH``."""
+    meta = {
+        "label": label,
+        "help": help,
+        "minimum": None,
+        "maximum": None,
+        "choices": None,
+        "main": main,
+        "file": accepts,
+    }
+    return field(default="", metadata=meta)
+
+
+def file_settings(config_cls: type) -> dict[str, FileInput]:
+    """The file settings (:func:`file_setting`) of a config dataclass, by field name."""
+    return {
+        f.name: f.metadata["file"]
+        for f in dataclasses.fields(config_cls)
+        if isinstance(f.metadata.get("file"), FileInput)
+    }
 
 
 def run_settings(config_cls: type) -> dict[str, RunRequirement]:

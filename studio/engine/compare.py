@@ -319,6 +319,7 @@ def _prepare_translations(
     read as it read them, its held-out inputs (folder A's) and, for pairs, their targets."""
     from studio.engine.metrics import get_feature_extractor
     from studio.engine.run_data import read_data
+    from studio.models.registry import get_family
 
     first_cfg, first = infos[0]
     for path, (_cfg, train) in zip(runs, infos):
@@ -335,7 +336,13 @@ def _prepare_translations(
             "trained, so their held-out images cannot be rebuilt. Compare runs against the "
             "images they saw."
         )
-    assert data.sources is not None  # a translating run's data always has its inputs
+    family = get_family(first.family)
+    if data.sources is None and family.inputs_have_targets:
+        raise StudioError(
+            f"{runs[0].name} makes its inputs from its images itself ({family.info.display_name}"
+            "); Compare cannot rebuild them yet: compare its runs by their logged held-out "
+            "metrics."
+        )
     held = data.held_idx
     if len(held) < 2:
         raise StudioError(
@@ -357,6 +364,15 @@ def _prepare_translations(
         notes.append(
             f"Unpaired runs: {len(inputs)} held-out images of folder A translated A to B, "
             f"scored by FD/KID against {len(held)} held-out images of folder B (no targets)."
+        )
+    elif data.sources is None:  # a single-folder run whose input is the image itself
+        if len(held) > settings.n:
+            held = np.sort(rng.choice(held, settings.n, replace=False))
+        inputs, targets = dataset.images[held], None
+        notes.append(
+            f"Runs that repaint their input: {len(held)} held-out images repainted, side by "
+            "side (no targets: FD/KID against the held-out images say how far from them the "
+            "outputs moved)."
         )
     else:
         if len(held) > settings.n:

@@ -203,6 +203,9 @@ class Monitor:
                 )
         finally:
             model.train()
+        if not model.inputs_have_targets:  # nothing to score against: input | output
+            yield from self._show_pairs(model, self.held_sources.float().cpu(), out, step, total)
+            return
         target = self.held_out[: len(out)].float().cpu()
         baseline = upsampled(self.held_sources.float().cpu(), target.shape[-2:])
         metrics = {}
@@ -218,6 +221,17 @@ class Monitor:
         yield Progress(
             "train", step, total, image=grid, metrics=metrics, message=f"Samples at step {step}"
         )
+
+    def _show_pairs(
+        self, model: GenerativeModel, inputs: torch.Tensor, out: torch.Tensor, step: int, total: int
+    ) -> Generator[Progress, None, None]:
+        """Rows of input | output, no metrics (a family whose inputs have no target)."""
+        shown = min(self.config.samples, PAIR_ROWS, len(out))
+        rows = torch.stack([inputs[:shown], out[:shown]], 1).flatten(0, 1)
+        grid = make_grid(images_to_uint8(rows).numpy(), nrow=2)
+        save_png(self.run.samples_dir / f"{ckpt.checkpoint_name(step)}.png", grid)
+        self._save_extra_images(model)
+        yield Progress("train", step, total, image=grid, message=f"Samples at step {step}")
 
     def _evaluate_cycles(
         self, model: GenerativeModel, step: int, total: int

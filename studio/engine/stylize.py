@@ -42,6 +42,7 @@ from studio.core.regions import Rect, clip_rect, support_rect
 from studio.core.stylize import MIN_SIZE, StyleSettings
 from studio.engine.device import free_memory, is_out_of_memory, resolve_device
 from studio.engine.vgg import VGG19Features, load_vgg19
+from studio.models.vgg import gram, tv_loss
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -86,20 +87,6 @@ def check_request(request: StyleRequest) -> None:
 
 
 # -- losses -----------------------------------------------------------------------------------
-
-
-def gram(features: Tensor) -> Tensor:
-    """The Gram matrix of ``N x C x H x W`` features, normalised by ``C * H * W``: ``N x C x C``."""
-    n, c, h, w = features.shape
-    flat = features.reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
-
-
-def tv_loss(x: Tensor) -> Tensor:
-    """Mean squared difference between neighbouring pixels (down and right)."""
-    return (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(
-        2
-    ).mean()
 
 
 class Objective:

@@ -15,7 +15,9 @@ import torch
 from studio import __version__
 from studio.core.errors import NonFiniteLoss, StudioError
 from studio.core.jobs import CancelToken, Progress
+from studio.core.schema import file_settings
 from studio.engine import checkpoint as ckpt
+from studio.engine import file_inputs as _registers_file_readers  # noqa: F401
 from studio.engine import live, tensorboard
 from studio.engine.batch_finder import fit_batch_size
 from studio.engine.continual import HELDOUT_IMAGES, Continual, load_continual
@@ -117,6 +119,27 @@ def check_family_data(config: TrainConfig) -> None:
             f"{family.info.display_name} learns from two folders of images, A and B: give "
             "folder B too (--data-b DIR; in the window, Folder B)."
         )
+    check_file_settings(family.Config, config.model)
+
+
+def check_file_settings(config_cls: type, model: dict[str, Any]) -> None:
+    """Every file a family's settings name (``file_setting``: a style image, a VGG-19 file)
+    chosen and present, before any image is read or folder written: one sentence naming the
+    setting otherwise (the family reads the files later, with their own checks)."""
+    import dataclasses
+
+    labels = {f.name: f.metadata.get("label", f.name) for f in dataclasses.fields(config_cls)}
+    for name, accepts in file_settings(config_cls).items():
+        value = str(model.get(name) or "").strip()
+        label = labels.get(name, name)
+        if not value:
+            raise StudioError(
+                f"Choose {accepts.what} for '{label}' (studio train --set {name}=PATH; in the "
+                "window, the Train form's setting)."
+            )
+        if not Path(value).expanduser().exists():
+            where = f" {accepts.where}" if accepts.where else ""
+            raise StudioError(f"There is no file at {value} ('{label}').{where}")
 
 
 def _check_config(config: TrainConfig, run: RunFolder, resuming: bool) -> None:

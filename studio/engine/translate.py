@@ -47,6 +47,24 @@ def check_translates(run_dir: str | Path, direction: str | None = None) -> None:
     _check_direction(info.display_name, "direction" in get_family(key).conditions, direction)
 
 
+def check_repaints(run_dir: str | Path) -> None:
+    """Refuse, in one sentence, a run that is not a style network: one that repaints its
+    input image (a single-folder image-to-image family whose inputs have no target, and
+    which keeps the size)."""
+    run = RunFolder(run_dir)
+    key = str(run.read_config().get("family", ""))
+    try:
+        family = get_family(key)
+    except KeyError:
+        raise StudioError(f"The run {run.path} is of an unknown model family {key!r}.") from None
+    caps = family.info.capabilities
+    if Capability.SINGLE_FOLDER not in caps or family.inputs_have_targets:
+        raise StudioError(
+            f"The run {run.path} is a {family.info.display_name} run, not a trained style "
+            "network: use studio translate (or studio upscale) with it."
+        )
+
+
 def _check_direction(name: str, both_ways: bool, direction: str | None) -> None:
     if direction is None:
         return
@@ -179,6 +197,16 @@ def describe_translator(run_dir: str | Path) -> Translator:
     check_translates(run_dir)
     run = RunFolder(run_dir)
     family = get_family(str(run.read_config().get("family", "")))
+    if family.translates_any_size and Capability.SINGLE_FOLDER in family.info.capabilities:
+        try:
+            cfg = run.train_config()
+            config = family.Config.from_dict({**cfg.model, "resolution": cfg.resolution})
+        except (KeyError, TypeError, ValueError) as err:
+            raise StudioError(
+                f"The run {run.path} has settings that cannot be read: {err}"
+            ) from None
+        if family.scale_for(config) > 1:  # it enlarges: the Canvas's Upscale applies it
+            raise StudioError(f"The run {run.path} upscales images: use Upscale.")
     return Translator(run.path, family.info.display_name, "direction" in family.conditions)
 
 
@@ -231,6 +259,8 @@ def translate_canvas_job(
         check_translates(run_dir, direction)
         yield Progress("load", message=f"Loading {Path(run_dir).name}")
         model = load_run_model(run_dir, resolve_device(device))
+    if model.output_scale != 1:
+        raise StudioError(f"{model.info.display_name} enlarges images: use Upscale instead.")
     where = window.slices if window is not None else (slice(None), slice(None))
     crop = np.ascontiguousarray(image[where])
     given = crop if model.translates_any_size else squash_input(crop, model.config.resolution)

@@ -15,7 +15,8 @@ passes, one clear sentence when memory runs out (with a smaller tile to try).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,19 @@ def _passes(
 # -- the job ---------------------------------------------------------------------------------------
 
 
-def check_upscales(run_dir: str | Path) -> None:
-    """Refuse, in one sentence, a run whose family does not enlarge images (read from its
-    config.json, before any weights load)."""
+@dataclass(frozen=True)
+class Upscaler:
+    """A run that enlarges images, as the Canvas offers it: its folder, its family's name and
+    how many times larger (each side) its outputs are."""
+
+    path: Path
+    display_name: str
+    scale: int
+
+
+def check_upscales(run_dir: str | Path) -> Upscaler:
+    """The run at ``run_dir`` if its family enlarges images (read from its config.json,
+    before any weights load); one sentence saying why not otherwise."""
     run = RunFolder(run_dir)
     if not run.exists():
         raise StudioError(f"There is no run at {run.path} (no config.json).")
@@ -117,11 +128,34 @@ def check_upscales(run_dir: str | Path) -> None:
     except KeyError:
         raise StudioError(f"The run {run.path} is of an unknown model family {key!r}.") from None
     caps = family.info.capabilities
-    if Capability.SINGLE_FOLDER not in caps or not family.translates_any_size:
+    scale = 1
+    if Capability.SINGLE_FOLDER in caps and family.translates_any_size:
+        try:
+            cfg = run.train_config()
+            config = family.Config.from_dict({**cfg.model, "resolution": cfg.resolution})
+            scale = family.scale_for(config)
+        except (TypeError, ValueError, KeyError) as err:
+            raise StudioError(
+                f"The run {run.path} has settings that cannot be read: {err}"
+            ) from None
+    if scale < 2:
         raise StudioError(
             f"The run {run.path} is a {family.info.display_name} run, which does not upscale "
             "images: use a run of a super-resolution family (studio families lists them)."
         )
+    return Upscaler(run.path, family.info.display_name, scale)
+
+
+def upscaling_runs(paths: Sequence[str | Path]) -> list[Upscaler]:
+    """The runs among ``paths`` that enlarge images, in order (others, and folders that are
+    gone or unreadable, are left out)."""
+    found = []
+    for path in paths:
+        try:
+            found.append(check_upscales(path))
+        except (StudioError, OSError, ValueError):
+            continue
+    return found
 
 
 def check_size(height: int, width: int, scale: int, tile: int) -> None:
@@ -204,3 +238,64 @@ def upscale_job(
             f"{model.device}: try a smaller tile, e.g. --tile {smaller}."
         ) from None
     return images_to_uint8(out).numpy()[0]
+
+
+# -- the canvas ------------------------------------------------------------------------------------
+
+
+def bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` (``H x W x C`` uint8) resized bicubically to ``height x width``."""
+    from PIL import Image
+
+    arr = np.ascontiguousarray(image, dtype=np.uint8)
+    pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    out = np.array(pil.resize((width, height), Image.Resampling.BICUBIC), dtype=np.uint8)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def upscale_canvas_job(
+    run_dir: str | Path,
+    image: np.ndarray,
+    mask: np.ndarray | None,
+    feather_px: float,
+    seed: int = 0,
+    steps: int | None = None,
+    sampler: str | None = None,
+    tile: int = DEFAULT_TILE,
+    device: str = "auto",
+    model: GenerativeModel | None = None,
+) -> Generator[Progress, None, np.ndarray]:
+    """Job: the canvas ``image`` (``H x W x 3`` uint8) enlarged by the run's scale ``s``, as
+    ``H*s x W*s x 3`` uint8. Whole (``mask`` None): the model upscales every pixel (in tiles).
+    Masked: the whole image is enlarged bicubically and the model upscales only the window
+    around the mask (:func:`studio.engine.stylize.mask_window`), blended in through the mask
+    enlarged with it and feathered ``feather_px * s`` output pixels, so only the painted
+    region pays for the model and nothing outside the feather's reach differs from bicubic."""
+    from studio.core.canvas import scale_mask
+    from studio.core.regions import Rect
+    from studio.engine.sample import load_run_model
+    from studio.engine.stylize import blend_result, mask_window
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise StudioError(f"expected an H x W x 3 uint8 image, not {image.shape} {image.dtype}")
+    window = mask_window(mask, feather_px) if mask is not None else None
+    if mask is not None and window is None:
+        raise StudioError("No mask painted: paint the region to upscale first.")
+    if model is None:
+        check_upscales(run_dir)
+        yield Progress("load", message=f"Loading {Path(run_dir).name}")
+        model = load_run_model(run_dir, resolve_device(device))
+    s = model.output_scale
+    h, w = image.shape[:2]
+    check_size(h, w, s, tile)
+    part = image if window is None else np.ascontiguousarray(image[window.slices])
+    up = yield from upscale_job(run_dir, part, seed, steps, sampler, tile, device, model)
+    if up.shape[2] == 1:  # a grey run: its output in the canvas's three channels
+        up = np.repeat(up, 3, axis=2)
+    if window is None or mask is None:
+        return up
+    out = bicubic(image, h * s, w * s)
+    big = Rect(window.y0 * s, window.y1 * s, window.x0 * s, window.x1 * s)
+    big_mask = scale_mask(mask, h * s, w * s)[big.slices]
+    out[big.slices] = blend_result(out[big.slices], up, big_mask, feather_px * s)
+    return out

@@ -140,6 +140,14 @@ class GenerativeModel(nn.Module):
     # The formats ``studio export`` writes for this family (studio.models.export.EXPORT_FORMATS);
     # () = it cannot be exported. Every family's state dict exports as safetensors.
     export_formats: ClassVar[tuple[str, ...]] = ("safetensors",)
+    # Single-folder image-to-image families (Capability.SINGLE_FOLDER): whether the image an
+    # input was made from is the output to aim for (super-resolution: the original, so
+    # held-out outputs are scored against it) or not (a style network: its input is the
+    # image itself and there is no right answer; its grids show input | output).
+    inputs_have_targets: ClassVar[bool] = True
+    # Whether sampling draws randomness from its generator (another seed, another image);
+    # False for a family whose output depends on its inputs alone (a style network).
+    seeded: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -219,6 +227,13 @@ class GenerativeModel(nn.Module):
     def output_scale(self) -> int:
         """Image-to-image families: how many times larger (each side) an output is than its
         ``image`` condition (super-resolution: 2 or 4)."""
+        return self.scale_for(self.config)
+
+    @classmethod
+    def scale_for(cls, config: ModelConfig) -> int:
+        """``output_scale`` of a model of ``config``, without building it (the Canvas lists
+        the runs that enlarge images from their config.json). Default: 1."""
+        del config
         return 1
 
     def paired_inputs(self, images: Tensor, generator: torch.Generator) -> Tensor:
@@ -456,6 +471,25 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in zip(modules, modes):
             m.train(mode)
+
+
+def any_size_inputs(model: GenerativeModel, image: Any, n: int, missing: str) -> Tensor:
+    """The ``image`` condition of an image-to-image family that takes any size (``m x C x h x
+    w`` in [-1, 1], or one ``C x h x w``) as ``n`` inputs on the model's device, input
+    ``i % m`` for output ``i``. ``missing``: the ValueError's text when there is none (what
+    the family does and the command that gives it an image)."""
+    if image is None:
+        raise ValueError(missing)
+    x = torch.as_tensor(image)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    channels = model.config.channels
+    if x.dim() != 4 or x.shape[1] != channels or len(x) == 0 or min(x.shape[-2:]) < 2:
+        raise ValueError(
+            f"the input must be images of {channels} channels and at least 2 x 2 px, "
+            f"not {tuple(x.shape)}"
+        )
+    return x[torch.arange(n) % len(x)].to(model.device).float()
 
 
 def class_labels(n: int, num_classes: int, label: int | None, device: torch.device) -> Tensor:

@@ -74,7 +74,7 @@ def _num(value: Any) -> str:
     return "…" if value is None else f"{value:g}"
 
 
-def capabilities_text(caps: Capability) -> str:
+def capabilities_text(caps: Capability, repaints: bool = False) -> str:
     names = {
         Capability.LATENT: "latent space",
         Capability.LIKELIHOOD: "likelihood (bits/dim)",
@@ -86,7 +86,11 @@ def capabilities_text(caps: Capability) -> str:
     }
     if Capability.SINGLE_FOLDER in caps:
         names[Capability.PAIRED] = (
-            "image to image, trained on one folder (inputs made from each image; `studio upscale`)"
+            "image to image, trained on one folder (repaints each image; `studio translate`, "
+            "`studio stylize --run`)"
+            if repaints
+            else "image to image, trained on one folder (inputs made from each image; "
+            "`studio upscale`)"
         )
     if Capability.UNPAIRED in caps:
         names[Capability.PAIRED] = (
@@ -118,7 +122,8 @@ def render_markdown() -> str:
             out += [f"### {info.display_name} (`{key}`)", "", info.summary, ""]
             if info.about:
                 out += [info.about, ""]
-            out.append(f"- Can do: {capabilities_text(info.capabilities)}.")
+            repaints = not getattr(family, "inputs_have_targets", True)
+            out.append(f"- Can do: {capabilities_text(info.capabilities, repaints)}.")
             helps = {o.name: o.help for o in family.sampling_options if o.help}
             conds = [
                 CONDITION_HELP.get(c, f"`--with {c}=VALUE`")

@@ -48,6 +48,7 @@ FAMILIES: dict[str, str] = {
     "i2i.pix2pix": "studio.models.i2i.pix2pix:Pix2Pix",
     "i2i.cyclegan": "studio.models.i2i.cyclegan:CycleGAN",
     "i2i.superres": "studio.models.i2i.superres:SuperRes",
+    "style.fast": "studio.models.style.fast:FastStyle",
     "ar.pixelcnn": "studio.models.ar.pixelcnn:PixelCNN",
     "ar.vq_prior": "studio.models.ar.vq_prior:VQPrior",
     "ebm.rbm": "studio.models.ebm.rbm:RBM",

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -35,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from studio.core.schema import RunRequirement
+from studio.core.schema import FileInput, RunRequirement
 from studio.qt.wheel_guard import guard_field
 
 # Set from the dataset, never typed in.
@@ -50,7 +51,7 @@ def format_number(value: float) -> str:
     """Short text for a float: ``2e-4`` for small or huge values, ``0.5`` or ``12.25`` else."""
     if value == 0 or not math.isfinite(value):
         return "0" if value == 0 else str(value)
-    if abs(value) < 1e-2 or abs(value) >= 1e6:
+    if abs(value) < 1e-2 or abs(value) >= 1e5:
         mantissa, _, exponent = f"{value:.3e}".partition("e")
         mantissa = mantissa.rstrip("0").rstrip(".")
         return f"{mantissa}e{int(exponent)}"
@@ -171,6 +172,40 @@ class RunPicker(QWidget):
             self.set_path(folder)
 
 
+class FilePicker(QWidget):
+    """A file for a file setting (a style image, a VGG-19 weights file): the path, typed or
+    chosen with Browse…. Its value is the path ("" = none)."""
+
+    edited = Signal()
+
+    def __init__(self, accepts: FileInput, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.accepts = accepts
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText(f"Choose {accepts.what}…")
+        self.edit.textChanged.connect(lambda _text: self.edited.emit())
+        self.browse = QPushButton("Browse…")
+        self.browse.clicked.connect(self._on_browse)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit, 1)
+        layout.addWidget(self.browse)
+
+    def path(self) -> str:
+        return self.edit.text().strip()
+
+    def set_path(self, path: str) -> None:
+        self.edit.setText(path)
+
+    def _on_browse(self) -> None:
+        start = str(Path(self.path()).expanduser().parent) if self.path() else ""
+        chosen, _ = QFileDialog.getOpenFileName(
+            self, f"Choose {self.accepts.what}", start, self.accepts.patterns
+        )
+        if chosen:
+            self.set_path(chosen)
+
+
 @dataclasses.dataclass
 class _Row:
     name: str
@@ -264,6 +299,14 @@ class SettingsForm(QWidget):
             if isinstance(row.widget, RunPicker)
         }
 
+    def file_settings(self) -> dict[str, FileInput]:
+        """The shown file settings and what each accepts."""
+        return {
+            name: row.widget.accepts
+            for name, row in self._rows.items()
+            if isinstance(row.widget, FilePicker)
+        }
+
     def set_run_choices(self, name: str, choices: Iterable[tuple[str, str]]) -> None:
         """Offer ``choices`` ((label, run folder) pairs) for run setting ``name``."""
         widget = self._rows[name].widget
@@ -285,6 +328,11 @@ class SettingsForm(QWidget):
             widget.edited.connect(self._on_edited)
             _write(widget, default)
             guard_field(widget.combo)
+            return widget
+        if isinstance(meta.get("file"), FileInput):
+            widget = FilePicker(meta["file"])
+            widget.edited.connect(self._on_edited)
+            _write(widget, default)
             return widget
         if choices:
             widget = QComboBox()
@@ -336,7 +384,7 @@ def _default_of(f: dataclasses.Field[Any]) -> Any:
 
 
 def _read(widget: QWidget) -> Any:
-    if isinstance(widget, RunPicker):
+    if isinstance(widget, RunPicker | FilePicker):
         return widget.path()
     if isinstance(widget, QComboBox):
         return widget.currentData()
@@ -352,7 +400,7 @@ def _read(widget: QWidget) -> Any:
 
 
 def _write(widget: QWidget, value: Any) -> None:
-    if isinstance(widget, RunPicker):
+    if isinstance(widget, RunPicker | FilePicker):
         widget.set_path("" if value is None else str(value))
         return
     if isinstance(widget, QComboBox):

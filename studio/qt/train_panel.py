@@ -614,13 +614,33 @@ class TrainPanel(QWidget):
         self.folder_b_hint.setText(hint)
         form = self.model_form
         form.set_values(fitting(self._settings.family_settings(key), form.values()))
+        self._fill_remembered_files(form)
         form.values_changed.connect(
             lambda: self._settings.set_family_settings(key, plain(form.values()))
         )
+        form.values_changed.connect(lambda: self._remember_files(form))
         self._settings.set_last_family(key)
         self._model_layout.addWidget(self.model_form)
         self._update_controls()
         self._offer_base_runs(form)
+
+    def _fill_remembered_files(self, form: SettingsForm) -> None:
+        """A file setting left empty gets the file last chosen for its kind (the VGG-19 file
+        *Stylize* uses, say): choose it once for every tool that needs it."""
+        values = form.values()
+        fill = {
+            name: str(self._settings.value(accepts.remember, "") or "")
+            for name, accepts in form.file_settings().items()
+            if accepts.remember and not values.get(name)
+        }
+        form.set_values({name: path for name, path in fill.items() if path})
+
+    def _remember_files(self, form: SettingsForm) -> None:
+        values = form.values()
+        for name, accepts in form.file_settings().items():
+            path = str(values.get(name) or "")
+            if accepts.remember and path:
+                self._settings.set_value(accepts.remember, path)
 
     def _offer_base_runs(self, form: SettingsForm) -> None:
         """Fill the form's run settings (runs this one builds on) with the runs that fit."""

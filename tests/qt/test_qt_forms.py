@@ -110,6 +110,7 @@ def test_float_box_parses_what_people_type(qtbot) -> None:
     assert format_number(0.0002) == "2e-4"
     assert format_number(1.25e-5) == "1.25e-5"
     assert format_number(0.5) == "0.5"
+    assert format_number(1e5) == "1e5" and format_number(12345.5) == "12345.5"
     assert format_number(0) == "0"
 
 

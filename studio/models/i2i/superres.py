@@ -38,6 +38,7 @@ from studio.models.base import (
     ModelConfig,
     SampleStep,
     StepContext,
+    any_size_inputs,
     eval_mode,
     setting,
 )
@@ -260,9 +261,9 @@ class SuperRes(UNetDiffusion):
     _trained = DDPM._trained
     _ema_pairs = DDPM._ema_pairs
 
-    @property
-    def output_scale(self) -> int:
-        return self.config.scale
+    @classmethod
+    def scale_for(cls, config: ModelConfig) -> int:
+        return int(getattr(config, "scale", 1))
 
     def paired_inputs(self, images: Tensor, generator: torch.Generator) -> Tensor:
         c = self.config
@@ -292,21 +293,14 @@ class SuperRes(UNetDiffusion):
         c, device = self.config, self.device
         given = {k: v for k, v in conditions.items() if v is not None}
         image = given.pop("image", None)
-        if image is None:
-            raise ValueError(
-                f"{self.info.display_name} upscales images: give it an input image "
-                "(studio upscale --run RUN --image IMG --out OUT)"
-            )
         name, steps, _ = self.parse_sampling(given)
-        x = torch.as_tensor(image)
-        if x.dim() == 3:
-            x = x.unsqueeze(0)
-        if x.dim() != 4 or x.shape[1] != c.channels or len(x) == 0 or min(x.shape[-2:]) < 2:
-            raise ValueError(
-                f"the input must be images of {c.channels} channels and at least 2 x 2 px, "
-                f"not {tuple(x.shape)}"
-            )
-        x = x[torch.arange(n) % len(x)].to(device).float()
+        x = any_size_inputs(
+            self,
+            image,
+            n,
+            f"{self.info.display_name} upscales images: give it an input image "
+            "(studio upscale --run RUN --image IMG --out OUT)",
+        )
         cond = upsample(x, c.scale)
         h, w = cond.shape[-2:]
         # The UNet halves the map at each level: pad (reflecting) to a multiple, crop after.

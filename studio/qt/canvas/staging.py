@@ -193,7 +193,11 @@ class Stager(QObject):
             return
         try:
             result = staged[0]
-            command = doc.replace_image(result.images[index], text=result.accept_text)
+            # An upscale (``resizes``) enlarges the canvas, its mask stretched with it.
+            resizes = bool(getattr(result, "resizes", False))
+            command = doc.replace_image(
+                result.images[index], text=result.accept_text, resize_mask=resizes
+            )
         except CanvasError as err:
             self.refused.emit(str(err))
             return

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, SignalInstance
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -26,11 +26,9 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -38,14 +36,14 @@ from PySide6.QtWidgets import (
 )
 
 from studio.core.canvas import CanvasDocument
-from studio.core.jobs import CancelToken, Outcome, Progress, Status
+from studio.core.jobs import CancelToken, Progress
 from studio.core.stylize import INITS, MAX_SIZE, MAX_STEPS, MIN_SIZE, WEIGHTS_URL, StyleSettings
 from studio.qt.canvas.files import IMAGE_FILTER
+from studio.qt.canvas.job_panel import CanvasJobPanel
 from studio.qt.canvas.jobs import thumbnail
-from studio.qt.engine_thread import JobHandle, JobRunner
-from studio.qt.job_calls import JobCalls
+from studio.qt.engine_thread import JobRunner
 from studio.qt.settings import AppSettings
-from studio.qt.widgets import Banner, ImageView
+from studio.qt.widgets import ImageView
 
 VGG_FILTER = "VGG-19 weights (*.pth *.safetensors);;All files (*)"
 VGG_KEY, STYLE_KEY, SETTINGS_KEY = "stylize/vgg", "stylize/style", "stylize/settings"
@@ -282,16 +280,15 @@ def _with_browse(edit: QLineEdit, browse: Callable[[], None]) -> QWidget:
     return row
 
 
-class StylizePanel(QGroupBox):
-    """The Stylize… button, the running job's progress and live preview, Cancel.
+class StylizePanel(CanvasJobPanel):
+    """The Stylize… button, the running job's progress and live preview, Finish now, Cancel
+    (the job's handling is :class:`~studio.qt.canvas.job_panel.CanvasJobPanel`'s).
 
-    ``document()`` returns the canvas's document (a stroke in progress committed) and
-    ``feather()`` the tool bar's feather radius. ``stylized(result, doc, image_revision)``:
-    a job finished (or was finished early) for ``doc`` as it was then.
+    ``stylized(result, doc, image_revision)`` (``finished``): a job finished (or was finished
+    early) for ``doc`` as it was then.
     """
 
-    stylized = Signal(object, object, int)
-    running_changed = Signal(bool)
+    failed_message = "Style transfer failed."
 
     def __init__(
         self,
@@ -301,14 +298,7 @@ class StylizePanel(QGroupBox):
         feather: Callable[[], float],
         parent: QWidget | None = None,
     ) -> None:
-        super().__init__("Style transfer", parent)
-        self._runner, self._settings = runner, settings
-        self._document, self._feather = document, feather
-        self._calls = JobCalls(runner, self, kind="Canvas")
-        self._job: JobHandle | None = None
-        self._job_doc: CanvasDocument | None = None
-        self._job_revision = 0
-        self.banner = Banner()
+        super().__init__("Style transfer", runner, settings, document, feather, parent)
         self.stylize_button = QPushButton("Stylize…")
         self.stylize_button.setToolTip(
             "Repaint the image, or its masked region, in the style of another image"
@@ -317,18 +307,7 @@ class StylizePanel(QGroupBox):
         self.finish_button = QPushButton("Finish now")
         self.finish_button.setToolTip("Stop after this iteration and stage the image so far")
         self.finish_button.clicked.connect(self.finish_now)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.stylize_button, 1)
-        buttons.addWidget(self.finish_button)
-        buttons.addWidget(self.cancel_button)
-        self.progress = QProgressBar()
-        self.progress.setTextVisible(False)
-        self.progress.setMaximumHeight(8)
-        self.status_label = QLabel()
-        self.status_label.setObjectName("status")
-        self.status_label.setWordWrap(True)
+        buttons = self.job_controls(self.stylize_button, self.finish_button)
         self.preview = ImageView("The image appears here while it is stylized")
         self.preview.setMinimumSize(160, 120)
         self.preview.setMaximumHeight(240)
@@ -341,8 +320,9 @@ class StylizePanel(QGroupBox):
         self._update_controls()
 
     @property
-    def running(self) -> bool:
-        return self._job is not None
+    def stylized(self) -> SignalInstance:
+        """``finished`` under the name the workspace connects."""
+        return self.finished
 
     def open_dialog(self) -> bool:
         """Ask for the settings (modal) and start; False when nothing was started."""
@@ -369,66 +349,27 @@ class StylizePanel(QGroupBox):
         self.banner.clear()
         device = self._settings.device_preference()
         factory = stylize(doc.image.copy(), mask, self._feather(), choice, device)
-        self._job_doc, self._job_revision = doc, doc.image_revision
-        self._job = self._calls.submit(
-            f"Stylize after {Path(choice.style_path).name}",
-            factory,
-            on_progress=self._on_progress,
-            on_end=self._on_end,
-        )
-        busy = self._runner.engine.running_job() is not None
-        self.status_label.setText("Waiting for the engine (it is busy)…" if busy else "Starting…")
-        self.progress.setRange(0, 0)
         self.preview.set_image(None)
-        self._update_controls()
-        self.running_changed.emit(True)
+        self.submit(doc, f"Stylize after {Path(choice.style_path).name}", factory)
         return True
-
-    def cancel(self) -> None:
-        if self._job is not None:
-            self._job.token.cancel()
-            self.status_label.setText("Cancelling…")
 
     def finish_now(self) -> None:
         if self._job is not None:
             self._job.token.stop()
             self.status_label.setText("Finishing after this iteration…")
 
-    def shutdown(self) -> None:
-        self.cancel()
+    def progress_text(self, progress: Progress) -> str:
+        loss = progress.metrics.get("total")
+        loss_text = f", loss {loss:.4g}" if loss is not None else ""
+        return f"Stylizing: iteration {progress.step:,} / {progress.total:,}{loss_text}"
 
-    def _on_progress(self, progress: Progress, image: Any, _points: Any) -> None:
-        if progress.total:
-            self.progress.setRange(0, progress.total)
-            self.progress.setValue(progress.step)
-            loss = progress.metrics.get("total")
-            loss_text = f", loss {loss:.4g}" if loss is not None else ""
-            self.status_label.setText(
-                f"Stylizing: iteration {progress.step:,} / {progress.total:,}{loss_text}"
-            )
-        elif progress.message:
-            self.status_label.setText(progress.message)
+    def _on_progress(self, progress: Progress, image: Any, points: Any) -> None:
+        super()._on_progress(progress, image, points)
         if image is not None and self._job_doc is self._document():
             self.preview.set_image(image)
 
-    def _on_end(self, outcome: Outcome[Any]) -> None:
-        doc, self._job, self._job_doc = self._job_doc, None, None
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        if outcome.status is Status.FINISHED and outcome.result is not None:
-            self.progress.setValue(1)
-            self.status_label.setText("Ready in the strip below: click it to preview, Accept.")
-            self.stylized.emit(outcome.result, doc, self._job_revision)
-        elif outcome.status is Status.CANCELLED:
-            self.status_label.setText("Cancelled: the canvas is unchanged.")
-        else:
-            self.status_label.setText("Failed.")
-            self.banner.show_message(outcome.error or "Style transfer failed.")
-        self._update_controls()
-        self.running_changed.emit(False)
-
-    def _update_controls(self) -> None:
+    def _update_controls(self, *_: Any) -> None:
+        super()._update_controls()
         running = self._job is not None
         self.stylize_button.setEnabled(not running)
         self.finish_button.setEnabled(running)
-        self.cancel_button.setEnabled(running)

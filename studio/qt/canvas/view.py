@@ -102,8 +102,11 @@ class CanvasView(PointerInput):
         if doc is None:
             return
         if layer == "image":
+            resized = (self._pixmap.height(), self._pixmap.width()) != doc.shape
             self._rebuild_image()
             self.overlay.reset(doc.mask)  # an image command may carry a resized mask
+            if resized:  # an accepted upscale, or its undo: the whole image in view again
+                self.fit()
             self.update()
             return
         changed = self.overlay.update(doc.mask, rect)
@@ -119,9 +122,19 @@ class CanvasView(PointerInput):
         self._pixmap = QPixmap.fromImage(prepared if ok else display_image(self._doc.image))
 
     def set_preview(self, image: np.ndarray | None) -> None:
-        """Show ``image`` (same size as the document) in place of the document's image, or
-        go back to the document's with None. Nothing is committed."""
+        """Show ``image`` in place of the document's image, or go back to the document's with
+        None. Nothing is committed. An image of another size (an upscale) is shown scaled
+        (smoothly) to the document's, so it lines up with what it would replace."""
         self._preview = None if image is None else QPixmap.fromImage(display_image(image))
+        if self._preview is not None and self._doc is not None:
+            h, w = self._doc.shape
+            if (self._preview.height(), self._preview.width()) != (h, w):
+                self._preview = self._preview.scaled(
+                    w,
+                    h,
+                    Qt.AspectRatioMode.IgnoreAspectRatio,
+                    Qt.TransformationMode.SmoothTransformation,
+                )
         self._scaled = None
         self.update()
 

@@ -38,6 +38,7 @@ from studio.qt.canvas.toolbar import ToolOptions, ToolStrip, action_button
 from studio.qt.canvas.tools import Tool, ToolController
 from studio.qt.canvas.translate import TranslatePanel
 from studio.qt.canvas.undo import UndoBridge
+from studio.qt.canvas.upscale import UpscalePanel
 from studio.qt.canvas.view import CanvasView
 from studio.qt.engine_thread import JobRunner
 from studio.qt.settings import AppSettings
@@ -81,6 +82,9 @@ class CanvasWorkspace(QWidget):
             runner, settings, self._settled_document, lambda: self.options.feather
         )
         self.translate_panel = TranslatePanel(
+            runner, settings, self._settled_document, lambda: self.options.feather
+        )
+        self.upscale_panel = UpscalePanel(
             runner, settings, self._settled_document, lambda: self.options.feather
         )
         self.files = CanvasFiles(self, self._settled_document)
@@ -162,7 +166,7 @@ class CanvasWorkspace(QWidget):
             (self.open_action, self.save_action, self.save_as_action, self.paste_action),
             (self.import_mask_action, self.export_mask_action),
             (self.undo_action, self.redo_action),
-            (self.stylize_action, self.translate_action),
+            (self.stylize_action, self.translate_action, self.upscale_action),
             (self.zoom_in_action, self.zoom_out_action, self.fit_action, self.actual_size_action),
         )
         for i, group in enumerate(groups):
@@ -175,12 +179,14 @@ class CanvasWorkspace(QWidget):
         """Use the run at ``path`` for inpainting (the Train panel's current run, say)."""
         self.inpaint_panel.set_run(path)
         self.translate_panel.refresh_runs()
+        self.upscale_panel.refresh_runs()
 
     def shutdown(self) -> None:
         """On a clean exit: cancel inpainting, finish file writes and delete the autosave."""
         self.inpaint_panel.shutdown()
         self.stylize_panel.shutdown()
         self.translate_panel.shutdown()
+        self.upscale_panel.shutdown()
         self.files.wait()
         self.autosave.shutdown()
 
@@ -334,6 +340,7 @@ class CanvasWorkspace(QWidget):
         self.translate_action = action(
             "Translate", lambda: self.show_panel(self.translate_panel).start()
         )
+        self.upscale_action = action("Upscale", lambda: self.show_panel(self.upscale_panel).start())
         self.zoom_in_action = action("Zoom in", lambda: self.view.zoom_in(), "+", "=", "Ctrl++")
         self.zoom_out_action = action("Zoom out", lambda: self.view.zoom_out(), "-", "Ctrl+-")
         self.fit_action = action("Fit", self.view.fit, "0")
@@ -407,6 +414,7 @@ class CanvasWorkspace(QWidget):
             (self.inpaint_panel, "Inpaint"),
             (self.stylize_panel, "Stylize"),
             (self.translate_panel, "Translate"),
+            (self.upscale_panel, "Upscale"),
         ):
             scroll = QScrollArea()
             scroll.setWidget(panel)
@@ -462,6 +470,7 @@ class CanvasWorkspace(QWidget):
         self.inpaint_panel.variations_ready.connect(self.stager.stage)
         self.stylize_panel.stylized.connect(self.stager.stage)
         self.translate_panel.translated.connect(self.stager.stage)
+        self.upscale_panel.upscaled.connect(self.stager.stage)
         self.inpaint_panel.feather_changed.connect(self.options.set_feather)
         self.options.feather_changed.connect(self.inpaint_panel.set_feather)
         self.inpaint_panel.set_feather(self.options.feather)
@@ -475,6 +484,7 @@ class CanvasWorkspace(QWidget):
             self.export_mask_action,
             self.stylize_action,
             self.translate_action,
+            self.upscale_action,
         ):
             a.setEnabled(has)
 

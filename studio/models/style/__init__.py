@@ -1,0 +1,1 @@
+"""Style transfer families: networks trained to paint any image in one style."""
