@@ -353,42 +353,48 @@ PLAIN = textwrap.dedent(
     from diffusers import DDIMScheduler, DiTTransformer2DModel, UNet2DModel
     from safetensors.torch import save_file
 
-    folder, out, dit = sys.argv[1], sys.argv[2], sys.argv[3] == "dit"
-    net = (DiTTransformer2DModel if dit else UNet2DModel).from_pretrained(
-        folder, subfolder="transformer" if dit else "unet"
-    )
-    scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
-    generator = torch.Generator().manual_seed(0)
-    size = net.config.sample_size
-    x = torch.randn(2, net.config.in_channels, size, size, generator=generator)
-    scheduler.set_timesteps(5)
-    for t in scheduler.timesteps:
-        with torch.no_grad():
-            if dit:  # an unconditional DiT's only label is its null class, 0
-                eps = net(x, timestep=t.expand(2), class_labels=torch.zeros(2, dtype=torch.long))
-            else:
-                eps = net(x, t)
-        x = scheduler.step(eps.sample, t, x, generator=generator).prev_sample
+    for folder, out, dit in zip(*[iter(sys.argv[1:])] * 3):
+        dit = dit == "dit"
+        net = (DiTTransformer2DModel if dit else UNet2DModel).from_pretrained(
+            folder, subfolder="transformer" if dit else "unet"
+        )
+        scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+        generator = torch.Generator().manual_seed(0)
+        size = net.config.sample_size
+        x = torch.randn(2, net.config.in_channels, size, size, generator=generator)
+        scheduler.set_timesteps(5)
+        for t in scheduler.timesteps:
+            with torch.no_grad():
+                if dit:  # an unconditional DiT's only label is its null class, 0
+                    label = torch.zeros(2, dtype=torch.long)
+                    eps = net(x, timestep=t.expand(2), class_labels=label)
+                else:
+                    eps = net(x, t)
+            x = scheduler.step(eps.sample, t, x, generator=generator).prev_sample
+        save_file({"latents": x.contiguous()}, out)
     assert not any(name.startswith("studio") for name in sys.modules)
-    save_file({"latents": x.contiguous()}, out)
     """
 )
 
 
-@pytest.mark.parametrize("backbone", ["unet", "dit"])
-def test_plain_diffusers_reproduces_the_latents_bit_for_bit(vq, flat_dir, tmp_path, backbone):
-    model = {**UNET, "autoencoder": str(vq), **(TINY_DIT if backbone == "dit" else {})}
-    run = _train(tmp_path / "run", "diffusion.latent", flat_dir, model)
-    folder = run / "model"
-    index = json.loads((folder / "model_index.json").read_text())
-    name = "transformer" if backbone == "dit" else "unet"
-    assert index[name][0] == "diffusers" and index["scheduler"][0] == "diffusers"
-    assert "vae" not in index  # our VQ-VAE is no diffusers model (docs/models.md says so)
-    out = tmp_path / "plain.safetensors"
+def test_plain_diffusers_reproduces_the_latents_bit_for_bit(vq, flat_dir, tmp_path):
+    """The UNet and the DiT run, each loaded by plain diffusers (a process that never
+    imports the studio) and sampled with DDIM from the same seed: the same latents, to the
+    bit, and the studio's images are those latents decoded."""
+    args, runs = [], {}
+    for backbone in ("unet", "dit"):
+        model = {**UNET, "autoencoder": str(vq), **(TINY_DIT if backbone == "dit" else {})}
+        run = _train(tmp_path / backbone, "diffusion.latent", flat_dir, model)
+        index = json.loads((run / "model" / "model_index.json").read_text())
+        name = "transformer" if backbone == "dit" else "unet"
+        assert index[name][0] == "diffusers" and index["scheduler"][0] == "diffusers"
+        assert "vae" not in index  # our VQ-VAE is no diffusers model (docs/models.md says so)
+        runs[backbone] = (run, tmp_path / f"{backbone}.safetensors", index)
+        args += [str(run / "model"), str(tmp_path / f"{backbone}.safetensors"), backbone]
     script = tmp_path / "plain.py"
     script.write_text(PLAIN, encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, str(script), str(folder), str(out), backbone],
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -398,19 +404,20 @@ def test_plain_diffusers_reproduces_the_latents_bit_for_bit(vq, flat_dir, tmp_pa
             "OMP_NUM_THREADS": "1",
             "HF_HUB_OFFLINE": "1",
         },
-        timeout=120,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    plain = load_file(str(out))["latents"]
-    studio = load_run_model(run)
-    with torch.no_grad():
-        ours = studio.sample_latents(2, torch.Generator().manual_seed(0), sampler="ddim", steps=5)
-    assert torch.equal(plain, ours)
-    # and the studio's images are those latents decoded by the autoencoder
-    with torch.no_grad():
-        pictures = studio.sample(2, torch.Generator().manual_seed(0), sampler="ddim", steps=5)
-    scale = index["_studio_scaling_factor"]
-    assert torch.equal(pictures, studio.autoencoder.decode_from_grid(plain / scale).clamp(-1, 1))
+    for run, out, index in runs.values():
+        plain = load_file(str(out))["latents"]
+        studio = load_run_model(run)
+        gen = torch.Generator
+        with torch.no_grad():
+            ours = studio.sample_latents(2, gen().manual_seed(0), sampler="ddim", steps=5)
+            pictures = studio.sample(2, gen().manual_seed(0), sampler="ddim", steps=5)
+        assert torch.equal(plain, ours)
+        scale = index["_studio_scaling_factor"]
+        decoded = studio.autoencoder.decode_from_grid(plain / scale).clamp(-1, 1)
+        assert torch.equal(pictures, decoded)
 
 
 def test_a_text_run_saves_its_network_and_scheduler_for_diffusers(text_run):
