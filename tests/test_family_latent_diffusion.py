@@ -162,6 +162,15 @@ def test_a_trained_run_records_the_factor_in_its_model_folder(class_run):
     assert record["family"] == "vae.vqvae" and len(record["sha256"]) == 64
 
 
+def test_resuming_keeps_the_measured_factor(class_run):
+    before = json.loads((class_run / "model" / "studio.json").read_text())["config"]
+    out = run_sync(train_job(class_run, CancelToken(), steps=3))
+    assert out.ok, out.error or out.details
+    after = json.loads((class_run / "model" / "studio.json").read_text())["config"]
+    assert after["scaling_factor"] == before["scaling_factor"]  # from the checkpoint
+    assert load_run_model(class_run).latent_scale() == before["scaling_factor"]
+
+
 # -- sampling ----------------------------------------------------------------------------------
 
 
