@@ -312,6 +312,9 @@ def test_the_prompt_workspace_generates_and_inpaints_with_a_latent_run(text_run)
 
 
 def test_explore_decodes_and_inverts_through_the_autoencoder(class_run):
+    from studio.engine.latent import open_space
+    from studio.engine.latent_diffusion import DiffusionLatentSpace
+
     model = load_run_model(class_run)
     spec = model.latent_spec()
     assert spec.shape == (4, 8, 8) and spec.ode
@@ -321,6 +324,25 @@ def test_explore_decodes_and_inverts_through_the_autoencoder(class_run):
         pictures = model.decode_latents(z, labels)
         back = model.encode_latents(pictures, labels)
     assert pictures.shape == (2, 3, 16, 16) and back.shape == z.shape
+    # Explore's space over it: the start noise of DDIM on the latent grid.
+    space = open_space(model)
+    assert isinstance(space, DiffusionLatentSpace) and space.dim == 4 * 8 * 8
+    space.steps = 3
+    noise = space.prior_sample(2, seed=1)
+    shown = space.decode(noise)
+    assert shown.shape == (2, 16, 16, 3) and shown.dtype == np.uint8
+    assert space.encode(shown[0]).shape == (4 * 8 * 8,)
+
+
+def test_the_command_line_samples_a_latent_run(class_run, tmp_path):
+    """(Training from the command line with ``--set autoencoder=RUN`` is the base-run
+    setting's, tested with the VQ-VAE prior.)"""
+    from studio.cli.main import main
+
+    grid = tmp_path / "s.png"
+    assert main(["sample", "--run", str(class_run), "-n", "2", "--out", str(grid), "--with",
+                 "steps=3", "--with", "guidance=2", "--seed", "1"]) == 0  # fmt: skip
+    assert Image.open(grid).size[0] >= 16
 
 
 # -- a missing or altered autoencoder ----------------------------------------------------------

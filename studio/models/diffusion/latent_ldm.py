@@ -513,6 +513,11 @@ class LatentTextDiffusion(FirstStage, TextDiffusion):
     )
     Config = LatentTextDiffusionConfig
     config: LatentTextDiffusionConfig
+    latent_note = (
+        "runs cannot be explored yet: the explorer inverts unconditional or class-conditional "
+        "diffusion runs (pixels or latents) only. Use Sample or the Prompt workspace with this "
+        "run."
+    )
 
     def __init__(self, config: LatentTextDiffusionConfig) -> None:
         super().__init__(config)
