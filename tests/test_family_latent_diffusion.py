@@ -119,6 +119,8 @@ def test_the_scaling_factor_is_measured_saved_and_used(vq, tmp_path):
     x = images(8)
     z = torch.cat([model.training_features(x), model.training_features(x.flip(3))])
     expected = float(torch.tensor(1.0 / z.double().std().item(), dtype=torch.float32))
+    # measured once every training latent is encoded (the first sample grid uses it too)
+    assert model.latent_scale() == pytest.approx(expected, rel=1e-6)
     batch = Batch(images=x[:4], features=z[:4])
     ctx = StepContext(step=0, generator=torch.Generator().manual_seed(0))
     model.train_step(batch, ctx)
@@ -147,10 +149,15 @@ def test_the_scaling_factor_is_measured_saved_and_used(vq, tmp_path):
         z_s = model.sample_latents(2, gen().manual_seed(3), steps=3, sampler="ddim")
     assert torch.equal(a, ae.decode_from_grid(z_s / scale).clamp(-1, 1))
 
-    # A factor given as a setting is used as it is.
+    # A factor given as a setting is used as it is; without encoded training latents the
+    # first batch's are measured.
     fixed = build(vq, scaling_factor=0.5)
     fixed.train_step(batch, ctx)
     assert fixed.latent_scale() == 0.5
+    lazy = build(vq)
+    lazy.train_step(Batch(images=x[:4]), ctx)
+    first = lazy.autoencoder.encode_to_grid(x[:4]).double().std().item()
+    assert lazy.latent_scale() == pytest.approx(1.0 / first, rel=1e-6)
 
 
 def test_a_trained_run_records_the_factor_in_its_model_folder(class_run):

@@ -183,7 +183,10 @@ class FirstStage:
         self._stats = None  # sum, sum of squares and count of the training latents
 
     def latent_scale(self) -> float:
-        """The scaling factor; 1 before it is measured (an untrained model)."""
+        """The scaling factor: measured as soon as the training latents are all encoded (so
+        the trainer's first sample grid uses it too); 1 before (an untrained model)."""
+        if self._scale <= 0 and self._stats is not None:
+            self._measure_scale(None)
         return self._scale if self._scale > 0 else 1.0
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
@@ -193,12 +196,13 @@ class FirstStage:
             self.config.scaling_factor = self._scale
         return out
 
-    def _measure_scale(self, z: Tensor) -> None:
+    def _measure_scale(self, z: Tensor | None) -> None:
         """1 / the standard deviation of every training latent (``training_features`` summed
-        them), or of the batch's when they were not computed up front."""
+        them), or of the batch's ``z`` when they were not computed up front."""
         if self._stats is not None:
             s, ss, n = self._stats.tolist()
         else:
+            assert z is not None
             zd = z.detach().double()
             s, ss, n = float(zd.sum()), float(zd.square().sum()), float(zd.numel())
         var = (ss - s * s / n) / max(1.0, n - 1.0)
@@ -258,7 +262,7 @@ class FirstStage:
         how = (
             f"{self._scale:.5g} (given or measured before)"
             if self._scale > 0
-            else "1 / the standard deviation of the training latents, measured at the first step"
+            else "1 / the standard deviation of the training latents, measured once they are encoded"
         )
         notes.append(
             f"Latent diffusion on {self.config.autoencoder}: {spec.channels} x {side} x {side} "
@@ -402,7 +406,7 @@ ABOUT = (
     "and a hash of its weights are recorded, and a moved or retrained autoencoder is refused "
     "with its name). Each training image is encoded once, before training (the posterior "
     "mean); the latents are scaled by 1 / their standard deviation, measured on the training "
-    "latents at the first step (Stable Diffusion's scaling factor, saved with the model). The "
+    "latents once they are encoded, before the first step (Stable Diffusion's scaling factor, saved with the model). The "
     "denoiser (UNet, or a DiT with backbone=dit) learns the latents' distribution exactly as "
     "pixel diffusion learns pixels, on a grid 4 to 64 times smaller, so it trains and samples "
     "faster at a given resolution; samples are as sharp as the autoencoder's reconstructions. "
