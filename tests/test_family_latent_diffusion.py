@@ -467,3 +467,22 @@ def test_a_text_run_saves_its_network_and_scheduler_for_diffusers(text_run):
     net = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
     assert net.config.in_channels == 4 and net.config.sample_size == 8
     assert isinstance(load_model(folder), LatentTextDiffusion)
+
+
+def test_an_autoencoder_that_is_a_diffusers_model_is_saved_as_vae_with_the_factor(vq, tmp_path):
+    """A family whose autoencoder offers ``diffusers_vae()`` (ae.kl's AutoencoderKL) gets a
+    ``vae/`` folder that plain diffusers loads, its ``scaling_factor`` the model's."""
+    from diffusers import AutoencoderKL
+
+    model = build(vq, scaling_factor=0.75)
+    tiny = AutoencoderKL(
+        block_out_channels=(8,), norm_num_groups=4, latent_channels=4, sample_size=16
+    )
+    model.autoencoder.diffusers_vae = lambda: tiny
+    model.save(tmp_path / "model")
+    index = json.loads((tmp_path / "model" / "model_index.json").read_text())
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+    vae = AutoencoderKL.from_pretrained(tmp_path / "model", subfolder="vae")
+    assert vae.config.scaling_factor == 0.75 == index["_studio_scaling_factor"]
+    for name, value in tiny.state_dict().items():
+        assert torch.equal(vae.state_dict()[name], value), name
