@@ -486,3 +486,30 @@ def test_an_autoencoder_that_is_a_diffusers_model_is_saved_as_vae_with_the_facto
     assert vae.config.scaling_factor == 0.75 == index["_studio_scaling_factor"]
     for name, value in tiny.state_dict().items():
         assert torch.equal(vae.state_dict()[name], value), name
+
+
+def test_an_autoencoder_with_a_posterior_gets_a_fresh_sample_each_step(vq):
+    """``encode_posterior`` (a KL autoencoder's mean and spread): both are stored once, the
+    factor counts the spread, and each step draws its sample from the step's generator."""
+    model = build(vq)
+    ae = model.autoencoder
+    ae.encode_posterior = lambda x: (
+        ae.encode_to_grid(x),
+        torch.full_like(ae.encode_to_grid(x), 0.5),
+    )
+    x = images(4)
+    features = model.training_features(x)
+    assert features.shape == (4, 8, 8, 8)  # mean and spread, side by side
+    mean = features[:, :4].double()
+    expected = 1.0 / float(torch.sqrt(mean.var() + 0.25))
+    assert model.latent_scale() == pytest.approx(expected, rel=2e-3)  # (n - 1 or n)
+    batch = Batch(images=x, features=features)
+
+    def ctx(seed: int) -> StepContext:
+        return StepContext(step=0, generator=torch.Generator().manual_seed(seed))
+
+    drawn = model.latent_batch(batch, ctx(1)).images
+    noise = ctx(1).randn(4, 4, 8, 8)
+    assert torch.allclose(drawn, (features[:, :4] + 0.5 * noise) * model.latent_scale())
+    assert not torch.equal(drawn, model.latent_batch(batch, ctx(2)).images)
+    assert "draws a sample" in " ".join(model.training_notes())

@@ -7,10 +7,11 @@ The autoencoder is another run (the ``autoencoder`` setting: any family with
 mechanism (:mod:`studio.models.base_runs`: its path and a hash of its weights are recorded; a
 missing or changed run is a ``BaseRunError`` naming it). Training images are encoded once,
 before training (``training_features``: the posterior *mean*, ``encode_to_grid`` without a
-generator; the denoiser learns the distribution of the means), and the latents are multiplied
-by a scaling factor, 1 / their standard deviation measured over every training latent when
-training starts (Stable Diffusion's ``scaling_factor``; a ``scaling_factor`` setting above 0 is
-used as given). The factor is a buffer of the model (saved in every checkpoint and in
+generator; or, when the autoencoder also offers ``encode_posterior(images) -> (mean, std)``,
+both, and each step draws a fresh posterior sample as Stable Diffusion does), and the latents
+are multiplied by a scaling factor, 1 / their standard deviation measured over every training
+latent before the first step (Stable Diffusion's ``scaling_factor``; a ``scaling_factor``
+setting above 0 is used as given). The factor is a buffer of the model (saved in every checkpoint and in
 ``model.safetensors``), the ``scaling_factor`` of the saved config (``studio.json``) and of
 the diffusers ``vae/config.json``, and sampling divides by it before decoding.
 
@@ -230,21 +231,43 @@ class FirstStage:
         d = self.first_stage_spec().downsample
         return F.max_pool2d((hole.float() > 0.5).float(), d)
 
+    def _posterior(self) -> Any:
+        """The autoencoder's optional ``encode_posterior(images) -> (mean, std)`` (a KL
+        autoencoder's Gaussian posterior), or None: the protocol's mean is used."""
+        hook = getattr(self.autoencoder, "encode_posterior", None)
+        return hook if callable(hook) else None
+
     @torch.no_grad()
     def training_features(self, images: Tensor) -> Tensor:
-        """The unscaled posterior means, once per training image; their statistics give the
-        scaling factor."""
-        z = self.autoencoder.encode_to_grid(images.to(self.device).float()).float()  # type: ignore[attr-defined]
-        zd = z.double()
-        n = torch.tensor(float(z.numel()), dtype=torch.float64, device=z.device)
-        stats = torch.stack([zd.sum(), zd.square().sum(), n])
+        """Once per training image, unscaled: the posterior mean, or its mean and standard
+        deviation side by side (channels) when the autoencoder offers them, so each step draws
+        a fresh sample (as Stable Diffusion does). Their statistics give the scaling factor."""
+        x = images.to(self.device).float()  # type: ignore[attr-defined]
+        posterior = self._posterior()
+        if posterior is not None:
+            mean, std = (t.float() for t in posterior(x))
+            md = mean.double()
+            second = md.square() + std.double().square()  # E[z^2] of the posterior
+            features = torch.cat([mean, std], dim=1)
+        else:
+            mean = features = self.autoencoder.encode_to_grid(x).float()
+            md = mean.double()
+            second = md.square()
+        n = torch.tensor(float(mean.numel()), dtype=torch.float64, device=mean.device)
+        stats = torch.stack([md.sum(), second.sum(), n])
         self._stats = stats if self._stats is None else self._stats + stats
-        return z
+        return features
 
-    def latent_batch(self, batch: Batch) -> Batch:
-        """The batch with its images replaced by their scaled latents."""
+    def latent_batch(self, batch: Batch, ctx: StepContext | None = None) -> Batch:
+        """The batch with its images replaced by their scaled latents (a posterior sample
+        from ``ctx``'s generator where the features hold a mean and a spread)."""
         if batch.features is not None:
             z = batch.features.to(self.device).float()  # type: ignore[attr-defined]
+            channels = self.first_stage_spec().channels
+            if z.shape[1] == 2 * channels:
+                mean, std = z[:, :channels], z[:, channels:]
+                noise = ctx.randn(*mean.shape) if ctx is not None else torch.zeros_like(mean)
+                z = mean + std * noise.to(mean.device)
         else:
             with torch.no_grad():
                 z = self.autoencoder.encode_to_grid(batch.images).float()
@@ -253,7 +276,7 @@ class FirstStage:
         return dataclasses.replace(batch, images=z * self._scale, features=None)
 
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
-        return super().train_step(self.latent_batch(batch), ctx)  # type: ignore[misc]
+        return super().train_step(self.latent_batch(batch, ctx), ctx)  # type: ignore[misc]
 
     def training_notes(self) -> list[str]:
         notes = list(super().training_notes())  # type: ignore[misc]
@@ -264,9 +287,15 @@ class FirstStage:
             if self._scale > 0
             else "1 / the standard deviation of the training latents, measured once they are encoded"
         )
+        what = (
+            "the posterior mean and spread of each training image, encoded once; each step "
+            "draws a sample"
+            if self._posterior() is not None
+            else "the posterior mean of each training image, encoded once"
+        )
         notes.append(
             f"Latent diffusion on {self.config.autoencoder}: {spec.channels} x {side} x {side} "
-            f"latents (the posterior mean of each training image, encoded once); scaling {how}."
+            f"latents ({what}); scaling {how}."
         )
         return notes
 
@@ -405,7 +434,8 @@ ABOUT = (
     "pre-quantisation grid is modelled and quantised before decoding, as in LDM; its path "
     "and a hash of its weights are recorded, and a moved or retrained autoencoder is refused "
     "with its name). Each training image is encoded once, before training (the posterior "
-    "mean); the latents are scaled by 1 / their standard deviation, measured on the training "
+    "mean, or its mean and spread where the autoencoder offers them, a fresh sample drawn "
+    "each step); the latents are scaled by 1 / their standard deviation, measured on the training "
     "latents once they are encoded, before the first step (Stable Diffusion's scaling factor, saved with the model). The "
     "denoiser (UNet, or a DiT with backbone=dit) learns the latents' distribution exactly as "
     "pixel diffusion learns pixels, on a grid 4 to 64 times smaller, so it trains and samples "
