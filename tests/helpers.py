@@ -288,16 +288,17 @@ TINY_DIT: dict[str, Any] = {"backbone": "dit", "dit_layers": 1, "dit_width": 32,
 
 
 class _WithTinyBaseRun(Mapping[str, Any]):
-    """Tiny settings whose ``base_run`` is a tiny VQ-VAE run, trained (two steps, 16 px) the
-    first time the settings are read and kept for the test process."""
+    """Tiny settings whose ``setting`` (``base_run`` by default) is a tiny VQ-VAE run, trained
+    (two steps, 16 px) the first time the settings are read and kept for the test process."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], setting: str = "base_run") -> None:
         self._settings = settings
+        self._setting = setting
         self._full: dict[str, Any] | None = None
 
     def _resolve(self) -> dict[str, Any]:
         if self._full is None:
-            self._full = {**self._settings, "base_run": str(tiny_vqvae_run())}
+            self._full = {**self._settings, self._setting: str(tiny_vqvae_run())}
         return self._full
 
     def __getitem__(self, key: str) -> Any:
@@ -330,6 +331,21 @@ def tiny_vqvae_run() -> Path:
 
 TINY_MODELS["ar.vq_prior"] = _WithTinyBaseRun(  # type: ignore[assignment]
     {"width": 8, "layers": 2, "heads": 2, "warmup_steps": 0}
+)
+# Latent diffusion on the tiny VQ-VAE's 4 x 8 x 8 grid (16 px images, downsampling 2).
+TINY_MODELS["diffusion.latent"] = _WithTinyBaseRun(  # type: ignore[assignment]
+    {"width": 8, "layers_per_block": 1, "attention_res": 4}, "autoencoder"
+)
+TINY_MODELS["diffusion.latent_text"] = _WithTinyBaseRun(  # type: ignore[assignment]
+    {
+        "width": 8,
+        "layers_per_block": 1,
+        "attention_res": 4,
+        "text_dim": 16,
+        "text_layers": 1,
+        "text_heads": 2,
+    },
+    "autoencoder",
 )
 
 

@@ -31,6 +31,7 @@ from studio.engine.sample import load_run_model, sample_job
 from studio.engine.train import train_job
 from studio.models.base import Capability, GenerativeModel
 from studio.models.capabilities import (
+    AutoencoderFamily,
     CodeFamily,
     InpaintFamily,
     LatentFamily,
@@ -120,6 +121,16 @@ def test_family_contract(key, data_dir, pairs_dir, unpaired_dirs, tmp_path):
     assert (Capability.INPAINT in caps) == isinstance(model, InpaintFamily)
     assert (Capability.LIKELIHOOD in caps) == isinstance(model, LikelihoodFamily)
     assert (Capability.CODES in caps) == isinstance(model, CodeFamily)
+    assert (Capability.AUTOENCODER in caps) == isinstance(model, AutoencoderFamily)
+    if Capability.AUTOENCODER in caps:  # a latent grid another run can model, and back
+        ae = model.autoencoder_spec()
+        x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        with torch.no_grad():
+            grid = model.encode_to_grid(x)
+            assert grid.shape == (2, ae.channels, 16 // ae.downsample, 16 // ae.downsample)
+            assert torch.equal(grid, model.encode_to_grid(x))  # no generator: deterministic
+            back = model.decode_from_grid(grid)
+        assert back.shape == x.shape and back.min() >= -1 and back.max() <= 1
     if Capability.CODES in caps:
         spec = model.code_spec()
         x = torch.rand(2, spec.channels, spec.tile, spec.tile) * 2 - 1

@@ -65,6 +65,7 @@ TINY: dict[str, dict] = {
     "ar.pixelcnn": {"width": 8, "layers": 2, "mixtures": 2},
     "ebm.rbm": {"hidden": 16},
     "ar.vq_prior": TINY_MODELS["ar.vq_prior"],  # on the helpers' tiny VQ-VAE run
+    "diffusion.latent": TINY_MODELS["diffusion.latent"],  # on the same VQ-VAE run
 }
 
 

@@ -45,6 +45,8 @@ FAMILIES: dict[str, str] = {
     "flow.flowpp": "studio.models.flow.flowpp:FlowPlusPlus",
     "diffusion.ddpm": "studio.models.diffusion.ddpm:DDPM",
     "diffusion.text": "studio.models.diffusion.text:TextDiffusion",
+    "diffusion.latent": "studio.models.diffusion.latent_ldm:LatentDiffusion",
+    "diffusion.latent_text": "studio.models.diffusion.latent_ldm:LatentTextDiffusion",
     "i2i.pix2pix": "studio.models.i2i.pix2pix:Pix2Pix",
     "i2i.cyclegan": "studio.models.i2i.cyclegan:CycleGAN",
     "i2i.superres": "studio.models.i2i.superres:SuperRes",

@@ -66,6 +66,7 @@ from studio.models.diffusion.samplers import (
     DEFAULT_STEPS,
     SAMPLERS,
     SAMPLING_OPTIONS,
+    clips,
     guided_output,
     make_sampler,
     predicted_x0,
@@ -267,13 +268,14 @@ def step_rng(ctx: StepContext, device: torch.device, enabled: bool = True) -> It
         yield
 
 
-def build_scheduler(c: DDPMConfig) -> DDPMScheduler:
-    """The training noise process (samplers are rebuilt from its config)."""
+def build_scheduler(c: DDPMConfig, clip: bool = True) -> DDPMScheduler:
+    """The training noise process (samplers are rebuilt from its config). ``clip``: the
+    samplers clip the predicted clean sample to [-1, 1] (pixels; not latents)."""
     return DDPMScheduler(
         num_train_timesteps=c.num_train_timesteps,
         beta_schedule=c.beta_schedule,
         prediction_type=c.prediction_type,
-        clip_sample=True,
+        clip_sample=clip,
         # "trailing" makes short schedules start at the last (pure-noise) step.
         timestep_spacing="trailing",
     )
@@ -297,6 +299,17 @@ class UNetDiffusion(DenoisingScore, GenerativeModel):
 
     def _trained(self) -> list[nn.Module]:
         raise NotImplementedError
+
+    def sample_shape(self, n: int) -> tuple[int, int, int, int]:
+        """The shape of ``n`` samples the network denoises: images here, latent grids in
+        latent diffusion."""
+        c = self.config
+        return (n, c.channels, c.resolution, c.resolution)
+
+    def network_config(self) -> DDPMConfig:
+        """The settings the denoising network is built from: the model's own (pixels); a
+        latent diffusion family answers a copy shaped like its latent grid."""
+        return self.config
 
     def uses_dit(self) -> bool:
         """Whether the network is a diffusion transformer (``backbone=dit``); a family without
@@ -423,7 +436,7 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
             raise ValueError("num_classes must be >= 0")
         if not config.num_classes:  # unconditional: no label, no guidance
             self.conditions = ("steps", "sampler")  # type: ignore[misc]
-        self.unet = build_network(config)  # named unet whichever the backbone
+        self.unet = build_network(self.network_config())  # named unet whichever the backbone
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
         self.scheduler = build_scheduler(config)
 
@@ -503,8 +516,9 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
         sched = make_sampler(name, self.scheduler.config)
         sched.set_timesteps(steps, device=device)
         unet = self.ema_unet if use_ema else self.unet
-        shape = (n, c.channels, c.resolution, c.resolution)
-        x = torch.randn(shape, generator=generator).to(device) * sched.init_noise_sigma
+        clip = clips(self.scheduler.config)  # pixels are clipped to [-1, 1]; latents are not
+        x = torch.randn(self.sample_shape(n), generator=generator).to(device)
+        x = x * sched.init_noise_sigma
         total = len(sched.timesteps)
         every = max(1, total // 8)
         for i, t in enumerate(sched.timesteps):
@@ -516,11 +530,12 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
             x = sched.step(out, t, x, generator=generator).prev_sample
             preview = None
             if i + 1 == total:
-                preview = x.clamp(-1, 1)
+                preview = x.clamp(-1, 1) if clip else x
             elif (i + 1) % every == 0:
-                preview = predicted_x0(self.scheduler.alphas_cumprod, x, out, t, c.prediction_type)
+                alphas = self.scheduler.alphas_cumprod
+                preview = predicted_x0(alphas, x, out, t, c.prediction_type, clip)
             yield SampleStep(i + 1, total, preview)
-        return x.clamp(-1, 1)
+        return x.clamp(-1, 1) if clip else x
 
     # -- export: diffusers folders (studio export) ---------------------------------------------
     export_formats = ("diffusers", "safetensors")

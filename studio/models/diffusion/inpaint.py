@@ -34,7 +34,7 @@ from studio.core.errors import StudioError
 from studio.core.jobs import Progress
 from studio.models.base import eval_mode
 from studio.models.capabilities import InpaintSettings
-from studio.models.diffusion.samplers import guided_output, make_sampler, predicted_x0
+from studio.models.diffusion.samplers import clips, guided_output, make_sampler, predicted_x0
 
 REPAINT = "repaint"
 MASKED = "masked"
@@ -178,8 +178,10 @@ def repaint(
     preview: Preview | None = None,
 ) -> Generator[Progress, None, Tensor]:
     """RePaint ``n`` variations; yields one Progress per UNet evaluation and returns the
-    N x C x R x R result in [-1, 1], exactly ``x0`` wherever ``mask`` is 0."""
+    N x C x R x R result in [-1, 1], exactly ``x0`` wherever ``mask`` is 0. (Latents, from a
+    noise process that does not clip, are not clamped.)"""
     c = model.config
+    clip = clips(model.scheduler.config)
     device = model.device
     unet = model.ema_unet
     alphas = model.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
@@ -207,7 +209,7 @@ def repaint(
         t = torch.tensor(taus[k_from - 1], device=device)
         with eval_mode(unet):  # entered per step: nothing stays switched while suspended
             out = guided_output(unet, x, t, labels, c.num_classes, guidance)
-        x0_hat = predicted_x0(alphas, x, out, t, c.prediction_type)
+        x0_hat = predicted_x0(alphas, x, out, t, c.prediction_type, clip)
         if k_to == 0:
             unknown, known = x0_hat, x0
         else:
@@ -224,7 +226,7 @@ def repaint(
         if preview is not None and (done % every == 0 or done == total):
             image = preview(torch.where(hole, x0_hat, x0))
         yield Progress("inpaint", done, total, message="RePaint", image=image)
-    return x.clamp(-1, 1)
+    return x.clamp(-1, 1) if clip else x
 
 
 @torch.no_grad()
@@ -242,6 +244,7 @@ def masked_sample(
     """Masked DDIM / DPM-Solver++: after every sampler step the known region is replaced by
     ``x0`` noised to the next timestep (the clean ``x0`` after the last)."""
     c = model.config
+    clip = clips(model.scheduler.config)
     device = model.device
     unet = model.ema_unet
     alphas = model.scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
@@ -273,9 +276,10 @@ def masked_sample(
         image = None
         if preview is not None and ((i + 1) % every == 0 or i + 1 == total):
             shown = x if i + 1 == total else predicted_x0(alphas, before, out, t, c.prediction_type)
-            image = preview(torch.where(hole, shown.clamp(-1, 1), x0))
+            shown = shown.clamp(-1, 1) if clip else shown
+            image = preview(torch.where(hole, shown, x0))
         yield Progress("inpaint", i + 1, total, message="masked sampling", image=image)
-    return torch.where(hole, x.clamp(-1, 1), x0)
+    return torch.where(hole, x.clamp(-1, 1) if clip else x, x0)
 
 
 # -- the inpainting protocol ------------------------------------------------------------------

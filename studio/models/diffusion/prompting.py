@@ -48,11 +48,11 @@ class PromptSampling:
         model's size) noised to ``strength`` for image to image. Yields each sampler step."""
         m: Any = self
         c = m.config
-        shape = (1, c.channels, int(c.resolution), int(c.resolution))
+        shape = m.sample_shape(1)
         denoise = m.guided_denoiser([prompt], negative, guidance)
         return (
             yield from denoise_iter(
-                denoise, _scheduler(m, scheduler), int(steps), m.scheduler, shape, generator,
+                denoise, prompt_scheduler(m, scheduler), int(steps), m.scheduler, shape, generator,
                 m.device, c.prediction_type, init=init, strength=strength,
             )
         )  # fmt: skip
@@ -93,7 +93,8 @@ class PromptSampling:
             )
 
 
-def _scheduler(model: Any, name: str) -> Any:
+def prompt_scheduler(model: Any, name: str) -> Any:
+    """A fresh sampler for a Prompt workspace scheduler name."""
     if name in _OWN_SAMPLERS:
         return _OWN_SAMPLERS[name]
     import diffusers

@@ -53,6 +53,12 @@ SAMPLING_OPTIONS = (
 )
 
 
+def clips(train_config: Any) -> bool:
+    """Whether the noise process clips the predicted clean sample to [-1, 1]: pixels do;
+    latents (latent diffusion, whose scaled latents go past 1) do not."""
+    return bool(train_config.get("clip_sample", True))
+
+
 def make_sampler(name: str, train_config: Any) -> Any:
     """A fresh diffusers scheduler for one sampling run (they keep per-run state)."""
     if name == "ddpm":
@@ -72,7 +78,7 @@ def make_sampler(name: str, train_config: Any) -> Any:
             variance_type=None,  # "fixed_small" is a DDPM notion; the solver needs None here
             # With sample_max_value 1 dynamic thresholding is a plain clamp of x0 to [-1, 1],
             # the same as DDPM/DDIM's clip_sample.
-            thresholding=True,
+            thresholding=clips(train_config),
             sample_max_value=1.0,
             **extra,
         )
@@ -104,15 +110,21 @@ def guided_output(
 
 
 def predicted_x0(
-    alphas_cumprod: Tensor, x: Tensor, output: Tensor, t: Tensor, prediction_type: str
+    alphas_cumprod: Tensor,
+    x: Tensor,
+    output: Tensor,
+    t: Tensor,
+    prediction_type: str,
+    clip: bool = True,
 ) -> Tensor:
-    """The clean image implied by the model output at step ``t`` (for previews), in [-1, 1]."""
+    """The clean image implied by the model output at step ``t`` (for previews), in [-1, 1]
+    (not clamped with ``clip=False``: latents)."""
     a = alphas_cumprod.to(x.device)[t.to(x.device).long()].float().reshape(-1, 1, 1, 1)
     if prediction_type == "v_prediction":
         x0 = a.sqrt() * x - (1 - a).sqrt() * output
     else:
         x0 = (x - (1 - a).sqrt() * output) / a.sqrt()
-    return x0.clamp(-1, 1)
+    return x0.clamp(-1, 1) if clip else x0
 
 
 def denoise_iter(
@@ -133,8 +145,11 @@ def denoise_iter(
     ``denoise(x_scaled, t)`` is the (guided) model output. With ``init`` (images in [-1, 1])
     only the last ``strength`` share of the steps runs, from ``init`` noised to that point
     (image-to-image, as diffusers' img2img pipelines do). Yields a :class:`SampleStep` per
-    step with about eight x0 previews on the way and returns the images clamped to [-1, 1].
+    step with about eight x0 previews on the way and returns the images clamped to [-1, 1]
+    (latents, from a noise process that does not clip, are neither clamped nor previewed
+    clamped).
     """
+    clip = clips(train_scheduler.config)
     sched = make_sampler(sampler, train_scheduler.config) if isinstance(sampler, str) else sampler
     sched.set_timesteps(steps, device=device)
     timesteps = sched.timesteps
@@ -156,8 +171,9 @@ def denoise_iter(
         x = sched.step(out, t, x, generator=generator).prev_sample
         preview = None
         if i + 1 == total:
-            preview = x.clamp(-1, 1)
+            preview = x.clamp(-1, 1) if clip else x
         elif (i + 1) % every == 0:
-            preview = predicted_x0(train_scheduler.alphas_cumprod, x, out, t, prediction_type)
+            alphas = train_scheduler.alphas_cumprod
+            preview = predicted_x0(alphas, x, out, t, prediction_type, clip)
         yield SampleStep(i + 1, total, preview)
-    return x.clamp(-1, 1)
+    return x.clamp(-1, 1) if clip else x

@@ -205,8 +205,9 @@ class TextDiffusion(PromptSampling, UNetDiffusion):
                 len(self.tokenizer), c.text_dim, c.text_layers, c.text_heads, c.max_tokens
             )
             cross_dim = c.text_dim
+        net = self.network_config()
         self.unet = (  # named unet whichever the backbone
-            CaptionDiT(c, cross_dim) if c.backbone == "dit" else build_cond_unet(c, cross_dim)
+            CaptionDiT(net, cross_dim) if c.backbone == "dit" else build_cond_unet(net, cross_dim)
         )
         # The averaged weights samples come from. Not named ema_unet: the canvas's class-label
         # inpainting path looks for that name and cannot feed it a prompt.
@@ -372,7 +373,7 @@ class TextDiffusion(PromptSampling, UNetDiffusion):
         prompts = self.prompts_for(n, conditions.get("prompt"))
         negative = str(conditions.get("negative_prompt") or "")
         denoise = self.guided_denoiser(prompts, negative, guidance, use_ema)
-        shape = (n, c.channels, c.resolution, c.resolution)
+        shape = self.sample_shape(n)
         return (
             yield from denoise_iter(
                 denoise, name, steps, self.scheduler, shape, generator, self.device,

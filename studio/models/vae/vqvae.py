@@ -37,7 +37,7 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
-from studio.models.capabilities import TEMPERATURE, CodeSpec, LatentSpec
+from studio.models.capabilities import TEMPERATURE, AutoencoderSpec, CodeSpec, LatentSpec
 from studio.models.configs import learning_rate
 from studio.models.latent_inpaint import LatentInpainting, LatentPlan, LatentView, noise_like
 from studio.models.vae.common import ResBlock, group_norm, temperature_of, vae_width
@@ -108,7 +108,8 @@ class VQVAE(LatentInpainting, GenerativeModel):
         | Capability.SAMPLE
         | Capability.LATENT
         | Capability.INPAINT
-        | Capability.CODES,
+        | Capability.CODES
+        | Capability.AUTOENCODER,
         loss_names=("loss", "recon", "commit", "perplexity", "usage", "restarts"),
     )
     Config = VQVAEConfig
@@ -314,6 +315,26 @@ class VQVAE(LatentInpainting, GenerativeModel):
 
     def decode_codes(self, codes: Tensor) -> Tensor:
         return self.decode(codes.long()).cpu()
+
+    # -- the first stage of latent diffusion (studio.models.capabilities.AutoencoderFamily) -----
+    def autoencoder_spec(self) -> AutoencoderSpec:
+        return AutoencoderSpec(self.config.embedding_dim, self.config.downsample)
+
+    @torch.no_grad()
+    def encode_to_grid(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The continuous pre-quantisation grid z_e (deterministic: no posterior to draw
+        from), as LDM's VQ first stage hands its diffusion model."""
+        del generator
+        with eval_mode(self):
+            return self.encoder(images.to(self.device)).float()
+
+    @torch.no_grad()
+    def decode_from_grid(self, latents: Tensor) -> Tensor:
+        """Quantise the grid to its nearest codes, then decode (LDM's VQ first stage)."""
+        z = latents.to(self.device).float()
+        codes = self._grid(self.codebook[self.nearest(self._flatten(z))], z)
+        with eval_mode(self):
+            return self.decoder(codes).float().clamp(-1, 1)
 
     def inpaint_view(self, labels: Tensor | None) -> LatentView:
         return _VQInpaint(self, labels)
