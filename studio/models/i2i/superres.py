@@ -54,6 +54,9 @@ from studio.models.diffusion.ddpm import (
 from studio.models.diffusion.samplers import SAMPLING_OPTIONS, denoise_iter
 
 SCALES = (2, 4)
+# DDPM's predictions plus the clean image itself ("sample"): with the residual, a network that
+# outputs zero then returns the bicubic upsample, so training starts from bicubic's quality.
+SR_PREDICTIONS = (*PREDICTIONS, "sample")
 
 
 @dataclass
@@ -105,10 +108,28 @@ class SuperResConfig(ModelConfig):
         choices=SCHEDULES,
     )
     prediction_type: str = setting(
-        "epsilon",
+        "sample",
         label="Predict",
-        help="the noise (epsilon) or the velocity v",
-        choices=PREDICTIONS,
+        help="what the network outputs: the clean image (sample; an untrained residual model "
+        "then returns bicubic), the noise (epsilon, SR3's) or the velocity v",
+        choices=SR_PREDICTIONS,
+    )
+    residual: bool = setting(
+        True,
+        label="Learn the residual over bicubic",
+        help="the diffusion models the difference between the sharp image and the bicubic "
+        "upsample of its input (SRDiff), so a fresh model starts at bicubic quality and "
+        "training adds the detail; off: it models the sharp image itself (SR3, and runs "
+        "saved before this setting)",
+    )
+    residual_scale: float = setting(
+        2.0,
+        label="Residual scale",
+        help="the residual is multiplied by this before the diffusion models it (residuals "
+        "are small; larger values give them more weight against the noise; residuals beyond "
+        "1 / scale are clipped)",
+        minimum=0.5,
+        maximum=8.0,
     )
     lr: float = learning_rate(1e-4)
     weight_decay: float = setting(0.0, label="Weight decay", minimum=0.0, maximum=0.1)
@@ -125,6 +146,9 @@ class SuperResConfig(ModelConfig):
         main=True,
     )
     guidance: ClassVar[float] = 1.0  # no classes: the shared sampler checks read it
+    # Runs saved before these settings existed trained the sharp image with epsilon
+    # prediction; loading or resuming them keeps that.
+    legacy_defaults: ClassVar[dict[str, Any]] = {"residual": False, "prediction_type": "epsilon"}
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
@@ -133,8 +157,8 @@ class SuperResConfig(ModelConfig):
             raise ValueError(f"the resolution {self.resolution} is not a multiple of {self.scale}")
         if self.beta_schedule not in SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {', '.join(SCHEDULES)}")
-        if self.prediction_type not in PREDICTIONS:
-            raise ValueError(f"prediction_type must be one of {', '.join(PREDICTIONS)}")
+        if self.prediction_type not in SR_PREDICTIONS:
+            raise ValueError(f"prediction_type must be one of {', '.join(SR_PREDICTIONS)}")
 
     def mults(self) -> tuple[int, ...]:
         return auto_mults(self.resolution)
@@ -254,6 +278,11 @@ class SuperRes(UNetDiffusion):
     def __init__(self, config: SuperResConfig) -> None:
         super().__init__(config)  # type: ignore[arg-type]
         self.unet = build_unet(config)
+        if config.residual and config.prediction_type == "sample":
+            # The last layer starts at zero: the fresh model predicts a zero residual, i.e.
+            # returns the bicubic upsample, and training moves it from there.
+            torch.nn.init.zeros_(self.unet.conv_out.weight)
+            torch.nn.init.zeros_(self.unet.conv_out.bias)
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
         self.scheduler = build_scheduler(config)  # type: ignore[arg-type]
 
@@ -269,10 +298,26 @@ class SuperRes(UNetDiffusion):
         return degrade(images, c.scale, c.blur, c.input_noise, generator)
 
     # -- training ------------------------------------------------------------------------
+    def to_diffused(self, images: Tensor, cond: Tensor) -> Tensor:
+        """What the diffusion models for sharp ``images`` whose input upsamples to ``cond``:
+        the images themselves, or (``residual``) their scaled difference from ``cond``."""
+        c = self.config
+        if not c.residual:
+            return images
+        return ((images.float() - cond.float()) * c.residual_scale).clamp(-1, 1)
+
+    def from_diffused(self, x: Tensor, cond: Tensor) -> Tensor:
+        """The image in [-1, 1] for a sampled ``x`` (the inverse of :meth:`to_diffused`)."""
+        c = self.config
+        if not c.residual:
+            return x
+        return (cond + x / c.residual_scale).clamp(-1, 1)
+
     def train_step(self, batch: Batch, ctx: StepContext) -> dict[str, Tensor]:
         c = self.config
         cond = upsample(self.paired_inputs(batch.images, ctx.generator), c.scale)
-        t, x_t, target = self.noised(batch.images, ctx)
+        x0 = self.to_diffused(batch.images, cond).to(batch.images.dtype)
+        t, x_t, target = self.noised(x0, ctx)
         with ctx.autocast(), step_rng(ctx, x_t.device, enabled=c.dropout > 0):
             pred = self.unet(torch.cat([x_t, cond.to(x_t.dtype)], 1), t).sample
         loss = F.mse_loss(pred.float(), target.float())
@@ -338,9 +383,11 @@ class SuperRes(UNetDiffusion):
             except StopIteration as done:
                 out = done.value
                 break
-            preview = None if step.preview is None else step.preview[..., :h, :w]
+            preview = None
+            if step.preview is not None:
+                preview = self.from_diffused(step.preview, cond)[..., :h, :w]
             yield SampleStep(step.step, step.total, preview)
-        return out[..., :h, :w]
+        return self.from_diffused(out, cond)[..., :h, :w]
 
     # -- persistence: DDPM's diffusers layout (the UNet takes 2 x channels) ---------------------
     save = DDPM.save
@@ -351,7 +398,7 @@ class SuperRes(UNetDiffusion):
 
         folder = Path(folder)
         meta = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))
-        model = cls(cls.Config.from_dict(meta["config"]))
+        model = cls(cls.Config.from_saved(meta["config"]))
         ema = load_file(str(folder / "unet" / SAFETENSORS_WEIGHTS_NAME), device="cpu")
         model.ema_unet.load_state_dict(ema)
         raw_path = folder / "unet_raw" / SAFETENSORS_WEIGHTS_NAME
