@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", type=int, default=64, help="held-out crops")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--sample-steps", type=int, default=20)
+    ap.add_argument(
+        "--sample-steps", default="20", help="sampler steps, a comma list: a row per value"
+    )
+    ap.add_argument("--reuse", action="store_true", help="score runs already trained in --out")
     ap.add_argument("--sampler", default="dpm++")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "heldout": len(held),
         "steps": args.steps,
         "batch_size": args.batch_size,
-        "sampler": f"{args.sampler} {args.sample_steps} steps",
+        "sampler": args.sampler,
         "shared": SHARED,
     }
     rows = []
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         scale, extra = VARIANTS[name]
         settings = {**SHARED, "scale": scale, **extra}
         run = args.out / "runs" / f"{name}-{res}"
-        if run.exists():
+        reuse = args.reuse and (run / "model").is_dir()
+        if run.exists() and not reuse:
             shutil.rmtree(run)
         cfg = TrainConfig(
             family="i2i.superres",
@@ -155,33 +159,37 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{name}: {args.steps} steps at {res} px, x{scale}", flush=True)
         t0 = time.perf_counter()
-        token = CancelToken()
-        out = run_sync(train_job(run, token, cfg), token, quality._printer(name))
-        if not out.ok:
-            print(f"  FAILED: {out.error}\n{out.details or ''}", file=sys.stderr)
-            rows.append({"variant": name, "error": out.error})
-            continue
-        train_s = time.perf_counter() - t0
+        train_s, loss = None, None
+        if not reuse:
+            token = CancelToken()
+            out = run_sync(train_job(run, token, cfg), token, quality._printer(name))
+            if not out.ok:
+                print(f"  FAILED: {out.error}\n{out.details or ''}", file=sys.stderr)
+                rows.append({"variant": name, "error": out.error})
+                continue
+            train_s, loss = time.perf_counter() - t0, out.result.metrics.get("loss")
         model = load_run_model(run, args.device)
         model.eval()
-        scores = evaluate(model, held, args.sample_steps, args.sampler)
-        sheet = scores.pop("sheet")
-        path = args.out / f"superres-{name}-{res}.png"
-        save_png(path, sheet)
-        if args.sheets:
-            args.sheets.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, args.sheets / path.name)
-        row = {
-            "variant": name,
-            "scale": scale,
-            "settings": settings,
-            "train_s": train_s,
-            "final_loss": out.result.metrics.get("loss"),
-            **scores,
-        }
-        rows.append(row)
-        print(f"  {json.dumps(row)}", flush=True)
-        write_json(args.out / "results.json", {"meta": meta, "rows": rows})
+        for steps in [int(s) for s in args.sample_steps.split(",")]:
+            scores = evaluate(model, held, steps, args.sampler)
+            sheet = scores.pop("sheet")
+            path = args.out / f"superres-{name}-{res}-{steps}steps.png"
+            save_png(path, sheet)
+            if args.sheets:
+                args.sheets.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, args.sheets / path.name)
+            row = {
+                "variant": name,
+                "scale": scale,
+                "settings": settings,
+                "train_s": train_s,
+                "final_loss": loss,
+                "sample_steps": steps,
+                **scores,
+            }
+            rows.append(row)
+            print(f"  {json.dumps(row)}", flush=True)
+            write_json(args.out / "results.json", {"meta": meta, "rows": rows})
     return 0 if all("error" not in r for r in rows) else 1
 
 
