@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             model=settings,
         )
-        print(f"{name}: {args.steps} steps at {res} px, x{scale}", flush=True)
+        what = "scoring the trained run" if reuse else f"{args.steps} steps"
+        print(f"{name}: {what} at {res} px, x{scale}", flush=True)
         t0 = time.perf_counter()
         train_s, loss = None, None
         if not reuse:

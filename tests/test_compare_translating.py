@@ -142,3 +142,9 @@ def test_a_superres_run_compares_beside_bicubic(tmp_path):
     assert any("restore" in note for note in out.result.notes)
     paths = write_report(out.result, tmp_path / "report")
     assert "psnr_bicubic" in json.loads(paths["json"].read_text())["panels"][0]
+    # The panel's sampler steps reach the upscaling; bicubic's numbers do not move.
+    settings.overrides = {str(run): {"steps": 1}}
+    again = run_sync(compare_job(settings))
+    assert again.ok, again.error or again.details
+    assert again.result.panels[0].conditions["steps"] == 1
+    assert again.result.panels[0].quality["psnr_bicubic"] == q["psnr_bicubic"]

@@ -560,7 +560,7 @@ def _one_panel(
         small = restored_inputs(model, targets, settings.seed)
         baseline = bicubic(small, targets.shape[1:3])
         inputs = baseline  # the sheet's first column: the input at the output's size
-        job = translations(model, small, settings.seed)
+        job = translations(model, small, settings.seed, conditions=conditions)
     elif inputs is not None:  # a run that translates: its translations of the held-out inputs
         job = translations(model, inputs, settings.seed)
     else:
@@ -626,10 +626,15 @@ def _one_panel(
 
 
 def translations(
-    model: Any, inputs: np.ndarray, seed: int, batch: int = 16
+    model: Any,
+    inputs: np.ndarray,
+    seed: int,
+    batch: int = 16,
+    conditions: dict[str, Any] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Job: ``model``'s translation of each of ``inputs`` (uint8 ``N x R x R x 3``, A to B),
-    seeded, in batches; returns them as uint8."""
+    seeded, in batches, with the sampling ``conditions`` (a super-resolution run's sampler and
+    steps); returns them as uint8."""
     from studio.engine.device import cpu_generator
     from studio.models.base import images_to_uint8
 
@@ -639,7 +644,9 @@ def translations(
         for i in range(0, len(inputs), batch):
             chunk = torch.from_numpy(np.ascontiguousarray(inputs[i : i + batch]))
             x = chunk.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(model.device)
-            out.append(images_to_uint8(model.sample(len(x), gen, image=x)).numpy())
+            out.append(
+                images_to_uint8(model.sample(len(x), gen, image=x, **(conditions or {}))).numpy()
+            )
             yield Progress("sample", min(i + batch, len(inputs)), len(inputs))
     return np.concatenate(out)
 
