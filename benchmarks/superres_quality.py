@@ -66,8 +66,11 @@ def write_crops(folder: Path, photos: dict[str, np.ndarray], crops: list, size: 
         )
 
 
-def evaluate(model: Any, held: np.ndarray, steps: int, sampler: str) -> dict[str, Any]:
-    """PSNR/SSIM of the model's outputs and of bicubic on the same inputs, and the sheet."""
+def evaluate(
+    model: Any, held: np.ndarray, steps: int, sampler: str, columns: dict[str, Any], label: str
+) -> dict[str, Any]:
+    """PSNR/SSIM of the model's outputs and of bicubic on the same inputs, and the sheet;
+    the first 8 outputs go to ``columns[label]`` (with bicubic's and the originals)."""
     target = torch.from_numpy(held).permute(0, 3, 1, 2).float().div(127.5).sub(1)
     inputs = model.paired_inputs(target, cpu_generator(SEED + 2))
     gen = cpu_generator(SEED + 1)
@@ -85,6 +88,8 @@ def evaluate(model: Any, held: np.ndarray, steps: int, sampler: str) -> dict[str
     psnr_b, ssim_b = image_quality(bicubic, target)
     rows = torch.stack([bicubic[:8], out[:8], target[:8]], 1).flatten(0, 1)
     sheet = make_grid(images_to_uint8(rows).numpy(), nrow=3)
+    columns["bicubic"], columns["original"] = bicubic[:8], target[:8]
+    columns[label] = out[:8]
     return {
         "psnr": psnr,
         "ssim": ssim,
@@ -129,12 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         "resolution": res,
         "train": len(train),
         "heldout": len(held),
-        "steps": args.steps,
+        "steps": None if args.reuse else args.steps,  # --reuse: each run's own
         "batch_size": args.batch_size,
         "sampler": args.sampler,
         "shared": SHARED,
     }
     rows = []
+    columns: dict[int, dict[str, Any]] = {}  # per scale: bicubic, each output, original
     for name in args.variants.split(","):
         scale, extra = VARIANTS[name]
         settings = {**SHARED, "scale": scale, **extra}
@@ -172,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         model = load_run_model(run, args.device)
         model.eval()
         for steps in [int(s) for s in args.sample_steps.split(",")]:
-            scores = evaluate(model, held, steps, args.sampler)
+            label = f"{name}, {steps} steps"
+            scores = evaluate(
+                model, held, steps, args.sampler, columns.setdefault(scale, {}), label
+            )
             sheet = scores.pop("sheet")
             path = args.out / f"superres-{name}-{res}-{steps}steps.png"
             save_png(path, sheet)
@@ -191,6 +200,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"  {json.dumps(row)}", flush=True)
             write_json(args.out / "results.json", {"meta": meta, "rows": rows})
+    for scale, cols in columns.items():
+        # One sheet per scale: bicubic | every variant and step count | original, by row.
+        order = ["bicubic", *(k for k in cols if k not in ("bicubic", "original")), "original"]
+        stacked = torch.stack([cols[k] for k in order], 1).flatten(0, 1)
+        path = args.out / f"superres-x{scale}-{res}.png"
+        save_png(path, make_grid(images_to_uint8(stacked).numpy(), nrow=len(order)))
+        print(f"x{scale} sheet columns: {' | '.join(order)} -> {path}", flush=True)
+        if args.sheets:
+            shutil.copy(path, args.sheets / path.name)
     return 0 if all("error" not in r for r in rows) else 1
 
 
