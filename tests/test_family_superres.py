@@ -312,3 +312,30 @@ def test_the_plots_put_psnr_and_ssim_beside_bicubics():
     assert group_of("heldout_ssim") == group_of("heldout_ssim_bicubic") != LOSSES
     assert group_of("heldout_psnr") != group_of("heldout_ssim")
     assert group_of("heldout_l1") == LOSSES  # a paired run's error stays with its losses
+
+
+def test_a_run_from_before_the_residual_setting_resumes_and_loads_as_it_was(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", n=8, size=16, classes=2)
+    old = {"residual": False, "prediction_type": "epsilon"}
+    run = train_tiny_run(tmp_path / "run", "i2i.superres", data, model=old, steps=2)
+    # Rewrite what the run saved as a run from before the setting would have it.
+    config_path = run / "config.json"
+    config = json.loads(config_path.read_text())
+    for block in (config["model"], config["train"]["model"]):
+        for name in ("residual", "residual_scale", "prediction_type"):
+            block.pop(name, None)
+    config["model"]["prediction_type"] = "epsilon"  # saved configs held every setting
+    config_path.write_text(json.dumps(config))
+    # (The checkpoint's own copy is hashed and stays: resuming builds from config.json.)
+    for meta_path in run.rglob(MODEL_CONFIG):
+        meta = json.loads(meta_path.read_text())
+        meta["config"].pop("residual"), meta["config"].pop("residual_scale")
+        meta_path.write_text(json.dumps(meta))
+    from studio.engine.sample import load_run_model
+
+    assert not load_run_model(run, "cpu").config.residual
+    out = run_sync(train_job(run, CancelToken(), steps=3))
+    assert out.ok, out.error or out.details
+    # The model the resumed run saved was built as the old run was.
+    resumed = json.loads((run / "model" / MODEL_CONFIG).read_text())["config"]
+    assert resumed["residual"] is False and resumed["prediction_type"] == "epsilon"
