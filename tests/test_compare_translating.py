@@ -114,4 +114,37 @@ def test_studio_compare_prints_the_target_scores(runs, tmp_path, monkeypatch, ca
     printed = capsys.readouterr().out
     assert "PSNR" in printed and "SSIM" in printed and "p2p_two" in printed
     header = (tmp_path / "cli" / "report.csv").read_text().splitlines()[0]
-    assert header.endswith("l1,psnr,ssim")
+    assert header.endswith("l1,psnr,ssim,l1_bicubic,psnr_bicubic,ssim_bicubic")
+
+
+def test_a_superres_run_compares_beside_bicubic(tmp_path):
+    from helpers import make_tiny_dataset
+
+    from studio.engine.compare_report import panel_lines
+
+    data = make_tiny_dataset(tmp_path / "data", n=12, size=16, classes=2)
+    run = train_tiny_run(tmp_path / "sr", "i2i.superres", data, steps=2, holdout_fraction=0.4)
+    settings = CompareSettings(
+        [run], n=4, extractor_steps=5, cache_dir=tmp_path / "c", device="cpu"
+    )
+    out = run_sync(compare_job(settings))
+    assert out.ok, out.error or out.details
+    panel = out.result.panels[0]
+    q = panel.quality
+    for name in ("l1", "psnr", "ssim"):
+        assert math.isfinite(q[name]) and math.isfinite(q[f"{name}_bicubic"])
+    assert q["psnr_bicubic"] > 10  # bicubic of a mild degradation is close
+    assert len(panel.samples) == 4 and panel.samples.shape[1:] == (16, 16, 3)
+    assert panel.grid.shape[1] == 3 * 18 + 2  # bicubic | output | original
+    assert any("bicubic" in line for line in panel_lines(panel))
+    table = report_table(out.result)
+    assert "PSNR bicubic" in table and "SSIM bicubic" in table
+    assert any("restore" in note for note in out.result.notes)
+    paths = write_report(out.result, tmp_path / "report")
+    assert "psnr_bicubic" in json.loads(paths["json"].read_text())["panels"][0]
+    # The panel's sampler steps reach the upscaling; bicubic's numbers do not move.
+    settings.overrides = {str(run): {"steps": 1}}
+    again = run_sync(compare_job(settings))
+    assert again.ok, again.error or again.details
+    assert again.result.panels[0].conditions["steps"] == 1
+    assert again.result.panels[0].quality["psnr_bicubic"] == q["psnr_bicubic"]

@@ -17,7 +17,7 @@ from studio.core.errors import StudioError
 from studio.core.jobs import CancelToken, Status, run_sync
 from studio.engine.train import train_job
 from studio.engine.upscale import check_size, ramp, tile_starts, tiled, upscale_job
-from studio.models.base import Batch, Capability, StepContext
+from studio.models.base import MODEL_CONFIG, Batch, Capability, StepContext
 from studio.models.i2i.superres import SuperRes, SuperResConfig, degrade, upsample
 
 TINY = {"width": 8, "layers_per_block": 1, "num_train_timesteps": 50}
@@ -152,6 +152,59 @@ def test_upscaling_cancels_between_passes():
     assert seen[-1].total == 9 * 3  # 3 x 3 tiles of 3 passes
 
 
+# -- the residual over bicubic, and runs saved before it ----------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["dpm++", "ddim"])
+def test_a_fresh_residual_model_returns_bicubic(sampler):
+    model = tiny(2)  # the defaults: the residual, predicted as a clean sample, zero-initialised
+    assert model.config.residual and model.config.prediction_type == "sample"
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    # 5 steps divide the 50 training steps: DDIM's last step then lands on t = 0 exactly.
+    out = model.sample(2, torch.Generator().manual_seed(1), image=x, sampler=sampler, steps=5)
+    assert torch.allclose(out, upsample(x, 2), atol=1e-5)
+
+
+def test_the_residual_round_trips_and_is_what_training_diffuses():
+    model = tiny(2, residual_scale=4.0)
+    hr = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 1.6 - 0.8
+    cond = upsample(degrade(hr, 2, 0.0, 0.0, torch.Generator().manual_seed(0)), 2)
+    z = model.to_diffused(hr, cond)
+    assert torch.allclose(z, ((hr - cond) * 4).clamp(-1, 1))
+    small = (hr - cond).abs().max() * 4 <= 1
+    if small:
+        assert torch.allclose(model.from_diffused(z, cond), hr, atol=1e-5)
+    old = tiny(2, residual=False, prediction_type="epsilon")
+    assert old.to_diffused(hr, cond) is hr and old.from_diffused(hr, cond) is hr
+
+
+def test_runs_saved_before_the_residual_setting_keep_their_behaviour(tmp_path):
+    saved = SuperResConfig(
+        resolution=16, residual=False, prediction_type="epsilon", **TINY
+    ).to_dict()
+    del saved["residual"], saved["residual_scale"]  # as a run from before the setting saved it
+    old = SuperResConfig.from_saved(saved)
+    assert not old.residual and old.prediction_type == "epsilon"
+    assert SuperResConfig.from_dict({"resolution": 16}).residual  # a new run: the residual
+    # Resuming: the run's start settings, plus the saved values of settings added since.
+    assert SuperResConfig.resumed({"width": 8}, saved) == {
+        "width": 8,
+        "residual": False,
+        "prediction_type": "epsilon",
+    }
+    assert SuperResConfig.resumed({}, SuperResConfig().to_dict())["residual"]
+    # A saved old model loads as one.
+    model = SuperRes(SuperResConfig.from_saved(saved))
+    model.save(tmp_path / "m")
+    meta_path = tmp_path / "m" / MODEL_CONFIG
+    meta = json.loads(meta_path.read_text())
+    for name in ("residual", "residual_scale"):
+        meta["config"].pop(name)
+    meta_path.write_text(json.dumps(meta))
+    loaded = SuperRes.load(tmp_path / "m")
+    assert not loaded.config.residual and loaded.config.prediction_type == "epsilon"
+
+
 # -- a run, and the command line ---------------------------------------------------------------
 
 
@@ -259,3 +312,30 @@ def test_the_plots_put_psnr_and_ssim_beside_bicubics():
     assert group_of("heldout_ssim") == group_of("heldout_ssim_bicubic") != LOSSES
     assert group_of("heldout_psnr") != group_of("heldout_ssim")
     assert group_of("heldout_l1") == LOSSES  # a paired run's error stays with its losses
+
+
+def test_a_run_from_before_the_residual_setting_resumes_and_loads_as_it_was(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data", n=8, size=16, classes=2)
+    old = {"residual": False, "prediction_type": "epsilon"}
+    run = train_tiny_run(tmp_path / "run", "i2i.superres", data, model=old, steps=2)
+    # Rewrite what the run saved as a run from before the setting would have it.
+    config_path = run / "config.json"
+    config = json.loads(config_path.read_text())
+    for block in (config["model"], config["train"]["model"]):
+        for name in ("residual", "residual_scale", "prediction_type"):
+            block.pop(name, None)
+    config["model"]["prediction_type"] = "epsilon"  # saved configs held every setting
+    config_path.write_text(json.dumps(config))
+    # (The checkpoint's own copy is hashed and stays: resuming builds from config.json.)
+    for meta_path in run.rglob(MODEL_CONFIG):
+        meta = json.loads(meta_path.read_text())
+        meta["config"].pop("residual"), meta["config"].pop("residual_scale")
+        meta_path.write_text(json.dumps(meta))
+    from studio.engine.sample import load_run_model
+
+    assert not load_run_model(run, "cpu").config.residual
+    out = run_sync(train_job(run, CancelToken(), steps=3))
+    assert out.ok, out.error or out.details
+    # The model the resumed run saved was built as the old run was.
+    resumed = json.loads((run / "model" / MODEL_CONFIG).read_text())["config"]
+    assert resumed["residual"] is False and resumed["prediction_type"] == "epsilon"

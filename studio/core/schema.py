@@ -13,7 +13,7 @@ import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from studio.core.options import check_setting
 
@@ -211,9 +211,29 @@ class ModelConfig:
     resolution: int = setting(32, label="Resolution", minimum=4, maximum=128, main=True)
     channels: int = setting(3, label="Channels", choices=(1, 3))
     num_classes: int = setting(0, label="Classes", help="0 = unconditional; set from subfolders")
+    # Settings added after runs were saved without them, each with the value that keeps such
+    # a run's old behaviour (a new run gets the field's default): see :meth:`from_saved`.
+    legacy_defaults: ClassVar[dict[str, Any]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> ModelConfig:
+        """A config read back from a saved run or checkpoint: a setting the saved dict lacks
+        takes its :attr:`legacy_defaults` value (the behaviour the run was trained with), not
+        today's default."""
+        return cls.from_dict({**cls.legacy_defaults, **data})
+
+    @classmethod
+    def resumed(cls, overrides: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+        """The settings to rebuild a resumed run with: ``overrides`` (what the run was started
+        with), plus, for each setting of :attr:`legacy_defaults` not overridden, the value its
+        saved config holds (the legacy one when it predates the setting)."""
+        out = dict(overrides)
+        for name, old in cls.legacy_defaults.items():
+            out.setdefault(name, saved.get(name, old))
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

@@ -254,6 +254,10 @@ class ComparePrep:
     # whose held-out folder B images are the reference of FD/KID only).
     inputs: np.ndarray | None = None
     targets: np.ndarray | None = None
+    # Runs that restore images from their own degraded copies (Capability.SINGLE_FOLDER:
+    # super-resolution): each panel makes the inputs of ``targets`` itself, from the seed, and
+    # is scored beside bicubic upsampling of those same inputs.
+    restores: bool = False
 
 
 def prepare_compare(settings: CompareSettings) -> Generator[Progress, None, ComparePrep]:
@@ -308,6 +312,21 @@ def _translating(family: str) -> bool:
         return False
 
 
+def _restoring(family: str) -> bool:
+    """Whether ``family`` restores images from inputs it makes itself from one folder
+    (``Capability.SINGLE_FOLDER`` with targets: super-resolution, scored against the originals
+    beside bicubic); a single-folder family without targets (a style network) repaints its
+    held-out images instead."""
+    from studio.models.base import Capability
+    from studio.models.registry import get_family
+
+    try:
+        cls = get_family(family)
+        return Capability.SINGLE_FOLDER in cls.info.capabilities and cls.inputs_have_targets
+    except KeyError:
+        return False
+
+
 def _prepare_translations(
     settings: CompareSettings,
     runs: list[Path],
@@ -319,7 +338,6 @@ def _prepare_translations(
     read as it read them, its held-out inputs (folder A's) and, for pairs, their targets."""
     from studio.engine.metrics import get_feature_extractor
     from studio.engine.run_data import read_data
-    from studio.models.registry import get_family
 
     first_cfg, first = infos[0]
     for path, (_cfg, train) in zip(runs, infos):
@@ -327,6 +345,14 @@ def _prepare_translations(
             raise StudioError(
                 f"{path.name} does not translate images but {runs[0].name} does: compare "
                 "image-to-image runs with each other."
+            )
+    restores = _restoring(first.family)
+    for path, (_cfg, train) in zip(runs, infos):
+        if _restoring(train.family) != restores:
+            raise StudioError(
+                f"{path.name} and {runs[0].name} do not take the same kind of input (one "
+                "makes its inputs from a single folder, the other reads them from folder A): "
+                "compare them with runs of their own kind."
             )
     data = yield from read_data(first, None, cache)
     dataset = data.dataset
@@ -336,13 +362,6 @@ def _prepare_translations(
             "trained, so their held-out images cannot be rebuilt. Compare runs against the "
             "images they saw."
         )
-    family = get_family(first.family)
-    if data.sources is None and family.inputs_have_targets:
-        raise StudioError(
-            f"{runs[0].name} makes its inputs from its images itself ({family.info.display_name}"
-            "); Compare cannot rebuild them yet: compare its runs by their logged held-out "
-            "metrics."
-        )
     held = data.held_idx
     if len(held) < 2:
         raise StudioError(
@@ -351,7 +370,17 @@ def _prepare_translations(
         )
     rng = np.random.default_rng(settings.seed)
     notes = [FD_NOTE]
-    if data.unpaired:
+    if restores:
+        if len(held) > settings.n:
+            held = np.sort(rng.choice(held, settings.n, replace=False))
+        inputs, targets = None, dataset.images[held]
+        notes.append(
+            f"Runs that restore images: {len(held)} held-out images, each run's low-resolution "
+            "inputs made from them by its own degradation (seeded: the same settings give the "
+            "same inputs); L1, PSNR and SSIM to the originals, beside bicubic upsampling of "
+            "the same inputs (_bicubic), and FD/KID against the originals."
+        )
+    elif data.unpaired:
         assert data.source_held_idx is not None
         inputs_idx = data.source_held_idx
         if len(inputs_idx) < 2:
@@ -405,6 +434,7 @@ def _prepare_translations(
         notes,
         inputs,
         targets,
+        restores,
     )
 
 
@@ -429,6 +459,7 @@ def run_panel(
             step=step,
             inputs=prep.inputs,
             targets=prep.targets,
+            restores=prep.restores,
         )
     )
 
@@ -512,6 +543,7 @@ def _one_panel(
     step: int | None = None,
     inputs: np.ndarray | None = None,
     targets: np.ndarray | None = None,
+    restores: bool = False,
 ) -> Generator[Progress, None, PanelResult]:
     """Load (unless ``model`` is given), sample (timed after a one-image warm-up), score one
     run. ``step``: the training step of ``model``'s weights (default: the newest checkpoint's)."""
@@ -534,7 +566,14 @@ def _one_panel(
     }
     if "sampler" in options:  # the run-wide sampler flags fill what the panel leaves unset
         conditions.update(settings.sampling_for(settings.runs[i]))
-    if inputs is not None:  # a run that translates: its translations of the held-out inputs
+    baseline = None
+    if restores:  # its own inputs of the held-out images, and bicubic's upsampling of them
+        assert targets is not None
+        small = restored_inputs(model, targets, settings.seed)
+        baseline = bicubic(small, targets.shape[1:3])
+        inputs = baseline  # the sheet's first column: the input at the output's size
+        job = translations(model, small, settings.seed, conditions=conditions)
+    elif inputs is not None:  # a run that translates: its translations of the held-out inputs
         job = translations(model, inputs, settings.seed)
     else:
         # The first call pays for lazy setup (kernels, schedulers); it is not the model's speed.
@@ -559,6 +598,8 @@ def _one_panel(
         from studio.engine.metrics import paired_scores
 
         scores.update(paired_scores(samples, targets))
+        if baseline is not None:
+            scores.update({f"{k}_bicubic": v for k, v in paired_scores(baseline, targets).items()})
     memo = quality.memorisation
     assert memo is not None  # evaluate_samples always fills it
     bpd = None
@@ -597,10 +638,15 @@ def _one_panel(
 
 
 def translations(
-    model: Any, inputs: np.ndarray, seed: int, batch: int = 16
+    model: Any,
+    inputs: np.ndarray,
+    seed: int,
+    batch: int = 16,
+    conditions: dict[str, Any] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Job: ``model``'s translation of each of ``inputs`` (uint8 ``N x R x R x 3``, A to B),
-    seeded, in batches; returns them as uint8."""
+    seeded, in batches, with the sampling ``conditions`` (a super-resolution run's sampler and
+    steps); returns them as uint8."""
     from studio.engine.device import cpu_generator
     from studio.models.base import images_to_uint8
 
@@ -610,9 +656,35 @@ def translations(
         for i in range(0, len(inputs), batch):
             chunk = torch.from_numpy(np.ascontiguousarray(inputs[i : i + batch]))
             x = chunk.permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(model.device)
-            out.append(images_to_uint8(model.sample(len(x), gen, image=x)).numpy())
+            out.append(
+                images_to_uint8(model.sample(len(x), gen, image=x, **(conditions or {}))).numpy()
+            )
             yield Progress("sample", min(i + batch, len(inputs)), len(inputs))
     return np.concatenate(out)
+
+
+def restored_inputs(model: Any, targets: np.ndarray, seed: int) -> np.ndarray:
+    """The low-resolution inputs ``model`` makes of ``targets`` (uint8 ``N x H x W x 3``) by
+    its own degradation, from ``seed``, as uint8."""
+    from studio.engine.device import cpu_generator
+    from studio.models.base import images_to_uint8
+
+    x = torch.from_numpy(np.ascontiguousarray(targets)).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        small = model.paired_inputs(x.div(127.5).sub(1.0), cpu_generator(seed + 2))
+    return images_to_uint8(small.float().cpu()).numpy()
+
+
+def bicubic(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 ``N x h x w x 3`` images upsampled to ``size`` bicubically (clamped): the
+    baseline a super-resolution run must beat."""
+    from studio.models.base import images_to_uint8
+
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(
+        x.div(127.5).sub(1.0), size=tuple(size), mode="bicubic", align_corners=False
+    )
+    return images_to_uint8(x.clamp(-1, 1)).numpy()
 
 
 def _grid(samples: np.ndarray, inputs: np.ndarray | None, targets: np.ndarray | None):

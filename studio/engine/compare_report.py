@@ -27,10 +27,14 @@ CSV_FIELDS = (
     "panel", "run", "family", "step", "sampler", "steps", "n_samples", "n_reference", "fd",
     "kid_mean", "kid_std", "precision", "recall", "memorisation_share",
     "memorisation_rank_share", "bits_per_dim", "seconds_per_image", "l1", "psnr", "ssim",
+    "l1_bicubic", "psnr_bicubic", "ssim_bicubic",
 )  # fmt: skip
 # Runs that translate images with targets (paired runs) add these: how close the
 # translations of the held-out inputs are to their targets (studio.engine.metrics).
 PAIRED_COLUMNS = (("L1", "l1"), ("PSNR", "psnr"), ("SSIM", "ssim"))
+# Runs that restore their own degraded inputs (super-resolution) add bicubic upsampling's
+# scores on the same inputs: the baseline they must beat.
+BICUBIC_COLUMNS = (("PSNR bicubic", "psnr_bicubic"), ("SSIM bicubic", "ssim_bicubic"))
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,10 @@ def report_table(report: CompareReport) -> str:
     )  # fmt: skip
     table = csv_rows(report)
     if any(row.get("psnr") is not None for row in table):
-        cols = (*cols[:3], *PAIRED_COLUMNS, *cols[3:])
+        paired = PAIRED_COLUMNS
+        if any(row.get("psnr_bicubic") is not None for row in table):
+            paired = (*paired, *BICUBIC_COLUMNS)
+        cols = (*cols[:3], *paired, *cols[3:])
     rows = [[h for h, _ in cols]]
     for row in table:
         rows.append([_fmt(row[k]) for _, k in cols])
@@ -140,6 +147,12 @@ def panel_lines(panel: PanelResult) -> list[str]:
     ]
     if q.get("psnr") is not None:
         lines.insert(0, f"L1 {q['l1']:.3f}  PSNR {q['psnr']:.1f} dB  SSIM {q['ssim']:.3f}")
+    if q.get("psnr_bicubic") is not None:
+        lines.insert(
+            1,
+            f"bicubic: L1 {q['l1_bicubic']:.3f}  PSNR {q['psnr_bicubic']:.1f} dB  "
+            f"SSIM {q['ssim_bicubic']:.3f}",
+        )
     if panel.bits_per_dim is not None:
         lines.append(f"bits/dim {panel.bits_per_dim:.3f} on {ref} held-out images")
     conditions = dict(panel.conditions)  # the family's declared sampling options

@@ -51,7 +51,7 @@ def load_run_model(run_dir: str | Path, device: torch.device | str = "cpu") -> G
         )
     meta = ckpt.read_trainer_state(latest)
     family = get_family(meta["family"])
-    model = family(family.Config.from_dict(meta["model_config"])).to(device)
+    model = family(family.Config.from_saved(meta["model_config"])).to(device)
     where = f"{run.path.name}'s checkpoint {latest.name}"
     base_runs.verify_base_records(model, meta.get("base_runs"), where)
     ckpt.load_checkpoint(latest, model, restore_rng=False)

@@ -78,6 +78,8 @@ def build_model(
         overrides["num_classes"] = num_classes
     if Capability.TEXT in family.info.capabilities:
         overrides = family.config_for_data(overrides, captions, previous)  # type: ignore[attr-defined]
+    if previous is not None:  # resuming: settings added since keep the run's saved values
+        overrides = family.Config.resumed(overrides, previous)
     try:
         config = family.Config.from_dict(overrides)
         with torch.random.fork_rng(devices=[]):  # the run's seed fixes the initial weights

@@ -438,7 +438,7 @@ class GenerativeModel(nn.Module):
 
         folder = Path(folder)
         meta = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))
-        model = cls(cls.Config.from_dict(meta["config"]))
+        model = cls(cls.Config.from_saved(meta["config"]))
         verify_base_records(model, meta.get("base_runs"), str(folder / MODEL_CONFIG))
         state = load_file(str(folder / MODEL_WEIGHTS), device="cpu")
         model.load_state_dict(state)

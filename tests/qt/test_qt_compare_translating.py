@@ -46,3 +46,17 @@ def test_translating_runs_go_on_the_board_with_target_scores(qtbot, workspace, r
         text = panel.numbers.text()
         assert "PSNR" in text and "SSIM" in text and "L1" in text and "FD" in text
         assert not panel.view.image().isNull()
+
+
+def test_a_superres_panel_shows_bicubic_beside_the_run(qtbot, workspace, tmp_path):
+    from helpers import make_tiny_dataset
+
+    data = make_tiny_dataset(tmp_path / "data", n=12, size=16, classes=2)
+    run = train_tiny_run(tmp_path / "sr", "i2i.superres", data, steps=2, holdout_fraction=0.4)
+    assert workspace.add_run(run), workspace.banner.text()
+    workspace.n.setValue(4)
+    with qtbot.waitSignal(workspace.report_ready, timeout=60_000) as blocker:
+        workspace.regenerate()
+    assert "psnr_bicubic" in blocker.args[0].panels[0].quality
+    text = workspace.panels[0].numbers.text()
+    assert "Bicubic" in text and "PSNR" in text and "SSIM" in text

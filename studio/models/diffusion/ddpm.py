@@ -342,9 +342,12 @@ class UNetDiffusion(DenoisingScore, GenerativeModel):
         t = torch.randint(0, c.num_train_timesteps, shape, generator=gen, device=gen.device).to(dev)
         noise = ctx.randn(*x0.shape).to(dev)
         x_t = self.scheduler.add_noise(x0, noise, t)
-        target = (
-            noise if c.prediction_type == "epsilon" else self.scheduler.get_velocity(x0, noise, t)
-        )
+        if c.prediction_type == "epsilon":
+            target = noise
+        elif c.prediction_type == "sample":  # the clean image itself (super-resolution's)
+            target = x0
+        else:
+            target = self.scheduler.get_velocity(x0, noise, t)
         return t, x_t, target
 
     def finish_step(self, loss: Tensor, ctx: StepContext) -> dict[str, Tensor]:
@@ -578,7 +581,7 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
     def load(cls, folder: str | Path, device: torch.device | str = "cpu") -> DDPM:
         folder = Path(folder)
         meta = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))
-        model = cls(cls.Config.from_dict(meta["config"]))
+        model = cls(cls.Config.from_saved(meta["config"]))
         dit = model.uses_dit()
         name = "transformer" if dit else "unet"
         ema_net, raw_net = (

@@ -122,6 +122,8 @@ def predicted_x0(
     a = alphas_cumprod.to(x.device)[t.to(x.device).long()].float().reshape(-1, 1, 1, 1)
     if prediction_type == "v_prediction":
         x0 = a.sqrt() * x - (1 - a).sqrt() * output
+    elif prediction_type == "sample":
+        x0 = output
     else:
         x0 = (x - (1 - a).sqrt() * output) / a.sqrt()
     return x0.clamp(-1, 1) if clip else x0

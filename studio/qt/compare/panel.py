@@ -128,6 +128,12 @@ class ComparePanel(QFrame):
                 f"L1 {q['l1']:.4f} · PSNR {q['psnr']:.2f} dB · SSIM {q['ssim']:.3f} "
                 f"(to {n} targets)",
             )
+        if q.get("psnr_bicubic") is not None:  # super-resolution: bicubic on the same inputs
+            lines.insert(
+                1,
+                f"Bicubic: L1 {q['l1_bicubic']:.4f} · PSNR {q['psnr_bicubic']:.2f} dB · "
+                f"SSIM {q['ssim_bicubic']:.3f} (same inputs)",
+            )
         if result.bits_per_dim is not None:
             lines.append(f"bits/dim {result.bits_per_dim:.3f} on {ref} held-out images")
         lines.append(f"{result.seconds_per_image * 1000:.1f} ms/image · step {result.step}")
