@@ -162,3 +162,37 @@ def test_a_resumed_run_with_its_discriminator_continues_exactly(data_dir, tmp_pa
     da = load_file(str(RunFolder(tmp_path / "a").model_dir / "discriminator.safetensors"))
     db = load_file(str(RunFolder(tmp_path / "b").model_dir / "discriminator.safetensors"))
     assert all(torch.equal(da[k], db[k]) for k in da)
+
+
+def test_the_perceptual_loss_goes_through_the_studios_feature_extractor(
+    data_dir, tmp_path, monkeypatch
+):
+    import studio.engine.perceptual as perceptual
+
+    monkeypatch.setattr(perceptual, "EXTRACTOR_STEPS", 10)  # a tiny extractor is enough here
+    model = {"width": 8, "perceptual_weight": 1.0}
+    seen = []
+    cfg = tiny_train_config(KEY, data_dir, model, steps=2)
+    out = run_sync(train_job(tmp_path / "run", CancelToken(), cfg), None, seen.append)
+    assert out.ok, out.error or out.details
+    assert any("Perceptual loss through" in p.message for p in seen)
+    assert out.result.metrics["perceptual"] > 0
+    # Without the setting, no extractor is trained and the term is 0.
+    plain = run_sync(train_job(tmp_path / "plain", CancelToken(), tiny_train_config(KEY, data_dir)))
+    assert plain.ok and plain.result.metrics["perceptual"] == 0
+
+
+def test_the_feature_function_is_differentiable_and_zero_for_the_same_image():
+    from studio.engine.feature_extractor import FeatureExtractor, _FeatureNet
+
+    net = _FeatureNet(16, 2, 8, 16)
+    meta = {"resolution": 16, "num_classes": 2, "width": 8, "embed_dim": 16}
+    features = FeatureExtractor(net, meta).perceptual()
+    x = images(2, 32).requires_grad_(True)  # resized to the extractor's 16 px
+    f = features(x)
+    assert f.shape[0] == 2 and torch.equal(features(x.detach()), f.detach())
+    d = (f - features(images(2, 32, seed=9))).square().sum(1)
+    assert (d > 0).all() and (d <= 16).all()
+    d.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.parameters())  # the extractor is left alone

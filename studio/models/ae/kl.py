@@ -247,7 +247,7 @@ class AutoencoderKLFamily(GenerativeModel):
         zero = torch.zeros((), device=x.device)
         perceptual = zero
         if c.perceptual_weight > 0 and self._features is not None:
-            perceptual = (self._features(rec) - self._features(x).detach()).square().mean()
+            perceptual = (self._features(rec) - self._features(x).detach()).square().sum(1).mean()
             loss = loss + c.perceptual_weight * perceptual
         adversarial = self.disc is not None and ctx.step >= c.disc_start
         gan_g = gan_d = zero
