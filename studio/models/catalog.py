@@ -83,6 +83,7 @@ def capabilities_text(caps: Capability) -> str:
         Capability.TEXT: "text prompts (Prompt workspace, `studio generate`)",
         Capability.PAIRED: "image to image, trained on pairs (`--data A --data-b B`)",
         Capability.CODES: "discrete codes (an image codec: `studio compress`)",
+        Capability.AUTOENCODER: "a continuous latent grid (the first stage of latent diffusion)",
     }
     if Capability.SINGLE_FOLDER in caps:
         names[Capability.PAIRED] = (
