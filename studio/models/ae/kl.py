@@ -55,6 +55,7 @@ from studio.models.base import (
 from studio.models.capabilities import TEMPERATURE, AutoencoderSpec, LatentSpec
 from studio.models.configs import learning_rate, network_width
 from studio.models.i2i.common import PatchDiscriminator
+from studio.models.latent_inpaint import LatentInpainting, LatentPlan, LatentView, noise_like
 from studio.models.vae.common import temperature_of
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"  # diffusers' file names
@@ -159,7 +160,7 @@ def build_autoencoder(c: AutoencoderKLConfig) -> AutoencoderKL:
     )
 
 
-class AutoencoderKLFamily(GenerativeModel):
+class AutoencoderKLFamily(LatentInpainting, GenerativeModel):
     info = FamilyInfo(
         key="ae.kl",
         kind="ae",
@@ -171,6 +172,7 @@ class AutoencoderKLFamily(GenerativeModel):
         capabilities=Capability.TRAIN
         | Capability.SAMPLE
         | Capability.LATENT
+        | Capability.INPAINT
         | Capability.AUTOENCODER,
         loss_names=LOSS_NAMES,
         about="An image autoencoder with a lightly KL-regularised Gaussian latent, built on "
@@ -334,6 +336,9 @@ class AutoencoderKLFamily(GenerativeModel):
         zb = self.encode_latents(self.decode_latents(z, labels), labels)
         return zb, zb
 
+    def inpaint_view(self, labels: Tensor | None) -> LatentView:
+        return _KLInpaint(self, labels)
+
     # -- sampling ------------------------------------------------------------------------
     def sample_iter(
         self, n: int, generator: torch.Generator, **conditions: Any
@@ -397,6 +402,18 @@ class AutoencoderKLFamily(GenerativeModel):
             torch.tensor([float(stats.get("mean", 0.0)), float(stats.get("std", 1.0))])
         )
         return model.to(device)
+
+
+class _KLInpaint(LatentView):
+    """Inpainting starts from the latent grid of the image with a grey hole, plus noise at
+    the grid's own scale (the KL term leaves that scale free)."""
+
+    model: AutoencoderKLFamily
+
+    def start(self, x: Tensor, hole: Tensor, plan: LatentPlan, gen: torch.Generator) -> Tensor:
+        grey = torch.where(hole, torch.zeros_like(x), x)  # 0 is mid-grey in [-1, 1]
+        z = self.model.encode_latents(grey, self.labels).float()
+        return z + plan.start_noise * z.std() * noise_like(z, gen)
 
 
 def _write_files(folder: Path, write: Callable[[Path], None]) -> None:
