@@ -127,7 +127,7 @@ def test_it_learns_to_reconstruct_a_tiny_set():
     x = torch.cat([images(4, 16, seed=s) for s in range(2)]).clamp(-1, 1)
     x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # smooth, learnable pictures
     first = last = None
-    for step in range(40):
+    for step in range(15):
         gen = torch.Generator().manual_seed(step)
         out = model.train_step(Batch(x), StepContext(step=step, generator=gen))
         if first is None:
