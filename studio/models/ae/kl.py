@@ -167,8 +167,8 @@ class AutoencoderKLFamily(LatentInpainting, GenerativeModel):
         kind_title="Autoencoders",
         display_name="KL autoencoder",
         summary="Autoencoder (Stable Diffusion's first stage): compresses images to a small "
-        "latent grid that a latent diffusion run learns; sharp reconstructions, but its own "
-        "samples are blurry blobs.",
+        "latent grid a latent diffusion run learns, and back; judge it by its "
+        "reconstructions, its own samples are blurry blobs.",
         capabilities=Capability.TRAIN
         | Capability.SAMPLE
         | Capability.LATENT
