@@ -196,3 +196,12 @@ def test_the_feature_function_is_differentiable_and_zero_for_the_same_image():
     d.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in net.parameters())  # the extractor is left alone
+
+
+def test_psnr_and_the_latent_statistics_get_plots_of_their_own():
+    pytest.importorskip("PySide6")
+    from studio.qt.plot_parts import LOSSES, group_of
+
+    assert group_of("recon_psnr") not in (LOSSES, group_of("latent_std"))
+    assert group_of("latent_mean") == group_of("latent_std") != LOSSES
+    assert all(group_of(name) == LOSSES for name in ("l1", "mse", "kl", "gan_g", "perceptual"))
