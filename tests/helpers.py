@@ -253,6 +253,7 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         "width": 8,
         "restart_after": 20,
     },
+    "ae.kl": {"width": 8, "downsample": 4, "disc_weight": 0.1, "disc_start": 1},
     "vae.hierarchical": {"levels": 2, "latent_channels": 2, "width": 8, "kl_warmup_steps": 10},
     "flow.nice": {"couplings": 4, "hidden": 16, "warmup_steps": 10},
     "flow.realnvp": {"scales": 2, "couplings": 2, "hidden": 16, "warmup_steps": 10},

@@ -61,6 +61,7 @@ TINY: dict[str, dict] = {
         "dequant_couplings": 1,
     },
     "vae.hierarchical": {"levels": 2, "latent_channels": 2, "width": 8},
+    "ae.kl": {"width": 8},
     "diffusion.ddpm": {"width": 8, "layers_per_block": 1, "attention_res": 4},
     "ar.pixelcnn": {"width": 8, "layers": 2, "mixtures": 2},
     "ebm.rbm": {"hidden": 16},

@@ -28,6 +28,7 @@ SAVED = {
     'vae.cvae': {'resolution': 32, 'channels': 3, 'num_classes': 2, 'latent_dim': 32, 'width': 32, 'lr': 0.001, 'likelihood': 'gaussian', 'learn_sigma': True, 'sigma': 0.1, 'beta': 1.0, 'kl_warmup_steps': 0},
     'vae.vqvae': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'codebook_size': 256, 'embedding_dim': 32, 'downsample': 4, 'width': 64, 'lr': 0.0005, 'commitment': 0.25, 'decay': 0.99, 'restart_after': 100},
     'vae.hierarchical': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'levels': 3, 'latent_channels': 8, 'width': 32, 'cells': 1, 'lr': 0.001, 'likelihood': 'gaussian', 'learn_sigma': True, 'sigma': 0.1, 'kl_warmup_steps': 2000, 'kl_balance': True},
+    'ae.kl': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'latent_channels': 4, 'downsample': 4, 'width': 32, 'layers_per_block': 1, 'lr': 0.0005, 'mse_weight': 0.0, 'kl_weight': 1e-06, 'disc_weight': 0.0, 'disc_start': 2000, 'perceptual_weight': 0.0},
     'flow.nice': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'lr': 0.001, 'warmup_steps': 200, 'max_grad_norm': 50.0, 'couplings': 8, 'hidden': 64},
     'flow.realnvp': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'lr': 0.001, 'warmup_steps': 200, 'max_grad_norm': 50.0, 'scales': 3, 'couplings': 3, 'hidden': 64, 'learned_prior': False},
     'flow.glow': {'resolution': 32, 'channels': 3, 'num_classes': 0, 'lr': 0.001, 'warmup_steps': 200, 'max_grad_norm': 50.0, 'levels': 3, 'steps': 8, 'hidden': 128, 'learned_prior': True},

@@ -8,9 +8,11 @@ comparable only between models evaluated with the same extractor.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
-from collections.abc import Generator, Sequence
+import math
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +170,30 @@ class FeatureExtractor:
         if not out:
             return np.zeros((0, int(self.meta["embed_dim"])), np.float32)
         return torch.cat(out).float().numpy()
+
+    def perceptual(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A frozen, differentiable feature function for a perceptual loss: float
+        ``N x 3 x H x W`` images in [-1, 1] (resized to the extractor's resolution) -> the
+        activations of the network's four blocks, each position's channel vector scaled to
+        unit length (as LPIPS does) and each block's share scaled to unit norm, concatenated:
+        N x F. The squared distance between two images' features, summed, lies in 0..16."""
+        net = copy.deepcopy(self.net).eval().requires_grad_(False)
+        per_block = len(net.encoder) // 4  # conv, norm, act, strided conv, norm, act
+        blocks = [net.encoder[i * per_block : (i + 1) * per_block] for i in range(4)]
+        res = self.resolution
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            h = images.float()
+            if h.shape[-2:] != (res, res):
+                h = F.interpolate(h, size=(res, res), mode="bilinear", antialias=True)
+            out = []
+            for block in blocks:
+                h = block(h)
+                unit = h / h.square().sum(1, keepdim=True).add(1e-10).sqrt()
+                out.append(unit.flatten(1) / math.sqrt(unit[0, 0].numel()))
+            return torch.cat(out, 1)
+
+        return features
 
     def save(self, folder: str | Path) -> None:
         """Weights (safetensors), then ``feature_extractor.json`` last: its presence means the

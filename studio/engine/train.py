@@ -35,6 +35,7 @@ from studio.engine.distributed import Distributed
 from studio.engine.monitor import Monitor
 from studio.engine.monitor import save_png as save_png  # re-exported: it was defined here
 from studio.engine.pairs import PairedImages, UnpairedImages
+from studio.engine.perceptual import attach_perceptual
 from studio.engine.run_data import (  # noqa: F401 - prepare_dataset, is_paired: used from here
     RunData,
     batches_for,
@@ -229,6 +230,8 @@ def _train(
     )
     if switched is not None:
         cleanup.append(lambda: switched.close(model))
+    # A family that asks for a perceptual loss gets the studio's feature function.
+    yield from attach_perceptual(model, data, config.resolution, device, cache_dir)
     trainer = _Trainer(
         run, token, config, model, data, device, distributed, start_step, trainer_state, cleanup,
         switched,

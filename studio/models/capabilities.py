@@ -20,6 +20,10 @@ The engine and the window never ask *which* family a model is; they ask what it 
   projection error), as data; the first is the default. A family that declares none gets
   the ones :func:`derived_scores` reads from its capabilities. :class:`ScoreFamily` computes
   them its own way; :mod:`studio.models.scoring` computes the derived ones for any family.
+* :class:`AutoencoderFamily`: images to a continuous latent grid and back (the first stage
+  of latent diffusion), described by an :class:`AutoencoderSpec`.
+* :class:`PerceptualFamily`: a family whose loss can use the feature function the trainer
+  hands it (the studio's feature extractor trained on the run's data).
 * :class:`CodeFamily`: images of the family's ``tile`` size as grids of discrete codes and
   back (a VQ-VAE), described by a :class:`CodeSpec`: what ``studio compress`` entropy-codes.
 """
@@ -366,6 +370,19 @@ class AutoencoderFamily(Protocol):
     def decode_from_grid(self, latents: Tensor) -> Tensor:
         """N x channels x s x s latents (unscaled) -> N x C x s*d x s*d images in [-1, 1]."""
         ...
+
+
+@runtime_checkable
+class PerceptualFamily(Protocol):
+    """A family that can add a perceptual loss (a distance between image features) when its
+    settings ask for one. The trainer, before the first step, asks ``wants_perceptual_features``
+    and if so hands ``set_perceptual_features`` a frozen, differentiable function from
+    N x C x S x S images in [-1, 1] to N x F features: the feature extractor the studio trains
+    on the run's own images (nothing is downloaded; the models layer never sees the engine)."""
+
+    def wants_perceptual_features(self) -> bool: ...
+
+    def set_perceptual_features(self, features: Callable[[Tensor], Tensor] | None) -> None: ...
 
 
 # -- anomaly scores ("find the odd ones out") -------------------------------------------------

@@ -39,6 +39,7 @@ FAMILIES: dict[str, str] = {
     "vae.cvae": "studio.models.vae.cvae:ConditionalVAE",
     "vae.vqvae": "studio.models.vae.vqvae:VQVAE",
     "vae.hierarchical": "studio.models.vae.hierarchical:HierarchicalVAE",
+    "ae.kl": "studio.models.ae.kl:AutoencoderKLFamily",
     "flow.nice": "studio.models.flow.nice:NICE",
     "flow.realnvp": "studio.models.flow.realnvp:RealNVP",
     "flow.glow": "studio.models.flow.glow:Glow",

@@ -60,6 +60,10 @@ GROUP_PREFIXES = (
     # (heldout_psnr with heldout_psnr_bicubic) in one plot.
     ("heldout_psnr", "Held-out PSNR (dB)"),
     ("heldout_ssim", "Held-out SSIM"),
+    # An autoencoder's reconstructions and the statistics of its latent grid.
+    ("recon_psnr", "Reconstruction PSNR (dB)"),
+    ("latent_mean", "Latent mean and std"),
+    ("latent_std", "Latent mean and std"),
 )
 
 
