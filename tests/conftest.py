@@ -6,6 +6,10 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# One OpenMP thread, set before torch loads (torch.set_num_threads(1) alone leaves other
+# thread pools at their default): the tests that compare the studio's samples with plain
+# diffusers' in a subprocess (which has OMP_NUM_THREADS=1) need the same float reductions.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
