@@ -339,3 +339,21 @@ def test_a_run_from_before_the_residual_setting_resumes_and_loads_as_it_was(tmp_
     # The model the resumed run saved was built as the old run was.
     resumed = json.loads((run / "model" / MODEL_CONFIG).read_text())["config"]
     assert resumed["residual"] is False and resumed["prediction_type"] == "epsilon"
+
+
+def test_few_sampler_steps_by_default_here_and_in_compare():
+    """After a short run 1 to 4 steps score best (docs/quality.md): super-resolution's own
+    default, which the sampling options show and Compare uses, is 4, while DDPM keeps 20."""
+    from studio.engine.compare import CompareSettings
+    from studio.models.diffusion.ddpm import DDPM, DDPMConfig
+
+    model = tiny()
+    assert model.parse_sampling({"sampler": "dpm++"})[1] == 4
+    assert model.parse_sampling({"sampler": "ddim"})[1] == 4
+    assert model.parse_sampling({"sampler": "ddim", "steps": 9})[1] == 9
+    ddpm = DDPM(DDPMConfig(resolution=16, width=8, layers_per_block=1))
+    assert ddpm.parse_sampling({"sampler": "dpm++"})[1] == 20
+    settings = CompareSettings(runs=["a"])
+    assert settings.sampling_for("a", model.sampling_options)["steps"] == 4
+    assert settings.sampling_for("a", ddpm.sampling_options)["steps"] == 20
+    assert settings.sampling_for("a")["steps"] == 20

@@ -57,15 +57,25 @@ class CompareSettings:
     extractor_steps: int = 600
     cache_dir: Path | None = None  # default: studio.core.paths.cache_dir()
 
-    def sampling_for(self, run: str | Path) -> dict[str, Any]:
-        """The diffusion sampler and step count for ``run`` (a diffusion run uses both)."""
+    def sampling_for(self, run: str | Path, options: tuple[Any, ...] = ()) -> dict[str, Any]:
+        """The diffusion sampler and step count for ``run`` (a diffusion run uses both).
+        ``options``: the run's family's ``sampling_options``, whose "steps" default per
+        sampler (super-resolution's few steps) wins over the shared table."""
         over = self.overrides.get(str(run), {})
         sampler = str(over.get("sampler") or self.diffusion_sampler).lower()
         if sampler not in DIFFUSION_SAMPLERS:
             raise StudioError(
                 f"Unknown sampler {sampler!r}: choose one of {', '.join(DIFFUSION_SAMPLERS)}."
             )
-        steps = over.get("steps") or self.diffusion_steps or DEFAULT_DIFFUSION_STEPS[sampler]
+        family_default = next(
+            (o.default_for({"sampler": sampler}) for o in options if o.name == "steps"), None
+        )
+        steps = (
+            over.get("steps")
+            or self.diffusion_steps
+            or family_default
+            or DEFAULT_DIFFUSION_STEPS[sampler]
+        )
         return {"sampler": sampler, "steps": int(steps)}
 
     def to_dict(self) -> dict[str, Any]:
@@ -565,7 +575,7 @@ def _one_panel(
         k: v for k, v in over.items() if k in options and k in model.conditions and v is not None
     }
     if "sampler" in options:  # the run-wide sampler flags fill what the panel leaves unset
-        conditions.update(settings.sampling_for(settings.runs[i]))
+        conditions.update(settings.sampling_for(settings.runs[i], model.sampling_options))
     baseline = None
     if restores:  # its own inputs of the held-out images, and bicubic's upsampling of them
         assert targets is not None

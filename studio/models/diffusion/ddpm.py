@@ -402,7 +402,11 @@ class UNetDiffusion(DenoisingScore, GenerativeModel):
         name = str(given.get("sampler", DEFAULT_SAMPLER)).lower()
         if name not in SAMPLERS:
             raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
-        steps = int(given.get("steps", DEFAULT_STEPS[name]))
+        default = next(
+            (o.default_for({"sampler": name}) for o in self.sampling_options if o.name == "steps"),
+            None,
+        )
+        steps = int(given.get("steps", default or DEFAULT_STEPS[name]))
         if not 1 <= steps <= self.config.num_train_timesteps:
             raise ValueError(
                 f"steps must be between 1 and {self.config.num_train_timesteps}, got {steps}"
