@@ -227,7 +227,9 @@ def build_collection(
 def variant_settings(variant: str, steps: int, batch: int) -> dict[str, Any]:
     """The model settings of a grid variant at this budget."""
     # ADA's default speed (p from 0 to 1 in 100k images) is for runs of millions of images;
-    # here p may rise from 0 to 1 within a third of the budget.
+    # here p may rise from 0 to 1 within a third of the budget. That is fast: a generator that
+    # is still poor makes D look overfitted, and p can reach 1 while it is (docs/quality.md,
+    # issue 17's collapse hunt; benchmarks/gan_collapse.py).
     ada_kimg = max(1, round(steps * batch / 3 / 1000))
     grow = max(1, steps // 6)  # 8 px, fade 16, 16, fade 32, then the rest at 32 px
     return {

@@ -167,3 +167,36 @@ def test_the_training_log_says_when_auto_turns_augmentation_on(tmp_path):
     note = [line for line in lines if line.startswith("Augmentation:")]
     assert note and "adaptive (auto: the folder has 12 images, fewer than 5,000)" in note[0]
     assert "augment_p" in out.result.metrics
+
+
+@pytest.mark.parametrize("key", GANS)
+def test_the_generator_step_sees_its_fakes_through_the_augmentation(key):
+    """What issue 17's collapse hunt checked: every image D sees, real or fake, in both
+    networks' updates, goes through the same augmentation, and the generator's own update
+    differentiates through it (no detach on the way)."""
+    model = tiny_model(key)
+    model.config.augment = "fixed"
+    model.prepare_for_data(100)
+    x, labels = images(8), torch.arange(8) % 2
+    seen: list[tuple[bool, bool]] = []  # (through the augmentation at p = 1, G gets gradients)
+    see = model.see
+    g_params = [p for p in model.generator.parameters() if p.requires_grad]
+
+    def recording_see(images_in: Tensor, generator: torch.Generator) -> Tensor:
+        out = see(images_in, generator)
+        reaches_g = False
+        if out.requires_grad:
+            grads = torch.autograd.grad(
+                out.square().sum(), g_params, retain_graph=True, allow_unused=True
+            )
+            reaches_g = any(g is not None and g.abs().sum() > 0 for g in grads)
+        seen.append(
+            (float(model.augment_pipe.p) == 1.0 and not torch.equal(out, images_in), reaches_g)
+        )
+        return out
+
+    model.see = recording_see
+    model.train_step(Batch(x, labels), StepContext(0, torch.Generator().manual_seed(0)))
+    assert len(seen) >= 3 and all(augmented for augmented, _ in seen)
+    assert any(reaches_g for _, reaches_g in seen)  # the generator's update
+    assert not all(reaches_g for _, reaches_g in seen)  # D's update on reals and detached fakes
