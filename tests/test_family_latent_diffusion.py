@@ -623,8 +623,12 @@ def test_studio_export_of_a_latent_text_run_on_ae_kl(kl, flat_dir, tmp_path):
 
 
 def test_studio_export_of_a_latent_run_on_a_vqvae_says_the_decoder_stays(class_run, tmp_path):
+    """(Through the command line.)"""
+    from studio.cli.main import main
+
     out = tmp_path / "out"
-    _export(class_run, "diffusers", out)
+    argv = ["export", str(class_run), "--format", "diffusers", str(out), "--device", "cpu"]
+    assert main(argv) == 0
     names = {p.name for p in out.iterdir()}
     assert {"unet", "scheduler", "model_index.json", "class_names.json"} <= names
     assert "vae" not in names and "model.safetensors" not in names
