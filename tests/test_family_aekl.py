@@ -205,3 +205,22 @@ def test_psnr_and_the_latent_statistics_get_plots_of_their_own():
     assert group_of("recon_psnr") not in (LOSSES, group_of("latent_std"))
     assert group_of("latent_mean") == group_of("latent_std") != LOSSES
     assert all(group_of(name) == LOSSES for name in ("l1", "mse", "kl", "gan_g", "perceptual"))
+
+
+def test_the_optional_hooks_latent_diffusion_uses_are_plain_diffusers():
+    """``diffusers_vae()`` is the AutoencoderKL itself, ``encode_posterior`` its posterior's
+    mean and std, and ``decode_from_grid`` exactly plain diffusers' ``vae.decode(z).sample
+    .clamp(-1, 1)`` (a loaded model is in eval mode; train mode differs in the last bits)."""
+    model = tiny()
+    vae = model.diffusers_vae()
+    assert vae is model.vae
+    x = images()
+    mean, std = model.encode_posterior(x)
+    z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * 3.0
+    ours = model.decode_from_grid(z)
+    vae.eval()
+    with torch.no_grad():
+        posterior = vae.encode(x).latent_dist
+        plain = vae.decode(z).sample.clamp(-1, 1)
+    assert torch.equal(mean, posterior.mean) and torch.equal(std, posterior.std)
+    assert torch.equal(ours, plain)

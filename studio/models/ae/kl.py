@@ -304,10 +304,24 @@ class AutoencoderKLFamily(LatentInpainting, GenerativeModel):
         return mean + posterior.std.float() * eps.to(mean.device)
 
     @torch.no_grad()
+    def encode_posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The Gaussian posterior's mean and standard deviation for each image (latent
+        diffusion stores both once and draws a fresh sample each step)."""
+        with eval_mode(self):
+            posterior = self.vae.encode(images.to(self.device).float()).latent_dist
+        return posterior.mean.float(), posterior.std.float()
+
+    @torch.no_grad()
     def decode_from_grid(self, latents: Tensor) -> Tensor:
+        """Exactly plain diffusers' ``vae.decode(latents).sample.clamp(-1, 1)`` (fp32)."""
         with eval_mode(self):
             out = self.vae.decode(latents.to(self.device).float()).sample
         return out.float().clamp(-1, 1)
+
+    def diffusers_vae(self) -> nn.Module:
+        """The network as the diffusers ``AutoencoderKL`` it is (a latent diffusion run saves
+        it as its ``vae/``, with its own scaling factor)."""
+        return self.vae
 
     # -- the latent protocol (studio.models.capabilities.LatentFamily) ---------------------------
     def latent_spec(self) -> LatentSpec:

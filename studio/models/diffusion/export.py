@@ -29,6 +29,7 @@ the images are bit-for-bit the studio's.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from studio.models.export import (
     ExportContext,
     ExportNotes,
     cpu_tensors,
+    export_saved_layout,
     save_tensors,
 )
 
@@ -137,29 +139,8 @@ def export_diffusion(
         atomic.write_json(folder / "model_index.json", index)
     if nc:
         atomic.write_json(folder / CLASS_NAMES_FILE, _class_record(model, context))
-    not_included = []
+    not_included = _write_text_encoder(model, folder, text) if caption else []
     details = []
-    if caption and text is not None:
-        encoder = model.ema["text"]
-        (folder / TEXT_FOLDER).mkdir()
-        save_tensors(
-            folder / TEXT_FOLDER / WEIGHTS_FILE,
-            cpu_tensors(encoder.state_dict()),
-            {"format": "studio-small-text-encoder"},
-        )
-        atomic.write_json(folder / TEXT_FOLDER / CONFIG_FILE, text)
-        atomic.write_json(folder / TEXT_FOLDER / VOCABULARY_FILE, list(model.tokenizer.itos))
-        not_included.append(
-            "The text encoder's code: Studio's small word-level encoder is no diffusers or "
-            "transformers class. Its weights, shape, tokenizer rules and vocabulary are in "
-            "text_encoder/, enough to rebuild it in plain torch (the usage above does)."
-        )
-    elif caption:
-        not_included.append(
-            "The text encoder: the run read a pretrained CLIP text encoder, frozen, from "
-            f"{model.config.text_encoder_path}; load it from there (CLIPTextModel and "
-            "CLIPTokenizer, padding to the tokenizer's max length)."
-        )
     if nc and name == "unet":
         details.append(
             "`DDPMPipeline.from_pretrained` loads this folder (`pipe.unet`, `pipe.scheduler`), "
@@ -195,6 +176,112 @@ def export_diffusion(
     )
 
 
+def _write_text_encoder(model: Any, folder: Path, text: dict[str, Any] | None) -> list[str]:
+    """A caption model's small text encoder as ``text_encoder/`` (EMA weights, config,
+    vocabulary); returns the card's lines on what does not carry over."""
+    if text is None:
+        return [
+            "The text encoder: the run read a pretrained CLIP text encoder, frozen, from "
+            f"{model.config.text_encoder_path}; load it from there (CLIPTextModel and "
+            "CLIPTokenizer, padding to the tokenizer's max length)."
+        ]
+    encoder = model.ema["text"]
+    (folder / TEXT_FOLDER).mkdir()
+    save_tensors(
+        folder / TEXT_FOLDER / WEIGHTS_FILE,
+        cpu_tensors(encoder.state_dict()),
+        {"format": "studio-small-text-encoder"},
+    )
+    atomic.write_json(folder / TEXT_FOLDER / CONFIG_FILE, text)
+    atomic.write_json(folder / TEXT_FOLDER / VOCABULARY_FILE, list(model.tokenizer.itos))
+    return [
+        "The text encoder's code: Studio's small word-level encoder is no diffusers or "
+        "transformers class. Its weights, shape, tokenizer rules and vocabulary are in "
+        "text_encoder/, enough to rebuild it in plain torch (the usage above does)."
+    ]
+
+
+def export_latent(
+    model: Any,
+    folder: Path,
+    fmt: str,
+    context: ExportContext,
+    vae: nn.Module | None,
+    caption: bool = False,
+) -> ExportNotes:
+    """The ``diffusers`` or ``safetensors`` export of a latent diffusion model, whose
+    ``save()`` already writes a diffusers folder (network, scheduler, ``vae/`` when the
+    autoencoder is a diffusers model, ``model_index.json``): that layout without the studio's
+    own weights file, plus class names or the small text encoder; ``vae`` is the autoencoder
+    as a diffusers model, or None (its decoder stays in the studio)."""
+    folder = Path(folder)
+    name, net = _network(model)
+    nc = int(getattr(model.config, "num_classes", 0)) if not caption else 0
+    text = _text_record(model) if caption else None
+    scale = float(model.latent_scale())
+    if fmt == "safetensors":
+        return _export_single(model, folder, name, net, nc, text, context, vae, scale)
+    if fmt != "diffusers":
+        raise ValueError(f"{model.info.display_name} does not export as {fmt}")
+    export_saved_layout(model, folder, skip=(WEIGHTS_FILE,))
+    if nc:
+        atomic.write_json(folder / CLASS_NAMES_FILE, _class_record(model, context))
+    not_included = _write_text_encoder(model, folder, text) if caption else []
+    cls = type(net).__name__
+    _, channels, side, _ = model.sample_shape(1)
+    shape = f"n, {channels}, {side}, {side}"
+    if vae is not None:
+        finish = [
+            "from diffusers import AutoencoderKL"
+            if type(vae).__name__ == "AutoencoderKL"
+            else f"from diffusers import {type(vae).__name__}",
+            f'vae = {type(vae).__name__}.from_pretrained("EXPORT", subfolder="vae").eval()',
+            "with torch.no_grad():  # x: the scaled latents",
+            "    x = vae.decode(x / vae.config.scaling_factor).sample",
+            IMAGES_LINE,
+        ]
+    else:
+        finish = [
+            f"# x: the scaled latents; the images are the autoencoder run's decoder applied "
+            f"to x / {scale!r}",
+        ]
+        not_included.append(
+            f"The autoencoder ({model.config.autoencoder}): its family writes no diffusers "
+            "model, so the latents are decoded by that run in Studio; export it too "
+            f"(the scaling factor, {scale!r}, is `_studio_scaling_factor` in model_index.json)."
+        )
+    details = [
+        "`model_index.json` lists the components; no diffusers pipeline takes them under "
+        "these names, so load them one by one and sample with the loop above.",
+        f"The latents are the autoencoder's times the scaling factor {scale!r} "
+        "(`vae/config.json`'s `scaling_factor` where there is a `vae/`): divide before decoding.",
+    ]
+    if model.uses_dit() and not caption:
+        details.append(
+            "DiT always takes a class label: "
+            + (
+                f"the null class is label {nc}."
+                if nc
+                else "an unconditional model has one class, label 0, always given."
+            )
+        )
+    layout = (
+        f"`{name}/` ({cls}, EMA weights), `scheduler/` (DDPMScheduler)"
+        + (f", `vae/` ({type(vae).__name__}, with the scaling factor)" if vae is not None else "")
+        + ", `model_index.json` in diffusers' layout"
+    )
+    if nc:
+        layout += f", `{CLASS_NAMES_FILE}` (class names, null class, default guidance)"
+    if text is not None:
+        layout += ", `text_encoder/` (weights, config, vocabulary)"
+    return ExportNotes(
+        layout=layout + ".",
+        usage=usage_text(model, name, cls, nc, caption, text, shape, finish),
+        not_included=tuple(not_included),
+        details=tuple(details),
+    )
+
+
 def _export_single(
     model: Any,
     folder: Path,
@@ -203,10 +290,14 @@ def _export_single(
     nc: int,
     text: dict[str, Any] | None,
     context: ExportContext,
+    vae: nn.Module | None = None,
+    scale: float | None = None,
 ) -> ExportNotes:
     tensors = cpu_tensors(net.state_dict(), f"{name}.")
     if text is not None:
         tensors.update(cpu_tensors(model.ema["text"].state_dict(), f"{TEXT_FOLDER}."))
+    if vae is not None:
+        tensors.update(cpu_tensors(vae.state_dict(), "vae."))
     save_tensors(folder / WEIGHTS_FILE, tensors, {"family": model.info.key, "weights": "ema"})
     config: dict[str, Any] = {
         "family": model.info.key,
@@ -218,6 +309,11 @@ def _export_single(
         config["classes"] = _class_record(model, context)
     if text is not None:
         config["text_encoder"] = {**text, "vocabulary": list(model.tokenizer.itos)}
+    if scale is not None:
+        config["scaling_factor"] = scale
+    if vae is not None:
+        vae_config = {**dict(vae.config), "scaling_factor": scale}  # type: ignore[arg-type]
+        config["vae"] = {"class": type(vae).__name__, "config": vae_config}
     atomic.write_json(folder / CONFIG_FILE, json.loads(json.dumps(config, default=_plain)))
     usage = (
         "import json, diffusers\n"
@@ -234,10 +330,13 @@ def _export_single(
         layout=f"`{WEIGHTS_FILE}`: the EMA network (`{name}.*`, diffusers' "
         f"{type(net).__name__} names)"
         + (" and the text encoder (`text_encoder.*`)" if text is not None else "")
+        + (f", the autoencoder (`vae.*`, {type(vae).__name__})" if vae is not None else "")
         + f"; `{CONFIG_FILE}`: the network's and the scheduler's diffusers configs and the "
         "run's model settings"
         + (", class names and null class" if nc else "")
         + (", the text encoder's shape and vocabulary" if text is not None else "")
+        + (", the latent scaling factor" if scale is not None else "")
+        + (" and the autoencoder's diffusers config" if vae is not None else "")
         + ".",
         usage=usage,
     )
@@ -252,14 +351,25 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+IMAGES_LINE = "images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)"
+
+
 def usage_text(
-    model: Any, name: str, cls: str, nc: int, caption: bool, text: dict[str, Any] | None
+    model: Any,
+    name: str,
+    cls: str,
+    nc: int,
+    caption: bool,
+    text: dict[str, Any] | None,
+    shape: str | None = None,
+    finish: Sequence[str] | None = None,
 ) -> str:
-    """Plain diffusers that samples the export as the studio's DDIM sampler does."""
+    """Plain diffusers that samples the export as the studio's DDIM sampler does (``shape``
+    and ``finish``, the lines after the loop: a latent model's grid and its decoding)."""
     c = model.config
-    shape = f"n, {c.channels}, {c.resolution}, {c.resolution}"
+    shape = shape or f"n, {c.channels}, {c.resolution}, {c.resolution}"
     if caption:
-        return _caption_usage(model, name, cls, shape, text)
+        return _caption_usage(model, name, cls, shape, text, finish)
     lines = [
         "import torch",
         f"from diffusers import DDIMScheduler, {cls}",
@@ -299,9 +409,9 @@ def usage_text(
         lines.append("        out = net(x_in, timestep=t.expand(n)).sample")
     lines += [
         "        x = scheduler.step(out, t, x, generator=g).prev_sample",
-        "images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)",
+        *(finish if finish is not None else [IMAGES_LINE]),
     ]
-    if name == "unet" and not nc:
+    if name == "unet" and not nc and finish is None:
         lines += [
             "",
             "# or diffusers' own pipeline (DDPM's full chain, as studio sample --sampler ddpm):",
@@ -311,7 +421,14 @@ def usage_text(
     return "\n".join(lines)
 
 
-def _caption_usage(model: Any, name: str, cls: str, shape: str, text: dict[str, Any] | None) -> str:
+def _caption_usage(
+    model: Any,
+    name: str,
+    cls: str,
+    shape: str,
+    text: dict[str, Any] | None,
+    finish: Sequence[str] | None = None,
+) -> str:
     c = model.config
     lines = [
         "import json, re, torch",
@@ -386,6 +503,6 @@ def _caption_usage(model: Any, name: str, cls: str, shape: str, text: dict[str, 
         "        cond, uncond = both.chunk(2)",
         "        out = uncond + guidance * (cond - uncond)",
         "        x = scheduler.step(out, t, x, generator=g).prev_sample",
-        "images = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)",
+        *(finish if finish is not None else [IMAGES_LINE]),
     ]
     return "\n".join(lines)

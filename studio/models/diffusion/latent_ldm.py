@@ -73,8 +73,10 @@ from studio.models.diffusion.ddpm import (
     _save_unet,
     build_scheduler,
 )
+from studio.models.diffusion.export import export_latent
 from studio.models.diffusion.scoring import SCORE_LEVELS
 from studio.models.diffusion.text import TextDiffusion, TextDiffusionConfig
+from studio.models.export import ExportContext, ExportNotes
 
 AUTOENCODER = "autoencoder"
 REQUIRES = RunRequirement(
@@ -365,6 +367,15 @@ class FirstStage:
             error_map=error.cpu(),
             reconstruction=shown.cpu(),
         )
+
+    # -- export (studio export) ---------------------------------------------------------------
+    def export_files(self, folder: Path, fmt: str, context: ExportContext) -> ExportNotes:
+        """The saved diffusers layout without ``model.safetensors`` (the studio's own raw
+        weights), plus class names or the text encoder (``--format diffusers``); or one
+        safetensors file with the EMA network, the diffusers autoencoder and the factor."""
+        caption = isinstance(self, TextDiffusion)
+        vae = diffusers_vae(self.autoencoder)
+        return export_latent(self, folder, fmt, context, vae, caption=caption)
 
     # -- persistence -------------------------------------------------------------------------
     def export_network(self) -> nn.Module:
