@@ -233,6 +233,8 @@ def run_family(
     extractor: FeatureExtractor,
 ) -> dict[str, Any]:
     plan = plan_for(key, args.set)
+    if getattr(args, "batch", None):
+        plan = replace(plan, batch_size=args.batch)
     overrides, dropped = _model_overrides(key, plan, args.steps)
     row: dict[str, Any] = {"family": key, "batch_size": plan.batch_size, "model": overrides}
     base_run = None
@@ -442,6 +444,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--docs-dir", type=Path, default=Path("docs"))
     ap.add_argument("--samples", type=int, help="samples per model (default 256, quick 64)")
     ap.add_argument("--extractor-steps", type=int, help="default 600, quick 100")
+    ap.add_argument("--batch", type=int, help="batch size for every family (default: its plan's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument(
