@@ -322,3 +322,10 @@ def test_a_failure_mid_export_leaves_nothing_behind(tmp_path, trained_run, monke
     with pytest.raises(StudioError, match="No space left"):
         export(trained_run, "diffusers", tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+
+
+def test_a_class_conditional_run_keeps_its_class_names_beside_the_weights(trained_run):
+    """The run's own model/ folder, not only an export, names the classes and the null class
+    (docs: "Leaving the studio")."""
+    record = json.loads((trained_run / "model" / "class_names.json").read_text(encoding="utf-8"))
+    assert record["class_names"] == ["class_0", "class_1"] and record["null_class"] == 2

@@ -51,6 +51,7 @@ from studio.engine.schedule import StepRunner
 from studio.engine.speed import apply_speed, release_freed_memory
 from studio.models.base import Capability, GenerativeModel
 from studio.models.base_runs import verify_base_records
+from studio.models.export import ExportContext
 from studio.models.registry import get_family
 
 
@@ -327,6 +328,7 @@ class _Trainer:
         continual: Continual | None = None,
     ) -> None:
         self.run, self.token, self.config, self.model = run, token, config, model
+        self.class_names = tuple(str(c) for c in data.dataset.class_names)
         self.continual = continual
         self.device, self.distributed = device, distributed
         self.seed = distributed.seed(config.seed)
@@ -507,6 +509,7 @@ class _Trainer:
             state = {"throughput": self.throughput, "grad_scalers": self.runner.scaler_state()}
             ckpt.save_checkpoint(self.run.state_dir, self.model, step, state)
             self.model.save(self.run.model_dir)
+            self.model.save_run_files(self.run.model_dir, ExportContext(self.class_names))
         self.distributed.barrier()
         return Progress("train", step, self.total, message=f"Checkpoint saved at step {step}")
 

@@ -180,6 +180,11 @@ class GenerativeModel(nn.Module):
             base._apply(fn, recurse)
         return self
 
+    def save_run_files(self, folder: Path, context: Any) -> None:
+        """Files for a run's ``model/`` folder that need what the run knows and the model does
+        not (``context``: a :class:`studio.models.export.ExportContext`, the class names),
+        written by the trainer after :meth:`save`. Default: none."""
+
     def training_features(self, images: Tensor) -> Tensor | None:
         """What the family wants computed once per training image instead of at every step
         (``images``: a chunk of training images in [-1, 1] on the device; the trainer calls

@@ -58,7 +58,7 @@ from studio.models.diffusion.dit import (
     ClassDiT,
     check_dit_config,
 )
-from studio.models.diffusion.export import export_diffusion
+from studio.models.diffusion.export import CLASS_NAMES_FILE, class_record, export_diffusion
 from studio.models.diffusion.inpaint import DiffusionInpainting
 from studio.models.diffusion.latent import DDIMLatent
 from studio.models.diffusion.samplers import (
@@ -545,6 +545,12 @@ class DDPM(DDIMLatent, DiffusionInpainting, UNetDiffusion):
         return x.clamp(-1, 1) if clip else x
 
     # -- export: diffusers folders (studio export) ---------------------------------------------
+    def save_run_files(self, folder: Path, context: ExportContext) -> None:
+        """A class-conditional run's ``model/`` folder gets ``class_names.json`` (the names in
+        label order and the null class of guidance), as its export does."""
+        if int(getattr(self.config, "num_classes", 0)) > 0:
+            atomic.write_json(Path(folder) / CLASS_NAMES_FILE, class_record(self, context))
+
     export_formats = ("diffusers", "safetensors")
 
     def export_files(self, folder: Path, fmt: str, context: ExportContext) -> ExportNotes:

@@ -69,7 +69,7 @@ def _network(model: Any) -> tuple[str, nn.Module]:
     return "unet", ema
 
 
-def _class_record(model: Any, context: ExportContext) -> dict[str, Any]:
+def class_record(model: Any, context: ExportContext) -> dict[str, Any]:
     nc = int(getattr(model.config, "num_classes", 0))
     names = list(context.class_names)[:nc] if nc else []
     names += [str(i) for i in range(len(names), nc)]
@@ -138,7 +138,7 @@ def export_diffusion(
             index["vae"] = [None, None]  # pixel space: no VAE (load with vae=None)
         atomic.write_json(folder / "model_index.json", index)
     if nc:
-        atomic.write_json(folder / CLASS_NAMES_FILE, _class_record(model, context))
+        atomic.write_json(folder / CLASS_NAMES_FILE, class_record(model, context))
     not_included = _write_text_encoder(model, folder, text) if caption else []
     details = []
     if nc and name == "unet":
@@ -225,7 +225,7 @@ def export_latent(
         raise ValueError(f"{model.info.display_name} does not export as {fmt}")
     export_saved_layout(model, folder, skip=(WEIGHTS_FILE,))
     if nc:
-        atomic.write_json(folder / CLASS_NAMES_FILE, _class_record(model, context))
+        atomic.write_json(folder / CLASS_NAMES_FILE, class_record(model, context))
     not_included = _write_text_encoder(model, folder, text) if caption else []
     cls = type(net).__name__
     _, channels, side, _ = model.sample_shape(1)
@@ -306,7 +306,7 @@ def _export_single(
         "settings": model.config.to_dict(),
     }
     if nc:
-        config["classes"] = _class_record(model, context)
+        config["classes"] = class_record(model, context)
     if text is not None:
         config["text_encoder"] = {**text, "vocabulary": list(model.tokenizer.itos)}
     if scale is not None:
