@@ -60,7 +60,7 @@ ADDED = {
     'gan.wgan_gp': {**_AUGMENT, **_GROWING}, 'gan.stylegan': _GROWING,
     'diffusion.ddpm': _DIT, 'diffusion.text': _DIT,
     # (issue 18: super-resolution learns the residual over bicubic; an old config does not)
-    'i2i.superres': {'residual': False, 'residual_scale': 2.0},
+    'i2i.superres': {'residual': False, 'residual_scale': 2.0, **_DIT},  # + its DiT backbone
 }
 # Defaults changed on purpose since: a new run gets these, an old config keeps its saved
 # values (and a setting it lacks loads as its ``legacy_defaults`` value, as ADDED shows).

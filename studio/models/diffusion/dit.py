@@ -99,25 +99,28 @@ def zero_init(net: nn.Module) -> nn.Module:
 class ClassDiT(nn.Module):
     """``DiTTransformer2DModel`` behind ``UNet2DModel``'s call: no labels = the null class."""
 
-    def __init__(self, c: Any) -> None:
+    def __init__(self, c: Any, in_channels: int = 0) -> None:
+        """``in_channels``: 0 = the image's; super-resolution stacks its upsampled input beside
+        the noisy image (twice the channels). A config without classes is unconditional."""
         super().__init__()
         layers, heads, head_dim = dit_shape(c)
+        num_classes = int(getattr(c, "num_classes", 0))
         self.net = DiTTransformer2DModel(
             num_attention_heads=heads,
             attention_head_dim=head_dim,
-            in_channels=c.channels,
+            in_channels=in_channels or c.channels,
             out_channels=c.channels,
             num_layers=layers,
             dropout=c.dropout,
             sample_size=c.resolution,
             patch_size=c.patch_size,
-            num_embeds_ada_norm=c.num_classes,  # + diffusers' null row at index num_classes
+            num_embeds_ada_norm=num_classes,  # + diffusers' null row at index num_classes
         )
         for module in self.net.modules():  # the family drops labels itself (see the module doc)
             if hasattr(module, "dropout_prob") and hasattr(module, "embedding_table"):
                 module.dropout_prob = 0.0
         zero_init(self.net)
-        self.null_class = c.num_classes
+        self.null_class = num_classes
 
     def forward(self, sample: Tensor, timestep: Any, class_labels: Tensor | None = None) -> Any:
         n = sample.shape[0]

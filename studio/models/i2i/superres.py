@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 from diffusers.utils.constants import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from studio.models.base import (
     Batch,
@@ -61,6 +61,13 @@ from studio.models.diffusion.ddpm import (
     auto_mults,
     build_scheduler,
     step_rng,
+)
+from studio.models.diffusion.dit import (
+    BACKBONES,
+    DIT_SIZES,
+    PATCH_SIZES,
+    ClassDiT,
+    check_dit_config,
 )
 from studio.models.diffusion.samplers import SAMPLING_OPTIONS, denoise_iter
 
@@ -108,6 +115,32 @@ class SuperResConfig(ModelConfig):
         help="self-attention at maps this small or smaller; 0 = none (any input size stays cheap)",
         choices=(0, 4, 8, 16, 32),
     )
+    backbone: str = setting(
+        "unet",
+        label="Network",
+        help="unet (convolutional, the default) or dit (a diffusion transformer on patches of "
+        "the noisy image and the upsampled input)",
+        choices=BACKBONES,
+    )
+    dit_size: str = setting(
+        "S",
+        label="DiT size",
+        help="S (12 layers, width 384) or B (12 layers, width 768); dit only",
+        choices=tuple(DIT_SIZES),
+    )
+    patch_size: int = setting(
+        4,
+        label="Patch size",
+        help="pixels per side of one DiT token (of the output); must divide the resolution",
+        choices=PATCH_SIZES,
+    )
+    dit_layers: int = setting(
+        0, label="DiT layers", help="0 = the size's; dit only", minimum=0, maximum=48
+    )
+    dit_width: int = setting(
+        0, label="DiT width", help="0 = the size's (heads of 64); dit only", minimum=0,
+        maximum=2048,
+    )  # fmt: skip
     dropout: float = setting(0.0, label="Dropout", minimum=0.0, maximum=0.5)
     num_train_timesteps: int = setting(
         1000,
@@ -174,9 +207,16 @@ class SuperResConfig(ModelConfig):
             raise ValueError(f"beta_schedule must be one of {', '.join(SCHEDULES)}")
         if self.prediction_type not in SR_PREDICTIONS:
             raise ValueError(f"prediction_type must be one of {', '.join(SR_PREDICTIONS)}")
+        check_dit_config(self)
 
     def mults(self) -> tuple[int, ...]:
         return auto_mults(self.resolution)
+
+
+def build_network(c: SuperResConfig) -> nn.Module:
+    """The denoiser: the UNet, or with ``backbone=dit`` a DiT, each taking twice the image's
+    channels (the noisy image and the upsampled input) and unconditional otherwise."""
+    return ClassDiT(c, in_channels=2 * c.channels) if c.backbone == "dit" else build_unet(c)
 
 
 def build_unet(c: SuperResConfig) -> UNet2DModel:
@@ -304,10 +344,11 @@ class SuperRes(UNetDiffusion):
 
     def __init__(self, config: SuperResConfig) -> None:
         super().__init__(config)  # type: ignore[arg-type]
-        self.unet = build_unet(config)
-        if config.residual and config.prediction_type == "sample":
+        self.unet = build_network(config)  # named unet whichever the backbone, as DDPM's
+        if config.residual and config.prediction_type == "sample" and config.backbone != "dit":
             # The last layer starts at zero: the fresh model predicts a zero residual, i.e.
-            # returns the bicubic upsample, and training moves it from there.
+            # returns the bicubic upsample, and training moves it from there (a DiT's output
+            # projection starts at zero already: adaLN-zero).
             torch.nn.init.zeros_(self.unet.conv_out.weight)
             torch.nn.init.zeros_(self.unet.conv_out.bias)
         self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
@@ -352,6 +393,8 @@ class SuperRes(UNetDiffusion):
 
     # -- sampling ------------------------------------------------------------------------
     def _levels_multiple(self) -> int:
+        if self.uses_dit():  # whole patches
+            return self.config.patch_size
         return 2 ** (len(self.config.mults()) - 1)
 
     @torch.no_grad()
@@ -374,9 +417,13 @@ class SuperRes(UNetDiffusion):
         )
         cond = upsample(x, c.scale)
         h, w = cond.shape[-2:]
-        # The UNet halves the map at each level: pad (reflecting) to a multiple, crop after.
+        # The UNet halves the map at each level (a DiT cuts whole patches): pad (reflecting) to
+        # a multiple, crop after.
         m = self._levels_multiple()
         ph, pw = -h % m, -w % m
+        if self.uses_dit():  # diffusers' DiT unpatchifies square token grids only
+            side = max(h + ph, w + pw)
+            ph, pw = side - h, side - w
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
             cond = F.pad(cond, (0, pw, 0, ph), mode=mode)
@@ -419,8 +466,13 @@ class SuperRes(UNetDiffusion):
         folder = Path(folder)
         meta = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))
         model = cls(cls.Config.from_saved(meta["config"]))
-        ema = load_file(str(folder / "unet" / SAFETENSORS_WEIGHTS_NAME), device="cpu")
-        model.ema_unet.load_state_dict(ema)
-        raw_path = folder / "unet_raw" / SAFETENSORS_WEIGHTS_NAME
-        model.unet.load_state_dict(load_file(str(raw_path)) if raw_path.exists() else ema)
+        dit = model.uses_dit()
+        name = "transformer" if dit else "unet"  # as DDPM.save writes them
+        ema_net, raw_net = (
+            (model.ema_unet.net, model.unet.net) if dit else (model.ema_unet, model.unet)
+        )
+        ema = load_file(str(folder / name / SAFETENSORS_WEIGHTS_NAME), device="cpu")
+        ema_net.load_state_dict(ema)
+        raw_path = folder / f"{name}_raw" / SAFETENSORS_WEIGHTS_NAME
+        raw_net.load_state_dict(load_file(str(raw_path)) if raw_path.exists() else ema)
         return model.to(device)
