@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QValidator
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -83,6 +83,12 @@ class FloatSpinBox(QDoubleSpinBox):
 
     def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt override
         return format_number(value)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        """Qt sizes the box for its range's ends ("0" and "0.5"), which leaves no room for a
+        value between them ("0.15" showed as "0."): two more digits' width."""
+        hint = super().sizeHint()
+        return QSize(hint.width() + self.fontMetrics().horizontalAdvance("00"), hint.height())
 
     def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt override
         try:
@@ -238,7 +244,15 @@ class SettingsForm(QWidget):
             for f in dataclasses.fields(config_cls)
             if f.metadata.get("label") and f.name not in hidden
         ]
-        fields.sort(key=lambda f: not f.metadata.get("main", False))  # stable: keeps order
+        # Main settings first, and among them the runs this one builds on (a latent diffusion's
+        # autoencoder, declared by a subclass after its parent's fields): nothing else means
+        # much until that is chosen. Stable: otherwise the declared order.
+        fields.sort(
+            key=lambda f: (
+                not f.metadata.get("main", False),
+                not isinstance(f.metadata.get("run"), RunRequirement),
+            )
+        )
         for f in fields:
             default = _default_of(f)
             widget = self._make_widget(f, default)

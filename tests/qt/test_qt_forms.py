@@ -151,3 +151,28 @@ def test_every_registered_family_gets_a_working_form(qtbot, key: str) -> None:
         default = getattr(defaults, name)
         assert value == (pytest.approx(default) if isinstance(value, float) else default), name
     assert isinstance(config, family.Config)
+
+
+def test_the_run_a_family_builds_on_comes_first_even_when_a_subclass_declares_it(qtbot):
+    """diffusion.latent_text declares its autoencoder after TextDiffusion's fields; the form
+    still shows it first (nothing else means much until it is chosen)."""
+    from PySide6.QtWidgets import QFormLayout
+
+    from studio.models.registry import get_family
+
+    form = SettingsForm(get_family("diffusion.latent_text").Config)
+    qtbot.addWidget(form)
+    main = form.findChildren(QFormLayout)[0]
+    first = main.itemAt(0, QFormLayout.ItemRole.FieldRole).widget()
+    assert first.objectName() == "setting_autoencoder"
+
+
+def test_a_float_box_has_room_for_values_between_its_ends(qtbot):
+    box = FloatSpinBox(0.0, 0.5)
+    qtbot.addWidget(box)
+    box.setValue(0.15)
+    box.resize(box.sizeHint())  # what a form gives it
+    box.show()
+    qtbot.waitExposed(box)
+    assert box.text() == "0.15"
+    assert box.lineEdit().width() >= box.fontMetrics().horizontalAdvance("0.15") + 4
