@@ -52,6 +52,7 @@ from studio.core.imaging import make_grid  # noqa: E402
 from studio.core.jobs import CancelToken, run_sync  # noqa: E402
 from studio.core.paths import cache_dir  # noqa: E402
 from studio.engine.device import resolve_device  # noqa: E402
+from studio.engine.feature_extractor import FeatureExtractor  # noqa: E402
 from studio.engine.metrics import evaluate_samples, get_feature_extractor  # noqa: E402
 from studio.engine.runs import RunFolder, TrainConfig  # noqa: E402
 from studio.engine.sample import load_run_model, sample_job  # noqa: E402
@@ -369,6 +370,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--extractor-steps", type=int, default=600)
+    ap.add_argument(
+        "--extractor",
+        type=Path,
+        help="a saved extractor's folder (from the cache of an earlier run): rows comparable "
+        "with that run's even when the folders were rebuilt (their fingerprint changes)",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
@@ -405,22 +412,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Cannot read {folder}: {loaded.error}", file=sys.stderr)
             return 1
         data[part] = loaded.result
-    fitted = run_sync(
-        get_feature_extractor(
-            data[max(SIZES)],
-            RESOLUTION,
-            cache_dir(),
-            steps=args.extractor_steps,
-            seed=SEED,
-            device=args.device,
-        ),
-        None,
-        quality._printer("features"),
-    )
-    if not fitted.ok:
-        print(f"Feature extractor failed: {fitted.error}", file=sys.stderr)
-        return 1
-    extractor = fitted.result
+    if args.extractor:
+        extractor = FeatureExtractor.load(args.extractor, args.device)
+        print(f"  [features] Loaded {extractor.describe()} from {args.extractor}")
+    else:
+        fitted = run_sync(
+            get_feature_extractor(
+                data[max(SIZES)],
+                RESOLUTION,
+                cache_dir(),
+                steps=args.extractor_steps,
+                seed=SEED,
+                device=args.device,
+            ),
+            None,
+            quality._printer("features"),
+        )
+        if not fitted.ok:
+            print(f"Feature extractor failed: {fitted.error}", file=sys.stderr)
+            return 1
+        extractor = fitted.result
     meta = {
         "argv": "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv)),
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
