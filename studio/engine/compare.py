@@ -67,9 +67,9 @@ class CompareSettings:
             raise StudioError(
                 f"Unknown sampler {sampler!r}: choose one of {', '.join(DIFFUSION_SAMPLERS)}."
             )
-        family_default = next(
-            (o.default_for({"sampler": sampler}) for o in options if o.name == "steps"), None
-        )
+        from studio.models.capabilities import option_default
+
+        family_default = option_default(options, "steps", {"sampler": sampler})
         steps = (
             over.get("steps")
             or self.diffusion_steps

@@ -30,7 +30,7 @@ The engine and the window never ask *which* family a model is; they ask what it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -68,6 +68,12 @@ class SamplingOption:
             table = dict(self.defaults)
             return table.get(values.get(self.defaults_by), self.default)
         return self.default
+
+
+def option_default(options: Sequence[SamplingOption], name: str, values: dict[str, Any]) -> Any:
+    """The default of the option ``name`` among a family's ``options`` given the other
+    options' ``values`` (a family's steps for a sampler); None when it declares no such option."""
+    return next((o.default_for(values) for o in options if o.name == name), None)
 
 
 TEMPERATURE = SamplingOption(

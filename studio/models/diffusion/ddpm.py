@@ -50,13 +50,16 @@ from studio.models.base import (
     eval_mode,
     setting,
 )
+from studio.models.capabilities import option_default
 from studio.models.configs import learning_rate, lr_warmup, network_width
 from studio.models.diffusion.dit import (
-    BACKBONES,
-    DIT_SIZES,
-    PATCH_SIZES,
     ClassDiT,
+    backbone_setting,
     check_dit_config,
+    dit_layers_setting,
+    dit_size_setting,
+    dit_width_setting,
+    patch_size_setting,
 )
 from studio.models.diffusion.export import CLASS_NAMES_FILE, class_record, export_diffusion
 from studio.models.diffusion.inpaint import DiffusionInpainting
@@ -106,32 +109,15 @@ class DDPMConfig(ModelConfig):
         help="self-attention at maps this small or smaller; 0 = none",
         choices=(0, 4, 8, 16, 32),
     )
-    backbone: str = setting(
-        "unet",
-        label="Network",
-        help="unet (convolutional, the default) or dit (a diffusion transformer on patches)",
-        choices=BACKBONES,
-        main=True,
+    backbone: str = backbone_setting(
+        "unet (convolutional, the default) or dit (a diffusion transformer on patches)", main=True
     )
-    dit_size: str = setting(
-        "S",
-        label="DiT size",
-        help="S (12 layers, width 384) or B (12 layers, width 768); dit only",
-        choices=tuple(DIT_SIZES),
+    dit_size: str = dit_size_setting()
+    patch_size: int = patch_size_setting(
+        "pixels per side of one DiT token; 2 is finer and slower; must divide the resolution"
     )
-    patch_size: int = setting(
-        4,
-        label="Patch size",
-        help="pixels per side of one DiT token; 2 is finer and slower; must divide the resolution",
-        choices=PATCH_SIZES,
-    )
-    dit_layers: int = setting(
-        0, label="DiT layers", help="0 = the size's; dit only", minimum=0, maximum=48
-    )
-    dit_width: int = setting(
-        0, label="DiT width", help="0 = the size's (heads of 64); dit only", minimum=0,
-        maximum=2048,
-    )  # fmt: skip
+    dit_layers: int = dit_layers_setting()
+    dit_width: int = dit_width_setting()
     dropout: float = setting(0.1, label="Dropout", minimum=0.0, maximum=0.5)
     num_train_timesteps: int = setting(
         1000,
@@ -402,10 +388,7 @@ class UNetDiffusion(DenoisingScore, GenerativeModel):
         name = str(given.get("sampler", DEFAULT_SAMPLER)).lower()
         if name not in SAMPLERS:
             raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
-        default = next(
-            (o.default_for({"sampler": name}) for o in self.sampling_options if o.name == "steps"),
-            None,
-        )
+        default = option_default(self.sampling_options, "steps", {"sampler": name})
         steps = int(given.get("steps", default or DEFAULT_STEPS[name]))
         if not 1 <= steps <= self.config.num_train_timesteps:
             raise ValueError(

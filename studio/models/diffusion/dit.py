@@ -30,10 +30,42 @@ import torch
 from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel
 from torch import Tensor, nn
 
+from studio.models.base import setting
+
 #: (layers, width, heads) of the DiT paper's sizes; heads of 64 channels.
 DIT_SIZES = {"S": (12, 384, 6), "B": (12, 768, 12)}
 BACKBONES = ("unet", "dit")
 PATCH_SIZES = (2, 4)
+
+
+# The DiT settings every diffusion family's config declares (same labels, ranges and help);
+# each call makes a new dataclass field.
+def backbone_setting(help: str, *, main: bool = False) -> Any:
+    return setting("unet", label="Network", help=help, choices=BACKBONES, main=main)
+
+
+def dit_size_setting() -> Any:
+    return setting(
+        "S",
+        label="DiT size",
+        help="S (12 layers, width 384) or B (12 layers, width 768); dit only",
+        choices=tuple(DIT_SIZES),
+    )
+
+
+def patch_size_setting(help: str) -> Any:
+    return setting(4, label="Patch size", help=help, choices=PATCH_SIZES)
+
+
+def dit_layers_setting() -> Any:
+    return setting(0, label="DiT layers", help="0 = the size's; dit only", minimum=0, maximum=48)
+
+
+def dit_width_setting() -> Any:
+    return setting(
+        0, label="DiT width", help="0 = the size's (heads of 64); dit only", minimum=0,
+        maximum=2048,
+    )  # fmt: skip
 
 
 def dit_shape(c: Any) -> tuple[int, int, int]:

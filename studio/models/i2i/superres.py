@@ -63,11 +63,13 @@ from studio.models.diffusion.ddpm import (
     step_rng,
 )
 from studio.models.diffusion.dit import (
-    BACKBONES,
-    DIT_SIZES,
-    PATCH_SIZES,
     ClassDiT,
+    backbone_setting,
     check_dit_config,
+    dit_layers_setting,
+    dit_size_setting,
+    dit_width_setting,
+    patch_size_setting,
 )
 from studio.models.diffusion.samplers import SAMPLING_OPTIONS, denoise_iter
 
@@ -115,32 +117,16 @@ class SuperResConfig(ModelConfig):
         help="self-attention at maps this small or smaller; 0 = none (any input size stays cheap)",
         choices=(0, 4, 8, 16, 32),
     )
-    backbone: str = setting(
-        "unet",
-        label="Network",
-        help="unet (convolutional, the default) or dit (a diffusion transformer on patches of "
-        "the noisy image and the upsampled input)",
-        choices=BACKBONES,
+    backbone: str = backbone_setting(
+        "unet (convolutional, the default) or dit (a diffusion transformer on patches of "
+        "the noisy image and the upsampled input)"
     )
-    dit_size: str = setting(
-        "S",
-        label="DiT size",
-        help="S (12 layers, width 384) or B (12 layers, width 768); dit only",
-        choices=tuple(DIT_SIZES),
+    dit_size: str = dit_size_setting()
+    patch_size: int = patch_size_setting(
+        "pixels per side of one DiT token (of the output); must divide the resolution"
     )
-    patch_size: int = setting(
-        4,
-        label="Patch size",
-        help="pixels per side of one DiT token (of the output); must divide the resolution",
-        choices=PATCH_SIZES,
-    )
-    dit_layers: int = setting(
-        0, label="DiT layers", help="0 = the size's; dit only", minimum=0, maximum=48
-    )
-    dit_width: int = setting(
-        0, label="DiT width", help="0 = the size's (heads of 64); dit only", minimum=0,
-        maximum=2048,
-    )  # fmt: skip
+    dit_layers: int = dit_layers_setting()
+    dit_width: int = dit_width_setting()
     dropout: float = setting(0.0, label="Dropout", minimum=0.0, maximum=0.5)
     num_train_timesteps: int = setting(
         1000,
